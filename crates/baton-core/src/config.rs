@@ -1,0 +1,118 @@
+//! Plain configuration data for a fleet: what the binding hands to the core.
+//!
+//! Validation of user input (field names, ranges) happens at the edge (TypeScript options
+//! and the binding's `TryFrom` conversions); these types hold already-checked values.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::addr::ListenAddr;
+
+/// The order in which a reload replaces the workers of one slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Spawn the replacement, wait until it is ready, then stop the old worker (default).
+    StartFirst,
+    /// Stop the old worker, wait for its exit, then spawn the replacement (Workerman's order).
+    StopFirst,
+}
+
+/// Crash-restart backoff: `initial * 2^(n-1)` for the n-th consecutive quick failure,
+/// capped at `max`; a worker that stayed up for `reset_after` resets the count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Delay before the first restart after a crash.
+    pub initial: Duration,
+    /// Upper bound of the delay.
+    pub max: Duration,
+    /// Uptime after which a crash no longer counts as part of a crash loop.
+    pub reset_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+            reset_after: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before restarting a slot that failed `failures` times in a row (>= 1).
+    pub fn delay(&self, failures: u32) -> Duration {
+        let shift = failures.saturating_sub(1).min(20);
+        self.initial.saturating_mul(1u32 << shift).min(self.max)
+    }
+}
+
+/// The rules of one group that the pure state machine needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRules {
+    /// Group name (unique within a fleet).
+    pub name: String,
+    /// Number of worker slots.
+    pub count: u32,
+    /// Whether a reload replaces this group's workers (false: they get a `reload` message).
+    pub reloadable: bool,
+    /// Replacement order during a reload.
+    pub order: Order,
+    /// A worker not ready this long after spawn has failed.
+    pub ready_timeout: Duration,
+    /// A worker asked to stop is killed after this long.
+    pub stop_timeout: Duration,
+}
+
+/// One group: its rules plus how to start its workers.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// Rules for the state machine.
+    pub rules: GroupRules,
+    /// Program to execute (the master's `node`).
+    pub program: PathBuf,
+    /// Arguments after argv[0]: execArgv, the script, the script's args.
+    pub args: Vec<String>,
+    /// Full base environment of the workers (baton adds its own variables).
+    pub env: Vec<(String, String)>,
+    /// Working directory of the workers.
+    pub cwd: Option<PathBuf>,
+    /// Addresses the master listens on for this group, in fd order (3, 4, ...).
+    pub listen: Vec<ListenAddr>,
+    /// One name per address, passed in `LISTEN_FDNAMES`.
+    pub listen_names: Vec<String>,
+    /// Listen backlog, restored by the worker runtime.
+    pub backlog: i32,
+    /// Run the workers as this user id.
+    pub uid: Option<u32>,
+    /// Run the workers as this group id.
+    pub gid: Option<u32>,
+}
+
+/// A whole fleet: one master, its name and groups.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// Master name: names the control socket and pid file.
+    pub name: String,
+    /// Directory holding the control socket and pid file.
+    pub runtime_dir: PathBuf,
+    /// Groups in definition order (the order of a reload).
+    pub groups: Vec<GroupConfig>,
+    /// Crash-restart backoff.
+    pub backoff: Backoff,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let b = Backoff::default();
+        assert_eq!(b.delay(1), Duration::from_millis(100));
+        assert_eq!(b.delay(2), Duration::from_millis(200));
+        assert_eq!(b.delay(4), Duration::from_millis(800));
+        assert_eq!(b.delay(30), Duration::from_secs(30));
+        assert_eq!(b.delay(u32::MAX), Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,1089 @@
+//! The supervision and reload rules of a fleet, as a pure state machine.
+//!
+//! This module performs no I/O and reads no clock. Its shape follows quinn-proto's
+//! `Connection`: the driver feeds [`Input`]s with [`Fleet::handle`] and the passage of time
+//! with [`Fleet::handle_timeout`], asks [`Fleet::poll_timeout`] when to call back, and
+//! drains [`Action`]s with [`Fleet::poll_action`] (spawn this, stop that, emit an event).
+//! Every ordering rule below can therefore be replayed deterministically in tests.
+//!
+//! # The rules, top to bottom
+//!
+//! **Slots.** A group has `count` slots (ids `0..count`). Each slot has at most one
+//! *current* worker (the one serving), and during a reload at most one *replacement*.
+//! Workers asked to stop leave their slot and are *retiring* until they exit.
+//!
+//! **Start.** [`Input::Start`] spawns one worker per slot. When every slot has a ready
+//! worker, [`Event::FleetReady`] is emitted. If a worker exits or times out before its
+//! first readiness during start, the start has failed ([`Event::StartFailed`]) and the
+//! fleet stops: a service that cannot boot is not left half up.
+//!
+//! **Readiness.** A worker is ready when it says so ([`Input::Ready`]). A worker not ready
+//! within its group's `ready_timeout` is killed and counts as failed.
+//!
+//! **Crashes.** A worker that exits without being asked to leaves its slot empty; the slot
+//! is refilled after the backoff delay ([`crate::config::Backoff`]), the slot's `restarts`
+//! grows by one and its last exit is kept for status. A slot whose replacement is already
+//! starting (start-first reload) is not refilled twice.
+//!
+//! **Stopping a worker.** [`Action::Stop`] asks for a graceful exit; if the worker is still
+//! alive after the group's `stop_timeout`, [`Action::Kill`] follows.
+//!
+//! **Reload.** [`Input::Reload`] starts a *pass* (or joins the next one, see coalescing):
+//! 1. the fleet generation grows by one; workers of `reloadable: false` groups get
+//!    [`Action::NotifyReload`] and keep running;
+//! 2. the slots of reloadable groups are visited in group definition order, one slot at a
+//!    time. A slot is *due* when its current worker was spawned before the request (its key
+//!    is below the pass's cutoff); fresh slots are skipped;
+//! 3. `start-first`: spawn the replacement; when it is ready it becomes current and the old
+//!    worker is stopped (it retires while the pass moves on: capacity never dips).
+//!    `stop-first`: stop the old worker; when it has exited, spawn the replacement; wait
+//!    until it is ready;
+//! 4. a replacement that exits or times out before ready **aborts** the pass: no further
+//!    old worker is stopped, the remaining old workers keep serving. In `stop-first` the
+//!    emptied slot is refilled with backoff;
+//! 5. the pass ends when no slot is left and every retiring worker has exited:
+//!    [`Event::ReloadDone`] or [`Event::ReloadFailed`], carrying a [`ReloadReport`].
+//!
+//! **Coalescing.** A reload requested while a pass runs does not interrupt it: it is
+//! queued, and any number of queued requests share exactly one further pass, whose
+//! cutoff is the newest request. Workers spawned after that request count as fresh, so
+//! the extra pass may find nothing left to do.
+//!
+//! **Stop.** [`Input::Stop`] cancels a running pass (its requests are answered with a
+//! cancelled report), stops every worker gracefully (or kills them all when forced),
+//! drops pending restarts and emits [`Event::Stopped`] once the last worker has exited.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::config::{Backoff, GroupRules, Order};
+use crate::exit_status::ExitStatus;
+
+/// Identifies one worker process for its whole life, before and after it has a pid.
+/// Keys grow monotonically: a larger key was spawned later.
+pub type WorkerKey = u64;
+
+/// A caller's handle on a reload request; reports name the tickets they answer.
+pub type Ticket = u64;
+
+/// What happens to the fleet, fed by the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Spawn every slot (once, at the beginning).
+    Start,
+    /// The worker of an [`Action::Spawn`] is running with this pid.
+    Spawned { key: WorkerKey, pid: i32 },
+    /// The worker of an [`Action::Spawn`] could not be started at all.
+    SpawnFailed { key: WorkerKey, error: String },
+    /// The worker reported readiness.
+    Ready { key: WorkerKey },
+    /// The worker's process has exited; `stderr_tail` is the end of what it wrote to stderr.
+    Exited { key: WorkerKey, status: ExitStatus, stderr_tail: String },
+    /// Reload the fleet; the report will name `ticket`.
+    Reload { ticket: Ticket },
+    /// Stop the fleet; `force` kills every worker at once.
+    Stop { force: bool },
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Start a worker process for `group`/`slot` and answer with Spawned or SpawnFailed.
+    Spawn { key: WorkerKey, group: usize, slot: u32, generation: u32 },
+    /// Ask a worker to exit gracefully (stop message and SIGTERM).
+    Stop { key: WorkerKey, pid: i32 },
+    /// Kill a worker (SIGKILL).
+    Kill { key: WorkerKey, pid: i32 },
+    /// Tell a worker of a non-reloadable group that a reload happened.
+    NotifyReload { key: WorkerKey, pid: i32 },
+    /// Report something to the host.
+    Emit(Event),
+}
+
+/// Why a worker left, as reported in [`Event::WorkerExit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitCause {
+    /// It was asked to stop (reload, stop, or it was killed after the stop timeout).
+    Requested,
+    /// It exited on its own, or failed to become ready.
+    Crashed,
+}
+
+/// Events for the host (logs, JavaScript events, control-socket progress).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A worker process was started.
+    WorkerSpawned { group: usize, slot: u32, pid: i32, generation: u32 },
+    /// A worker reported ready.
+    WorkerReady { group: usize, slot: u32, pid: i32, generation: u32 },
+    /// A worker exited. `restart_in` is set when its slot will be refilled after that delay.
+    WorkerExit {
+        group: usize,
+        slot: u32,
+        pid: Option<i32>,
+        generation: u32,
+        status: Option<ExitStatus>,
+        cause: ExitCause,
+        detail: String,
+        restart_in: Option<Duration>,
+    },
+    /// A worker that did not become ready in time is being killed.
+    WorkerReadyTimeout { group: usize, slot: u32, pid: i32, timeout: Duration },
+    /// A worker that did not stop in time is being killed.
+    WorkerStopTimeout { group: usize, slot: u32, pid: i32, timeout: Duration },
+    /// Every slot had a ready worker for the first time.
+    FleetReady,
+    /// The initial start failed; the fleet is stopping.
+    StartFailed { reason: String },
+    /// A reload pass began.
+    ReloadStart { generation: u32, tickets: Vec<Ticket>, due: u32 },
+    /// A slot was replaced during a reload.
+    ReloadProgress { group: usize, slot: u32, replaced: u32, due: u32, generation: u32 },
+    /// A reload pass completed: every due slot was replaced.
+    ReloadDone(ReloadReport),
+    /// A reload pass was aborted (bad deploy) or cancelled (stop).
+    ReloadFailed(ReloadReport),
+    /// Every worker has exited after a stop.
+    Stopped,
+}
+
+/// How a reload pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// Every due slot was replaced.
+    Done,
+    /// A replacement failed; the remaining old workers keep serving.
+    Failed,
+    /// The fleet was stopped during the pass.
+    Cancelled,
+}
+
+/// One replaced slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replaced {
+    /// Group index.
+    pub group: usize,
+    /// Slot id.
+    pub slot: u32,
+    /// Pid of the old worker, if the slot had one.
+    pub old_pid: Option<i32>,
+    /// Pid of the new worker.
+    pub new_pid: i32,
+}
+
+/// Why a reload was aborted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadFailure {
+    /// Group index of the failed replacement.
+    pub group: usize,
+    /// Slot id of the failed replacement.
+    pub slot: u32,
+    /// Pid of the failed replacement, if it started.
+    pub pid: Option<i32>,
+    /// A sentence: "exited with code 1 before it was ready", "not ready within 5000 ms".
+    pub reason: String,
+    /// The replacement's exit status, when it exited.
+    pub status: Option<ExitStatus>,
+    /// The end of the replacement's stderr.
+    pub stderr_tail: String,
+}
+
+/// The outcome of one reload pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// The requests this pass answers.
+    pub tickets: Vec<Ticket>,
+    /// The fleet generation of this pass.
+    pub generation: u32,
+    /// How it ended.
+    pub outcome: ReloadOutcome,
+    /// Slots replaced, in order.
+    pub replaced: Vec<Replaced>,
+    /// Slots that were due.
+    pub due: u32,
+    /// Workers of non-reloadable groups told about the reload.
+    pub notified: u32,
+    /// Time from the start of the pass to its end.
+    pub duration: Duration,
+    /// Set when the outcome is `Failed`.
+    pub failure: Option<ReloadFailure>,
+    /// Set when the outcome is `Cancelled`.
+    pub cancel_reason: Option<String>,
+}
+
+/// Lifecycle state of a worker, as shown in status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerState {
+    /// Spawned (or being spawned), not ready yet; also an empty slot waiting to restart.
+    Starting,
+    /// Ready and serving.
+    Ready,
+    /// Asked to stop, not exited yet.
+    Stopping,
+}
+
+/// One row of the fleet's status: a worker, or an empty slot waiting for its restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSnapshot {
+    /// Worker key (None for an empty slot).
+    pub key: Option<WorkerKey>,
+    /// Group index.
+    pub group: usize,
+    /// Slot id.
+    pub slot: u32,
+    /// Process id, once started.
+    pub pid: Option<i32>,
+    /// Generation the worker was started in.
+    pub generation: u32,
+    /// Lifecycle state.
+    pub state: WorkerState,
+    /// Crash restarts of this slot so far.
+    pub restarts: u32,
+    /// How the slot's previous worker ended, decoded ("exited with code 1").
+    pub last_exit: Option<String>,
+    /// For an empty slot: when it will be restarted.
+    pub restart_at: Option<Instant>,
+    /// When the worker was spawned.
+    pub spawned_at: Option<Instant>,
+}
+
+/// A whole-fleet status snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetSnapshot {
+    /// Current fleet generation (grows by one per reload pass).
+    pub generation: u32,
+    /// Whether a reload pass is running.
+    pub reloading: bool,
+    /// Whether the fleet is stopping.
+    pub stopping: bool,
+    /// Rows in group, slot order; retiring workers follow their slot's current worker.
+    pub workers: Vec<WorkerSnapshot>,
+    /// The last finished reload.
+    pub last_reload: Option<ReloadReport>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Serving (or about to serve) its slot.
+    Current,
+    /// Started by a reload pass, not ready yet.
+    Replacement,
+    /// Asked to stop; no longer in its slot.
+    Retiring,
+}
+
+#[derive(Debug, Clone)]
+struct Worker {
+    group: usize,
+    slot: u32,
+    generation: u32,
+    pid: Option<i32>,
+    role: Role,
+    ready: bool,
+    spawned_at: Instant,
+    ready_deadline: Option<Instant>,
+    stop_requested: bool,
+    stop_deadline: Option<Instant>,
+    killed: bool,
+    /// Set when the worker was killed for not becoming ready in time.
+    ready_timed_out: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Slot {
+    current: Option<WorkerKey>,
+    replacement: Option<WorkerKey>,
+    respawn_at: Option<Instant>,
+    failures: u32,
+    restarts: u32,
+    last_exit: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Group {
+    rules: GroupRules,
+    slots: Vec<Slot>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// start-first: waiting for the replacement to be ready.
+    AwaitReplacement { group: usize, slot: u32, replacement: WorkerKey },
+    /// stop-first: waiting for the old worker to exit.
+    AwaitOldExit { group: usize, slot: u32, old: WorkerKey },
+}
+
+#[derive(Debug, Clone)]
+struct Pass {
+    tickets: Vec<Ticket>,
+    cutoff: WorkerKey,
+    generation: u32,
+    started_at: Instant,
+    queue: VecDeque<(usize, u32)>,
+    step: Option<Step>,
+    /// Old workers stopped by this pass that have not exited yet.
+    retiring: Vec<WorkerKey>,
+    replaced: Vec<Replaced>,
+    due: u32,
+    notified: u32,
+    failure: Option<ReloadFailure>,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    tickets: Vec<Ticket>,
+    cutoff: WorkerKey,
+}
+
+/// The fleet state machine. See the module documentation for its rules.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    groups: Vec<Group>,
+    backoff: Backoff,
+    workers: BTreeMap<WorkerKey, Worker>,
+    next_key: WorkerKey,
+    generation: u32,
+    phase: Phase,
+    pass: Option<Pass>,
+    pending: Option<Pending>,
+    last_reload: Option<ReloadReport>,
+    actions: VecDeque<Action>,
+}
+
+impl Fleet {
+    /// A fleet of these groups, not started yet.
+    pub fn new(groups: Vec<GroupRules>, backoff: Backoff) -> Fleet {
+        let groups = groups
+            .into_iter()
+            .map(|rules| Group { slots: vec![Slot::default(); rules.count as usize], rules })
+            .collect();
+        Fleet {
+            groups,
+            backoff,
+            workers: BTreeMap::new(),
+            next_key: 1,
+            generation: 1,
+            phase: Phase::Idle,
+            pass: None,
+            pending: None,
+            last_reload: None,
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The next action for the driver, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// True once the fleet has stopped and every worker has exited.
+    pub fn is_stopped(&self) -> bool {
+        self.phase == Phase::Stopped
+    }
+
+    /// The current fleet generation.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// The rules of group `index`.
+    pub fn group_rules(&self, index: usize) -> Option<&GroupRules> {
+        self.groups.get(index).map(|g| &g.rules)
+    }
+
+    /// The earliest instant at which [`Fleet::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let worker_deadlines = self.workers.values().flat_map(|w| {
+            let ready = if w.ready || w.killed { None } else { w.ready_deadline };
+            let stop = if w.killed { None } else { w.stop_deadline };
+            ready.into_iter().chain(stop)
+        });
+        let respawns = self.groups.iter().flat_map(|g| g.slots.iter().filter_map(|s| s.respawn_at));
+        worker_deadlines.chain(respawns).min()
+    }
+
+    /// Process every deadline that has passed at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let keys: Vec<WorkerKey> = self.workers.keys().copied().collect();
+        for key in keys {
+            let Some(w) = self.workers.get(&key) else { continue };
+            if w.killed {
+                continue;
+            }
+            if let Some(deadline) = w.stop_deadline {
+                if now >= deadline {
+                    self.kill_after_stop_timeout(key);
+                    continue;
+                }
+            }
+            if !w.ready && w.ready_deadline.is_some_and(|d| now >= d) {
+                self.kill_after_ready_timeout(key);
+            }
+        }
+        for g in 0..self.groups.len() {
+            for s in 0..self.groups[g].slots.len() {
+                if self.groups[g].slots[s].respawn_at.is_some_and(|at| now >= at) {
+                    self.groups[g].slots[s].respawn_at = None;
+                    if self.phase == Phase::Running || self.phase == Phase::Starting {
+                        self.spawn_current(now, g, s as u32);
+                    }
+                }
+            }
+        }
+        self.settle(now);
+    }
+
+    /// Feed one input at time `now`.
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        match input {
+            Input::Start => self.start(now),
+            Input::Spawned { key, pid } => self.on_spawned(key, pid),
+            Input::SpawnFailed { key, error } => {
+                self.on_exit(now, key, None, format!("could not be started: {error}"), String::new())
+            }
+            Input::Ready { key } => self.on_ready(now, key),
+            Input::Exited { key, status, stderr_tail } => {
+                self.on_exit(now, key, Some(status), status.to_string(), stderr_tail)
+            }
+            Input::Reload { ticket } => self.request_reload(now, ticket),
+            Input::Stop { force } => self.stop(now, force),
+        }
+        self.settle(now);
+    }
+
+    /// A status snapshot.
+    pub fn snapshot(&self) -> FleetSnapshot {
+        let mut rows = Vec::new();
+        for (g, group) in self.groups.iter().enumerate() {
+            for (s, slot) in group.slots.iter().enumerate() {
+                let s = s as u32;
+                let mut any = false;
+                for key in [slot.current, slot.replacement].into_iter().flatten() {
+                    if let Some(w) = self.workers.get(&key) {
+                        rows.push(self.row(key, w, slot));
+                        any = true;
+                    }
+                }
+                for (key, w) in self.workers.iter() {
+                    if w.group == g && w.slot == s && w.role == Role::Retiring {
+                        rows.push(self.row(*key, w, slot));
+                        any = true;
+                    }
+                }
+                if !any && self.phase != Phase::Stopped {
+                    rows.push(WorkerSnapshot {
+                        key: None,
+                        group: g,
+                        slot: s,
+                        pid: None,
+                        generation: self.generation,
+                        state: WorkerState::Starting,
+                        restarts: slot.restarts,
+                        last_exit: slot.last_exit.clone(),
+                        restart_at: slot.respawn_at,
+                        spawned_at: None,
+                    });
+                }
+            }
+        }
+        FleetSnapshot {
+            generation: self.generation,
+            reloading: self.pass.is_some(),
+            stopping: matches!(self.phase, Phase::Stopping | Phase::Stopped),
+            workers: rows,
+            last_reload: self.last_reload.clone(),
+        }
+    }
+
+    fn row(&self, key: WorkerKey, w: &Worker, slot: &Slot) -> WorkerSnapshot {
+        let state = if w.stop_requested {
+            WorkerState::Stopping
+        } else if w.ready {
+            WorkerState::Ready
+        } else {
+            WorkerState::Starting
+        };
+        WorkerSnapshot {
+            key: Some(key),
+            group: w.group,
+            slot: w.slot,
+            pid: w.pid,
+            generation: w.generation,
+            state,
+            restarts: slot.restarts,
+            last_exit: slot.last_exit.clone(),
+            restart_at: None,
+            spawned_at: Some(w.spawned_at),
+        }
+    }
+
+    // ----- start and spawn -------------------------------------------------------------
+
+    fn start(&mut self, now: Instant) {
+        if self.phase != Phase::Idle {
+            return;
+        }
+        self.phase = Phase::Starting;
+        for g in 0..self.groups.len() {
+            for s in 0..self.groups[g].rules.count {
+                self.spawn_current(now, g, s);
+            }
+        }
+    }
+
+    fn spawn_worker(&mut self, now: Instant, group: usize, slot: u32, role: Role) -> WorkerKey {
+        let key = self.next_key;
+        self.next_key += 1;
+        let ready_timeout = self.groups[group].rules.ready_timeout;
+        self.workers.insert(
+            key,
+            Worker {
+                group,
+                slot,
+                generation: self.generation,
+                pid: None,
+                role,
+                ready: false,
+                spawned_at: now,
+                ready_deadline: Some(now + ready_timeout),
+                stop_requested: false,
+                stop_deadline: None,
+                killed: false,
+                ready_timed_out: false,
+            },
+        );
+        self.actions.push_back(Action::Spawn { key, group, slot, generation: self.generation });
+        key
+    }
+
+    fn spawn_current(&mut self, now: Instant, group: usize, slot: u32) {
+        let key = self.spawn_worker(now, group, slot, Role::Current);
+        let s = &mut self.groups[group].slots[slot as usize];
+        s.respawn_at = None;
+        s.current = Some(key);
+    }
+
+    fn on_spawned(&mut self, key: WorkerKey, pid: i32) {
+        let Some(w) = self.workers.get_mut(&key) else { return };
+        w.pid = Some(pid);
+        let (group, slot, generation) = (w.group, w.slot, w.generation);
+        let stop_requested = w.stop_requested;
+        let killed = w.killed;
+        self.actions.push_back(Action::Emit(Event::WorkerSpawned { group, slot, pid, generation }));
+        // A stop or kill decided before the pid was known is carried out now.
+        if killed {
+            self.actions.push_back(Action::Kill { key, pid });
+        } else if stop_requested {
+            self.actions.push_back(Action::Stop { key, pid });
+        }
+    }
+
+    // ----- readiness ------------------------------------------------------------------
+
+    fn on_ready(&mut self, now: Instant, key: WorkerKey) {
+        let Some(w) = self.workers.get_mut(&key) else { return };
+        if w.ready || w.stop_requested || w.killed {
+            return;
+        }
+        w.ready = true;
+        w.ready_deadline = None;
+        let (group, slot, generation, role, pid) = (w.group, w.slot, w.generation, w.role, w.pid);
+        self.actions.push_back(Action::Emit(Event::WorkerReady {
+            group,
+            slot,
+            pid: pid.unwrap_or(0),
+            generation,
+        }));
+        if role == Role::Replacement {
+            self.promote_replacement(now, key);
+        }
+        if self.phase == Phase::Starting && self.all_slots_ready() {
+            self.phase = Phase::Running;
+            self.actions.push_back(Action::Emit(Event::FleetReady));
+        }
+    }
+
+    fn all_slots_ready(&self) -> bool {
+        self.groups.iter().all(|g| {
+            g.slots.iter().all(|s| {
+                s.current.and_then(|k| self.workers.get(&k)).is_some_and(|w| w.ready && !w.stop_requested)
+            })
+        })
+    }
+
+    fn kill_after_ready_timeout(&mut self, key: WorkerKey) {
+        let Some(w) = self.workers.get_mut(&key) else { return };
+        w.killed = true;
+        w.ready_timed_out = true;
+        let timeout = self.groups[w.group].rules.ready_timeout;
+        let (group, slot, pid) = (w.group, w.slot, w.pid);
+        if let Some(pid) = pid {
+            self.actions.push_back(Action::Emit(Event::WorkerReadyTimeout { group, slot, pid, timeout }));
+            self.actions.push_back(Action::Kill { key, pid });
+        }
+    }
+
+    // ----- stopping one worker ----------------------------------------------------------
+
+    fn request_stop(&mut self, now: Instant, key: WorkerKey) {
+        let Some(w) = self.workers.get_mut(&key) else { return };
+        if w.stop_requested || w.killed {
+            return;
+        }
+        w.stop_requested = true;
+        w.ready_deadline = None;
+        w.stop_deadline = Some(now + self.groups[w.group].rules.stop_timeout);
+        if let Some(pid) = w.pid {
+            self.actions.push_back(Action::Stop { key, pid });
+        }
+    }
+
+    fn kill_now(&mut self, key: WorkerKey) {
+        let Some(w) = self.workers.get_mut(&key) else { return };
+        if w.killed {
+            return;
+        }
+        w.killed = true;
+        w.stop_requested = true;
+        if let Some(pid) = w.pid {
+            self.actions.push_back(Action::Kill { key, pid });
+        }
+    }
+
+    fn kill_after_stop_timeout(&mut self, key: WorkerKey) {
+        let Some(w) = self.workers.get(&key) else { return };
+        let timeout = self.groups[w.group].rules.stop_timeout;
+        if let Some(pid) = w.pid {
+            self.actions.push_back(Action::Emit(Event::WorkerStopTimeout {
+                group: w.group,
+                slot: w.slot,
+                pid,
+                timeout,
+            }));
+        }
+        self.kill_now(key);
+    }
+
+    // ----- exits ------------------------------------------------------------------------
+
+    fn on_exit(
+        &mut self,
+        now: Instant,
+        key: WorkerKey,
+        status: Option<ExitStatus>,
+        detail: String,
+        stderr_tail: String,
+    ) {
+        let Some(w) = self.workers.remove(&key) else { return };
+        let requested = w.stop_requested && !w.ready_timed_out;
+        let (group, slot) = (w.group, w.slot);
+        let uptime = now.duration_since(w.spawned_at);
+        let slot_state = &mut self.groups[group].slots[slot as usize];
+        if slot_state.current == Some(key) {
+            slot_state.current = None;
+        }
+        if slot_state.replacement == Some(key) {
+            slot_state.replacement = None;
+        }
+        if let Some(pass) = self.pass.as_mut() {
+            pass.retiring.retain(|k| *k != key);
+        }
+
+        let why = if w.ready_timed_out {
+            format!(
+                "not ready within {} ms",
+                self.groups[group].rules.ready_timeout.as_millis()
+            )
+        } else if w.ready || requested {
+            detail.clone()
+        } else {
+            format!("{detail} before it was ready")
+        };
+
+        let mut restart_in = None;
+        if !requested {
+            let slot_state = &mut self.groups[group].slots[slot as usize];
+            slot_state.last_exit = Some(why.clone());
+        }
+
+        let failed_before_ready = !w.ready && !requested;
+        match w.role {
+            Role::Replacement if failed_before_ready => {
+                self.abort_pass(group, slot, w.pid, why.clone(), status, stderr_tail);
+                // A stop-first slot was emptied for this replacement: refill it with backoff.
+                if self.groups[group].slots[slot as usize].current.is_none() {
+                    restart_in = self.schedule_restart(now, group, slot, uptime);
+                }
+            }
+            Role::Current if !requested => {
+                if self.phase == Phase::Starting && !w.ready {
+                    let name = self.groups[group].rules.name.clone();
+                    let mut reason = format!("worker {name}#{slot} {why}");
+                    if !stderr_tail.trim().is_empty() {
+                        reason.push_str(&format!("; its stderr ended with:\n{}", stderr_tail.trim_end()));
+                    }
+                    self.actions.push_back(Action::Emit(Event::WorkerExit {
+                        group,
+                        slot,
+                        pid: w.pid,
+                        generation: w.generation,
+                        status,
+                        cause: ExitCause::Crashed,
+                        detail: why,
+                        restart_in: None,
+                    }));
+                    self.actions.push_back(Action::Emit(Event::StartFailed { reason }));
+                    self.stop(now, false);
+                    return;
+                }
+                let has_replacement = self.groups[group].slots[slot as usize].replacement.is_some();
+                if self.phase == Phase::Running || self.phase == Phase::Starting {
+                    let slot_state = &mut self.groups[group].slots[slot as usize];
+                    slot_state.restarts += 1;
+                    if !has_replacement {
+                        restart_in = self.schedule_restart(now, group, slot, uptime);
+                    }
+                }
+            }
+            _ => {}
+        }
+
+        self.actions.push_back(Action::Emit(Event::WorkerExit {
+            group,
+            slot,
+            pid: w.pid,
+            generation: w.generation,
+            status,
+            cause: if requested { ExitCause::Requested } else { ExitCause::Crashed },
+            detail: why,
+            restart_in,
+        }));
+
+        // stop-first: the old worker has exited, start its replacement.
+        if let Some(Pass { step: Some(Step::AwaitOldExit { group: g, slot: s, old }), .. }) = self.pass {
+            if old == key {
+                let replacement = self.spawn_worker(now, g, s, Role::Replacement);
+                let st = &mut self.groups[g].slots[s as usize];
+                st.replacement = Some(replacement);
+                st.respawn_at = None;
+                if let Some(pass) = self.pass.as_mut() {
+                    pass.step = Some(Step::AwaitReplacement { group: g, slot: s, replacement });
+                }
+            }
+        }
+    }
+
+    fn schedule_restart(&mut self, now: Instant, group: usize, slot: u32, uptime: Duration) -> Option<Duration> {
+        if !matches!(self.phase, Phase::Running | Phase::Starting) {
+            return None;
+        }
+        let backoff = self.backoff;
+        let st = &mut self.groups[group].slots[slot as usize];
+        if uptime >= backoff.reset_after {
+            st.failures = 0;
+        }
+        st.failures = st.failures.saturating_add(1);
+        let delay = backoff.delay(st.failures);
+        st.respawn_at = Some(now + delay);
+        Some(delay)
+    }
+
+    // ----- reload ------------------------------------------------------------------------
+
+    fn request_reload(&mut self, now: Instant, ticket: Ticket) {
+        match self.phase {
+            Phase::Running => {}
+            Phase::Idle | Phase::Starting | Phase::Stopping | Phase::Stopped => {
+                let reason = match self.phase {
+                    Phase::Idle | Phase::Starting => "the fleet is still starting",
+                    _ => "the fleet is stopping",
+                };
+                self.finish_report(ReloadReport {
+                    tickets: vec![ticket],
+                    generation: self.generation,
+                    outcome: ReloadOutcome::Cancelled,
+                    replaced: Vec::new(),
+                    due: 0,
+                    notified: 0,
+                    duration: Duration::ZERO,
+                    failure: None,
+                    cancel_reason: Some(reason.to_string()),
+                });
+                return;
+            }
+        }
+        let cutoff = self.next_key;
+        if self.pass.is_some() {
+            let pending = self.pending.get_or_insert(Pending { tickets: Vec::new(), cutoff });
+            pending.tickets.push(ticket);
+            pending.cutoff = cutoff;
+            return;
+        }
+        self.begin_pass(now, vec![ticket], cutoff);
+    }
+
+    fn begin_pass(&mut self, now: Instant, tickets: Vec<Ticket>, cutoff: WorkerKey) {
+        self.generation += 1;
+        let mut queue = VecDeque::new();
+        let mut notified = 0;
+        for (g, group) in self.groups.iter().enumerate() {
+            if group.rules.reloadable {
+                for s in 0..group.rules.count {
+                    queue.push_back((g, s));
+                }
+            }
+        }
+        // Non-reloadable groups: tell their workers, never restart them.
+        let notify: Vec<(WorkerKey, i32)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| !self.groups[w.group].rules.reloadable && !w.stop_requested)
+            .filter_map(|(k, w)| w.pid.map(|p| (*k, p)))
+            .collect();
+        for (key, pid) in notify {
+            notified += 1;
+            self.actions.push_back(Action::NotifyReload { key, pid });
+        }
+        let due = queue.iter().filter(|(g, s)| self.slot_is_due(*g, *s, cutoff)).count() as u32;
+        self.actions.push_back(Action::Emit(Event::ReloadStart {
+            generation: self.generation,
+            tickets: tickets.clone(),
+            due,
+        }));
+        self.pass = Some(Pass {
+            tickets,
+            cutoff,
+            generation: self.generation,
+            started_at: now,
+            queue,
+            step: None,
+            retiring: Vec::new(),
+            replaced: Vec::new(),
+            due,
+            notified,
+            failure: None,
+        });
+    }
+
+    /// A slot is due when its current worker was spawned before the request, or it has none.
+    fn slot_is_due(&self, group: usize, slot: u32, cutoff: WorkerKey) -> bool {
+        match self.groups[group].slots[slot as usize].current {
+            Some(key) => key < cutoff,
+            None => true,
+        }
+    }
+
+    /// Start the next due slot of the running pass, if it is idle.
+    fn advance_pass(&mut self, now: Instant) {
+        loop {
+            let Some(pass) = self.pass.as_mut() else { return };
+            if pass.step.is_some() || pass.failure.is_some() {
+                return;
+            }
+            let Some((g, s)) = pass.queue.pop_front() else { return };
+            let cutoff = pass.cutoff;
+            if !self.slot_is_due(g, s, cutoff) {
+                continue;
+            }
+            let order = self.groups[g].rules.order;
+            let old = self.groups[g].slots[s as usize].current;
+            match (order, old) {
+                (Order::StopFirst, Some(old)) => {
+                    self.groups[g].slots[s as usize].current = None;
+                    if let Some(w) = self.workers.get_mut(&old) {
+                        w.role = Role::Retiring;
+                    }
+                    self.request_stop(now, old);
+                    if let Some(pass) = self.pass.as_mut() {
+                        pass.step = Some(Step::AwaitOldExit { group: g, slot: s, old });
+                    }
+                }
+                _ => {
+                    let replacement = self.spawn_worker(now, g, s, Role::Replacement);
+                    let st = &mut self.groups[g].slots[s as usize];
+                    st.replacement = Some(replacement);
+                    st.respawn_at = None;
+                    if let Some(pass) = self.pass.as_mut() {
+                        pass.step = Some(Step::AwaitReplacement { group: g, slot: s, replacement });
+                    }
+                }
+            }
+            return;
+        }
+    }
+
+    fn promote_replacement(&mut self, now: Instant, key: WorkerKey) {
+        let Some(w) = self.workers.get_mut(&key) else { return };
+        w.role = Role::Current;
+        let (g, s, new_pid) = (w.group, w.slot, w.pid.unwrap_or(0));
+        let st = &mut self.groups[g].slots[s as usize];
+        st.replacement = None;
+        st.respawn_at = None;
+        let old = st.current.replace(key);
+        let mut old_pid = None;
+        if let Some(old) = old {
+            if let Some(ow) = self.workers.get_mut(&old) {
+                ow.role = Role::Retiring;
+                old_pid = ow.pid;
+            }
+            self.request_stop(now, old);
+        }
+        let Some(pass) = self.pass.as_mut() else { return };
+        if let Some(old) = old {
+            pass.retiring.push(old);
+        }
+        pass.replaced.push(Replaced { group: g, slot: s, old_pid, new_pid });
+        if matches!(pass.step, Some(Step::AwaitReplacement { replacement, .. }) if replacement == key) {
+            pass.step = None;
+        }
+        let event = Event::ReloadProgress {
+            group: g,
+            slot: s,
+            replaced: pass.replaced.len() as u32,
+            due: pass.due,
+            generation: pass.generation,
+        };
+        self.actions.push_back(Action::Emit(event));
+    }
+
+    fn abort_pass(
+        &mut self,
+        group: usize,
+        slot: u32,
+        pid: Option<i32>,
+        reason: String,
+        status: Option<ExitStatus>,
+        stderr_tail: String,
+    ) {
+        let Some(pass) = self.pass.as_mut() else { return };
+        pass.queue.clear();
+        pass.step = None;
+        if pass.failure.is_none() {
+            pass.failure = Some(ReloadFailure { group, slot, pid, reason, status, stderr_tail });
+        }
+    }
+
+    /// End the pass when nothing is left to do, then start a coalesced one if queued.
+    fn finish_pass_if_done(&mut self, now: Instant) {
+        let Some(pass) = self.pass.as_ref() else { return };
+        if pass.step.is_some() || !pass.queue.is_empty() || !pass.retiring.is_empty() {
+            return;
+        }
+        let Some(pass) = self.pass.take() else { return };
+        let outcome = if pass.failure.is_some() { ReloadOutcome::Failed } else { ReloadOutcome::Done };
+        self.finish_report(ReloadReport {
+            tickets: pass.tickets,
+            generation: pass.generation,
+            outcome,
+            replaced: pass.replaced,
+            due: pass.due,
+            notified: pass.notified,
+            duration: now.duration_since(pass.started_at),
+            failure: pass.failure,
+            cancel_reason: None,
+        });
+        if let Some(pending) = self.pending.take() {
+            if self.phase == Phase::Running {
+                self.begin_pass(now, pending.tickets, pending.cutoff);
+            }
+        }
+    }
+
+    fn finish_report(&mut self, report: ReloadReport) {
+        let event = match report.outcome {
+            ReloadOutcome::Done => Event::ReloadDone(report.clone()),
+            ReloadOutcome::Failed | ReloadOutcome::Cancelled => Event::ReloadFailed(report.clone()),
+        };
+        if report.outcome != ReloadOutcome::Cancelled || !report.tickets.is_empty() {
+            self.last_reload = Some(report);
+        }
+        self.actions.push_back(Action::Emit(event));
+    }
+
+    // ----- stop ---------------------------------------------------------------------------
+
+    fn stop(&mut self, now: Instant, force: bool) {
+        match self.phase {
+            Phase::Stopped => return,
+            Phase::Stopping if !force => return,
+            _ => {}
+        }
+        let was_stopping = self.phase == Phase::Stopping;
+        self.phase = Phase::Stopping;
+        if !was_stopping {
+            self.cancel_reloads(now, "the fleet is stopping");
+        }
+        for group in &mut self.groups {
+            for slot in &mut group.slots {
+                slot.respawn_at = None;
+            }
+        }
+        let keys: Vec<WorkerKey> = self.workers.keys().copied().collect();
+        for key in keys {
+            if force {
+                self.kill_now(key);
+            } else {
+                self.request_stop(now, key);
+            }
+        }
+    }
+
+    fn cancel_reloads(&mut self, now: Instant, reason: &str) {
+        let mut tickets = Vec::new();
+        let mut generation = self.generation;
+        let mut report_base = None;
+        if let Some(pass) = self.pass.take() {
+            generation = pass.generation;
+            tickets.extend(pass.tickets.iter().copied());
+            report_base = Some((pass.replaced, pass.due, pass.notified, now.duration_since(pass.started_at)));
+        }
+        if let Some(pending) = self.pending.take() {
+            tickets.extend(pending.tickets);
+        }
+        if tickets.is_empty() {
+            return;
+        }
+        let (replaced, due, notified, duration) = report_base.unwrap_or((Vec::new(), 0, 0, Duration::ZERO));
+        self.finish_report(ReloadReport {
+            tickets,
+            generation,
+            outcome: ReloadOutcome::Cancelled,
+            replaced,
+            due,
+            notified,
+            duration,
+            failure: None,
+            cancel_reason: Some(reason.to_string()),
+        });
+    }
+
+    // ----- bookkeeping after every input ---------------------------------------------------
+
+    fn settle(&mut self, now: Instant) {
+        if self.phase == Phase::Running {
+            // Finishing a pass can begin a coalesced one, which then needs advancing.
+            loop {
+                self.advance_pass(now);
+                let before = self.pass.as_ref().map(|p| p.generation);
+                self.finish_pass_if_done(now);
+                let after = self.pass.as_ref().map(|p| p.generation);
+                if after.is_none() || after == before {
+                    break;
+                }
+            }
+        }
+        if self.phase == Phase::Stopping && self.workers.is_empty() {
+            self.phase = Phase::Stopped;
+            self.actions.push_back(Action::Emit(Event::Stopped));
+        }
+    }
+}

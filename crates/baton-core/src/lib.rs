@@ -1,0 +1,24 @@
+//! baton-core: the supervisor behind `baton`, with no knowledge of napi or JavaScript.
+//!
+//! Layout, from pure to I/O:
+//! - [`fleet`]: the supervision and reload rules as a pure, sans-IO state machine
+//!   (events and time in, actions out). Read this first.
+//! - [`config`], [`addr`], [`exit_status`]: plain data.
+//! - [`listen`], [`spawn`], [`runtime_dir`], [`peer`], [`proc_info`]: OS plumbing, each the
+//!   one place for its `unsafe`.
+//! - [`event_loop`]: the driver thread that runs a [`fleet::Fleet`] against real processes.
+//! - [`control`]: the control-socket protocol served to the `baton` CLI.
+//! - [`public_json`]: the JSON users see (events, reload reports, status).
+
+pub mod addr;
+pub mod config;
+pub mod control;
+pub mod event_loop;
+pub mod exit_status;
+pub mod fleet;
+pub mod listen;
+pub mod peer;
+pub mod proc_info;
+pub mod public_json;
+pub mod runtime_dir;
+pub mod spawn;

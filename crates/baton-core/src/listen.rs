@@ -1,0 +1,656 @@
+//! Listening sockets, created once in the master and kept for its whole life.
+//!
+//! The master only binds and listens: it never accepts and never registers these sockets
+//! with a poller (design §8). Workers inherit them as fds 3.. and accept themselves.
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::addr::ListenAddr;
+
+/// A bound, listening socket owned by the master.
+///
+/// For a Unix socket, dropping the `Listener` removes the socket file it created (only if
+/// the path still refers to the same inode).
+#[derive(Debug)]
+pub struct Listener {
+    /// The address as configured.
+    pub addr: ListenAddr,
+    /// The address actually bound, in [`ListenAddr`]'s display form, e.g.
+    /// `127.0.0.1:41234` (the real port when 0 was asked), `[::]:3000` or `unix:/p`.
+    pub local: String,
+    socket: Socket,
+    port: Option<u16>,
+    unix_path_to_remove: Option<UnixFileId>,
+}
+
+/// The socket file we created, identified by device and inode so that `Drop` never
+/// removes a file someone else put at the same path later.
+#[derive(Debug)]
+struct UnixFileId {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl Listener {
+    /// The raw listening socket fd (FD_CLOEXEC set; `spawn` passes it to workers).
+    pub fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    /// The bound TCP port (the real one when 0 was asked); `None` for Unix sockets.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+}
+
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(id) = &self.unix_path_to_remove {
+            if let Ok(meta) = std::fs::symlink_metadata(&id.path) {
+                if meta.dev() == id.dev && meta.ino() == id.ino {
+                    let _ = std::fs::remove_file(&id.path);
+                }
+            }
+        }
+    }
+}
+
+/// Why a listen address could not be bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenErrorKind {
+    /// Another socket already holds the address (`EADDRINUSE`, or a live Unix socket).
+    AddrInUse,
+    /// The OS refused (`EACCES`/`EPERM`): a privileged port, or a directory we cannot write.
+    PermissionDenied,
+    /// The IP address is not one of this host's (`EADDRNOTAVAIL`).
+    AddrNotAvailable,
+    /// The host name did not resolve.
+    Resolve,
+    /// A Unix socket path exists and is something other than a socket.
+    NotASocket,
+    /// Anything else; see `source`.
+    Other,
+}
+
+/// A listen address that could not be bound, with the reason and what to do about it.
+///
+/// `Display` is a complete sentence including the OS error where it adds information.
+#[derive(Debug)]
+pub struct ListenError {
+    /// The address that failed, in display form (for an all-interfaces address, the
+    /// socket address actually tried, e.g. `[::]:80` or `0.0.0.0:80`).
+    pub addr: String,
+    /// The classified reason.
+    pub kind: ListenErrorKind,
+    /// The underlying OS error.
+    pub source: io::Error,
+}
+
+impl ListenError {
+    fn new(addr: impl Into<String>, source: io::Error) -> ListenError {
+        let kind = classify(&source);
+        ListenError {
+            addr: addr.into(),
+            kind,
+            source,
+        }
+    }
+}
+
+fn classify(e: &io::Error) -> ListenErrorKind {
+    match e.raw_os_error() {
+        Some(libc::EADDRINUSE) => ListenErrorKind::AddrInUse,
+        Some(libc::EACCES) | Some(libc::EPERM) => ListenErrorKind::PermissionDenied,
+        Some(libc::EADDRNOTAVAIL) => ListenErrorKind::AddrNotAvailable,
+        _ => ListenErrorKind::Other,
+    }
+}
+
+impl fmt::Display for ListenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parsed = crate::addr::parse(&self.addr).ok();
+        let unix_path = match &parsed {
+            Some(ListenAddr::Unix(p)) => Some(p.display().to_string()),
+            _ => None,
+        };
+        let port = match &parsed {
+            Some(ListenAddr::Tcp { port, .. }) => Some(*port),
+            _ => None,
+        };
+        let addr = &self.addr;
+        match self.kind {
+            ListenErrorKind::AddrInUse => match unix_path {
+                Some(p) => write!(
+                    f,
+                    "cannot listen on {addr}: address already in use (another process is listening on {p}; stop it or pick another path)"
+                ),
+                None => write!(
+                    f,
+                    "cannot listen on {addr}: address already in use (another process holds it; pick another port or stop that process)"
+                ),
+            },
+            ListenErrorKind::PermissionDenied => match (unix_path, port) {
+                (Some(p), _) => write!(
+                    f,
+                    "cannot listen on {addr}: permission denied (check that you may create {p} in its directory)"
+                ),
+                (None, Some(port)) if port != 0 && port < 1024 => write!(
+                    f,
+                    "cannot listen on {addr}: permission denied (ports below 1024 need privileges)"
+                ),
+                _ => write!(f, "cannot listen on {addr}: permission denied ({})", self.source),
+            },
+            ListenErrorKind::AddrNotAvailable => write!(
+                f,
+                "cannot listen on {addr}: address not available on this host (use one of this host's addresses, or :{} for all interfaces)",
+                port.unwrap_or(0)
+            ),
+            ListenErrorKind::Resolve => {
+                let host = match &parsed {
+                    Some(ListenAddr::Tcp { host, .. }) => host.as_str(),
+                    _ => addr.as_str(),
+                };
+                write!(
+                    f,
+                    "cannot resolve host \"{host}\" in listen address {addr} ({})",
+                    self.source
+                )
+            }
+            ListenErrorKind::NotASocket => {
+                let p = unix_path.unwrap_or_else(|| addr.clone());
+                write!(
+                    f,
+                    "cannot listen on {addr}: {p} exists and is not a socket (remove it or pick another path)"
+                )
+            }
+            ListenErrorKind::Other => write!(f, "cannot listen on {addr}: {}", self.source),
+        }
+    }
+}
+
+impl std::error::Error for ListenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Options for [`bind_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindOptions {
+    /// The `listen()` backlog.
+    pub backlog: i32,
+    /// Set `SO_REUSEPORT` before binding (TCP only; for one socket per worker slot on
+    /// Linux, design §2). Ignored for Unix sockets.
+    pub reuse_port: bool,
+}
+
+/// Binds and listens on `addr` with the given backlog (`SO_REUSEADDR` on, like Node;
+/// close-on-exec set). See [`bind_with`].
+pub fn bind(addr: &ListenAddr, backlog: i32) -> Result<Listener, ListenError> {
+    bind_with(
+        addr,
+        &BindOptions {
+            backlog,
+            reuse_port: false,
+        },
+    )
+}
+
+/// Binds and listens on `addr`.
+///
+/// - TCP: the host is resolved and the first resolved address that binds is used. An
+///   empty host binds `[::]` dual-stack (`IPV6_V6ONLY` off), falling back to `0.0.0.0`
+///   when IPv6 is unavailable.
+/// - Unix: an existing socket file nobody listens on (stale) is replaced; a live one is
+///   [`ListenErrorKind::AddrInUse`]; a non-socket file is [`ListenErrorKind::NotASocket`].
+pub fn bind_with(addr: &ListenAddr, opts: &BindOptions) -> Result<Listener, ListenError> {
+    match addr {
+        ListenAddr::Tcp { host, port } => bind_tcp(addr, host, *port, opts),
+        ListenAddr::Unix(path) => bind_unix(addr, path, opts.backlog),
+    }
+}
+
+fn bind_tcp(
+    addr: &ListenAddr,
+    host: &str,
+    port: u16,
+    opts: &BindOptions,
+) -> Result<Listener, ListenError> {
+    let candidates: Vec<SocketAddr> = if host.is_empty() {
+        vec![
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
+            SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port)),
+        ]
+    } else {
+        let resolved = (host, port).to_socket_addrs().map_err(|e| ListenError {
+            addr: addr.to_string(),
+            kind: ListenErrorKind::Resolve,
+            source: e,
+        })?;
+        let mut list: Vec<SocketAddr> = Vec::new();
+        for sa in resolved {
+            if !list.contains(&sa) {
+                list.push(sa);
+            }
+        }
+        if list.is_empty() {
+            return Err(ListenError {
+                addr: addr.to_string(),
+                kind: ListenErrorKind::Resolve,
+                source: io::Error::new(io::ErrorKind::NotFound, "the name has no addresses"),
+            });
+        }
+        list
+    };
+
+    let mut first_err: Option<ListenError> = None;
+    for sa in &candidates {
+        // For an all-interfaces address, name the socket address tried ([::]:80).
+        let shown = if host.is_empty() {
+            ListenAddr::Tcp {
+                host: sa.ip().to_string(),
+                port,
+            }
+            .to_string()
+        } else {
+            addr.to_string()
+        };
+        match bind_tcp_one(sa, opts) {
+            Ok((socket, local)) => {
+                let local_port = local.port();
+                return Ok(Listener {
+                    addr: addr.clone(),
+                    local: ListenAddr::Tcp {
+                        host: local.ip().to_string(),
+                        port: local_port,
+                    }
+                    .to_string(),
+                    socket,
+                    port: Some(local_port),
+                    unix_path_to_remove: None,
+                });
+            }
+            Err(e) => {
+                let unavailable = matches!(
+                    e.raw_os_error(),
+                    Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL) | Some(libc::EPROTONOSUPPORT)
+                );
+                let err = ListenError::new(shown, e);
+                // Keep the most telling error: a real failure (in use, denied) beats
+                // "this address family is not available here".
+                match &first_err {
+                    None => first_err = Some(err),
+                    Some(prev)
+                        if !unavailable
+                            && matches!(
+                                prev.source.raw_os_error(),
+                                Some(libc::EAFNOSUPPORT)
+                                    | Some(libc::EADDRNOTAVAIL)
+                                    | Some(libc::EPROTONOSUPPORT)
+                            ) =>
+                    {
+                        first_err = Some(err)
+                    }
+                    Some(_) => {}
+                }
+                // For all interfaces, only fall back to 0.0.0.0 when IPv6 is unavailable.
+                if host.is_empty() && !unavailable {
+                    break;
+                }
+            }
+        }
+    }
+    Err(first_err.unwrap_or_else(|| {
+        ListenError::new(
+            addr.to_string(),
+            io::Error::new(io::ErrorKind::Other, "no address to bind"),
+        )
+    }))
+}
+
+fn bind_tcp_one(sa: &SocketAddr, opts: &BindOptions) -> io::Result<(Socket, SocketAddr)> {
+    // socket2 sets FD_CLOEXEC (atomically on Linux).
+    let socket = Socket::new(Domain::for_address(*sa), Type::STREAM, None)?;
+    if sa.is_ipv6() && sa.ip().is_unspecified() {
+        // Dual stack, like Node's listen on '::'.
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    if opts.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.bind(&SockAddr::from(*sa))?;
+    socket.listen(opts.backlog)?;
+    let local = socket
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::Other, "bound socket has no IP address"))?;
+    Ok((socket, local))
+}
+
+/// The longest Unix socket path the OS accepts, in bytes (without the NUL).
+pub(crate) const UNIX_PATH_MAX: usize = if cfg!(any(target_os = "linux", target_os = "android")) {
+    107
+} else {
+    103
+};
+
+fn bind_unix(addr: &ListenAddr, path: &Path, backlog: i32) -> Result<Listener, ListenError> {
+    let shown = addr.to_string();
+    let len = path.as_os_str().len();
+    if len > UNIX_PATH_MAX {
+        return Err(ListenError {
+            addr: shown,
+            kind: ListenErrorKind::Other,
+            source: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the path is {len} bytes, longer than the {UNIX_PATH_MAX}-byte limit for Unix socket paths; use a shorter path"
+                ),
+            ),
+        });
+    }
+
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => match probe_unix_socket(path) {
+            Probe::Live => {
+                return Err(ListenError {
+                    addr: shown,
+                    kind: ListenErrorKind::AddrInUse,
+                    source: io::Error::from_raw_os_error(libc::EADDRINUSE),
+                })
+            }
+            Probe::Stale => match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ListenError::new(shown, e)),
+            },
+            Probe::Error(e) => return Err(ListenError::new(shown, e)),
+        },
+        Ok(_) => {
+            return Err(ListenError {
+                addr: shown,
+                kind: ListenErrorKind::NotASocket,
+                source: io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a socket"),
+            })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ListenError::new(shown, e)),
+    }
+
+    let sockaddr = SockAddr::unix(path).map_err(|e| ListenError::new(shown.clone(), e))?;
+    let socket =
+        Socket::new(Domain::UNIX, Type::STREAM, None).map_err(|e| ListenError::new(shown.clone(), e))?;
+    socket
+        .bind(&sockaddr)
+        .map_err(|e| ListenError::new(shown.clone(), e))?;
+    // From here on the file is ours: record its identity first so that a failing listen()
+    // still removes it (through Drop).
+    let id = std::fs::symlink_metadata(path).ok().map(|m| UnixFileId {
+        path: path.to_path_buf(),
+        dev: m.dev(),
+        ino: m.ino(),
+    });
+    let listener = Listener {
+        addr: addr.clone(),
+        local: ListenAddr::Unix(path.to_path_buf()).to_string(),
+        socket,
+        port: None,
+        unix_path_to_remove: id,
+    };
+    listener
+        .socket
+        .listen(backlog)
+        .map_err(|e| ListenError::new(shown, e))?;
+    Ok(listener)
+}
+
+enum Probe {
+    Live,
+    Stale,
+    Error(io::Error),
+}
+
+/// Is someone listening on the socket file at `path`? A non-blocking connect never hangs
+/// on a full backlog (EAGAIN then also means "live").
+fn probe_unix_socket(path: &Path) -> Probe {
+    let attempt = || -> io::Result<()> {
+        let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        sock.set_nonblocking(true)?;
+        sock.connect(&SockAddr::unix(path)?)
+    };
+    match attempt() {
+        Ok(()) => Probe::Live,
+        Err(e) => match e.raw_os_error() {
+            Some(libc::ECONNREFUSED) | Some(libc::ENOENT) => Probe::Stale,
+            Some(libc::EAGAIN) | Some(libc::EINPROGRESS) => Probe::Live,
+            _ => Probe::Error(e),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpStream;
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn tcp(host: &str, port: u16) -> ListenAddr {
+        ListenAddr::Tcp {
+            host: host.into(),
+            port,
+        }
+    }
+
+    fn temp_dir() -> PathBuf {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "baton-listen-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn binds_ephemeral_port_and_accepts_connections() {
+        let l = bind(&tcp("127.0.0.1", 0), 128).unwrap();
+        let port = l.port().unwrap();
+        assert_ne!(port, 0);
+        assert_eq!(l.local, format!("127.0.0.1:{port}"));
+        // The kernel completes the handshake although nobody accepts.
+        TcpStream::connect(("127.0.0.1", port)).unwrap();
+        assert!(l.fd() >= 0);
+    }
+
+    #[test]
+    fn fd_is_cloexec() {
+        let l = bind(&tcp("127.0.0.1", 0), 16).unwrap();
+        // SAFETY: F_GETFD on an fd we own, no memory involved.
+        let flags = unsafe { libc::fcntl(l.fd(), libc::F_GETFD) };
+        assert!(flags & libc::FD_CLOEXEC != 0);
+    }
+
+    #[test]
+    fn second_bind_is_addr_in_use() {
+        let l = bind(&tcp("127.0.0.1", 0), 16).unwrap();
+        let port = l.port().unwrap();
+        let e = bind(&tcp("127.0.0.1", port), 16).unwrap_err();
+        assert_eq!(e.kind, ListenErrorKind::AddrInUse);
+        assert_eq!(
+            e.to_string(),
+            format!("cannot listen on 127.0.0.1:{port}: address already in use (another process holds it; pick another port or stop that process)")
+        );
+    }
+
+    #[test]
+    fn all_interfaces_binds_and_reports_in_use() {
+        let l = bind(&tcp("", 0), 16).unwrap();
+        let port = l.port().unwrap();
+        assert!(l.local == format!("[::]:{port}") || l.local == format!("0.0.0.0:{port}"));
+        TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let e = bind(&tcp("", port), 16).unwrap_err();
+        assert_eq!(e.kind, ListenErrorKind::AddrInUse, "{e}");
+    }
+
+    #[test]
+    fn reuse_port_allows_two_sockets() {
+        let opts = BindOptions {
+            backlog: 16,
+            reuse_port: true,
+        };
+        let a = bind_with(&tcp("127.0.0.1", 0), &opts).unwrap();
+        let b = bind_with(&tcp("127.0.0.1", a.port().unwrap()), &opts).unwrap();
+        assert_eq!(a.port(), b.port());
+    }
+
+    #[test]
+    fn unresolvable_host() {
+        let e = bind(&tcp("nope.invalid", 80), 16).unwrap_err();
+        assert_eq!(e.kind, ListenErrorKind::Resolve);
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("cannot resolve host \"nope.invalid\" in listen address nope.invalid:80"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn foreign_address_not_available() {
+        // TEST-NET-1 (RFC 5737) is never assigned to a local interface.
+        let e = bind(&tcp("192.0.2.1", 0), 16).unwrap_err();
+        assert_eq!(e.kind, ListenErrorKind::AddrNotAvailable);
+        assert!(e
+            .to_string()
+            .starts_with("cannot listen on 192.0.2.1:0: address not available on this host"));
+    }
+
+    #[test]
+    fn error_messages() {
+        let denied = ListenError::new("0.0.0.0:80", io::Error::from_raw_os_error(libc::EACCES));
+        assert_eq!(denied.kind, ListenErrorKind::PermissionDenied);
+        assert_eq!(
+            denied.to_string(),
+            "cannot listen on 0.0.0.0:80: permission denied (ports below 1024 need privileges)"
+        );
+        let na = ListenError::new("10.9.9.9:80", io::Error::from_raw_os_error(libc::EADDRNOTAVAIL));
+        assert_eq!(
+            na.to_string(),
+            "cannot listen on 10.9.9.9:80: address not available on this host (use one of this host's addresses, or :80 for all interfaces)"
+        );
+    }
+
+    #[test]
+    fn ipv6_loopback_if_available() {
+        match bind(&tcp("::1", 0), 16) {
+            Ok(l) => {
+                let port = l.port().unwrap();
+                assert_eq!(l.local, format!("[::1]:{port}"));
+                TcpStream::connect(("::1", port)).unwrap();
+            }
+            Err(e) => {
+                // No IPv6 on this host: skip.
+                assert!(
+                    matches!(
+                        e.source.raw_os_error(),
+                        Some(libc::EADDRNOTAVAIL) | Some(libc::EAFNOSUPPORT)
+                    ),
+                    "{e}"
+                );
+                eprintln!("skipping: IPv6 unavailable: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn unix_socket_bind_connect_and_cleanup() {
+        let dir = temp_dir();
+        let path = dir.join("a.sock");
+        let l = bind(&ListenAddr::Unix(path.clone()), 16).unwrap();
+        assert_eq!(l.local, format!("unix:{}", path.display()));
+        assert_eq!(l.port(), None);
+        UnixStream::connect(&path).unwrap();
+        drop(l);
+        assert!(!path.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn stale_unix_socket_is_replaced() {
+        let dir = temp_dir();
+        let path = dir.join("stale.sock");
+        // Bind and close a std listener: the file stays, nobody listens.
+        drop(UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        let l = bind(&ListenAddr::Unix(path.clone()), 16).unwrap();
+        UnixStream::connect(&path).unwrap();
+        drop(l);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn live_unix_socket_is_addr_in_use() {
+        let dir = temp_dir();
+        let path = dir.join("live.sock");
+        let _owner = UnixListener::bind(&path).unwrap();
+        let e = bind(&ListenAddr::Unix(path.clone()), 16).unwrap_err();
+        assert_eq!(e.kind, ListenErrorKind::AddrInUse);
+        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        // The live owner's file is untouched.
+        UnixStream::connect(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn regular_file_is_not_a_socket() {
+        let dir = temp_dir();
+        let path = dir.join("file.sock");
+        std::fs::write(&path, b"x").unwrap();
+        let e = bind(&ListenAddr::Unix(path.clone()), 16).unwrap_err();
+        assert_eq!(e.kind, ListenErrorKind::NotASocket);
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot listen on unix:{p}: {p} exists and is not a socket (remove it or pick another path)",
+                p = path.display()
+            )
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"x");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn drop_keeps_a_replaced_file() {
+        let dir = temp_dir();
+        let path = dir.join("replaced.sock");
+        let l = bind(&ListenAddr::Unix(path.clone()), 16).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, b"someone else").unwrap();
+        drop(l);
+        assert_eq!(std::fs::read(&path).unwrap(), b"someone else");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn too_long_unix_path() {
+        let path = PathBuf::from(format!("/tmp/{}", "x".repeat(200)));
+        let e = bind(&ListenAddr::Unix(path), 16).unwrap_err();
+        assert!(e.to_string().contains("use a shorter path"), "{e}");
+    }
+}

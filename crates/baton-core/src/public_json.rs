@@ -1,0 +1,260 @@
+//! The JSON shapes users see: events, reload reports and status (design §7 contract).
+//!
+//! One place turns the state machine's index-based values into named, documented JSON, so
+//! the JavaScript API, the control socket and the CLI all show the same thing.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+
+/// JSON values, re-exported so hosts need no serde_json dependency of their own.
+pub use serde_json::Value;
+
+use crate::exit_status::ExitStatus;
+use crate::fleet::{Event, ExitCause, FleetSnapshot, ReloadOutcome, ReloadReport, WorkerState};
+
+/// What a conversion needs to know besides the value itself.
+pub struct Names<'a> {
+    /// Group names by index.
+    pub groups: &'a [String],
+}
+
+impl Names<'_> {
+    fn group(&self, index: usize) -> &str {
+        self.groups.get(index).map(String::as_str).unwrap_or("?")
+    }
+}
+
+fn exit_fields(status: Option<ExitStatus>) -> (Value, Value) {
+    match status {
+        Some(ExitStatus::Code(c)) => (json!(c), Value::Null),
+        Some(ExitStatus::Signal(s)) => (Value::Null, json!(crate::exit_status::signal_name(s))),
+        None => (Value::Null, Value::Null),
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX)) as u64
+}
+
+/// A reload report as JSON, with a one-line human summary in `message`.
+pub fn report(names: &Names, r: &ReloadReport) -> Value {
+    let replaced: Vec<Value> = r
+        .replaced
+        .iter()
+        .map(|x| json!({ "group": names.group(x.group), "id": x.slot, "oldPid": x.old_pid, "newPid": x.new_pid }))
+        .collect();
+    let failure = r.failure.as_ref().map(|f| {
+        let (code, signal) = exit_fields(f.status);
+        json!({
+            "group": names.group(f.group),
+            "id": f.slot,
+            "pid": f.pid,
+            "reason": f.reason,
+            "exitCode": code,
+            "signal": signal,
+            "stderrTail": f.stderr_tail,
+        })
+    });
+    let outcome = match r.outcome {
+        ReloadOutcome::Done => "done",
+        ReloadOutcome::Failed => "failed",
+        ReloadOutcome::Cancelled => "cancelled",
+    };
+    let message = match (&r.outcome, &r.failure) {
+        (ReloadOutcome::Done, _) => format!(
+            "reload {} done: {} of {} workers replaced in {} ms",
+            r.generation,
+            r.replaced.len(),
+            r.due,
+            ms(r.duration)
+        ),
+        (ReloadOutcome::Failed, Some(f)) => format!(
+            "reload {} aborted: new worker {}#{} {}; {} of {} workers replaced, the others keep serving the previous version",
+            r.generation,
+            names.group(f.group),
+            f.slot,
+            f.reason,
+            r.replaced.len(),
+            r.due
+        ),
+        (ReloadOutcome::Failed, None) => format!("reload {} aborted", r.generation),
+        (ReloadOutcome::Cancelled, _) => format!(
+            "reload cancelled: {}",
+            r.cancel_reason.as_deref().unwrap_or("the fleet is stopping")
+        ),
+    };
+    json!({
+        "tickets": r.tickets,
+        "generation": r.generation,
+        "outcome": outcome,
+        "replaced": replaced,
+        "due": r.due,
+        "notified": r.notified,
+        "durationMs": ms(r.duration),
+        "failure": failure,
+        "message": message,
+    })
+}
+
+/// An event as JSON: `type` plus its fields, and a human `message`.
+pub fn event(names: &Names, e: &Event) -> Value {
+    match e {
+        Event::WorkerSpawned { group, slot, pid, generation } => json!({
+            "type": "worker:spawn", "group": names.group(*group), "id": slot, "pid": pid,
+            "generation": generation,
+            "message": format!("{}#{} started (pid {pid}, generation {generation})", names.group(*group), slot),
+        }),
+        Event::WorkerReady { group, slot, pid, generation } => json!({
+            "type": "worker:ready", "group": names.group(*group), "id": slot, "pid": pid,
+            "generation": generation,
+            "message": format!("{}#{} ready (pid {pid}, generation {generation})", names.group(*group), slot),
+        }),
+        Event::WorkerExit { group, slot, pid, generation, status, cause, detail, restart_in } => {
+            let (code, signal) = exit_fields(*status);
+            let who = match pid {
+                Some(p) => format!("{}#{} (pid {p})", names.group(*group), slot),
+                None => format!("{}#{}", names.group(*group), slot),
+            };
+            let mut message = format!("{who} {detail}");
+            if let Some(d) = restart_in {
+                message.push_str(&format!("; restarting in {} ms", ms(*d)));
+            }
+            json!({
+                "type": "worker:exit", "group": names.group(*group), "id": slot, "pid": pid,
+                "generation": generation, "exitCode": code, "signal": signal,
+                "expected": *cause == ExitCause::Requested, "reason": detail,
+                "restartInMs": restart_in.map(ms), "message": message,
+            })
+        }
+        Event::WorkerReadyTimeout { group, slot, pid, timeout } => json!({
+            "type": "worker:ready-timeout", "group": names.group(*group), "id": slot, "pid": pid,
+            "timeoutMs": ms(*timeout),
+            "message": format!("{}#{} (pid {pid}) not ready within {} ms: killing it", names.group(*group), slot, ms(*timeout)),
+        }),
+        Event::WorkerStopTimeout { group, slot, pid, timeout } => json!({
+            "type": "worker:stop-timeout", "group": names.group(*group), "id": slot, "pid": pid,
+            "timeoutMs": ms(*timeout),
+            "message": format!("{}#{} (pid {pid}) still running {} ms after stop: sending SIGKILL", names.group(*group), slot, ms(*timeout)),
+        }),
+        Event::FleetReady => json!({ "type": "fleet:ready", "message": "all workers ready" }),
+        Event::StartFailed { reason } => json!({
+            "type": "fleet:start-failed", "reason": reason, "message": format!("start failed: {reason}"),
+        }),
+        Event::ReloadStart { generation, tickets, due } => json!({
+            "type": "reload:start", "generation": generation, "tickets": tickets, "due": due,
+            "message": format!("reload {generation} started: {due} workers to replace"),
+        }),
+        Event::ReloadProgress { group, slot, replaced, due, generation } => json!({
+            "type": "reload:progress", "group": names.group(*group), "id": slot, "replaced": replaced,
+            "due": due, "generation": generation,
+            "message": format!("{} {replaced}/{due} replaced", names.group(*group)),
+        }),
+        Event::ReloadDone(r) => {
+            let mut v = report(names, r);
+            v["type"] = json!("reload:done");
+            v
+        }
+        Event::ReloadFailed(r) => {
+            let mut v = report(names, r);
+            v["type"] = json!("reload:failed");
+            v
+        }
+        Event::Stopped => json!({ "type": "fleet:stopped", "message": "all workers stopped" }),
+    }
+}
+
+/// Milliseconds since the Unix epoch, as an ISO-8601 UTC string (`2026-11-22T03:04:05.678Z`).
+pub fn iso8601(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let millis = d.subsec_millis();
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = if month <= 2 { y + 1 } else { y };
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Per-row facts the state machine does not hold.
+pub struct RowExtras {
+    /// Wall-clock spawn time.
+    pub started_at: Option<SystemTime>,
+    /// Resident memory.
+    pub rss_bytes: Option<u64>,
+}
+
+/// The status JSON (design §7): `{ name, pid, generation, reloading, workers: [...] }` plus
+/// additive fields (`stopping`, `groups`, `lastReload`, per-worker `lastExit`, `restartInMs`).
+pub fn status(
+    names: &Names,
+    fleet_name: &str,
+    master_pid: u32,
+    groups: Value,
+    snap: &FleetSnapshot,
+    now: Instant,
+    extras: &dyn Fn(Option<u64>, Option<i32>) -> RowExtras,
+) -> Value {
+    let workers: Vec<Value> = snap
+        .workers
+        .iter()
+        .map(|w| {
+            let x = extras(w.key, w.pid);
+            let state = match w.state {
+                WorkerState::Starting => "starting",
+                WorkerState::Ready => "ready",
+                WorkerState::Stopping => "stopping",
+            };
+            json!({
+                "group": names.group(w.group),
+                "id": w.slot,
+                "pid": w.pid,
+                "generation": w.generation,
+                "state": state,
+                "restarts": w.restarts,
+                "rssBytes": x.rss_bytes,
+                "startedAt": x.started_at.map(iso8601),
+                "lastExit": w.last_exit,
+                "restartInMs": w.restart_at.map(|at| ms(at.saturating_duration_since(now))),
+            })
+        })
+        .collect();
+    json!({
+        "name": fleet_name,
+        "pid": master_pid,
+        "generation": snap.generation,
+        "reloading": snap.reloading,
+        "stopping": snap.stopping,
+        "groups": groups,
+        "workers": workers,
+        "lastReload": snap.last_reload.as_ref().map(|r| report(names, r)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso8601_formats_known_instants() {
+        assert_eq!(iso8601(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_316_645_678);
+        assert_eq!(iso8601(t), "2026-11-22T03:04:05.678Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(iso8601(leap), "2000-02-29T00:00:00.000Z");
+    }
+}

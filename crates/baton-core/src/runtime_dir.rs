@@ -1,0 +1,566 @@
+//! The runtime directory: where a master keeps its control socket (`<name>.sock`) and its
+//! locked pid file (`<name>.pid`), so that the CLI can find it and two masters of one name
+//! cannot run (design §4).
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+/// Picks the runtime directory: `BATON_RUNTIME_DIR` if non-empty, else
+/// `$XDG_RUNTIME_DIR/baton` (if non-empty), else `<tmpdir>/baton-<uid>`.
+pub fn resolve(env_override: Option<&str>, xdg: Option<&str>, tmpdir: &Path, uid: u32) -> PathBuf {
+    match (env_override, xdg) {
+        (Some(dir), _) if !dir.is_empty() => PathBuf::from(dir),
+        (_, Some(xdg)) if !xdg.is_empty() => Path::new(xdg).join("baton"),
+        _ => tmpdir.join(format!("baton-{uid}")),
+    }
+}
+
+/// Errors about the runtime directory, pid file and control socket. Messages name the
+/// path and say what to do.
+#[derive(Debug)]
+pub enum RuntimeDirError {
+    /// The directory could not be created or inspected.
+    CreateDir {
+        /// The runtime directory.
+        dir: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The path exists and is not a directory.
+    NotADirectory {
+        /// The runtime directory.
+        dir: PathBuf,
+    },
+    /// The directory belongs to another user.
+    WrongOwner {
+        /// The runtime directory.
+        dir: PathBuf,
+        /// Its owner's uid.
+        owner: u32,
+        /// Our effective uid.
+        uid: u32,
+    },
+    /// The directory is writable by group or others.
+    InsecureMode {
+        /// The runtime directory.
+        dir: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A master name that is not allowed; the text says why.
+    InvalidName(String),
+    /// Another master of this name holds the pid-file lock.
+    AlreadyRunning {
+        /// The master's name.
+        name: String,
+        /// The pid recorded in its pid file, if readable.
+        pid: Option<i32>,
+    },
+    /// The pid file could not be opened, locked or written.
+    PidFile {
+        /// The pid file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The control socket path is too long for a Unix socket address.
+    SocketPathTooLong {
+        /// The socket path.
+        path: PathBuf,
+        /// Its length in bytes.
+        len: usize,
+        /// The longest length the OS accepts.
+        max: usize,
+    },
+    /// The control socket could not be created.
+    ControlSocket {
+        /// The socket path.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for RuntimeDirError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuntimeDirError::CreateDir { dir, source } => write!(
+                f,
+                "cannot create runtime directory {}: {source} (set BATON_RUNTIME_DIR to a directory you can write)",
+                dir.display()
+            ),
+            RuntimeDirError::NotADirectory { dir } => write!(
+                f,
+                "runtime directory {} exists and is not a directory (remove it or set BATON_RUNTIME_DIR elsewhere)",
+                dir.display()
+            ),
+            RuntimeDirError::WrongOwner { dir, owner, uid } => write!(
+                f,
+                "runtime directory {} belongs to uid {owner}, not to you (uid {uid}); set BATON_RUNTIME_DIR to a directory you own",
+                dir.display()
+            ),
+            RuntimeDirError::InsecureMode { dir, mode } => write!(
+                f,
+                "runtime directory {} has mode {:04o} and is writable by other users; run: chmod 700 {}",
+                dir.display(),
+                mode & 0o7777,
+                dir.display()
+            ),
+            RuntimeDirError::InvalidName(msg) => f.write_str(msg),
+            RuntimeDirError::AlreadyRunning { name, pid } => match pid {
+                Some(pid) => write!(
+                    f,
+                    "a baton master named \"{name}\" is already running (pid {pid}); stop it first with: baton stop {name}"
+                ),
+                None => write!(
+                    f,
+                    "a baton master named \"{name}\" is already running; stop it first with: baton stop {name}"
+                ),
+            },
+            RuntimeDirError::PidFile { path, source } => {
+                write!(f, "cannot use pid file {}: {source}", path.display())
+            }
+            RuntimeDirError::SocketPathTooLong { path, len, max } => write!(
+                f,
+                "control socket path {} is {len} bytes, longer than the {max}-byte limit for Unix socket paths; set BATON_RUNTIME_DIR to a shorter directory",
+                path.display()
+            ),
+            RuntimeDirError::ControlSocket { path, source } => {
+                write!(f, "cannot create control socket {}: {source}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for RuntimeDirError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RuntimeDirError::CreateDir { source, .. }
+            | RuntimeDirError::PidFile { source, .. }
+            | RuntimeDirError::ControlSocket { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Creates `dir` (and missing parents) with mode 0700, or checks an existing one: it must
+/// be a directory owned by the current user and not writable by group or others (an
+/// existing 0755 directory is fine).
+pub fn ensure_dir(dir: &Path) -> Result<(), RuntimeDirError> {
+    let create = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir);
+    if let Err(e) = create {
+        if dir.exists() && !dir.is_dir() {
+            return Err(RuntimeDirError::NotADirectory {
+                dir: dir.to_path_buf(),
+            });
+        }
+        return Err(RuntimeDirError::CreateDir {
+            dir: dir.to_path_buf(),
+            source: e,
+        });
+    }
+    let meta = std::fs::metadata(dir).map_err(|e| RuntimeDirError::CreateDir {
+        dir: dir.to_path_buf(),
+        source: e,
+    })?;
+    if !meta.is_dir() {
+        return Err(RuntimeDirError::NotADirectory {
+            dir: dir.to_path_buf(),
+        });
+    }
+    let uid = effective_uid();
+    if meta.uid() != uid {
+        return Err(RuntimeDirError::WrongOwner {
+            dir: dir.to_path_buf(),
+            owner: meta.uid(),
+            uid,
+        });
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(RuntimeDirError::InsecureMode {
+            dir: dir.to_path_buf(),
+            mode: meta.mode(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a master name: 1..=64 characters of `[A-Za-z0-9._-]`, not starting with '.'.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let allowed = "letters, digits, '.', '_' and '-'";
+    if name.is_empty() {
+        return Err(format!("the name is empty; use 1 to 64 {allowed}"));
+    }
+    if name.len() > 64 {
+        return Err(format!(
+            "the name \"{name}\" is {} characters long; use at most 64 {allowed}",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "the name {name:?} contains {c:?}; use only {allowed}"
+        ));
+    }
+    if name.starts_with('.') {
+        return Err(format!("the name \"{name}\" must not start with '.'"));
+    }
+    Ok(())
+}
+
+/// The control socket path of master `name`: `<dir>/<name>.sock`.
+pub fn socket_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.sock"))
+}
+
+fn pid_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.pid"))
+}
+
+/// The locked pid file of a running master; dropping it removes the file and releases the
+/// lock.
+#[derive(Debug)]
+pub struct PidFile {
+    path: PathBuf,
+    file: File,
+}
+
+enum LockResult {
+    Locked,
+    WouldBlock,
+}
+
+fn flock(file: &File, op: libc::c_int) -> io::Result<LockResult> {
+    loop {
+        // SAFETY: flock on an fd owned by `file`, integer arguments only.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
+        if rc == 0 {
+            return Ok(LockResult::Locked);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(code) if code == libc::EWOULDBLOCK || code == libc::EAGAIN => {
+                return Ok(LockResult::WouldBlock)
+            }
+            _ => return Err(e),
+        }
+    }
+}
+
+fn parse_pid(text: &str) -> Option<i32> {
+    text.trim().parse::<i32>().ok().filter(|p| *p > 0)
+}
+
+impl PidFile {
+    /// Creates (mode 0600) and exclusively locks `<dir>/<name>.pid`, then writes our pid.
+    ///
+    /// Fails with [`RuntimeDirError::AlreadyRunning`] when another master holds the lock.
+    pub fn acquire(dir: &Path, name: &str) -> Result<PidFile, RuntimeDirError> {
+        validate_name(name).map_err(RuntimeDirError::InvalidName)?;
+        let path = pid_path(dir, name);
+        let pid_err = |source: io::Error| RuntimeDirError::PidFile {
+            path: path.clone(),
+            source,
+        };
+        // A previous owner removes the file before releasing its lock, so the inode we
+        // lock may already be unlinked: check, and retry on the new file.
+        for _ in 0..16 {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)
+                .map_err(pid_err)?;
+            match flock(&file, libc::LOCK_EX | libc::LOCK_NB).map_err(pid_err)? {
+                LockResult::WouldBlock => {
+                    let mut text = String::new();
+                    let _ = file.read_to_string(&mut text);
+                    return Err(RuntimeDirError::AlreadyRunning {
+                        name: name.to_string(),
+                        pid: parse_pid(&text),
+                    });
+                }
+                LockResult::Locked => {}
+            }
+            let ours = file.metadata().map_err(pid_err)?;
+            match std::fs::metadata(&path) {
+                Ok(now) if now.dev() == ours.dev() && now.ino() == ours.ino() => {}
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(pid_err(e)),
+            }
+            file.set_len(0).map_err(pid_err)?;
+            file.seek(SeekFrom::Start(0)).map_err(pid_err)?;
+            file.write_all(format!("{}\n", std::process::id()).as_bytes())
+                .map_err(pid_err)?;
+            return Ok(PidFile { path, file });
+        }
+        Err(pid_err(io::Error::new(
+            io::ErrorKind::Other,
+            "the pid file keeps being replaced by another process",
+        )))
+    }
+
+    /// The pid file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        // Remove first, then release the lock by closing (a waiting acquirer re-checks
+        // the inode). Only remove the file if it still is the one we locked.
+        if let (Ok(ours), Ok(now)) = (self.file.metadata(), std::fs::metadata(&self.path)) {
+            if ours.dev() == now.dev() && ours.ino() == now.ino() {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+/// The pid recorded in `<dir>/<name>.pid`, if the file exists and holds a pid.
+pub fn read_pid(dir: &Path, name: &str) -> Option<i32> {
+    std::fs::read_to_string(pid_path(dir, name))
+        .ok()
+        .and_then(|t| parse_pid(&t))
+}
+
+/// True when a live master holds the lock on `<dir>/<name>.pid`.
+pub fn is_locked(dir: &Path, name: &str) -> bool {
+    let file = match File::open(pid_path(dir, name)) {
+        Ok(f) => f,
+        Err(_) => return false,
+    };
+    // A shared lock conflicts only with the master's exclusive one; closing `file`
+    // releases ours.
+    matches!(flock(&file, libc::LOCK_SH | libc::LOCK_NB), Ok(LockResult::WouldBlock))
+}
+
+/// Binds the control socket at `path` and makes it mode 0600.
+///
+/// The caller holds the pid-file lock, so any file already at `path` is stale and is
+/// removed first.
+pub fn bind_control_socket(path: &Path) -> Result<UnixListener, RuntimeDirError> {
+    let len = path.as_os_str().len();
+    let max = crate::listen::UNIX_PATH_MAX;
+    if len > max {
+        return Err(RuntimeDirError::SocketPathTooLong {
+            path: path.to_path_buf(),
+            len,
+            max,
+        });
+    }
+    let sock_err = |source: io::Error| RuntimeDirError::ControlSocket {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(sock_err(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(sock_err)?;
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        let _ = std::fs::remove_file(path);
+        return Err(sock_err(e));
+    }
+    Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A unique temporary directory removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "baton-rt-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn resolve_order() {
+        let tmp = Path::new("/tmp");
+        assert_eq!(resolve(Some("/x"), Some("/run/user/1"), tmp, 5), PathBuf::from("/x"));
+        assert_eq!(
+            resolve(Some(""), Some("/run/user/1"), tmp, 5),
+            PathBuf::from("/run/user/1/baton")
+        );
+        assert_eq!(resolve(None, Some(""), tmp, 5), PathBuf::from("/tmp/baton-5"));
+        assert_eq!(resolve(None, None, tmp, 1000), PathBuf::from("/tmp/baton-1000"));
+    }
+
+    #[test]
+    fn ensure_dir_creates_0700_and_accepts_0755() {
+        let t = TempDir::new();
+        let dir = t.0.join("a/b");
+        ensure_dir(&dir).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "mode {mode:o}");
+        ensure_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        ensure_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn ensure_dir_rejects_writable_by_others_and_files() {
+        let t = TempDir::new();
+        let dir = t.0.join("open");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = ensure_dir(&dir).unwrap_err();
+        assert!(matches!(e, RuntimeDirError::InsecureMode { .. }));
+        assert!(e.to_string().contains("chmod 700"), "{e}");
+        let file = t.0.join("file");
+        std::fs::write(&file, b"").unwrap();
+        let e = ensure_dir(&file).unwrap_err();
+        assert!(matches!(e, RuntimeDirError::NotADirectory { .. }), "{e:?}");
+        assert!(e.to_string().contains(&file.display().to_string()));
+    }
+
+    #[test]
+    fn ensure_dir_rejects_foreign_owner() {
+        if effective_uid() != 0 {
+            // "/" belongs to root.
+            let e = ensure_dir(Path::new("/")).unwrap_err();
+            assert!(matches!(e, RuntimeDirError::WrongOwner { .. }), "{e:?}");
+            return;
+        }
+        let t = TempDir::new();
+        let dir = t.0.join("foreign");
+        std::fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
+        let e = ensure_dir(&dir).unwrap_err();
+        assert!(matches!(e, RuntimeDirError::WrongOwner { owner: 65534, .. }), "{e:?}");
+        assert!(e.to_string().contains("set BATON_RUNTIME_DIR"));
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_name("web").is_ok());
+        assert!(validate_name("my-app_2.v1").is_ok());
+        assert!(validate_name(&"a".repeat(64)).is_ok());
+        assert!(validate_name(&"a".repeat(65)).is_err());
+        assert!(validate_name("").is_err());
+        assert!(validate_name(".hidden").is_err());
+        let e = validate_name("a/b").unwrap_err();
+        assert!(e.contains("\"a/b\"") && e.contains("letters, digits"), "{e}");
+        assert!(validate_name("a b").is_err());
+        assert!(validate_name("é").is_err());
+    }
+
+    #[test]
+    fn pid_file_lock_lifecycle() {
+        let t = TempDir::new();
+        assert!(!is_locked(&t.0, "web"));
+        assert_eq!(read_pid(&t.0, "web"), None);
+        let pf = PidFile::acquire(&t.0, "web").unwrap();
+        let mode = std::fs::metadata(pf.path()).unwrap().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0);
+        assert_eq!(read_pid(&t.0, "web"), Some(std::process::id() as i32));
+        assert!(is_locked(&t.0, "web"));
+
+        let e = PidFile::acquire(&t.0, "web").unwrap_err();
+        match &e {
+            RuntimeDirError::AlreadyRunning { name, pid } => {
+                assert_eq!(name, "web");
+                assert_eq!(*pid, Some(std::process::id() as i32));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "a baton master named \"web\" is already running (pid {}); stop it first with: baton stop web",
+                std::process::id()
+            )
+        );
+        // Another name is independent.
+        let other = PidFile::acquire(&t.0, "api").unwrap();
+
+        let path = pf.path().to_path_buf();
+        drop(pf);
+        assert!(!path.exists());
+        assert!(!is_locked(&t.0, "web"));
+        let again = PidFile::acquire(&t.0, "web").unwrap();
+        drop(again);
+        drop(other);
+    }
+
+    #[test]
+    fn stale_pid_file_is_taken_over() {
+        let t = TempDir::new();
+        std::fs::write(t.0.join("web.pid"), "999999\n").unwrap();
+        assert!(!is_locked(&t.0, "web"));
+        assert_eq!(read_pid(&t.0, "web"), Some(999999));
+        let pf = PidFile::acquire(&t.0, "web").unwrap();
+        assert_eq!(read_pid(&t.0, "web"), Some(std::process::id() as i32));
+        drop(pf);
+    }
+
+    #[test]
+    fn acquire_validates_name() {
+        let t = TempDir::new();
+        assert!(matches!(
+            PidFile::acquire(&t.0, "../x"),
+            Err(RuntimeDirError::InvalidName(_))
+        ));
+    }
+
+    #[test]
+    fn control_socket_is_0600_and_replaces_stale() {
+        let t = TempDir::new();
+        let path = socket_path(&t.0, "web");
+        assert_eq!(path, t.0.join("web.sock"));
+        drop(UnixListener::bind(&path).unwrap());
+        let l = bind_control_socket(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let _c = UnixStream::connect(&path).unwrap();
+        l.accept().unwrap();
+    }
+
+    #[test]
+    fn control_socket_path_too_long() {
+        let dir = PathBuf::from(format!("/tmp/{}", "d".repeat(120)));
+        let e = bind_control_socket(&socket_path(&dir, "web")).unwrap_err();
+        assert!(matches!(e, RuntimeDirError::SocketPathTooLong { .. }));
+        assert!(e.to_string().contains("shorter directory"), "{e}");
+    }
+}

@@ -1,0 +1,97 @@
+//! `BindingGroupOptions`: one group as JavaScript passes it (already validated by the
+//! TypeScript layer), converted into `baton_core::config::GroupConfig`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use baton_core::config::{GroupConfig, GroupRules, Order};
+use napi::{Error, Status};
+use napi_derive::napi;
+
+/// One group of workers.
+#[napi(object, object_to_js = false)]
+pub struct BindingGroupOptions {
+    /// Group name.
+    pub name: String,
+    /// Program to execute (the master's `process.execPath`).
+    pub program: String,
+    /// Arguments after argv[0]: execArgv, the script, the script's args.
+    pub args: Vec<String>,
+    /// Full environment of the workers as `[key, value]` pairs.
+    pub env: Vec<Vec<String>>,
+    /// Working directory.
+    pub cwd: Option<String>,
+    /// Number of worker slots.
+    pub count: u32,
+    /// Listen addresses.
+    pub listen: Vec<String>,
+    /// One name per listen address (`LISTEN_FDNAMES`).
+    pub listen_names: Vec<String>,
+    /// Whether a reload replaces this group's workers.
+    pub reloadable: bool,
+    /// `start-first` or `stop-first`.
+    pub order: String,
+    /// Milliseconds a new worker has to become ready.
+    pub ready_timeout_ms: u32,
+    /// Milliseconds a stopping worker has before SIGKILL.
+    pub stop_timeout_ms: u32,
+    /// Listen backlog.
+    pub backlog: i32,
+    /// Run workers as this uid.
+    pub uid: Option<u32>,
+    /// Run workers as this gid.
+    pub gid: Option<u32>,
+}
+
+fn invalid(field: &str, group: &str, reason: impl std::fmt::Display) -> Error {
+    Error::new(Status::InvalidArg, format!("groups[\"{group}\"].{field}: {reason}"))
+}
+
+impl TryFrom<BindingGroupOptions> for GroupConfig {
+    type Error = Error;
+
+    fn try_from(o: BindingGroupOptions) -> Result<Self, Error> {
+        let order = match o.order.as_str() {
+            "start-first" => Order::StartFirst,
+            "stop-first" => Order::StopFirst,
+            other => {
+                return Err(invalid("order", &o.name, format!("\"{other}\" is not start-first or stop-first")))
+            }
+        };
+        let listen = o
+            .listen
+            .iter()
+            .map(|a| baton_core::addr::parse(a).map_err(|e| invalid("listen", &o.name, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if o.listen_names.len() != listen.len() {
+            return Err(invalid("listen", &o.name, "one name is needed per listen address"));
+        }
+        let env = o
+            .env
+            .into_iter()
+            .map(|pair| match <[String; 2]>::try_from(pair) {
+                Ok([k, v]) => Ok((k, v)),
+                Err(_) => Err(invalid("env", &o.name, "each entry must be a [key, value] pair")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(GroupConfig {
+            rules: GroupRules {
+                name: o.name,
+                count: o.count,
+                reloadable: o.reloadable,
+                order,
+                ready_timeout: Duration::from_millis(u64::from(o.ready_timeout_ms)),
+                stop_timeout: Duration::from_millis(u64::from(o.stop_timeout_ms)),
+            },
+            program: PathBuf::from(o.program),
+            args: o.args,
+            env,
+            cwd: o.cwd.map(PathBuf::from),
+            listen,
+            listen_names: o.listen_names,
+            backlog: o.backlog,
+            uid: o.uid,
+            gid: o.gid,
+        })
+    }
+}

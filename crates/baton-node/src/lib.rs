@@ -1,0 +1,17 @@
+//! napi-rs binding for baton. It converts, nothing else: JavaScript options into
+//! `baton_core` configuration (`TryFrom`, errors naming the field), and the core's JSON
+//! events and status back to JavaScript. All behaviour lives in `baton-core`.
+//!
+//! One binding type per file:
+//! - [`group_options`]: `BindingGroupOptions` → `baton_core::config::GroupConfig`
+//! - [`fleet_options`]: `BindingFleetOptions` → `baton_core::config::FleetConfig`
+//! - [`supervisor`]: `NativeSupervisor`, a running fleet
+//! - [`listen_address`]: `normalizeListenAddress`, the address parser for option validation
+//! - [`runtime_dir`]: `resolveRuntimeDir`, where control sockets live
+#![deny(clippy::all)]
+
+pub mod fleet_options;
+pub mod group_options;
+pub mod listen_address;
+pub mod runtime_dir;
+pub mod supervisor;

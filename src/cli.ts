@@ -1,0 +1,172 @@
+/**
+ * The `baton` command line:
+ *
+ * ```text
+ * baton start <script> [--name N] [--count N] [--listen ADDR]... [--stop-timeout MS]
+ *             [--ready-timeout MS] [--order start-first|stop-first] [--daemon] [-- script args...]
+ * baton reload [NAME]          baton stop [NAME] [--force]
+ * baton restart [NAME]         baton status [NAME] [--json]
+ * ```
+ */
+import { readFileSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
+import { basename, extname } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs, type ParseArgsConfig } from 'node:util'
+import {
+  CommandError,
+  forgetStart,
+  pickMaster,
+  recordStart,
+  reloadCommand,
+  restartCommand,
+  statusCommand,
+  stdio,
+  stopCommand,
+} from './commands.js'
+import { startDaemon } from './daemon.js'
+import { OptionsError, resolveRuntimeDir, type ReloadOrder } from './options.js'
+import { Supervisor } from './supervisor.js'
+
+const USAGE = `baton: graceful sequential reloads for Node.js services
+
+Usage:
+  baton start <script> [options] [-- script args...]   run a fleet (in the foreground unless --daemon)
+      --name N              master name (default: the script's base name)
+      --count N             number of workers (default: the number of CPUs)
+      --listen ADDR         address the master listens on, repeatable:
+                            host:port, :port, tcp://host:port, [::1]:port, unix:/path
+      --stop-timeout MS     grace period before SIGKILL (default 2000)
+      --ready-timeout MS    time a new worker has to become ready (default 30000)
+      --order ORDER         start-first (default) or stop-first
+      --daemon              run in the background; logs go to <runtime dir>/<name>.log
+  baton reload [NAME]       replace every worker one at a time; exit 1 if the new code fails
+  baton stop [NAME] [--force]
+  baton restart [NAME]      stop, then start again as it was started
+  baton status [NAME] [--json]
+
+The runtime dir is $BATON_RUNTIME_DIR, else $XDG_RUNTIME_DIR/baton, else <tmpdir>/baton-<uid>.`
+
+function positiveInt(flag: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback
+  if (!/^\d+$/.test(value) || Number(value) < 1) {
+    throw new CommandError(`--${flag} expects a positive whole number, got "${value}"`, 2)
+  }
+  return Number(value)
+}
+
+function version(): string {
+  const pkg = fileURLToPath(new URL('../package.json', import.meta.url))
+  return (JSON.parse(readFileSync(pkg, 'utf8')) as { version: string }).version
+}
+
+function parse(args: string[], options: NonNullable<ParseArgsConfig['options']>) {
+  try {
+    return parseArgs({ args, options, allowPositionals: true, strict: true })
+  } catch (e) {
+    throw new CommandError(`${(e as Error).message}\nRun "baton --help" for usage.`, 2)
+  }
+}
+
+async function start(args: string[]): Promise<number> {
+  const dash = args.indexOf('--')
+  const own = dash >= 0 ? args.slice(0, dash) : args
+  const scriptArgs = dash >= 0 ? args.slice(dash + 1) : []
+  const { values, positionals } = parse(own, {
+    name: { type: 'string' },
+    count: { type: 'string' },
+    listen: { type: 'string', multiple: true },
+    'stop-timeout': { type: 'string' },
+    'ready-timeout': { type: 'string' },
+    order: { type: 'string' },
+    daemon: { type: 'boolean' },
+  })
+  if (positionals.length !== 1) {
+    throw new CommandError(
+      positionals.length === 0 ? 'baton start needs a script, e.g. baton start app.mjs' : `unexpected arguments: ${positionals.slice(1).join(' ')} (script arguments go after --)`,
+      2,
+    )
+  }
+  const script = positionals[0]
+  const name = (values.name as string | undefined) ?? basename(script, extname(script))
+  const order = (values.order as string | undefined) ?? 'start-first'
+  if (order !== 'start-first' && order !== 'stop-first') {
+    throw new CommandError(`--order expects start-first or stop-first, got "${order}"`, 2)
+  }
+  const runtimeDir = resolveRuntimeDir()
+  const supervisor = new Supervisor({
+    name,
+    runtimeDir,
+    groups: {
+      [name]: {
+        script,
+        count: positiveInt('count', values.count as string | undefined, availableParallelism()),
+        listen: (values.listen as string[] | undefined) ?? [],
+        args: scriptArgs,
+        stopTimeout: positiveInt('stop-timeout', values['stop-timeout'] as string | undefined, 2000),
+        readyTimeout: positiveInt('ready-timeout', values['ready-timeout'] as string | undefined, 30_000),
+        order: order as ReloadOrder,
+      },
+    },
+  })
+  if (values.daemon) {
+    const again = ['start', ...own.filter((a) => a !== '--daemon'), ...(dash >= 0 ? ['--', ...scriptArgs] : [])]
+    const pid = await startDaemon([fileURLToPath(new URL('../bin/baton.js', import.meta.url)), ...again], name, runtimeDir)
+    stdio.out(`baton "${name}" started in the background (master pid ${pid}); logs: ${runtimeDir}/${name}.log`)
+    return 0
+  }
+  await supervisor.start()
+  recordStart(runtimeDir, name, [fileURLToPath(new URL('../bin/baton.js', import.meta.url)), 'start', ...args])
+  for (const a of supervisor.addresses()) stdio.err(`[baton ${name}] listening on ${a.bound}`)
+  await supervisor.stopped
+  forgetStart(runtimeDir, name)
+  return 0
+}
+
+/** Run the CLI with `argv` (without node and the script); resolves with the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv
+  try {
+    switch (command) {
+      case undefined:
+      case '-h':
+      case '--help':
+      case 'help':
+        stdio.out(USAGE)
+        return command === undefined ? 2 : 0
+      case '-v':
+      case '--version':
+        stdio.out(version())
+        return 0
+      case 'start':
+        return await start(rest)
+      case 'reload': {
+        const { positionals } = parse(rest, {})
+        const dir = resolveRuntimeDir()
+        return await reloadCommand(dir, pickMaster(dir, positionals[0]))
+      }
+      case 'stop': {
+        const { values, positionals } = parse(rest, { force: { type: 'boolean' } })
+        const dir = resolveRuntimeDir()
+        return await stopCommand(dir, pickMaster(dir, positionals[0]), values.force === true)
+      }
+      case 'restart': {
+        const { positionals } = parse(rest, {})
+        const dir = resolveRuntimeDir()
+        return await restartCommand(dir, pickMaster(dir, positionals[0]))
+      }
+      case 'status': {
+        const { values, positionals } = parse(rest, { json: { type: 'boolean' } })
+        return await statusCommand(resolveRuntimeDir(), positionals[0], values.json === true)
+      }
+      default:
+        throw new CommandError(`unknown command "${command}"\nRun "baton --help" for usage.`, 2)
+    }
+  } catch (e) {
+    const err = e as Error
+    stdio.err(`baton: ${err.message}`)
+    if (e instanceof CommandError) return e.exitCode
+    if (e instanceof OptionsError) return 2
+    return 1
+  }
+}

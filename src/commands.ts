@@ -1,0 +1,151 @@
+/**
+ * The commands that talk to a running master (reload, stop, restart, status), shared by
+ * the `baton` CLI and `supervisor.runAll()`. Each returns the process exit code.
+ */
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { listMasters, NotRunningError, request } from './control-client.js'
+import { startDaemon } from './daemon.js'
+import { formatStatus } from './format.js'
+import type { ReloadProgressEvent, Status } from './types.js'
+
+/** Where a command's output goes. */
+export interface Output {
+  out: (line: string) => void
+  err: (line: string) => void
+}
+
+/** The default output: stdout and stderr. */
+export const stdio: Output = {
+  out: (line) => process.stdout.write(`${line}\n`),
+  err: (line) => process.stderr.write(`${line}\n`),
+}
+
+/** A usage or lookup error: printed, exit code 1 (2 for usage). */
+export class CommandError extends Error {
+  readonly exitCode: number
+  constructor(message: string, exitCode = 1) {
+    super(message)
+    this.name = 'CommandError'
+    this.exitCode = exitCode
+  }
+}
+
+/** The master to talk to: the named one, or the only one running. */
+export function pickMaster(runtimeDir: string, name: string | undefined): string {
+  if (name) return name
+  const names = listMasters(runtimeDir)
+  if (names.length === 1) return names[0]
+  if (names.length === 0) throw new CommandError(`no baton master is running (runtime dir ${runtimeDir})`)
+  throw new CommandError(`several baton masters are running (${names.join(', ')}): name one`)
+}
+
+/** `baton reload`: progress lines, exit 0 on success, 1 when the reload was aborted. */
+export async function reloadCommand(runtimeDir: string, name: string, io: Output = stdio): Promise<number> {
+  const answer = await request(runtimeDir, name, { cmd: 'reload' }, (event) => {
+    if (event.type === 'reload:progress') {
+      const e = event as unknown as ReloadProgressEvent
+      io.out(`${e.group} ${e.replaced}/${e.due} replaced`)
+    } else if (event.type === 'reload:start') {
+      io.out(String(event.message))
+    }
+  })
+  if (answer.ok) {
+    io.out(answer.report?.message ?? 'reload done')
+    return 0
+  }
+  io.err(`baton reload: ${answer.error ?? 'failed'}`)
+  const f = answer.report?.failure
+  if (f?.stderrTail.trim()) io.err(`stderr of ${f.group}#${f.id} (pid ${f.pid ?? '-'}):\n${f.stderrTail.trimEnd()}`)
+  return 1
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+async function waitGone(pid: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if (!alive(pid)) return true
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  return !alive(pid)
+}
+
+/** `baton stop`: stop the fleet and wait until the master has exited. */
+export async function stopCommand(runtimeDir: string, name: string, force: boolean, io: Output = stdio): Promise<number> {
+  const before = await request(runtimeDir, name, { cmd: 'status' })
+  const pid = before.status?.pid
+  const answer = await request(runtimeDir, name, { cmd: 'stop', force })
+  if (!answer.ok) {
+    io.err(`baton stop: ${answer.error ?? 'failed'}`)
+    return 1
+  }
+  if (pid !== undefined && !(await waitGone(pid, 10_000))) {
+    io.err(`baton stop: every worker stopped but the master (pid ${pid}) is still running`)
+    return 1
+  }
+  io.out(`stopped "${name}"`)
+  return 0
+}
+
+/** The command line a CLI-started master records, so `baton restart` can run it again. */
+interface StartRecord {
+  args: string[]
+  cwd: string
+}
+
+function recordPath(runtimeDir: string, name: string): string {
+  return join(runtimeDir, `${name}.start.json`)
+}
+
+/** Remember how a master was started (for `baton restart`). */
+export function recordStart(runtimeDir: string, name: string, args: string[]): void {
+  const record: StartRecord = { args, cwd: process.cwd() }
+  writeFileSync(recordPath(runtimeDir, name), `${JSON.stringify(record)}\n`, { mode: 0o600 })
+}
+
+/** Forget the start record (the master stopped). */
+export function forgetStart(runtimeDir: string, name: string): void {
+  rmSync(recordPath(runtimeDir, name), { force: true })
+}
+
+/** `baton restart`: stop the master, then start it again, in the background, as it was started. */
+export async function restartCommand(runtimeDir: string, name: string, io: Output = stdio): Promise<number> {
+  const path = recordPath(runtimeDir, name)
+  if (!existsSync(path)) {
+    throw new CommandError(`"${name}" was not started by the baton CLI, so there is no command line to restart it with`)
+  }
+  const record = JSON.parse(readFileSync(path, 'utf8')) as StartRecord
+  const code = await stopCommand(runtimeDir, name, false, io)
+  if (code !== 0) return code
+  process.chdir(record.cwd)
+  const pid = await startDaemon(record.args, name, runtimeDir)
+  io.out(`restarted "${name}" in the background (master pid ${pid})`)
+  return 0
+}
+
+/** `baton status`: a table, or the JSON contract with `--json`. Without a name, every master. */
+export async function statusCommand(runtimeDir: string, name: string | undefined, json: boolean, io: Output = stdio): Promise<number> {
+  const names = name ? [name] : listMasters(runtimeDir)
+  if (names.length === 0) throw new CommandError(`no baton master is running (runtime dir ${runtimeDir})`)
+  const statuses: Status[] = []
+  for (const n of names) {
+    try {
+      const answer = await request(runtimeDir, n, { cmd: 'status' })
+      if (answer.status) statuses.push(answer.status)
+    } catch (e) {
+      if (name || !(e instanceof NotRunningError)) throw e
+    }
+  }
+  if (statuses.length === 0) throw new CommandError(`no baton master is running (runtime dir ${runtimeDir})`)
+  if (json) io.out(JSON.stringify(name ? statuses[0] : statuses.length === 1 ? statuses[0] : statuses, null, 2))
+  else io.out(statuses.map((s) => formatStatus(s)).join('\n\n'))
+  return 0
+}

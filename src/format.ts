@@ -1,0 +1,57 @@
+/** Human-readable rendering of status for the CLI. */
+import type { Status } from './types.js'
+
+function uptime(startedAt: string | null, now: number): string {
+  if (!startedAt) return '-'
+  const s = Math.max(0, Math.floor((now - Date.parse(startedAt)) / 1000))
+  if (s < 60) return `${s}s`
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`
+  if (s < 86400) return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`
+  return `${Math.floor(s / 86400)}d${Math.floor((s % 86400) / 3600)}h`
+}
+
+function memory(bytes: number | null): string {
+  if (bytes === null) return '-'
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`
+}
+
+/** A table of groups and workers, with a header line for the master. */
+export function formatStatus(status: Status, now = Date.now()): string {
+  const header = [
+    `baton "${status.name}"  master pid ${status.pid}  generation ${status.generation}` +
+      (status.reloading ? '  RELOADING' : '') +
+      (status.stopping ? '  STOPPING' : ''),
+  ]
+  for (const g of status.groups) {
+    header.push(
+      `  group ${g.name}: ${g.count} worker${g.count === 1 ? '' : 's'}` +
+        (g.listen.length ? ` on ${g.listen.join(', ')}` : ' (no listen address)') +
+        (g.reloadable ? '' : ' (not reloadable)'),
+    )
+  }
+  const rows = [['GROUP', 'ID', 'PID', 'GEN', 'STATE', 'UPTIME', 'RESTARTS', 'MEMORY', 'NOTE']]
+  for (const w of status.workers) {
+    let note = ''
+    if (w.pid === null && w.restartInMs !== null) {
+      note = `restarting in ${(w.restartInMs / 1000).toFixed(1)}s after: ${w.lastExit ?? 'crash'}`
+    } else if (w.restarts > 0 && w.lastExit) {
+      note = `last exit: ${w.lastExit}`
+    }
+    rows.push([
+      w.group,
+      String(w.id),
+      w.pid === null ? '-' : String(w.pid),
+      String(w.generation),
+      w.state,
+      uptime(w.startedAt, now),
+      String(w.restarts),
+      memory(w.rssBytes),
+      note,
+    ])
+  }
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)))
+  const table = rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd())
+  const footer: string[] = []
+  if (status.lastReload) footer.push(`last reload: ${status.lastReload.message}`)
+  return [...header, '', ...table, ...(footer.length ? ['', ...footer] : [])].join('\n')
+}

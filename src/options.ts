@@ -1,0 +1,257 @@
+/**
+ * Supervisor and group options: their types, defaults and validation. Every error names
+ * the field (`groups.web.count`) and says what is expected.
+ */
+import { existsSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { basename, extname, resolve } from 'node:path'
+import { native } from './native.js'
+
+/** How a reload replaces one slot. */
+export type ReloadOrder = 'start-first' | 'stop-first'
+
+/** Options of one group of workers. */
+export interface GroupOptions {
+  /** The worker script (resolved against `cwd`). Defaults, in `supervisor.group()`, to the current script. */
+  script?: string
+  /** Number of workers. Default 1. */
+  count?: number
+  /**
+   * Addresses the master listens on for this group: `host:port`, `:port`,
+   * `tcp://host:port`, `[::1]:port`, `unix:/path`. An object gives each address a name
+   * for `worker.listen(server, name)`; in an array, the names are `listen0`, `listen1`, ...
+   */
+  listen?: string | string[] | Record<string, string>
+  /** Extra environment variables for the workers (on top of the master's). */
+  env?: Record<string, string | undefined>
+  /** Arguments passed to the script. */
+  args?: string[]
+  /** Node options for the workers (e.g. `['--max-old-space-size=512']`). Default: none. */
+  execArgv?: string[]
+  /** Working directory of the workers. Default: the master's. */
+  cwd?: string
+  /** Whether a reload replaces these workers. `false`: they get `onWorkerReload` instead (the gateway pattern). Default true. */
+  reloadable?: boolean
+  /** Milliseconds a new worker has to become ready. Default 30000. */
+  readyTimeout?: number
+  /** Milliseconds a stopping worker has before SIGKILL. Default 2000. */
+  stopTimeout?: number
+  /** Reload order. Default `start-first`. */
+  order?: ReloadOrder
+  /** Listen backlog. Default 511. */
+  backlog?: number
+  /** Run the workers as this numeric user id (master must be root). */
+  uid?: number
+  /** Run the workers as this numeric group id (master must be root). */
+  gid?: number
+}
+
+/** Crash-restart backoff. */
+export interface BackoffOptions {
+  /** First restart delay in ms. Default 100. */
+  initial?: number
+  /** Largest restart delay in ms. Default 30000. */
+  max?: number
+  /** A worker up this many ms no longer counts as crash-looping. Default 10000. */
+  resetAfter?: number
+}
+
+/** Options of a {@link Supervisor}. */
+export interface SupervisorOptions {
+  /** Master name: names the control socket (`baton status <name>`). Default: the main script's base name. */
+  name?: string
+  /** Runtime dir for the control socket and pid file. Default: `BATON_RUNTIME_DIR`, else `$XDG_RUNTIME_DIR/baton`, else `<tmpdir>/baton-<uid>`. */
+  runtimeDir?: string
+  /** Groups by name. More can be added with `supervisor.group()`. */
+  groups?: Record<string, GroupOptions>
+  /** Handle SIGTERM/SIGINT (stop), a second SIGINT (force), SIGHUP/SIGUSR2 (reload). Default true. */
+  handleSignals?: boolean
+  /** Where log lines go; `false` silences them. Default: stderr. */
+  log?: ((line: string) => void) | false
+  /** Crash-restart backoff. */
+  backoff?: BackoffOptions
+}
+
+/** A group after validation and defaults. */
+export interface ResolvedGroup {
+  name: string
+  script: string
+  count: number
+  listen: string[]
+  listenNames: string[]
+  env: Record<string, string | undefined>
+  args: string[]
+  execArgv: string[]
+  cwd: string
+  reloadable: boolean
+  readyTimeout: number
+  stopTimeout: number
+  order: ReloadOrder
+  backlog: number
+  uid: number | undefined
+  gid: number | undefined
+}
+
+/** Thrown for invalid options; `field` names the option. */
+export class OptionsError extends Error {
+  /** The offending option, e.g. `groups.web.count`. */
+  readonly field: string
+  constructor(field: string, message: string) {
+    super(`${field}: ${message}`)
+    this.name = 'OptionsError'
+    this.field = field
+  }
+}
+
+const GROUP_KEYS = new Set([
+  'script', 'count', 'listen', 'env', 'args', 'execArgv', 'cwd', 'reloadable', 'readyTimeout',
+  'stopTimeout', 'order', 'backlog', 'uid', 'gid',
+])
+const NAME_RE = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$/
+
+function checkName(field: string, value: unknown): string {
+  if (typeof value !== 'string' || !NAME_RE.test(value)) {
+    throw new OptionsError(field, `${JSON.stringify(value)} is not a valid name (1-64 characters of A-Z a-z 0-9 . _ -, not starting with '.')`)
+  }
+  return value
+}
+
+function integer(field: string, value: unknown, fallback: number, min: number, max: number): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new OptionsError(field, `expected an integer from ${min} to ${max}, got ${JSON.stringify(value)}`)
+  }
+  return value
+}
+
+function stringArray(field: string, value: unknown): string[] {
+  if (value === undefined) return []
+  if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) {
+    throw new OptionsError(field, 'expected an array of strings')
+  }
+  return value as string[]
+}
+
+function listenOf(field: string, value: unknown): { listen: string[]; names: string[] } {
+  if (value === undefined) return { listen: [], names: [] }
+  const entries: Array<[string, unknown]> =
+    typeof value === 'string'
+      ? [['listen0', value]]
+      : Array.isArray(value)
+        ? value.map((v, i) => [`listen${i}`, v] as [string, unknown])
+        : typeof value === 'object' && value !== null
+          ? Object.entries(value)
+          : []
+  if (entries.length === 0 && typeof value !== 'object') {
+    throw new OptionsError(field, 'expected an address string, an array of addresses or an object of named addresses')
+  }
+  const listen: string[] = []
+  const names: string[] = []
+  for (const [name, addr] of entries) {
+    const f = Array.isArray(value) ? `${field}[${name.slice(6)}]` : typeof value === 'string' ? field : `${field}.${name}`
+    if (typeof addr !== 'string') throw new OptionsError(f, `expected an address string, got ${JSON.stringify(addr)}`)
+    if (!/^[A-Za-z0-9._-]+$/.test(name)) throw new OptionsError(f, `listen names may use A-Z a-z 0-9 . _ - only`)
+    try {
+      listen.push(native().normalizeListenAddress(addr))
+    } catch (e) {
+      throw new OptionsError(f, (e as Error).message)
+    }
+    names.push(name)
+  }
+  return { listen, names }
+}
+
+/** Validate one group's options and fill in defaults. */
+export function resolveGroup(name: string, raw: unknown, defaultScript?: string): ResolvedGroup {
+  const field = `groups.${name}`
+  checkName(field, name)
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw new OptionsError(field, 'expected an object of group options')
+  }
+  const o = raw as Record<string, unknown>
+  for (const key of Object.keys(o)) {
+    if (!GROUP_KEYS.has(key)) {
+      throw new OptionsError(`${field}.${key}`, `unknown option (known: ${[...GROUP_KEYS].join(', ')})`)
+    }
+  }
+  const cwd = o.cwd === undefined ? process.cwd() : o.cwd
+  if (typeof cwd !== 'string') throw new OptionsError(`${field}.cwd`, 'expected a directory path')
+  const absCwd = resolve(cwd)
+  if (!existsSync(absCwd) || !statSync(absCwd).isDirectory()) {
+    throw new OptionsError(`${field}.cwd`, `${absCwd} is not a directory`)
+  }
+  const scriptRaw = o.script ?? defaultScript
+  if (typeof scriptRaw !== 'string' || scriptRaw === '') {
+    throw new OptionsError(`${field}.script`, 'expected the path of the worker script')
+  }
+  const script = resolve(absCwd, scriptRaw)
+  if (!existsSync(script)) {
+    throw new OptionsError(`${field}.script`, `${script} does not exist`)
+  }
+  if (!statSync(script).isFile()) throw new OptionsError(`${field}.script`, `${script} is not a file`)
+  const { listen, names } = listenOf(`${field}.listen`, o.listen)
+  if (o.env !== undefined && (typeof o.env !== 'object' || o.env === null || Array.isArray(o.env))) {
+    throw new OptionsError(`${field}.env`, 'expected an object of environment variables')
+  }
+  for (const [k, v] of Object.entries((o.env ?? {}) as Record<string, unknown>)) {
+    if (v !== undefined && typeof v !== 'string') throw new OptionsError(`${field}.env.${k}`, 'expected a string')
+  }
+  const order = o.order ?? 'start-first'
+  if (order !== 'start-first' && order !== 'stop-first') {
+    throw new OptionsError(`${field}.order`, `expected 'start-first' or 'stop-first', got ${JSON.stringify(order)}`)
+  }
+  if (o.reloadable !== undefined && typeof o.reloadable !== 'boolean') {
+    throw new OptionsError(`${field}.reloadable`, 'expected true or false')
+  }
+  return {
+    name,
+    script,
+    count: integer(`${field}.count`, o.count, 1, 1, 1024),
+    listen,
+    listenNames: names,
+    env: (o.env ?? {}) as Record<string, string | undefined>,
+    args: stringArray(`${field}.args`, o.args),
+    execArgv: stringArray(`${field}.execArgv`, o.execArgv),
+    cwd: absCwd,
+    reloadable: o.reloadable !== false,
+    readyTimeout: integer(`${field}.readyTimeout`, o.readyTimeout, 30_000, 1, 3_600_000),
+    stopTimeout: integer(`${field}.stopTimeout`, o.stopTimeout, 2_000, 1, 3_600_000),
+    order,
+    backlog: integer(`${field}.backlog`, o.backlog, 511, 1, 65_535),
+    uid: o.uid === undefined ? undefined : integer(`${field}.uid`, o.uid, 0, 0, 2 ** 31),
+    gid: o.gid === undefined ? undefined : integer(`${field}.gid`, o.gid, 0, 0, 2 ** 31),
+  }
+}
+
+/** The supervisor's name: the given one, else the main script's base name. */
+export function resolveName(name: unknown): string {
+  if (name !== undefined) return checkName('name', name)
+  const main = process.argv[1] ? basename(process.argv[1], extname(process.argv[1])) : 'baton'
+  return NAME_RE.test(main) ? main : 'baton'
+}
+
+/** The runtime dir: the given one, else the documented default. */
+export function resolveRuntimeDir(dir?: string): string {
+  if (dir !== undefined) {
+    if (typeof dir !== 'string' || dir === '') throw new OptionsError('runtimeDir', 'expected a directory path')
+    return resolve(dir)
+  }
+  return native().resolveRuntimeDir(
+    process.env.BATON_RUNTIME_DIR || undefined,
+    process.env.XDG_RUNTIME_DIR || undefined,
+    tmpdir(),
+    process.getuid?.() ?? 0,
+  )
+}
+
+/** Validate the backoff options. */
+export function resolveBackoff(raw: unknown): { initial: number; max: number; resetAfter: number } {
+  if (raw !== undefined && (typeof raw !== 'object' || raw === null)) {
+    throw new OptionsError('backoff', 'expected an object { initial, max, resetAfter }')
+  }
+  const o = (raw ?? {}) as Record<string, unknown>
+  const initial = integer('backoff.initial', o.initial, 100, 1, 3_600_000)
+  const max = integer('backoff.max', o.max, 30_000, initial, 3_600_000)
+  const resetAfter = integer('backoff.resetAfter', o.resetAfter, 10_000, 1, 86_400_000)
+  return { initial, max, resetAfter }
+}

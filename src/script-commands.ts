@@ -1,0 +1,53 @@
+/**
+ * `supervisor.runAll()` in the master: Workerman's `start [-d] | stop [-g] | restart |
+ * reload | status` read from the script's own argv.
+ */
+import { CommandError, reloadCommand, statusCommand, stdio, stopCommand } from './commands.js'
+import { startDaemon } from './daemon.js'
+import type { Supervisor } from './supervisor.js'
+
+const USAGE = 'usage: node <script> start [-d] | stop [-g] [--force] | restart | reload | status [--json]'
+
+/** Run one of the Workerman-style commands for `supervisor`; sets `process.exitCode`. */
+export async function runScriptCommand(supervisor: Supervisor, argv: string[]): Promise<void> {
+  const [command, ...flags] = argv
+  const { name, runtimeDir } = supervisor
+  let code = 0
+  try {
+    switch (command) {
+      case 'start':
+        if (flags.includes('-d') || flags.includes('--daemon')) {
+          const args = [...process.execArgv, process.argv[1], 'start', ...flags.filter((f) => f !== '-d' && f !== '--daemon')]
+          const pid = await startDaemon(args.slice(process.execArgv.length), name, runtimeDir)
+          stdio.out(`"${name}" started in the background (master pid ${pid})`)
+        } else {
+          await supervisor.start()
+          await supervisor.stopped
+        }
+        break
+      case 'stop':
+        code = await stopCommand(runtimeDir, name, flags.includes('--force'))
+        break
+      case 'restart':
+        code = await stopCommand(runtimeDir, name, false)
+        if (code === 0) {
+          const pid = await startDaemon([process.argv[1], 'start'], name, runtimeDir)
+          stdio.out(`"${name}" restarted in the background (master pid ${pid})`)
+        }
+        break
+      case 'reload':
+        code = await reloadCommand(runtimeDir, name)
+        break
+      case 'status':
+        code = await statusCommand(runtimeDir, name, flags.includes('--json'))
+        break
+      default:
+        stdio.err(USAGE)
+        code = 2
+    }
+  } catch (e) {
+    stdio.err(`baton: ${(e as Error).message}`)
+    code = e instanceof CommandError ? e.exitCode : 1
+  }
+  process.exitCode = code
+}

@@ -1,0 +1,329 @@
+/**
+ * The master API: `new Supervisor(options)`, groups, start/stop/reload/status and typed
+ * events. The work happens in the Rust core; this class validates options, forwards
+ * signals and turns the core's JSON events into typed events and promises.
+ */
+import { EventEmitter } from 'node:events'
+import type { NativeSupervisor } from '../native/index.cjs'
+import { native } from './native.js'
+import {
+  OptionsError,
+  resolveBackoff,
+  resolveGroup,
+  resolveName,
+  resolveRuntimeDir,
+  type GroupOptions,
+  type ResolvedGroup,
+  type SupervisorOptions,
+} from './options.js'
+import type { ReloadReport, Status, SupervisorEvents } from './types.js'
+import { worker, type Worker } from './worker.js'
+
+/** Workerman-style hooks, run inside each worker process of a group. */
+export interface WorkerHooks {
+  /** Runs when the worker starts; the worker is ready when it resolves (or when it calls `worker.listen()`). */
+  onWorkerStart?: (w: Worker) => void | Promise<void>
+  /** Runs during a graceful stop, after connections are drained. */
+  onWorkerStop?: (w: Worker) => void | Promise<void>
+  /** Runs in workers of `reloadable: false` groups when the fleet reloads. */
+  onWorkerReload?: (w: Worker) => void | Promise<void>
+}
+
+/** A reload that did not complete: `report.outcome` is `failed` or `cancelled`. */
+export class ReloadError extends Error {
+  /** The reload's report, with the failing worker's exit status and stderr tail. */
+  readonly report: ReloadReport
+  constructor(report: ReloadReport) {
+    super(report.message)
+    this.name = 'ReloadError'
+    this.report = report
+  }
+}
+
+/** The fleet could not start: bad socket, name in use, or a worker failed before ready. */
+export class StartError extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'StartError'
+  }
+}
+
+/** A bound listen address. */
+export interface BoundAddress {
+  /** Group name. */
+  group: string
+  /** The address as configured. */
+  configured: string
+  /** The address actually bound (a real port for `:0`). */
+  bound: string
+}
+
+interface GroupEntry {
+  options: GroupOptions
+  hooks: WorkerHooks | undefined
+}
+
+type Waiter<T> = { resolve: (value: T) => void; reject: (error: Error) => void }
+
+/**
+ * A master process supervising groups of workers, with graceful sequential reloads.
+ *
+ * ```ts
+ * const sup = new Supervisor({ name: 'web', groups: { web: { script: 'app.mjs', count: 4, listen: ':8080' } } })
+ * await sup.start()
+ * const report = await sup.reload() // throws ReloadError if the new code cannot start
+ * ```
+ */
+export class Supervisor extends EventEmitter<SupervisorEvents> {
+  /** The master's name (control socket and pid file). */
+  readonly name: string
+  /** The runtime dir holding the control socket. */
+  readonly runtimeDir: string
+  readonly #options: SupervisorOptions
+  readonly #groups = new Map<string, GroupEntry>()
+  #native: NativeSupervisor | undefined
+  #starting: Waiter<void> | undefined
+  #startFailure: string | undefined
+  #stopped: Promise<void> | undefined
+  #resolveStopped: (() => void) | undefined
+  readonly #reloads = new Map<number, Waiter<ReloadReport>>()
+  #signalHandlers: Array<[NodeJS.Signals, () => void]> = []
+  #sigints = 0
+
+  constructor(options: SupervisorOptions = {}) {
+    super()
+    if (typeof options !== 'object' || options === null) {
+      throw new OptionsError('options', 'expected an object')
+    }
+    const known = new Set(['name', 'runtimeDir', 'groups', 'handleSignals', 'log', 'backoff'])
+    for (const key of Object.keys(options)) {
+      if (!known.has(key)) throw new OptionsError(key, `unknown option (known: ${[...known].join(', ')})`)
+    }
+    this.#options = options
+    this.name = resolveName(options.name)
+    this.runtimeDir = resolveRuntimeDir(options.runtimeDir)
+    resolveBackoff(options.backoff)
+    if (options.groups !== undefined) {
+      if (typeof options.groups !== 'object' || options.groups === null || Array.isArray(options.groups)) {
+        throw new OptionsError('groups', 'expected an object of groups by name')
+      }
+      for (const [name, g] of Object.entries(options.groups)) this.group(name, g)
+    }
+  }
+
+  /**
+   * Add a group. In Workerman style, one script can be master and workers: `hooks` then
+   * run inside the worker processes, and `options.script` defaults to the current script.
+   */
+  group(name: string, options: GroupOptions = {}, hooks?: WorkerHooks): this {
+    if (this.#groups.has(name)) throw new OptionsError(`groups.${name}`, 'a group of this name already exists')
+    if (this.#native) throw new OptionsError(`groups.${name}`, 'groups cannot be added after start()')
+    if (!worker.isWorker) resolveGroup(name, options, hooks ? process.argv[1] : undefined)
+    this.#groups.set(name, { options, hooks })
+    return this
+  }
+
+  /** Start every worker; resolves when all are ready, rejects with the cause if one cannot start. */
+  start(): Promise<void> {
+    if (this.#native) return Promise.reject(new StartError(`supervisor "${this.name}" is already started`))
+    if (this.#groups.size === 0) {
+      return Promise.reject(new OptionsError('groups', 'no groups: add at least one with supervisor.group()'))
+    }
+    let resolved: ResolvedGroup[]
+    try {
+      resolved = [...this.#groups].map(([name, g]) =>
+        resolveGroup(name, g.options, g.hooks ? process.argv[1] : undefined),
+      )
+    } catch (e) {
+      return Promise.reject(e)
+    }
+    const backoff = resolveBackoff(this.#options.backoff)
+    this.#stopped = new Promise((resolve) => (this.#resolveStopped = resolve))
+    const ready = new Promise<void>((resolve, reject) => (this.#starting = { resolve, reject }))
+    try {
+      this.#native = native().NativeSupervisor.launch(
+        {
+          name: this.name,
+          runtimeDir: this.runtimeDir,
+          groups: resolved.map((g) => toBinding(g)),
+          backoffInitialMs: backoff.initial,
+          backoffMaxMs: backoff.max,
+          backoffResetMs: backoff.resetAfter,
+        },
+        (json: string) => this.#onNativeEvent(json),
+      )
+    } catch (e) {
+      this.#starting = undefined
+      this.#resolveStopped?.()
+      return Promise.reject(new StartError((e as Error).message))
+    }
+    if (this.#options.handleSignals !== false) this.#installSignals()
+    return ready
+  }
+
+  /** Stop every worker gracefully (or at once with `force`); resolves when all have exited and the sockets are closed. */
+  async stop(options: { force?: boolean } = {}): Promise<void> {
+    if (!this.#native) return
+    try {
+      this.#native.stop(options.force === true)
+    } catch {
+      // Already stopped: fall through to the stopped promise.
+    }
+    await this.#stopped
+  }
+
+  /** Resolves once the fleet has stopped (by `stop()`, a signal, the CLI, or a failed start). */
+  get stopped(): Promise<void> {
+    return this.#stopped ?? Promise.resolve()
+  }
+
+  /**
+   * Replace the workers of every reloadable group, one at a time. Resolves with the report
+   * when every worker was replaced; rejects with a {@link ReloadError} when a new worker
+   * failed (the old ones keep serving) or the fleet stopped meanwhile.
+   */
+  reload(): Promise<ReloadReport> {
+    if (!this.#native) return Promise.reject(new Error(`supervisor "${this.name}" is not started`))
+    let ticket: number
+    try {
+      ticket = this.#native.reload()
+    } catch (e) {
+      return Promise.reject(e)
+    }
+    return new Promise((resolve, reject) => this.#reloads.set(ticket, { resolve, reject }))
+  }
+
+  /** The fleet's status (the `baton status --json` shape). */
+  status(): Status {
+    if (!this.#native) throw new Error(`supervisor "${this.name}" is not started`)
+    return JSON.parse(this.#native.status()) as Status
+  }
+
+  /** The bound listen addresses, e.g. to learn the port chosen for `:0`. */
+  addresses(): BoundAddress[] {
+    return this.#native ? this.#native.bound() : []
+  }
+
+  /**
+   * Workerman-style entry point for a script that is both master and workers. In a worker
+   * process it runs the group's hooks; in the master it reads `start [-d] | stop | restart
+   * | reload | status` from argv.
+   */
+  async runAll(argv: string[] = process.argv.slice(2)): Promise<void> {
+    if (worker.isWorker) {
+      const entry = this.#groups.get(worker.group)
+      if (!entry) throw new Error(`this worker's group "${worker.group}" is not defined in this script`)
+      const hooks = entry.hooks ?? {}
+      if (hooks.onWorkerStop) worker.onStop(() => hooks.onWorkerStop?.(worker))
+      if (hooks.onWorkerReload) worker.onReload(() => hooks.onWorkerReload?.(worker))
+      await hooks.onWorkerStart?.(worker)
+      worker.ready()
+      return
+    }
+    const { runScriptCommand } = await import('./script-commands.js')
+    await runScriptCommand(this, argv)
+  }
+
+  #log(line: string): void {
+    const log = this.#options.log
+    if (log === false) return
+    if (log) log(line)
+    else process.stderr.write(`[baton ${this.name}] ${line}\n`)
+  }
+
+  #onNativeEvent(json: string): void {
+    let event: { type: string; message?: string; tickets?: number[]; reason?: string }
+    try {
+      event = JSON.parse(json) as typeof event
+    } catch {
+      return
+    }
+    if (event.message && event.type !== 'worker:spawn') this.#log(event.message)
+    switch (event.type) {
+      case 'fleet:ready':
+        this.#starting?.resolve()
+        this.#starting = undefined
+        break
+      case 'fleet:start-failed':
+        this.#startFailure = event.reason ?? 'a worker failed to start'
+        break
+      case 'reload:done':
+      case 'reload:failed': {
+        const report = event as unknown as ReloadReport
+        for (const t of report.tickets ?? []) {
+          const waiter = this.#reloads.get(t)
+          if (!waiter) continue
+          this.#reloads.delete(t)
+          if (report.outcome === 'done') waiter.resolve(report)
+          else waiter.reject(new ReloadError(report))
+        }
+        break
+      }
+      case 'fleet:stopped':
+        this.#onStopped()
+        break
+    }
+    // Listener errors must not break the supervisor's bookkeeping above.
+    try {
+      ;(this.emit as (name: string, arg: unknown) => boolean)(event.type, event)
+    } catch (e) {
+      this.#log(`an event listener for ${event.type} threw: ${(e as Error).stack ?? String(e)}`)
+    }
+  }
+
+  #onStopped(): void {
+    for (const [signal, handler] of this.#signalHandlers) process.off(signal, handler)
+    this.#signalHandlers = []
+    if (this.#starting) {
+      this.#starting.reject(new StartError(this.#startFailure ?? 'the fleet stopped before it was ready'))
+      this.#starting = undefined
+    }
+    for (const [, waiter] of this.#reloads) {
+      waiter.reject(new Error('the fleet stopped before the reload finished'))
+    }
+    this.#reloads.clear()
+    this.#resolveStopped?.()
+  }
+
+  #installSignals(): void {
+    const stop = (force: boolean) => {
+      try {
+        this.#native?.stop(force)
+      } catch {
+        // Already stopped.
+      }
+    }
+    const reload = () => {
+      this.reload().catch((e: Error) => this.#log(`reload: ${e.message}`))
+    }
+    const handlers: Array<[NodeJS.Signals, () => void]> = [
+      ['SIGTERM', () => stop(false)],
+      ['SIGINT', () => stop(++this.#sigints > 1)],
+      ['SIGHUP', reload],
+      ['SIGUSR2', reload],
+    ]
+    for (const [signal, handler] of handlers) process.on(signal, handler)
+    this.#signalHandlers = handlers
+  }
+}
+
+function toBinding(g: ResolvedGroup) {
+  const env: Record<string, string | undefined> = { ...process.env, ...g.env }
+  return {
+    name: g.name,
+    program: process.execPath,
+    args: [...g.execArgv, g.script, ...g.args],
+    env: Object.entries(env).flatMap(([k, v]) => (v === undefined ? [] : [[k, v]])),
+    cwd: g.cwd,
+    count: g.count,
+    listen: g.listen,
+    listenNames: g.listenNames,
+    reloadable: g.reloadable,
+    order: g.order,
+    readyTimeoutMs: g.readyTimeout,
+    stopTimeoutMs: g.stopTimeout,
+    backlog: g.backlog,
+    uid: g.uid,
+    gid: g.gid,
+  }
+}

@@ -1,0 +1,227 @@
+/**
+ * The shapes baton reports: status (the `baton status --json` contract), reload reports
+ * and supervisor events. They mirror what the Rust core emits (crates/baton-core/src/public_json.rs).
+ */
+
+/** Lifecycle state of a worker. An empty slot waiting for its restart shows as `starting`. */
+export type WorkerState = 'starting' | 'ready' | 'stopping'
+
+/** One row of {@link Status.workers}. */
+export interface WorkerStatus {
+  /** Group name. */
+  group: string
+  /** Slot id, 0..count-1; kept across replacements. */
+  id: number
+  /** Process id; null for a slot waiting to be restarted after a crash. */
+  pid: number | null
+  /** Generation the worker was started in (grows by one per reload). */
+  generation: number
+  /** Lifecycle state. */
+  state: WorkerState
+  /** Crash restarts of this slot. */
+  restarts: number
+  /** Resident memory in bytes, when known. */
+  rssBytes: number | null
+  /** When the worker was started (ISO-8601), null for an empty slot. */
+  startedAt: string | null
+  /** How the slot's previous worker ended, e.g. "exited with code 1", when it crashed. */
+  lastExit: string | null
+  /** For an empty slot: milliseconds until its restart. */
+  restartInMs: number | null
+}
+
+/** A group as shown in status. */
+export interface GroupStatus {
+  /** Group name. */
+  name: string
+  /** Number of slots. */
+  count: number
+  /** Whether a reload replaces its workers. */
+  reloadable: boolean
+  /** Addresses actually bound (a real port for `:0`). */
+  listen: string[]
+}
+
+/** The fleet's status: `baton status --json`. */
+export interface Status {
+  /** Master name. */
+  name: string
+  /** Master pid. */
+  pid: number
+  /** Current generation. */
+  generation: number
+  /** Whether a reload is running. */
+  reloading: boolean
+  /** Whether the fleet is stopping. */
+  stopping: boolean
+  /** Groups in definition order. */
+  groups: GroupStatus[]
+  /** Workers, in group and slot order. */
+  workers: WorkerStatus[]
+  /** The last finished reload, if any. */
+  lastReload: ReloadReport | null
+}
+
+/** One slot replaced by a reload. */
+export interface ReplacedWorker {
+  /** Group name. */
+  group: string
+  /** Slot id. */
+  id: number
+  /** Pid of the worker it replaced (null if the slot was empty). */
+  oldPid: number | null
+  /** Pid of the new worker. */
+  newPid: number
+}
+
+/** Why a reload was aborted: the replacement that failed. */
+export interface ReloadFailure {
+  /** Group name. */
+  group: string
+  /** Slot id. */
+  id: number
+  /** Pid of the failed replacement, if it started. */
+  pid: number | null
+  /** A sentence, e.g. "exited with code 1 before it was ready" or "not ready within 5000 ms". */
+  reason: string
+  /** Exit code, when it exited normally. */
+  exitCode: number | null
+  /** Signal name, when it was killed by a signal. */
+  signal: string | null
+  /** The last bytes the replacement wrote to stderr. */
+  stderrTail: string
+}
+
+/** The outcome of a reload. */
+export interface ReloadReport {
+  /** `done`: every worker replaced; `failed`: aborted, old workers still serving; `cancelled`: the fleet stopped. */
+  outcome: 'done' | 'failed' | 'cancelled'
+  /** Generation of this reload. */
+  generation: number
+  /** Replaced slots, in order. */
+  replaced: ReplacedWorker[]
+  /** Number of slots that were due for replacement. */
+  due: number
+  /** Workers of non-reloadable groups that were sent a `reload` message. */
+  notified: number
+  /** Duration of the reload in milliseconds. */
+  durationMs: number
+  /** Set when the outcome is `failed`. */
+  failure: ReloadFailure | null
+  /** A one-line human summary. */
+  message: string
+  /** Internal request tickets this reload answered. */
+  tickets: number[]
+}
+
+/** Fields shared by worker events. */
+export interface WorkerEvent {
+  /** Group name. */
+  group: string
+  /** Slot id. */
+  id: number
+  /** Process id. */
+  pid: number
+  /** Generation. */
+  generation: number
+  /** A human log line. */
+  message: string
+}
+
+/** A worker exited. */
+export interface WorkerExitEvent {
+  /** Group name. */
+  group: string
+  /** Slot id. */
+  id: number
+  /** Process id (null if it never started). */
+  pid: number | null
+  /** Generation. */
+  generation: number
+  /** Exit code, when it exited normally. */
+  exitCode: number | null
+  /** Signal name, when killed by a signal. */
+  signal: string | null
+  /** True when baton asked it to stop. */
+  expected: boolean
+  /** Decoded reason, e.g. "exited with code 1" or "killed by SIGSEGV". */
+  reason: string
+  /** Milliseconds until the slot is restarted, when it will be. */
+  restartInMs: number | null
+  /** A human log line. */
+  message: string
+}
+
+/** A worker is being killed for not being ready, or not stopping, in time. */
+export interface WorkerTimeoutEvent {
+  /** Group name. */
+  group: string
+  /** Slot id. */
+  id: number
+  /** Process id. */
+  pid: number
+  /** The timeout that passed, in milliseconds. */
+  timeoutMs: number
+  /** A human log line. */
+  message: string
+}
+
+/** A reload began. */
+export interface ReloadStartEvent {
+  /** Generation of the reload. */
+  generation: number
+  /** Slots to replace. */
+  due: number
+  /** A human log line. */
+  message: string
+}
+
+/** A slot was replaced during a reload. */
+export interface ReloadProgressEvent {
+  /** Group name. */
+  group: string
+  /** Slot id. */
+  id: number
+  /** Slots replaced so far in this reload. */
+  replaced: number
+  /** Slots due in this reload. */
+  due: number
+  /** Generation of the reload. */
+  generation: number
+  /** A human log line, e.g. "web 2/4 replaced". */
+  message: string
+}
+
+/** A message without further structure. */
+export interface LogEvent {
+  /** A human log line. */
+  message: string
+}
+
+/** The initial start failed. */
+export interface StartFailedEvent {
+  /** Why, including the failing worker's stderr tail. */
+  reason: string
+  /** A human log line. */
+  message: string
+}
+
+/** Every event a {@link Supervisor} emits, with its argument. */
+export interface SupervisorEvents {
+  'worker:spawn': [WorkerEvent]
+  'worker:ready': [WorkerEvent]
+  'worker:exit': [WorkerExitEvent]
+  'worker:ready-timeout': [WorkerTimeoutEvent]
+  'worker:stop-timeout': [WorkerTimeoutEvent]
+  'fleet:ready': [LogEvent]
+  'fleet:start-failed': [StartFailedEvent]
+  'fleet:stopped': [LogEvent]
+  'reload:start': [ReloadStartEvent]
+  'reload:progress': [ReloadProgressEvent]
+  'reload:done': [ReloadReport]
+  'reload:failed': [ReloadReport]
+  log: [LogEvent]
+}
+
+/** The name of a supervisor event. */
+export type SupervisorEventName = keyof SupervisorEvents

@@ -1,0 +1,437 @@
+/**
+ * The worker runtime: what application code inside a baton worker uses.
+ *
+ * Under baton (env `BATON_GROUP` set) the process has inherited listening sockets at
+ * fds 3.. (`LISTEN_FDS`, `LISTEN_FDNAMES`, `LISTEN_PID`, as in systemd socket activation)
+ * and a Node IPC channel to the master. `worker.listen(server)` listens on an inherited
+ * socket and tells the master the worker is ready; `SIGTERM`, `SIGINT`, a `stop` message
+ * or the loss of the master (IPC disconnect) drain the servers, run the `onStop` hooks and
+ * exit 0. Outside baton (`node app.js`) `worker.listen` listens on `PORT` (or the given
+ * port, or 3000) and `SIGTERM`/`SIGINT` still drain, so the same code runs in development.
+ *
+ * @module
+ */
+import type * as net from 'node:net';
+
+import {
+  DEFAULT_IDLE_MS,
+  drainServer,
+  isHttpServer,
+  stopAccepting,
+  trackServer,
+  waitForConnections,
+} from './drain.js';
+
+/** Options of {@link Worker.listen}. */
+export interface WorkerListenOptions {
+  /**
+   * Under baton: the name of the inherited listen address to use (as given in the group's
+   * `listen` list, e.g. `127.0.0.1:8080`, or its explicit name). Default: the first one.
+   */
+  name?: string;
+  /** Outside baton: the port to listen on when `PORT` is not set. Default 3000. */
+  port?: number;
+  /** Outside baton: the host to listen on. Default: Node's default (all interfaces). */
+  host?: string;
+}
+
+/** A hook run by the worker runtime: on graceful stop ({@link Worker.onStop}) or on reload. */
+export type WorkerHook = () => void | Promise<void>;
+
+/** The worker runtime (see {@link worker}). */
+export interface Worker {
+  /** True when this process is a baton worker (env `BATON_GROUP` is set). */
+  readonly isWorker: boolean;
+  /** The worker's slot in its group, `0..count-1` (`BATON_WORKER_ID`); 0 outside baton. */
+  readonly id: number;
+  /** The worker's group name (`BATON_GROUP`); `''` outside baton. */
+  readonly group: string;
+  /** The master's generation counter when this worker was spawned; 0 outside baton. */
+  readonly generation: number;
+  /** True once a graceful stop has started. */
+  readonly stopping: boolean;
+  /**
+   * Listen with `server`. Under baton: on the inherited socket named `name` (or the first
+   * one), with the configured backlog; each inherited socket serves one server. Outside
+   * baton: on `process.env.PORT`, else `options.port`, else 3000 (host `options.host`).
+   * Resolves once listening (then marks the worker ready); rejects on error. The server is
+   * tracked, so a graceful stop drains it.
+   */
+  listen(server: net.Server, nameOrOptions?: string | WorkerListenOptions): Promise<void>;
+  /**
+   * Tell the master this worker is ready (sends `{ type: 'ready' }` once). `listen()` does
+   * it; call it yourself in a worker without servers. No-op outside baton.
+   */
+  ready(): void;
+  /**
+   * Register a hook run during a graceful stop, after the servers are drained; hooks run
+   * in registration order and are awaited; one that throws is logged, the others still run.
+   */
+  onStop(fn: WorkerHook): void;
+  /**
+   * Register a hook run when the master sends `reload` (groups with `reloadable: false`:
+   * the worker keeps running). Hooks run in order; errors are logged.
+   */
+  onReload(fn: WorkerHook): void;
+  /**
+   * Start the graceful stop (same as `SIGTERM`): stop accepting, drain, run the `onStop`
+   * hooks, exit 0; bounded by the stop timeout. Idempotent; the process exits at its end.
+   */
+  stop(): Promise<void>;
+}
+
+/** Milliseconds the runtime keeps for itself before the master's `SIGKILL`. */
+const STOP_MARGIN_MS = 200;
+/** Smallest graceful-stop budget. */
+const MIN_STOP_BUDGET_MS = 500;
+/** Default `BATON_STOP_TIMEOUT`. */
+const DEFAULT_STOP_TIMEOUT_MS = 2000;
+/** Budget once the master is gone: the port must be released within 3 s. */
+const ORPHAN_STOP_BUDGET_MS = 3000 - 500;
+/** Node's default listen backlog. */
+const DEFAULT_BACKLOG = 511;
+/** First inherited fd (systemd's SD_LISTEN_FDS_START). */
+const LISTEN_FDS_START = 3;
+
+/** An inherited listening socket. */
+interface InheritedSocket {
+  readonly fd: number;
+  /** Name from `LISTEN_FDNAMES` ('' when unknown). */
+  readonly name: string;
+}
+
+/** What the runtime reads from the environment at startup. */
+interface WorkerEnv {
+  readonly isWorker: boolean;
+  readonly id: number;
+  readonly group: string;
+  readonly generation: number;
+  readonly stopBudgetMs: number;
+  readonly backlog: number;
+  readonly sockets: readonly InheritedSocket[];
+}
+
+function intFrom(value: string | undefined, fallback: number): number {
+  if (value === undefined || value.trim() === '') return fallback;
+  const n = Number(value);
+  return Number.isSafeInteger(n) ? n : fallback;
+}
+
+/**
+ * Split `LISTEN_FDNAMES` into `count` names. Names are joined with `:`, and listen
+ * addresses used as names contain `:` themselves (`127.0.0.1:8080`, `[::1]:80`,
+ * `tcp://h:1`, `unix:/p`), so when a plain split does not give `count` names, address
+ * pieces are glued back together; if that fails too the names are unknown ('').
+ */
+export function parseListenFdNames(raw: string | undefined, count: number): string[] {
+  if (count <= 0) return [];
+  const unknown = (): string[] => Array.from({ length: count }, () => '');
+  if (raw === undefined || raw === '') return unknown();
+  if (count === 1) return [raw];
+  const parts = raw.split(':');
+  if (parts.length === count) return parts;
+  const merged: string[] = [];
+  for (const token of parts) {
+    const prev = merged.length > 0 ? merged[merged.length - 1] : undefined;
+    if (prev !== undefined && continuesAddress(prev, token)) {
+      merged[merged.length - 1] = `${prev}:${token}`;
+    } else {
+      merged.push(token);
+    }
+  }
+  return merged.length === count ? merged : unknown();
+}
+
+/** Whether `token` continues the address `prev` after a `:` (see parseListenFdNames). */
+function continuesAddress(prev: string, token: string): boolean {
+  const open = prev.split('[').length - prev.split(']').length;
+  if (open > 0) return true; // inside an IPv6 literal
+  if (/^\d+$/.test(token)) return !/^\d+$/.test(prev) && !/:\d+$/.test(prev); // host:port
+  if (token.startsWith('//')) return /^[a-z][a-z0-9+.-]*$/i.test(prev); // scheme://
+  if (prev === 'unix') return token.startsWith('/') || token.startsWith('@') || token.startsWith('.');
+  return false;
+}
+
+function readEnv(env: NodeJS.ProcessEnv): WorkerEnv {
+  const group = env.BATON_GROUP ?? '';
+  const isWorker = group !== '';
+  const stopTimeout = intFrom(env.BATON_STOP_TIMEOUT, DEFAULT_STOP_TIMEOUT_MS);
+  const backlog = intFrom(env.BATON_BACKLOG, DEFAULT_BACKLOG);
+  let sockets: InheritedSocket[] = [];
+  const count = intFrom(env.LISTEN_FDS, 0);
+  const listenPid = env.LISTEN_PID;
+  const forUs = listenPid === undefined || listenPid === '' || Number(listenPid) === process.pid;
+  if (isWorker && count > 0 && forUs) {
+    const names = parseListenFdNames(env.LISTEN_FDNAMES, count);
+    sockets = names.map((name, i) => ({ fd: LISTEN_FDS_START + i, name }));
+  }
+  return {
+    isWorker,
+    id: isWorker ? intFrom(env.BATON_WORKER_ID, 0) : 0,
+    group,
+    generation: isWorker ? intFrom(env.BATON_GENERATION, 0) : 0,
+    stopBudgetMs: Math.max(MIN_STOP_BUDGET_MS, stopTimeout - STOP_MARGIN_MS),
+    backlog: backlog > 0 ? backlog : DEFAULT_BACKLOG,
+    sockets,
+  };
+}
+
+/** `net.ListenOptions` plus `fd` (supported by Node, missing from @types/node 20). */
+type ListenTarget = net.ListenOptions & { fd?: number };
+
+/** Listen and settle on the first 'listening' or 'error'. */
+function listenOnce(server: net.Server, options: ListenTarget): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onListening = (): void => {
+      server.off('error', onError);
+      resolve();
+    };
+    const onError = (err: Error): void => {
+      server.off('listening', onListening);
+      reject(err);
+    };
+    server.once('listening', onListening);
+    server.once('error', onError);
+    try {
+      server.listen(options);
+    } catch (err) {
+      server.off('listening', onListening);
+      server.off('error', onError);
+      reject(err);
+    }
+  });
+}
+
+function describeSocket(s: InheritedSocket): string {
+  return s.name === '' ? `fd ${s.fd}` : `'${s.name}' (fd ${s.fd})`;
+}
+
+function isStopMessage(msg: unknown): boolean {
+  return msg === 'stop' || (typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'stop');
+}
+
+function isReloadMessage(msg: unknown): boolean {
+  return (
+    msg === 'reload' || (typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'reload')
+  );
+}
+
+class WorkerRuntime implements Worker {
+  readonly isWorker: boolean;
+  readonly id: number;
+  readonly group: string;
+  readonly generation: number;
+
+  readonly #env: WorkerEnv;
+  readonly #servers = new Set<net.Server>();
+  readonly #fdOwners = new Map<number, net.Server>();
+  readonly #stopHooks: WorkerHook[] = [];
+  readonly #reloadHooks: WorkerHook[] = [];
+  #reloadChain: Promise<void> = Promise.resolve();
+  #readySent = false;
+  #signalsInstalled = false;
+  #stopPromise: Promise<void> | undefined;
+  #deadlineAt = Infinity;
+  #deadlineTimer: NodeJS.Timeout | undefined;
+
+  constructor(env: WorkerEnv) {
+    this.#env = env;
+    this.isWorker = env.isWorker;
+    this.id = env.id;
+    this.group = env.group;
+    this.generation = env.generation;
+    if (env.isWorker) {
+      this.#installSignals();
+      this.#installChannel();
+    }
+  }
+
+  get stopping(): boolean {
+    return this.#stopPromise !== undefined;
+  }
+
+  async listen(server: net.Server, nameOrOptions?: string | WorkerListenOptions): Promise<void> {
+    const options: WorkerListenOptions =
+      typeof nameOrOptions === 'string' ? { name: nameOrOptions } : (nameOrOptions ?? {});
+    if (this.stopping) throw new Error('baton: worker.listen(): the worker is stopping');
+    if (this.isWorker) {
+      await this.#listenInherited(server, options.name);
+      this.ready();
+    } else {
+      await this.#listenStandalone(server, options);
+    }
+  }
+
+  async #listenInherited(server: net.Server, name: string | undefined): Promise<void> {
+    const sockets = this.#env.sockets;
+    if (sockets.length === 0) {
+      throw new Error(
+        `baton: worker.listen(): this group has no listen addresses (group '${this.group}'); ` +
+          'give the group a listen address, or do not call listen() in this worker',
+      );
+    }
+    let socket: InheritedSocket | undefined = sockets[0];
+    if (name !== undefined) {
+      socket = sockets.find((s) => s.name === name);
+      if (socket === undefined) {
+        const available = sockets.map(describeSocket).join(', ');
+        throw new Error(`baton: worker.listen(): no listen address named '${name}'; available: ${available}`);
+      }
+    }
+    const { fd } = socket as InheritedSocket;
+    const owner = this.#fdOwners.get(fd);
+    if (owner !== undefined) {
+      throw new Error(
+        `baton: worker.listen(): listen address ${describeSocket(socket as InheritedSocket)} is already used by ` +
+          `${owner === server ? 'this server' : 'another server'}; each listen address serves one server`,
+      );
+    }
+    this.#fdOwners.set(fd, server);
+    trackServer(server, { idleMs: DEFAULT_IDLE_MS });
+    try {
+      await listenOnce(server, { fd, backlog: this.#env.backlog });
+    } catch (err) {
+      this.#fdOwners.delete(fd);
+      const reason = err instanceof Error ? err.message : String(err);
+      throw new Error(
+        `baton: worker.listen(): listening on inherited ${describeSocket(socket as InheritedSocket)} failed: ${reason}`,
+        { cause: err },
+      );
+    }
+    this.#servers.add(server);
+  }
+
+  async #listenStandalone(server: net.Server, options: WorkerListenOptions): Promise<void> {
+    const envPort = process.env.PORT;
+    const port = envPort !== undefined && envPort.trim() !== '' ? Number(envPort) : (options.port ?? 3000);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) {
+      throw new RangeError(
+        `baton: worker.listen(): invalid port ${JSON.stringify(envPort ?? options.port)} (PORT or options.port)`,
+      );
+    }
+    trackServer(server, { idleMs: DEFAULT_IDLE_MS });
+    this.#installSignals();
+    await listenOnce(server, options.host === undefined ? { port } : { port, host: options.host });
+    this.#servers.add(server);
+  }
+
+  ready(): void {
+    if (!this.isWorker || this.#readySent) return;
+    if (typeof process.send !== 'function' || !process.connected) return;
+    this.#readySent = true;
+    process.send({ type: 'ready' }, undefined, undefined, (err) => {
+      if (err !== null && err !== undefined) this.#log(`could not send 'ready' to the master: ${err.message}`);
+    });
+  }
+
+  onStop(fn: WorkerHook): void {
+    if (typeof fn !== 'function') throw new TypeError('baton: worker.onStop(fn): fn must be a function');
+    this.#stopHooks.push(fn);
+  }
+
+  onReload(fn: WorkerHook): void {
+    if (typeof fn !== 'function') throw new TypeError('baton: worker.onReload(fn): fn must be a function');
+    this.#reloadHooks.push(fn);
+  }
+
+  stop(): Promise<void> {
+    return this.#beginStop(this.#env.stopBudgetMs);
+  }
+
+  #beginStop(budgetMs: number): Promise<void> {
+    this.#armDeadline(budgetMs);
+    if (this.#stopPromise === undefined) {
+      this.#stopPromise = this.#runStop().then(
+        () => process.exit(0),
+        (err: unknown) => {
+          this.#log(`graceful stop failed: ${formatError(err)}`);
+          process.exit(0);
+        },
+      );
+    }
+    return this.#stopPromise;
+  }
+
+  /** Exit at `now + budgetMs` at the latest (only ever moves the deadline earlier). */
+  #armDeadline(budgetMs: number): void {
+    const at = Date.now() + budgetMs;
+    if (at >= this.#deadlineAt) return;
+    this.#deadlineAt = at;
+    if (this.#deadlineTimer !== undefined) clearTimeout(this.#deadlineTimer);
+    this.#deadlineTimer = setTimeout(() => {
+      this.#log(`graceful stop not finished after ${budgetMs} ms; exiting anyway`);
+      process.exit(0);
+    }, budgetMs);
+  }
+
+  async #runStop(): Promise<void> {
+    const servers = [...this.#servers];
+    for (const server of servers) stopAccepting(server);
+    await Promise.all(servers.filter(isHttpServer).map((server) => drainServer(server)));
+    // Index loop: a hook may register further hooks.
+    for (let i = 0; i < this.#stopHooks.length; i += 1) {
+      const hook = this.#stopHooks[i] as WorkerHook;
+      try {
+        await hook();
+      } catch (err) {
+        this.#log(`onStop hook failed: ${formatError(err)}`);
+      }
+    }
+    // Non-HTTP connections and upgraded sockets: the hooks may have closed them.
+    await Promise.all(servers.map((server) => waitForConnections(server)));
+  }
+
+  #runReloadHooks(): void {
+    this.#reloadChain = this.#reloadChain.then(async () => {
+      for (let i = 0; i < this.#reloadHooks.length; i += 1) {
+        const hook = this.#reloadHooks[i] as WorkerHook;
+        try {
+          await hook();
+        } catch (err) {
+          this.#log(`onReload hook failed: ${formatError(err)}`);
+        }
+      }
+    });
+  }
+
+  #installSignals(): void {
+    if (this.#signalsInstalled) return;
+    this.#signalsInstalled = true;
+    const onSignal = (): void => {
+      void this.#beginStop(this.#env.stopBudgetMs);
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  }
+
+  #installChannel(): void {
+    if (typeof process.send !== 'function' || process.channel === undefined) return;
+    process.on('message', (msg: unknown) => {
+      if (isStopMessage(msg)) void this.#beginStop(this.#env.stopBudgetMs);
+      else if (isReloadMessage(msg)) this.#runReloadHooks();
+    });
+    process.on('disconnect', () => {
+      // The master is gone: release the port quickly, whatever the stop timeout.
+      void this.#beginStop(ORPHAN_STOP_BUDGET_MS);
+    });
+    // Listening for 'message'/'disconnect' refs the channel; the channel alone must not
+    // keep a worker alive (one with no servers or timers left exits as usual).
+    process.channel.unref();
+  }
+
+  #log(message: string): void {
+    process.stderr.write(`baton worker ${this.group || '-'}#${this.id} (pid ${process.pid}): ${message}\n`);
+  }
+}
+
+function formatError(err: unknown): string {
+  if (err instanceof Error) return err.stack ?? err.message;
+  return String(err);
+}
+
+/**
+ * The worker runtime singleton: identity (`isWorker`, `id`, `group`, `generation`),
+ * `listen`, `ready`, `onStop`, `onReload`, `stop`. Importing it installs the stop
+ * listeners only in a baton worker (in a plain process, on the first `listen()`).
+ */
+export const worker: Worker = new WorkerRuntime(readEnv(process.env));
