@@ -235,11 +235,13 @@ class MiniMaster {
     const address = server.address() as net.AddressInfo;
     let holder: ChildProcess;
     try {
+      // spawn() does not take a net.Server in `stdio`, but it takes a raw fd number (dup'ed
+      // into the child). Node exposes a listening handle's fd as `_handle.fd` on Unix.
+      const fd = (server as unknown as { _handle?: { fd?: number } })._handle?.fd;
+      if (typeof fd !== 'number' || fd < 0) throw new Error('cannot get the listening socket fd');
       holder = tracker.spawn(process.execPath, ['--input-type=module', '-e', HOLDER_SOURCE], {
         cwd: root,
-        // Node accepts any object wrapping a libuv handle here (a net.Server's `_handle`);
-        // the typings only list streams.
-        stdio: ['ignore', 'inherit', 'inherit', server as unknown as net.Socket, 'ipc'],
+        stdio: ['ignore', 'inherit', 'inherit', fd, 'ipc'],
       });
     } finally {
       server.close(); // closes the test process's copy only

@@ -1,0 +1,138 @@
+/**
+ * Runs a real baton master through the CLI (`node bin/baton.js start ...`) in its own
+ * runtime dir, and drives it with the other CLI commands. Every process is tracked so a
+ * failing test still leaves nothing behind.
+ */
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import type { ExecutionContext } from 'ava'
+import type { Status } from '../../src/types.js'
+import { OutputBuffer, ProcessTracker, tmpDir, waitFor, waitForExit, type ExitStatus } from './processes.js'
+
+/** Absolute path of the `baton` CLI. */
+export const BATON = fileURLToPath(new URL('../../bin/baton.js', import.meta.url))
+
+/** Absolute path of a test fixture. */
+export function fixture(name: string): string {
+  return fileURLToPath(new URL(`../fixtures/${name}`, import.meta.url))
+}
+
+/** What a CLI command printed and returned. */
+export interface CliResult {
+  code: number | null
+  stdout: string
+  stderr: string
+}
+
+/** A running master started by {@link startFleet}. */
+export interface Fleet {
+  /** The master's pid. */
+  pid: number
+  /** The master's combined log (its stderr). */
+  log: OutputBuffer
+  /** The runtime dir (BATON_RUNTIME_DIR). */
+  runtimeDir: string
+  /** The fleet's name. */
+  name: string
+  /** Resolves when the master exits. */
+  exited: Promise<ExitStatus>
+  /** Run `baton <args>` against this runtime dir. */
+  cli(args: string[]): Promise<CliResult>
+  /** `baton status --json`, parsed. */
+  status(): Promise<Status>
+  /** Pids of the workers currently listed. */
+  workerPids(): Promise<number[]>
+}
+
+/** Options of {@link startFleet}. */
+export interface FleetOptions {
+  script: string
+  name?: string
+  count?: number
+  listen?: string[]
+  args?: string[]
+  env?: Record<string, string>
+  /** Extra `baton start` flags. */
+  flags?: string[]
+  /** Do not wait for every worker to be ready. */
+  noWait?: boolean
+}
+
+/**
+ * Start a master and wait until every worker is ready. `t.teardown` kills whatever is
+ * left (master and workers) and removes the runtime dir.
+ */
+export async function startFleet(t: ExecutionContext, options: FleetOptions): Promise<Fleet> {
+  const tracker = new ProcessTracker()
+  const dir = await tmpDir('baton-test-')
+  const name = options.name ?? 'fleet'
+  const env = { ...process.env, ...options.env, BATON_RUNTIME_DIR: dir.path }
+  const seen = new Set<number>()
+  t.teardown(async () => {
+    for (const pid of seen) tracker.trackPid(pid)
+    await tracker.killAll()
+    await dir.cleanup()
+  })
+  const args = [
+    BATON,
+    'start',
+    options.script,
+    '--name',
+    name,
+    '--count',
+    String(options.count ?? 2),
+    ...(options.listen ?? []).flatMap((a) => ['--listen', a]),
+    ...(options.flags ?? []),
+    ...(options.args ? ['--', ...options.args] : []),
+  ]
+  const master = tracker.spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const log = new OutputBuffer().follow(master.stderr)
+  log.follow(master.stdout)
+  const exited = waitForExit(master)
+
+  const cli = (cliArgs: string[]): Promise<CliResult> =>
+    new Promise((resolve) => {
+      const child = tracker.spawn(process.execPath, [BATON, ...cliArgs], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+      const out = new OutputBuffer().follow(child.stdout)
+      const err = new OutputBuffer().follow(child.stderr)
+      child.on('close', (code) => resolve({ code, stdout: out.text, stderr: err.text }))
+    })
+  const status = async (): Promise<Status> => {
+    const r = await cli(['status', name, '--json'])
+    if (r.code !== 0) throw new Error(`baton status failed (${r.code}): ${r.stderr}`)
+    const s = JSON.parse(r.stdout) as Status
+    for (const w of s.workers) if (w.pid !== null) seen.add(w.pid)
+    return s
+  }
+  const fleet: Fleet = {
+    pid: master.pid ?? -1,
+    log,
+    runtimeDir: dir.path,
+    name,
+    exited,
+    cli,
+    status,
+    workerPids: async () => (await status()).workers.flatMap((w) => (w.pid === null ? [] : [w.pid])),
+  }
+  if (!options.noWait) {
+    const count = options.count ?? 2
+    await waitFor(
+      async () => {
+        const s = await status()
+        return s.workers.length === count && s.workers.every((w) => w.state === 'ready')
+      },
+      { timeoutMs: 20_000, message: `${count} workers ready; master log:\n${log.text}` },
+    )
+  }
+  return fleet
+}
+
+/** Run `baton <args>` with a given runtime dir, outside any fleet. */
+export function runCli(args: string[], env: Record<string, string | undefined>): Promise<CliResult> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [BATON, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const out = new OutputBuffer().follow(child.stdout)
+    const err = new OutputBuffer().follow(child.stderr)
+    child.on('close', (code) => resolve({ code, stdout: out.text, stderr: err.text }))
+  })
+}
