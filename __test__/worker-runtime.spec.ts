@@ -83,7 +83,11 @@ process.on('message', (m) => {
       c.stderr.on('data', (data) => report({ ev: 'output', key: m.key, stream: 'stderr', data }));
       c.on('message', (msg) => report({ ev: 'message', key: m.key, msg }));
       c.on('error', (err) => report({ ev: 'error', key: m.key, message: err.message }));
-      c.on('close', (code, signal) => { workers.delete(m.key); report({ ev: 'exit', key: m.key, code, signal }); });
+      // Not 'close': it never fires after the parent disconnected the IPC channel itself.
+      const drained = [c.stdout, c.stderr].map((s) => new Promise((resolve) => s.on('close', resolve)));
+      c.on('exit', (code, signal) => {
+        Promise.all(drained).then(() => { workers.delete(m.key); report({ ev: 'exit', key: m.key, code, signal }); });
+      });
       break;
     }
     case 'signal': if (child) child.kill(m.signal); break;
@@ -428,11 +432,11 @@ test.serial(
         await fresh.waitReady();
         exits.push(await old.exit());
         slots[id] = fresh;
-        await flowing(500);
+        await flowing(1500);
       }
       await waitFor(() => (load.snapshot().bodies[version] ?? 0) > 0, { message: `${version} served` });
     }
-    await flowing(1000);
+    await flowing(2000);
     const result = await load.stop();
 
     for (const w of slots) w.kill('SIGTERM');
@@ -446,7 +450,7 @@ test.serial(
     t.is(result.errors, 0, `errors by code: ${JSON.stringify(result.errorCodes)}`);
     t.is(result.non2xx, 0);
     t.is(result.ok, result.requests);
-    t.true(result.ok > 5000);
+    t.true(result.ok > 10_000);
     t.true((result.bodies.v4 ?? 0) > 0, 'the last version is served');
     t.is(exits.length, 8);
     t.deepEqual(
@@ -487,8 +491,10 @@ test.serial('losing the IPC channel (the master is gone) makes the worker exit w
   const master = await MiniMaster.start(t.context.tracker);
   const w = await master.spawnWorker({ stopTimeoutMs: 30_000 });
   await w.waitReady();
+  // A kept-alive connection the worker has accepted: it is drained too (idle window).
   const conn = new RawConnection(master.port);
-  await conn.connected();
+  conn.request('/');
+  await conn.data.waitFor(/\r\n\r\nv1$/);
 
   const start = Date.now();
   w.disconnect();
@@ -496,6 +502,7 @@ test.serial('losing the IPC channel (the master is gone) makes the worker exit w
   const elapsed = Date.now() - start;
   t.log(`exited ${elapsed} ms after the disconnect`);
   t.true(elapsed < 3000);
+  t.false((await conn.closed).hadError);
 });
 
 test.serial('a killed master (holder SIGKILLed) leaves no worker behind: it exits within 3 s', async (t) => {
@@ -528,7 +535,7 @@ test.serial('the graceful stop is capped: a stop hook that never ends cannot out
   t.log(`exited ${elapsed} ms after SIGTERM`);
   await w.stdout.waitFor(/hanging stop hook/);
   t.regex(w.stderr.text, /graceful stop not finished after 1000 ms/);
-  t.true(elapsed >= 950 && elapsed < 1150, `elapsed ${elapsed} ms`);
+  t.true(elapsed >= 950 && elapsed < 1400, `elapsed ${elapsed} ms`);
 
   // Master gone: capped at 2.5 s even with a long stop timeout.
   const w2 = await master.spawnWorker({ args: ['--input-type=module', '-e', hang], stopTimeoutMs: 30_000 });

@@ -14,6 +14,7 @@
 import type * as net from 'node:net';
 
 import {
+  connectionCount,
   DEFAULT_IDLE_MS,
   drainServer,
   isHttpServer,
@@ -287,9 +288,8 @@ class WorkerRuntime implements Worker {
       );
     }
     this.#fdOwners.set(fd, server);
-    trackServer(server, { idleMs: DEFAULT_IDLE_MS });
     try {
-      await listenOnce(server, { fd, backlog: this.#env.backlog });
+      await this.#listenTracked(server, { fd, backlog: this.#env.backlog });
     } catch (err) {
       this.#fdOwners.delete(fd);
       const reason = err instanceof Error ? err.message : String(err);
@@ -298,7 +298,20 @@ class WorkerRuntime implements Worker {
         { cause: err },
       );
     }
+  }
+
+  /** Track `server` (so a stop that starts meanwhile covers it) and listen. */
+  async #listenTracked(server: net.Server, target: ListenTarget): Promise<void> {
+    trackServer(server, { idleMs: DEFAULT_IDLE_MS });
     this.#servers.add(server);
+    try {
+      await listenOnce(server, target);
+    } catch (err) {
+      this.#servers.delete(server);
+      throw err;
+    }
+    // A stop began while we were binding: do not start accepting now.
+    if (this.stopping) stopAccepting(server);
   }
 
   async #listenStandalone(server: net.Server, options: WorkerListenOptions): Promise<void> {
@@ -309,10 +322,8 @@ class WorkerRuntime implements Worker {
         `baton: worker.listen(): invalid port ${JSON.stringify(envPort ?? options.port)} (PORT or options.port)`,
       );
     }
-    trackServer(server, { idleMs: DEFAULT_IDLE_MS });
     this.#installSignals();
-    await listenOnce(server, options.host === undefined ? { port } : { port, host: options.host });
-    this.#servers.add(server);
+    await this.#listenTracked(server, options.host === undefined ? { port } : { port, host: options.host });
   }
 
   ready(): void {
@@ -359,7 +370,8 @@ class WorkerRuntime implements Worker {
     this.#deadlineAt = at;
     if (this.#deadlineTimer !== undefined) clearTimeout(this.#deadlineTimer);
     this.#deadlineTimer = setTimeout(() => {
-      this.#log(`graceful stop not finished after ${budgetMs} ms; exiting anyway`);
+      const open = [...this.#servers].reduce((n, server) => n + connectionCount(server), 0);
+      this.#log(`graceful stop not finished after ${budgetMs} ms (${open} connections still open); exiting anyway`);
       process.exit(0);
     }, budgetMs);
   }

@@ -117,9 +117,7 @@ fn parse_tcp(s: &str) -> Result<ListenAddr, String> {
         })?;
         let host = &s[..colon];
         if host.contains(':') {
-            return Err(
-                "an IPv6 address needs brackets, e.g. [::1]:3000".into(),
-            );
+            return Err("an IPv6 address needs brackets, e.g. [::1]:3000".into());
         }
         validate_host(host)?;
         (host, &s[colon + 1..])
@@ -141,7 +139,11 @@ fn validate_ipv6(host: &str) -> Result<(), String> {
         return Err(format!("\"{host}\" is not a valid IPv6 address"));
     }
     if let Some(zone) = zone {
-        if zone.is_empty() || !zone.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+        if zone.is_empty()
+            || !zone
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
             return Err(format!("\"{host}\" has an invalid IPv6 zone id"));
         }
     }
@@ -220,7 +222,10 @@ mod tests {
         assert_eq!(parse("127.0.0.1:3000").unwrap(), tcp("127.0.0.1", 3000));
         assert_eq!(parse("localhost:80").unwrap(), tcp("localhost", 80));
         assert_eq!(parse(":3000").unwrap(), tcp("", 3000));
-        assert_eq!(parse("tcp://example.com:443").unwrap(), tcp("example.com", 443));
+        assert_eq!(
+            parse("tcp://example.com:443").unwrap(),
+            tcp("example.com", 443)
+        );
         assert_eq!(parse("TCP://:1").unwrap(), tcp("", 1));
         assert_eq!(parse("[::1]:3000").unwrap(), tcp("::1", 3000));
         assert_eq!(parse("tcp://[::1]:3000").unwrap(), tcp("::1", 3000));
@@ -281,8 +286,13 @@ mod tests {
     fn error_display_names_input_and_forms() {
         let e = parse("http://x:1").unwrap_err();
         let msg = e.to_string();
-        assert!(msg.starts_with("invalid listen address \"http://x:1\": "), "{msg}");
-        assert!(msg.ends_with("(expected host:port, :port, tcp://host:port, [::1]:port or unix:/path)"));
+        assert!(
+            msg.starts_with("invalid listen address \"http://x:1\": "),
+            "{msg}"
+        );
+        assert!(
+            msg.ends_with("(expected host:port, :port, tcp://host:port, [::1]:port or unix:/path)")
+        );
     }
 
     #[test]

@@ -287,7 +287,9 @@ fn bind_tcp(
             Err(e) => {
                 let unavailable = matches!(
                     e.raw_os_error(),
-                    Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL) | Some(libc::EPROTONOSUPPORT)
+                    Some(libc::EAFNOSUPPORT)
+                        | Some(libc::EADDRNOTAVAIL)
+                        | Some(libc::EPROTONOSUPPORT)
                 );
                 let err = ListenError::new(shown, e);
                 // Keep the most telling error: a real failure (in use, denied) beats
@@ -315,10 +317,7 @@ fn bind_tcp(
         }
     }
     Err(first_err.unwrap_or_else(|| {
-        ListenError::new(
-            addr.to_string(),
-            io::Error::new(io::ErrorKind::Other, "no address to bind"),
-        )
+        ListenError::new(addr.to_string(), io::Error::other("no address to bind"))
     }))
 }
 
@@ -338,7 +337,7 @@ fn bind_tcp_one(sa: &SocketAddr, opts: &BindOptions) -> io::Result<(Socket, Sock
     let local = socket
         .local_addr()?
         .as_socket()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::Other, "bound socket has no IP address"))?;
+        .ok_or_else(|| io::Error::other("bound socket has no IP address"))?;
     Ok((socket, local))
 }
 
@@ -393,8 +392,8 @@ fn bind_unix(addr: &ListenAddr, path: &Path, backlog: i32) -> Result<Listener, L
     }
 
     let sockaddr = SockAddr::unix(path).map_err(|e| ListenError::new(shown.clone(), e))?;
-    let socket =
-        Socket::new(Domain::UNIX, Type::STREAM, None).map_err(|e| ListenError::new(shown.clone(), e))?;
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)
+        .map_err(|e| ListenError::new(shown.clone(), e))?;
     socket
         .bind(&sockaddr)
         .map_err(|e| ListenError::new(shown.clone(), e))?;
@@ -526,7 +525,9 @@ mod tests {
         assert_eq!(e.kind, ListenErrorKind::Resolve);
         let msg = e.to_string();
         assert!(
-            msg.starts_with("cannot resolve host \"nope.invalid\" in listen address nope.invalid:80"),
+            msg.starts_with(
+                "cannot resolve host \"nope.invalid\" in listen address nope.invalid:80"
+            ),
             "{msg}"
         );
     }
@@ -549,7 +550,10 @@ mod tests {
             denied.to_string(),
             "cannot listen on 0.0.0.0:80: permission denied (ports below 1024 need privileges)"
         );
-        let na = ListenError::new("10.9.9.9:80", io::Error::from_raw_os_error(libc::EADDRNOTAVAIL));
+        let na = ListenError::new(
+            "10.9.9.9:80",
+            io::Error::from_raw_os_error(libc::EADDRNOTAVAIL),
+        );
         assert_eq!(
             na.to_string(),
             "cannot listen on 10.9.9.9:80: address not available on this host (use one of this host's addresses, or :80 for all interfaces)"

@@ -36,8 +36,7 @@ mod imp {
             return Err(io::Error::last_os_error());
         }
         if len as usize != std::mem::size_of::<libc::ucred>() {
-            return Err(io::Error::new(
-                io::ErrorKind::Other,
+            return Err(io::Error::other(
                 "SO_PEERCRED returned a short credential record",
             ));
         }

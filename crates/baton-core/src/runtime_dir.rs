@@ -157,7 +157,10 @@ fn effective_uid() -> u32 {
 /// be a directory owned by the current user and not writable by group or others (an
 /// existing 0755 directory is fine).
 pub fn ensure_dir(dir: &Path) -> Result<(), RuntimeDirError> {
-    let create = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir);
+    let create = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir);
     if let Err(e) = create {
         if dir.exists() && !dir.is_dir() {
             return Err(RuntimeDirError::NotADirectory {
@@ -311,8 +314,7 @@ impl PidFile {
                 .map_err(pid_err)?;
             return Ok(PidFile { path, file });
         }
-        Err(pid_err(io::Error::new(
-            io::ErrorKind::Other,
+        Err(pid_err(io::Error::other(
             "the pid file keeps being replaced by another process",
         )))
     }
@@ -350,7 +352,10 @@ pub fn is_locked(dir: &Path, name: &str) -> bool {
     };
     // A shared lock conflicts only with the master's exclusive one; closing `file`
     // releases ours.
-    matches!(flock(&file, libc::LOCK_SH | libc::LOCK_NB), Ok(LockResult::WouldBlock))
+    matches!(
+        flock(&file, libc::LOCK_SH | libc::LOCK_NB),
+        Ok(LockResult::WouldBlock)
+    )
 }
 
 /// Binds the control socket at `path` and makes it mode 0600.
@@ -417,13 +422,22 @@ mod tests {
     #[test]
     fn resolve_order() {
         let tmp = Path::new("/tmp");
-        assert_eq!(resolve(Some("/x"), Some("/run/user/1"), tmp, 5), PathBuf::from("/x"));
+        assert_eq!(
+            resolve(Some("/x"), Some("/run/user/1"), tmp, 5),
+            PathBuf::from("/x")
+        );
         assert_eq!(
             resolve(Some(""), Some("/run/user/1"), tmp, 5),
             PathBuf::from("/run/user/1/baton")
         );
-        assert_eq!(resolve(None, Some(""), tmp, 5), PathBuf::from("/tmp/baton-5"));
-        assert_eq!(resolve(None, None, tmp, 1000), PathBuf::from("/tmp/baton-1000"));
+        assert_eq!(
+            resolve(None, Some(""), tmp, 5),
+            PathBuf::from("/tmp/baton-5")
+        );
+        assert_eq!(
+            resolve(None, None, tmp, 1000),
+            PathBuf::from("/tmp/baton-1000")
+        );
     }
 
     #[test]
@@ -467,7 +481,10 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
         let e = ensure_dir(&dir).unwrap_err();
-        assert!(matches!(e, RuntimeDirError::WrongOwner { owner: 65534, .. }), "{e:?}");
+        assert!(
+            matches!(e, RuntimeDirError::WrongOwner { owner: 65534, .. }),
+            "{e:?}"
+        );
         assert!(e.to_string().contains("set BATON_RUNTIME_DIR"));
     }
 
@@ -480,7 +497,10 @@ mod tests {
         assert!(validate_name("").is_err());
         assert!(validate_name(".hidden").is_err());
         let e = validate_name("a/b").unwrap_err();
-        assert!(e.contains("\"a/b\"") && e.contains("letters, digits"), "{e}");
+        assert!(
+            e.contains("\"a/b\"") && e.contains("letters, digits"),
+            "{e}"
+        );
         assert!(validate_name("a b").is_err());
         assert!(validate_name("é").is_err());
     }

@@ -44,7 +44,8 @@ pub struct SpawnSpec {
     pub gid: Option<u32>,
 }
 
-/// A started worker and the master's ends of its pipes.
+/// A started worker and the master's ends of its pipes. The caller must eventually reap
+/// the worker with [`wait_exit`] (dropping this value neither kills nor reaps it).
 #[derive(Debug)]
 pub struct SpawnedChild {
     /// The worker's process id (also its process group id).
@@ -75,6 +76,11 @@ impl fmt::Display for SpawnError {
         let p = &self.program;
         match self.step {
             "execve" => write!(f, "cannot start {p}: execve failed: {}", self.source),
+            "dup" => write!(
+                f,
+                "cannot start {p}: cannot set up the worker's file descriptors (is every listening socket still open?): {}",
+                self.source
+            ),
             "chdir" | "setgid" | "setgroups" | "setuid" | "prepare" => {
                 write!(f, "cannot start {p}: {}", self.source)
             }
@@ -294,8 +300,10 @@ fn spawn_inner(spec: &SpawnSpec, force_close_loop: bool) -> Result<SpawnedChild,
         Some(i) => env_bufs[i][LISTEN_PID_PREFIX.len()..].as_mut_ptr(),
         None => std::ptr::null_mut(),
     };
-    let mut envp: Vec<*const libc::c_char> =
-        env_bufs.iter().map(|b| b.as_ptr().cast::<libc::c_char>()).collect();
+    let mut envp: Vec<*const libc::c_char> = env_bufs
+        .iter()
+        .map(|b| b.as_ptr().cast::<libc::c_char>())
+        .collect();
     envp.push(std::ptr::null());
 
     let cwd = match &spec.cwd {
@@ -349,6 +357,7 @@ fn spawn_inner(spec: &SpawnSpec, force_close_loop: bool) -> Result<SpawnedChild,
         err_target: control_fd + 1,
         close_loop_limit: close_loop_limit(),
         force_close_loop,
+        #[cfg(any(target_os = "linux", target_os = "android"))]
         master_pid: std::process::id() as libc::pid_t,
         default_action: default_sigaction(),
         empty_set: empty_sigset(),
@@ -523,6 +532,8 @@ struct ChildPlan<'a> {
     err_target: RawFd,
     close_loop_limit: RawFd,
     force_close_loop: bool,
+    /// The master's pid, to detect that it died before `PR_SET_PDEATHSIG` took effect.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     master_pid: libc::pid_t,
     default_action: libc::sigaction,
     empty_set: libc::sigset_t,
@@ -532,9 +543,10 @@ struct ChildPlan<'a> {
 /// e.g. libuv's, runs in the child before the dispositions are reset), then restores the
 /// caller's mask. Returns the child's pid in the parent; never returns in the child.
 fn fork_with_signals_blocked(plan: &ChildPlan<'_>, scratch: &mut [RawFd]) -> io::Result<i32> {
-    // SAFETY: sigset_t is plain data initialised by sigfillset; pthread_sigmask only reads
-    // `all` and writes `old`, both valid.
+    // SAFETY: sigset_t is plain data for which all-zero is a valid value.
     let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `all` is initialised by sigfillset; pthread_sigmask only reads `all` and
+    // writes `old`, both valid.
     unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
@@ -643,7 +655,7 @@ unsafe fn child_after_fork(plan: &ChildPlan<'_>, scratch: &mut [RawFd]) -> ! {
         if fd < 0 {
             child_fail(report_fd, errno_now(), STEP_DUP);
         }
-        scratch[i] = plan.sources[i]; let _ = fd;
+        scratch[i] = fd;
         i += 1;
     }
     if dup2_retry(err_tmp, plan.err_target) < 0
@@ -655,7 +667,7 @@ unsafe fn child_after_fork(plan: &ChildPlan<'_>, scratch: &mut [RawFd]) -> ! {
     let mut i = 0;
     while i < count {
         let target = plan.targets[i];
-        if dup2_retry(scratch[i], target) < 0 {
+        if dup2_retry(scratch[i], target) < 0 || libc::fcntl(target, libc::F_SETFD, 0) < 0 {
             child_fail(report_fd, errno_now(), STEP_DUP);
         }
         i += 1;
@@ -761,7 +773,6 @@ mod tests {
     use super::*;
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::TcpListener;
-    use std::os::fd::FromRawFd;
 
     fn base_env() -> Vec<(String, String)> {
         vec![
@@ -820,7 +831,10 @@ mod tests {
         assert_eq!(status, ExitStatus::Code(0), "{out}");
         let fields: Vec<&str> = out.trim_end().split('|').collect();
         assert_eq!(fields.len(), 10, "{out}");
-        assert_eq!(fields[0], fields[1], "LISTEN_PID must equal the child's pid: {out}");
+        assert_eq!(
+            fields[0], fields[1],
+            "LISTEN_PID must equal the child's pid: {out}"
+        );
         assert_eq!(
             &fields[2..],
             &["2", "web:admin", "5", "5", "json", "unset", "unset", "kept"],
@@ -886,7 +900,11 @@ mod tests {
         let ignored = u64::from_str_radix(lines[2].trim_start_matches("SigIgn:\t"), 16).unwrap();
         assert_eq!(ignored & !(0b11 << 31), 0, "{out}");
         let (pid, pgid) = lines[0].split_once(' ').unwrap();
-        assert_eq!(&pid[4..], &pgid[5..], "worker must lead its own process group: {out}");
+        assert_eq!(
+            &pid[4..],
+            &pgid[5..],
+            "worker must lead its own process group: {out}"
+        );
     }
 
     #[test]
@@ -904,12 +922,17 @@ mod tests {
     #[test]
     fn control_channel_both_ways() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut spec = sh(r#"echo "hello $BATON_CONTROL_FD" >&4; read -r line <&4; echo "got:$line" >&4"#);
+        let mut spec =
+            sh(r#"echo "hello $BATON_CONTROL_FD" >&4; read -r line <&4; echo "got:$line" >&4"#);
         spec.listen_fds = vec![l.as_raw_fd()];
         spec.listen_names = vec!["web".into()];
         let child = spawn(&spec).unwrap();
         let stream = UnixStream::from(child.control);
         stream.set_nonblocking(false).unwrap();
+        // Fail rather than hang if the channel is broken.
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
         let mut reader = BufReader::new(stream.try_clone().unwrap());
         let mut line = String::new();
         reader.read_line(&mut line).unwrap();
@@ -955,8 +978,9 @@ mod tests {
         let e = spawn(&spec).unwrap_err();
         assert_eq!(e.step, "chdir");
         assert!(
-            e.to_string()
-                .starts_with("cannot start /bin/sh: cannot change directory to /nonexistent/baton-dir: "),
+            e.to_string().starts_with(
+                "cannot start /bin/sh: cannot change directory to /nonexistent/baton-dir: "
+            ),
             "{e}"
         );
     }
@@ -974,6 +998,18 @@ mod tests {
         spec.listen_fds = vec![0];
         assert_eq!(spawn(&spec).unwrap_err().step, "prepare");
         spec.listen_names = vec!["a:b".into()];
+        assert!(spawn(&spec)
+            .unwrap_err()
+            .to_string()
+            .contains("contains ':'"));
+        // A closed fd cannot be passed on.
+        spec.listen_fds = vec![1 << 20];
+        spec.listen_names = vec!["web".into()];
+        let e = spawn(&spec).unwrap_err();
+        assert_eq!(e.step, "dup");
+        assert!(e.to_string().contains("file descriptors"), "{e}");
+        spec.listen_fds = vec![0];
+        spec.listen_names = vec!["a:b".into()];
         let e = spawn(&spec).unwrap_err();
         assert!(e.to_string().contains("contains ':'"), "{e}");
         let mut spec = sh("exit 0");
@@ -986,7 +1022,10 @@ mod tests {
         let child = spawn(&sh("exit 3")).unwrap();
         assert_eq!(wait_exit(child.pid).unwrap(), ExitStatus::Code(3));
         let child = spawn(&sh("kill -SEGV $$")).unwrap();
-        assert_eq!(wait_exit(child.pid).unwrap(), ExitStatus::Signal(libc::SIGSEGV));
+        assert_eq!(
+            wait_exit(child.pid).unwrap(),
+            ExitStatus::Signal(libc::SIGSEGV)
+        );
     }
 
     #[test]
@@ -994,7 +1033,10 @@ mod tests {
         // The child tells us (by closing its stderr) that it is about to exec sleep.
         let child = spawn(&sh("exec sleep 30")).unwrap();
         send_signal(child.pid, Signal::Term).unwrap();
-        assert_eq!(wait_exit(child.pid).unwrap(), ExitStatus::Signal(libc::SIGTERM));
+        assert_eq!(
+            wait_exit(child.pid).unwrap(),
+            ExitStatus::Signal(libc::SIGTERM)
+        );
         let e = send_signal(child.pid, Signal::Term).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ESRCH));
         assert!(send_signal(0, Signal::Kill).is_err());
@@ -1071,6 +1113,7 @@ mod tests {
     #[test]
     #[ignore = "run by no_fd_leaks_and_fd3_pitfall_in_isolated_process"]
     fn fd_probe() {
+        use std::os::fd::FromRawFd;
         if std::env::var_os("BATON_SPAWN_FD_PROBE").is_none() {
             return;
         }
@@ -1117,7 +1160,10 @@ mod tests {
         assert!(st.success(), "{out}");
         let link = std::fs::read_link("/proc/self/fd/3").unwrap();
         assert_eq!(out.trim_end(), link.to_str().unwrap());
-        assert!(is_cloexec(fd3.as_raw_fd()), "the master's fd 3 keeps FD_CLOEXEC");
+        assert!(
+            is_cloexec(fd3.as_raw_fd()),
+            "the master's fd 3 keeps FD_CLOEXEC"
+        );
         drop(fd3);
         println!("fd probe ok");
     }
