@@ -36,8 +36,8 @@ function assertClean(t: Parameters<typeof startFleet>[0], result: LoadResult): v
   t.is(result.non2xx, 0)
 }
 
-async function reloadThreeTimes(t: Parameters<typeof startFleet>[0], order: 'start-first' | 'stop-first') {
-  const { fleet, port, deploy } = await versionedFleet(t, order)
+async function reloadThreeTimes(t: Parameters<typeof startFleet>[0], order: 'start-first' | 'stop-first', flags: string[] = []) {
+  const { fleet, port, deploy } = await versionedFleet(t, order, flags)
   const load = startLoad({ port, connections: 32 })
   try {
     await waitFor(() => load.snapshot().ok > 200, { message: 'load warmed up' })
@@ -73,6 +73,12 @@ test.serial('start-first: 3 reloads under keep-alive load, zero failed requests,
 
 test.serial('stop-first: 3 reloads under keep-alive load, zero failed requests, every worker replaced', async (t) => {
   await reloadThreeTimes(t, 'stop-first')
+})
+
+test.serial('balance reuseport (one socket per slot): start-first and stop-first reloads under load, zero failed requests', async (t) => {
+  if (process.platform !== 'linux') return t.pass('SO_REUSEPORT balancing is Linux only')
+  await reloadThreeTimes(t, 'start-first', ['--balance', 'reuseport'])
+  await reloadThreeTimes(t, 'stop-first', ['--balance', 'reuseport'])
 })
 
 async function badDeploy(t: Parameters<typeof startFleet>[0], fleet: Fleet, port: number, deploy: (c: string) => void, bad: string, cause: RegExp) {

@@ -305,3 +305,26 @@ test('master-side child_process keeps working while baton supervises, and baton 
     message: 'slot refilled',
   })
 })
+
+test('balance reuseport: each slot has its own socket and connections reach every worker', async (t) => {
+  if (process.platform !== 'linux') return t.pass('SO_REUSEPORT balancing is Linux only')
+  const port = await freePort()
+  const fleet = await startFleet(t, {
+    script: fixture('app.mjs'),
+    count: 4,
+    listen: [`127.0.0.1:${port}`],
+    flags: ['--balance', 'reuseport'],
+  })
+  const status = await fleet.status()
+  t.is(status.groups[0].balance, 'reuseport')
+  // Each worker's fd 3 is a different socket, all bound to the one port.
+  const sockets = new Set(status.workers.map((w) => readlinkSync(`/proc/${w.pid}/fd/3`)))
+  t.is(sockets.size, 4)
+  const hits = new Map<number, number>()
+  for (let i = 0; i < 64; i++) {
+    const r = await get(port, '/info')
+    const pid = (JSON.parse(r.body) as { pid: number }).pid
+    hits.set(pid, (hits.get(pid) ?? 0) + 1)
+  }
+  t.is(hits.size, 4, `64 fresh connections spread over ${JSON.stringify([...hits.values()])}`)
+})

@@ -25,7 +25,7 @@ import {
   stopCommand,
 } from './commands.js'
 import { startDaemon } from './daemon.js'
-import { OptionsError, resolveRuntimeDir, type ReloadOrder } from './options.js'
+import { OptionsError, resolveRuntimeDir, type Balance, type ReloadOrder } from './options.js'
 import { Supervisor } from './supervisor.js'
 
 const USAGE = `baton: graceful sequential reloads for Node.js services
@@ -39,6 +39,8 @@ Usage:
       --stop-timeout MS     grace period before SIGKILL (default 2000)
       --ready-timeout MS    time a new worker has to become ready (default 30000)
       --order ORDER         start-first (default) or stop-first
+      --balance MODE        shared (default: one socket, workers race to accept) or
+                            reuseport (Linux: one SO_REUSEPORT socket per worker slot)
       --daemon              run in the background; logs go to <runtime dir>/<name>.log
   baton reload [NAME]       replace every worker one at a time; exit 1 if the new code fails
   baton stop [NAME] [--force]
@@ -53,6 +55,11 @@ function positiveInt(flag: string, value: string | undefined, fallback: number):
     throw new CommandError(`--${flag} expects a positive whole number, got "${value}"`, 2)
   }
   return Number(value)
+}
+
+function balanceFlag(value: string | undefined): Balance {
+  if (value === undefined || value === 'shared' || value === 'reuseport') return value ?? 'shared'
+  throw new CommandError(`--balance expects shared or reuseport, got "${value}"`, 2)
 }
 
 function version(): string {
@@ -79,6 +86,7 @@ async function start(args: string[]): Promise<number> {
     'stop-timeout': { type: 'string' },
     'ready-timeout': { type: 'string' },
     order: { type: 'string' },
+    balance: { type: 'string' },
     daemon: { type: 'boolean' },
   })
   if (positionals.length !== 1) {
@@ -106,6 +114,7 @@ async function start(args: string[]): Promise<number> {
         stopTimeout: positiveInt('stop-timeout', values['stop-timeout'] as string | undefined, 2000),
         readyTimeout: positiveInt('ready-timeout', values['ready-timeout'] as string | undefined, 30_000),
         order: order as ReloadOrder,
+        balance: balanceFlag(values.balance as string | undefined),
       },
     },
   })

@@ -7,6 +7,9 @@ import { tmpdir } from 'node:os'
 import { basename, extname, resolve } from 'node:path'
 import { native } from './native.js'
 
+/** How connections are spread across a group's workers. */
+export type Balance = 'shared' | 'reuseport'
+
 /** How a reload replaces one slot. */
 export type ReloadOrder = 'start-first' | 'stop-first'
 
@@ -40,6 +43,12 @@ export interface GroupOptions {
   order?: ReloadOrder
   /** Listen backlog. Default 511. */
   backlog?: number
+  /**
+   * `shared` (default): one socket per address that every worker accepts on.
+   * `reuseport` (Linux): one `SO_REUSEPORT` socket per address and worker slot; the kernel
+   * spreads connections evenly by hash. See docs/benchmarks.md for the measured spread.
+   */
+  balance?: Balance
   /** Run the workers as this numeric user id (master must be root). */
   uid?: number
   /** Run the workers as this numeric group id (master must be root). */
@@ -88,6 +97,7 @@ export interface ResolvedGroup {
   stopTimeout: number
   order: ReloadOrder
   backlog: number
+  balance: Balance
   uid: number | undefined
   gid: number | undefined
 }
@@ -105,7 +115,7 @@ export class OptionsError extends Error {
 
 const GROUP_KEYS = new Set([
   'script', 'count', 'listen', 'env', 'args', 'execArgv', 'cwd', 'reloadable', 'readyTimeout',
-  'stopTimeout', 'order', 'backlog', 'uid', 'gid',
+  'stopTimeout', 'order', 'backlog', 'balance', 'uid', 'gid',
 ])
 const NAME_RE = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$/
 
@@ -200,6 +210,13 @@ export function resolveGroup(name: string, raw: unknown, defaultScript?: string)
   if (order !== 'start-first' && order !== 'stop-first') {
     throw new OptionsError(`${field}.order`, `expected 'start-first' or 'stop-first', got ${JSON.stringify(order)}`)
   }
+  const balance = o.balance ?? 'shared'
+  if (balance !== 'shared' && balance !== 'reuseport') {
+    throw new OptionsError(`${field}.balance`, `expected 'shared' or 'reuseport', got ${JSON.stringify(balance)}`)
+  }
+  if (balance === 'reuseport' && process.platform !== 'linux') {
+    throw new OptionsError(`${field}.balance`, `'reuseport' needs Linux (${process.platform} does not spread connections across SO_REUSEPORT sockets); use 'shared'`)
+  }
   if (o.reloadable !== undefined && typeof o.reloadable !== 'boolean') {
     throw new OptionsError(`${field}.reloadable`, 'expected true or false')
   }
@@ -218,6 +235,7 @@ export function resolveGroup(name: string, raw: unknown, defaultScript?: string)
     stopTimeout: integer(`${field}.stopTimeout`, o.stopTimeout, 2_000, 1, 3_600_000),
     order,
     backlog: integer(`${field}.backlog`, o.backlog, 511, 1, 65_535),
+    balance,
     uid: o.uid === undefined ? undefined : integer(`${field}.uid`, o.uid, 0, 0, 2 ** 31),
     gid: o.gid === undefined ? undefined : integer(`${field}.gid`, o.gid, 0, 0, 2 ** 31),
   }

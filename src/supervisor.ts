@@ -323,6 +323,7 @@ function toBinding(g: ResolvedGroup) {
     readyTimeoutMs: g.readyTimeout,
     stopTimeoutMs: g.stopTimeout,
     backlog: g.backlog,
+    balance: g.balance,
     uid: g.uid,
     gid: g.gid,
   }

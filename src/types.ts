@@ -40,6 +40,8 @@ export interface GroupStatus {
   reloadable: boolean
   /** Addresses actually bound (a real port for `:0`). */
   listen: string[]
+  /** How connections are spread across the workers. */
+  balance: 'shared' | 'reuseport'
 }
 
 /** The fleet's status: `baton status --json`. */

@@ -17,6 +17,16 @@ pub enum Order {
     StopFirst,
 }
 
+/// How connections are spread across the workers of a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// One socket per address, shared by every worker: idle workers race to accept.
+    Shared,
+    /// One `SO_REUSEPORT` socket per address and slot (Linux): the kernel spreads
+    /// connections by hash.
+    ReusePort,
+}
+
 /// Crash-restart backoff: `initial * 2^(n-1)` for the n-th consecutive quick failure,
 /// capped at `max`; a worker that stayed up for `reset_after` resets the count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +97,8 @@ pub struct GroupConfig {
     pub uid: Option<u32>,
     /// Run the workers as this group id.
     pub gid: Option<u32>,
+    /// How connections are spread across the workers.
+    pub balance: Balance,
 }
 
 /// A whole fleet: one master, its name and groups.

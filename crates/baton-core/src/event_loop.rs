@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::net::{UnixListener, UnixStream};
@@ -29,11 +29,11 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use serde_json::{json, Value};
 
-use crate::config::FleetConfig;
+use crate::config::{Balance, FleetConfig};
 use crate::control::{self, Request};
 use crate::exit_status::ExitStatus;
 use crate::fleet::{Action, Event, Fleet, Input, ReloadOutcome, Ticket, WorkerKey};
-use crate::listen::{self, Listener};
+use crate::group_sockets::GroupSockets;
 use crate::public_json::{self, Names, RowExtras};
 use crate::runtime_dir::{self, PidFile};
 use crate::spawn::{self, Signal, SpawnSpec};
@@ -76,7 +76,6 @@ pub struct Handle {
     tx: Sender<Msg>,
     waker: Arc<Waker>,
     tickets: Arc<AtomicU64>,
-    thread: Option<JoinHandle<()>>,
     /// Every bound listen address, in group order: `(group, configured, bound)`.
     pub bound: Vec<(String, String, String)>,
     /// Path of the control socket.
@@ -108,13 +107,6 @@ impl Handle {
         self.send(Command::Status(tx))?;
         rx.recv_timeout(Duration::from_secs(5)).map_err(|_| "the supervisor loop did not answer".to_string())
     }
-
-    /// Wait for the loop thread to finish (after the fleet stopped).
-    pub fn join(&mut self) {
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 /// Prepare everything that can fail on bad input, then start the fleet on its own thread.
@@ -126,17 +118,22 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
     runtime_dir::ensure_dir(&config.runtime_dir).map_err(|e| launch_error(e.to_string()))?;
     let pid_file = PidFile::acquire(&config.runtime_dir, &config.name).map_err(|e| launch_error(e.to_string()))?;
 
-    let mut listeners: Vec<Vec<Listener>> = Vec::new();
+    if cfg!(not(target_os = "linux")) {
+        if let Some(g) = config.groups.iter().find(|g| g.balance == Balance::ReusePort) {
+            return Err(launch_error(format!(
+                "group \"{}\": balance \"reuseport\" needs Linux (other systems do not spread connections across SO_REUSEPORT sockets); use \"shared\"",
+                g.rules.name
+            )));
+        }
+    }
+    let mut listeners: Vec<GroupSockets> = Vec::new();
     let mut bound = Vec::new();
     for g in &config.groups {
-        let mut mine = Vec::new();
-        for addr in &g.listen {
-            let l = listen::bind(addr, g.backlog)
-                .map_err(|e| launch_error(format!("group \"{}\": {e}", g.rules.name)))?;
-            bound.push((g.rules.name.clone(), addr.to_string(), l.local.clone()));
-            mine.push(l);
+        let sockets = GroupSockets::bind(g).map_err(launch_error)?;
+        for (configured, local) in sockets.bound() {
+            bound.push((g.rules.name.clone(), configured, local));
         }
-        listeners.push(mine);
+        listeners.push(sockets);
     }
 
     let control_path = runtime_dir::socket_path(&config.runtime_dir, &config.name);
@@ -175,6 +172,7 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
         clients: HashMap::new(),
         next_token: FIRST_DYNAMIC,
         stop_waiters: Vec::new(),
+        tickets: tickets.clone(),
         master_pid: std::process::id(),
         uid: current_uid(),
     };
@@ -188,11 +186,11 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
     }
     state.control = control;
 
-    let thread = thread::Builder::new()
+    thread::Builder::new()
         .name("baton-supervisor".into())
         .spawn(move || state.run())
         .map_err(|e| launch_error(format!("cannot start the supervisor thread: {e}")))?;
-    Ok(Handle { tx, waker, tickets, thread: Some(thread), bound, control_path })
+    Ok(Handle { tx, waker, tickets, bound, control_path })
 }
 
 fn current_uid() -> u32 {
@@ -236,7 +234,7 @@ struct Client {
 struct LoopState {
     fleet: Fleet,
     config: FleetConfig,
-    listeners: Vec<Vec<Listener>>,
+    listeners: Vec<GroupSockets>,
     pid_file: Option<PidFile>,
     control: Option<UnixListener>,
     control_path: PathBuf,
@@ -251,6 +249,8 @@ struct LoopState {
     clients: HashMap<usize, Client>,
     next_token: usize,
     stop_waiters: Vec<usize>,
+    /// Shared with the host's [`Handle`], so CLI and API reload tickets never collide.
+    tickets: Arc<AtomicU64>,
     master_pid: u32,
     uid: u32,
 }
@@ -419,7 +419,7 @@ impl LoopState {
             args: g.args.clone(),
             env,
             cwd: g.cwd.clone(),
-            listen_fds: self.listeners[group].iter().map(Listener::fd).collect(),
+            listen_fds: self.listeners[group].fds_for(slot),
             listen_names: g.listen_names.clone(),
             uid: g.uid,
             gid: g.gid,
@@ -671,7 +671,7 @@ impl LoopState {
                 self.reply(id, &json!({ "ok": true, "status": status }), true);
             }
             Ok(Request::Reload) => {
-                let ticket = u64::MAX / 2 + id as u64;
+                let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
                 if let Some(c) = self.clients.get_mut(&id) {
                     c.ticket = Some(ticket);
                 }
@@ -754,12 +754,13 @@ impl LoopState {
             .iter()
             .enumerate()
             .map(|(i, g)| {
-                let listen: Vec<&str> = self.listeners[i].iter().map(|l| l.local.as_str()).collect();
+                let listen: Vec<String> = self.listeners[i].bound().into_iter().map(|(_, local)| local).collect();
                 json!({
                     "name": g.rules.name,
                     "count": g.rules.count,
                     "reloadable": g.rules.reloadable,
                     "listen": listen,
+                    "balance": if g.balance == Balance::ReusePort { "reuseport" } else { "shared" },
                 })
             })
             .collect();

@@ -32,7 +32,7 @@
 //! 1. the fleet generation grows by one; workers of `reloadable: false` groups get
 //!    [`Action::NotifyReload`] and keep running;
 //! 2. the slots of reloadable groups are visited in group definition order, one slot at a
-//!    time. A slot is *due* when its current worker was spawned before the request (its key
+//!    time (in a `stop-first` group, slots without a ready worker come first). A slot is *due* when its current worker was spawned before the request (its key
 //!    is below the pass's cutoff); fresh slots are skipped;
 //! 3. `start-first`: spawn the replacement; when it is ready it becomes current and the old
 //!    worker is stopped (it retires while the pass moves on: capacity never dips).
@@ -317,7 +317,9 @@ struct Group {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
     /// start-first: waiting for the replacement to be ready.
-    AwaitReplacement { group: usize, slot: u32, replacement: WorkerKey },
+    /// `old_pid` (fix): in stop-first, the pid of the old worker that already left the slot,
+    /// so the report can still name it.
+    AwaitReplacement { group: usize, slot: u32, replacement: WorkerKey, old_pid: Option<i32> },
     /// stop-first: waiting for the old worker to exit.
     AwaitOldExit { group: usize, slot: u32, old: WorkerKey },
 }
@@ -776,7 +778,7 @@ impl Fleet {
                 st.replacement = Some(replacement);
                 st.respawn_at = None;
                 if let Some(pass) = self.pass.as_mut() {
-                    pass.step = Some(Step::AwaitReplacement { group: g, slot: s, replacement });
+                    pass.step = Some(Step::AwaitReplacement { group: g, slot: s, replacement, old_pid: w.pid });
                 }
             }
         }
@@ -837,9 +839,17 @@ impl Fleet {
         let mut notified = 0;
         for (g, group) in self.groups.iter().enumerate() {
             if group.rules.reloadable {
-                for s in 0..group.rules.count {
-                    queue.push_back((g, s));
+                let mut slots: Vec<u32> = (0..group.rules.count).collect();
+                // Fix: stop-first visits first the slots that have no ready worker (emptied by
+                // a failed pass, or still starting), so it never stops a serving worker while
+                // another slot of the group is down: at most one slot is missing at a time.
+                if group.rules.order == Order::StopFirst {
+                    slots.sort_by_key(|&s| {
+                        let current = group.slots[s as usize].current.and_then(|k| self.workers.get(&k));
+                        current.is_some_and(|w| w.ready && !w.stop_requested)
+                    });
                 }
+                queue.extend(slots.into_iter().map(|s| (g, s)));
             }
         }
         // Non-reloadable groups: tell their workers, never restart them.
@@ -913,7 +923,7 @@ impl Fleet {
                     st.replacement = Some(replacement);
                     st.respawn_at = None;
                     if let Some(pass) = self.pass.as_mut() {
-                        pass.step = Some(Step::AwaitReplacement { group: g, slot: s, replacement });
+                        pass.step = Some(Step::AwaitReplacement { group: g, slot: s, replacement, old_pid: None });
                     }
                 }
             }
@@ -940,6 +950,12 @@ impl Fleet {
         let Some(pass) = self.pass.as_mut() else { return };
         if let Some(old) = old {
             pass.retiring.push(old);
+        }
+        // Fix: a stop-first slot is already empty here; its old worker's pid is in the step.
+        if let Some(Step::AwaitReplacement { replacement, old_pid: stopped, .. }) = pass.step {
+            if replacement == key && old_pid.is_none() {
+                old_pid = stopped;
+            }
         }
         pass.replaced.push(Replaced { group: g, slot: s, old_pid, new_pid });
         if matches!(pass.step, Some(Step::AwaitReplacement { replacement, .. }) if replacement == key) {

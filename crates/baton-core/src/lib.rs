@@ -4,7 +4,7 @@
 //! - [`fleet`]: the supervision and reload rules as a pure, sans-IO state machine
 //!   (events and time in, actions out). Read this first.
 //! - [`config`], [`addr`], [`exit_status`]: plain data.
-//! - [`listen`], [`spawn`], [`runtime_dir`], [`peer`], [`proc_info`]: OS plumbing, each the
+//! - [`listen`], [`group_sockets`], [`spawn`], [`runtime_dir`], [`peer`], [`proc_info`]: OS plumbing, each the
 //!   one place for its `unsafe`.
 //! - [`event_loop`]: the driver thread that runs a [`fleet::Fleet`] against real processes.
 //! - [`control`]: the control-socket protocol served to the `baton` CLI.
@@ -16,6 +16,7 @@ pub mod control;
 pub mod event_loop;
 pub mod exit_status;
 pub mod fleet;
+pub mod group_sockets;
 pub mod listen;
 pub mod peer;
 pub mod proc_info;

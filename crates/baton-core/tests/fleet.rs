@@ -153,6 +153,8 @@ struct Sim {
     stopped_events: u32,
     reload_starts: u32,
     reports: Vec<ReloadReport>,
+    /// `FLEET_TRACE=1`: print every step and action (to debug a failing case).
+    trace: bool,
 }
 
 impl Sim {
@@ -191,6 +193,7 @@ impl Sim {
             stopped_events: 0,
             reload_starts: 0,
             reports: Vec::new(),
+            trace: std::env::var_os("FLEET_TRACE").is_some(),
         }
     }
 
@@ -320,6 +323,9 @@ impl Sim {
 
     fn drain(&mut self) {
         while let Some(action) = self.fleet.poll_action() {
+            if self.trace {
+                eprintln!("    {:>6?} {action:?}", self.now);
+            }
             self.log.push((self.now, action.clone()));
             self.on_action(action);
         }
@@ -395,6 +401,20 @@ impl Sim {
     fn ready_all(&mut self) {
         for key in self.pending_workers() {
             self.ready(key);
+        }
+    }
+
+    /// A well-behaved world: every starting worker becomes ready and every worker asked to
+    /// stop exits, until neither is left.
+    fn cooperate(&mut self) {
+        loop {
+            if let Some(&k) = self.pending_workers().first() {
+                self.ready(k);
+            } else if !self.stopping_workers().is_empty() {
+                self.exit_all_stopping();
+            } else {
+                break;
+            }
         }
     }
 
@@ -710,6 +730,13 @@ impl Sim {
                     let (nk, nw) = self.w.iter().find(|(_, w)| w.pid == Some(r.new_pid)).expect("replacement pid");
                     assert_eq!((nw.group, nw.slot, nw.generation), (r.group, r.slot, pass.generation));
                     assert!(*nk >= pass.cutoff);
+                    if let Some(old_pid) = r.old_pid {
+                        let ok = pass.old.iter().any(|k| {
+                            let w = &self.w[k];
+                            w.pid == Some(old_pid) && (w.group, w.slot) == (r.group, r.slot)
+                        });
+                        assert!(ok, "replaced entry {r:?} names a pid that is not an old worker of its slot");
+                    }
                 }
                 for k in &pass.old {
                     let w = &self.w[k];
@@ -727,6 +754,14 @@ impl Sim {
                         let w = &self.w[k];
                         assert!(!w.alive, "old worker {k} still alive after ReloadDone");
                         assert!(w.stops == 1 || w.died_unasked, "old worker {k} not stopped exactly once: {w:?}");
+                        // Every worker the pass stopped is named as the old pid of its slot.
+                        if w.stops == 1 {
+                            assert!(
+                                report.replaced.iter().any(|r| r.old_pid.is_some() && r.old_pid == w.pid),
+                                "stopped worker {k} missing from the report's replaced list: {:?}",
+                                report.replaced
+                            );
+                        }
                     }
                     for (k, w) in &self.w {
                         if w.alive && self.rules[w.group].reloadable {
@@ -946,7 +981,11 @@ fn run_scenario(sc: &Scenario) -> Sim {
     let mut reloads = 0;
     for &c in &sc.choices {
         let moves = possible_moves(&sim, sc, reloads);
-        match moves[c as usize % moves.len()] {
+        let m = moves[c as usize % moves.len()];
+        if sim.trace {
+            eprintln!("{:>6?} move {m:?}", sim.now);
+        }
+        match m {
             Move::Ready(k) => sim.ready(k),
             Move::CrashPending(k) => sim.exit(k, ExitStatus::Code(1), "TypeError: bad deploy\n"),
             Move::ExitGraceful(k) => sim.exit_ok(k),
@@ -1532,7 +1571,8 @@ fn stop_first_reload_stops_before_it_spawns() {
     sim.ready(4);
     let report = sim.report_for(t);
     assert_eq!(report.outcome, ReloadOutcome::Done);
-    assert_eq!(report.replaced.len(), 2);
+    let pairs: Vec<_> = report.replaced.iter().map(|r| (r.slot, r.old_pid, r.new_pid)).collect();
+    assert_eq!(pairs, vec![(0, Some(sim.pid(1)), sim.pid(3)), (1, Some(sim.pid(2)), sim.pid(4))]);
     sim.finish();
 }
 
@@ -1602,12 +1642,11 @@ fn failed_replacement_aborts_and_the_report_carries_status_and_stderr() {
     sim.advance(Duration::from_secs(60));
     assert!(sim.stops_since(m).is_empty() && sim.spawns_since(m).is_empty());
     // The next reload retries them.
+    // (Worker 4 of slot 0 was spawned before this request too: the cutoff is by spawn order.)
     let t2 = sim.reload();
-    sim.ready_all();
-    sim.ready_all();
-    sim.exit_all_stopping();
+    sim.cooperate();
     assert_eq!(sim.report_for(t2).outcome, ReloadOutcome::Done);
-    assert_eq!(sim.report_for(t2).due, 2, "slot 0 already runs the new code");
+    assert_eq!(sim.report_for(t2).due, 3);
     sim.finish();
 }
 
@@ -1689,11 +1728,10 @@ fn coalesced_requests_share_exactly_one_more_pass() {
     sim.exit_ok(2);
     let events = sim.events_since(m);
     let starts: Vec<_> = events.iter().filter(|e| matches!(e, Event::ReloadStart { .. })).collect();
-    assert_eq!(starts, vec![&Event::ReloadStart { generation: 3, tickets: vec![t2, t3, t4], due: 2 }]);
+    // The cutoff is the newest request (t4, before worker 4 was spawned): only slot 0 is due.
+    assert_eq!(starts, vec![&Event::ReloadStart { generation: 3, tickets: vec![t2, t3, t4], due: 1 }]);
     assert_eq!(sim.report_for(t1).tickets, vec![t1]);
-    sim.ready_all();
-    sim.ready_all();
-    sim.exit_all_stopping();
+    sim.cooperate();
     let r = sim.report_for(t2);
     assert_eq!((r.outcome, r.generation, r.tickets.clone()), (ReloadOutcome::Done, 3, vec![t2, t3, t4]));
     sim.advance(Duration::from_secs(60));
@@ -1725,15 +1763,38 @@ fn a_later_request_only_replaces_workers_spawned_before_it() {
     assert_eq!((r2.replaced[0].slot, r2.replaced[0].old_pid), (0, Some(sim.pid(3))));
     assert!(sim.w[&4].alive && sim.w[&4].stops == 0);
     assert_eq!(sim.w[&4].generation, 2);
-    // A request after every replacement: the extra pass has nothing to do.
+    // A request made once both replacements of a pass exist: both predate it, so the extra
+    // pass replaces both again.
     let t3 = sim.reload();
+    sim.ready(6); // slot 0; slot 1's replacement 7 is spawned
     let t4 = sim.reload();
-    sim.ready_all();
-    sim.exit_all_stopping();
-    sim.ready_all();
-    sim.exit_all_stopping();
+    sim.cooperate();
     assert_eq!(sim.report_for(t3).outcome, ReloadOutcome::Done);
-    assert_eq!(sim.report_for(t4).due, 0);
+    assert_eq!(sim.report_for(t3).replaced.len(), 2);
+    let r4 = sim.report_for(t4);
+    assert_eq!((r4.outcome, r4.due, r4.replaced.len()), (ReloadOutcome::Done, 2, 2));
+    assert_eq!(sim.reload_starts, 4);
+    sim.finish();
+}
+
+#[test]
+fn an_extra_pass_may_find_nothing_to_do() {
+    // stop-first: the request arrives while the pass waits for the old worker's exit, before
+    // the replacement is spawned. The replacement is fresh for the extra pass.
+    let mut sim = started(web(1, Order::StopFirst));
+    let t1 = sim.reload();
+    let t2 = sim.reload();
+    let m = sim.mark();
+    sim.exit_ok(1);
+    sim.ready(2);
+    let events = sim.events_since(m);
+    assert!(events.contains(&Event::ReloadStart { generation: 3, tickets: vec![t2], due: 0 }), "{events:?}");
+    assert_eq!(sim.report_for(t1).outcome, ReloadOutcome::Done);
+    let r2 = sim.report_for(t2);
+    assert_eq!((r2.outcome, r2.due, r2.replaced.len(), r2.generation), (ReloadOutcome::Done, 0, 0, 3));
+    assert_eq!(sim.spawns_since(m), vec![2]);
+    assert!(sim.stops_since(m).is_empty());
+    assert_eq!(sim.snapshot().generation, 3);
     sim.finish();
 }
 
@@ -1745,7 +1806,7 @@ fn crash_of_the_old_worker_during_its_replacement_is_not_refilled_twice() {
     sim.crash(1);
     assert!(sim.events_since(m).iter().any(|e| matches!(e, Event::WorkerExit { restart_in: None, .. })));
     assert_eq!(sim.snapshot().workers[0].restarts, 1);
-    sim.advance(Duration::from_secs(5) - READY_TIMEOUT / 2);
+    sim.advance(ms(500));
     sim.ready(2);
     assert!(sim.spawns_since(m).is_empty(), "the replacement fills the slot");
     let r = sim.report_for(t);
@@ -1755,7 +1816,7 @@ fn crash_of_the_old_worker_during_its_replacement_is_not_refilled_twice() {
 }
 
 #[test]
-fn reload_fills_an_empty_slot_first_come() {
+fn reload_fills_a_slot_waiting_for_its_restart() {
     // A slot waiting for its crash restart is due: the pass spawns its replacement
     // instead, and the pending restart is dropped.
     let mut sim = started(web(2, Order::StartFirst));
@@ -1771,4 +1832,18 @@ fn reload_fills_an_empty_slot_first_come() {
     sim.advance(Duration::from_secs(10));
     assert_eq!(sim.spawns_since(m), vec![3, 4], "no restart after the reload filled the slot");
     sim.finish();
+}
+
+#[test]
+fn zz_repro() {
+    let sc = Scenario {
+        groups: vec![rules("g0", 2, true, Order::StopFirst)],
+        crash_ready: false,
+        allow_stop: false,
+        fail_mask: 0,
+        max_reloads: 8,
+        reload_weight: 3,
+        choices: vec![43474, 6660, 777, 58516, 7897, 1795, 30426, 15255, 62687, 6582, 765, 40244, 44134, 19616, 45017],
+    };
+    run_scenario(&sc);
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use baton_core::config::{GroupConfig, GroupRules, Order};
+use baton_core::config::{Balance, GroupConfig, GroupRules, Order};
 use napi::{Error, Status};
 use napi_derive::napi;
 
@@ -41,6 +41,8 @@ pub struct BindingGroupOptions {
     pub uid: Option<u32>,
     /// Run workers as this gid.
     pub gid: Option<u32>,
+    /// `shared` (one socket per address) or `reuseport` (one per address and slot, Linux).
+    pub balance: String,
 }
 
 fn invalid(field: &str, group: &str, reason: impl std::fmt::Display) -> Error {
@@ -56,6 +58,13 @@ impl TryFrom<BindingGroupOptions> for GroupConfig {
             "stop-first" => Order::StopFirst,
             other => {
                 return Err(invalid("order", &o.name, format!("\"{other}\" is not start-first or stop-first")))
+            }
+        };
+        let balance = match o.balance.as_str() {
+            "shared" => Balance::Shared,
+            "reuseport" => Balance::ReusePort,
+            other => {
+                return Err(invalid("balance", &o.name, format!("\"{other}\" is not shared or reuseport")))
             }
         };
         let listen = o
@@ -92,6 +101,7 @@ impl TryFrom<BindingGroupOptions> for GroupConfig {
             backlog: o.backlog,
             uid: o.uid,
             gid: o.gid,
+            balance,
         })
     }
 }

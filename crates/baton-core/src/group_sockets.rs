@@ -1,0 +1,140 @@
+//! The listening sockets of one group, bound once in the master.
+//!
+//! With [`Balance::Shared`] each address has one socket that every worker of the group
+//! accepts on. With [`Balance::ReusePort`] (Linux) each TCP address has one
+//! `SO_REUSEPORT` socket per worker slot: the kernel spreads new connections across them
+//! by hash, and since the master keeps each slot's socket across replacements,
+//! connections queued for a slot wait for its next worker instead of being reset.
+
+use std::os::fd::RawFd;
+
+use crate::addr::ListenAddr;
+use crate::config::{Balance, GroupConfig};
+use crate::listen::{self, BindOptions, Listener};
+
+enum AddrSockets {
+    Shared(Listener),
+    PerSlot(Vec<Listener>),
+}
+
+/// Every listening socket of one group.
+pub struct GroupSockets {
+    per_addr: Vec<AddrSockets>,
+}
+
+impl GroupSockets {
+    /// Bind every address of `group`. The error names the group and the address.
+    pub fn bind(group: &GroupConfig) -> Result<GroupSockets, String> {
+        let name = &group.rules.name;
+        let fail = |e: listen::ListenError| format!("group \"{name}\": {e}");
+        let mut per_addr = Vec::new();
+        for addr in &group.listen {
+            let per_slot = group.balance == Balance::ReusePort && matches!(addr, ListenAddr::Tcp { .. });
+            if !per_slot {
+                per_addr.push(AddrSockets::Shared(listen::bind(addr, group.backlog).map_err(fail)?));
+                continue;
+            }
+            let opts = BindOptions { backlog: group.backlog, reuse_port: true };
+            let first = listen::bind_with(addr, &opts).map_err(fail)?;
+            // Every further slot binds the very port the first one got (`:0` included).
+            let same = match (addr, first.port()) {
+                (ListenAddr::Tcp { host, .. }, Some(port)) => ListenAddr::Tcp { host: host.clone(), port },
+                _ => addr.clone(),
+            };
+            let mut slots = vec![first];
+            for _ in 1..group.rules.count {
+                slots.push(listen::bind_with(&same, &opts).map_err(fail)?);
+            }
+            per_addr.push(AddrSockets::PerSlot(slots));
+        }
+        Ok(GroupSockets { per_addr })
+    }
+
+    /// The fds a worker of `slot` inherits, in address order.
+    pub fn fds_for(&self, slot: u32) -> Vec<RawFd> {
+        self.per_addr
+            .iter()
+            .map(|a| match a {
+                AddrSockets::Shared(l) => l.fd(),
+                AddrSockets::PerSlot(v) => v.get(slot as usize).or(v.first()).map_or(-1, Listener::fd),
+            })
+            .collect()
+    }
+
+    /// `(configured, bound)` for each address, e.g. `("127.0.0.1:0", "127.0.0.1:41234")`.
+    pub fn bound(&self) -> Vec<(String, String)> {
+        self.per_addr
+            .iter()
+            .filter_map(|a| match a {
+                AddrSockets::Shared(l) => Some(l),
+                AddrSockets::PerSlot(v) => v.first(),
+            })
+            .map(|l| (l.addr.to_string(), l.local.clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{GroupRules, Order};
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    fn group(balance: Balance, count: u32, listen: Vec<ListenAddr>) -> GroupConfig {
+        GroupConfig {
+            rules: GroupRules {
+                name: "web".into(),
+                count,
+                reloadable: true,
+                order: Order::StartFirst,
+                ready_timeout: Duration::from_secs(1),
+                stop_timeout: Duration::from_secs(1),
+            },
+            program: PathBuf::from("/bin/true"),
+            args: vec![],
+            env: vec![],
+            cwd: None,
+            listen_names: listen.iter().enumerate().map(|(i, _)| format!("listen{i}")).collect(),
+            listen,
+            backlog: 128,
+            uid: None,
+            gid: None,
+            balance,
+        }
+    }
+
+    fn local_tcp() -> ListenAddr {
+        ListenAddr::Tcp { host: "127.0.0.1".into(), port: 0 }
+    }
+
+    #[test]
+    fn shared_gives_every_slot_the_same_fd() {
+        let s = GroupSockets::bind(&group(Balance::Shared, 3, vec![local_tcp()])).unwrap();
+        assert_eq!(s.fds_for(0), s.fds_for(2));
+        assert_eq!(s.bound().len(), 1);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn reuseport_gives_each_slot_its_own_socket_on_one_port() {
+        let s = GroupSockets::bind(&group(Balance::ReusePort, 3, vec![local_tcp()])).unwrap();
+        let fds: Vec<RawFd> = (0..3).flat_map(|i| s.fds_for(i)).collect();
+        assert_eq!(fds.len(), 3);
+        assert!(fds[0] != fds[1] && fds[1] != fds[2] && fds[0] != fds[2]);
+        let (_, bound) = &s.bound()[0];
+        assert!(bound.starts_with("127.0.0.1:") && !bound.ends_with(":0"), "{bound}");
+        // Every slot's socket accepts connections on that one port.
+        let port: u16 = bound.rsplit(':').next().unwrap().parse().unwrap();
+        let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    }
+
+    #[test]
+    fn a_port_in_use_names_the_group_and_address() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let addr = ListenAddr::Tcp { host: "127.0.0.1".into(), port };
+        let err = GroupSockets::bind(&group(Balance::Shared, 1, vec![addr])).err().unwrap();
+        assert!(err.contains("group \"web\"") && err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    }
+}
