@@ -86,6 +86,8 @@ export interface BindingGroupOptions {
   uid?: number
   /** Run workers as this gid. */
   gid?: number
+  /** `shared` (one socket per address) or `reuseport` (one per address and slot, Linux). */
+  balance: string
 }
 
 /**
