@@ -26,8 +26,9 @@ import {
 /** Options of {@link Worker.listen}. */
 export interface WorkerListenOptions {
   /**
-   * Under baton: the name of the inherited listen address to use (as given in the group's
-   * `listen` list, e.g. `127.0.0.1:8080`, or its explicit name). Default: the first one.
+   * Under baton: the name of the inherited listen address to use: its key when the group's
+   * `listen` option is an object (`{ http: ':8080', admin: ':9090' }`), else `listen0`,
+   * `listen1`, ... in order. Default: the first one.
    */
   name?: string;
   /** Outside baton: the port to listen on when `PORT` is not set. Default 3000. */
@@ -119,38 +120,13 @@ function intFrom(value: string | undefined, fallback: number): number {
 }
 
 /**
- * Split `LISTEN_FDNAMES` into `count` names. Names are joined with `:`, and listen
- * addresses used as names contain `:` themselves (`127.0.0.1:8080`, `[::1]:80`,
- * `tcp://h:1`, `unix:/p`), so when a plain split does not give `count` names, address
- * pieces are glued back together; if that fails too the names are unknown ('').
+ * Split `LISTEN_FDNAMES` (names joined with `:`; the master only uses names without `:`)
+ * into `count` names. Names that do not match the count are unknown ('').
  */
 export function parseListenFdNames(raw: string | undefined, count: number): string[] {
   if (count <= 0) return [];
-  const unknown = (): string[] => Array.from({ length: count }, () => '');
-  if (raw === undefined || raw === '') return unknown();
-  if (count === 1) return [raw];
-  const parts = raw.split(':');
-  if (parts.length === count) return parts;
-  const merged: string[] = [];
-  for (const token of parts) {
-    const prev = merged.length > 0 ? merged[merged.length - 1] : undefined;
-    if (prev !== undefined && continuesAddress(prev, token)) {
-      merged[merged.length - 1] = `${prev}:${token}`;
-    } else {
-      merged.push(token);
-    }
-  }
-  return merged.length === count ? merged : unknown();
-}
-
-/** Whether `token` continues the address `prev` after a `:` (see parseListenFdNames). */
-function continuesAddress(prev: string, token: string): boolean {
-  const open = prev.split('[').length - prev.split(']').length;
-  if (open > 0) return true; // inside an IPv6 literal
-  if (/^\d+$/.test(token)) return !/^\d+$/.test(prev) && !/:\d+$/.test(prev); // host:port
-  if (token.startsWith('//')) return /^[a-z][a-z0-9+.-]*$/i.test(prev); // scheme://
-  if (prev === 'unix') return token.startsWith('/') || token.startsWith('@') || token.startsWith('.');
-  return false;
+  const parts = raw === undefined || raw === '' ? [] : raw.split(':');
+  return parts.length === count ? parts : Array.from({ length: count }, () => '');
 }
 
 function readEnv(env: NodeJS.ProcessEnv): WorkerEnv {
