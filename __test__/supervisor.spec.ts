@@ -328,3 +328,33 @@ test('balance reuseport: each slot has its own socket and connections reach ever
   }
   t.is(hits.size, 4, `64 fresh connections spread over ${JSON.stringify([...hits.values()])}`)
 })
+
+test('named listen addresses: worker.listen(server, name) picks the inherited socket by name', async (t) => {
+  const { Supervisor } = await import('../src/index.js')
+  const dir = await tmpDir('baton-test-')
+  const [publicPort, adminPort] = [await freePort(), await freePort()]
+  const sup = new Supervisor({
+    name: 'named',
+    runtimeDir: dir.path,
+    log: false,
+    handleSignals: false,
+    groups: {
+      web: {
+        script: fixture('two-listeners.mjs'),
+        count: 2,
+        listen: { public: `127.0.0.1:${publicPort}`, admin: `127.0.0.1:${adminPort}` },
+      },
+    },
+  })
+  t.teardown(async () => {
+    await sup.stop({ force: true })
+    await dir.cleanup()
+  })
+  await sup.start()
+  t.is((await get(publicPort)).body, 'public')
+  t.is((await get(adminPort)).body, 'admin')
+  t.deepEqual(
+    sup.addresses().map((a) => a.bound),
+    [`127.0.0.1:${publicPort}`, `127.0.0.1:${adminPort}`],
+  )
+})
