@@ -184,3 +184,22 @@ test.serial('SIGHUP and SIGUSR2 to the master reload; status shows the reload an
   )
   t.is(body, 'v3')
 })
+
+test.serial('old workers that ignore SIGTERM are killed after stopTimeout and the reload goes on', async (t) => {
+  const port = await freePort()
+  const fleet = await startFleet(t, {
+    script: fixture('ignore-sigterm.mjs'),
+    count: 2,
+    listen: [`127.0.0.1:${port}`],
+    flags: ['--stop-timeout', '300'],
+  })
+  const before = await fleet.workerPids()
+  const reload = await fleet.cli(['reload', fleet.name])
+  t.is(reload.code, 0, reload.stderr)
+  for (const pid of before) {
+    await fleet.log.waitFor(new RegExp(`\\(pid ${pid}\\) still running 300 ms after stop: sending SIGKILL`))
+  }
+  const after = await fleet.status()
+  t.is(after.lastReload?.replaced.length, 2)
+  t.true(after.workers.every((w) => w.state === 'ready' && !before.includes(w.pid!)))
+})
