@@ -32,12 +32,14 @@
 //! 1. the fleet generation grows by one; workers of `reloadable: false` groups get
 //!    [`Action::NotifyReload`] and keep running;
 //! 2. the slots of reloadable groups are visited in group definition order, one slot at a
-//!    time (in a `stop-first` group, slots without a ready worker come first). A slot is *due* when its current worker was spawned before the request (its key
+//!    time. A slot is *due* when its current worker was spawned before the request (its key
 //!    is below the pass's cutoff); fresh slots are skipped;
 //! 3. `start-first`: spawn the replacement; when it is ready it becomes current and the old
 //!    worker is stopped (it retires while the pass moves on: capacity never dips).
 //!    `stop-first`: stop the old worker; when it has exited, spawn the replacement; wait
-//!    until it is ready;
+//!    until it is ready. A serving worker is not stopped while another slot of its group has
+//!    no ready worker: the pass first waits for that slot's starting worker, or refills it
+//!    if it is empty (at most one slot of the group is down at a time);
 //! 4. a replacement that exits or times out before ready **aborts** the pass: no further
 //!    old worker is stopped, the remaining old workers keep serving. In `stop-first` the
 //!    emptied slot is refilled with backoff;
@@ -839,17 +841,9 @@ impl Fleet {
         let mut notified = 0;
         for (g, group) in self.groups.iter().enumerate() {
             if group.rules.reloadable {
-                let mut slots: Vec<u32> = (0..group.rules.count).collect();
-                // Fix: stop-first visits first the slots that have no ready worker (emptied by
-                // a failed pass, or still starting), so it never stops a serving worker while
-                // another slot of the group is down: at most one slot is missing at a time.
-                if group.rules.order == Order::StopFirst {
-                    slots.sort_by_key(|&s| {
-                        let current = group.slots[s as usize].current.and_then(|k| self.workers.get(&k));
-                        current.is_some_and(|w| w.ready && !w.stop_requested)
-                    });
+                for s in 0..group.rules.count {
+                    queue.push_back((g, s));
                 }
-                queue.extend(slots.into_iter().map(|s| (g, s)));
             }
         }
         // Non-reloadable groups: tell their workers, never restart them.
@@ -906,6 +900,32 @@ impl Fleet {
             }
             let order = self.groups[g].rules.order;
             let old = self.groups[g].slots[s as usize].current;
+            // Fix: stop-first never stops a serving worker while another slot of its group is
+            // down (emptied by a failed replacement, or its crash restart still starting): at
+            // most one slot is missing at a time. The pass waits for a starting worker (ready or
+            // gone within ready_timeout) and refills an empty slot itself, then comes back here.
+            let serving = |fleet: &Fleet, slot: u32| {
+                let current = fleet.groups[g].slots[slot as usize].current;
+                current.and_then(|k| fleet.workers.get(&k)).is_some_and(|w| w.ready && !w.stop_requested)
+            };
+            if order == Order::StopFirst && serving(self, s) {
+                if let Some(down) = (0..self.groups[g].rules.count).find(|&o| o != s && !serving(self, o)) {
+                    if let Some(pass) = self.pass.as_mut() {
+                        pass.queue.push_front((g, s));
+                    }
+                    if self.groups[g].slots[down as usize].current.is_none() {
+                        let replacement = self.spawn_worker(now, g, down, Role::Replacement);
+                        let st = &mut self.groups[g].slots[down as usize];
+                        st.replacement = Some(replacement);
+                        st.respawn_at = None;
+                        if let Some(pass) = self.pass.as_mut() {
+                            let step = Step::AwaitReplacement { group: g, slot: down, replacement, old_pid: None };
+                            pass.step = Some(step);
+                        }
+                    }
+                    return;
+                }
+            }
             match (order, old) {
                 (Order::StopFirst, Some(old)) => {
                     self.groups[g].slots[s as usize].current = None;
