@@ -502,18 +502,20 @@ test('on Windows, baton throws a clear "not supported" error', async (t) => {
   )
   t.is(ctor.code, 0, ctor.stderr)
   t.notRegex(ctor.stdout, /NO ERROR/)
-  t.regex(ctor.stdout, /does not support win32/)
+  t.regex(ctor.stdout, /^UnsupportedPlatformError: baton does not support win32/)
   t.regex(ctor.stdout, /Linux or macOS/)
-  // With every option given (no runtime dir to resolve), start() must still refuse.
+  // With every option given (no runtime dir to resolve), the constructor still refuses.
   const start = await run(
     `${fake} const { Supervisor } = await import('baton');
-     const s = new Supervisor({ name: 'win', runtimeDir: '/nonexistent/baton-win', log: false, handleSignals: false,
-       groups: { web: { script: ${JSON.stringify(fixture('app.mjs'))} } } });
-     try { await s.start(); console.log('STARTED'); await s.stop({ force: true }) } catch (e) { console.log(e.name + ': ' + e.message) }`,
+     try {
+       const s = new Supervisor({ name: 'win', runtimeDir: '/nonexistent/baton-win', log: false, handleSignals: false,
+         groups: { web: { script: ${JSON.stringify(fixture('app.mjs'))} } } });
+       await s.start(); console.log('STARTED'); await s.stop({ force: true })
+     } catch (e) { console.log(e.name + ': ' + e.message) }`,
   )
   t.is(start.code, 0, start.stderr)
   t.notRegex(start.stdout, /STARTED/)
-  t.regex(start.stdout, /does not support win32/)
+  t.regex(start.stdout, /^UnsupportedPlatformError: baton does not support win32/)
   t.false(existsSync('/nonexistent/baton-win'))
 })
 

@@ -241,7 +241,7 @@ test('reload, stop and status of a name that is not running fail with a clear me
   }
   const restart = await rt.cli(['restart', 'ghost'])
   t.is(restart.code, 1)
-  t.regex(restart.stderr, /"ghost"/)
+  t.regex(restart.stderr, /no baton master named "ghost" is running/)
   t.is((await rt.status('alive')).workers.length, 1, 'the other master is untouched')
 
   const empty = await tmpDir('baton-cli-empty-')

@@ -118,6 +118,7 @@ export function forgetStart(runtimeDir: string, name: string): void {
 
 /** `baton restart`: stop the master, then start it again, in the background, as it was started. */
 export async function restartCommand(runtimeDir: string, name: string, io: Output = stdio): Promise<number> {
+  await request(runtimeDir, name, { cmd: 'status' }) // throws NotRunningError first
   const path = recordPath(runtimeDir, name)
   if (!existsSync(path)) {
     throw new CommandError(`"${name}" was not started by the baton CLI, so there is no command line to restart it with`)

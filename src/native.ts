@@ -21,12 +21,17 @@ export class UnsupportedPlatformError extends Error {
 
 let cached: NativeBinding | undefined
 
-/** The addon, loaded once. */
-export function native(): NativeBinding {
-  if (cached) return cached
+/** Throws {@link UnsupportedPlatformError} anywhere but Linux and macOS. */
+export function assertSupportedPlatform(): void {
   if (process.platform !== 'linux' && process.platform !== 'darwin') {
     throw new UnsupportedPlatformError(process.platform)
   }
+}
+
+/** The addon, loaded once. */
+export function native(): NativeBinding {
+  if (cached) return cached
+  assertSupportedPlatform()
   const require = createRequire(import.meta.url)
   cached = require('../native/index.cjs') as NativeBinding
   return cached

@@ -5,7 +5,7 @@
  */
 import { EventEmitter } from 'node:events'
 import type { NativeSupervisor } from '../native/index.cjs'
-import { native } from './native.js'
+import { assertSupportedPlatform, native } from './native.js'
 import {
   OptionsError,
   resolveBackoff,
@@ -92,6 +92,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
 
   constructor(options: SupervisorOptions = {}) {
     super()
+    assertSupportedPlatform()
     if (typeof options !== 'object' || options === null) {
       throw new OptionsError('options', 'expected an object')
     }

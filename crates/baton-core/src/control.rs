@@ -36,8 +36,12 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
     match cmd {
         "status" => Ok(Request::Status),
         "reload" => Ok(Request::Reload),
-        "stop" => Ok(Request::Stop { force: value.get("force").and_then(Value::as_bool).unwrap_or(false) }),
-        other => Err(format!("unknown control command \"{other}\" (expected status, reload or stop)")),
+        "stop" => Ok(Request::Stop {
+            force: value.get("force").and_then(Value::as_bool).unwrap_or(false),
+        }),
+        other => Err(format!(
+            "unknown control command \"{other}\" (expected status, reload or stop)"
+        )),
     }
 }
 
@@ -61,9 +65,17 @@ mod tests {
     fn parses_requests() {
         assert_eq!(parse_request(r#"{"cmd":"status"}"#), Ok(Request::Status));
         assert_eq!(parse_request("{\"cmd\":\"reload\"}\n"), Ok(Request::Reload));
-        assert_eq!(parse_request(r#"{"cmd":"stop","force":true}"#), Ok(Request::Stop { force: true }));
-        assert_eq!(parse_request(r#"{"cmd":"stop"}"#), Ok(Request::Stop { force: false }));
-        assert!(parse_request(r#"{"cmd":"dance"}"#).unwrap_err().contains("dance"));
+        assert_eq!(
+            parse_request(r#"{"cmd":"stop","force":true}"#),
+            Ok(Request::Stop { force: true })
+        );
+        assert_eq!(
+            parse_request(r#"{"cmd":"stop"}"#),
+            Ok(Request::Stop { force: false })
+        );
+        assert!(parse_request(r#"{"cmd":"dance"}"#)
+            .unwrap_err()
+            .contains("dance"));
         assert!(parse_request("nope").unwrap_err().contains("JSON"));
         assert!(parse_request("{}").unwrap_err().contains("cmd"));
     }

@@ -57,7 +57,9 @@ impl std::fmt::Display for LaunchError {
 impl std::error::Error for LaunchError {}
 
 fn launch_error(message: impl Into<String>) -> LaunchError {
-    LaunchError { message: message.into() }
+    LaunchError {
+        message: message.into(),
+    }
 }
 
 enum Command {
@@ -68,7 +70,10 @@ enum Command {
 
 enum Msg {
     Command(Command),
-    Exited { key: WorkerKey, status: io::Result<ExitStatus> },
+    Exited {
+        key: WorkerKey,
+        status: io::Result<ExitStatus>,
+    },
 }
 
 /// The host's handle on a running fleet. Dropping it does not stop the fleet.
@@ -84,8 +89,12 @@ pub struct Handle {
 
 impl Handle {
     fn send(&self, cmd: Command) -> Result<(), String> {
-        self.tx.send(Msg::Command(cmd)).map_err(|_| "the fleet has already stopped".to_string())?;
-        self.waker.wake().map_err(|e| format!("cannot wake the supervisor loop: {e}"))
+        self.tx
+            .send(Msg::Command(cmd))
+            .map_err(|_| "the fleet has already stopped".to_string())?;
+        self.waker
+            .wake()
+            .map_err(|e| format!("cannot wake the supervisor loop: {e}"))
     }
 
     /// Request a reload; the returned ticket appears in the `reload:done`/`reload:failed`
@@ -105,21 +114,30 @@ impl Handle {
     pub fn status(&self) -> Result<Value, String> {
         let (tx, rx) = mpsc::channel();
         self.send(Command::Status(tx))?;
-        rx.recv_timeout(Duration::from_secs(5)).map_err(|_| "the supervisor loop did not answer".to_string())
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| "the supervisor loop did not answer".to_string())
     }
 }
 
 /// Prepare everything that can fail on bad input, then start the fleet on its own thread.
 pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchError> {
-    runtime_dir::validate_name(&config.name).map_err(|e| launch_error(format!("invalid name: {e}")))?;
+    runtime_dir::validate_name(&config.name)
+        .map_err(|e| launch_error(format!("invalid name: {e}")))?;
     if config.groups.is_empty() {
-        return Err(launch_error("no groups: add at least one group with a script"));
+        return Err(launch_error(
+            "no groups: add at least one group with a script",
+        ));
     }
     runtime_dir::ensure_dir(&config.runtime_dir).map_err(|e| launch_error(e.to_string()))?;
-    let pid_file = PidFile::acquire(&config.runtime_dir, &config.name).map_err(|e| launch_error(e.to_string()))?;
+    let pid_file = PidFile::acquire(&config.runtime_dir, &config.name)
+        .map_err(|e| launch_error(e.to_string()))?;
 
     if cfg!(not(target_os = "linux")) {
-        if let Some(g) = config.groups.iter().find(|g| g.balance == Balance::ReusePort) {
+        if let Some(g) = config
+            .groups
+            .iter()
+            .find(|g| g.balance == Balance::ReusePort)
+        {
             return Err(launch_error(format!(
                 "group \"{}\": balance \"reuseport\" needs Linux (other systems do not spread connections across SO_REUSEPORT sockets); use \"shared\"",
                 g.rules.name
@@ -146,7 +164,8 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
 
     let poll = Poll::new().map_err(|e| launch_error(format!("cannot create a poller: {e}")))?;
     let waker = Arc::new(
-        Waker::new(poll.registry(), WAKER).map_err(|e| launch_error(format!("cannot create a waker: {e}")))?,
+        Waker::new(poll.registry(), WAKER)
+            .map_err(|e| launch_error(format!("cannot create a waker: {e}")))?,
     );
     let (tx, rx) = mpsc::channel();
     let tickets = Arc::new(AtomicU64::new(1));
@@ -190,7 +209,13 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
         .name("baton-supervisor".into())
         .spawn(move || state.run())
         .map_err(|e| launch_error(format!("cannot start the supervisor thread: {e}")))?;
-    Ok(Handle { tx, waker, tickets, bound, control_path })
+    Ok(Handle {
+        tx,
+        waker,
+        tickets,
+        bound,
+        control_path,
+    })
 }
 
 fn current_uid() -> u32 {
@@ -261,17 +286,29 @@ impl LoopState {
         self.fleet.handle(Instant::now(), Input::Start);
         self.drive();
         while !self.fleet.is_stopped() {
-            let timeout = self.fleet.poll_timeout().map(|t| t.saturating_duration_since(Instant::now()));
+            let timeout = self
+                .fleet
+                .poll_timeout()
+                .map(|t| t.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != ErrorKind::Interrupted {
                     self.log(&format!("poll failed: {e}; stopping the fleet"));
-                    self.fleet.handle(Instant::now(), Input::Stop { force: true });
+                    self.fleet
+                        .handle(Instant::now(), Input::Stop { force: true });
                     self.drive();
                 }
                 continue;
             }
-            let ready: Vec<(Token, bool, bool)> =
-                events.iter().map(|e| (e.token(), e.is_readable() || e.is_read_closed(), e.is_writable())).collect();
+            let ready: Vec<(Token, bool, bool)> = events
+                .iter()
+                .map(|e| {
+                    (
+                        e.token(),
+                        e.is_readable() || e.is_read_closed(),
+                        e.is_writable(),
+                    )
+                })
+                .collect();
             for (token, readable, writable) in ready {
                 match token {
                     WAKER => {}
@@ -315,7 +352,9 @@ impl LoopState {
         }
         self.clients.clear();
         self.pid_file = None;
-        let names = Names { groups: &self.group_names };
+        let names = Names {
+            groups: &self.group_names,
+        };
         (self.sink)(public_json::event(&names, &Event::Stopped));
     }
 
@@ -326,7 +365,9 @@ impl LoopState {
     fn on_msg(&mut self, msg: Msg) {
         let now = Instant::now();
         match msg {
-            Msg::Command(Command::Reload(ticket)) => self.fleet.handle(now, Input::Reload { ticket }),
+            Msg::Command(Command::Reload(ticket)) => {
+                self.fleet.handle(now, Input::Reload { ticket })
+            }
             Msg::Command(Command::Stop { force }) => self.fleet.handle(now, Input::Stop { force }),
             Msg::Command(Command::Status(reply)) => {
                 let _ = reply.send(self.status_json());
@@ -342,7 +383,14 @@ impl LoopState {
                 // Everything the worker wrote is in the pipe by now: read it before reporting.
                 self.read_worker_stderr(key, true);
                 let tail = self.close_worker_io(key);
-                self.fleet.handle(now, Input::Exited { key, status, stderr_tail: tail });
+                self.fleet.handle(
+                    now,
+                    Input::Exited {
+                        key,
+                        status,
+                        stderr_tail: tail,
+                    },
+                );
             }
         }
     }
@@ -351,7 +399,12 @@ impl LoopState {
     fn drive(&mut self) {
         while let Some(action) = self.fleet.poll_action() {
             match action {
-                Action::Spawn { key, group, slot, generation } => self.spawn(key, group, slot, generation),
+                Action::Spawn {
+                    key,
+                    group,
+                    slot,
+                    generation,
+                } => self.spawn(key, group, slot, generation),
                 Action::Stop { key, pid } => {
                     self.send_worker(key, "{\"type\":\"stop\"}\n");
                     let _ = spawn::send_signal(pid, Signal::Term);
@@ -359,7 +412,9 @@ impl LoopState {
                 Action::Kill { pid, .. } => {
                     let _ = spawn::send_signal(pid, Signal::Kill);
                 }
-                Action::NotifyReload { key, .. } => self.send_worker(key, "{\"type\":\"reload\"}\n"),
+                Action::NotifyReload { key, .. } => {
+                    self.send_worker(key, "{\"type\":\"reload\"}\n")
+                }
                 Action::Emit(event) => self.emit(event),
             }
         }
@@ -369,12 +424,19 @@ impl LoopState {
         if event == Event::Stopped {
             return; // announced by `shutdown`, once the sockets are released
         }
-        let names = Names { groups: &self.group_names };
+        let names = Names {
+            groups: &self.group_names,
+        };
         let value = public_json::event(&names, &event);
         (self.sink)(value.clone());
         match &event {
             Event::ReloadStart { .. } | Event::ReloadProgress { .. } => {
-                let ids: Vec<usize> = self.clients.iter().filter(|(_, c)| c.ticket.is_some()).map(|(id, _)| *id).collect();
+                let ids: Vec<usize> = self
+                    .clients
+                    .iter()
+                    .filter(|(_, c)| c.ticket.is_some())
+                    .map(|(id, _)| *id)
+                    .collect();
                 for id in ids {
                     self.reply(id, &json!({ "event": value }), false);
                 }
@@ -411,7 +473,10 @@ impl LoopState {
             ("BATON_WORKER_ID".to_string(), slot.to_string()),
             ("BATON_GENERATION".to_string(), generation.to_string()),
             ("BATON_MASTER_PID".to_string(), self.master_pid.to_string()),
-            ("BATON_STOP_TIMEOUT".to_string(), g.rules.stop_timeout.as_millis().to_string()),
+            (
+                "BATON_STOP_TIMEOUT".to_string(),
+                g.rules.stop_timeout.as_millis().to_string(),
+            ),
             ("BATON_BACKLOG".to_string(), g.backlog.to_string()),
         ]);
         let spec = SpawnSpec {
@@ -427,8 +492,10 @@ impl LoopState {
         match spawn::spawn(&spec) {
             Ok(child) => {
                 let pid = child.pid;
-                let control_token = self.register_fd(child.control.as_raw_fd(), Source::WorkerControl(key));
-                let stderr_token = self.register_fd(child.stderr.as_raw_fd(), Source::WorkerStderr(key));
+                let control_token =
+                    self.register_fd(child.control.as_raw_fd(), Source::WorkerControl(key));
+                let stderr_token =
+                    self.register_fd(child.stderr.as_raw_fd(), Source::WorkerStderr(key));
                 self.workers.insert(
                     key,
                     WorkerIo {
@@ -453,23 +520,41 @@ impl LoopState {
                     });
                 if let Err(e) = waiter {
                     // Without a waiter we would never learn of its exit: do not keep it.
-                    self.log(&format!("cannot start a waiter thread for pid {pid}: {e}; killing it"));
+                    self.log(&format!(
+                        "cannot start a waiter thread for pid {pid}: {e}; killing it"
+                    ));
                     let _ = spawn::send_signal(pid, Signal::Kill);
                     let _ = spawn::wait_exit(pid);
                     self.close_worker_io(key);
-                    self.fleet.handle(now, Input::SpawnFailed { key, error: e.to_string() });
+                    self.fleet.handle(
+                        now,
+                        Input::SpawnFailed {
+                            key,
+                            error: e.to_string(),
+                        },
+                    );
                     return;
                 }
                 self.fleet.handle(now, Input::Spawned { key, pid });
             }
-            Err(e) => self.fleet.handle(now, Input::SpawnFailed { key, error: e.to_string() }),
+            Err(e) => self.fleet.handle(
+                now,
+                Input::SpawnFailed {
+                    key,
+                    error: e.to_string(),
+                },
+            ),
         }
     }
 
     fn register_fd(&mut self, fd: RawFd, source: Source) -> Option<Token> {
         let token = Token(self.next_token);
         self.next_token += 1;
-        match self.poll.registry().register(&mut SourceFd(&fd), token, Interest::READABLE) {
+        match self
+            .poll
+            .registry()
+            .register(&mut SourceFd(&fd), token, Interest::READABLE)
+        {
             Ok(()) => {
                 self.sources.insert(token, source);
                 Some(token)
@@ -491,7 +576,9 @@ impl LoopState {
 
     /// Close a worker's control channel and stderr pipe; return its stderr tail.
     fn close_worker_io(&mut self, key: WorkerKey) -> String {
-        let Some(mut io) = self.workers.remove(&key) else { return String::new() };
+        let Some(mut io) = self.workers.remove(&key) else {
+            return String::new();
+        };
         self.deregister_fd(io.control.as_ref(), io.control_token);
         self.deregister_fd(io.stderr.as_ref(), io.stderr_token);
         io.control.take();
@@ -500,8 +587,12 @@ impl LoopState {
     }
 
     fn send_worker(&mut self, key: WorkerKey, line: &str) {
-        let Some(io) = self.workers.get(&key) else { return };
-        let Some(fd) = io.control.as_ref() else { return };
+        let Some(io) = self.workers.get(&key) else {
+            return;
+        };
+        let Some(fd) = io.control.as_ref() else {
+            return;
+        };
         // Best effort: a few bytes into an idle socket; the stop path also sends SIGTERM.
         let mut file = BorrowedStream(fd.as_raw_fd());
         let _ = file.write_all(line.as_bytes());
@@ -511,7 +602,9 @@ impl LoopState {
         let mut readies = 0;
         let mut eof = false;
         if let Some(io) = self.workers.get_mut(&key) {
-            let Some(fd) = io.control.as_ref() else { return };
+            let Some(fd) = io.control.as_ref() else {
+                return;
+            };
             let mut stream = BorrowedStream(fd.as_raw_fd());
             let mut buf = [0u8; 4096];
             loop {
@@ -549,7 +642,9 @@ impl LoopState {
     fn read_worker_stderr(&mut self, key: WorkerKey, final_read: bool) {
         let mut eof = false;
         {
-            let Some(io) = self.workers.get_mut(&key) else { return };
+            let Some(io) = self.workers.get_mut(&key) else {
+                return;
+            };
             let Some(fd) = io.stderr.as_ref() else { return };
             let mut stream = BorrowedStream(fd.as_raw_fd());
             let mut buf = [0u8; 8192];
@@ -600,7 +695,12 @@ impl LoopState {
                     let id = self.next_token;
                     self.next_token += 1;
                     let token = Token(id);
-                    if self.poll.registry().register(&mut stream, token, Interest::READABLE).is_err() {
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut stream, token, Interest::READABLE)
+                        .is_err()
+                    {
                         continue;
                     }
                     self.sources.insert(token, Source::Client(id));
@@ -661,7 +761,8 @@ impl LoopState {
         match control::parse_request(line) {
             Err(e) => {
                 if let Some(c) = self.clients.get_mut(&id) {
-                    c.outbuf.extend_from_slice(control::error_line(&e).as_bytes());
+                    c.outbuf
+                        .extend_from_slice(control::error_line(&e).as_bytes());
                     c.closing = true;
                 }
                 self.flush_client(id);
@@ -746,7 +847,9 @@ impl LoopState {
     // ----- status ----------------------------------------------------------------------------
 
     fn status_json(&self) -> Value {
-        let names = Names { groups: &self.group_names };
+        let names = Names {
+            groups: &self.group_names,
+        };
         let snap = self.fleet.snapshot();
         let groups: Vec<Value> = self
             .config
@@ -754,7 +857,11 @@ impl LoopState {
             .iter()
             .enumerate()
             .map(|(i, g)| {
-                let listen: Vec<String> = self.listeners[i].bound().into_iter().map(|(_, local)| local).collect();
+                let listen: Vec<String> = self.listeners[i]
+                    .bound()
+                    .into_iter()
+                    .map(|(_, local)| local)
+                    .collect();
                 json!({
                     "name": g.rules.name,
                     "count": g.rules.count,
@@ -765,7 +872,9 @@ impl LoopState {
             })
             .collect();
         let extras = |key: Option<WorkerKey>, pid: Option<i32>| RowExtras {
-            started_at: key.and_then(|k| self.workers.get(&k)).map(|io| io.started_at),
+            started_at: key
+                .and_then(|k| self.workers.get(&k))
+                .map(|io| io.started_at),
             rss_bytes: pid.and_then(crate::proc_info::rss_bytes),
         };
         public_json::status(

@@ -80,7 +80,11 @@ pub enum Input {
     /// The worker reported readiness.
     Ready { key: WorkerKey },
     /// The worker's process has exited; `stderr_tail` is the end of what it wrote to stderr.
-    Exited { key: WorkerKey, status: ExitStatus, stderr_tail: String },
+    Exited {
+        key: WorkerKey,
+        status: ExitStatus,
+        stderr_tail: String,
+    },
     /// Reload the fleet; the report will name `ticket`.
     Reload { ticket: Ticket },
     /// Stop the fleet; `force` kills every worker at once.
@@ -91,7 +95,12 @@ pub enum Input {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Start a worker process for `group`/`slot` and answer with Spawned or SpawnFailed.
-    Spawn { key: WorkerKey, group: usize, slot: u32, generation: u32 },
+    Spawn {
+        key: WorkerKey,
+        group: usize,
+        slot: u32,
+        generation: u32,
+    },
     /// Ask a worker to exit gracefully (stop message and SIGTERM).
     Stop { key: WorkerKey, pid: i32 },
     /// Kill a worker (SIGKILL).
@@ -115,9 +124,19 @@ pub enum ExitCause {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A worker process was started.
-    WorkerSpawned { group: usize, slot: u32, pid: i32, generation: u32 },
+    WorkerSpawned {
+        group: usize,
+        slot: u32,
+        pid: i32,
+        generation: u32,
+    },
     /// A worker reported ready.
-    WorkerReady { group: usize, slot: u32, pid: i32, generation: u32 },
+    WorkerReady {
+        group: usize,
+        slot: u32,
+        pid: i32,
+        generation: u32,
+    },
     /// A worker exited. `restart_in` is set when its slot will be refilled after that delay.
     WorkerExit {
         group: usize,
@@ -130,17 +149,37 @@ pub enum Event {
         restart_in: Option<Duration>,
     },
     /// A worker that did not become ready in time is being killed.
-    WorkerReadyTimeout { group: usize, slot: u32, pid: i32, timeout: Duration },
+    WorkerReadyTimeout {
+        group: usize,
+        slot: u32,
+        pid: i32,
+        timeout: Duration,
+    },
     /// A worker that did not stop in time is being killed.
-    WorkerStopTimeout { group: usize, slot: u32, pid: i32, timeout: Duration },
+    WorkerStopTimeout {
+        group: usize,
+        slot: u32,
+        pid: i32,
+        timeout: Duration,
+    },
     /// Every slot had a ready worker for the first time.
     FleetReady,
     /// The initial start failed; the fleet is stopping.
     StartFailed { reason: String },
     /// A reload pass began.
-    ReloadStart { generation: u32, tickets: Vec<Ticket>, due: u32 },
+    ReloadStart {
+        generation: u32,
+        tickets: Vec<Ticket>,
+        due: u32,
+    },
     /// A slot was replaced during a reload.
-    ReloadProgress { group: usize, slot: u32, replaced: u32, due: u32, generation: u32 },
+    ReloadProgress {
+        group: usize,
+        slot: u32,
+        replaced: u32,
+        due: u32,
+        generation: u32,
+    },
     /// A reload pass completed: every due slot was replaced.
     ReloadDone(ReloadReport),
     /// A reload pass was aborted (bad deploy) or cancelled (stop).
@@ -321,9 +360,18 @@ enum Step {
     /// start-first: waiting for the replacement to be ready.
     /// `old_pid` (fix): in stop-first, the pid of the old worker that already left the slot,
     /// so the report can still name it.
-    AwaitReplacement { group: usize, slot: u32, replacement: WorkerKey, old_pid: Option<i32> },
+    AwaitReplacement {
+        group: usize,
+        slot: u32,
+        replacement: WorkerKey,
+        old_pid: Option<i32>,
+    },
     /// stop-first: waiting for the old worker to exit.
-    AwaitOldExit { group: usize, slot: u32, old: WorkerKey },
+    AwaitOldExit {
+        group: usize,
+        slot: u32,
+        old: WorkerKey,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -368,7 +416,10 @@ impl Fleet {
     pub fn new(groups: Vec<GroupRules>, backoff: Backoff) -> Fleet {
         let groups = groups
             .into_iter()
-            .map(|rules| Group { slots: vec![Slot::default(); rules.count as usize], rules })
+            .map(|rules| Group {
+                slots: vec![Slot::default(); rules.count as usize],
+                rules,
+            })
             .collect();
         Fleet {
             groups,
@@ -407,11 +458,18 @@ impl Fleet {
     /// The earliest instant at which [`Fleet::handle_timeout`] has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let worker_deadlines = self.workers.values().flat_map(|w| {
-            let ready = if w.ready || w.killed { None } else { w.ready_deadline };
+            let ready = if w.ready || w.killed {
+                None
+            } else {
+                w.ready_deadline
+            };
             let stop = if w.killed { None } else { w.stop_deadline };
             ready.into_iter().chain(stop)
         });
-        let respawns = self.groups.iter().flat_map(|g| g.slots.iter().filter_map(|s| s.respawn_at));
+        let respawns = self
+            .groups
+            .iter()
+            .flat_map(|g| g.slots.iter().filter_map(|s| s.respawn_at));
         worker_deadlines.chain(respawns).min()
     }
 
@@ -419,7 +477,9 @@ impl Fleet {
     pub fn handle_timeout(&mut self, now: Instant) {
         let keys: Vec<WorkerKey> = self.workers.keys().copied().collect();
         for key in keys {
-            let Some(w) = self.workers.get(&key) else { continue };
+            let Some(w) = self.workers.get(&key) else {
+                continue;
+            };
             if w.killed {
                 continue;
             }
@@ -435,7 +495,10 @@ impl Fleet {
         }
         for g in 0..self.groups.len() {
             for s in 0..self.groups[g].slots.len() {
-                if self.groups[g].slots[s].respawn_at.is_some_and(|at| now >= at) {
+                if self.groups[g].slots[s]
+                    .respawn_at
+                    .is_some_and(|at| now >= at)
+                {
                     self.groups[g].slots[s].respawn_at = None;
                     if self.phase == Phase::Running || self.phase == Phase::Starting {
                         self.spawn_current(now, g, s as u32);
@@ -451,13 +514,19 @@ impl Fleet {
         match input {
             Input::Start => self.start(now),
             Input::Spawned { key, pid } => self.on_spawned(key, pid),
-            Input::SpawnFailed { key, error } => {
-                self.on_exit(now, key, None, format!("could not be started: {error}"), String::new())
-            }
+            Input::SpawnFailed { key, error } => self.on_exit(
+                now,
+                key,
+                None,
+                format!("could not be started: {error}"),
+                String::new(),
+            ),
             Input::Ready { key } => self.on_ready(now, key),
-            Input::Exited { key, status, stderr_tail } => {
-                self.on_exit(now, key, Some(status), status.to_string(), stderr_tail)
-            }
+            Input::Exited {
+                key,
+                status,
+                stderr_tail,
+            } => self.on_exit(now, key, Some(status), status.to_string(), stderr_tail),
             Input::Reload { ticket } => self.request_reload(now, ticket),
             Input::Stop { force } => self.stop(now, force),
         }
@@ -565,7 +634,12 @@ impl Fleet {
                 ready_timed_out: false,
             },
         );
-        self.actions.push_back(Action::Spawn { key, group, slot, generation: self.generation });
+        self.actions.push_back(Action::Spawn {
+            key,
+            group,
+            slot,
+            generation: self.generation,
+        });
         key
     }
 
@@ -577,12 +651,19 @@ impl Fleet {
     }
 
     fn on_spawned(&mut self, key: WorkerKey, pid: i32) {
-        let Some(w) = self.workers.get_mut(&key) else { return };
+        let Some(w) = self.workers.get_mut(&key) else {
+            return;
+        };
         w.pid = Some(pid);
         let (group, slot, generation) = (w.group, w.slot, w.generation);
         let stop_requested = w.stop_requested;
         let killed = w.killed;
-        self.actions.push_back(Action::Emit(Event::WorkerSpawned { group, slot, pid, generation }));
+        self.actions.push_back(Action::Emit(Event::WorkerSpawned {
+            group,
+            slot,
+            pid,
+            generation,
+        }));
         // A stop or kill decided before the pid was known is carried out now.
         if killed {
             self.actions.push_back(Action::Kill { key, pid });
@@ -594,7 +675,9 @@ impl Fleet {
     // ----- readiness ------------------------------------------------------------------
 
     fn on_ready(&mut self, now: Instant, key: WorkerKey) {
-        let Some(w) = self.workers.get_mut(&key) else { return };
+        let Some(w) = self.workers.get_mut(&key) else {
+            return;
+        };
         if w.ready || w.stop_requested || w.killed {
             return;
         }
@@ -619,19 +702,29 @@ impl Fleet {
     fn all_slots_ready(&self) -> bool {
         self.groups.iter().all(|g| {
             g.slots.iter().all(|s| {
-                s.current.and_then(|k| self.workers.get(&k)).is_some_and(|w| w.ready && !w.stop_requested)
+                s.current
+                    .and_then(|k| self.workers.get(&k))
+                    .is_some_and(|w| w.ready && !w.stop_requested)
             })
         })
     }
 
     fn kill_after_ready_timeout(&mut self, key: WorkerKey) {
-        let Some(w) = self.workers.get_mut(&key) else { return };
+        let Some(w) = self.workers.get_mut(&key) else {
+            return;
+        };
         w.killed = true;
         w.ready_timed_out = true;
         let timeout = self.groups[w.group].rules.ready_timeout;
         let (group, slot, pid) = (w.group, w.slot, w.pid);
         if let Some(pid) = pid {
-            self.actions.push_back(Action::Emit(Event::WorkerReadyTimeout { group, slot, pid, timeout }));
+            self.actions
+                .push_back(Action::Emit(Event::WorkerReadyTimeout {
+                    group,
+                    slot,
+                    pid,
+                    timeout,
+                }));
             self.actions.push_back(Action::Kill { key, pid });
         }
     }
@@ -639,7 +732,9 @@ impl Fleet {
     // ----- stopping one worker ----------------------------------------------------------
 
     fn request_stop(&mut self, now: Instant, key: WorkerKey) {
-        let Some(w) = self.workers.get_mut(&key) else { return };
+        let Some(w) = self.workers.get_mut(&key) else {
+            return;
+        };
         if w.stop_requested || w.killed {
             return;
         }
@@ -652,7 +747,9 @@ impl Fleet {
     }
 
     fn kill_now(&mut self, key: WorkerKey) {
-        let Some(w) = self.workers.get_mut(&key) else { return };
+        let Some(w) = self.workers.get_mut(&key) else {
+            return;
+        };
         if w.killed {
             return;
         }
@@ -664,15 +761,18 @@ impl Fleet {
     }
 
     fn kill_after_stop_timeout(&mut self, key: WorkerKey) {
-        let Some(w) = self.workers.get(&key) else { return };
+        let Some(w) = self.workers.get(&key) else {
+            return;
+        };
         let timeout = self.groups[w.group].rules.stop_timeout;
         if let Some(pid) = w.pid {
-            self.actions.push_back(Action::Emit(Event::WorkerStopTimeout {
-                group: w.group,
-                slot: w.slot,
-                pid,
-                timeout,
-            }));
+            self.actions
+                .push_back(Action::Emit(Event::WorkerStopTimeout {
+                    group: w.group,
+                    slot: w.slot,
+                    pid,
+                    timeout,
+                }));
         }
         self.kill_now(key);
     }
@@ -687,7 +787,9 @@ impl Fleet {
         detail: String,
         stderr_tail: String,
     ) {
-        let Some(w) = self.workers.remove(&key) else { return };
+        let Some(w) = self.workers.remove(&key) else {
+            return;
+        };
         let requested = w.stop_requested && !w.ready_timed_out;
         let (group, slot) = (w.group, w.slot);
         let uptime = now.duration_since(w.spawned_at);
@@ -733,7 +835,10 @@ impl Fleet {
                     let name = self.groups[group].rules.name.clone();
                     let mut reason = format!("worker {name}#{slot} {why}");
                     if !stderr_tail.trim().is_empty() {
-                        reason.push_str(&format!("; its stderr ended with:\n{}", stderr_tail.trim_end()));
+                        reason.push_str(&format!(
+                            "; its stderr ended with:\n{}",
+                            stderr_tail.trim_end()
+                        ));
                     }
                     self.actions.push_back(Action::Emit(Event::WorkerExit {
                         group,
@@ -745,11 +850,14 @@ impl Fleet {
                         detail: why,
                         restart_in: None,
                     }));
-                    self.actions.push_back(Action::Emit(Event::StartFailed { reason }));
+                    self.actions
+                        .push_back(Action::Emit(Event::StartFailed { reason }));
                     self.stop(now, false);
                     return;
                 }
-                let has_replacement = self.groups[group].slots[slot as usize].replacement.is_some();
+                let has_replacement = self.groups[group].slots[slot as usize]
+                    .replacement
+                    .is_some();
                 if self.phase == Phase::Running || self.phase == Phase::Starting {
                     let slot_state = &mut self.groups[group].slots[slot as usize];
                     slot_state.restarts += 1;
@@ -767,26 +875,50 @@ impl Fleet {
             pid: w.pid,
             generation: w.generation,
             status,
-            cause: if requested { ExitCause::Requested } else { ExitCause::Crashed },
+            cause: if requested {
+                ExitCause::Requested
+            } else {
+                ExitCause::Crashed
+            },
             detail: why,
             restart_in,
         }));
 
         // stop-first: the old worker has exited, start its replacement.
-        if let Some(Pass { step: Some(Step::AwaitOldExit { group: g, slot: s, old }), .. }) = self.pass {
+        if let Some(Pass {
+            step:
+                Some(Step::AwaitOldExit {
+                    group: g,
+                    slot: s,
+                    old,
+                }),
+            ..
+        }) = self.pass
+        {
             if old == key {
                 let replacement = self.spawn_worker(now, g, s, Role::Replacement);
                 let st = &mut self.groups[g].slots[s as usize];
                 st.replacement = Some(replacement);
                 st.respawn_at = None;
                 if let Some(pass) = self.pass.as_mut() {
-                    pass.step = Some(Step::AwaitReplacement { group: g, slot: s, replacement, old_pid: w.pid });
+                    pass.step = Some(Step::AwaitReplacement {
+                        group: g,
+                        slot: s,
+                        replacement,
+                        old_pid: w.pid,
+                    });
                 }
             }
         }
     }
 
-    fn schedule_restart(&mut self, now: Instant, group: usize, slot: u32, uptime: Duration) -> Option<Duration> {
+    fn schedule_restart(
+        &mut self,
+        now: Instant,
+        group: usize,
+        slot: u32,
+        uptime: Duration,
+    ) -> Option<Duration> {
         if !matches!(self.phase, Phase::Running | Phase::Starting) {
             return None;
         }
@@ -811,23 +943,29 @@ impl Fleet {
                     Phase::Idle | Phase::Starting => "the fleet is still starting",
                     _ => "the fleet is stopping",
                 };
-                self.finish_report(ReloadReport {
-                    tickets: vec![ticket],
-                    generation: self.generation,
-                    outcome: ReloadOutcome::Cancelled,
-                    replaced: Vec::new(),
-                    due: 0,
-                    notified: 0,
-                    duration: Duration::ZERO,
-                    failure: None,
-                    cancel_reason: Some(reason.to_string()),
-                });
+                self.finish_report(
+                    ReloadReport {
+                        tickets: vec![ticket],
+                        generation: self.generation,
+                        outcome: ReloadOutcome::Cancelled,
+                        replaced: Vec::new(),
+                        due: 0,
+                        notified: 0,
+                        duration: Duration::ZERO,
+                        failure: None,
+                        cancel_reason: Some(reason.to_string()),
+                    },
+                    false,
+                );
                 return;
             }
         }
         let cutoff = self.next_key;
         if self.pass.is_some() {
-            let pending = self.pending.get_or_insert(Pending { tickets: Vec::new(), cutoff });
+            let pending = self.pending.get_or_insert(Pending {
+                tickets: Vec::new(),
+                cutoff,
+            });
             pending.tickets.push(ticket);
             pending.cutoff = cutoff;
             return;
@@ -857,7 +995,10 @@ impl Fleet {
             notified += 1;
             self.actions.push_back(Action::NotifyReload { key, pid });
         }
-        let due = queue.iter().filter(|(g, s)| self.slot_is_due(*g, *s, cutoff)).count() as u32;
+        let due = queue
+            .iter()
+            .filter(|(g, s)| self.slot_is_due(*g, *s, cutoff))
+            .count() as u32;
         self.actions.push_back(Action::Emit(Event::ReloadStart {
             generation: self.generation,
             tickets: tickets.clone(),
@@ -889,11 +1030,15 @@ impl Fleet {
     /// Start the next due slot of the running pass, if it is idle.
     fn advance_pass(&mut self, now: Instant) {
         loop {
-            let Some(pass) = self.pass.as_mut() else { return };
+            let Some(pass) = self.pass.as_mut() else {
+                return;
+            };
             if pass.step.is_some() || pass.failure.is_some() {
                 return;
             }
-            let Some((g, s)) = pass.queue.pop_front() else { return };
+            let Some((g, s)) = pass.queue.pop_front() else {
+                return;
+            };
             let cutoff = pass.cutoff;
             if !self.slot_is_due(g, s, cutoff) {
                 continue;
@@ -906,10 +1051,14 @@ impl Fleet {
             // gone within ready_timeout) and refills an empty slot itself, then comes back here.
             let serving = |fleet: &Fleet, slot: u32| {
                 let current = fleet.groups[g].slots[slot as usize].current;
-                current.and_then(|k| fleet.workers.get(&k)).is_some_and(|w| w.ready && !w.stop_requested)
+                current
+                    .and_then(|k| fleet.workers.get(&k))
+                    .is_some_and(|w| w.ready && !w.stop_requested)
             };
             if order == Order::StopFirst && serving(self, s) {
-                if let Some(down) = (0..self.groups[g].rules.count).find(|&o| o != s && !serving(self, o)) {
+                if let Some(down) =
+                    (0..self.groups[g].rules.count).find(|&o| o != s && !serving(self, o))
+                {
                     if let Some(pass) = self.pass.as_mut() {
                         pass.queue.push_front((g, s));
                     }
@@ -919,7 +1068,12 @@ impl Fleet {
                         st.replacement = Some(replacement);
                         st.respawn_at = None;
                         if let Some(pass) = self.pass.as_mut() {
-                            let step = Step::AwaitReplacement { group: g, slot: down, replacement, old_pid: None };
+                            let step = Step::AwaitReplacement {
+                                group: g,
+                                slot: down,
+                                replacement,
+                                old_pid: None,
+                            };
                             pass.step = Some(step);
                         }
                     }
@@ -934,7 +1088,11 @@ impl Fleet {
                     }
                     self.request_stop(now, old);
                     if let Some(pass) = self.pass.as_mut() {
-                        pass.step = Some(Step::AwaitOldExit { group: g, slot: s, old });
+                        pass.step = Some(Step::AwaitOldExit {
+                            group: g,
+                            slot: s,
+                            old,
+                        });
                     }
                 }
                 _ => {
@@ -943,7 +1101,12 @@ impl Fleet {
                     st.replacement = Some(replacement);
                     st.respawn_at = None;
                     if let Some(pass) = self.pass.as_mut() {
-                        pass.step = Some(Step::AwaitReplacement { group: g, slot: s, replacement, old_pid: None });
+                        pass.step = Some(Step::AwaitReplacement {
+                            group: g,
+                            slot: s,
+                            replacement,
+                            old_pid: None,
+                        });
                     }
                 }
             }
@@ -952,7 +1115,9 @@ impl Fleet {
     }
 
     fn promote_replacement(&mut self, now: Instant, key: WorkerKey) {
-        let Some(w) = self.workers.get_mut(&key) else { return };
+        let Some(w) = self.workers.get_mut(&key) else {
+            return;
+        };
         w.role = Role::Current;
         let (g, s, new_pid) = (w.group, w.slot, w.pid.unwrap_or(0));
         let st = &mut self.groups[g].slots[s as usize];
@@ -967,18 +1132,34 @@ impl Fleet {
             }
             self.request_stop(now, old);
         }
-        let Some(pass) = self.pass.as_mut() else { return };
+        let Some(pass) = self.pass.as_mut() else {
+            return;
+        };
         if let Some(old) = old {
             pass.retiring.push(old);
         }
         // Fix: a stop-first slot is already empty here; its old worker's pid is in the step.
-        if let Some(Step::AwaitReplacement { replacement, old_pid: stopped, .. }) = pass.step {
+        if let Some(Step::AwaitReplacement {
+            replacement,
+            old_pid: stopped,
+            ..
+        }) = pass.step
+        {
             if replacement == key && old_pid.is_none() {
                 old_pid = stopped;
             }
         }
-        pass.replaced.push(Replaced { group: g, slot: s, old_pid, new_pid });
-        if matches!(pass.step, Some(Step::AwaitReplacement { replacement, .. }) if replacement == key) {
+        pass.replaced.push(Replaced {
+            group: g,
+            slot: s,
+            old_pid,
+            new_pid,
+        });
+        // A slot emptied during the pass (its new worker died) is refilled by the pass too:
+        // count it as due, so progress never reads "3/2".
+        pass.due = pass.due.max(pass.replaced.len() as u32);
+        if matches!(pass.step, Some(Step::AwaitReplacement { replacement, .. }) if replacement == key)
+        {
             pass.step = None;
         }
         let event = Event::ReloadProgress {
@@ -1000,33 +1181,51 @@ impl Fleet {
         status: Option<ExitStatus>,
         stderr_tail: String,
     ) {
-        let Some(pass) = self.pass.as_mut() else { return };
+        let Some(pass) = self.pass.as_mut() else {
+            return;
+        };
         pass.queue.clear();
         pass.step = None;
         if pass.failure.is_none() {
-            pass.failure = Some(ReloadFailure { group, slot, pid, reason, status, stderr_tail });
+            pass.failure = Some(ReloadFailure {
+                group,
+                slot,
+                pid,
+                reason,
+                status,
+                stderr_tail,
+            });
         }
     }
 
     /// End the pass when nothing is left to do, then start a coalesced one if queued.
     fn finish_pass_if_done(&mut self, now: Instant) {
-        let Some(pass) = self.pass.as_ref() else { return };
+        let Some(pass) = self.pass.as_ref() else {
+            return;
+        };
         if pass.step.is_some() || !pass.queue.is_empty() || !pass.retiring.is_empty() {
             return;
         }
         let Some(pass) = self.pass.take() else { return };
-        let outcome = if pass.failure.is_some() { ReloadOutcome::Failed } else { ReloadOutcome::Done };
-        self.finish_report(ReloadReport {
-            tickets: pass.tickets,
-            generation: pass.generation,
-            outcome,
-            replaced: pass.replaced,
-            due: pass.due,
-            notified: pass.notified,
-            duration: now.duration_since(pass.started_at),
-            failure: pass.failure,
-            cancel_reason: None,
-        });
+        let outcome = if pass.failure.is_some() {
+            ReloadOutcome::Failed
+        } else {
+            ReloadOutcome::Done
+        };
+        self.finish_report(
+            ReloadReport {
+                tickets: pass.tickets,
+                generation: pass.generation,
+                outcome,
+                replaced: pass.replaced,
+                due: pass.due,
+                notified: pass.notified,
+                duration: now.duration_since(pass.started_at),
+                failure: pass.failure,
+                cancel_reason: None,
+            },
+            true,
+        );
         if let Some(pending) = self.pending.take() {
             if self.phase == Phase::Running {
                 self.begin_pass(now, pending.tickets, pending.cutoff);
@@ -1034,12 +1233,14 @@ impl Fleet {
         }
     }
 
-    fn finish_report(&mut self, report: ReloadReport) {
+    /// Answer the report's tickets. Only a pass that ran becomes the status's last reload;
+    /// requests answered without a pass (fleet starting or stopping) do not.
+    fn finish_report(&mut self, report: ReloadReport, pass_ran: bool) {
         let event = match report.outcome {
             ReloadOutcome::Done => Event::ReloadDone(report.clone()),
             ReloadOutcome::Failed | ReloadOutcome::Cancelled => Event::ReloadFailed(report.clone()),
         };
-        if report.outcome != ReloadOutcome::Cancelled || !report.tickets.is_empty() {
+        if pass_ran {
             self.last_reload = Some(report);
         }
         self.actions.push_back(Action::Emit(event));
@@ -1073,33 +1274,47 @@ impl Fleet {
         }
     }
 
+    /// End the running pass and any queued requests because the fleet is stopping. A pass
+    /// that had already failed stays a failure (its cause is what users need); the rest is
+    /// answered as cancelled.
     fn cancel_reloads(&mut self, now: Instant, reason: &str) {
-        let mut tickets = Vec::new();
-        let mut generation = self.generation;
-        let mut report_base = None;
         if let Some(pass) = self.pass.take() {
-            generation = pass.generation;
-            tickets.extend(pass.tickets.iter().copied());
-            report_base = Some((pass.replaced, pass.due, pass.notified, now.duration_since(pass.started_at)));
+            let failed = pass.failure.is_some();
+            self.finish_report(
+                ReloadReport {
+                    tickets: pass.tickets,
+                    generation: pass.generation,
+                    outcome: if failed {
+                        ReloadOutcome::Failed
+                    } else {
+                        ReloadOutcome::Cancelled
+                    },
+                    replaced: pass.replaced,
+                    due: pass.due,
+                    notified: pass.notified,
+                    duration: now.duration_since(pass.started_at),
+                    failure: pass.failure,
+                    cancel_reason: (!failed).then(|| reason.to_string()),
+                },
+                true,
+            );
         }
         if let Some(pending) = self.pending.take() {
-            tickets.extend(pending.tickets);
+            self.finish_report(
+                ReloadReport {
+                    tickets: pending.tickets,
+                    generation: self.generation,
+                    outcome: ReloadOutcome::Cancelled,
+                    replaced: Vec::new(),
+                    due: 0,
+                    notified: 0,
+                    duration: Duration::ZERO,
+                    failure: None,
+                    cancel_reason: Some(reason.to_string()),
+                },
+                false,
+            );
         }
-        if tickets.is_empty() {
-            return;
-        }
-        let (replaced, due, notified, duration) = report_base.unwrap_or((Vec::new(), 0, 0, Duration::ZERO));
-        self.finish_report(ReloadReport {
-            tickets,
-            generation,
-            outcome: ReloadOutcome::Cancelled,
-            replaced,
-            due,
-            notified,
-            duration,
-            failure: None,
-            cancel_reason: Some(reason.to_string()),
-        });
     }
 
     // ----- bookkeeping after every input ---------------------------------------------------

@@ -29,16 +29,25 @@ impl GroupSockets {
         let fail = |e: listen::ListenError| format!("group \"{name}\": {e}");
         let mut per_addr = Vec::new();
         for addr in &group.listen {
-            let per_slot = group.balance == Balance::ReusePort && matches!(addr, ListenAddr::Tcp { .. });
+            let per_slot =
+                group.balance == Balance::ReusePort && matches!(addr, ListenAddr::Tcp { .. });
             if !per_slot {
-                per_addr.push(AddrSockets::Shared(listen::bind(addr, group.backlog).map_err(fail)?));
+                per_addr.push(AddrSockets::Shared(
+                    listen::bind(addr, group.backlog).map_err(fail)?,
+                ));
                 continue;
             }
-            let opts = BindOptions { backlog: group.backlog, reuse_port: true };
+            let opts = BindOptions {
+                backlog: group.backlog,
+                reuse_port: true,
+            };
             let first = listen::bind_with(addr, &opts).map_err(fail)?;
             // Every further slot binds the very port the first one got (`:0` included).
             let same = match (addr, first.port()) {
-                (ListenAddr::Tcp { host, .. }, Some(port)) => ListenAddr::Tcp { host: host.clone(), port },
+                (ListenAddr::Tcp { host, .. }, Some(port)) => ListenAddr::Tcp {
+                    host: host.clone(),
+                    port,
+                },
                 _ => addr.clone(),
             };
             let mut slots = vec![first];
@@ -56,7 +65,9 @@ impl GroupSockets {
             .iter()
             .map(|a| match a {
                 AddrSockets::Shared(l) => l.fd(),
-                AddrSockets::PerSlot(v) => v.get(slot as usize).or(v.first()).map_or(-1, Listener::fd),
+                AddrSockets::PerSlot(v) => {
+                    v.get(slot as usize).or(v.first()).map_or(-1, Listener::fd)
+                }
             })
             .collect()
     }
@@ -95,7 +106,11 @@ mod tests {
             args: vec![],
             env: vec![],
             cwd: None,
-            listen_names: listen.iter().enumerate().map(|(i, _)| format!("listen{i}")).collect(),
+            listen_names: listen
+                .iter()
+                .enumerate()
+                .map(|(i, _)| format!("listen{i}"))
+                .collect(),
             listen,
             backlog: 128,
             uid: None,
@@ -105,7 +120,10 @@ mod tests {
     }
 
     fn local_tcp() -> ListenAddr {
-        ListenAddr::Tcp { host: "127.0.0.1".into(), port: 0 }
+        ListenAddr::Tcp {
+            host: "127.0.0.1".into(),
+            port: 0,
+        }
     }
 
     #[test]
@@ -123,7 +141,10 @@ mod tests {
         assert_eq!(fds.len(), 3);
         assert!(fds[0] != fds[1] && fds[1] != fds[2] && fds[0] != fds[2]);
         let (_, bound) = &s.bound()[0];
-        assert!(bound.starts_with("127.0.0.1:") && !bound.ends_with(":0"), "{bound}");
+        assert!(
+            bound.starts_with("127.0.0.1:") && !bound.ends_with(":0"),
+            "{bound}"
+        );
         // Every slot's socket accepts connections on that one port.
         let port: u16 = bound.rsplit(':').next().unwrap().parse().unwrap();
         let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -133,8 +154,16 @@ mod tests {
     fn a_port_in_use_names_the_group_and_address() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
-        let addr = ListenAddr::Tcp { host: "127.0.0.1".into(), port };
-        let err = GroupSockets::bind(&group(Balance::Shared, 1, vec![addr])).err().unwrap();
-        assert!(err.contains("group \"web\"") && err.contains(&format!("127.0.0.1:{port}")), "{err}");
+        let addr = ListenAddr::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        let err = GroupSockets::bind(&group(Balance::Shared, 1, vec![addr]))
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("group \"web\"") && err.contains(&format!("127.0.0.1:{port}")),
+            "{err}"
+        );
     }
 }

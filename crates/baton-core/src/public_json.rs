@@ -100,17 +100,36 @@ pub fn report(names: &Names, r: &ReloadReport) -> Value {
 /// An event as JSON: `type` plus its fields, and a human `message`.
 pub fn event(names: &Names, e: &Event) -> Value {
     match e {
-        Event::WorkerSpawned { group, slot, pid, generation } => json!({
+        Event::WorkerSpawned {
+            group,
+            slot,
+            pid,
+            generation,
+        } => json!({
             "type": "worker:spawn", "group": names.group(*group), "id": slot, "pid": pid,
             "generation": generation,
             "message": format!("{}#{} started (pid {pid}, generation {generation})", names.group(*group), slot),
         }),
-        Event::WorkerReady { group, slot, pid, generation } => json!({
+        Event::WorkerReady {
+            group,
+            slot,
+            pid,
+            generation,
+        } => json!({
             "type": "worker:ready", "group": names.group(*group), "id": slot, "pid": pid,
             "generation": generation,
             "message": format!("{}#{} ready (pid {pid}, generation {generation})", names.group(*group), slot),
         }),
-        Event::WorkerExit { group, slot, pid, generation, status, cause, detail, restart_in } => {
+        Event::WorkerExit {
+            group,
+            slot,
+            pid,
+            generation,
+            status,
+            cause,
+            detail,
+            restart_in,
+        } => {
             let (code, signal) = exit_fields(*status);
             let who = match pid {
                 Some(p) => format!("{}#{} (pid {p})", names.group(*group), slot),
@@ -127,12 +146,22 @@ pub fn event(names: &Names, e: &Event) -> Value {
                 "restartInMs": restart_in.map(ms), "message": message,
             })
         }
-        Event::WorkerReadyTimeout { group, slot, pid, timeout } => json!({
+        Event::WorkerReadyTimeout {
+            group,
+            slot,
+            pid,
+            timeout,
+        } => json!({
             "type": "worker:ready-timeout", "group": names.group(*group), "id": slot, "pid": pid,
             "timeoutMs": ms(*timeout),
             "message": format!("{}#{} (pid {pid}) not ready within {} ms: killing it", names.group(*group), slot, ms(*timeout)),
         }),
-        Event::WorkerStopTimeout { group, slot, pid, timeout } => json!({
+        Event::WorkerStopTimeout {
+            group,
+            slot,
+            pid,
+            timeout,
+        } => json!({
             "type": "worker:stop-timeout", "group": names.group(*group), "id": slot, "pid": pid,
             "timeoutMs": ms(*timeout),
             "message": format!("{}#{} (pid {pid}) still running {} ms after stop: sending SIGKILL", names.group(*group), slot, ms(*timeout)),
@@ -141,11 +170,21 @@ pub fn event(names: &Names, e: &Event) -> Value {
         Event::StartFailed { reason } => json!({
             "type": "fleet:start-failed", "reason": reason, "message": format!("start failed: {reason}"),
         }),
-        Event::ReloadStart { generation, tickets, due } => json!({
+        Event::ReloadStart {
+            generation,
+            tickets,
+            due,
+        } => json!({
             "type": "reload:start", "generation": generation, "tickets": tickets, "due": due,
             "message": format!("reload {generation} started: {due} workers to replace"),
         }),
-        Event::ReloadProgress { group, slot, replaced, due, generation } => json!({
+        Event::ReloadProgress {
+            group,
+            slot,
+            replaced,
+            due,
+            generation,
+        } => json!({
             "type": "reload:progress", "group": names.group(*group), "id": slot, "replaced": replaced,
             "due": due, "generation": generation,
             "message": format!("{} {replaced}/{due} replaced", names.group(*group)),

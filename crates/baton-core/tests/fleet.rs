@@ -48,7 +48,8 @@ use std::time::{Duration, Instant};
 use baton_core::config::{Backoff, GroupRules, Order};
 use baton_core::exit_status::ExitStatus;
 use baton_core::fleet::{
-    Action, Event, ExitCause, Fleet, FleetSnapshot, Input, ReloadOutcome, ReloadReport, Ticket, WorkerKey, WorkerState,
+    Action, Event, ExitCause, Fleet, FleetSnapshot, Input, ReloadOutcome, ReloadReport, Ticket,
+    WorkerKey, WorkerState,
 };
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
@@ -75,7 +76,11 @@ fn rules(name: &str, count: u32, reloadable: bool, order: Order) -> GroupRules {
 }
 
 fn backoff() -> Backoff {
-    Backoff { initial: ms(100), max: ms(1600), reset_after: Duration::from_secs(10) }
+    Backoff {
+        initial: ms(100),
+        max: ms(1600),
+        reset_after: Duration::from_secs(10),
+    }
 }
 
 // ----- the simulator -------------------------------------------------------------------------
@@ -252,7 +257,10 @@ impl Sim {
                 }
             }
             Input::Stop { force } => {
-                if matches!(self.phase, MPhase::Idle | MPhase::Starting | MPhase::Running) {
+                if matches!(
+                    self.phase,
+                    MPhase::Idle | MPhase::Starting | MPhase::Running
+                ) {
                     self.phase = MPhase::Stopping;
                     self.stopping_drain = Some(self.drain_id);
                 }
@@ -260,7 +268,11 @@ impl Sim {
                     self.force = true;
                 }
             }
-            Input::Exited { key, status, stderr_tail } => {
+            Input::Exited {
+                key,
+                status,
+                stderr_tail,
+            } => {
                 self.note_exit(*key, Some(*status), stderr_tail.clone());
             }
             Input::Ready { key } => {
@@ -290,7 +302,12 @@ impl Sim {
         self.after_step();
         // Every deadline that has passed was handled: nothing is due any more.
         if let Some(next) = self.fleet.poll_timeout() {
-            assert!(next > now, "poll_timeout {:?} not after handled time {:?}", next - self.base, self.now);
+            assert!(
+                next > now,
+                "poll_timeout {:?} not after handled time {:?}",
+                next - self.base,
+                self.now
+            );
         }
     }
 
@@ -334,7 +351,11 @@ impl Sim {
     }
 
     fn exit(&mut self, key: WorkerKey, status: ExitStatus, stderr: &str) {
-        self.handle(Input::Exited { key, status, stderr_tail: stderr.to_string() });
+        self.handle(Input::Exited {
+            key,
+            status,
+            stderr_tail: stderr.to_string(),
+        });
     }
 
     /// Graceful exit after a stop request.
@@ -411,7 +432,11 @@ impl Sim {
     }
 
     fn alive(&self) -> Vec<WorkerKey> {
-        self.w.iter().filter(|(_, w)| w.alive).map(|(k, _)| *k).collect()
+        self.w
+            .iter()
+            .filter(|(_, w)| w.alive)
+            .map(|(k, _)| *k)
+            .collect()
     }
 
     /// Live workers that have not been asked to stop and are not ready (nor killed).
@@ -445,7 +470,11 @@ impl Sim {
 
     /// Live workers asked to stop (or killed), not exited yet.
     fn stopping_workers(&self) -> Vec<WorkerKey> {
-        self.w.iter().filter(|(_, w)| w.alive && (w.stop_at.is_some() || w.killed)).map(|(k, _)| *k).collect()
+        self.w
+            .iter()
+            .filter(|(_, w)| w.alive && (w.stop_at.is_some() || w.killed))
+            .map(|(k, _)| *k)
+            .collect()
     }
 
     /// Every worker asked to stop exits: gracefully, or by SIGKILL when it was killed.
@@ -463,7 +492,9 @@ impl Sim {
     fn serving(&self, group: usize, slot: u32) -> Vec<WorkerKey> {
         self.w
             .iter()
-            .filter(|(_, w)| w.alive && w.group == group && w.slot == slot && w.stop_at.is_none() && !w.killed)
+            .filter(|(_, w)| {
+                w.alive && w.group == group && w.slot == slot && w.stop_at.is_none() && !w.killed
+            })
             .map(|(k, _)| *k)
             .collect()
     }
@@ -473,7 +504,11 @@ impl Sim {
     }
 
     fn report_for(&self, ticket: Ticket) -> ReloadReport {
-        self.reports.iter().find(|r| r.tickets.contains(&ticket)).cloned().expect("a report for the ticket")
+        self.reports
+            .iter()
+            .find(|r| r.tickets.contains(&ticket))
+            .cloned()
+            .expect("a report for the ticket")
     }
 
     // ----- the world answering actions, and the model checking them ---------------------------
@@ -494,9 +529,15 @@ impl Sim {
         // A replacement that dies before it is ready aborts its pass (the failure point).
         if w.replacement && !w.ready && !asked && phase == MPhase::Running {
             let generation = w.generation;
-            let pass = self.pass.as_mut().expect("a replacement fails only during a pass");
+            let pass = self
+                .pass
+                .as_mut()
+                .expect("a replacement fails only during a pass");
             assert_eq!(pass.generation, generation, "replacement of another pass");
-            assert!(pass.failed.is_none(), "a second replacement failed in one pass");
+            assert!(
+                pass.failed.is_none(),
+                "a second replacement failed in one pass"
+            );
             pass.failed = Some(key);
         }
     }
@@ -513,7 +554,12 @@ impl Sim {
 
     fn on_action(&mut self, action: Action) {
         match action {
-            Action::Spawn { key, group, slot, generation } => self.on_spawn(key, group, slot, generation),
+            Action::Spawn {
+                key,
+                group,
+                slot,
+                generation,
+            } => self.on_spawn(key, group, slot, generation),
             Action::Stop { key, pid } => {
                 let phase = self.phase;
                 let now = self.now;
@@ -540,7 +586,8 @@ impl Sim {
                 assert_eq!(w.pid, Some(pid), "Kill with a wrong pid");
                 assert!(!w.killed, "second Kill for worker {key}");
                 let after_stop_timeout = w.stop_at.is_some_and(|s| now >= s + STOP_TIMEOUT);
-                let after_ready_timeout = !w.ready && w.stop_at.is_none() && now >= w.spawned_at + READY_TIMEOUT;
+                let after_ready_timeout =
+                    !w.ready && w.stop_at.is_none() && now >= w.spawned_at + READY_TIMEOUT;
                 assert!(
                     force || after_stop_timeout || after_ready_timeout,
                     "Kill of worker {key} without a reason (now {now:?}, {w:?})"
@@ -556,8 +603,14 @@ impl Sim {
                 let w = self.w.get_mut(&key).expect("notify of a known worker");
                 assert!(w.alive, "NotifyReload for dead worker {key}");
                 assert_eq!(w.pid, Some(pid));
-                assert!(!self.rules[w.group].reloadable, "NotifyReload for a reloadable worker");
-                assert!(!self.notify_batch.contains(&key), "two NotifyReload in one pass");
+                assert!(
+                    !self.rules[w.group].reloadable,
+                    "NotifyReload for a reloadable worker"
+                );
+                assert!(
+                    !self.notify_batch.contains(&key),
+                    "two NotifyReload in one pass"
+                );
                 w.notifies += 1;
                 self.notify_batch.push(key);
             }
@@ -568,26 +621,47 @@ impl Sim {
     fn on_spawn(&mut self, key: WorkerKey, group: usize, slot: u32, generation: u32) {
         assert!(key >= self.next_key, "worker keys must grow");
         self.next_key = key + 1;
-        assert!(group < self.rules.len() && slot < self.rules[group].count, "spawn of a bad slot");
+        assert!(
+            group < self.rules.len() && slot < self.rules[group].count,
+            "spawn of a bad slot"
+        );
         assert_eq!(generation, self.generation, "spawn with a stale generation");
         match self.phase {
             MPhase::Idle | MPhase::Stopped => panic!("spawn while {:?}", self.phase),
             // Only spawns decided before the stop (same drain) may still come out.
-            MPhase::Stopping => assert_eq!(self.stopping_drain, Some(self.drain_id), "spawn after stop"),
+            MPhase::Stopping => {
+                assert_eq!(self.stopping_drain, Some(self.drain_id), "spawn after stop")
+            }
             MPhase::Starting | MPhase::Running => {}
         }
         // stop-first (rule 3) and crash restarts: at most one process per stop-first slot.
         if self.rules[group].order == Order::StopFirst {
-            let others: Vec<_> =
-                self.w.iter().filter(|(_, w)| w.alive && w.group == group && w.slot == slot).map(|(k, _)| *k).collect();
-            assert!(others.is_empty(), "stop-first slot {group}/{slot} spawns {key} while {others:?} live");
+            let others: Vec<_> = self
+                .w
+                .iter()
+                .filter(|(_, w)| w.alive && w.group == group && w.slot == slot)
+                .map(|(k, _)| *k)
+                .collect();
+            assert!(
+                others.is_empty(),
+                "stop-first slot {group}/{slot} spawns {key} while {others:?} live"
+            );
         }
         // Replacement spawns come from inputs during a pass; crash restarts from timeouts.
         let replacement = !self.in_timeout && self.phase == MPhase::Running;
         if replacement {
-            let pass = self.pass.as_ref().expect("spawn while running needs a pass (restarts come from timeouts)");
-            assert!(pass.failed.is_none(), "replacement spawned after the pass failed");
-            assert!(self.rules[group].reloadable, "replacement for a non-reloadable group");
+            let pass = self
+                .pass
+                .as_ref()
+                .expect("spawn while running needs a pass (restarts come from timeouts)");
+            assert!(
+                pass.failed.is_none(),
+                "replacement spawned after the pass failed"
+            );
+            assert!(
+                self.rules[group].reloadable,
+                "replacement for a non-reloadable group"
+            );
             assert_eq!(generation, pass.generation);
             // Property 2: at most one replacement is starting at any time.
             let starting: Vec<_> = self
@@ -596,7 +670,10 @@ impl Sim {
                 .filter(|(_, w)| w.alive && w.replacement && !w.ready && w.stop_at.is_none())
                 .map(|(k, _)| *k)
                 .collect();
-            assert!(starting.is_empty(), "replacement {key} spawned while {starting:?} still starting");
+            assert!(
+                starting.is_empty(),
+                "replacement {key} spawned while {starting:?} still starting"
+            );
         }
         self.w.insert(
             key,
@@ -622,7 +699,13 @@ impl Sim {
         let now = self.t();
         if self.should_fail_spawn() {
             self.note_exit(key, None, String::new());
-            self.fleet.handle(now, Input::SpawnFailed { key, error: "spawn node ENOENT".to_string() });
+            self.fleet.handle(
+                now,
+                Input::SpawnFailed {
+                    key,
+                    error: "spawn node ENOENT".to_string(),
+                },
+            );
         } else {
             let pid = self.next_pid;
             self.next_pid += 1;
@@ -642,7 +725,12 @@ impl Sim {
                 for (g, r) in self.rules.iter().enumerate() {
                     for s in 0..r.count {
                         let ok = self.w.values().any(|w| {
-                            w.alive && w.group == g && w.slot == s && w.ready && w.stop_at.is_none() && !w.killed
+                            w.alive
+                                && w.group == g
+                                && w.slot == s
+                                && w.ready
+                                && w.stop_at.is_none()
+                                && !w.killed
                         });
                         assert!(ok, "FleetReady while slot {g}/{s} has no ready worker");
                     }
@@ -658,17 +746,30 @@ impl Sim {
             Event::Stopped => {
                 assert_eq!(self.phase, MPhase::Stopping, "Stopped while not stopping");
                 assert_eq!(self.stopped_events, 0);
-                assert!(self.alive().is_empty(), "Stopped with live workers {:?}", self.alive());
+                assert!(
+                    self.alive().is_empty(),
+                    "Stopped with live workers {:?}",
+                    self.alive()
+                );
                 self.stopped_events += 1;
                 self.phase = MPhase::Stopped;
             }
-            Event::ReloadStart { generation, tickets, due } => self.on_reload_start(generation, tickets, due),
-            Event::ReloadProgress { generation, replaced, group, .. } => {
-                // (`replaced` may exceed `due`: `due` is counted when the pass starts, and a
-                // slot whose fresh worker dies later is filled by the pass too.)
+            Event::ReloadStart {
+                generation,
+                tickets,
+                due,
+            } => self.on_reload_start(generation, tickets, due),
+            Event::ReloadProgress {
+                generation,
+                replaced,
+                due,
+                group,
+                ..
+            } => {
                 let pass = self.pass.as_ref().expect("progress outside a pass");
                 assert_eq!(generation, pass.generation);
                 assert!(replaced >= 1);
+                assert!(replaced <= due, "progress {replaced}/{due}");
                 assert!(self.rules[group].reloadable);
             }
             Event::ReloadDone(report) => {
@@ -681,7 +782,10 @@ impl Sim {
             }
             Event::WorkerExit { restart_in, .. } => {
                 if restart_in.is_some() {
-                    assert!(matches!(self.phase, MPhase::Starting | MPhase::Running), "restart while stopping");
+                    assert!(
+                        matches!(self.phase, MPhase::Starting | MPhase::Running),
+                        "restart while stopping"
+                    );
                 }
             }
             Event::WorkerSpawned { .. }
@@ -692,7 +796,12 @@ impl Sim {
     }
 
     fn on_reload_start(&mut self, generation: u32, tickets: Vec<Ticket>, due: u32) {
-        assert_eq!(self.phase, MPhase::Running, "ReloadStart while {:?}", self.phase);
+        assert_eq!(
+            self.phase,
+            MPhase::Running,
+            "ReloadStart while {:?}",
+            self.phase
+        );
         assert!(self.pass.is_none(), "ReloadStart while a pass runs");
         // Property 6: a pass starts for a request at idle, or once for all queued requests.
         let (expected, cutoff, fresh) = if let Some((expected, cutoff)) = self.expect_start.take() {
@@ -703,17 +812,28 @@ impl Sim {
             panic!("ReloadStart {tickets:?} without a request");
         };
         assert_eq!(tickets, expected, "the pass answers the wrong tickets");
-        assert_eq!(generation, self.generation + 1, "generation must grow by one per pass");
+        assert_eq!(
+            generation,
+            self.generation + 1,
+            "generation must grow by one per pass"
+        );
         self.generation = generation;
         self.reload_starts += 1;
-        let slots: u32 = self.rules.iter().filter(|r| r.reloadable).map(|r| r.count).sum();
+        let slots: u32 = self
+            .rules
+            .iter()
+            .filter(|r| r.reloadable)
+            .map(|r| r.count)
+            .sum();
         assert!(due <= slots);
         // Property 5: every live worker of a non-reloadable group is told, exactly once.
         let batch: BTreeSet<WorkerKey> = self.notify_batch.drain(..).collect();
         let expected_notify: BTreeSet<WorkerKey> = self
             .w
             .iter()
-            .filter(|(_, w)| w.alive && !self.rules[w.group].reloadable && w.stop_at.is_none() && !w.force_killed)
+            .filter(|(_, w)| {
+                w.alive && !self.rules[w.group].reloadable && w.stop_at.is_none() && !w.force_killed
+            })
             .map(|(k, _)| *k)
             .collect();
         assert_eq!(batch, expected_notify, "NotifyReload set of the pass");
@@ -724,9 +844,20 @@ impl Sim {
             .map(|(k, _)| *k)
             .collect();
         for k in &old {
-            assert_eq!(self.w[k].stops, 0, "a worker from an earlier pass is still retiring at pass start");
+            assert_eq!(
+                self.w[k].stops, 0,
+                "a worker from an earlier pass is still retiring at pass start"
+            );
         }
-        self.pass = Some(PassModel { generation, tickets, cutoff, fresh, failed: None, old, notified: batch });
+        self.pass = Some(PassModel {
+            generation,
+            tickets,
+            cutoff,
+            fresh,
+            failed: None,
+            old,
+            notified: batch,
+        });
     }
 
     fn on_report(&mut self, report: ReloadReport) {
@@ -744,14 +875,26 @@ impl Sim {
                 assert_eq!(report.generation, pass.generation);
                 assert!(report.cancel_reason.is_none());
                 assert_eq!(report.notified as usize, pass.notified.len());
-                let slots: BTreeSet<(usize, u32)> = report.replaced.iter().map(|r| (r.group, r.slot)).collect();
+                let slots: BTreeSet<(usize, u32)> =
+                    report.replaced.iter().map(|r| (r.group, r.slot)).collect();
                 // (With crashes of ready workers, a slot emptied again is filled again.)
                 if !self.ready_crash {
-                    assert_eq!(slots.len(), report.replaced.len(), "a slot replaced twice in one pass");
+                    assert_eq!(
+                        slots.len(),
+                        report.replaced.len(),
+                        "a slot replaced twice in one pass"
+                    );
                 }
                 for r in &report.replaced {
-                    let (nk, nw) = self.w.iter().find(|(_, w)| w.pid == Some(r.new_pid)).expect("replacement pid");
-                    assert_eq!((nw.group, nw.slot, nw.generation), (r.group, r.slot, pass.generation));
+                    let (nk, nw) = self
+                        .w
+                        .iter()
+                        .find(|(_, w)| w.pid == Some(r.new_pid))
+                        .expect("replacement pid");
+                    assert_eq!(
+                        (nw.group, nw.slot, nw.generation),
+                        (r.group, r.slot, pass.generation)
+                    );
                     assert!(*nk >= pass.cutoff);
                     if let Some(old_pid) = r.old_pid {
                         let ok = pass.old.iter().any(|k| {
@@ -764,23 +907,33 @@ impl Sim {
                 for k in &pass.old {
                     let w = &self.w[k];
                     assert!(w.stops <= 1 && w.kills <= 1);
-                    if w.stops == 1 {
+                    // (A stop ends a failed pass at once; its workers exit during the stop.)
+                    if w.stops == 1 && self.phase != MPhase::Stopping {
                         assert!(!w.alive, "pass ended before stopped worker {k} exited");
                     }
                 }
                 if report.outcome == ReloadOutcome::Done {
                     assert!(report.failure.is_none());
-                    assert!(pass.failed.is_none(), "ReloadDone although a replacement failed");
+                    assert!(
+                        pass.failed.is_none(),
+                        "ReloadDone although a replacement failed"
+                    );
                     // Property 3: every old worker was stopped exactly once (unless it died
                     // on its own first), and none of them is left.
                     for k in &pass.old {
                         let w = &self.w[k];
                         assert!(!w.alive, "old worker {k} still alive after ReloadDone");
-                        assert!(w.stops == 1 || w.died_unasked, "old worker {k} not stopped exactly once: {w:?}");
+                        assert!(
+                            w.stops == 1 || w.died_unasked,
+                            "old worker {k} not stopped exactly once: {w:?}"
+                        );
                         // Every worker the pass stopped is named as the old pid of its slot.
                         if w.stops == 1 {
                             assert!(
-                                report.replaced.iter().any(|r| r.old_pid.is_some() && r.old_pid == w.pid),
+                                report
+                                    .replaced
+                                    .iter()
+                                    .any(|r| r.old_pid.is_some() && r.old_pid == w.pid),
                                 "stopped worker {k} missing from the report's replaced list: {:?}",
                                 report.replaced
                             );
@@ -788,15 +941,23 @@ impl Sim {
                     }
                     for (k, w) in &self.w {
                         if w.alive && self.rules[w.group].reloadable {
-                            assert!(*k >= pass.cutoff, "worker {k} from before the request survives ReloadDone");
+                            assert!(
+                                *k >= pass.cutoff,
+                                "worker {k} from before the request survives ReloadDone"
+                            );
                             if pass.fresh {
-                                assert!(w.generation >= pass.generation, "worker {k} of an old generation survives");
+                                assert!(
+                                    w.generation >= pass.generation,
+                                    "worker {k} of an old generation survives"
+                                );
                             }
                         }
                     }
                 } else {
                     // Property 4: the failure is reported with the replacement's details.
-                    let key = pass.failed.expect("ReloadFailed(Failed) without a failed replacement");
+                    let key = pass
+                        .failed
+                        .expect("ReloadFailed(Failed) without a failed replacement");
                     let failure = report.failure.as_ref().expect("failure details");
                     let w = &self.w[&key];
                     let (status, stderr) = w.exit.clone().unwrap();
@@ -807,20 +968,37 @@ impl Sim {
                     assert!(!failure.reason.is_empty());
                 }
                 if !self.pending.is_empty() && self.phase == MPhase::Running {
-                    self.expect_start = Some((std::mem::take(&mut self.pending), self.pending_cutoff));
+                    self.expect_start =
+                        Some((std::mem::take(&mut self.pending), self.pending_cutoff));
                 }
             }
             ReloadOutcome::Cancelled => {
                 assert!(report.cancel_reason.is_some());
                 assert!(report.failure.is_none());
-                if self.pass.is_some() || !self.pending.is_empty() {
-                    assert_eq!(self.phase, MPhase::Stopping, "a running pass is only cancelled by a stop");
-                    let mut expected = self.pass.take().map(|p| p.tickets).unwrap_or_default();
-                    expected.append(&mut self.pending);
-                    assert_eq!(report.tickets, expected);
+                if let Some(pass) = self.pass.take() {
+                    assert_eq!(
+                        self.phase,
+                        MPhase::Stopping,
+                        "a running pass is only cancelled by a stop"
+                    );
+                    assert_eq!(report.tickets, pass.tickets);
+                } else if !self.pending.is_empty() {
+                    assert_eq!(
+                        self.phase,
+                        MPhase::Stopping,
+                        "queued requests are only cancelled by a stop"
+                    );
+                    assert_eq!(report.tickets, std::mem::take(&mut self.pending));
                 } else {
-                    let (ticket, _) = self.fresh_request.take().expect("cancelled report without a request");
-                    assert_ne!(self.phase, MPhase::Running, "a reload while running was cancelled");
+                    let (ticket, _) = self
+                        .fresh_request
+                        .take()
+                        .expect("cancelled report without a request");
+                    assert_ne!(
+                        self.phase,
+                        MPhase::Running,
+                        "a reload while running was cancelled"
+                    );
                     assert_eq!(report.tickets, vec![ticket]);
                 }
             }
@@ -830,24 +1008,42 @@ impl Sim {
 
     /// Checks after every input or timeout, once its actions have been drained.
     fn after_step(&mut self) {
-        assert!(self.fresh_request.is_none(), "a reload request was neither started nor answered");
-        assert!(self.expect_start.is_none(), "queued reload requests did not start their pass");
-        assert!(self.notify_batch.is_empty(), "NotifyReload outside a pass start");
+        assert!(
+            self.fresh_request.is_none(),
+            "a reload request was neither started nor answered"
+        );
+        assert!(
+            self.expect_start.is_none(),
+            "queued reload requests did not start their pass"
+        );
+        assert!(
+            self.notify_batch.is_empty(),
+            "NotifyReload outside a pass start"
+        );
         assert_eq!(self.fleet.is_stopped(), self.phase == MPhase::Stopped);
         assert_eq!(self.fleet.generation(), self.generation);
 
         let snap = self.fleet.snapshot();
         assert_eq!(snap.generation, self.generation);
         assert_eq!(snap.reloading, self.pass.is_some(), "snapshot.reloading");
-        assert_eq!(snap.stopping, matches!(self.phase, MPhase::Stopping | MPhase::Stopped));
+        assert_eq!(
+            snap.stopping,
+            matches!(self.phase, MPhase::Stopping | MPhase::Stopped)
+        );
         let mut seen = BTreeSet::new();
         for row in &snap.workers {
             match row.key {
                 Some(k) => {
                     assert!(seen.insert(k), "worker {k} listed twice");
-                    let w = self.w.get(&k).unwrap_or_else(|| panic!("unknown worker {k} in snapshot"));
+                    let w = self
+                        .w
+                        .get(&k)
+                        .unwrap_or_else(|| panic!("unknown worker {k} in snapshot"));
                     assert!(w.alive, "dead worker {k} in snapshot");
-                    assert_eq!((row.group, row.slot, row.pid, row.generation), (w.group, w.slot, w.pid, w.generation));
+                    assert_eq!(
+                        (row.group, row.slot, row.pid, row.generation),
+                        (w.group, w.slot, w.pid, w.generation)
+                    );
                     let expected = if w.stop_at.is_some() || w.force_killed {
                         WorkerState::Stopping
                     } else if w.ready {
@@ -870,13 +1066,20 @@ impl Sim {
         // Properties 1 and 7: capacity while running, unless a ready worker crashed.
         if self.phase == MPhase::Running && !self.ready_crash {
             for (g, r) in self.rules.iter().enumerate() {
-                let ready =
-                    snap.workers.iter().filter(|w| w.group == g && w.state == WorkerState::Ready).count() as u32;
+                let ready = snap
+                    .workers
+                    .iter()
+                    .filter(|w| w.group == g && w.state == WorkerState::Ready)
+                    .count() as u32;
                 let min = match r.order {
                     Order::StartFirst => r.count,
                     Order::StopFirst => r.count - 1,
                 };
-                assert!(ready >= min, "group {g} ({:?}) has {ready} ready workers, needs {min}", r.order);
+                assert!(
+                    ready >= min,
+                    "group {g} ({:?}) has {ready} ready workers, needs {min}",
+                    r.order
+                );
             }
         }
     }
@@ -905,7 +1108,10 @@ impl Sim {
             let snap = self.snapshot();
             let total: u32 = self.rules.iter().map(|r| r.count).sum();
             assert_eq!(snap.workers.len() as u32, total);
-            assert!(snap.workers.iter().all(|w| w.state == WorkerState::Ready), "not all ready at rest");
+            assert!(
+                snap.workers.iter().all(|w| w.state == WorkerState::Ready),
+                "not all ready at rest"
+            );
             self.stop(false);
             for _ in 0..1000 {
                 if self.phase == MPhase::Stopped {
@@ -925,7 +1131,12 @@ impl Sim {
         assert!(self.snapshot().workers.is_empty());
         // Property 6: every ticket got exactly one answer.
         for t in &self.requested {
-            assert_eq!(self.answers.get(t), Some(&1), "ticket {t} answered {:?} times", self.answers.get(t));
+            assert_eq!(
+                self.answers.get(t),
+                Some(&1),
+                "ticket {t} answered {:?} times",
+                self.answers.get(t)
+            );
         }
         // No worker got more than one Stop or Kill, and every one exited.
         for (k, w) in &self.w {
@@ -1027,7 +1238,11 @@ fn run_scenario(sc: &Scenario) -> Sim {
             }
             sim.stop(false);
         }
-        if sc.stop_at.zip(sc.force_after).is_some_and(|(s, f)| step == s + f) {
+        if sc
+            .stop_at
+            .zip(sc.force_after)
+            .is_some_and(|(s, f)| step == s + f)
+        {
             if sim.trace {
                 eprintln!("{:>6?} move Stop(force)", sim.now);
             }
@@ -1078,16 +1293,42 @@ fn print_stats(sim: &Sim) {
         .sum();
     let stats = [
         ("ready", count(&|e| matches!(e, Event::FleetReady))),
-        ("startfailed", count(&|e| matches!(e, Event::StartFailed { .. }))),
+        (
+            "startfailed",
+            count(&|e| matches!(e, Event::StartFailed { .. })),
+        ),
         ("done", count(&outcome(ReloadOutcome::Done))),
         ("failed", count(&outcome(ReloadOutcome::Failed))),
         ("cancelled", count(&outcome(ReloadOutcome::Cancelled))),
-        ("coalesced", count(&|e| matches!(e, Event::ReloadStart { tickets, .. } if tickets.len() > 1))),
+        (
+            "coalesced",
+            count(&|e| matches!(e, Event::ReloadStart { tickets, .. } if tickets.len() > 1)),
+        ),
         ("replaced", replaced),
-        ("stoptimeout", count(&|e| matches!(e, Event::WorkerStopTimeout { .. }))),
-        ("readytimeout", count(&|e| matches!(e, Event::WorkerReadyTimeout { .. }))),
-        ("restarts", count(&|e| matches!(e, Event::WorkerExit { restart_in: Some(_), .. }))),
-        ("notified", sim.w.values().map(|w| w.notifies as usize).sum()),
+        (
+            "stoptimeout",
+            count(&|e| matches!(e, Event::WorkerStopTimeout { .. })),
+        ),
+        (
+            "readytimeout",
+            count(&|e| matches!(e, Event::WorkerReadyTimeout { .. })),
+        ),
+        (
+            "restarts",
+            count(&|e| {
+                matches!(
+                    e,
+                    Event::WorkerExit {
+                        restart_in: Some(_),
+                        ..
+                    }
+                )
+            }),
+        ),
+        (
+            "notified",
+            sim.w.values().map(|w| w.notifies as usize).sum(),
+        ),
     ];
     let line: Vec<String> = stats.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!("STATS {}", line.join(" "));
@@ -1103,19 +1344,33 @@ fn scenario(
 ) -> impl Strategy<Value = Scenario> {
     (
         prop::collection::vec((1u32..=3, prop::bool::weighted(0.75), any::<bool>()), 1..=3),
-        (prop::bool::weighted(0.85), prop::sample::select(vec![0usize, 0, 1, 2]), any::<[u64; 3]>()),
+        (
+            prop::bool::weighted(0.85),
+            prop::sample::select(vec![0usize, 0, 1, 2]),
+            any::<[u64; 3]>(),
+        ),
         (max_reloads, reload_weight),
         prop::option::weighted(0.3, (0usize..150, prop::option::of(0usize..40))),
         prop::collection::vec(any::<u16>(), 20..150),
     )
         .prop_map(
-            move |(groups, (boot_ok, crash_weight, [a, b, c]), (max_reloads, reload_weight), stop, choices)| {
+            move |(
+                groups,
+                (boot_ok, crash_weight, [a, b, c]),
+                (max_reloads, reload_weight),
+                stop,
+                choices,
+            )| {
                 let stop = stop.filter(|_| allow_stop);
                 let groups = groups
                     .into_iter()
                     .enumerate()
                     .map(|(i, (count, reloadable, stop_first))| {
-                        let order = order.unwrap_or(if stop_first { Order::StopFirst } else { Order::StartFirst });
+                        let order = order.unwrap_or(if stop_first {
+                            Order::StopFirst
+                        } else {
+                            Order::StartFirst
+                        });
                         rules(&format!("g{i}"), count, reloadable || i == 0, order)
                     })
                     .collect();
@@ -1142,7 +1397,10 @@ fn config() -> ProptestConfig {
     if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
         config.rng_seed = RngSeed::Fixed(0xBA70_F1EE);
     }
-    if let Some(cases) = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()) {
+    if let Some(cases) = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+    {
         config.cases = cases;
     }
     // Only this file may be written by these tests: no regression files.
@@ -1199,21 +1457,53 @@ fn web(count: u32, order: Order) -> Vec<GroupRules> {
 
 #[test]
 fn start_spawns_every_slot_and_is_ready_only_when_all_are() {
-    let mut sim =
-        Sim::new(vec![rules("web", 2, true, Order::StartFirst), rules("bg", 1, false, Order::StartFirst)], backoff());
+    let mut sim = Sim::new(
+        vec![
+            rules("web", 2, true, Order::StartFirst),
+            rules("bg", 1, false, Order::StartFirst),
+        ],
+        backoff(),
+    );
     sim.start();
-    let spawns: Vec<_> = sim.actions_since(0).into_iter().filter(|a| matches!(a, Action::Spawn { .. })).collect();
+    let spawns: Vec<_> = sim
+        .actions_since(0)
+        .into_iter()
+        .filter(|a| matches!(a, Action::Spawn { .. }))
+        .collect();
     assert_eq!(
         spawns,
         vec![
-            Action::Spawn { key: 1, group: 0, slot: 0, generation: 1 },
-            Action::Spawn { key: 2, group: 0, slot: 1, generation: 1 },
-            Action::Spawn { key: 3, group: 1, slot: 0, generation: 1 },
+            Action::Spawn {
+                key: 1,
+                group: 0,
+                slot: 0,
+                generation: 1
+            },
+            Action::Spawn {
+                key: 2,
+                group: 0,
+                slot: 1,
+                generation: 1
+            },
+            Action::Spawn {
+                key: 3,
+                group: 1,
+                slot: 0,
+                generation: 1
+            },
         ]
     );
-    let spawned = sim.events_since(0).iter().filter(|e| matches!(e, Event::WorkerSpawned { .. })).count();
+    let spawned = sim
+        .events_since(0)
+        .iter()
+        .filter(|e| matches!(e, Event::WorkerSpawned { .. }))
+        .count();
     assert_eq!(spawned, 3);
-    assert!(sim.snapshot().workers.iter().all(|w| w.state == WorkerState::Starting));
+    assert!(sim
+        .snapshot()
+        .workers
+        .iter()
+        .all(|w| w.state == WorkerState::Starting));
     // A second Start does nothing.
     let m = sim.mark();
     sim.start();
@@ -1233,8 +1523,15 @@ fn start_spawns_every_slot_and_is_ready_only_when_all_are() {
     assert_eq!(snap.generation, 1);
     assert!(!snap.reloading && !snap.stopping);
     assert_eq!(snap.workers.len(), 3);
-    assert!(snap.workers.iter().all(|w| w.state == WorkerState::Ready && w.restarts == 0));
-    assert_eq!(sim.fleet.poll_timeout(), None, "nothing to wait for once all are ready");
+    assert!(snap
+        .workers
+        .iter()
+        .all(|w| w.state == WorkerState::Ready && w.restarts == 0));
+    assert_eq!(
+        sim.fleet.poll_timeout(),
+        None,
+        "nothing to wait for once all are ready"
+    );
 }
 
 #[test]
@@ -1252,20 +1549,35 @@ fn crash_before_ready_during_start_fails_the_start_and_stops_the_fleet() {
             _ => None,
         })
         .expect("StartFailed");
-    assert!(reason.contains("web#1 exited with code 1 before it was ready"), "{reason}");
+    assert!(
+        reason.contains("web#1 exited with code 1 before it was ready"),
+        "{reason}"
+    );
     assert!(reason.contains("Cannot find module"), "{reason}");
-    assert!(events
-        .iter()
-        .any(|e| matches!(e, Event::WorkerExit { slot: 1, cause: ExitCause::Crashed, restart_in: None, .. })));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::WorkerExit {
+            slot: 1,
+            cause: ExitCause::Crashed,
+            restart_in: None,
+            ..
+        }
+    )));
     let mut stops = sim.stops_since(m);
     stops.sort();
     assert_eq!(stops, vec![1, 3]);
-    assert!(sim.spawns_since(m).is_empty(), "no restart after a failed start");
+    assert!(
+        sim.spawns_since(m).is_empty(),
+        "no restart after a failed start"
+    );
     assert!(sim.snapshot().stopping);
     // A reload now is refused.
     let t = sim.reload();
     assert_eq!(sim.report_for(t).outcome, ReloadOutcome::Cancelled);
-    assert_eq!(sim.report_for(t).cancel_reason.as_deref(), Some("the fleet is stopping"));
+    assert_eq!(
+        sim.report_for(t).cancel_reason.as_deref(),
+        Some("the fleet is stopping")
+    );
     sim.exit_ok(1);
     assert!(!sim.fleet.is_stopped());
     let m = sim.mark();
@@ -1289,7 +1601,10 @@ fn spawn_failure_during_start_stops_the_others_once_they_have_pids() {
             _ => None,
         })
         .expect("StartFailed");
-    assert!(reason.contains("could not be started: spawn node ENOENT"), "{reason}");
+    assert!(
+        reason.contains("could not be started: spawn node ENOENT"),
+        "{reason}"
+    );
     // Workers 2 and 3 were being spawned when the start failed: each is asked to stop as
     // soon as its pid is known.
     let acts = sim.actions_since(0);
@@ -1297,10 +1612,22 @@ fn spawn_failure_during_start_stops_the_others_once_they_have_pids() {
     let pid2 = sim.pid(2);
     let pid3 = sim.pid(3);
     assert!(
-        pos(&Action::Stop { key: 2, pid: pid2 }) > pos(&Action::Spawn { key: 2, group: 0, slot: 1, generation: 1 })
+        pos(&Action::Stop { key: 2, pid: pid2 })
+            > pos(&Action::Spawn {
+                key: 2,
+                group: 0,
+                slot: 1,
+                generation: 1
+            })
     );
     assert!(
-        pos(&Action::Stop { key: 3, pid: pid3 }) > pos(&Action::Spawn { key: 3, group: 0, slot: 2, generation: 1 })
+        pos(&Action::Stop { key: 3, pid: pid3 })
+            > pos(&Action::Spawn {
+                key: 3,
+                group: 0,
+                slot: 2,
+                generation: 1
+            })
     );
     sim.exit_ok(2);
     sim.exit_ok(3);
@@ -1346,7 +1673,12 @@ fn crash_while_running_restarts_with_doubling_backoff_and_resets() {
         Event::WorkerExit { slot: 0, cause: ExitCause::Crashed, status: Some(ExitStatus::Code(1)), restart_in: Some(d), detail, .. }
             if *d == backoff().delay(1) && detail == "exited with code 1"
     )), "{events:?}");
-    let row = sim.snapshot().workers.into_iter().find(|w| w.slot == 0).unwrap();
+    let row = sim
+        .snapshot()
+        .workers
+        .into_iter()
+        .find(|w| w.slot == 0)
+        .unwrap();
     assert_eq!(row.key, None);
     assert_eq!(row.state, WorkerState::Starting);
     assert_eq!(row.restarts, 1);
@@ -1355,7 +1687,10 @@ fn crash_while_running_restarts_with_doubling_backoff_and_resets() {
     assert_eq!(row.restart_at, Some(sim.at(crash_at + ms(100))));
     assert_eq!(sim.fleet.poll_timeout(), Some(sim.at(crash_at + ms(100))));
     sim.advance(ms(99));
-    assert!(sim.spawns_since(m).is_empty(), "no restart before the backoff");
+    assert!(
+        sim.spawns_since(m).is_empty(),
+        "no restart before the backoff"
+    );
     sim.advance(ms(1));
     assert_eq!(sim.spawns_since(m), vec![3]);
     assert_eq!(sim.w[&3].slot, 0);
@@ -1389,9 +1724,17 @@ fn crash_while_running_restarts_with_doubling_backoff_and_resets() {
         e,
         Event::WorkerExit { restart_in: Some(x), detail, .. } if *x == ms(800) && detail == "exited with code 1 before it was ready"
     )));
-    let row = sim.snapshot().workers.into_iter().find(|w| w.slot == 0).unwrap();
+    let row = sim
+        .snapshot()
+        .workers
+        .into_iter()
+        .find(|w| w.slot == 0)
+        .unwrap();
     assert_eq!(row.restarts, 4);
-    assert_eq!(row.last_exit.as_deref(), Some("exited with code 1 before it was ready"));
+    assert_eq!(
+        row.last_exit.as_deref(),
+        Some("exited with code 1 before it was ready")
+    );
     sim.advance(ms(800));
     let key = *sim.spawns_since(m).last().unwrap();
     sim.ready(key);
@@ -1404,10 +1747,26 @@ fn crash_while_running_restarts_with_doubling_backoff_and_resets() {
         .events_since(m)
         .iter()
         .any(|e| matches!(e, Event::WorkerExit { restart_in: Some(x), .. } if *x == ms(100))));
-    assert_eq!(sim.snapshot().workers.iter().find(|w| w.slot == 0).unwrap().restarts, 5);
+    assert_eq!(
+        sim.snapshot()
+            .workers
+            .iter()
+            .find(|w| w.slot == 0)
+            .unwrap()
+            .restarts,
+        5
+    );
     // The other slot was never touched.
-    let other = sim.snapshot().workers.into_iter().find(|w| w.slot == 1).unwrap();
-    assert_eq!((other.key, other.restarts, other.last_exit), (Some(2), 0, None));
+    let other = sim
+        .snapshot()
+        .workers
+        .into_iter()
+        .find(|w| w.slot == 1)
+        .unwrap();
+    assert_eq!(
+        (other.key, other.restarts, other.last_exit),
+        (Some(2), 0, None)
+    );
     sim.finish();
 }
 
@@ -1444,13 +1803,19 @@ fn ready_timeout_while_running_kills_and_counts_as_failure() {
     let key = 2;
     assert!(sim.w[&key].alive);
     let spawned_at = sim.now;
-    assert_eq!(sim.fleet.poll_timeout(), Some(sim.at(spawned_at + READY_TIMEOUT)));
+    assert_eq!(
+        sim.fleet.poll_timeout(),
+        Some(sim.at(spawned_at + READY_TIMEOUT))
+    );
     let m = sim.mark();
     sim.advance(READY_TIMEOUT - ms(1));
     assert!(sim.kills_since(m).is_empty());
     sim.advance(ms(1));
     assert_eq!(sim.kills_since(m), vec![key]);
-    assert!(sim.events_since(m).iter().any(|e| matches!(e, Event::WorkerReadyTimeout { .. })));
+    assert!(sim
+        .events_since(m)
+        .iter()
+        .any(|e| matches!(e, Event::WorkerReadyTimeout { .. })));
     // Still shown as starting (it was not asked to stop), and no deadline until it exits.
     assert_eq!(sim.fleet.poll_timeout(), None);
     // Ready after the kill is ignored.
@@ -1482,9 +1847,16 @@ fn stop_kills_after_stop_timeout() {
     let mut stops = sim.stops_since(m);
     stops.sort();
     assert_eq!(stops, vec![1, 2]);
-    assert!(sim.snapshot().workers.iter().all(|w| w.state == WorkerState::Stopping));
+    assert!(sim
+        .snapshot()
+        .workers
+        .iter()
+        .all(|w| w.state == WorkerState::Stopping));
     let stop_at = sim.now;
-    assert_eq!(sim.fleet.poll_timeout(), Some(sim.at(stop_at + STOP_TIMEOUT)));
+    assert_eq!(
+        sim.fleet.poll_timeout(),
+        Some(sim.at(stop_at + STOP_TIMEOUT))
+    );
     sim.exit_ok(1);
     sim.advance(STOP_TIMEOUT - ms(1));
     assert!(sim.kills_since(m).is_empty());
@@ -1517,14 +1889,21 @@ fn stop_kills_after_stop_timeout() {
 
 #[test]
 fn forced_stop_kills_everything_at_once() {
-    let mut sim = started(vec![rules("web", 2, true, Order::StartFirst), rules("gw", 1, false, Order::StartFirst)]);
+    let mut sim = started(vec![
+        rules("web", 2, true, Order::StartFirst),
+        rules("gw", 1, false, Order::StartFirst),
+    ]);
     let m = sim.mark();
     sim.stop(true);
     let mut kills = sim.kills_since(m);
     kills.sort();
     assert_eq!(kills, vec![1, 2, 3]);
     assert!(sim.stops_since(m).is_empty());
-    assert!(sim.snapshot().workers.iter().all(|w| w.state == WorkerState::Stopping));
+    assert!(sim
+        .snapshot()
+        .workers
+        .iter()
+        .all(|w| w.state == WorkerState::Stopping));
     assert_eq!(sim.fleet.poll_timeout(), None);
     for k in [1, 2, 3] {
         sim.exit(k, ExitStatus::Signal(SIGKILL), "");
@@ -1566,9 +1945,16 @@ fn stop_during_a_reload_cancels_it_and_spawns_nothing_more() {
     sim.stop(false);
     let report = sim.report_for(t1);
     assert_eq!(report.outcome, ReloadOutcome::Cancelled);
-    assert_eq!(report.tickets, vec![t1, t2, t3]);
-    assert_eq!(report.cancel_reason.as_deref(), Some("the fleet is stopping"));
+    assert_eq!(report.tickets, vec![t1]);
+    assert_eq!(
+        report.cancel_reason.as_deref(),
+        Some("the fleet is stopping")
+    );
     assert_eq!(report.replaced.len(), 1);
+    // The queued requests are answered too, without becoming the status's last reload.
+    let queued = sim.report_for(t2);
+    assert_eq!(queued.tickets, vec![t2, t3]);
+    assert_eq!(queued.outcome, ReloadOutcome::Cancelled);
     assert_eq!(sim.snapshot().last_reload, Some(report));
     // Everybody is asked to stop, the starting replacement of slot 1 included.
     let mut stops = sim.stops_since(m);
@@ -1610,10 +1996,15 @@ fn reload_while_starting_is_cancelled() {
     let t = sim.reload();
     let events = sim.events_since(m);
     assert_eq!(events.len(), 1);
-    let Event::ReloadFailed(report) = &events[0] else { panic!("{events:?}") };
+    let Event::ReloadFailed(report) = &events[0] else {
+        panic!("{events:?}")
+    };
     assert_eq!(report.outcome, ReloadOutcome::Cancelled);
     assert_eq!(report.tickets, vec![t]);
-    assert_eq!(report.cancel_reason.as_deref(), Some("the fleet is still starting"));
+    assert_eq!(
+        report.cancel_reason.as_deref(),
+        Some("the fleet is still starting")
+    );
     assert_eq!(report.generation, 1);
     // Not queued: nothing happens once the fleet is ready.
     sim.ready_all();
@@ -1628,18 +2019,35 @@ fn start_first_reload_replaces_one_slot_at_a_time() {
     let mut sim = started(web(3, Order::StartFirst));
     let m = sim.mark();
     let t = sim.reload();
-    assert!(sim.events_since(m).contains(&Event::ReloadStart { generation: 2, tickets: vec![t], due: 3 }));
+    assert!(sim.events_since(m).contains(&Event::ReloadStart {
+        generation: 2,
+        tickets: vec![t],
+        due: 3
+    }));
     assert_eq!(sim.spawns_since(m), vec![4]);
     assert_eq!(sim.w[&4].generation, 2);
-    assert!(sim.stops_since(m).is_empty(), "nothing stopped before the replacement is ready");
+    assert!(
+        sim.stops_since(m).is_empty(),
+        "nothing stopped before the replacement is ready"
+    );
     assert!(sim.snapshot().reloading);
     sim.ready(4);
     assert_eq!(sim.stops_since(m), vec![1]);
-    assert_eq!(sim.spawns_since(m), vec![4, 5], "next slot starts while the old worker drains");
-    assert!(sim
-        .events_since(m)
-        .iter()
-        .any(|e| matches!(e, Event::ReloadProgress { slot: 0, replaced: 1, due: 3, generation: 2, .. })));
+    assert_eq!(
+        sim.spawns_since(m),
+        vec![4, 5],
+        "next slot starts while the old worker drains"
+    );
+    assert!(sim.events_since(m).iter().any(|e| matches!(
+        e,
+        Event::ReloadProgress {
+            slot: 0,
+            replaced: 1,
+            due: 3,
+            generation: 2,
+            ..
+        }
+    )));
     sim.ready(5);
     sim.ready(6);
     assert_eq!(sim.stops_since(m), vec![1, 2, 3]);
@@ -1651,15 +2059,26 @@ fn start_first_reload_replaces_one_slot_at_a_time() {
     let report = sim.report_for(t);
     assert_eq!(report.outcome, ReloadOutcome::Done);
     assert_eq!(report.due, 3);
-    let pairs: Vec<_> = report.replaced.iter().map(|r| (r.slot, r.old_pid, r.new_pid)).collect();
+    let pairs: Vec<_> = report
+        .replaced
+        .iter()
+        .map(|r| (r.slot, r.old_pid, r.new_pid))
+        .collect();
     assert_eq!(
         pairs,
-        vec![(0, Some(sim.pid(1)), sim.pid(4)), (1, Some(sim.pid(2)), sim.pid(5)), (2, Some(sim.pid(3)), sim.pid(6)),]
+        vec![
+            (0, Some(sim.pid(1)), sim.pid(4)),
+            (1, Some(sim.pid(2)), sim.pid(5)),
+            (2, Some(sim.pid(3)), sim.pid(6)),
+        ]
     );
     let snap = sim.snapshot();
     assert!(!snap.reloading);
     assert_eq!(snap.generation, 2);
-    assert!(snap.workers.iter().all(|w| w.generation == 2 && w.state == WorkerState::Ready));
+    assert!(snap
+        .workers
+        .iter()
+        .all(|w| w.generation == 2 && w.state == WorkerState::Ready));
     assert_eq!(snap.last_reload, Some(report));
     sim.finish();
 }
@@ -1670,7 +2089,10 @@ fn stop_first_reload_stops_before_it_spawns() {
     let m = sim.mark();
     let t = sim.reload();
     assert_eq!(sim.stops_since(m), vec![1]);
-    assert!(sim.spawns_since(m).is_empty(), "no replacement before the old worker exits");
+    assert!(
+        sim.spawns_since(m).is_empty(),
+        "no replacement before the old worker exits"
+    );
     // The old worker ignores SIGTERM: killed after stop_timeout, then replaced.
     sim.advance(STOP_TIMEOUT);
     assert_eq!(sim.kills_since(m), vec![1]);
@@ -1678,15 +2100,29 @@ fn stop_first_reload_stops_before_it_spawns() {
     sim.exit(1, ExitStatus::Signal(SIGKILL), "");
     assert_eq!(sim.spawns_since(m), vec![3]);
     assert_eq!(sim.w[&3].slot, 0);
-    assert_eq!(sim.stops_since(m), vec![1], "slot 1 waits for slot 0's replacement");
+    assert_eq!(
+        sim.stops_since(m),
+        vec![1],
+        "slot 1 waits for slot 0's replacement"
+    );
     sim.ready(3);
     assert_eq!(sim.stops_since(m), vec![1, 2]);
     sim.exit_ok(2);
     sim.ready(4);
     let report = sim.report_for(t);
     assert_eq!(report.outcome, ReloadOutcome::Done);
-    let pairs: Vec<_> = report.replaced.iter().map(|r| (r.slot, r.old_pid, r.new_pid)).collect();
-    assert_eq!(pairs, vec![(0, Some(sim.pid(1)), sim.pid(3)), (1, Some(sim.pid(2)), sim.pid(4))]);
+    let pairs: Vec<_> = report
+        .replaced
+        .iter()
+        .map(|r| (r.slot, r.old_pid, r.new_pid))
+        .collect();
+    assert_eq!(
+        pairs,
+        vec![
+            (0, Some(sim.pid(1)), sim.pid(3)),
+            (1, Some(sim.pid(2)), sim.pid(4))
+        ]
+    );
     sim.finish();
 }
 
@@ -1698,16 +2134,26 @@ fn stop_first_failure_refills_the_emptied_slot_with_backoff() {
     let replacement = 3;
     assert_eq!(sim.w[&replacement].slot, 0);
     let m = sim.mark();
-    sim.exit(replacement, ExitStatus::Code(1), "SyntaxError: Unexpected token\n");
+    sim.exit(
+        replacement,
+        ExitStatus::Code(1),
+        "SyntaxError: Unexpected token\n",
+    );
     let report = sim.report_for(t);
     assert_eq!(report.outcome, ReloadOutcome::Failed);
     let failure = report.failure.as_ref().unwrap();
-    assert_eq!((failure.group, failure.slot, failure.pid), (0, 0, Some(sim.pid(replacement))));
+    assert_eq!(
+        (failure.group, failure.slot, failure.pid),
+        (0, 0, Some(sim.pid(replacement)))
+    );
     assert!(sim.events_since(m).iter().any(|e| matches!(
         e,
         Event::WorkerExit { slot: 0, cause: ExitCause::Crashed, restart_in: Some(d), .. } if *d == ms(100)
     )));
-    assert!(sim.stops_since(m).is_empty(), "the other old worker keeps serving");
+    assert!(
+        sim.stops_since(m).is_empty(),
+        "the other old worker keeps serving"
+    );
     let snap = sim.snapshot();
     assert!(!snap.reloading);
     let empty = snap.workers.iter().find(|w| w.slot == 0).unwrap();
@@ -1726,7 +2172,10 @@ fn stop_first_failure_refills_the_emptied_slot_with_backoff() {
     sim.advance(ms(200));
     let k = sim.spawns_since(m)[0];
     sim.ready(k);
-    assert!(sim.w[&2].alive && sim.w[&2].stops == 0, "worker 2 was never stopped");
+    assert!(
+        sim.w[&2].alive && sim.w[&2].stops == 0,
+        "worker 2 was never stopped"
+    );
     sim.finish();
 }
 
@@ -1773,11 +2222,28 @@ fn failure_waits_for_retiring_workers_before_reporting() {
     let t = sim.reload();
     sim.ready(3); // worker 1 retiring
     sim.crash(4);
-    assert!(!sim.answers.contains_key(&t), "report only when worker 1 has exited");
+    assert!(
+        !sim.answers.contains_key(&t),
+        "report only when worker 1 has exited"
+    );
     assert!(sim.snapshot().reloading);
     sim.exit_ok(1);
     assert_eq!(sim.report_for(t).outcome, ReloadOutcome::Failed);
     sim.finish();
+}
+
+#[test]
+fn a_stop_after_a_failure_keeps_the_failure_in_the_report() {
+    let mut sim = started(web(2, Order::StartFirst));
+    let t = sim.reload();
+    sim.ready(3); // worker 1 retiring
+    sim.crash(4); // the pass has failed, waiting for worker 1
+    sim.stop(false);
+    sim.finish();
+    let report = sim.report_for(t);
+    assert_eq!(report.outcome, ReloadOutcome::Failed);
+    assert!(report.failure.is_some());
+    assert!(report.cancel_reason.is_none());
 }
 
 #[test]
@@ -1797,14 +2263,23 @@ fn ready_timeout_and_spawn_failure_of_a_replacement_are_failures() {
     let failure = sim.report_for(t).failure.unwrap();
     assert_eq!(failure.pid, None);
     assert_eq!(failure.status, None);
-    assert_eq!(failure.reason, "could not be started: spawn node ENOENT before it was ready");
-    assert!(sim.stops_since(0).is_empty(), "no old worker was ever stopped");
+    assert_eq!(
+        failure.reason,
+        "could not be started: spawn node ENOENT before it was ready"
+    );
+    assert!(
+        sim.stops_since(0).is_empty(),
+        "no old worker was ever stopped"
+    );
     sim.finish();
 }
 
 #[test]
 fn non_reloadable_groups_are_notified_once_per_pass_and_never_stopped() {
-    let mut sim = started(vec![rules("gw", 2, false, Order::StartFirst), rules("web", 1, true, Order::StartFirst)]);
+    let mut sim = started(vec![
+        rules("gw", 2, false, Order::StartFirst),
+        rules("web", 1, true, Order::StartFirst),
+    ]);
     for pass in 0..2u32 {
         let m = sim.mark();
         let t = sim.reload();
@@ -1821,11 +2296,22 @@ fn non_reloadable_groups_are_notified_once_per_pass_and_never_stopped() {
         sim.exit_all_stopping();
         let report = sim.report_for(t);
         assert_eq!(report.outcome, ReloadOutcome::Done);
-        assert_eq!((report.notified, report.due, report.replaced.len()), (2, 1, 1));
+        assert_eq!(
+            (report.notified, report.due, report.replaced.len()),
+            (2, 1, 1)
+        );
         assert_eq!(report.generation, 2 + pass);
     }
     for k in [1, 2] {
-        assert_eq!((sim.w[&k].stops, sim.w[&k].kills, sim.w[&k].notifies, sim.w[&k].generation), (0, 0, 2, 1));
+        assert_eq!(
+            (
+                sim.w[&k].stops,
+                sim.w[&k].kills,
+                sim.w[&k].notifies,
+                sim.w[&k].generation
+            ),
+            (0, 0, 2, 1)
+        );
     }
     sim.finish();
 }
@@ -1844,13 +2330,26 @@ fn coalesced_requests_share_exactly_one_more_pass() {
     sim.exit_ok(1);
     sim.exit_ok(2);
     let events = sim.events_since(m);
-    let starts: Vec<_> = events.iter().filter(|e| matches!(e, Event::ReloadStart { .. })).collect();
+    let starts: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, Event::ReloadStart { .. }))
+        .collect();
     // The cutoff is the newest request (t4, before worker 4 was spawned): only slot 0 is due.
-    assert_eq!(starts, vec![&Event::ReloadStart { generation: 3, tickets: vec![t2, t3, t4], due: 1 }]);
+    assert_eq!(
+        starts,
+        vec![&Event::ReloadStart {
+            generation: 3,
+            tickets: vec![t2, t3, t4],
+            due: 1
+        }]
+    );
     assert_eq!(sim.report_for(t1).tickets, vec![t1]);
     sim.cooperate();
     let r = sim.report_for(t2);
-    assert_eq!((r.outcome, r.generation, r.tickets.clone()), (ReloadOutcome::Done, 3, vec![t2, t3, t4]));
+    assert_eq!(
+        (r.outcome, r.generation, r.tickets.clone()),
+        (ReloadOutcome::Done, 3, vec![t2, t3, t4])
+    );
     sim.advance(Duration::from_secs(60));
     assert_eq!(sim.reload_starts, 2, "no further pass");
     sim.finish();
@@ -1868,7 +2367,11 @@ fn a_later_request_only_replaces_workers_spawned_before_it() {
     sim.ready(4);
     sim.exit_ok(2);
     assert_eq!(sim.report_for(t1).outcome, ReloadOutcome::Done);
-    assert!(sim.events_since(m).contains(&Event::ReloadStart { generation: 3, tickets: vec![t2], due: 1 }));
+    assert!(sim.events_since(m).contains(&Event::ReloadStart {
+        generation: 3,
+        tickets: vec![t2],
+        due: 1
+    }));
     // Pass 2 replaces only worker 3 (slot 0); worker 4 is fresh.
     assert_eq!(sim.spawns_since(m), vec![5]);
     assert_eq!(sim.w[&5].slot, 0);
@@ -1877,7 +2380,10 @@ fn a_later_request_only_replaces_workers_spawned_before_it() {
     let r2 = sim.report_for(t2);
     assert_eq!(r2.outcome, ReloadOutcome::Done);
     assert_eq!(r2.replaced.len(), 1);
-    assert_eq!((r2.replaced[0].slot, r2.replaced[0].old_pid), (0, Some(sim.pid(3))));
+    assert_eq!(
+        (r2.replaced[0].slot, r2.replaced[0].old_pid),
+        (0, Some(sim.pid(3)))
+    );
     assert!(sim.w[&4].alive && sim.w[&4].stops == 0);
     assert_eq!(sim.w[&4].generation, 2);
     // A request made once both replacements of a pass exist: both predate it, so the extra
@@ -1889,7 +2395,10 @@ fn a_later_request_only_replaces_workers_spawned_before_it() {
     assert_eq!(sim.report_for(t3).outcome, ReloadOutcome::Done);
     assert_eq!(sim.report_for(t3).replaced.len(), 2);
     let r4 = sim.report_for(t4);
-    assert_eq!((r4.outcome, r4.due, r4.replaced.len()), (ReloadOutcome::Done, 2, 2));
+    assert_eq!(
+        (r4.outcome, r4.due, r4.replaced.len()),
+        (ReloadOutcome::Done, 2, 2)
+    );
     assert_eq!(sim.reload_starts, 4);
     sim.finish();
 }
@@ -1905,10 +2414,20 @@ fn an_extra_pass_may_find_nothing_to_do() {
     sim.exit_ok(1);
     sim.ready(2);
     let events = sim.events_since(m);
-    assert!(events.contains(&Event::ReloadStart { generation: 3, tickets: vec![t2], due: 0 }), "{events:?}");
+    assert!(
+        events.contains(&Event::ReloadStart {
+            generation: 3,
+            tickets: vec![t2],
+            due: 0
+        }),
+        "{events:?}"
+    );
     assert_eq!(sim.report_for(t1).outcome, ReloadOutcome::Done);
     let r2 = sim.report_for(t2);
-    assert_eq!((r2.outcome, r2.due, r2.replaced.len(), r2.generation), (ReloadOutcome::Done, 0, 0, 3));
+    assert_eq!(
+        (r2.outcome, r2.due, r2.replaced.len(), r2.generation),
+        (ReloadOutcome::Done, 0, 0, 3)
+    );
     assert_eq!(sim.spawns_since(m), vec![2]);
     assert!(sim.stops_since(m).is_empty());
     assert_eq!(sim.snapshot().generation, 3);
@@ -1921,11 +2440,20 @@ fn crash_of_the_old_worker_during_its_replacement_is_not_refilled_twice() {
     let t = sim.reload();
     let m = sim.mark();
     sim.crash(1);
-    assert!(sim.events_since(m).iter().any(|e| matches!(e, Event::WorkerExit { restart_in: None, .. })));
+    assert!(sim.events_since(m).iter().any(|e| matches!(
+        e,
+        Event::WorkerExit {
+            restart_in: None,
+            ..
+        }
+    )));
     assert_eq!(sim.snapshot().workers[0].restarts, 1);
     sim.advance(ms(500));
     sim.ready(2);
-    assert!(sim.spawns_since(m).is_empty(), "the replacement fills the slot");
+    assert!(
+        sim.spawns_since(m).is_empty(),
+        "the replacement fills the slot"
+    );
     let r = sim.report_for(t);
     assert_eq!(r.outcome, ReloadOutcome::Done);
     assert_eq!(r.replaced[0].old_pid, None);
@@ -1947,7 +2475,11 @@ fn reload_fills_a_slot_waiting_for_its_restart() {
     sim.exit_ok(2);
     assert_eq!(sim.report_for(t).outcome, ReloadOutcome::Done);
     sim.advance(Duration::from_secs(10));
-    assert_eq!(sim.spawns_since(m), vec![3, 4], "no restart after the reload filled the slot");
+    assert_eq!(
+        sim.spawns_since(m),
+        vec![3, 4],
+        "no restart after the reload filled the slot"
+    );
     sim.finish();
 }
 
@@ -1969,8 +2501,15 @@ fn stop_first_follow_up_pass_refills_the_emptied_slot_before_stopping_a_serving_
     let m = sim.mark();
     sim.exit(4, ExitStatus::Code(1), "boom\n");
     assert_eq!(sim.report_for(t1).outcome, ReloadOutcome::Failed);
-    assert!(sim.events_since(m).contains(&Event::ReloadStart { generation: 3, tickets: vec![t2], due: 2 }));
-    assert!(sim.stops_since(m).is_empty(), "worker 3 is the only ready worker: not stopped");
+    assert!(sim.events_since(m).contains(&Event::ReloadStart {
+        generation: 3,
+        tickets: vec![t2],
+        due: 2
+    }));
+    assert!(
+        sim.stops_since(m).is_empty(),
+        "worker 3 is the only ready worker: not stopped"
+    );
     assert_eq!(sim.spawns_since(m), vec![5]);
     assert_eq!((sim.w[&5].slot, sim.w[&5].generation), (1, 3));
     // The pass took the slot over: its pending crash restart is dropped.
@@ -1982,8 +2521,15 @@ fn stop_first_follow_up_pass_refills_the_emptied_slot_before_stopping_a_serving_
     sim.ready(6);
     let r2 = sim.report_for(t2);
     assert_eq!(r2.outcome, ReloadOutcome::Done);
-    let pairs: Vec<_> = r2.replaced.iter().map(|r| (r.slot, r.old_pid, r.new_pid)).collect();
-    assert_eq!(pairs, vec![(1, None, sim.pid(5)), (0, Some(sim.pid(3)), sim.pid(6))]);
+    let pairs: Vec<_> = r2
+        .replaced
+        .iter()
+        .map(|r| (r.slot, r.old_pid, r.new_pid))
+        .collect();
+    assert_eq!(
+        pairs,
+        vec![(1, None, sim.pid(5)), (0, Some(sim.pid(3)), sim.pid(6))]
+    );
     sim.finish();
 }
 
@@ -1991,7 +2537,10 @@ fn stop_first_follow_up_pass_refills_the_emptied_slot_before_stopping_a_serving_
 /// pass; a new pass is busy with group `a` while slot 1's crash restart is spawned.
 /// Returns the sim and the restart's key, with the new pass about to visit `web`.
 fn stop_first_with_a_starting_restart() -> (Sim, Ticket, WorkerKey) {
-    let groups = vec![rules("a", 1, true, Order::StopFirst), rules("web", 2, true, Order::StopFirst)];
+    let groups = vec![
+        rules("a", 1, true, Order::StopFirst),
+        rules("web", 2, true, Order::StopFirst),
+    ];
     let mut sim = started(groups); // a#0: 1, web#0: 2, web#1: 3
     let t1 = sim.reload();
     sim.exit_ok(1);
@@ -2002,14 +2551,25 @@ fn stop_first_with_a_starting_restart() -> (Sim, Ticket, WorkerKey) {
     sim.crash(6); // web#1's replacement fails
     assert_eq!(sim.report_for(t1).outcome, ReloadOutcome::Failed);
     let t2 = sim.reload();
-    assert_eq!(sim.stops_since(0).last(), Some(&4), "pass 2 starts with group a");
+    assert_eq!(
+        sim.stops_since(0).last(),
+        Some(&4),
+        "pass 2 starts with group a"
+    );
     sim.advance(ms(100));
     let restart = 7;
-    assert_eq!((sim.w[&restart].group, sim.w[&restart].slot), (1, 1), "web#1's crash restart");
+    assert_eq!(
+        (sim.w[&restart].group, sim.w[&restart].slot),
+        (1, 1),
+        "web#1's crash restart"
+    );
     sim.exit_ok(4);
     let m = sim.mark();
     sim.ready(8); // a#0 replaced: the pass moves on to web
-    assert!(sim.stops_since(m).is_empty(), "web#0 is the group's only ready worker: not stopped");
+    assert!(
+        sim.stops_since(m).is_empty(),
+        "web#0 is the group's only ready worker: not stopped"
+    );
     assert!(sim.spawns_since(m).is_empty());
     assert!(sim.snapshot().reloading);
     (sim, t2, restart)
@@ -2026,7 +2586,13 @@ fn stop_first_waits_for_a_starting_restart_before_stopping_a_serving_worker() {
     // web#1's restart was spawned after the request: fresh, not replaced.
     let r2 = sim.report_for(t2);
     assert_eq!(r2.outcome, ReloadOutcome::Done);
-    assert_eq!(r2.replaced.iter().map(|r| (r.group, r.slot)).collect::<Vec<_>>(), vec![(0, 0), (1, 0)]);
+    assert_eq!(
+        r2.replaced
+            .iter()
+            .map(|r| (r.group, r.slot))
+            .collect::<Vec<_>>(),
+        vec![(0, 0), (1, 0)]
+    );
     assert!(sim.w[&restart].alive && sim.w[&restart].stops == 0);
     sim.finish();
 }
