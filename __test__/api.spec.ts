@@ -6,9 +6,7 @@
  * The fixtures import `baton`, i.e. dist/: run `npm run build:ts` after changing src/.
  */
 import test, { type ExecutionContext } from 'ava'
-import { spawn } from 'node:child_process'
 import { existsSync, readdirSync, writeFileSync } from 'node:fs'
-import * as http from 'node:http'
 import * as net from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -22,6 +20,7 @@ import {
   type SupervisorOptions,
 } from '../src/index.js'
 import { fixture } from './helpers/fleet.js'
+import { httpGet, portIsFree, runtimeFiles } from './helpers/http.js'
 import {
   freePort,
   isAlive,
@@ -94,35 +93,14 @@ async function harness(t: ExecutionContext, name: string, groups: Record<string,
   }
 }
 
-function get(options: { port: number; host?: string; path?: string }): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: options.host ?? '127.0.0.1', port: options.port, path: options.path ?? '/', agent: false }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (c: string) => (body += c))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
-    })
-    req.on('error', reject)
-  })
-}
 
 async function getJson<T>(port: number, path = '/'): Promise<T> {
-  const r = await get({ port, path })
+  const r = await httpGet({ port, path })
   if (r.status !== 200) throw new Error(`GET ${path} on ${port}: status ${r.status}`)
   return JSON.parse(r.body) as T
 }
 
-function portIsFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.createServer()
-    s.once('error', () => resolve(false))
-    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)))
-  })
-}
 
-function runtimeFiles(dir: string): string[] {
-  return readdirSync(dir).filter((f) => f.endsWith('.sock') || f.endsWith('.pid'))
-}
 
 interface Info {
   pid: number
@@ -241,7 +219,7 @@ test('a failing reload rejects with ReloadError carrying exit code and stderr; t
   t.is(status.lastReload?.failure?.exitCode, 1)
   t.deepEqual(status.workers.map((w) => w.pid).sort(), oldPids, 'the old workers are still there')
   t.true(status.workers.every((w) => w.state === 'ready'))
-  t.is((await get({ port })).body, 'v1')
+  t.is((await httpGet({ port })).body, 'v1')
 })
 
 test('a non-reloadable group keeps its pid across reloads and runs its reload hook each time; the reloadable group is replaced', async (t) => {
@@ -623,11 +601,11 @@ test('examples/programmatic: starts, reloads on its timer with a printed report,
   out.follow(master.stderr)
   const exited = waitForExit(master)
   await out.waitFor(new RegExp(`listening on http://127\\.0\\.0\\.1:${port}/`), 20_000)
-  const hello = await get({ port })
-  t.regex(hello.body, /^hello from worker [01] \(pid \d+, generation 1,/)
+  const hello = await httpGet({ port })
+  t.regex(hello.body, /^hello from worker [01] \(pid \d+, generation \d+,/)
   await out.waitFor(/report +done: reload 2 done: 2 of 2 workers replaced/, 20_000)
   await out.waitFor(/web#0: pid \d+ -> \d+/)
-  t.regex((await get({ port })).body, /generation [2-9]/)
+  t.regex((await httpGet({ port })).body, /generation [2-9]/)
   const pids = [...out.text.matchAll(/spawn +web#\d pid (\d+)/g)].map((m) => Number(m[1]))
   for (const pid of pids) tracker.trackPid(pid)
   master.kill('SIGINT')

@@ -5,12 +5,12 @@
  */
 import test, { type ExecutionContext } from 'ava'
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs'
-import * as http from 'node:http'
 import * as net from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Status } from '../src/types.js'
 import { BATON, fixture, startFleet, type CliResult } from './helpers/fleet.js'
+import { httpGet, runtimeFiles } from './helpers/http.js'
 import {
   freePort,
   isAlive,
@@ -23,21 +23,7 @@ import {
   type ExitStatus,
 } from './helpers/processes.js'
 
-function get(options: http.RequestOptions): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ agent: false, ...options }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (c: string) => (body += c))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
-    })
-    req.on('error', reject)
-  })
-}
 
-function runtimeFiles(dir: string): string[] {
-  return readdirSync(dir).filter((f) => f.endsWith('.sock') || f.endsWith('.pid')).sort()
-}
 
 /** A master started by {@link Runtime.master}. */
 interface Master {
@@ -187,7 +173,7 @@ test('start --daemon returns once ready; the detached master shows in status, re
   t.is(s1.pid, pid)
   t.is(s1.workers.length, 2)
   t.true(s1.workers.every((w) => w.state === 'ready'))
-  t.is((await get({ host: '127.0.0.1', port })).status, 200)
+  t.is((await httpGet({ host: '127.0.0.1', port })).status, 200)
   if (process.platform === 'linux') {
     // Own session (setsid): field 6 of /proc/<pid>/stat is the session id.
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
@@ -218,7 +204,7 @@ test('start --daemon returns once ready; the detached master shows in status, re
   const oldWorkers = s1.workers.map((w) => w.pid)
   t.true(s2.workers.every((w) => !oldWorkers.includes(w.pid)), 'new worker pids')
   for (const w of oldWorkers) t.false(isAlive(w as number), `old worker ${w} gone`)
-  t.is((await get({ host: '127.0.0.1', port })).status, 200, 'serves again on the same address')
+  t.is((await httpGet({ host: '127.0.0.1', port })).status, 200, 'serves again on the same address')
 
   const stopped = await rt.cli(['stop', 'dmn'])
   t.is(stopped.code, 0, stopped.stderr)
@@ -311,8 +297,8 @@ test('--listen unix:/path serves HTTP over the unix socket; a stale socket left 
   const path = join(sockDir.path, 'web.sock')
   const first = await rt.master('unixy', { count: 2, listen: [`unix:${path}`] })
   t.true(statSync(path).isSocket())
-  const r1 = await get({ socketPath: path, path: '/' })
-  t.deepEqual(r1, { status: 200, body: 'v1' })
+  const r1 = await httpGet({ socketPath: path, path: '/' })
+  t.like(r1, { status: 200, body: 'v1' })
   const s1 = await rt.status('unixy')
   t.is(s1.groups[0].listen[0], `unix:${path}`)
 
@@ -321,11 +307,11 @@ test('--listen unix:/path serves HTTP over the unix socket; a stale socket left 
   const workers = s1.workers.map((w) => w.pid as number)
   await waitFor(() => workers.every((pid) => !isAlive(pid)), { timeoutMs: 5000, message: 'orphaned workers exit' })
   t.true(existsSync(path), 'the SIGKILLed master left its socket file behind')
-  await t.throwsAsync(get({ socketPath: path, path: '/' }), { code: 'ECONNREFUSED' }, 'the file is stale')
+  await t.throwsAsync(httpGet({ socketPath: path, path: '/' }), { code: 'ECONNREFUSED' }, 'the file is stale')
 
   const second = await rt.master('unixy', { count: 1, listen: [`unix:${path}`] })
   t.not(second.pid, first.pid)
-  t.deepEqual(await get({ socketPath: path, path: '/' }), { status: 200, body: 'v1' })
+  t.like(await httpGet({ socketPath: path, path: '/' }), { status: 200, body: 'v1' })
   const stop = await rt.cli(['stop', 'unixy'])
   t.is(stop.code, 0, stop.stderr)
   t.deepEqual(await withTimeout(second.exited, 10_000, 'master exit'), { code: 0, signal: null })
@@ -338,7 +324,7 @@ test('--listen 127.0.0.1:0 binds a real port, reported by status and served', as
   const port = Number(/^127\.0\.0\.1:(\d+)$/.exec(bound)?.[1] ?? NaN)
   t.true(Number.isInteger(port) && port > 0, `bound ${bound}`)
   t.regex(fleet.log.text, new RegExp(`listening on 127\\.0\\.0\\.1:${port}`))
-  t.deepEqual(await get({ host: '127.0.0.1', port }), { status: 200, body: 'v1' })
+  t.like(await httpGet({ host: '127.0.0.1', port }), { status: 200, body: 'v1' })
 })
 
 function ipv6Loopback(): Promise<boolean> {
@@ -359,8 +345,8 @@ test('--listen [::1]:port serves over IPv6', async (t) => {
   const fleet = await startFleet(t, { script: fixture('app.mjs'), count: 2, listen: [`[::1]:${port}`] })
   const status = await fleet.status()
   t.is(status.groups[0].listen[0], `[::1]:${port}`)
-  t.deepEqual(await get({ host: '::1', family: 6, port }), { status: 200, body: 'v1' })
-  const info = JSON.parse((await get({ host: '::1', family: 6, port, path: '/info' })).body) as { pid: number }
+  t.like(await httpGet({ host: '::1', family: 6, port }), { status: 200, body: 'v1' })
+  const info = JSON.parse((await httpGet({ host: '::1', family: 6, port, path: '/info' })).body) as { pid: number }
   t.true(status.workers.some((w) => w.pid === info.pid))
 })
 
@@ -371,16 +357,16 @@ test('examples/http and examples/express-style serve, reload and stop under the 
   const apiPort = await freePort()
   const plain = await rt.master('app', { script: join(root, 'examples/http/app.mjs'), count: 2, listen: [`127.0.0.1:${httpPort}`] })
   const users = await rt.master('users', { script: join(root, 'examples/express-style/app.mjs'), count: 2, listen: [`127.0.0.1:${apiPort}`] })
-  t.regex((await get({ host: '127.0.0.1', port: httpPort })).body, /^hello from worker [01] \(pid \d+, generation 1, started /)
-  t.deepEqual(JSON.parse((await get({ host: '127.0.0.1', port: apiPort, path: '/users/1' })).body), { id: 1, name: 'Ada' })
-  t.is((await get({ host: '127.0.0.1', port: apiPort, path: '/nope' })).status, 404)
+  t.regex((await httpGet({ host: '127.0.0.1', port: httpPort })).body, /^hello from worker [01] \(pid \d+, generation 1, started /)
+  t.deepEqual(JSON.parse((await httpGet({ host: '127.0.0.1', port: apiPort, path: '/users/1' })).body), { id: 1, name: 'Ada' })
+  t.is((await httpGet({ host: '127.0.0.1', port: apiPort, path: '/nope' })).status, 404)
   for (const name of ['app', 'users']) {
     const r = await rt.cli(['reload', name])
     t.is(r.code, 0, r.stderr)
     t.regex(r.stdout, new RegExp(`${name} 2/2 replaced`))
   }
-  t.regex((await get({ host: '127.0.0.1', port: httpPort })).body, /generation 2/)
-  t.like(JSON.parse((await get({ host: '127.0.0.1', port: apiPort })).body), { service: 'users', generation: 2 })
+  t.regex((await httpGet({ host: '127.0.0.1', port: httpPort })).body, /generation 2/)
+  t.like(JSON.parse((await httpGet({ host: '127.0.0.1', port: apiPort })).body), { service: 'users', generation: 2 })
   // The old express-style workers closed their pool after draining.
   await users.log.waitFor(/\[worker 0\] pool closed[\s\S]*\[worker 1\] pool closed|\[worker 1\] pool closed[\s\S]*\[worker 0\] pool closed/)
   for (const [name, master] of [['app', plain], ['users', users]] as const) {

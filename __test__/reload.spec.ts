@@ -6,6 +6,7 @@ import test from 'ava'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fixture, startFleet, type Fleet } from './helpers/fleet.js'
+import { httpGet } from './helpers/http.js'
 import { startLoad, type LoadResult } from './helpers/load.js'
 import { freePort, tmpDir, waitFor } from './helpers/processes.js'
 
@@ -174,14 +175,7 @@ test.serial('SIGHUP and SIGUSR2 to the master reload; status shows the reload an
   t.false(status.reloading)
   t.is(status.generation, 3)
   t.is(status.lastReload?.outcome, 'done')
-  const { default: http } = await import('node:http')
-  const body = await new Promise<string>((resolve, reject) =>
-    http.get({ host: '127.0.0.1', port, agent: false }, (res) => {
-      let b = ''
-      res.on('data', (c: Buffer) => (b += c.toString()))
-      res.on('end', () => resolve(b))
-    }).on('error', reject),
-  )
+  const { body } = await httpGet({ port })
   t.is(body, 'v3')
 })
 

@@ -5,32 +5,14 @@
 import test from 'ava'
 import { execFileSync } from 'node:child_process'
 import { readdirSync, readlinkSync } from 'node:fs'
-import * as http from 'node:http'
 import * as net from 'node:net'
 import { fixture, startFleet, BATON } from './helpers/fleet.js'
+import { httpGet, portIsFree, runtimeFiles } from './helpers/http.js'
 import { freePort, isAlive, OutputBuffer, ProcessTracker, tmpDir, waitFor, waitForExit } from './helpers/processes.js'
 
 const CONTRACT_WORKER_FIELDS = ['group', 'id', 'pid', 'generation', 'state', 'restarts', 'rssBytes', 'startedAt']
 
-function get(port: number, path = '/'): Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (c: string) => (body += c))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }))
-    })
-    req.on('error', reject)
-  })
-}
 
-function portIsFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.createServer()
-    s.once('error', () => resolve(false))
-    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)))
-  })
-}
 
 function processesWithMarker(marker: string): number[] {
   try {
@@ -50,7 +32,7 @@ test('start serves HTTP from 3 distinct workers and status --json has the contra
   const pids = new Set<number>()
   await waitFor(
     async () => {
-      const r = await get(port, '/info')
+      const r = await httpGet({ port, path: '/info' })
       pids.add((JSON.parse(r.body) as { pid: number }).pid)
       return pids.size === 3
     },
@@ -97,14 +79,14 @@ test('kill -9 of a worker: its slot is refilled and restarts counts it', async (
   t.is(slot.lastExit, 'killed by SIGKILL')
   t.is(after.workers.find((w) => w.id === 0)!.restarts, 0)
   await fleet.log.waitFor(/fleet#1 \(pid \d+\) killed by SIGKILL; restarting in \d+ ms/)
-  t.is((await get(port)).status, 200)
+  t.is((await httpGet({ port: port })).status, 200)
 })
 
 test('baton stop finishes in-flight requests, exits 0, frees the port and leaves no process', async (t) => {
   const port = await freePort()
   const fleet = await startFleet(t, { script: fixture('app.mjs'), count: 2, listen: [`127.0.0.1:${port}`] })
   const pids = await fleet.workerPids()
-  const slow = get(port, '/slow')
+  const slow = httpGet({ port, path: '/slow' })
   await fleet.log.waitFor(/slow request started/)
   const stop = await fleet.cli(['stop', 'fleet'])
   t.is(stop.code, 0, stop.stderr)
@@ -114,7 +96,7 @@ test('baton stop finishes in-flight requests, exits 0, frees the port and leaves
   t.deepEqual(await fleet.exited, { code: 0, signal: null })
   for (const pid of [...pids, fleet.pid]) t.false(isAlive(pid), `pid ${pid} gone`)
   t.true(await portIsFree(port))
-  t.deepEqual(readdirSync(fleet.runtimeDir).filter((f) => f.endsWith('.sock') || f.endsWith('.pid')), [])
+  t.deepEqual(runtimeFiles(fleet.runtimeDir), [])
   const again = await fleet.cli(['status', 'fleet'])
   t.not(again.code, 0)
   t.regex(again.stderr, /no baton master named "fleet" is running/)
@@ -195,7 +177,7 @@ test('port in use: clear error naming the address, non-zero exit, nothing left r
   t.not(exit.code, 0)
   t.regex(err.text, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: address already in use`))
   t.deepEqual(processesWithMarker(marker), [])
-  t.deepEqual(readdirSync(dir.path).filter((f) => f.endsWith('.sock') || f.endsWith('.pid')), [])
+  t.deepEqual(runtimeFiles(dir.path), [])
 })
 
 test('unknown option and missing script: clear error, non-zero exit, nothing started', async (t) => {
@@ -322,7 +304,7 @@ test('balance reuseport: each slot has its own socket and connections reach ever
   t.is(sockets.size, 4)
   const hits = new Map<number, number>()
   for (let i = 0; i < 64; i++) {
-    const r = await get(port, '/info')
+    const r = await httpGet({ port, path: '/info' })
     const pid = (JSON.parse(r.body) as { pid: number }).pid
     hits.set(pid, (hits.get(pid) ?? 0) + 1)
   }
@@ -351,8 +333,8 @@ test('named listen addresses: worker.listen(server, name) picks the inherited so
     await dir.cleanup()
   })
   await sup.start()
-  t.is((await get(publicPort)).body, 'public')
-  t.is((await get(adminPort)).body, 'admin')
+  t.is((await httpGet({ port: publicPort })).body, 'public')
+  t.is((await httpGet({ port: adminPort })).body, 'admin')
   t.deepEqual(
     sup.addresses().map((a) => a.bound),
     [`127.0.0.1:${publicPort}`, `127.0.0.1:${adminPort}`],

@@ -16,6 +16,7 @@ import anyTest, { type TestFn } from 'ava';
 
 import { DEFAULT_IDLE_MS, connectionCount, drainServer, trackServer, waitForConnections } from '../src/drain.js';
 import { parseListenFdNames } from '../src/worker.js';
+import { httpGet, type HttpResponse } from './helpers/http.js';
 import { startLoad } from './helpers/load.js';
 import {
   OutputBuffer,
@@ -300,24 +301,8 @@ function stringEnv(env: NodeJS.ProcessEnv): Record<string, string> {
 // HTTP helpers
 // ---------------------------------------------------------------------------------------
 
-interface Response {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  body: string;
-}
-
-function get(port: number, urlPath: string, agent?: http.Agent): Promise<Response> {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: urlPath, agent: agent ?? false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => (body += chunk));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-      res.on('error', reject);
-    });
-    req.setTimeout(10_000, () => req.destroy(new Error(`GET ${urlPath}: no response within 10 s`)));
-    req.on('error', reject);
-  });
+function get(port: number, urlPath: string, agent?: http.Agent): Promise<HttpResponse> {
+  return httpGet({ port, path: urlPath, agent: agent ?? false });
 }
 
 /** A raw keep-alive connection that sends requests by hand. */
@@ -523,7 +508,7 @@ test.serial('the graceful stop is capped: a stop hook that never ends cannot out
     import http from 'node:http';
     import { worker } from 'baton';
     worker.onStop(() => { console.log('hanging stop hook'); return new Promise(() => {}); });
-    await worker.listen(http.createServer((req, res) => res.end('x')));
+    await worker.listen(http.createServer((_req, res) => res.end('x')));
   `;
   // BATON_STOP_TIMEOUT 1200 -> the runtime gives up 200 ms earlier, at 1000 ms.
   const w = await master.spawnWorker({ args: ['--input-type=module', '-e', hang], stopTimeoutMs: 1200 });
@@ -664,7 +649,7 @@ async function listenLocal(server: net.Server): Promise<number> {
 }
 
 test.serial('drain: idle sockets are closed only after idleMs; a request in the window gets Connection: close', async (t) => {
-  const server = http.createServer((req, res) => res.end('ok'));
+  const server = http.createServer((_req, res) => res.end('ok'));
   trackServer(server);
   const port = await listenLocal(server);
   t.teardown(() => server.closeAllConnections());
@@ -701,7 +686,7 @@ test.serial('drain: zero errors for a keep-alive load when one of two servers dr
   // Two in-process servers on one port would need SO_REUSEPORT; instead drain a server
   // under load and check that every request issued before and during the drain succeeds
   // or is refused at connect time only (no reset/hang-up on a kept-alive socket).
-  const server = http.createServer((req, res) => res.end('ok'));
+  const server = http.createServer((_req, res) => res.end('ok'));
   trackServer(server);
   const port = await listenLocal(server);
   const load = startLoad({ port, connections: 16 });
@@ -715,10 +700,10 @@ test.serial('drain: zero errors for a keep-alive load when one of two servers dr
 });
 
 test.serial('drain: upgraded sockets are left to the application', async (t) => {
-  const server = http.createServer((req, res) => res.end('ok'));
+  const server = http.createServer((_req, res) => res.end('ok'));
   trackServer(server);
   const upgraded: net.Socket[] = [];
-  server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket) => {
+  server.on('upgrade', (_req: http.IncomingMessage, socket: net.Socket) => {
     socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n');
     upgraded.push(socket);
   });
