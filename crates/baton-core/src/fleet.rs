@@ -896,18 +896,7 @@ impl Fleet {
         }) = self.pass
         {
             if old == key {
-                let replacement = self.spawn_worker(now, g, s, Role::Replacement);
-                let st = &mut self.groups[g].slots[s as usize];
-                st.replacement = Some(replacement);
-                st.respawn_at = None;
-                if let Some(pass) = self.pass.as_mut() {
-                    pass.step = Some(Step::AwaitReplacement {
-                        group: g,
-                        slot: s,
-                        replacement,
-                        old_pid: w.pid,
-                    });
-                }
+                self.start_replacement(now, g, s, w.pid);
             }
         }
     }
@@ -943,20 +932,7 @@ impl Fleet {
                     Phase::Idle | Phase::Starting => "the fleet is still starting",
                     _ => "the fleet is stopping",
                 };
-                self.finish_report(
-                    ReloadReport {
-                        tickets: vec![ticket],
-                        generation: self.generation,
-                        outcome: ReloadOutcome::Cancelled,
-                        replaced: Vec::new(),
-                        due: 0,
-                        notified: 0,
-                        duration: Duration::ZERO,
-                        failure: None,
-                        cancel_reason: Some(reason.to_string()),
-                    },
-                    false,
-                );
+                self.cancel_unrun(vec![ticket], reason);
                 return;
             }
         }
@@ -1063,19 +1039,7 @@ impl Fleet {
                         pass.queue.push_front((g, s));
                     }
                     if self.groups[g].slots[down as usize].current.is_none() {
-                        let replacement = self.spawn_worker(now, g, down, Role::Replacement);
-                        let st = &mut self.groups[g].slots[down as usize];
-                        st.replacement = Some(replacement);
-                        st.respawn_at = None;
-                        if let Some(pass) = self.pass.as_mut() {
-                            let step = Step::AwaitReplacement {
-                                group: g,
-                                slot: down,
-                                replacement,
-                                old_pid: None,
-                            };
-                            pass.step = Some(step);
-                        }
+                        self.start_replacement(now, g, down, None);
                     }
                     return;
                 }
@@ -1096,21 +1060,27 @@ impl Fleet {
                     }
                 }
                 _ => {
-                    let replacement = self.spawn_worker(now, g, s, Role::Replacement);
-                    let st = &mut self.groups[g].slots[s as usize];
-                    st.replacement = Some(replacement);
-                    st.respawn_at = None;
-                    if let Some(pass) = self.pass.as_mut() {
-                        pass.step = Some(Step::AwaitReplacement {
-                            group: g,
-                            slot: s,
-                            replacement,
-                            old_pid: None,
-                        });
-                    }
+                    self.start_replacement(now, g, s, None);
                 }
             }
             return;
+        }
+    }
+
+    /// Spawn the running pass's replacement for `slot` and wait for it to be ready.
+    /// `old_pid`: the worker it replaces, when that one already left the slot (stop-first).
+    fn start_replacement(&mut self, now: Instant, group: usize, slot: u32, old_pid: Option<i32>) {
+        let replacement = self.spawn_worker(now, group, slot, Role::Replacement);
+        let st = &mut self.groups[group].slots[slot as usize];
+        st.replacement = Some(replacement);
+        st.respawn_at = None;
+        if let Some(pass) = self.pass.as_mut() {
+            pass.step = Some(Step::AwaitReplacement {
+                group,
+                slot,
+                replacement,
+                old_pid,
+            });
         }
     }
 
@@ -1300,21 +1270,24 @@ impl Fleet {
             );
         }
         if let Some(pending) = self.pending.take() {
-            self.finish_report(
-                ReloadReport {
-                    tickets: pending.tickets,
-                    generation: self.generation,
-                    outcome: ReloadOutcome::Cancelled,
-                    replaced: Vec::new(),
-                    due: 0,
-                    notified: 0,
-                    duration: Duration::ZERO,
-                    failure: None,
-                    cancel_reason: Some(reason.to_string()),
-                },
-                false,
-            );
+            self.cancel_unrun(pending.tickets, reason);
         }
+    }
+
+    /// Answer requests that never got a pass (fleet starting or stopping) as cancelled.
+    fn cancel_unrun(&mut self, tickets: Vec<Ticket>, reason: &str) {
+        let report = ReloadReport {
+            tickets,
+            generation: self.generation,
+            outcome: ReloadOutcome::Cancelled,
+            replaced: Vec::new(),
+            due: 0,
+            notified: 0,
+            duration: Duration::ZERO,
+            failure: None,
+            cancel_reason: Some(reason.to_string()),
+        };
+        self.finish_report(report, false);
     }
 
     // ----- bookkeeping after every input ---------------------------------------------------
