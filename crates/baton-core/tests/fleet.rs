@@ -387,44 +387,40 @@ impl Sim {
         self.log[mark..].iter().map(|(_, a)| a.clone()).collect()
     }
 
-    fn events_since(&self, mark: usize) -> Vec<Event> {
+    /// What `pick` extracts from every action logged since `mark`.
+    fn since<T>(&self, mark: usize, pick: impl Fn(&Action) -> Option<T>) -> Vec<T> {
         self.log[mark..]
             .iter()
-            .filter_map(|(_, a)| match a {
-                Action::Emit(e) => Some(e.clone()),
-                _ => None,
-            })
+            .filter_map(|(_, a)| pick(a))
             .collect()
+    }
+
+    fn events_since(&self, mark: usize) -> Vec<Event> {
+        self.since(mark, |a| match a {
+            Action::Emit(e) => Some(e.clone()),
+            _ => None,
+        })
     }
 
     fn spawns_since(&self, mark: usize) -> Vec<WorkerKey> {
-        self.log[mark..]
-            .iter()
-            .filter_map(|(_, a)| match a {
-                Action::Spawn { key, .. } => Some(*key),
-                _ => None,
-            })
-            .collect()
+        self.since(mark, |a| match a {
+            Action::Spawn { key, .. } => Some(*key),
+            _ => None,
+        })
     }
 
     fn stops_since(&self, mark: usize) -> Vec<WorkerKey> {
-        self.log[mark..]
-            .iter()
-            .filter_map(|(_, a)| match a {
-                Action::Stop { key, .. } => Some(*key),
-                _ => None,
-            })
-            .collect()
+        self.since(mark, |a| match a {
+            Action::Stop { key, .. } => Some(*key),
+            _ => None,
+        })
     }
 
     fn kills_since(&self, mark: usize) -> Vec<WorkerKey> {
-        self.log[mark..]
-            .iter()
-            .filter_map(|(_, a)| match a {
-                Action::Kill { key, .. } => Some(*key),
-                _ => None,
-            })
-            .collect()
+        self.since(mark, |a| match a {
+            Action::Kill { key, .. } => Some(*key),
+            _ => None,
+        })
     }
 
     fn pid(&self, key: WorkerKey) -> i32 {
