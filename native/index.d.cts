@@ -76,6 +76,8 @@ export interface BindingGroupOptions {
   reloadable: boolean
   /** `start-first` or `stop-first`. */
   order: string
+  /** Workers a reload replaces at once (>= 1). */
+  parallel: number
   /** Milliseconds a new worker has to become ready. */
   readyTimeoutMs: number
   /** Milliseconds a stopping worker has before SIGKILL. */

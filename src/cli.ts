@@ -3,7 +3,7 @@
  *
  * ```text
  * baton start <script> [--name N] [--count N] [--listen ADDR]... [--stop-timeout MS]
- *             [--ready-timeout MS] [--order start-first|stop-first] [--daemon] [-- script args...]
+ *             [--ready-timeout MS] [--order start-first|stop-first] [--parallel N] [--balance MODE] [--daemon] [-- script args...]
  * baton reload [NAME]          baton stop [NAME] [--force]
  * baton restart [NAME]         baton status [NAME] [--json]
  * ```
@@ -39,6 +39,7 @@ Usage:
       --stop-timeout MS     grace period before SIGKILL (default 2000)
       --ready-timeout MS    time a new worker has to become ready (default 30000)
       --order ORDER         start-first (default) or stop-first
+      --parallel N          workers a reload replaces at once (default 1)
       --balance MODE        shared (default: one socket, workers race to accept) or
                             reuseport (Linux: one SO_REUSEPORT socket per worker slot)
       --daemon              run in the background; logs go to <runtime dir>/<name>.log
@@ -57,8 +58,8 @@ function positiveInt(flag: string, value: string | undefined, fallback: number):
   return Number(value)
 }
 
-function balanceFlag(value: string | undefined): Balance {
-  if (value === undefined || value === 'shared' || value === 'reuseport') return value ?? 'shared'
+function balanceFlag(value: string | undefined): Balance | undefined {
+  if (value === undefined || value === 'shared' || value === 'reuseport') return value
   throw new CommandError(`--balance expects shared or reuseport, got "${value}"`, 2)
 }
 
@@ -86,6 +87,7 @@ async function start(args: string[]): Promise<number> {
     'stop-timeout': { type: 'string' },
     'ready-timeout': { type: 'string' },
     order: { type: 'string' },
+    parallel: { type: 'string' },
     balance: { type: 'string' },
     daemon: { type: 'boolean' },
   })
@@ -114,6 +116,7 @@ async function start(args: string[]): Promise<number> {
         stopTimeout: positiveInt('stop-timeout', values['stop-timeout'] as string | undefined, 2000),
         readyTimeout: positiveInt('ready-timeout', values['ready-timeout'] as string | undefined, 30_000),
         order: order as ReloadOrder,
+        parallel: positiveInt('parallel', values.parallel as string | undefined, 1),
         balance: balanceFlag(values.balance as string | undefined),
       },
     },

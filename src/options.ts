@@ -41,6 +41,13 @@ export interface GroupOptions {
   stopTimeout?: number
   /** Reload order. Default `start-first`. */
   order?: ReloadOrder
+  /**
+   * Workers a reload replaces at once, each readiness-gated. Default 1. `start-first`
+   * keeps at least `count` workers ready (at most `count + 2 × parallel` processes while
+   * old ones drain); `stop-first` keeps at least `count - parallel` ready (at most `count`
+   * processes).
+   */
+  parallel?: number
   /** Listen backlog. Default 511. */
   backlog?: number
   /**
@@ -96,6 +103,7 @@ export interface ResolvedGroup {
   readyTimeout: number
   stopTimeout: number
   order: ReloadOrder
+  parallel: number
   backlog: number
   balance: Balance
   uid: number | undefined
@@ -115,7 +123,7 @@ export class OptionsError extends Error {
 
 const GROUP_KEYS = new Set([
   'script', 'count', 'listen', 'env', 'args', 'execArgv', 'cwd', 'reloadable', 'readyTimeout',
-  'stopTimeout', 'order', 'backlog', 'balance', 'uid', 'gid',
+  'stopTimeout', 'order', 'parallel', 'backlog', 'balance', 'uid', 'gid',
 ])
 const NAME_RE = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$/
 
@@ -234,6 +242,7 @@ export function resolveGroup(name: string, raw: unknown, defaultScript?: string)
     readyTimeout: integer(`${field}.readyTimeout`, o.readyTimeout, 30_000, 1, 3_600_000),
     stopTimeout: integer(`${field}.stopTimeout`, o.stopTimeout, 2_000, 1, 3_600_000),
     order,
+    parallel: integer(`${field}.parallel`, o.parallel, 1, 1, 1024),
     backlog: integer(`${field}.backlog`, o.backlog, 511, 1, 65_535),
     balance,
     uid: o.uid === undefined ? undefined : integer(`${field}.uid`, o.uid, 0, 0, 2 ** 31),

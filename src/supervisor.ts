@@ -321,6 +321,7 @@ function toBinding(g: ResolvedGroup) {
     listenNames: g.listenNames,
     reloadable: g.reloadable,
     order: g.order,
+    parallel: g.parallel,
     readyTimeoutMs: g.readyTimeout,
     stopTimeoutMs: g.stopTimeout,
     backlog: g.backlog,

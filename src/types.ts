@@ -38,6 +38,10 @@ export interface GroupStatus {
   count: number
   /** Whether a reload replaces its workers. */
   reloadable: boolean
+  /** Reload order. */
+  order: 'start-first' | 'stop-first'
+  /** Workers a reload replaces at once. */
+  parallel: number
   /** Addresses actually bound (a real port for `:0`). */
   listen: string[]
   /** How connections are spread across the workers. */

@@ -68,6 +68,9 @@ pub struct GroupRules {
     pub reloadable: bool,
     /// Replacement order during a reload.
     pub order: Order,
+    /// How many of the group's slots a reload replaces at once (>= 1; values above `count`
+    /// act as `count`).
+    pub parallel: u32,
     /// A worker not ready this long after spawn has failed.
     pub ready_timeout: Duration,
     /// A worker asked to stop is killed after this long.

@@ -29,7 +29,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use serde_json::{json, Value};
 
-use crate::config::{Balance, FleetConfig};
+use crate::config::{Balance, FleetConfig, Order};
 use crate::control::{self, Request};
 use crate::exit_status::ExitStatus;
 use crate::fleet::{Action, Event, Fleet, Input, ReloadOutcome, Ticket, WorkerKey};
@@ -415,6 +415,7 @@ impl LoopState {
                 Action::NotifyReload { key, .. } => {
                     self.send_worker(key, "{\"type\":\"reload\"}\n")
                 }
+                Action::Steer { .. } => {}
                 Action::Emit(event) => self.emit(event),
             }
         }
@@ -866,6 +867,8 @@ impl LoopState {
                     "name": g.rules.name,
                     "count": g.rules.count,
                     "reloadable": g.rules.reloadable,
+                    "order": if g.rules.order == Order::StopFirst { "stop-first" } else { "start-first" },
+                    "parallel": g.rules.parallel,
                     "listen": listen,
                     "balance": if g.balance == Balance::ReusePort { "reuseport" } else { "shared" },
                 })

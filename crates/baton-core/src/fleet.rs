@@ -31,18 +31,28 @@
 //! **Reload.** [`Input::Reload`] starts a *pass* (or joins the next one, see coalescing):
 //! 1. the fleet generation grows by one; workers of `reloadable: false` groups get
 //!    [`Action::NotifyReload`] and keep running;
-//! 2. the slots of reloadable groups are visited in group definition order, one slot at a
-//!    time. A slot is *due* when its current worker was spawned before the request (its key
-//!    is below the pass's cutoff); fresh slots are skipped;
+//! 2. the slots of reloadable groups are visited in group definition order, up to the
+//!    group's `parallel` slots at a time (default 1); the next group starts when every slot
+//!    of this one is done. A slot is *due* when its current worker was spawned before the
+//!    request (its key is below the pass's cutoff); fresh slots are skipped. A further slot
+//!    is taken only once every replacement started so far has a pid (a spawn failure
+//!    aborts before anything else moves);
 //! 3. `start-first`: spawn the replacement; when it is ready it becomes current and the old
-//!    worker is stopped (it retires while the pass moves on: capacity never dips).
+//!    worker is stopped (it retires while the pass moves on: capacity never dips below
+//!    `count`). A new replacement waits while `parallel` are booting, or while booting ones
+//!    and old ones still draining reach `2 x parallel`: at most `count + 2 x parallel`
+//!    processes.
 //!    `stop-first`: stop the old worker; when it has exited, spawn the replacement; wait
-//!    until it is ready. A serving worker is not stopped while another slot of its group has
-//!    no ready worker: the pass first waits for that slot's starting worker, or refills it
-//!    if it is empty (at most one slot of the group is down at a time);
+//!    until it is ready. A serving worker is not stopped while `parallel` other slots of
+//!    its group have no ready worker: the pass first waits for their starting workers, or
+//!    refills an empty one itself (at least `count - parallel` ready, at most `count`
+//!    processes);
 //! 4. a replacement that exits or times out before ready **aborts** the pass: no further
-//!    old worker is stopped, the remaining old workers keep serving. In `stop-first` the
-//!    emptied slot is refilled with backoff;
+//!    old worker is stopped, the remaining old workers keep serving. Other replacements
+//!    still booting are stopped where their slot's old worker still serves; in an emptied
+//!    (stop-first) slot the booting worker stays as the slot's worker. An emptied slot
+//!    without a worker is refilled: with backoff for the failed one, at once for one whose
+//!    old worker was still leaving;
 //! 5. the pass ends when no slot is left and every retiring worker has exited:
 //!    [`Event::ReloadDone`] or [`Event::ReloadFailed`], carrying a [`ReloadReport`].
 //!
@@ -50,6 +60,11 @@
 //! queued, and any number of queued requests share exactly one further pass, whose
 //! cutoff is the newest request. Workers spawned after that request count as fresh, so
 //! the extra pass may find nothing left to do.
+//!
+//! **Steering.** A slot is *serving* while its current worker is ready and not asked to
+//! stop. Whenever a group's serving set changes, [`Action::Steer`] names the new set, and it
+//! comes before the [`Action::Stop`]/[`Action::Kill`] that takes a slot out. The driver uses
+//! it to send new connections only to slots with a ready worker (per-slot sockets).
 //!
 //! **Stop.** [`Input::Stop`] cancels a running pass (its requests are answered with a
 //! cancelled report), stops every worker gracefully (or kills them all when forced),
@@ -107,6 +122,11 @@ pub enum Action {
     Kill { key: WorkerKey, pid: i32 },
     /// Tell a worker of a non-reloadable group that a reload happened.
     NotifyReload { key: WorkerKey, pid: i32 },
+    /// The set of `group`'s slots that have a ready worker which was not asked to stop
+    /// changed: new connections must reach only these slots (see **Steering** in the
+    /// module documentation). Emitted before the [`Action::Stop`] or [`Action::Kill`] that
+    /// takes a slot out, so the driver can steer away first.
+    Steer { group: usize, serving: Vec<u32> },
     /// Report something to the host.
     Emit(Event),
 }
@@ -353,6 +373,8 @@ struct Slot {
 struct Group {
     rules: GroupRules,
     slots: Vec<Slot>,
+    /// The serving slots last announced with [`Action::Steer`].
+    steered: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -374,6 +396,14 @@ enum Step {
     },
 }
 
+impl Step {
+    fn group(&self) -> usize {
+        match *self {
+            Step::AwaitReplacement { group, .. } | Step::AwaitOldExit { group, .. } => group,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Pass {
     tickets: Vec<Ticket>,
@@ -381,7 +411,8 @@ struct Pass {
     generation: u32,
     started_at: Instant,
     queue: VecDeque<(usize, u32)>,
-    step: Option<Step>,
+    /// Slots being replaced now (at most the group's `parallel`, all of one group).
+    steps: Vec<Step>,
     /// Old workers stopped by this pass that have not exited yet.
     retiring: Vec<WorkerKey>,
     replaced: Vec<Replaced>,
@@ -418,6 +449,7 @@ impl Fleet {
             .into_iter()
             .map(|rules| Group {
                 slots: vec![Slot::default(); rules.count as usize],
+                steered: Vec::new(),
                 rules,
             })
             .collect();
@@ -693,6 +725,7 @@ impl Fleet {
         if role == Role::Replacement {
             self.promote_replacement(now, key);
         }
+        self.steer(group);
         if self.phase == Phase::Starting && self.all_slots_ready() {
             self.phase = Phase::Running;
             self.actions.push_back(Action::Emit(Event::FleetReady));
@@ -741,7 +774,9 @@ impl Fleet {
         w.stop_requested = true;
         w.ready_deadline = None;
         w.stop_deadline = Some(now + self.groups[w.group].rules.stop_timeout);
-        if let Some(pid) = w.pid {
+        let (group, pid) = (w.group, w.pid);
+        self.steer(group);
+        if let Some(pid) = pid {
             self.actions.push_back(Action::Stop { key, pid });
         }
     }
@@ -755,7 +790,9 @@ impl Fleet {
         }
         w.killed = true;
         w.stop_requested = true;
-        if let Some(pid) = w.pid {
+        let (group, pid) = (w.group, w.pid);
+        self.steer(group);
+        if let Some(pid) = pid {
             self.actions.push_back(Action::Kill { key, pid });
         }
     }
@@ -824,7 +861,7 @@ impl Fleet {
         let failed_before_ready = !w.ready && !requested;
         match w.role {
             Role::Replacement if failed_before_ready => {
-                self.abort_pass(group, slot, w.pid, why.clone(), status, stderr_tail);
+                self.abort_pass(now, group, slot, w.pid, why.clone(), status, stderr_tail);
                 // A stop-first slot was emptied for this replacement: refill it with backoff.
                 if self.groups[group].slots[slot as usize].current.is_none() {
                     restart_in = self.schedule_restart(now, group, slot, uptime);
@@ -884,18 +921,27 @@ impl Fleet {
             restart_in,
         }));
 
-        // stop-first: the old worker has exited, start its replacement.
-        if let Some(Pass {
-            step:
-                Some(Step::AwaitOldExit {
-                    group: g,
-                    slot: s,
-                    old,
-                }),
-            ..
-        }) = self.pass
+        self.steer(group);
+
+        // stop-first: the old worker has exited, start its replacement; after an abort,
+        // refill its slot with a plain worker instead (it is not part of the pass any more).
+        let awaited = self.pass.as_mut().and_then(|pass| {
+            let at = pass
+                .steps
+                .iter()
+                .position(|st| matches!(st, Step::AwaitOldExit { old, .. } if *old == key))?;
+            Some((pass.steps.remove(at), pass.failure.is_some()))
+        });
+        if let Some((
+            Step::AwaitOldExit {
+                group: g, slot: s, ..
+            },
+            failed,
+        )) = awaited
         {
-            if old == key {
+            if failed {
+                self.spawn_current(now, g, s);
+            } else {
                 self.start_replacement(now, g, s, w.pid);
             }
         }
@@ -986,7 +1032,7 @@ impl Fleet {
             generation: self.generation,
             started_at: now,
             queue,
-            step: None,
+            steps: Vec::new(),
             retiring: Vec::new(),
             replaced: Vec::new(),
             due,
@@ -1003,43 +1049,97 @@ impl Fleet {
         }
     }
 
-    /// Start the next due slot of the running pass, if it is idle.
+    /// The group's `parallel`, within `1..=count`.
+    fn parallel(&self, group: usize) -> usize {
+        let rules = &self.groups[group].rules;
+        rules.parallel.clamp(1, rules.count.max(1)) as usize
+    }
+
+    /// Whether `slot` of `group` has a ready worker that was not asked to stop.
+    fn serving(&self, group: usize, slot: u32) -> bool {
+        self.groups[group].slots[slot as usize]
+            .current
+            .and_then(|k| self.workers.get(&k))
+            .is_some_and(|w| w.ready && !w.stop_requested)
+    }
+
+    /// Start due slots of the running pass while its group has room for them.
     fn advance_pass(&mut self, now: Instant) {
         loop {
-            let Some(pass) = self.pass.as_mut() else {
+            let Some(pass) = self.pass.as_ref() else {
                 return;
             };
-            if pass.step.is_some() || pass.failure.is_some() {
+            if pass.failure.is_some() {
                 return;
             }
-            let Some((g, s)) = pass.queue.pop_front() else {
+            let Some(&(g, s)) = pass.queue.front() else {
                 return;
             };
-            let cutoff = pass.cutoff;
-            if !self.slot_is_due(g, s, cutoff) {
-                continue;
+            // Groups are replaced one after the other: the next group waits for this one.
+            if pass.steps.iter().any(|st| st.group() != g) {
+                return;
+            }
+            // Decide the next slot only once every replacement started so far is running
+            // (or has failed to start): a spawn failure aborts before anything else moves.
+            let unspawned = pass.steps.iter().any(|st| {
+                matches!(*st, Step::AwaitReplacement { replacement, .. }
+                    if self.workers.get(&replacement).is_some_and(|w| w.pid.is_none()))
+            });
+            if unspawned {
+                return;
+            }
+            let parallel = self.parallel(g);
+            let in_flight = pass.steps.len();
+            if in_flight >= parallel {
+                return;
             }
             let order = self.groups[g].rules.order;
+            // start-first: at most `parallel` replacements booting and, with the old workers
+            // of this group still draining, at most 2 x `parallel` processes beyond `count`.
+            if order == Order::StartFirst {
+                let draining = pass
+                    .retiring
+                    .iter()
+                    .filter(|k| self.workers.get(k).is_some_and(|w| w.group == g))
+                    .count();
+                if in_flight + draining >= 2 * parallel {
+                    return;
+                }
+            }
+            let cutoff = pass.cutoff;
+            if let Some(pass) = self.pass.as_mut() {
+                pass.queue.pop_front();
+            }
+            // A slot already being replaced (its refill started early, see below) is done
+            // by that step.
+            let in_step = self.pass.as_ref().is_some_and(|p| {
+                p.steps.iter().any(|st| match *st {
+                    Step::AwaitReplacement { group, slot, .. }
+                    | Step::AwaitOldExit { group, slot, .. } => group == g && slot == s,
+                })
+            });
+            if in_step || !self.slot_is_due(g, s, cutoff) {
+                continue;
+            }
             let old = self.groups[g].slots[s as usize].current;
-            // Fix: stop-first never stops a serving worker while another slot of its group is
-            // down (emptied by a failed replacement, or its crash restart still starting): at
-            // most one slot is missing at a time. The pass waits for a starting worker (ready or
-            // gone within ready_timeout) and refills an empty slot itself, then comes back here.
-            let serving = |fleet: &Fleet, slot: u32| {
-                let current = fleet.groups[g].slots[slot as usize].current;
-                current
-                    .and_then(|k| fleet.workers.get(&k))
-                    .is_some_and(|w| w.ready && !w.stop_requested)
-            };
-            if order == Order::StopFirst && serving(self, s) {
-                if let Some(down) =
-                    (0..self.groups[g].rules.count).find(|&o| o != s && !serving(self, o))
-                {
+            // stop-first never stops a serving worker while `parallel` other slots of its
+            // group are down (being replaced, emptied by a failed replacement, or a crash
+            // restart still starting): at most `parallel` slots are missing at a time. The
+            // pass waits for a starting worker (ready or gone within ready_timeout) and
+            // refills an empty slot itself, then comes back here.
+            if order == Order::StopFirst && self.serving(g, s) {
+                let count = self.groups[g].rules.count;
+                let down: Vec<u32> = (0..count)
+                    .filter(|&o| o != s && !self.serving(g, o))
+                    .collect();
+                if down.len() >= parallel {
                     if let Some(pass) = self.pass.as_mut() {
                         pass.queue.push_front((g, s));
                     }
-                    if self.groups[g].slots[down as usize].current.is_none() {
-                        self.start_replacement(now, g, down, None);
+                    let refill = down.into_iter().find(|&o| self.slot_is_empty(g, o));
+                    if let Some(empty) = refill {
+                        self.start_replacement(now, g, empty, None);
+                        continue;
                     }
                     return;
                 }
@@ -1050,21 +1150,32 @@ impl Fleet {
                     if let Some(w) = self.workers.get_mut(&old) {
                         w.role = Role::Retiring;
                     }
-                    self.request_stop(now, old);
                     if let Some(pass) = self.pass.as_mut() {
-                        pass.step = Some(Step::AwaitOldExit {
+                        pass.steps.push(Step::AwaitOldExit {
                             group: g,
                             slot: s,
                             old,
                         });
                     }
+                    self.request_stop(now, old);
                 }
                 _ => {
                     self.start_replacement(now, g, s, None);
                 }
             }
-            return;
         }
+    }
+
+    /// A slot with no worker at all: no current one, no replacement booting, and no old
+    /// worker of the pass still exiting from it.
+    fn slot_is_empty(&self, group: usize, slot: u32) -> bool {
+        let st = &self.groups[group].slots[slot as usize];
+        let leaving = self.pass.as_ref().is_some_and(|p| {
+            p.steps.iter().any(|step| {
+                matches!(*step, Step::AwaitOldExit { group: g, slot: s, .. } if g == group && s == slot)
+            })
+        });
+        st.current.is_none() && st.replacement.is_none() && !leaving
     }
 
     /// Spawn the running pass's replacement for `slot` and wait for it to be ready.
@@ -1075,7 +1186,7 @@ impl Fleet {
         st.replacement = Some(replacement);
         st.respawn_at = None;
         if let Some(pass) = self.pass.as_mut() {
-            pass.step = Some(Step::AwaitReplacement {
+            pass.steps.push(Step::AwaitReplacement {
                 group,
                 slot,
                 replacement,
@@ -1108,14 +1219,16 @@ impl Fleet {
         if let Some(old) = old {
             pass.retiring.push(old);
         }
-        // Fix: a stop-first slot is already empty here; its old worker's pid is in the step.
+        // This slot's step ends here. A stop-first slot is already empty: its old worker's
+        // pid is in the step.
+        let step = pass.steps.iter().position(
+            |st| matches!(st, Step::AwaitReplacement { replacement, .. } if *replacement == key),
+        );
         if let Some(Step::AwaitReplacement {
-            replacement,
-            old_pid: stopped,
-            ..
-        }) = pass.step
+            old_pid: stopped, ..
+        }) = step.map(|at| pass.steps.remove(at))
         {
-            if replacement == key && old_pid.is_none() {
+            if old_pid.is_none() {
                 old_pid = stopped;
             }
         }
@@ -1128,10 +1241,6 @@ impl Fleet {
         // A slot emptied during the pass (its new worker died) is refilled by the pass too:
         // count it as due, so progress never reads "3/2".
         pass.due = pass.due.max(pass.replaced.len() as u32);
-        if matches!(pass.step, Some(Step::AwaitReplacement { replacement, .. }) if replacement == key)
-        {
-            pass.step = None;
-        }
         let event = Event::ReloadProgress {
             group: g,
             slot: s,
@@ -1142,8 +1251,16 @@ impl Fleet {
         self.actions.push_back(Action::Emit(event));
     }
 
+    /// A replacement failed: stop the rollout. No further old worker is touched. The
+    /// other replacements still booting are stopped where their slot's old worker still
+    /// serves (start-first); where the slot is already empty (stop-first), the booting
+    /// worker is kept as the slot's worker, since stopping it would only leave the slot
+    /// empty longer. Old workers already leaving (stop-first) finish leaving and their slot
+    /// is then refilled (see `on_exit`).
+    #[allow(clippy::too_many_arguments)]
     fn abort_pass(
         &mut self,
+        now: Instant,
         group: usize,
         slot: u32,
         pid: Option<i32>,
@@ -1155,7 +1272,45 @@ impl Fleet {
             return;
         };
         pass.queue.clear();
-        pass.step = None;
+        let booting: Vec<(usize, u32, WorkerKey)> = pass
+            .steps
+            .iter()
+            .filter_map(|st| match *st {
+                Step::AwaitReplacement {
+                    group,
+                    slot,
+                    replacement,
+                    ..
+                } => Some((group, slot, replacement)),
+                Step::AwaitOldExit { .. } => None,
+            })
+            .collect();
+        pass.steps
+            .retain(|st| matches!(st, Step::AwaitOldExit { .. }));
+        for (g, s, key) in booting {
+            if !self.workers.contains_key(&key) {
+                continue; // the replacement that failed
+            }
+            let st = &mut self.groups[g].slots[s as usize];
+            st.replacement = None;
+            if st.current.is_none() {
+                st.current = Some(key);
+                if let Some(w) = self.workers.get_mut(&key) {
+                    w.role = Role::Current;
+                }
+            } else {
+                if let Some(w) = self.workers.get_mut(&key) {
+                    w.role = Role::Retiring;
+                }
+                if let Some(pass) = self.pass.as_mut() {
+                    pass.retiring.push(key);
+                }
+                self.request_stop(now, key);
+            }
+        }
+        let Some(pass) = self.pass.as_mut() else {
+            return;
+        };
         if pass.failure.is_none() {
             pass.failure = Some(ReloadFailure {
                 group,
@@ -1173,7 +1328,7 @@ impl Fleet {
         let Some(pass) = self.pass.as_ref() else {
             return;
         };
-        if pass.step.is_some() || !pass.queue.is_empty() || !pass.retiring.is_empty() {
+        if !pass.steps.is_empty() || !pass.queue.is_empty() || !pass.retiring.is_empty() {
             return;
         }
         let Some(pass) = self.pass.take() else { return };
@@ -1290,9 +1445,25 @@ impl Fleet {
         self.finish_report(report, false);
     }
 
+    // ----- steering ---------------------------------------------------------------------------
+
+    /// Announce `group`'s serving slots if they changed since the last announcement.
+    fn steer(&mut self, group: usize) {
+        let serving: Vec<u32> = (0..self.groups[group].rules.count)
+            .filter(|&s| self.serving(group, s))
+            .collect();
+        if serving != self.groups[group].steered {
+            self.groups[group].steered = serving.clone();
+            self.actions.push_back(Action::Steer { group, serving });
+        }
+    }
+
     // ----- bookkeeping after every input ---------------------------------------------------
 
     fn settle(&mut self, now: Instant) {
+        for g in 0..self.groups.len() {
+            self.steer(g);
+        }
         if self.phase == Phase::Running {
             // Finishing a pass can begin a coalesced one, which then needs advancing.
             loop {

@@ -99,6 +99,7 @@ mod tests {
                 count,
                 reloadable: true,
                 order: Order::StartFirst,
+                parallel: 1,
                 ready_timeout: Duration::from_secs(1),
                 stop_timeout: Duration::from_secs(1),
             },

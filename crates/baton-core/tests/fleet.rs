@@ -16,18 +16,19 @@
 //! Where the reload properties are checked, with their precise definitions:
 //! 1. start-first capacity (`after_step`): while the fleet runs and no ready worker has
 //!    crashed, every start-first group has at least `count` rows in state `Ready`;
-//! 2. one replacement at a time (`on_spawn`): a *replacement* is a `Spawn` caused by an input
-//!    (not by `handle_timeout`, which only does crash restarts) while a pass runs; when one is
-//!    spawned, no other replacement may be alive and not ready yet (fleet-wide, which is
-//!    stronger than per group);
+//! 2. `parallel` replacements at a time (`on_spawn`): a *replacement* is a `Spawn` caused by
+//!    an input (not by `handle_timeout`, which only does crash restarts) while a pass runs;
+//!    when one is spawned, fewer than its group's `parallel` other replacements may be alive
+//!    and not ready yet, and all of them in the same group (groups go one after another);
 //! 3. old workers stopped once (`on_report`): on `ReloadDone`, every worker of a reloadable
 //!    group alive at pass start and spawned before the pass's (newest) request received
 //!    exactly one `Stop` (unless it died on its own) and has exited, and no live worker of a
 //!    reloadable group predates that request; after a pass started directly by a request no
 //!    older generation is left (a coalesced pass keeps workers its predecessor spawned after
 //!    the newest request: they count as fresh, see the module doc);
-//! 4. after a failure (`on_action`): no `Stop` at all between the failing replacement's exit
-//!    and the end of its pass, except for a fleet stop; the report carries that replacement's
+//! 4. after a failure (`on_action`): no `Stop` between the failing replacement's exit and
+//!    the end of its pass, except for a fleet stop and for the other replacements still
+//!    booting (`adopted`: stopped where their slot's old worker serves, else kept); the report carries that replacement's
 //!    pid, status and stderr tail; capacity (1, 7) keeps holding;
 //! 5. non-reloadable groups (`on_action`, `on_reload_start`): `Stop`/`Kill` only by a fleet
 //!    stop (or a ready timeout); each pass notifies exactly the live, unstopped workers, once;
@@ -36,7 +37,14 @@
 //!    exactly once;
 //! 7. stop-first (`on_spawn`, `after_step`): a stop-first slot never has two live processes
 //!    (the old worker has exited before its replacement is spawned), and a group keeps at
-//!    least `count - 1` ready workers.
+//!    least `count - parallel` ready workers;
+//! 8. steering (`on_action`, `after_step`): when a worker gets `Stop` or `Kill`, the last
+//!    `Steer` of its group names no slot without a ready, unstopped worker (the driver can
+//!    steer away before the worker stops accepting); after every step the steered slots are
+//!    exactly the serving ones;
+//! 9. process bound (`after_step`): a group never has more than `count + 2 x parallel` live
+//!    processes in start-first (booting, serving, draining), nor more than `count` in
+//!    stop-first.
 //!
 //! Property tests use a fixed RNG seed, so runs are reproducible; set `PROPTEST_RNG_SEED`
 //! (and `PROPTEST_CASES`) to explore other sequences. `FLEET_TRACE=1` prints every move and
@@ -70,6 +78,7 @@ fn rules(name: &str, count: u32, reloadable: bool, order: Order) -> GroupRules {
         count,
         reloadable,
         order,
+        parallel: 1,
         ready_timeout: READY_TIMEOUT,
         stop_timeout: STOP_TIMEOUT,
     }
@@ -120,6 +129,9 @@ struct W {
     replacement: bool,
     /// Exited without having been asked to (crash, spawn failure, ready timeout).
     died_unasked: bool,
+    /// A replacement still booting when another replacement of its pass failed: the abort
+    /// either stops it (its slot's old worker still serves) or keeps it as the slot's worker.
+    adopted: bool,
     /// Exit status (None for a spawn failure) and stderr tail, once exited.
     exit: Option<(Option<ExitStatus>, String)>,
 }
@@ -183,12 +195,15 @@ struct Sim {
     stopped_events: u32,
     reload_starts: u32,
     reports: Vec<ReloadReport>,
+    /// Per group, the serving slots of the last `Action::Steer`.
+    steered: Vec<Vec<u32>>,
     /// `FLEET_TRACE=1`: print every step and action (to debug a failing case).
     trace: bool,
 }
 
 impl Sim {
     fn new(rules: Vec<GroupRules>, backoff: Backoff) -> Sim {
+        let fleet_groups = rules.len();
         let fleet = Fleet::new(rules.clone(), backoff);
         assert_eq!(fleet.generation(), 1);
         Sim {
@@ -223,6 +238,7 @@ impl Sim {
             stopped_events: 0,
             reload_starts: 0,
             reports: Vec::new(),
+            steered: vec![Vec::new(); fleet_groups],
             trace: std::env::var_os("FLEET_TRACE").is_some(),
         }
     }
@@ -535,7 +551,42 @@ impl Sim {
                 "a second replacement failed in one pass"
             );
             pass.failed = Some(key);
+            // The abort deals with every other replacement still booting (see `adopted`).
+            for w in self.w.values_mut() {
+                if w.alive && w.replacement && !w.ready && w.stop_at.is_none() {
+                    w.replacement = false;
+                    w.adopted = true;
+                }
+            }
         }
+    }
+
+    /// The model's serving slots of `group`: a live worker that is ready and was not asked
+    /// to stop.
+    fn model_serving(&self, group: usize) -> Vec<u32> {
+        let slots: BTreeSet<u32> = self
+            .w
+            .values()
+            .filter(|w| w.group == group && w.alive && w.ready)
+            .filter(|w| w.stop_at.is_none() && !w.killed)
+            .map(|w| w.slot)
+            .collect();
+        slots.into_iter().collect()
+    }
+
+    /// Property 8 (steering): when a worker is asked to stop or killed, its slot has
+    /// already been steered away from, unless another worker serves it.
+    fn assert_steered_only_to_serving(&self, group: usize, why: &str) {
+        let serving = self.model_serving(group);
+        let stray: Vec<u32> = self.steered[group]
+            .iter()
+            .copied()
+            .filter(|s| !serving.contains(s))
+            .collect();
+        assert!(
+            stray.is_empty(),
+            "{why}: group {group} still steered to slots {stray:?} without a serving worker (serving {serving:?})"
+        );
     }
 
     fn should_fail_spawn(&mut self) -> bool {
@@ -560,19 +611,24 @@ impl Sim {
                 let phase = self.phase;
                 let now = self.now;
                 let reloadable = self.rules[self.w[&key].group].reloadable;
+                let adopted = self.w[&key].adopted && !self.w[&key].ready;
                 let legit = phase == MPhase::Stopping
                     || self.pass.as_ref().is_some_and(|p| {
-                        // Rule 4: after a failure, no further old worker is stopped.
-                        p.failed.is_none() && reloadable && p.old.contains(&key)
+                        // Rule 4: after a failure, no further old worker is stopped; only
+                        // the other replacements still booting are.
+                        (p.failed.is_none() && reloadable && p.old.contains(&key))
+                            || (p.failed.is_some() && adopted)
                     });
                 let w = self.w.get_mut(&key).expect("stop of a known worker");
                 assert!(w.alive, "Stop for dead worker {key}");
                 assert_eq!(w.pid, Some(pid), "Stop with a wrong pid");
                 assert_eq!(w.stops, 0, "second Stop for worker {key}");
                 assert!(!w.killed, "Stop after Kill for worker {key}");
-                assert!(legit, "Stop of worker {key} outside a reload of its group or a fleet stop ({phase:?})");
+                assert!(legit, "Stop of worker {key} outside a reload of its group or a fleet stop ({phase:?}; pass {:?})", self.pass);
                 w.stops += 1;
                 w.stop_at = Some(now);
+                let group = w.group;
+                self.assert_steered_only_to_serving(group, "Stop");
             }
             Action::Kill { key, pid } => {
                 let force = self.force && self.phase == MPhase::Stopping;
@@ -593,6 +649,18 @@ impl Sim {
                 if force {
                     w.force_killed = true;
                 }
+                let group = w.group;
+                self.assert_steered_only_to_serving(group, "Kill");
+            }
+            Action::Steer { group, serving } => {
+                assert!(group < self.rules.len(), "Steer of an unknown group");
+                assert_ne!(self.steered[group], serving, "Steer without a change");
+                assert!(
+                    serving.windows(2).all(|p| p[0] < p[1])
+                        && serving.iter().all(|s| *s < self.rules[group].count),
+                    "Steer {serving:?}: slots must be sorted, unique and in range"
+                );
+                self.steered[group] = serving;
             }
             Action::NotifyReload { key, pid } => {
                 assert_eq!(self.phase, MPhase::Running);
@@ -644,7 +712,27 @@ impl Sim {
             );
         }
         // Replacement spawns come from inputs during a pass; crash restarts from timeouts.
-        let replacement = !self.in_timeout && self.phase == MPhase::Running;
+        // After a failure, the only spawn from an input refills a stop-first slot whose old
+        // worker had been asked to leave before the abort, once it has exited.
+        let mut replacement = !self.in_timeout && self.phase == MPhase::Running;
+        let refill = replacement && self.pass.as_ref().is_some_and(|p| p.failed.is_some());
+        if refill {
+            assert_eq!(
+                self.rules[group].order,
+                Order::StopFirst,
+                "spawn after the pass failed in a start-first group"
+            );
+            let old = &self.pass.as_ref().expect("a failed pass").old;
+            let left = self
+                .w
+                .iter()
+                .any(|(k, w)| w.group == group && w.slot == slot && !w.alive && old.contains(k));
+            assert!(
+                left,
+                "refill of slot {group}/{slot} that no old worker left"
+            );
+            replacement = false;
+        }
         if replacement {
             let pass = self
                 .pass
@@ -659,16 +747,18 @@ impl Sim {
                 "replacement for a non-reloadable group"
             );
             assert_eq!(generation, pass.generation);
-            // Property 2: at most one replacement is starting at any time.
+            // Property 2: at most `parallel` replacements are starting at any time, all of
+            // the same group.
             let starting: Vec<_> = self
                 .w
                 .iter()
                 .filter(|(_, w)| w.alive && w.replacement && !w.ready && w.stop_at.is_none())
-                .map(|(k, _)| *k)
+                .map(|(k, w)| (*k, w.group))
                 .collect();
+            let parallel = self.rules[group].parallel.clamp(1, self.rules[group].count) as usize;
             assert!(
-                starting.is_empty(),
-                "replacement {key} spawned while {starting:?} still starting"
+                starting.len() < parallel && starting.iter().all(|(_, g)| *g == group),
+                "replacement {key} (group {group}, parallel {parallel}) spawned while {starting:?} still starting"
             );
         }
         self.w.insert(
@@ -689,6 +779,7 @@ impl Sim {
                 notifies: 0,
                 replacement,
                 died_unasked: false,
+                adopted: false,
                 exit: None,
             },
         );
@@ -1067,9 +1158,10 @@ impl Sim {
                     .iter()
                     .filter(|w| w.group == g && w.state == WorkerState::Ready)
                     .count() as u32;
+                let parallel = r.parallel.clamp(1, r.count);
                 let min = match r.order {
                     Order::StartFirst => r.count,
-                    Order::StopFirst => r.count - 1,
+                    Order::StopFirst => r.count - parallel,
                 };
                 assert!(
                     ready >= min,
@@ -1077,6 +1169,29 @@ impl Sim {
                     r.order
                 );
             }
+        }
+
+        for (g, r) in self.rules.iter().enumerate() {
+            // Property 8: after every step, new connections go exactly to the serving slots.
+            assert_eq!(
+                self.steered[g],
+                self.model_serving(g),
+                "group {g}: steered slots vs serving slots"
+            );
+            // Property 9: the peak number of processes of a group (booting, serving,
+            // draining): count + 2 x parallel for start-first, count for stop-first.
+            let parallel = r.parallel.clamp(1, r.count);
+            let alive = self.w.values().filter(|w| w.group == g && w.alive).count() as u32;
+            let max = match r.order {
+                Order::StartFirst => r.count + 2 * parallel,
+                Order::StopFirst => r.count,
+            };
+            assert!(
+                alive <= max,
+                "group {g} ({:?}, count {}, parallel {parallel}) has {alive} processes, at most {max}",
+                r.order,
+                r.count
+            );
         }
     }
 
@@ -1333,13 +1448,18 @@ fn print_stats(sim: &Sim) {
 /// Groups for a scenario: group 0 is always reloadable; `order` forces every group's order.
 fn scenario(
     order: Option<Order>,
+    counts: std::ops::RangeInclusive<u32>,
+    parallel: std::ops::RangeInclusive<u32>,
     crash_ready: bool,
     allow_stop: bool,
     max_reloads: std::ops::RangeInclusive<u32>,
     reload_weight: std::ops::RangeInclusive<usize>,
 ) -> impl Strategy<Value = Scenario> {
     (
-        prop::collection::vec((1u32..=3, prop::bool::weighted(0.75), any::<bool>()), 1..=3),
+        prop::collection::vec(
+            (counts, parallel, prop::bool::weighted(0.75), any::<bool>()),
+            1..=3,
+        ),
         (
             prop::bool::weighted(0.85),
             prop::sample::select(vec![0usize, 0, 1, 2]),
@@ -1361,13 +1481,16 @@ fn scenario(
                 let groups = groups
                     .into_iter()
                     .enumerate()
-                    .map(|(i, (count, reloadable, stop_first))| {
+                    .map(|(i, (count, parallel, reloadable, stop_first))| {
                         let order = order.unwrap_or(if stop_first {
                             Order::StopFirst
                         } else {
                             Order::StartFirst
                         });
-                        rules(&format!("g{i}"), count, reloadable || i == 0, order)
+                        GroupRules {
+                            parallel,
+                            ..rules(&format!("g{i}"), count, reloadable || i == 0, order)
+                        }
                     })
                     .collect();
                 Scenario {
@@ -1412,27 +1535,41 @@ proptest! {
     /// completed pass, nothing stopped after a failure, non-reloadable workers only notified,
     /// coalesced requests answered by one extra pass.
     #[test]
-    fn start_first_reloads(sc in scenario(Some(Order::StartFirst), false, true, 1..=4, 1..=2)) {
+    fn start_first_reloads(sc in scenario(Some(Order::StartFirst), 1..=3, 1..=1, false, true, 1..=4, 1..=2)) {
         run_scenario(&sc);
     }
 
     /// Properties 2-7 with stop-first groups: the old worker exits before its replacement is
     /// spawned, and at most one worker of a group is missing at any time.
     #[test]
-    fn stop_first_reloads(sc in scenario(Some(Order::StopFirst), false, true, 1..=4, 1..=2)) {
+    fn stop_first_reloads(sc in scenario(Some(Order::StopFirst), 1..=3, 1..=1, false, true, 1..=4, 1..=2)) {
         run_scenario(&sc);
     }
 
     /// Mixed orders with crashes of ready workers, spawn failures and stops: every ordering
     /// rule that does not depend on capacity, and every ticket answered once.
     #[test]
-    fn mixed_with_crashes(sc in scenario(None, true, true, 1..=4, 1..=2)) {
+    fn mixed_with_crashes(sc in scenario(None, 1..=3, 1..=1, true, true, 1..=4, 1..=2)) {
+        run_scenario(&sc);
+    }
+
+    /// Properties 1-9 with `parallel` above 1: at most `parallel` replacements at once,
+    /// capacity at least `count` (start-first) or `count - parallel` (stop-first), the
+    /// process bound, an abort that stops the replacements still booting, and steering.
+    #[test]
+    fn parallel_reloads(sc in scenario(None, 1..=5, 2..=4, false, true, 1..=4, 1..=2)) {
+        run_scenario(&sc);
+    }
+
+    /// Parallel reloads with crashes of ready workers, spawn failures and stops.
+    #[test]
+    fn parallel_with_crashes(sc in scenario(None, 1..=5, 1..=4, true, true, 1..=4, 1..=2)) {
         run_scenario(&sc);
     }
 
     /// Property 6 under pressure: many requests, most of them during a running pass.
     #[test]
-    fn coalesced_requests(sc in scenario(None, false, false, 2..=8, 3..=6)) {
+    fn coalesced_requests(sc in scenario(None, 1..=3, 1..=1, false, false, 2..=8, 3..=6)) {
         run_scenario(&sc);
     }
 }
@@ -2045,10 +2182,19 @@ fn start_first_reload_replaces_one_slot_at_a_time() {
         }
     )));
     sim.ready(5);
+    assert_eq!(sim.stops_since(m), vec![1, 2]);
+    // Two old workers draining and parallel 1: at most count + 2 processes, so slot 2
+    // waits until one of them has exited.
+    assert_eq!(
+        sim.spawns_since(m),
+        vec![4, 5],
+        "bounded by count + 2 x parallel"
+    );
+    sim.exit_ok(1);
+    assert_eq!(sim.spawns_since(m), vec![4, 5, 6]);
     sim.ready(6);
     assert_eq!(sim.stops_since(m), vec![1, 2, 3]);
     // The pass ends only when the retiring workers have exited.
-    sim.exit_ok(1);
     sim.exit_ok(3);
     assert!(sim.snapshot().reloading);
     sim.exit_ok(2);
@@ -2611,5 +2757,155 @@ fn stop_first_refills_a_slot_whose_restart_never_became_ready() {
     let r2 = sim.report_for(t2);
     assert_eq!(r2.outcome, ReloadOutcome::Done);
     assert_eq!(r2.replaced.len(), 3);
+    sim.finish();
+}
+
+fn parallel_web(count: u32, parallel: u32, order: Order) -> Vec<GroupRules> {
+    vec![GroupRules {
+        parallel,
+        ..rules("web", count, true, order)
+    }]
+}
+
+fn steers_since(sim: &Sim, mark: usize) -> Vec<Vec<u32>> {
+    sim.since(mark, |a| match a {
+        Action::Steer { serving, .. } => Some(serving.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn start_first_parallel_replaces_that_many_slots_at_once() {
+    let mut sim = started(parallel_web(4, 2, Order::StartFirst));
+    let m = sim.mark();
+    let t = sim.reload();
+    assert_eq!(sim.spawns_since(m), vec![5, 6], "two replacements at once");
+    assert!(sim.stops_since(m).is_empty());
+    sim.ready(6);
+    assert_eq!(
+        sim.stops_since(m),
+        vec![2],
+        "slot 1's old worker leaves once 6 is ready"
+    );
+    assert_eq!(
+        sim.spawns_since(m),
+        vec![5, 6, 7],
+        "slot 2 takes the free place"
+    );
+    sim.ready(5);
+    sim.exit_ok(2);
+    assert_eq!(sim.stops_since(m), vec![2, 1]);
+    assert_eq!(sim.spawns_since(m), vec![5, 6, 7, 8]);
+    assert!(steers_since(&sim, m).is_empty(), "every slot kept serving");
+    sim.exit_ok(1);
+    sim.ready(7);
+    sim.ready(8);
+    sim.exit_ok(3);
+    sim.exit_ok(4);
+    let report = sim.report_for(t);
+    assert_eq!(report.outcome, ReloadOutcome::Done);
+    assert_eq!(report.replaced.len(), 4);
+    sim.finish();
+}
+
+#[test]
+fn start_first_parallel_abort_stops_the_other_booting_replacement() {
+    let mut sim = started(parallel_web(4, 2, Order::StartFirst));
+    let m = sim.mark();
+    let t = sim.reload();
+    assert_eq!(sim.spawns_since(m), vec![5, 6]);
+    sim.exit(5, ExitStatus::Code(1), "Error: bad deploy\n");
+    assert_eq!(
+        sim.stops_since(m),
+        vec![6],
+        "only the other replacement is stopped"
+    );
+    assert_eq!(sim.spawns_since(m), vec![5, 6], "nothing more is started");
+    sim.exit_ok(6);
+    let report = sim.report_for(t);
+    assert_eq!(report.outcome, ReloadOutcome::Failed);
+    assert_eq!(report.failure.as_ref().map(|f| f.slot), Some(0));
+    assert!(report.replaced.is_empty());
+    let serving: Vec<_> = (0..4).flat_map(|s| sim.serving(0, s)).collect();
+    assert_eq!(serving, vec![1, 2, 3, 4], "the old workers keep serving");
+    sim.finish();
+}
+
+#[test]
+fn stop_first_parallel_steers_away_before_each_stop() {
+    let mut sim = started(parallel_web(4, 2, Order::StopFirst));
+    let m = sim.mark();
+    let t = sim.reload();
+    let order: Vec<String> = sim
+        .actions_since(m)
+        .iter()
+        .filter_map(|a| match a {
+            Action::Steer { serving, .. } => Some(format!("steer {serving:?}")),
+            Action::Stop { key, .. } => Some(format!("stop {key}")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        order,
+        vec!["steer [1, 2, 3]", "stop 1", "steer [2, 3]", "stop 2"],
+        "a slot is steered away from before its worker is asked to stop"
+    );
+    assert!(sim.spawns_since(m).is_empty());
+    sim.exit_ok(2);
+    assert_eq!(sim.spawns_since(m), vec![5]);
+    assert_eq!(sim.stops_since(m), vec![1, 2], "two slots down at most");
+    sim.ready(5);
+    // Slot 1 serves again, and slot 2 is steered away from before its worker stops.
+    assert_eq!(steers_since(&sim, m).last(), Some(&vec![1, 3]));
+    assert_eq!(sim.stops_since(m), vec![1, 2, 3]);
+    sim.exit_ok(1);
+    sim.exit_ok(3);
+    sim.ready(6);
+    sim.ready(7);
+    assert_eq!(sim.stops_since(m), vec![1, 2, 3, 4]);
+    sim.exit_ok(4);
+    sim.ready(8);
+    assert_eq!(sim.report_for(t).outcome, ReloadOutcome::Done);
+    assert_eq!(steers_since(&sim, m).last(), Some(&vec![0, 1, 2, 3]));
+    sim.finish();
+}
+
+#[test]
+fn stop_first_parallel_abort_keeps_the_booting_worker_of_an_empty_slot() {
+    let mut sim = started(parallel_web(4, 2, Order::StopFirst));
+    let m = sim.mark();
+    let t = sim.reload();
+    sim.exit_ok(1);
+    sim.exit_ok(2);
+    assert_eq!(sim.spawns_since(m), vec![5, 6]);
+    sim.exit(5, ExitStatus::Code(1), "Error: bad deploy\n");
+    assert!(
+        sim.stops_since(m) == vec![1, 2],
+        "no further old worker, and not the booting worker of the empty slot 1"
+    );
+    let report = sim.report_for(t);
+    assert_eq!(report.outcome, ReloadOutcome::Failed);
+    // Slot 1's worker still boots as the slot's worker; slot 0 restarts with backoff.
+    sim.ready(6);
+    assert_eq!(sim.serving(0, 1), vec![6]);
+    assert_eq!(steers_since(&sim, m).last(), Some(&vec![1, 2, 3]));
+    sim.finish();
+}
+
+#[test]
+fn a_crashed_worker_is_steered_away_from_and_back_to_when_refilled() {
+    let mut sim = started(web(3, Order::StartFirst));
+    let m = sim.mark();
+    sim.crash(2);
+    assert_eq!(steers_since(&sim, m), vec![vec![0, 2]]);
+    sim.advance_to_deadline();
+    let refill = *sim.spawns_since(m).first().expect("the slot is refilled");
+    assert_eq!(
+        steers_since(&sim, m),
+        vec![vec![0, 2]],
+        "not before it is ready"
+    );
+    sim.ready(refill);
+    assert_eq!(steers_since(&sim, m), vec![vec![0, 2], vec![0, 1, 2]]);
     sim.finish();
 }

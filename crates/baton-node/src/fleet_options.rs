@@ -31,7 +31,11 @@ impl TryFrom<BindingFleetOptions> for FleetConfig {
     type Error = Error;
 
     fn try_from(o: BindingFleetOptions) -> Result<Self, Error> {
-        let groups = o.groups.into_iter().map(GroupConfig::try_from).collect::<Result<Vec<_>, _>>()?;
+        let groups = o
+            .groups
+            .into_iter()
+            .map(GroupConfig::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(FleetConfig {
             name: o.name,
             runtime_dir: PathBuf::from(o.runtime_dir),

@@ -31,6 +31,8 @@ pub struct BindingGroupOptions {
     pub reloadable: bool,
     /// `start-first` or `stop-first`.
     pub order: String,
+    /// Workers a reload replaces at once (>= 1).
+    pub parallel: u32,
     /// Milliseconds a new worker has to become ready.
     pub ready_timeout_ms: u32,
     /// Milliseconds a stopping worker has before SIGKILL.
@@ -46,7 +48,10 @@ pub struct BindingGroupOptions {
 }
 
 fn invalid(field: &str, group: &str, reason: impl std::fmt::Display) -> Error {
-    Error::new(Status::InvalidArg, format!("groups[\"{group}\"].{field}: {reason}"))
+    Error::new(
+        Status::InvalidArg,
+        format!("groups[\"{group}\"].{field}: {reason}"),
+    )
 }
 
 impl TryFrom<BindingGroupOptions> for GroupConfig {
@@ -57,14 +62,22 @@ impl TryFrom<BindingGroupOptions> for GroupConfig {
             "start-first" => Order::StartFirst,
             "stop-first" => Order::StopFirst,
             other => {
-                return Err(invalid("order", &o.name, format!("\"{other}\" is not start-first or stop-first")))
+                return Err(invalid(
+                    "order",
+                    &o.name,
+                    format!("\"{other}\" is not start-first or stop-first"),
+                ))
             }
         };
         let balance = match o.balance.as_str() {
             "shared" => Balance::Shared,
             "reuseport" => Balance::ReusePort,
             other => {
-                return Err(invalid("balance", &o.name, format!("\"{other}\" is not shared or reuseport")))
+                return Err(invalid(
+                    "balance",
+                    &o.name,
+                    format!("\"{other}\" is not shared or reuseport"),
+                ))
             }
         };
         let listen = o
@@ -73,14 +86,22 @@ impl TryFrom<BindingGroupOptions> for GroupConfig {
             .map(|a| baton_core::addr::parse(a).map_err(|e| invalid("listen", &o.name, e)))
             .collect::<Result<Vec<_>, _>>()?;
         if o.listen_names.len() != listen.len() {
-            return Err(invalid("listen", &o.name, "one name is needed per listen address"));
+            return Err(invalid(
+                "listen",
+                &o.name,
+                "one name is needed per listen address",
+            ));
         }
         let env = o
             .env
             .into_iter()
             .map(|pair| match <[String; 2]>::try_from(pair) {
                 Ok([k, v]) => Ok((k, v)),
-                Err(_) => Err(invalid("env", &o.name, "each entry must be a [key, value] pair")),
+                Err(_) => Err(invalid(
+                    "env",
+                    &o.name,
+                    "each entry must be a [key, value] pair",
+                )),
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(GroupConfig {
@@ -89,6 +110,7 @@ impl TryFrom<BindingGroupOptions> for GroupConfig {
                 count: o.count,
                 reloadable: o.reloadable,
                 order,
+                parallel: o.parallel.max(1),
                 ready_timeout: Duration::from_millis(u64::from(o.ready_timeout_ms)),
                 stop_timeout: Duration::from_millis(u64::from(o.stop_timeout_ms)),
             },

@@ -37,8 +37,14 @@ fn failure(message: String) -> Error {
 impl NativeSupervisor {
     /// Bind every socket, take the pid-file lock and start the workers. Throws (nothing
     /// spawned, nothing left behind) when a socket, the runtime dir or the name is unusable.
-    #[napi(factory, ts_args_type = "options: BindingFleetOptions, onEvent: (json: string) => void")]
-    pub fn launch(options: BindingFleetOptions, on_event: EventCallback) -> Result<NativeSupervisor> {
+    #[napi(
+        factory,
+        ts_args_type = "options: BindingFleetOptions, onEvent: (json: string) => void"
+    )]
+    pub fn launch(
+        options: BindingFleetOptions,
+        on_event: EventCallback,
+    ) -> Result<NativeSupervisor> {
         let config = FleetConfig::try_from(options)?;
         let sink = Box::new(move |value: baton_core::public_json::Value| {
             on_event.call(value.to_string(), ThreadsafeFunctionCallMode::NonBlocking);
