@@ -3,6 +3,8 @@
 //! Layout, from pure to I/O:
 //! - [`fleet`]: the supervision and reload rules as a pure, sans-IO state machine
 //!   (events and time in, actions out). Read this first.
+//! - [`balance`]: how new connections are weighted across serving slots, and when a
+//!   worker sheds keep-alive connections (pure).
 //! - [`config`], [`addr`], [`exit_status`]: plain data.
 //! - [`listen`], [`group_sockets`], [`spawn`], [`runtime_dir`], [`peer`], [`proc_info`]: OS plumbing, each the
 //!   one place for its `unsafe`.
@@ -11,6 +13,7 @@
 //! - [`public_json`]: the JSON users see (events, reload reports, status).
 
 pub mod addr;
+pub mod balance;
 pub mod config;
 pub mod control;
 pub mod event_loop;
