@@ -2,7 +2,8 @@
 /**
  * Steady throughput and connection spread: how wrk's 64 keep-alive connections land on
  * the workers, baton with 2 workers (balance `shared`, and `reuseport` when this build
- * supports it) against a single plain node process, interleaved rounds.
+ * supports it; `default` = no --balance flag) against a single plain node process,
+ * interleaved rounds.
  *
  * - app: the anchors' app (node:http, sha256 of 1 KiB per request); the single process
  *   runs the same file outside baton (`worker.listen` then listens on PORT);
@@ -12,13 +13,15 @@
  * - req/s ratio: each rep divided by the single process's req/s of the same round (the
  *   machine drifts over minutes).
  *
- * Needs wrk and ss (Linux). Usage: node bench/steady.mjs [--reps 5] [--duration 8] [--quick]
+ * Needs wrk and ss (Linux). Usage: node bench/steady.mjs [--reps 5] [--duration 8]
+ *          [--balance shared,reuseport[,default]] [--quick]
  * Writes bench/results/steady.json and prints a markdown table.
  */
 import path from 'node:path';
 
 import {
   args,
+  balanceFlags,
   cleanup,
   connectionsPerPid,
   cpuSnapshot,
@@ -50,6 +53,7 @@ const DURATION = Number(opt.duration ?? (quick ? 5 : 8));
 const WARMUP = 1;
 const CONTAMINATED_S = Number(opt['contaminated-cpu-s'] ?? 1);
 const RETRIES = Number(opt.retries ?? 1);
+const BALANCES = String(opt.balance ?? 'shared,reuseport').split(',').filter(Boolean);
 const log = (s) => process.stderr.write(`${s}\n`);
 
 async function startSingle(script) {
@@ -77,10 +81,9 @@ async function startSingle(script) {
 
 async function startBaton(script, balance) {
   const port = await freePort();
-  const flags = balance ? ['--balance', balance] : [];
-  const fleet = await startCliFleet({ script, count: 2, port, name: 'steady', flags });
+  const fleet = await startCliFleet({ script, count: 2, port, name: 'steady', flags: balanceFlags(balance) });
   const pids = async () => (await fleet.status()).workers.map((w) => w.pid);
-  return { port, roots: [fleet.master.pid], leaves: pids, workerPids: pids, dispose: () => fleet.dispose() };
+  return { port, fleet, roots: [fleet.master.pid], leaves: pids, workerPids: pids, dispose: () => fleet.dispose() };
 }
 
 async function measure(target) {
@@ -118,19 +121,18 @@ async function main() {
   const script = writeBenchApp(path.join(workDir, 'app'), 'v1');
   const info = machine();
 
-  // Which balance modes does this build support?
-  const targets = [
-    { key: 'single', label: '(a) single node process', start: () => startSingle(script) },
-    { key: 'shared', label: 'baton 2 workers, balance shared', start: () => startBaton(script, null) },
-  ];
-  try {
-    const probe = await startBaton(script, 'reuseport');
-    await probe.dispose();
-    targets[1].start = () => startBaton(script, 'shared');
-    targets.push({ key: 'reuseport', label: 'baton 2 workers, balance reuseport', start: () => startBaton(script, 'reuseport') });
-  } catch (e) {
-    log(`balance reuseport not available in this build (${String(e.message).split('\n')[0]}): measuring the default only`);
-    targets[1].label = 'baton 2 workers (default balance)';
+  // Which balance modes does this build support? (`default`: no flag, whatever baton's default is.)
+  const targets = [{ key: 'single', label: '(a) single node process', start: () => startSingle(script) }];
+  for (const balance of BALANCES) {
+    try {
+      const probe = await startBaton(script, balance);
+      const effective = (await probe.fleet.status()).groups?.[0]?.balance ?? '?';
+      await probe.dispose();
+      const label = balance === 'default' ? `baton 2 workers, balance default (${effective})` : `baton 2 workers, balance ${balance}`;
+      targets.push({ key: balance, label, start: () => startBaton(script, balance) });
+    } catch (e) {
+      log(`balance ${balance} not available in this build (${String(e.message).split('\n')[0]}): skipped`);
+    }
   }
   log(`steady: ${targets.map((t) => t.key).join(', ')}; ${REPS} interleaved rounds; wrk -t1 -c64 -d${DURATION}s after a ${WARMUP} s warm-up`);
 

@@ -5,10 +5,13 @@
  * soon as the previous response has ended. Never throws: every failure is counted by code
  * (`ECONNRESET`, `ECONNREFUSED`, `EPIPE`, `socket hang up`, `ETIMEDOUT`, `ETRUNCATED`...)
  * and the lane goes on. Counts ok / non-2xx / errors, bodies per version (the first word
- * of the body), and latency percentiles.
+ * of the body), and latency percentiles. Responses per worker: the `x-pid` response header
+ * (the benchmark app sets it), per pid in total (`workers`) and, with `bucketMs`, per time
+ * bucket (`timeline`: requests per pid and failures per bucket, bucket i = [i, i+1) ×
+ * bucketMs from the start of the load; `startedAt` = that start, a performance.now() value).
  *
  * As a module:  const load = startLoad({ port, connections: 32 }); ...; const r = await load.stop();
- * As a CLI:     node bench/lib/load.mjs --port 8080 [--connections 64] [--duration 12] [--path /]
+ * As a CLI:     node bench/lib/load.mjs --port 8080 [--connections 64] [--duration 12] [--path /] [--bucket-ms 100]
  *               runs until --duration (s) or SIGINT/SIGTERM, then prints the result as JSON.
  */
 import http from 'node:http';
@@ -32,7 +35,8 @@ function percentile(sorted, p) {
 /**
  * Start a keep-alive load against 127.0.0.1:port.
  * options: { port, host = '127.0.0.1', connections = 32, path = '/', requestTimeoutMs = 10000,
- *            errorPauseMs = 5, versionOf = (body) => first word }
+ *            errorPauseMs = 5, versionOf = (body) => first word, bucketMs = 0 (no timeline),
+ *            workerOf = (res) => res.headers['x-pid'] }
  */
 export function startLoad(options) {
   const host = options.host ?? '127.0.0.1';
@@ -41,8 +45,26 @@ export function startLoad(options) {
   const requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
   const errorPauseMs = options.errorPauseMs ?? 5;
   const versionOf = options.versionOf ?? ((body) => body.split(/\s/, 1)[0]);
+  const workerOf = options.workerOf ?? ((res) => res.headers['x-pid'] ?? '?');
+  const bucketMs = options.bucketMs ?? 0;
   const t0 = performance.now();
   const result = { requests: 0, ok: 0, non2xx: 0, errors: 0, errorCodes: {}, bodies: {}, firstErrors: [] };
+  // Per worker: { requests, versions, firstMs, lastMs }; per bucket: { pid: requests } and failures.
+  const workers = {};
+  const buckets = [];
+  const failedBuckets = [];
+  const bucketOf = () => Math.floor((performance.now() - t0) / bucketMs);
+  const countWorker = (pid, version) => {
+    const now = Math.round(performance.now() - t0);
+    const w = (workers[pid] ??= { requests: 0, versions: {}, firstMs: now, lastMs: now });
+    w.requests += 1;
+    w.versions[version] = (w.versions[version] ?? 0) + 1;
+    w.lastMs = now;
+    if (bucketMs > 0) {
+      const b = (buckets[bucketOf()] ??= {});
+      b[pid] = (b[pid] ?? 0) + 1;
+    }
+  };
   let latencies = new Float64Array(1 << 16);
   let nLat = 0;
   let stopping = false;
@@ -61,6 +83,10 @@ export function startLoad(options) {
     result.errors += 1;
     const key = errorKey(err);
     result.errorCodes[key] = (result.errorCodes[key] ?? 0) + 1;
+    if (bucketMs > 0) {
+      const b = bucketOf();
+      failedBuckets[b] = (failedBuckets[b] ?? 0) + 1;
+    }
     if (result.firstErrors.length < 20) {
       result.firstErrors.push({ atMs: Math.round(performance.now() - t0), code: key });
     }
@@ -97,6 +123,7 @@ export function startLoad(options) {
             else result.non2xx += 1;
             const v = versionOf(Buffer.concat(chunks).toString('utf8'));
             result.bodies[v] = (result.bodies[v] ?? 0) + 1;
+            countWorker(String(workerOf(res)), v);
             recordLatency(performance.now() - start);
             resolve(true);
           });
@@ -125,17 +152,29 @@ export function startLoad(options) {
 
   const snapshot = () => {
     const sorted = latencies.slice(0, nLat).sort();
-    return {
+    const out = {
       ...result,
       errorCodes: { ...result.errorCodes },
       bodies: { ...result.bodies },
       firstErrors: [...result.firstErrors],
       elapsedMs: Math.round(performance.now() - t0),
       latency: { p50: percentile(sorted, 50), p99: percentile(sorted, 99), max: nLat ? sorted[nLat - 1] : null },
+      workers: JSON.parse(JSON.stringify(workers)),
     };
+    if (bucketMs > 0) {
+      const n = Math.max(buckets.length, failedBuckets.length);
+      out.timeline = {
+        bucketMs,
+        requests: Array.from({ length: n }, (_, i) => ({ ...(buckets[i] ?? {}) })),
+        failed: Array.from({ length: n }, (_, i) => failedBuckets[i] ?? 0),
+      };
+    }
+    return out;
   };
   let stopped;
   return {
+    /** performance.now() at the start of the load: time 0 of `elapsedMs`, `firstErrors`, the timeline. */
+    startedAt: t0,
     /** Counters so far (a copy); cheap fields only. */
     counts: () => ({ requests: result.requests, ok: result.ok, non2xx: result.non2xx, errors: result.errors, errorCodes: { ...result.errorCodes }, bodies: { ...result.bodies } }),
     snapshot,
@@ -153,7 +192,7 @@ export function startLoad(options) {
   };
 }
 
-// CLI mode: node bench/lib/load.mjs --port P [--connections C] [--duration S] [--path /]
+// CLI mode: node bench/lib/load.mjs --port P [--connections C] [--duration S] [--path /] [--bucket-ms B]
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const a = process.argv.slice(2);
   const opt = (name, def) => {
@@ -162,10 +201,10 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   };
   const port = Number(opt('port'));
   if (!port) {
-    process.stderr.write('usage: node bench/lib/load.mjs --port P [--connections 64] [--duration 12] [--path /]\n');
+    process.stderr.write('usage: node bench/lib/load.mjs --port P [--connections 64] [--duration 12] [--path /] [--bucket-ms 100]\n');
     process.exit(2);
   }
-  const load = startLoad({ port, connections: Number(opt('connections', '64')), path: opt('path', '/') });
+  const load = startLoad({ port, connections: Number(opt('connections', '64')), path: opt('path', '/'), bucketMs: Number(opt('bucket-ms', '0')) });
   const finish = async () => {
     const r = await load.stop();
     process.stdout.write(`${JSON.stringify(r)}\n`);

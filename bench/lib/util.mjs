@@ -139,15 +139,61 @@ export function run(cmd, args, options = {}) {
 // The benchmark app: the anchors' app (node:http, sha256 of 1 KiB per request, boot delay,
 // version read at start), textbook under baton: no drain code, only `worker.listen(server)`.
 
+const APP_HANDLER = `const payload = randomBytes(1024);
+const server = http.createServer((req, res) => {
+  const digest = createHash('sha256').update(payload).update(req.url ?? '').digest('hex');
+  res.setHeader('content-type', 'text/plain');
+  res.setHeader('x-pid', String(process.pid));
+  res.end(version + ' ' + digest);
+});`;
+
 /**
- * Write the benchmark app into `dir`: `app.mjs` + `version.txt`. Response body:
- * `<version> <sha256 hex>`. A version starting with `throw` makes the app throw at boot
- * (after reading the version, before the boot delay), i.e. a bad deploy.
+ * Write the benchmark app into `dir` + `version.txt`; returns the script's path. Response
+ * body: `<version> <sha256 hex>`, header `x-pid: <worker pid>` (the timeline counts
+ * responses per worker with it). A version starting with `throw` makes the app throw at
+ * boot (after reading the version, before the boot delay), i.e. a bad deploy.
  * env: BOOT_DELAY_MS (default 300).
+ *
+ * flavor `baton` (default): `app.mjs`, textbook under baton: no drain code, only
+ * `worker.listen(server)` (outside baton it listens on PORT and still drains).
+ * flavor `close`: `app.cjs`, the anchors' app.js with SHUTDOWN_MODE=close, as PM2 ran it:
+ * listens on 127.0.0.1:PORT, `process.send('ready')` in the listen callback (wait_ready),
+ * SIGINT/SIGTERM → `server.close(() => exit(0))`, hard exit after 5 s. No baton import.
  */
-export function writeBenchApp(dir, version = 'v1') {
+export function writeBenchApp(dir, version = 'v1', { flavor = 'baton' } = {}) {
   mkdirSync(dir, { recursive: true });
-  const app = `// Benchmark app (same as the anchors' app.js): node:http, sha256 of 1 KiB per request,
+  let file;
+  let app;
+  if (flavor === 'close') {
+    file = 'app.cjs';
+    app = `// Benchmark app, the anchors' app.js with its own 'close' shutdown (as PM2 ran it):
+// node:http, sha256 of 1 KiB per request, boot delay, version read at start,
+// process.send('ready') once listening, SIGINT/SIGTERM -> server.close(), 5 s hard stop.
+'use strict';
+const { createHash, randomBytes } = require('node:crypto');
+const { readFileSync } = require('node:fs');
+const http = require('node:http');
+const path = require('node:path');
+
+const version = readFileSync(path.join(__dirname, 'version.txt'), 'utf8').trim();
+if (version.startsWith('throw')) throw new Error('bad deploy: cannot start ' + version);
+${APP_HANDLER}
+const bootDelay = Number(process.env.BOOT_DELAY_MS ?? '300');
+setTimeout(() => {
+  server.listen(Number(process.env.PORT), '127.0.0.1', () => {
+    if (process.send) process.send('ready');
+  });
+}, bootDelay);
+const shutdown = () => {
+  server.close(() => process.exit(0));
+  setTimeout(() => process.exit(0), 5000).unref();
+};
+process.on('SIGINT', shutdown);
+process.on('SIGTERM', shutdown);
+`;
+  } else {
+    file = 'app.mjs';
+    app = `// Benchmark app (same as the anchors' app.js): node:http, sha256 of 1 KiB per request,
 // boot delay, version read at start. Textbook under baton: no drain code, only worker.listen().
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -156,20 +202,15 @@ import { worker } from ${JSON.stringify(BATON_URL)};
 
 const version = readFileSync(new URL('./version.txt', import.meta.url), 'utf8').trim();
 if (version.startsWith('throw')) throw new Error('bad deploy: cannot start ' + version);
-const payload = randomBytes(1024);
+${APP_HANDLER}
 const bootDelay = Number(process.env.BOOT_DELAY_MS ?? '300');
 if (bootDelay > 0) await new Promise((r) => setTimeout(r, bootDelay));
-
-const server = http.createServer((req, res) => {
-  const digest = createHash('sha256').update(payload).update(req.url ?? '').digest('hex');
-  res.setHeader('content-type', 'text/plain');
-  res.end(version + ' ' + digest);
-});
 await worker.listen(server);
 `;
-  writeFileSync(path.join(dir, 'app.mjs'), app);
+  }
+  writeFileSync(path.join(dir, file), app);
   setVersion(dir, version);
-  return path.join(dir, 'app.mjs');
+  return path.join(dir, file);
 }
 
 export function setVersion(dir, version) {
@@ -179,24 +220,30 @@ export function setVersion(dir, version) {
 // ---------------------------------------------------------------------------------------
 // HTTP probes (fresh connection each).
 
-/** One GET on a fresh connection; resolves { ok, status, body, error }. */
+/**
+ * One GET on a fresh connection; resolves { ok, status, body, error, ms }. `timeoutMs` is
+ * a deadline for the whole exchange (connect + response): error `TIMEOUT` after it.
+ */
 export function probeOnce(port, { timeoutMs = 2000, path: p = '/' } = {}) {
+  const t0 = performance.now();
   return new Promise((resolve) => {
     let done = false;
+    let timer;
     const finish = (r) => {
       if (!done) {
         done = true;
-        resolve(r);
+        clearTimeout(timer);
+        resolve({ ...r, ms: performance.now() - t0 });
       }
     };
     const req = http.get({ host: '127.0.0.1', port, path: p, agent: false, headers: { connection: 'close' } }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d) => (body += d));
-      res.on('end', () => finish({ ok: res.statusCode === 200, status: res.statusCode, body }));
+      res.on('end', () => finish({ ok: res.statusCode === 200, status: res.statusCode, body, pid: res.headers['x-pid'] ?? null }));
       res.on('error', (e) => finish({ ok: false, error: e.code ?? e.message }));
     });
-    req.setTimeout(timeoutMs, () => req.destroy(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })));
+    timer = setTimeout(() => req.destroy(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })), timeoutMs);
     req.on('error', (e) => finish({ ok: false, error: e.code ?? e.message }));
   });
 }
@@ -252,28 +299,128 @@ export function startProbe(port, intervalMs = 10) {
   };
 }
 
+/**
+ * A stream of `count` fresh-connection GETs started at even intervals over `spreadMs`
+ * (each its own TCP connection, not waiting for the previous one), each with a `timeoutMs`
+ * deadline. Resolves when all have ended: answered (200) / timed out / other errors by
+ * code, versions and worker pids answering, the latency of the answered ones, and when
+ * (ms from the stream's start) the first and last failures were sent.
+ */
+export async function freshStream(port, { count = 200, spreadMs = 3000, timeoutMs = 1500 } = {}) {
+  const t0 = performance.now();
+  const r = { sent: 0, answered: 0, timedOut: 0, errors: 0, codes: {}, versions: {}, pids: {}, firstFailAtMs: null, lastFailAtMs: null };
+  const lat = [];
+  const one = async (i) => {
+    const due = t0 + (i * spreadMs) / count;
+    const wait = due - performance.now();
+    if (wait > 0) await sleep(wait);
+    const at = Math.round(performance.now() - t0);
+    r.sent += 1;
+    const res = await probeOnce(port, { timeoutMs });
+    if (res.ok) {
+      r.answered += 1;
+      lat.push(res.ms);
+      const v = res.body.split(' ')[0];
+      r.versions[v] = (r.versions[v] ?? 0) + 1;
+      if (res.pid) r.pids[res.pid] = (r.pids[res.pid] ?? 0) + 1;
+      return;
+    }
+    const code = res.error ?? `HTTP ${res.status}`;
+    if (code === 'TIMEOUT') r.timedOut += 1;
+    else r.errors += 1;
+    r.codes[code] = (r.codes[code] ?? 0) + 1;
+    if (r.firstFailAtMs === null || at < r.firstFailAtMs) r.firstFailAtMs = at;
+    if (r.lastFailAtMs === null || at > r.lastFailAtMs) r.lastFailAtMs = at;
+  };
+  await Promise.all(Array.from({ length: count }, (_, i) => one(i)));
+  lat.sort((a, b) => a - b);
+  const pct = (q) => (lat.length ? Math.round(lat[Math.min(lat.length - 1, Math.ceil(q * lat.length) - 1)] * 10) / 10 : null);
+  return { ...r, ms: Math.round(performance.now() - t0), latencyMs: { p50: pct(0.5), p99: pct(0.99), max: pct(1) }, settings: { count, spreadMs, timeoutMs } };
+}
+
+/** "answered / timed out / errors" of a {@link freshStream} result. */
+export function freshText(f) {
+  if (!f) return '–';
+  const codes = Object.entries(f.codes).filter(([k]) => k !== 'TIMEOUT');
+  return `${f.answered} / ${f.timedOut} / ${f.errors}${codes.length ? ` (${codes.map(([k, v]) => `${k}×${v}`).join(', ')})` : ''}`;
+}
+
 // ---------------------------------------------------------------------------------------
 // Connection spread: established connections on 127.0.0.1:port per server-side pid (ss).
 
-/** `{ pid: count }` of established connections on the port, from `ss -tnp`; null without ss. */
-export function connectionsPerPid(port) {
+/**
+ * Server-side established connections on 127.0.0.1:port, one entry per connection: the
+ * owning pid as a string, or null for a connection no process holds yet (still in a
+ * listen queue). With `clientPid`, only the connections whose client end that process
+ * holds (e.g. wrk's, not a probe's). null without ss.
+ */
+function establishedOwners(port, clientPid = null) {
+  let out;
   try {
-    const out = execFileSync('ss', ['-tnpH', 'state', 'established', `( sport = :${port} )`], { encoding: 'utf8' });
-    const per = {};
-    for (const line of out.split('\n')) {
-      const m = /pid=(\d+)/.exec(line);
-      if (m) per[m[1]] = (per[m[1]] ?? 0) + 1;
-    }
-    return per;
+    out = execFileSync('ss', ['-tnpH', 'state', 'established', `( sport = :${port} or dport = :${port} )`], { encoding: 'utf8' });
   } catch {
     return null;
   }
+  const server = [];
+  const clientOf = new Map(); // client's local port -> client pid
+  for (const line of out.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 4) continue;
+    const local = Number(f[2].slice(f[2].lastIndexOf(':') + 1));
+    const peer = Number(f[3].slice(f[3].lastIndexOf(':') + 1));
+    const pid = /pid=(\d+)/.exec(line)?.[1] ?? null;
+    if (local === port) server.push({ peer, pid });
+    else if (peer === port) clientOf.set(local, pid);
+  }
+  const mine = clientPid === null ? server : server.filter((c) => clientOf.get(c.peer) === String(clientPid));
+  return mine.map((c) => c.pid);
+}
+
+/** `{ pid: count }` of established connections on the port, from `ss -tnp`; null without ss. */
+export function connectionsPerPid(port) {
+  const owners = establishedOwners(port);
+  if (!owners) return null;
+  const per = {};
+  for (const pid of owners) if (pid) per[pid] = (per[pid] ?? 0) + 1;
+  return per;
 }
 
 /** Connections per worker, in the order of `pids` ("41+23"); null without ss. */
 export function spreadOf(port, pids) {
   const per = connectionsPerPid(port);
   return per ? pids.map((p) => per[p] ?? 0) : null;
+}
+
+/**
+ * How the established connections on the port are split over the worker slots:
+ * `workers` = [{ slot, pid }] (pid null for an empty slot). Returns { slots: [{ slot, pid,
+ * conns }] (conns null for an empty slot), other: connections held by pids that are not
+ * current workers (old workers still draining), queued: connections no process holds
+ * (accepted by the kernel, waiting in a listen queue) }; null without ss. `clientPid`:
+ * count only the connections of that client process (the load generator).
+ */
+export function connectionSplit(port, workers, { clientPid = null } = {}) {
+  const owners = establishedOwners(port, clientPid);
+  if (!owners) return null;
+  const per = {};
+  let queued = 0;
+  for (const pid of owners) {
+    if (pid) per[pid] = (per[pid] ?? 0) + 1;
+    else queued += 1;
+  }
+  const mine = new Set(workers.filter((w) => w.pid).map((w) => String(w.pid)));
+  let other = 0;
+  for (const [pid, n] of Object.entries(per)) if (!mine.has(pid)) other += n;
+  const slots = workers.map((w) => ({ slot: w.slot, pid: w.pid ?? null, conns: w.pid ? per[String(w.pid)] ?? 0 : null }));
+  return { slots, other, queued };
+}
+
+/** "32+18+–+2 (+3 old, 2 queued)" of a {@link connectionSplit} result (– = empty slot). */
+export function splitText(split) {
+  if (!split) return '?';
+  const base = split.slots.map((s) => (s.conns === null ? '–' : String(s.conns))).join('+');
+  const extra = [split.other ? `+${split.other} old` : '', split.queued ? `${split.queued} queued` : ''].filter(Boolean).join(', ');
+  return extra ? `${base} (${extra})` : base;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -474,9 +621,30 @@ export function args(argv = process.argv.slice(2)) {
 // ---------------------------------------------------------------------------------------
 // A baton master run through the CLI (`baton start`), as a user runs it.
 
+/** `baton start` flags of a balance mode; `default` (or none): no flag, baton's own default. */
+export function balanceFlags(balance) {
+  return !balance || balance === 'default' ? [] : ['--balance', balance];
+}
+
+/** `baton start` flags of a `parallel` value: none for 1 (the default), `--parallel N` else. */
+export function parallelFlags(parallel) {
+  return parallel === undefined || Number(parallel) === 1 ? [] : ['--parallel', String(parallel)];
+}
+
+/** Whether this build's `baton --help` mentions `flag` (e.g. `--parallel`). */
+export function cliSupports(flag) {
+  try {
+    const out = execFileSync(process.execPath, [BATON_CLI, '--help'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    return out.includes(flag);
+  } catch (e) {
+    return `${e.stdout ?? ''}${e.stderr ?? ''}`.includes(flag);
+  }
+}
+
 /**
  * Start `baton start <script>` in the foreground as a child, in its own runtime dir, and
- * wait until `count` workers are ready. Returns helpers for reload/status/stop.
+ * wait until `count` workers are ready. Returns helpers for reload/status/stop;
+ * `workers()` = [{ slot, pid, state }] by slot (pid null for an empty slot).
  */
 export async function startCliFleet({ script, count, port, order = 'start-first', name = 'bench', env = {}, flags = [], readyTimeoutMs = 20_000 }) {
   const runtimeDir = tempDir('baton-bench-rt-');
@@ -498,11 +666,30 @@ export async function startCliFleet({ script, count, port, order = 'start-first'
     return s;
   };
   const fleet = {
+    kind: 'baton',
     master,
     runtimeDir,
+    port,
+    /** Pids whose own + reaped children's CPU time is the fleet's (see cpuSnapshot). */
+    get roots() {
+      return [master.pid];
+    },
     log: () => log,
     cli,
     status,
+    /** `baton reload <name>`: { code, stdout, stderr, ms }. */
+    reload: () => cli(['reload', name]),
+    /** The core's report of the last reload: { coreMs, outcome, failureReason } or null. */
+    async lastReport() {
+      const r = (await status()).lastReload;
+      return r ? { coreMs: r.durationMs ?? null, outcome: r.outcome ?? null, failureReason: r.failure?.reason ?? null } : null;
+    },
+    async workers() {
+      const s = await status();
+      return s.workers
+        .map((w) => ({ slot: w.id, pid: w.pid ?? null, state: w.state, restarts: w.restarts, restartInMs: w.restartInMs ?? null }))
+        .sort((a, b) => a.slot - b.slot);
+    },
     async stop() {
       if (master.exitCode !== null || master.signalCode !== null) return;
       let s;
