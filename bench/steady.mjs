@@ -2,8 +2,9 @@
 /**
  * Steady throughput and connection spread: how wrk's 64 keep-alive connections land on
  * the workers, baton with 2 workers (balance `shared`, and `reuseport` when this build
- * supports it; `default` = no --balance flag) against a single plain node process,
- * interleaved rounds.
+ * supports it; `default` = no --balance flag) against a single plain node process and
+ * node:cluster with 2 workers in round-robin (SCHED_RR, its default on Linux), interleaved
+ * rounds.
  *
  * - app: the anchors' app (node:http, sha256 of 1 KiB per request); the single process
  *   runs the same file outside baton (`worker.listen` then listens on PORT);
@@ -17,6 +18,7 @@
  *          [--balance shared,reuseport[,default]] [--quick]
  * Writes bench/results/steady.json and prints a markdown table.
  */
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import {
@@ -79,6 +81,48 @@ async function startSingle(script) {
   };
 }
 
+/** node:cluster, 2 workers, SCHED_RR: the primary accepts and hands connections out. */
+async function startCluster(script, workDir) {
+  const port = await freePort();
+  const primary = path.join(workDir, 'cluster-primary.mjs');
+  writeFileSync(
+    primary,
+    [
+      "import cluster from 'node:cluster';",
+      'cluster.schedulingPolicy = cluster.SCHED_RR;',
+      `cluster.setupPrimary({ exec: ${JSON.stringify(script)} });`,
+      `for (let i = 0; i < 2; i++) cluster.fork({ PORT: '${port}' });`,
+      "process.on('SIGTERM', () => { for (const w of Object.values(cluster.workers)) w.process.kill('SIGKILL'); process.exit(0); });",
+      "let up = 0; cluster.on('listening', () => { if (++up === 2) console.log(JSON.stringify(Object.values(cluster.workers).map((w) => w.process.pid))); });",
+    ].join('\n'),
+  );
+  const child = spawnTracked(process.execPath, [primary], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const remove = onCleanup(() => child.kill('SIGKILL'));
+  const pids = await new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error('node:cluster did not come up')), 15_000);
+    child.stdout.on('data', (d) => {
+      out += d;
+      if (out.includes('\n')) {
+        clearTimeout(timer);
+        resolve(JSON.parse(out.split('\n')[0]));
+      }
+    });
+  });
+  return {
+    port,
+    roots: [child.pid],
+    leaves: async () => pids,
+    workerPids: async () => pids,
+    dispose: async () => {
+      child.kill('SIGTERM');
+      await Promise.race([exited(child), sleep(3000)]);
+      child.kill('SIGKILL');
+      remove();
+    },
+  };
+}
+
 async function startBaton(script, balance) {
   const port = await freePort();
   const fleet = await startCliFleet({ script, count: 2, port, name: 'steady', flags: balanceFlags(balance) });
@@ -122,7 +166,10 @@ async function main() {
   const info = machine();
 
   // Which balance modes does this build support? (`default`: no flag, whatever baton's default is.)
-  const targets = [{ key: 'single', label: '(a) single node process', start: () => startSingle(script) }];
+  const targets = [
+    { key: 'single', label: '(a) single node process', start: () => startSingle(script) },
+    { key: 'cluster-rr', label: 'node:cluster 2 workers, SCHED_RR', start: () => startCluster(script, workDir) },
+  ];
   for (const balance of BALANCES) {
     try {
       const probe = await startBaton(script, balance);
