@@ -24,6 +24,10 @@
  * For a TLS server (`https.Server`, `tls.Server`) the tracked connections are the
  * `'secureConnection'` sockets; sockets still in the TLS handshake are not tracked.
  *
+ * Tracking listens to the server's `'connection'` event, so a socket emitted on the server
+ * by other code (the worker runtime does it for connections the master hands over) is
+ * tracked and drained exactly like one the server accepted itself.
+ *
  * @module
  */
 import * as http from 'node:http';

@@ -9,9 +9,16 @@
  * exit 0. Outside baton (`node app.js`) `worker.listen` listens on `PORT` (or the given
  * port, or 3000) and `SIGTERM`/`SIGINT` still drain, so the same code runs in development.
  *
+ * The ready message is `{ type: 'ready', handoff: true }` once a server listens on an
+ * inherited socket: the worker then also takes connections the master hands over (with
+ * `balance: 'reuseport'`, connections left in the queue of a slot without a ready worker)
+ * as `{ type: 'baton:connection', fd }` messages carrying the socket (Node's IPC handle
+ * passing); each is emitted as a `'connection'` of the server listening on inherited fd
+ * `fd`, so it is served and drained like one it accepted itself.
+ *
  * @module
  */
-import type * as net from 'node:net';
+import * as net from 'node:net';
 
 import {
   connectionCount,
@@ -61,8 +68,10 @@ export interface Worker {
    */
   listen(server: net.Server, nameOrOptions?: string | WorkerListenOptions): Promise<void>;
   /**
-   * Tell the master this worker is ready (sends `{ type: 'ready' }` once). `listen()` does
-   * it; call it yourself in a worker without servers. No-op outside baton.
+   * Tell the master this worker is ready (sends `{ type: 'ready' }` once, with
+   * `handoff: true` when a server listens on an inherited socket: the master may then hand
+   * it connections). `listen()` does it; call it yourself in a worker without servers.
+   * No-op outside baton.
    */
   ready(): void;
   /**
@@ -187,6 +196,58 @@ function isStopMessage(msg: unknown): boolean {
   return msg === 'stop' || (typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'stop');
 }
 
+/** The master hands over a connection queued on inherited listening fd `fd`. */
+interface ConnectionMessage {
+  readonly type: 'baton:connection';
+  readonly fd: number;
+}
+
+function isConnectionMessage(msg: unknown): msg is ConnectionMessage {
+  return (
+    typeof msg === 'object' &&
+    msg !== null &&
+    (msg as { type?: unknown }).type === 'baton:connection' &&
+    Number.isSafeInteger((msg as { fd?: unknown }).fd)
+  );
+}
+
+/**
+ * What `net.Server` does for a connection it accepted itself (lib/net.js `onconnection`),
+ * through the fields it uses for that: `maxConnections`, `noDelay`/`keepAlive`, the
+ * `_connections` count (which `server.close()` and `getConnections()` rely on; the socket
+ * decrements it when it is destroyed, through `_server`).
+ */
+interface ServerInternals {
+  _connections?: number;
+  noDelay?: boolean;
+  keepAlive?: boolean;
+  keepAliveInitialDelay?: number;
+}
+
+interface SocketInternals {
+  server?: net.Server;
+  _server?: net.Server;
+}
+
+/** Emit `socket` on `server` as if the server had accepted it. */
+function adoptConnection(server: net.Server, socket: net.Socket): void {
+  const internals = server as net.Server & ServerInternals;
+  const open = internals._connections ?? 0;
+  if (server.maxConnections > 0 && open >= server.maxConnections) {
+    socket.destroy();
+    return;
+  }
+  if (internals.noDelay === true) socket.setNoDelay(true);
+  if (internals.keepAlive === true) socket.setKeepAlive(true, internals.keepAliveInitialDelay ?? 0);
+  if (typeof internals._connections === 'number') {
+    internals._connections += 1;
+    const s = socket as net.Socket & SocketInternals;
+    s.server = server;
+    s._server = server;
+  }
+  server.emit('connection', socket);
+}
+
 function isReloadMessage(msg: unknown): boolean {
   return (
     msg === 'reload' || (typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'reload')
@@ -306,7 +367,9 @@ class WorkerRuntime implements Worker {
     if (!this.isWorker || this.#readySent) return;
     if (typeof process.send !== 'function' || !process.connected) return;
     this.#readySent = true;
-    process.send({ type: 'ready' }, undefined, undefined, (err) => {
+    // Handed-off connections need a server on an inherited socket to go to.
+    const message = this.#fdOwners.size > 0 ? { type: 'ready', handoff: true } : { type: 'ready' };
+    process.send(message, undefined, undefined, (err) => {
       if (err !== null && err !== undefined) this.#log(`could not send 'ready' to the master: ${err.message}`);
     });
   }
@@ -394,8 +457,9 @@ class WorkerRuntime implements Worker {
 
   #installChannel(): void {
     if (typeof process.send !== 'function' || process.channel === undefined) return;
-    process.on('message', (msg: unknown) => {
-      if (isStopMessage(msg)) void this.#beginStop(this.#env.stopBudgetMs);
+    process.on('message', (msg: unknown, handle: unknown) => {
+      if (isConnectionMessage(msg)) this.#takeConnection(msg.fd, handle);
+      else if (isStopMessage(msg)) void this.#beginStop(this.#env.stopBudgetMs);
       else if (isReloadMessage(msg)) this.#runReloadHooks();
     });
     process.on('disconnect', () => {
@@ -405,6 +469,21 @@ class WorkerRuntime implements Worker {
     // Listening for 'message'/'disconnect' refs the channel; the channel alone must not
     // keep a worker alive (one with no servers or timers left exits as usual).
     process.channel.unref();
+  }
+
+  /**
+   * A connection the master accepted on inherited fd `fd` for us: serve it on the server
+   * listening there (also while stopping: the drain answers it with `Connection: close`).
+   */
+  #takeConnection(fd: number, handle: unknown): void {
+    if (!(handle instanceof net.Socket)) return; // the fd did not arrive (Node sent a NACK)
+    const server = this.#fdOwners.get(fd);
+    if (server === undefined) {
+      handle.destroy();
+      this.#log(`a connection handed over for fd ${fd} was closed: no server listens there`);
+      return;
+    }
+    adoptConnection(server, handle);
   }
 
   #log(message: string): void {

@@ -10,13 +10,29 @@
 //! - each worker's control channel (`ready` messages) and stderr pipe (relayed to our
 //!   stderr, the tail kept for failure reports);
 //! - the control socket (the `baton` CLI);
-//! - the state machine's next deadline.
+//! - the state machine's next deadline;
+//! - the per-slot listening sockets of slots without a ready worker (below).
 //!
-//! The listening sockets are never registered with the poller: the master never accepts.
+//! **Steering** (`balance: 'reuseport'`). The state machine announces each group's serving
+//! slots ([`Action::Steer`], before any stop that takes a slot out); the loop attaches a
+//! BPF program to each per-slot address's reuseport group so that new connections reach
+//! only those slots' sockets (`steer.rs`). If the kernel refuses, it logs why and the
+//! kernel's hash goes on spreading connections over every slot.
+//!
+//! **Stragglers.** Connections can still reach a slot's queue just before it is steered
+//! away from (a worker killed with -9, in the moments before its exit is seen; handshakes
+//! that complete after the steer). They would wait for the slot's next worker, which may
+//! never become ready (a crash loop, a bad deploy). So while a slot is not serving and
+//! another slot of its group is, with a worker that said it takes handed-off connections
+//! (`{"type":"ready","handoff":true}`, baton's runtime), the loop registers that slot's
+//! sockets with its poller, accepts what they queue and hands each connection to a
+//! serving worker of the group, round-robin, over its control channel (`handoff.rs`).
+//! This is the only place the master accepts on a listening socket. When the slot serves
+//! again, its sockets are deregistered.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::{self, ErrorKind, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -32,8 +48,9 @@ use serde_json::{json, Value};
 use crate::config::{Balance, FleetConfig, Order};
 use crate::control::{self, Request};
 use crate::exit_status::ExitStatus;
-use crate::fleet::{Action, Event, Fleet, Input, ReloadOutcome, Ticket, WorkerKey};
+use crate::fleet::{Action, Event, Fleet, Input, ReloadOutcome, Ticket, WorkerKey, WorkerState};
 use crate::group_sockets::GroupSockets;
+use crate::handoff;
 use crate::public_json::{self, Names, RowExtras};
 use crate::runtime_dir::{self, PidFile};
 use crate::spawn::{self, Signal, SpawnSpec};
@@ -173,6 +190,7 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
     let rules = config.groups.iter().map(|g| g.rules.clone()).collect();
     let fleet = Fleet::new(rules, config.backoff);
     let group_names = config.groups.iter().map(|g| g.rules.name.clone()).collect();
+    let rescue = config.groups.iter().map(|_| Rescue::default()).collect();
     let mut state = LoopState {
         fleet,
         config,
@@ -190,6 +208,12 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
         sources: HashMap::new(),
         clients: HashMap::new(),
         next_token: FIRST_DYNAMIC,
+        rescue,
+        watched: BTreeMap::new(),
+        pending: VecDeque::new(),
+        rescue_dirty: false,
+        rescue_backlog: false,
+        logged_once: HashSet::new(),
         stop_waiters: Vec::new(),
         tickets: tickets.clone(),
         master_pid: std::process::id(),
@@ -227,12 +251,53 @@ const WAKER: Token = Token(0);
 const CONTROL: Token = Token(1);
 const FIRST_DYNAMIC: usize = 2;
 const STDERR_TAIL_BYTES: usize = 4096;
+/// Connections accepted from one watched socket per wake-up, so one slot cannot starve
+/// the loop; the rest are taken on the next turn.
+const ACCEPT_BATCH: usize = 64;
+/// How soon to try again when no serving worker could take a connection (its channel
+/// full) or an accept failed for lack of resources.
+const RESCUE_RETRY: Duration = Duration::from_millis(10);
 
 #[derive(Clone, Copy)]
 enum Source {
     WorkerControl(WorkerKey),
     WorkerStderr(WorkerKey),
     Client(usize),
+    /// A per-slot listening socket whose slot has no ready worker.
+    Straggler(SlotSocket),
+}
+
+/// One per-slot listening socket: group, address index (the worker's fd is 3 + addr),
+/// slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct SlotSocket {
+    group: usize,
+    addr: usize,
+    slot: u32,
+}
+
+/// The steering state of one group with per-slot sockets.
+#[derive(Default)]
+struct Rescue {
+    /// The serving slots of the last [`Action::Steer`].
+    serving: Vec<u32>,
+    /// Serving workers that take handed-off connections; refreshed after every drive.
+    targets: Vec<WorkerKey>,
+    /// Round-robin position in `targets`.
+    next: usize,
+}
+
+/// A watched per-slot socket.
+struct Watched {
+    token: Token,
+    /// Connections handed off since it was registered.
+    handed: u64,
+}
+
+/// An accepted connection no serving worker could take yet (every channel full).
+struct Straggler {
+    from: SlotSocket,
+    conn: OwnedFd,
 }
 
 struct WorkerIo {
@@ -243,6 +308,8 @@ struct WorkerIo {
     stderr_token: Option<Token>,
     stderr_tail: Vec<u8>,
     started_at: SystemTime,
+    /// Said `{"type":"ready","handoff":true}`: takes connections over its channel.
+    handoff: bool,
 }
 
 struct Client {
@@ -273,6 +340,16 @@ struct LoopState {
     sources: HashMap<Token, Source>,
     clients: HashMap<usize, Client>,
     next_token: usize,
+    /// Per group (see the module documentation, **Stragglers**).
+    rescue: Vec<Rescue>,
+    watched: BTreeMap<SlotSocket, Watched>,
+    pending: VecDeque<Straggler>,
+    /// Something that decides the rescue changed; recomputed at the end of `drive`.
+    rescue_dirty: bool,
+    /// Work left over (a batch limit, full channels, an accept error): retry soon.
+    rescue_backlog: bool,
+    /// Log lines already written (repeated failures are logged once).
+    logged_once: HashSet<String>,
     stop_waiters: Vec<usize>,
     /// Shared with the host's [`Handle`], so CLI and API reload tickets never collide.
     tickets: Arc<AtomicU64>,
@@ -286,10 +363,13 @@ impl LoopState {
         self.fleet.handle(Instant::now(), Input::Start);
         self.drive();
         while !self.fleet.is_stopped() {
-            let timeout = self
+            let mut timeout = self
                 .fleet
                 .poll_timeout()
                 .map(|t| t.saturating_duration_since(Instant::now()));
+            if self.rescue_waiting() {
+                timeout = Some(timeout.map_or(RESCUE_RETRY, |t| t.min(RESCUE_RETRY)));
+            }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != ErrorKind::Interrupted {
                     self.log(&format!("poll failed: {e}; stopping the fleet"));
@@ -324,9 +404,13 @@ impl LoopState {
                                 self.flush_client(id);
                             }
                         }
+                        Some(Source::Straggler(socket)) => self.accept_stragglers(socket),
                         None => {}
                     },
                 }
+            }
+            if self.rescue_waiting() {
+                self.retry_rescue();
             }
             while let Ok(msg) = self.rx.try_recv() {
                 self.on_msg(msg);
@@ -340,6 +424,12 @@ impl LoopState {
     /// Release everything, so that by the time the host hears `fleet:stopped` the ports are
     /// free and the control socket and pid file are gone.
     fn shutdown(&mut self) {
+        let watched: Vec<SlotSocket> = self.watched.keys().copied().collect();
+        for socket in watched {
+            self.unwatch(socket);
+        }
+        // Connections nobody could take are closed (the clients see the end of the stream).
+        self.pending.clear();
         self.listeners.clear();
         if let Some(mut c) = self.control.take() {
             let _ = self.poll.registry().deregister(&mut c);
@@ -360,6 +450,14 @@ impl LoopState {
 
     fn log(&self, message: &str) {
         (self.sink)(json!({ "type": "log", "message": message }));
+    }
+
+    /// Log `message` unless it was logged before (failures that repeat on every change).
+    fn log_once(&mut self, message: String) {
+        if !self.logged_once.contains(&message) {
+            self.log(&message);
+            self.logged_once.insert(message);
+        }
     }
 
     fn on_msg(&mut self, msg: Msg) {
@@ -406,19 +504,279 @@ impl LoopState {
                     generation,
                 } => self.spawn(key, group, slot, generation),
                 Action::Stop { key, pid } => {
+                    self.rescue_dirty = true;
                     self.send_worker(key, "{\"type\":\"stop\"}\n");
                     let _ = spawn::send_signal(pid, Signal::Term);
                 }
                 Action::Kill { pid, .. } => {
+                    self.rescue_dirty = true;
                     let _ = spawn::send_signal(pid, Signal::Kill);
                 }
                 Action::NotifyReload { key, .. } => {
                     self.send_worker(key, "{\"type\":\"reload\"}\n")
                 }
-                Action::Steer { .. } => {}
+                Action::Steer { group, serving } => self.steer(group, serving),
                 Action::Emit(event) => self.emit(event),
             }
         }
+        if self.rescue_dirty {
+            self.refresh_rescue();
+        }
+    }
+
+    // ----- steering and stragglers (see the module documentation) ---------------------------
+
+    /// New connections of `group` go to `serving` only.
+    fn steer(&mut self, group: usize, serving: Vec<u32>) {
+        self.rescue_dirty = true;
+        let Some(sockets) = self.listeners.get(group) else {
+            return;
+        };
+        if !sockets.has_per_slot() {
+            return;
+        }
+        let errors = sockets.steer(&serving);
+        let name = self.group_names.get(group).cloned().unwrap_or_default();
+        for e in errors {
+            self.log_once(format!(
+                "group \"{name}\": {e}; the kernel's hash goes on spreading them over every slot, \
+                 including those without a ready worker"
+            ));
+        }
+        if let Some(r) = self.rescue.get_mut(group) {
+            r.serving = serving;
+        }
+    }
+
+    /// Recompute which workers take handed-off connections and which per-slot sockets the
+    /// loop watches.
+    fn refresh_rescue(&mut self) {
+        self.rescue_dirty = false;
+        let per_slot: Vec<(usize, Vec<usize>)> = self
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(g, l)| (g, l.per_slot_addrs()))
+            .filter(|(_, addrs)| !addrs.is_empty())
+            .collect();
+        if per_slot.is_empty() {
+            return;
+        }
+        let snapshot = self.fleet.snapshot();
+        let mut wanted: Vec<SlotSocket> = Vec::new();
+        for (g, addrs) in &per_slot {
+            let Some(r) = self.rescue.get_mut(*g) else {
+                continue;
+            };
+            // Ready (and not asked to stop) workers of serving slots that said they take
+            // connections and whose channel is open.
+            let targets: Vec<WorkerKey> = snapshot
+                .workers
+                .iter()
+                .filter(|w| w.group == *g && w.state == WorkerState::Ready)
+                .filter(|w| r.serving.contains(&w.slot))
+                .filter_map(|w| w.key)
+                .filter(|k| {
+                    self.workers
+                        .get(k)
+                        .is_some_and(|io| io.handoff && io.control.is_some())
+                })
+                .collect();
+            if targets != r.targets {
+                r.targets = targets;
+                r.next = 0;
+            }
+            if r.targets.is_empty() {
+                continue;
+            }
+            let count = self.config.groups[*g].rules.count;
+            for slot in (0..count).filter(|s| !r.serving.contains(s)) {
+                for addr in addrs {
+                    wanted.push(SlotSocket {
+                        group: *g,
+                        addr: *addr,
+                        slot,
+                    });
+                }
+            }
+        }
+        let gone: Vec<SlotSocket> = self
+            .watched
+            .keys()
+            .filter(|s| !wanted.contains(s))
+            .copied()
+            .collect();
+        for socket in gone {
+            self.unwatch(socket);
+        }
+        for socket in wanted {
+            if !self.watched.contains_key(&socket) {
+                self.watch(socket);
+            }
+        }
+        if !self.pending.is_empty() {
+            self.rescue_backlog = true;
+        }
+    }
+
+    fn watch(&mut self, socket: SlotSocket) {
+        let Some(listener) = self.listeners[socket.group].slot_socket(socket.addr, socket.slot)
+        else {
+            return;
+        };
+        let name = &self.group_names[socket.group];
+        let fail = |what: &str, e: io::Error| {
+            format!(
+                "group \"{name}\": cannot watch slot {}'s socket {} for connections to hand \
+                 to ready workers ({what}: {e}); they wait for the slot's next worker",
+                socket.slot, listener.local
+            )
+        };
+        if let Err(e) = listener.set_nonblocking() {
+            let message = fail("O_NONBLOCK", e);
+            self.log_once(message);
+            return;
+        }
+        let fd = listener.fd();
+        let token = Token(self.next_token);
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut SourceFd(&fd), token, Interest::READABLE)
+        {
+            let message = fail("poll", e);
+            self.log_once(message);
+            return;
+        }
+        self.next_token += 1;
+        self.sources.insert(token, Source::Straggler(socket));
+        self.watched.insert(socket, Watched { token, handed: 0 });
+        // Connections already queued: take them now (the poller reports only new ones
+        // reliably once we have drained the queue).
+        self.accept_stragglers(socket);
+    }
+
+    fn unwatch(&mut self, socket: SlotSocket) {
+        let Some(w) = self.watched.remove(&socket) else {
+            return;
+        };
+        self.sources.remove(&w.token);
+        if let Some(listener) = self.listeners[socket.group].slot_socket(socket.addr, socket.slot) {
+            let fd = listener.fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            if w.handed > 0 {
+                self.log(&format!(
+                    "group \"{}\": handed {} connection{} queued on slot {}'s socket {} to ready workers",
+                    self.group_names[socket.group],
+                    w.handed,
+                    if w.handed == 1 { "" } else { "s" },
+                    socket.slot,
+                    listener.local
+                ));
+            }
+        }
+    }
+
+    /// Whether stragglers wait for a retry that can succeed: left in a watched queue, or
+    /// accepted for a group that has a worker to take them.
+    fn rescue_waiting(&self) -> bool {
+        let has_targets = |g: usize| self.rescue.get(g).is_some_and(|r| !r.targets.is_empty());
+        (self.rescue_backlog && self.watched.keys().any(|s| has_targets(s.group)))
+            || self.pending.iter().any(|s| has_targets(s.from.group))
+    }
+
+    /// Hand over the connections left waiting, then take what the watched sockets queued.
+    fn retry_rescue(&mut self) {
+        self.rescue_backlog = false;
+        let mut still = VecDeque::new();
+        while let Some(s) = self.pending.pop_front() {
+            if let Err(s) = self.hand_off(s) {
+                still.push_back(s);
+            }
+        }
+        let blocked = !still.is_empty();
+        self.pending = still;
+        if blocked {
+            self.rescue_backlog = true;
+            return;
+        }
+        let watched: Vec<SlotSocket> = self.watched.keys().copied().collect();
+        for socket in watched {
+            self.accept_stragglers(socket);
+        }
+    }
+
+    /// Accept what `socket` has queued and hand it over.
+    fn accept_stragglers(&mut self, socket: SlotSocket) {
+        if !self.watched.contains_key(&socket) {
+            return;
+        }
+        for _ in 0..ACCEPT_BATCH {
+            if !self.pending.is_empty() {
+                // The workers' channels are full: leave the rest in the kernel's queue.
+                self.rescue_backlog = true;
+                return;
+            }
+            let Some(listener) = self.listeners[socket.group].slot_socket(socket.addr, socket.slot)
+            else {
+                return;
+            };
+            match listener.accept_pending() {
+                Ok(Some(conn)) => {
+                    if let Err(s) = self.hand_off(Straggler { from: socket, conn }) {
+                        self.pending.push_back(s);
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    let message = format!(
+                        "group \"{}\": cannot accept a connection queued on slot {}'s socket {}: {e}",
+                        self.group_names[socket.group], socket.slot, listener.local
+                    );
+                    self.log_once(message);
+                    self.rescue_backlog = true;
+                    return;
+                }
+            }
+        }
+        self.rescue_backlog = true;
+    }
+
+    /// Send `s` to the next serving worker of its group that can take it; give it back
+    /// when none can right now.
+    fn hand_off(&mut self, s: Straggler) -> Result<(), Straggler> {
+        let Some(r) = self.rescue.get_mut(s.from.group) else {
+            return Err(s);
+        };
+        let line = handoff::handle_line(3 + s.from.addr as i32);
+        let n = r.targets.len();
+        for i in 0..n {
+            let at = (r.next + i) % n;
+            let key = r.targets[at];
+            let Some(channel) = self.workers.get(&key).and_then(|io| io.control.as_ref()) else {
+                continue;
+            };
+            match handoff::send_with_fd(channel.as_fd(), line.as_bytes(), s.conn.as_fd()) {
+                Ok(sent) => {
+                    if sent < line.len() {
+                        // Never seen for ~100 bytes on a Unix stream socket, but the rest of
+                        // the line must follow or the channel's JSON stream breaks.
+                        let mut stream = BorrowedStream(channel.as_raw_fd());
+                        let _ = stream.write_all(&line.as_bytes()[sent..]);
+                    }
+                    r.next = (at + 1) % n;
+                    if let Some(w) = self.watched.get_mut(&s.from) {
+                        w.handed += 1;
+                    }
+                    // `s.conn` drops here: the worker has its own copy.
+                    return Ok(());
+                }
+                // A full channel, or a worker that just went away (its exit refreshes the
+                // targets): try the next one.
+                Err(_) => continue,
+            }
+        }
+        Err(s)
     }
 
     fn emit(&mut self, event: Event) {
@@ -507,6 +865,7 @@ impl LoopState {
                         stderr_token,
                         stderr_tail: Vec::new(),
                         started_at: SystemTime::now(),
+                        handoff: false,
                     },
                 );
                 let tx = self.tx.clone();
@@ -580,6 +939,7 @@ impl LoopState {
         let Some(mut io) = self.workers.remove(&key) else {
             return String::new();
         };
+        self.rescue_dirty = true;
         self.deregister_fd(io.control.as_ref(), io.control_token);
         self.deregister_fd(io.stderr.as_ref(), io.stderr_token);
         io.control.take();
@@ -601,6 +961,8 @@ impl LoopState {
 
     fn read_worker_control(&mut self, key: WorkerKey) {
         let mut readies = 0;
+        let mut handoff = false;
+        let mut nacks = 0;
         let mut eof = false;
         if let Some(io) = self.workers.get_mut(&key) {
             let Some(fd) = io.control.as_ref() else {
@@ -621,19 +983,38 @@ impl LoopState {
             }
             while let Some(pos) = io.control_buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = io.control_buf.drain(..=pos).collect();
-                if is_ready_message(&line) {
-                    readies += 1;
+                match parse_control_line(&line) {
+                    ControlLine::Ready { handoff: h } => {
+                        readies += 1;
+                        handoff |= h;
+                    }
+                    ControlLine::HandleNack => nacks += 1,
+                    ControlLine::Other => {}
                 }
             }
             if io.control_buf.len() > 64 * 1024 {
                 io.control_buf.clear();
             }
         }
+        if handoff {
+            if let Some(io) = self.workers.get_mut(&key) {
+                io.handoff = true;
+                self.rescue_dirty = true;
+            }
+        }
         if eof {
             if let Some(io) = self.workers.get_mut(&key) {
                 let (fd, token) = (io.control.take(), io.control_token.take());
                 self.deregister_fd(fd.as_ref(), token);
+                self.rescue_dirty = true;
             }
+        }
+        if nacks > 0 {
+            self.log(&format!(
+                "worker {key}: {nacks} handed-off connection{} did not arrive (NODE_HANDLE_NACK); \
+                 the client sees its connection closed",
+                if nacks == 1 { "" } else { "s" }
+            ));
         }
         if readies > 0 {
             self.fleet.handle(Instant::now(), Input::Ready { key });
@@ -892,13 +1273,34 @@ impl LoopState {
     }
 }
 
-/// Whether a line from a worker's control channel says "ready": `{"type":"ready"}` from the
-/// baton runtime, or the bare string `"ready"` that PM2-style apps send with `process.send`.
-fn is_ready_message(line: &[u8]) -> bool {
+/// What a line from a worker's control channel means to the master.
+#[derive(Debug, PartialEq, Eq)]
+enum ControlLine {
+    /// `{"type":"ready"}` (`"handoff":true` from baton's runtime: it takes handed-off
+    /// connections), or the bare string `"ready"` that PM2-style apps send with
+    /// `process.send`.
+    Ready { handoff: bool },
+    /// Node's `{"cmd":"NODE_HANDLE_NACK"}`: a handed-off fd did not arrive.
+    HandleNack,
+    /// Anything else, including Node's `{"cmd":"NODE_HANDLE_ACK"}`: ignored.
+    Other,
+}
+
+fn parse_control_line(line: &[u8]) -> ControlLine {
     match serde_json::from_slice::<Value>(line) {
-        Ok(Value::String(s)) => s == "ready",
-        Ok(Value::Object(map)) => map.get("type").and_then(Value::as_str) == Some("ready"),
-        _ => false,
+        Ok(Value::String(s)) if s == "ready" => ControlLine::Ready { handoff: false },
+        Ok(Value::Object(map)) => {
+            if map.get("type").and_then(Value::as_str) == Some("ready") {
+                ControlLine::Ready {
+                    handoff: map.get("handoff") == Some(&Value::Bool(true)),
+                }
+            } else if map.get("cmd").and_then(Value::as_str) == Some("NODE_HANDLE_NACK") {
+                ControlLine::HandleNack
+            } else {
+                ControlLine::Other
+            }
+        }
+        _ => ControlLine::Other,
     }
 }
 
@@ -950,5 +1352,35 @@ impl Write for BorrowedStream {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_lines() {
+        let parse = |s: &str| parse_control_line(s.as_bytes());
+        assert_eq!(parse("\"ready\"\n"), ControlLine::Ready { handoff: false });
+        assert_eq!(
+            parse("{\"type\":\"ready\"}\n"),
+            ControlLine::Ready { handoff: false }
+        );
+        assert_eq!(
+            parse("{\"type\":\"ready\",\"handoff\":true}\n"),
+            ControlLine::Ready { handoff: true }
+        );
+        assert_eq!(
+            parse("{\"type\":\"ready\",\"handoff\":\"yes\"}\n"),
+            ControlLine::Ready { handoff: false }
+        );
+        assert_eq!(parse("{\"cmd\":\"NODE_HANDLE_ACK\"}\n"), ControlLine::Other);
+        assert_eq!(
+            parse("{\"cmd\":\"NODE_HANDLE_NACK\"}\n"),
+            ControlLine::HandleNack
+        );
+        assert_eq!(parse("{\"type\":\"stop\"}\n"), ControlLine::Other);
+        assert_eq!(parse("not json\n"), ControlLine::Other);
     }
 }

@@ -2,9 +2,12 @@
 //!
 //! With [`Balance::Shared`] each address has one socket that every worker of the group
 //! accepts on. With [`Balance::ReusePort`] (Linux) each TCP address has one
-//! `SO_REUSEPORT` socket per worker slot: the kernel spreads new connections across them
-//! by hash, and since the master keeps each slot's socket across replacements,
-//! connections queued for a slot wait for its next worker instead of being reset.
+//! `SO_REUSEPORT` socket per worker slot, bound and listening in slot order, so a slot's
+//! socket has the slot's index in the kernel's reuseport group. The kernel spreads new
+//! connections across them, [steered](GroupSockets::steer) to the slots with a ready
+//! worker (`steer.rs`), and since the master keeps each slot's socket across
+//! replacements, connections queued for a slot wait for its next worker instead of being
+//! reset (or are handed to a ready worker by the master, see `event_loop.rs`).
 
 use std::os::fd::RawFd;
 
@@ -72,6 +75,55 @@ impl GroupSockets {
             .collect()
     }
 
+    /// Whether some address has one socket per slot (and [`GroupSockets::steer`] applies).
+    pub fn has_per_slot(&self) -> bool {
+        self.per_addr
+            .iter()
+            .any(|a| matches!(a, AddrSockets::PerSlot(_)))
+    }
+
+    /// The indices (in address order, which is the order of the worker's fds 3..) of the
+    /// addresses with one socket per slot.
+    pub fn per_slot_addrs(&self) -> Vec<usize> {
+        self.per_addr
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| matches!(a, AddrSockets::PerSlot(_)))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// The socket of `slot` for the per-slot address `addr` (`None` for a shared address).
+    pub fn slot_socket(&self, addr: usize, slot: u32) -> Option<&Listener> {
+        match self.per_addr.get(addr)? {
+            AddrSockets::PerSlot(v) => v.get(slot as usize),
+            AddrSockets::Shared(_) => None,
+        }
+    }
+
+    /// Send the new connections of every per-slot address to the sockets of `serving`
+    /// only (none serving: the kernel's hash). The program belongs to the address's
+    /// reuseport group, so it is attached on the first socket. Returns one sentence per
+    /// address where the kernel refused; the others are steered regardless.
+    pub fn steer(&self, serving: &[u32]) -> Vec<String> {
+        let steering = match crate::steer::program(serving) {
+            Ok(s) => s,
+            Err(e) => return vec![format!("cannot steer new connections: {e}")],
+        };
+        let mut errors = Vec::new();
+        for a in &self.per_addr {
+            let AddrSockets::PerSlot(v) = a else { continue };
+            let Some(first) = v.first() else { continue };
+            if let Err(e) = apply_steering(first, &steering) {
+                errors.push(format!(
+                    "cannot steer new connections on {} to the slots with a ready worker ({e})",
+                    first.local
+                ));
+            }
+        }
+        errors
+    }
+
     /// `(configured, bound)` for each address, e.g. `("127.0.0.1:0", "127.0.0.1:41234")`.
     pub fn bound(&self) -> Vec<(String, String)> {
         self.per_addr
@@ -83,6 +135,18 @@ impl GroupSockets {
             .map(|l| (l.addr.to_string(), l.local.clone()))
             .collect()
     }
+}
+
+#[cfg(target_os = "linux")]
+fn apply_steering(l: &Listener, steering: &crate::steer::Steering) -> Result<(), String> {
+    use std::os::fd::AsFd;
+    crate::steer::apply(l.as_fd(), steering).map_err(|e| e.to_string())
+}
+
+/// Per-slot sockets exist on Linux only (`launch` refuses `reuseport` elsewhere).
+#[cfg(not(target_os = "linux"))]
+fn apply_steering(_: &Listener, _: &crate::steer::Steering) -> Result<(), String> {
+    Err("steering needs Linux".into())
 }
 
 #[cfg(test)]
@@ -149,6 +213,61 @@ mod tests {
         // Every slot's socket accepts connections on that one port.
         let port: u16 = bound.rsplit(':').next().unwrap().parse().unwrap();
         let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn steering_sends_new_connections_to_the_serving_slots_only() {
+        let s = GroupSockets::bind(&group(Balance::ReusePort, 3, vec![local_tcp()])).unwrap();
+        assert!(s.has_per_slot());
+        assert_eq!(s.per_slot_addrs(), [0]);
+        let port: u16 = s.bound()[0].1.rsplit(':').next().unwrap().parse().unwrap();
+        for slot in 0..3 {
+            s.slot_socket(0, slot).unwrap().set_nonblocking().unwrap();
+        }
+        assert!(s.steer(&[2]).is_empty());
+        let clients: Vec<_> = (0..20)
+            .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+            .collect();
+        // Wait (on readiness) until slot 2 has all of them, then check the others have none.
+        let mut poll = mio::Poll::new().unwrap();
+        let fd = s.slot_socket(0, 2).unwrap().fd();
+        poll.registry()
+            .register(
+                &mut mio::unix::SourceFd(&fd),
+                mio::Token(2),
+                mio::Interest::READABLE,
+            )
+            .unwrap();
+        let mut events = mio::Events::with_capacity(4);
+        let mut accepted = Vec::new();
+        while accepted.len() < clients.len() {
+            match s.slot_socket(0, 2).unwrap().accept_pending().unwrap() {
+                Some(c) => accepted.push(c),
+                None => {
+                    poll.poll(&mut events, Some(Duration::from_secs(5)))
+                        .unwrap();
+                    assert!(!events.is_empty(), "only {} accepted", accepted.len());
+                }
+            }
+        }
+        for slot in [0, 1] {
+            assert!(s
+                .slot_socket(0, slot)
+                .unwrap()
+                .accept_pending()
+                .unwrap()
+                .is_none());
+        }
+        assert!(s.steer(&[]).is_empty());
+    }
+
+    #[test]
+    fn shared_sockets_have_nothing_to_steer() {
+        let s = GroupSockets::bind(&group(Balance::Shared, 2, vec![local_tcp()])).unwrap();
+        assert!(!s.has_per_slot());
+        assert!(s.slot_socket(0, 0).is_none());
+        assert!(s.steer(&[0]).is_empty());
     }
 
     #[test]

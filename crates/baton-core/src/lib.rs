@@ -6,8 +6,9 @@
 //! - [`balance`]: how new connections are weighted across serving slots, and when a
 //!   worker sheds keep-alive connections (pure).
 //! - [`config`], [`addr`], [`exit_status`]: plain data.
-//! - [`listen`], [`group_sockets`], [`spawn`], [`runtime_dir`], [`peer`], [`proc_info`]: OS plumbing, each the
-//!   one place for its `unsafe`.
+//! - [`listen`], [`group_sockets`], [`steer`] (reuseport BPF steering), [`handoff`] (passing
+//!   a connection's fd to a worker), [`spawn`], [`runtime_dir`], [`peer`], [`proc_info`]: OS
+//!   plumbing, each the one place for its `unsafe`.
 //! - [`event_loop`]: the driver thread that runs a [`fleet::Fleet`] against real processes.
 //! - [`control`]: the control-socket protocol served to the `baton` CLI.
 //! - [`public_json`]: the JSON users see (events, reload reports, status).
@@ -20,9 +21,11 @@ pub mod event_loop;
 pub mod exit_status;
 pub mod fleet;
 pub mod group_sockets;
+pub mod handoff;
 pub mod listen;
 pub mod peer;
 pub mod proc_info;
 pub mod public_json;
 pub mod runtime_dir;
 pub mod spawn;
+pub mod steer;

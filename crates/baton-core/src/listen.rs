@@ -1,12 +1,14 @@
 //! Listening sockets, created once in the master and kept for its whole life.
 //!
-//! The master only binds and listens: it never accepts and never registers these sockets
-//! with a poller (design §8). Workers inherit them as fds 3.. and accept themselves.
+//! The master binds and listens; workers inherit the sockets as fds 3.. and accept
+//! themselves (design §8). The one exception is [`Listener::accept_pending`]: a per-slot
+//! socket (`balance: 'reuseport'`) whose slot has no ready worker has its stragglers
+//! accepted by the master and handed to a ready worker (see `event_loop.rs`).
 
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -49,11 +51,49 @@ impl Listener {
     pub fn port(&self) -> Option<u16> {
         self.port
     }
+
+    /// Make `accept` on this socket return `WouldBlock` instead of waiting. The flag
+    /// belongs to the open file, which workers share: Node (libuv) sets it anyway when it
+    /// listens on an inherited fd, so only call it for sockets whose workers run Node.
+    pub fn set_nonblocking(&self) -> io::Result<()> {
+        self.socket.set_nonblocking(true)
+    }
+
+    /// Accept one queued connection, non-blocking and close-on-exec; `Ok(None)` when the
+    /// queue is empty. The socket must be non-blocking ([`Listener::set_nonblocking`]).
+    /// `ECONNABORTED` (the client gave up while queued) is skipped.
+    pub fn accept_pending(&self) -> io::Result<Option<OwnedFd>> {
+        loop {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            let accepted = self
+                .socket
+                .accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+                .map(|(s, _)| s);
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            let accepted = self
+                .socket
+                .accept()
+                .and_then(|(s, _)| s.set_nonblocking(true).map(|()| s));
+            match accepted {
+                Ok(conn) => return Ok(Some(conn.into())),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 impl AsRawFd for Listener {
     fn as_raw_fd(&self) -> RawFd {
         self.fd()
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
     }
 }
 
@@ -517,6 +557,49 @@ mod tests {
         let a = bind_with(&tcp("127.0.0.1", 0), &opts).unwrap();
         let b = bind_with(&tcp("127.0.0.1", a.port().unwrap()), &opts).unwrap();
         assert_eq!(a.port(), b.port());
+    }
+
+    #[test]
+    fn accept_pending_takes_queued_connections_and_never_waits() {
+        let l = bind(&tcp("127.0.0.1", 0), 16).unwrap();
+        l.set_nonblocking().unwrap();
+        assert!(l.accept_pending().unwrap().is_none());
+        let mut client = TcpStream::connect(("127.0.0.1", l.port().unwrap())).unwrap();
+        // The handshake is complete for the client; wait (on readiness) for the server side.
+        let mut poll = mio::Poll::new().unwrap();
+        let fd = l.fd();
+        poll.registry()
+            .register(
+                &mut mio::unix::SourceFd(&fd),
+                mio::Token(0),
+                mio::Interest::READABLE,
+            )
+            .unwrap();
+        let mut events = mio::Events::with_capacity(4);
+        let conn = loop {
+            if let Some(c) = l.accept_pending().unwrap() {
+                break c;
+            }
+            poll.poll(&mut events, Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            assert!(!events.is_empty(), "no connection within 5 s");
+        };
+        // SAFETY: F_GETFL/F_GETFD on an fd we own, no memory involved.
+        let (fl, fd) = unsafe {
+            (
+                libc::fcntl(conn.as_raw_fd(), libc::F_GETFL),
+                libc::fcntl(conn.as_raw_fd(), libc::F_GETFD),
+            )
+        };
+        assert!(fl & libc::O_NONBLOCK != 0 && fd & libc::FD_CLOEXEC != 0);
+        let mut conn = std::net::TcpStream::from(conn);
+        use std::io::{Read, Write};
+        client.write_all(b"hi").unwrap();
+        let mut got = [0u8; 2];
+        conn.set_nonblocking(false).unwrap();
+        conn.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hi");
+        assert!(l.accept_pending().unwrap().is_none());
     }
 
     #[test]
