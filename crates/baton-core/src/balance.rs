@@ -237,7 +237,11 @@ mod tests {
         assert!(b
             .sheds(t0 + ms(500), 2, &loads(&[Some(0), Some(64)]))
             .is_empty());
-        assert_eq!(b.sheds(t0 + ms(1000), 2, &loads(&[Some(0), Some(64)])).len(), 1);
+        assert_eq!(
+            b.sheds(t0 + ms(1000), 2, &loads(&[Some(0), Some(64)]))
+                .len(),
+            1
+        );
     }
 
     #[test]

@@ -1,0 +1,560 @@
+//! The driver: one thread that runs a [`Fleet`] against real processes and sockets.
+//!
+//! [`launch`] does everything that can fail on bad input *before* any worker exists: it
+//! checks the name, prepares the runtime dir, takes the pid-file lock, binds every listen
+//! address and the control socket. Then the loop thread starts the fleet and, until the
+//! fleet has stopped, waits on one `mio::Poll` for:
+//! - commands from the host (reload, stop, status) and child exits, through a channel and
+//!   a `Waker` (each worker has a small waiter thread blocked in `waitpid` on its own pid,
+//!   so we never own `SIGCHLD` nor reap anyone else's children);
+//! - each worker's control channel (`ready` messages) and stderr pipe (relayed to our
+//!   stderr, the tail kept for failure reports);
+//! - the control socket (the `baton` CLI);
+//! - the state machine's next deadline;
+//! - the per-slot listening sockets of slots without a ready worker (below).
+//!
+//! **Steering** (`balance: 'reuseport'`). The state machine announces each group's serving
+//! slots ([`Action::Steer`], before any stop that takes a slot out); the loop attaches a
+//! BPF program to each per-slot address's reuseport group so that new connections reach
+//! only those slots' sockets (`steer.rs`). If the kernel refuses, it logs why and the
+//! kernel's hash goes on spreading connections over every slot.
+//!
+//! **Stragglers.** Connections can still reach a slot's queue just before it is steered
+//! away from (a worker killed with -9, in the moments before its exit is seen; handshakes
+//! that complete after the steer). They would wait for the slot's next worker, which may
+//! never become ready (a crash loop, a bad deploy). So while a slot is not serving and
+//! another slot of its group is, with a worker that said it takes handed-off connections
+//! (`{"type":"ready","handoff":true}`, baton's runtime), the loop registers that slot's
+//! sockets with its poller, accepts what they queue and hands each connection to a
+//! serving worker of the group, round-robin, over its control channel (`handoff.rs`).
+//! This is the only place the master accepts on a listening socket. When the slot serves
+//! again, its sockets are deregistered.
+
+mod control_server;
+mod steering;
+mod workers;
+
+use control_server::Client;
+use steering::{Rescue, SlotSocket, Straggler, Watched, RESCUE_RETRY};
+use workers::{BorrowedStream, WorkerIo};
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::io::{self, ErrorKind, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use mio::net::{UnixListener, UnixStream};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use serde_json::{json, Value};
+
+use crate::config::{Balance, FleetConfig, Order};
+use crate::control::{self, Request};
+use crate::exit_status::ExitStatus;
+use crate::fleet::{Action, Event, Fleet, Input, ReloadOutcome, Ticket, WorkerKey, WorkerState};
+use crate::group_sockets::GroupSockets;
+use crate::handoff;
+use crate::public_json::{self, Names, RowExtras};
+use crate::runtime_dir::{self, PidFile};
+use crate::spawn::{self, Signal, SpawnSpec};
+
+/// Receives every event as JSON (see [`public_json::event`]); called on the loop thread.
+pub type EventSink = Box<dyn Fn(Value) + Send + 'static>;
+
+/// Why a fleet could not be launched. Nothing was spawned and nothing is left behind.
+#[derive(Debug)]
+pub struct LaunchError {
+    /// A sentence naming the field, address or path and what to do.
+    pub message: String,
+}
+
+impl std::fmt::Display for LaunchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for LaunchError {}
+
+fn launch_error(message: impl Into<String>) -> LaunchError {
+    LaunchError {
+        message: message.into(),
+    }
+}
+
+enum Command {
+    Reload(Ticket),
+    Stop { force: bool },
+    Status(Sender<Value>),
+}
+
+enum Msg {
+    Command(Command),
+    Exited {
+        key: WorkerKey,
+        status: io::Result<ExitStatus>,
+    },
+}
+
+/// The host's handle on a running fleet. Dropping it does not stop the fleet.
+pub struct Handle {
+    tx: Sender<Msg>,
+    waker: Arc<Waker>,
+    tickets: Arc<AtomicU64>,
+    /// Every bound listen address, in group order: `(group, configured, bound)`.
+    pub bound: Vec<(String, String, String)>,
+    /// Path of the control socket.
+    pub control_path: PathBuf,
+}
+
+impl Handle {
+    fn send(&self, cmd: Command) -> Result<(), String> {
+        self.tx
+            .send(Msg::Command(cmd))
+            .map_err(|_| "the fleet has already stopped".to_string())?;
+        self.waker
+            .wake()
+            .map_err(|e| format!("cannot wake the supervisor loop: {e}"))
+    }
+
+    /// Request a reload; the returned ticket appears in the `reload:done`/`reload:failed`
+    /// event that answers it.
+    pub fn reload(&self) -> Result<Ticket, String> {
+        let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
+        self.send(Command::Reload(ticket))?;
+        Ok(ticket)
+    }
+
+    /// Request a stop (graceful, or forced).
+    pub fn stop(&self, force: bool) -> Result<(), String> {
+        self.send(Command::Stop { force })
+    }
+
+    /// The current status JSON.
+    pub fn status(&self) -> Result<Value, String> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Command::Status(tx))?;
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| "the supervisor loop did not answer".to_string())
+    }
+}
+
+/// Prepare everything that can fail on bad input, then start the fleet on its own thread.
+pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchError> {
+    runtime_dir::validate_name(&config.name)
+        .map_err(|e| launch_error(format!("invalid name: {e}")))?;
+    if config.groups.is_empty() {
+        return Err(launch_error(
+            "no groups: add at least one group with a script",
+        ));
+    }
+    runtime_dir::ensure_dir(&config.runtime_dir).map_err(|e| launch_error(e.to_string()))?;
+    let pid_file = PidFile::acquire(&config.runtime_dir, &config.name)
+        .map_err(|e| launch_error(e.to_string()))?;
+
+    if cfg!(not(target_os = "linux")) {
+        if let Some(g) = config
+            .groups
+            .iter()
+            .find(|g| g.balance == Balance::ReusePort)
+        {
+            return Err(launch_error(format!(
+                "group \"{}\": balance \"reuseport\" needs Linux (other systems do not spread connections across SO_REUSEPORT sockets); use \"shared\"",
+                g.rules.name
+            )));
+        }
+    }
+    let mut listeners: Vec<GroupSockets> = Vec::new();
+    let mut bound = Vec::new();
+    for g in &config.groups {
+        let sockets = GroupSockets::bind(g).map_err(launch_error)?;
+        for (configured, local) in sockets.bound() {
+            bound.push((g.rules.name.clone(), configured, local));
+        }
+        listeners.push(sockets);
+    }
+
+    let control_path = runtime_dir::socket_path(&config.runtime_dir, &config.name);
+    let std_listener =
+        runtime_dir::bind_control_socket(&control_path).map_err(|e| launch_error(e.to_string()))?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| launch_error(format!("control socket {}: {e}", control_path.display())))?;
+    let control = UnixListener::from_std(std_listener);
+
+    let poll = Poll::new().map_err(|e| launch_error(format!("cannot create a poller: {e}")))?;
+    let waker = Arc::new(
+        Waker::new(poll.registry(), WAKER)
+            .map_err(|e| launch_error(format!("cannot create a waker: {e}")))?,
+    );
+    let (tx, rx) = mpsc::channel();
+    let tickets = Arc::new(AtomicU64::new(1));
+
+    let rules = config.groups.iter().map(|g| g.rules.clone()).collect();
+    let fleet = Fleet::new(rules, config.backoff);
+    let group_names = config.groups.iter().map(|g| g.rules.name.clone()).collect();
+    let rescue = config.groups.iter().map(|_| Rescue::default()).collect();
+    let mut state = LoopState {
+        fleet,
+        config,
+        listeners,
+        pid_file: Some(pid_file),
+        control: Some(control),
+        control_path: control_path.clone(),
+        poll,
+        waker: waker.clone(),
+        tx: tx.clone(),
+        rx,
+        sink,
+        group_names,
+        workers: HashMap::new(),
+        sources: HashMap::new(),
+        clients: HashMap::new(),
+        next_token: FIRST_DYNAMIC,
+        rescue,
+        watched: BTreeMap::new(),
+        pending: VecDeque::new(),
+        rescue_dirty: false,
+        rescue_backlog: false,
+        logged_once: HashSet::new(),
+        stop_waiters: Vec::new(),
+        tickets: tickets.clone(),
+        master_pid: std::process::id(),
+        uid: current_uid(),
+    };
+    let mut control = state.control.take();
+    if let Some(c) = control.as_mut() {
+        state
+            .poll
+            .registry()
+            .register(c, CONTROL, Interest::READABLE)
+            .map_err(|e| launch_error(format!("cannot watch the control socket: {e}")))?;
+    }
+    state.control = control;
+
+    thread::Builder::new()
+        .name("baton-supervisor".into())
+        .spawn(move || state.run())
+        .map_err(|e| launch_error(format!("cannot start the supervisor thread: {e}")))?;
+    Ok(Handle {
+        tx,
+        waker,
+        tickets,
+        bound,
+        control_path,
+    })
+}
+
+fn current_uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+const WAKER: Token = Token(0);
+const CONTROL: Token = Token(1);
+const FIRST_DYNAMIC: usize = 2;
+const STDERR_TAIL_BYTES: usize = 4096;
+
+#[derive(Clone, Copy)]
+enum Source {
+    WorkerControl(WorkerKey),
+    WorkerStderr(WorkerKey),
+    Client(usize),
+    /// A per-slot listening socket whose slot has no ready worker.
+    Straggler(SlotSocket),
+}
+
+struct LoopState {
+    fleet: Fleet,
+    config: FleetConfig,
+    listeners: Vec<GroupSockets>,
+    pid_file: Option<PidFile>,
+    control: Option<UnixListener>,
+    control_path: PathBuf,
+    poll: Poll,
+    waker: Arc<Waker>,
+    tx: Sender<Msg>,
+    rx: Receiver<Msg>,
+    sink: EventSink,
+    group_names: Vec<String>,
+    workers: HashMap<WorkerKey, WorkerIo>,
+    sources: HashMap<Token, Source>,
+    clients: HashMap<usize, Client>,
+    next_token: usize,
+    /// Per group (see the module documentation, **Stragglers**).
+    rescue: Vec<Rescue>,
+    watched: BTreeMap<SlotSocket, Watched>,
+    pending: VecDeque<Straggler>,
+    /// Something that decides the rescue changed; recomputed at the end of `drive`.
+    rescue_dirty: bool,
+    /// Work left over (a batch limit, full channels, an accept error): retry soon.
+    rescue_backlog: bool,
+    /// Log lines already written (repeated failures are logged once).
+    logged_once: HashSet<String>,
+    stop_waiters: Vec<usize>,
+    /// Shared with the host's [`Handle`], so CLI and API reload tickets never collide.
+    tickets: Arc<AtomicU64>,
+    master_pid: u32,
+    uid: u32,
+}
+
+impl LoopState {
+    fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        self.fleet.handle(Instant::now(), Input::Start);
+        self.drive();
+        while !self.fleet.is_stopped() {
+            let mut timeout = self
+                .fleet
+                .poll_timeout()
+                .map(|t| t.saturating_duration_since(Instant::now()));
+            if self.rescue_waiting() {
+                timeout = Some(timeout.map_or(RESCUE_RETRY, |t| t.min(RESCUE_RETRY)));
+            }
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != ErrorKind::Interrupted {
+                    self.log(&format!("poll failed: {e}; stopping the fleet"));
+                    self.fleet
+                        .handle(Instant::now(), Input::Stop { force: true });
+                    self.drive();
+                }
+                continue;
+            }
+            let ready: Vec<(Token, bool, bool)> = events
+                .iter()
+                .map(|e| {
+                    (
+                        e.token(),
+                        e.is_readable() || e.is_read_closed(),
+                        e.is_writable(),
+                    )
+                })
+                .collect();
+            for (token, readable, writable) in ready {
+                match token {
+                    WAKER => {}
+                    CONTROL => self.accept_clients(),
+                    t => match self.sources.get(&t).copied() {
+                        Some(Source::WorkerControl(key)) => self.read_worker_control(key),
+                        Some(Source::WorkerStderr(key)) => self.read_worker_stderr(key, false),
+                        Some(Source::Client(id)) => {
+                            if readable {
+                                self.read_client(id);
+                            }
+                            if writable {
+                                self.flush_client(id);
+                            }
+                        }
+                        Some(Source::Straggler(socket)) => self.accept_stragglers(socket),
+                        None => {}
+                    },
+                }
+            }
+            if self.rescue_waiting() {
+                self.retry_rescue();
+            }
+            while let Ok(msg) = self.rx.try_recv() {
+                self.on_msg(msg);
+            }
+            self.fleet.handle_timeout(Instant::now());
+            self.drive();
+        }
+        self.shutdown();
+    }
+
+    /// Release everything, so that by the time the host hears `fleet:stopped` the ports are
+    /// free and the control socket and pid file are gone.
+    fn shutdown(&mut self) {
+        let watched: Vec<SlotSocket> = self.watched.keys().copied().collect();
+        for socket in watched {
+            self.unwatch(socket);
+        }
+        // Connections nobody could take are closed (the clients see the end of the stream).
+        self.pending.clear();
+        self.listeners.clear();
+        if let Some(mut c) = self.control.take() {
+            let _ = self.poll.registry().deregister(&mut c);
+        }
+        let _ = std::fs::remove_file(&self.control_path);
+        let waiters = std::mem::take(&mut self.stop_waiters);
+        for id in waiters {
+            self.reply(id, &json!({ "ok": true, "stopped": true }), true);
+            self.flush_client(id);
+        }
+        self.clients.clear();
+        self.pid_file = None;
+        let names = Names {
+            groups: &self.group_names,
+        };
+        (self.sink)(public_json::event(&names, &Event::Stopped));
+    }
+
+    fn log(&self, message: &str) {
+        (self.sink)(json!({ "type": "log", "message": message }));
+    }
+
+    /// Log `message` unless it was logged before (failures that repeat on every change).
+    fn log_once(&mut self, message: String) {
+        if !self.logged_once.contains(&message) {
+            self.log(&message);
+            self.logged_once.insert(message);
+        }
+    }
+
+    fn on_msg(&mut self, msg: Msg) {
+        let now = Instant::now();
+        match msg {
+            Msg::Command(Command::Reload(ticket)) => {
+                self.fleet.handle(now, Input::Reload { ticket })
+            }
+            Msg::Command(Command::Stop { force }) => self.fleet.handle(now, Input::Stop { force }),
+            Msg::Command(Command::Status(reply)) => {
+                let _ = reply.send(self.status_json());
+            }
+            Msg::Exited { key, status } => {
+                let status = match status {
+                    Ok(s) => s,
+                    Err(e) => {
+                        self.log(&format!("waiting for worker {key} failed: {e}"));
+                        ExitStatus::Code(-1)
+                    }
+                };
+                // Everything the worker wrote is in the pipe by now: read it before reporting.
+                self.read_worker_stderr(key, true);
+                let tail = self.close_worker_io(key);
+                self.fleet.handle(
+                    now,
+                    Input::Exited {
+                        key,
+                        status,
+                        stderr_tail: tail,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Execute every pending action of the state machine.
+    fn drive(&mut self) {
+        while let Some(action) = self.fleet.poll_action() {
+            match action {
+                Action::Spawn {
+                    key,
+                    group,
+                    slot,
+                    generation,
+                } => self.spawn(key, group, slot, generation),
+                Action::Stop { key, pid } => {
+                    self.rescue_dirty = true;
+                    self.send_worker(key, "{\"type\":\"stop\"}\n");
+                    let _ = spawn::send_signal(pid, Signal::Term);
+                }
+                Action::Kill { pid, .. } => {
+                    self.rescue_dirty = true;
+                    let _ = spawn::send_signal(pid, Signal::Kill);
+                }
+                Action::NotifyReload { key, .. } => {
+                    self.send_worker(key, "{\"type\":\"reload\"}\n")
+                }
+                Action::Steer { group, serving } => self.steer(group, serving),
+                Action::Emit(event) => self.emit(event),
+            }
+        }
+        if self.rescue_dirty {
+            self.refresh_rescue();
+        }
+    }
+
+    fn emit(&mut self, event: Event) {
+        if event == Event::Stopped {
+            return; // announced by `shutdown`, once the sockets are released
+        }
+        let names = Names {
+            groups: &self.group_names,
+        };
+        let value = public_json::event(&names, &event);
+        (self.sink)(value.clone());
+        match &event {
+            Event::ReloadStart { .. } | Event::ReloadProgress { .. } => {
+                let ids: Vec<usize> = self
+                    .clients
+                    .iter()
+                    .filter(|(_, c)| c.ticket.is_some())
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in ids {
+                    self.reply(id, &json!({ "event": value }), false);
+                }
+            }
+            Event::ReloadDone(report) | Event::ReloadFailed(report) => {
+                let ids: Vec<usize> = self
+                    .clients
+                    .iter()
+                    .filter(|(_, c)| c.ticket.is_some_and(|t| report.tickets.contains(&t)))
+                    .map(|(id, _)| *id)
+                    .collect();
+                let report_json = public_json::report(&names, report);
+                for id in ids {
+                    let answer = if report.outcome == ReloadOutcome::Done {
+                        json!({ "ok": true, "report": report_json })
+                    } else {
+                        json!({ "ok": false, "error": report_json["message"], "report": report_json })
+                    };
+                    self.reply(id, &answer, true);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // ----- status ----------------------------------------------------------------------------
+
+    fn status_json(&self) -> Value {
+        let names = Names {
+            groups: &self.group_names,
+        };
+        let snap = self.fleet.snapshot();
+        let groups: Vec<Value> = self
+            .config
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let listen: Vec<String> = self.listeners[i]
+                    .bound()
+                    .into_iter()
+                    .map(|(_, local)| local)
+                    .collect();
+                json!({
+                    "name": g.rules.name,
+                    "count": g.rules.count,
+                    "reloadable": g.rules.reloadable,
+                    "order": if g.rules.order == Order::StopFirst { "stop-first" } else { "start-first" },
+                    "parallel": g.rules.parallel,
+                    "listen": listen,
+                    "balance": if g.balance == Balance::ReusePort { "reuseport" } else { "shared" },
+                })
+            })
+            .collect();
+        let extras = |key: Option<WorkerKey>, pid: Option<i32>| RowExtras {
+            started_at: key
+                .and_then(|k| self.workers.get(&k))
+                .map(|io| io.started_at),
+            rss_bytes: pid.and_then(crate::proc_info::rss_bytes),
+        };
+        public_json::status(
+            &names,
+            &self.config.name,
+            self.master_pid,
+            Value::Array(groups),
+            &snap,
+            Instant::now(),
+            &extras,
+        )
+    }
+}

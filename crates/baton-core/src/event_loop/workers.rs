@@ -1,0 +1,369 @@
+//! Worker processes as the loop sees them: spawning, their control channel and their
+//! stderr.
+
+use super::*;
+
+pub(super) struct WorkerIo {
+    pub(super) control: Option<OwnedFd>,
+    pub(super) control_token: Option<Token>,
+    pub(super) control_buf: Vec<u8>,
+    pub(super) stderr: Option<OwnedFd>,
+    pub(super) stderr_token: Option<Token>,
+    pub(super) stderr_tail: Vec<u8>,
+    pub(super) started_at: SystemTime,
+    /// Said `{"type":"ready","handoff":true}`: takes connections over its channel.
+    pub(super) handoff: bool,
+}
+
+impl LoopState {
+    pub(super) fn spawn(&mut self, key: WorkerKey, group: usize, slot: u32, generation: u32) {
+        let now = Instant::now();
+        let g = &self.config.groups[group];
+        let mut env = g.env.clone();
+        env.retain(|(k, _)| !k.starts_with("BATON_"));
+        env.extend([
+            ("BATON_NAME".to_string(), self.config.name.clone()),
+            ("BATON_GROUP".to_string(), g.rules.name.clone()),
+            ("BATON_WORKER_ID".to_string(), slot.to_string()),
+            ("BATON_GENERATION".to_string(), generation.to_string()),
+            ("BATON_MASTER_PID".to_string(), self.master_pid.to_string()),
+            (
+                "BATON_STOP_TIMEOUT".to_string(),
+                g.rules.stop_timeout.as_millis().to_string(),
+            ),
+            ("BATON_BACKLOG".to_string(), g.backlog.to_string()),
+        ]);
+        let spec = SpawnSpec {
+            program: g.program.clone(),
+            args: g.args.clone(),
+            env,
+            cwd: g.cwd.clone(),
+            listen_fds: self.listeners[group].fds_for(slot),
+            listen_names: g.listen_names.clone(),
+            uid: g.uid,
+            gid: g.gid,
+        };
+        match spawn::spawn(&spec) {
+            Ok(child) => {
+                let pid = child.pid;
+                let control_token =
+                    self.register_fd(child.control.as_raw_fd(), Source::WorkerControl(key));
+                let stderr_token =
+                    self.register_fd(child.stderr.as_raw_fd(), Source::WorkerStderr(key));
+                self.workers.insert(
+                    key,
+                    WorkerIo {
+                        control: Some(child.control),
+                        control_token,
+                        control_buf: Vec::new(),
+                        stderr: Some(child.stderr),
+                        stderr_token,
+                        stderr_tail: Vec::new(),
+                        started_at: SystemTime::now(),
+                        handoff: false,
+                    },
+                );
+                let tx = self.tx.clone();
+                let waker = self.waker.clone();
+                let waiter = thread::Builder::new()
+                    .name(format!("baton-wait-{pid}"))
+                    .stack_size(64 * 1024)
+                    .spawn(move || {
+                        let status = spawn::wait_exit(pid);
+                        let _ = tx.send(Msg::Exited { key, status });
+                        let _ = waker.wake();
+                    });
+                if let Err(e) = waiter {
+                    // Without a waiter we would never learn of its exit: do not keep it.
+                    self.log(&format!(
+                        "cannot start a waiter thread for pid {pid}: {e}; killing it"
+                    ));
+                    let _ = spawn::send_signal(pid, Signal::Kill);
+                    let _ = spawn::wait_exit(pid);
+                    self.close_worker_io(key);
+                    self.fleet.handle(
+                        now,
+                        Input::SpawnFailed {
+                            key,
+                            error: e.to_string(),
+                        },
+                    );
+                    return;
+                }
+                self.fleet.handle(now, Input::Spawned { key, pid });
+            }
+            Err(e) => self.fleet.handle(
+                now,
+                Input::SpawnFailed {
+                    key,
+                    error: e.to_string(),
+                },
+            ),
+        }
+    }
+
+    pub(super) fn register_fd(&mut self, fd: RawFd, source: Source) -> Option<Token> {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        match self
+            .poll
+            .registry()
+            .register(&mut SourceFd(&fd), token, Interest::READABLE)
+        {
+            Ok(()) => {
+                self.sources.insert(token, source);
+                Some(token)
+            }
+            Err(e) => {
+                self.log(&format!("cannot watch fd {fd}: {e}"));
+                None
+            }
+        }
+    }
+
+    pub(super) fn deregister_fd(&mut self, fd: Option<&OwnedFd>, token: Option<Token>) {
+        if let (Some(fd), Some(token)) = (fd, token) {
+            let raw = fd.as_raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
+            self.sources.remove(&token);
+        }
+    }
+
+    /// Close a worker's control channel and stderr pipe; return its stderr tail.
+    pub(super) fn close_worker_io(&mut self, key: WorkerKey) -> String {
+        let Some(mut io) = self.workers.remove(&key) else {
+            return String::new();
+        };
+        self.rescue_dirty = true;
+        self.deregister_fd(io.control.as_ref(), io.control_token);
+        self.deregister_fd(io.stderr.as_ref(), io.stderr_token);
+        io.control.take();
+        io.stderr.take();
+        String::from_utf8_lossy(&io.stderr_tail).into_owned()
+    }
+
+    pub(super) fn send_worker(&mut self, key: WorkerKey, line: &str) {
+        let Some(io) = self.workers.get(&key) else {
+            return;
+        };
+        let Some(fd) = io.control.as_ref() else {
+            return;
+        };
+        // Best effort: a few bytes into an idle socket; the stop path also sends SIGTERM.
+        let mut file = BorrowedStream(fd.as_raw_fd());
+        let _ = file.write_all(line.as_bytes());
+    }
+
+    pub(super) fn read_worker_control(&mut self, key: WorkerKey) {
+        let mut readies = 0;
+        let mut handoff = false;
+        let mut nacks = 0;
+        let mut eof = false;
+        if let Some(io) = self.workers.get_mut(&key) {
+            let Some(fd) = io.control.as_ref() else {
+                return;
+            };
+            let mut stream = BorrowedStream(fd.as_raw_fd());
+            let mut buf = [0u8; 4096];
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => io.control_buf.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+            }
+            while let Some(pos) = io.control_buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = io.control_buf.drain(..=pos).collect();
+                match parse_control_line(&line) {
+                    ControlLine::Ready { handoff: h } => {
+                        readies += 1;
+                        handoff |= h;
+                    }
+                    ControlLine::HandleNack => nacks += 1,
+                    ControlLine::Other => {}
+                }
+            }
+            if io.control_buf.len() > 64 * 1024 {
+                io.control_buf.clear();
+            }
+        }
+        if handoff {
+            if let Some(io) = self.workers.get_mut(&key) {
+                io.handoff = true;
+                self.rescue_dirty = true;
+            }
+        }
+        if eof {
+            if let Some(io) = self.workers.get_mut(&key) {
+                let (fd, token) = (io.control.take(), io.control_token.take());
+                self.deregister_fd(fd.as_ref(), token);
+                self.rescue_dirty = true;
+            }
+        }
+        if nacks > 0 {
+            self.log(&format!(
+                "worker {key}: {nacks} handed-off connection{} did not arrive (NODE_HANDLE_NACK); \
+                 the client sees its connection closed",
+                if nacks == 1 { "" } else { "s" }
+            ));
+        }
+        if readies > 0 {
+            self.fleet.handle(Instant::now(), Input::Ready { key });
+        }
+    }
+
+    pub(super) fn read_worker_stderr(&mut self, key: WorkerKey, final_read: bool) {
+        let mut eof = false;
+        {
+            let Some(io) = self.workers.get_mut(&key) else {
+                return;
+            };
+            let Some(fd) = io.stderr.as_ref() else { return };
+            let mut stream = BorrowedStream(fd.as_raw_fd());
+            let mut buf = [0u8; 8192];
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        relay_to_stderr(&buf[..n]);
+                        io.stderr_tail.extend_from_slice(&buf[..n]);
+                        if io.stderr_tail.len() > STDERR_TAIL_BYTES {
+                            let cut = io.stderr_tail.len() - STDERR_TAIL_BYTES;
+                            io.stderr_tail.drain(..cut);
+                        }
+                        if final_read {
+                            continue;
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+            }
+        }
+        if eof && !final_read {
+            if let Some(io) = self.workers.get_mut(&key) {
+                let (fd, token) = (io.stderr.take(), io.stderr_token.take());
+                self.deregister_fd(fd.as_ref(), token);
+            }
+        }
+    }
+}
+
+/// What a line from a worker's control channel means to the master.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum ControlLine {
+    /// `{"type":"ready"}` (`"handoff":true` from baton's runtime: it takes handed-off
+    /// connections), or the bare string `"ready"` that PM2-style apps send with
+    /// `process.send`.
+    Ready { handoff: bool },
+    /// Node's `{"cmd":"NODE_HANDLE_NACK"}`: a handed-off fd did not arrive.
+    HandleNack,
+    /// Anything else, including Node's `{"cmd":"NODE_HANDLE_ACK"}`: ignored.
+    Other,
+}
+
+pub(super) fn parse_control_line(line: &[u8]) -> ControlLine {
+    match serde_json::from_slice::<Value>(line) {
+        Ok(Value::String(s)) if s == "ready" => ControlLine::Ready { handoff: false },
+        Ok(Value::Object(map)) => {
+            if map.get("type").and_then(Value::as_str) == Some("ready") {
+                ControlLine::Ready {
+                    handoff: map.get("handoff") == Some(&Value::Bool(true)),
+                }
+            } else if map.get("cmd").and_then(Value::as_str) == Some("NODE_HANDLE_NACK") {
+                ControlLine::HandleNack
+            } else {
+                ControlLine::Other
+            }
+        }
+        _ => ControlLine::Other,
+    }
+}
+
+/// Copy worker stderr to ours, waiting briefly if our stderr is a full non-blocking pipe.
+pub(super) fn relay_to_stderr(mut bytes: &[u8]) {
+    let mut err = BorrowedStream(2);
+    let mut stalls = 0;
+    while !bytes.is_empty() {
+        match err.write(bytes) {
+            Ok(0) => return,
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock && stalls < 50 => {
+                stalls += 1;
+                thread::sleep(Duration::from_millis(2));
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Read/write on a raw fd we do not own (a worker's pipe or our own stderr).
+pub(super) struct BorrowedStream(pub(super) RawFd);
+
+impl Read for BorrowedStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: the fd is open for the duration of the call (owned by a live OwnedFd or
+        // our stderr) and buf is a valid writable buffer of buf.len() bytes.
+        let n = unsafe { libc::read(self.0, buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+}
+
+impl Write for BorrowedStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: as above; buf is a valid readable buffer of buf.len() bytes. MSG_NOSIGNAL is
+        // not available for pipes, but Node ignores SIGPIPE in the master, so EPIPE is returned.
+        let n = unsafe { libc::write(self.0, buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_lines() {
+        let parse = |s: &str| parse_control_line(s.as_bytes());
+        assert_eq!(parse("\"ready\"\n"), ControlLine::Ready { handoff: false });
+        assert_eq!(
+            parse("{\"type\":\"ready\"}\n"),
+            ControlLine::Ready { handoff: false }
+        );
+        assert_eq!(
+            parse("{\"type\":\"ready\",\"handoff\":true}\n"),
+            ControlLine::Ready { handoff: true }
+        );
+        assert_eq!(
+            parse("{\"type\":\"ready\",\"handoff\":\"yes\"}\n"),
+            ControlLine::Ready { handoff: false }
+        );
+        assert_eq!(parse("{\"cmd\":\"NODE_HANDLE_ACK\"}\n"), ControlLine::Other);
+        assert_eq!(
+            parse("{\"cmd\":\"NODE_HANDLE_NACK\"}\n"),
+            ControlLine::HandleNack
+        );
+        assert_eq!(parse("{\"type\":\"stop\"}\n"), ControlLine::Other);
+        assert_eq!(parse("not json\n"), ControlLine::Other);
+    }
+}
