@@ -380,7 +380,10 @@ test.serial('worker.listen on the inherited socket sends ready once; identity co
     group: 'api',
     generation: 7,
   });
-  t.deepEqual(w.messages, [{ type: 'ready' }]);
+  // One ready (with handoff: it listens on an inherited socket), then connection counts.
+  t.deepEqual(w.messages[0], { type: 'ready', handoff: true });
+  const rest = w.messages.slice(1) as Array<{ type?: unknown; count?: unknown }>;
+  t.true(rest.every((m) => m.type === 'connections' && typeof m.count === 'number'), JSON.stringify(w.messages));
 
   w.kill('SIGTERM');
   t.deepEqual(await w.exit(), { code: 0, signal: null });

@@ -40,8 +40,9 @@ Usage:
       --ready-timeout MS    time a new worker has to become ready (default 30000)
       --order ORDER         start-first (default) or stop-first
       --parallel N          workers a reload replaces at once (default 1)
-      --balance MODE        shared (default: one socket, workers race to accept) or
-                            reuseport (Linux: one SO_REUSEPORT socket per worker slot)
+      --balance MODE        reuseport (default on Linux: one SO_REUSEPORT socket per worker
+                            slot, new connections only to ready workers) or shared (one
+                            socket, workers race to accept; the default elsewhere)
       --daemon              run in the background; logs go to <runtime dir>/<name>.log
   baton reload [NAME]       replace every worker one at a time; exit 1 if the new code fails
   baton stop [NAME] [--force]

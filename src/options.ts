@@ -51,9 +51,11 @@ export interface GroupOptions {
   /** Listen backlog. Default 511. */
   backlog?: number
   /**
-   * `shared` (default): one socket per address that every worker accepts on.
-   * `reuseport` (Linux): one `SO_REUSEPORT` socket per address and worker slot; the kernel
-   * spreads connections evenly by hash. See docs/benchmarks.md for the measured spread.
+   * `reuseport` (default on Linux): one `SO_REUSEPORT` socket per address and worker slot,
+   * held by the master; new connections go only to slots with a ready worker, weighted
+   * towards the workers with fewer connections, and over-full workers shed keep-alive
+   * connections after a reload (docs/architecture.md, "Balancing").
+   * `shared` (default elsewhere): one socket per address that every worker accepts on.
    */
   balance?: Balance
   /** Run the workers as this numeric user id (master must be root). */
@@ -218,7 +220,7 @@ export function resolveGroup(name: string, raw: unknown, defaultScript?: string)
   if (order !== 'start-first' && order !== 'stop-first') {
     throw new OptionsError(`${field}.order`, `expected 'start-first' or 'stop-first', got ${JSON.stringify(order)}`)
   }
-  const balance = o.balance ?? 'shared'
+  const balance = o.balance ?? defaultBalance()
   if (balance !== 'shared' && balance !== 'reuseport') {
     throw new OptionsError(`${field}.balance`, `expected 'shared' or 'reuseport', got ${JSON.stringify(balance)}`)
   }
@@ -248,6 +250,11 @@ export function resolveGroup(name: string, raw: unknown, defaultScript?: string)
     uid: o.uid === undefined ? undefined : integer(`${field}.uid`, o.uid, 0, 0, 2 ** 31),
     gid: o.gid === undefined ? undefined : integer(`${field}.gid`, o.gid, 0, 0, 2 ** 31),
   }
+}
+
+/** `reuseport` on Linux, where the kernel spreads connections over per-slot sockets; else `shared`. */
+export function defaultBalance(): Balance {
+  return process.platform === 'linux' ? 'reuseport' : 'shared'
 }
 
 /** The supervisor's name: the given one, else the main script's base name. */

@@ -28,6 +28,8 @@ export interface WorkerStatus {
   lastExit: string | null
   /** For an empty slot: milliseconds until its restart. */
   restartInMs: number | null
+  /** Open connections on the listen sockets, as baton's runtime in the worker reports them; null otherwise. */
+  connections: number | null
 }
 
 /** A group as shown in status. */

@@ -29,6 +29,7 @@ import {
   trackServer,
   waitForConnections,
 } from './drain.js';
+import { ConnectionBalance } from './rebalance.js';
 
 /** Options of {@link Worker.listen}. */
 export interface WorkerListenOptions {
@@ -248,6 +249,13 @@ function adoptConnection(server: net.Server, socket: net.Socket): void {
   server.emit('connection', socket);
 }
 
+/** The master asks to close `count` keep-alive connections gracefully (see rebalance.ts). */
+function shedCount(msg: unknown): number | undefined {
+  if (typeof msg !== 'object' || msg === null) return undefined;
+  const m = msg as { type?: unknown; count?: unknown };
+  return m.type === 'shed' && typeof m.count === 'number' ? m.count : undefined;
+}
+
 function isReloadMessage(msg: unknown): boolean {
   return (
     msg === 'reload' || (typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'reload')
@@ -260,6 +268,8 @@ class WorkerRuntime implements Worker {
   readonly group: string;
   readonly generation: number;
 
+  /** Counts connections on inherited sockets for the master, and sheds when asked. */
+  readonly #balance = new ConnectionBalance((count) => this.#reportConnections(count));
   readonly #env: WorkerEnv;
   readonly #servers = new Set<net.Server>();
   readonly #fdOwners = new Map<number, net.Server>();
@@ -325,6 +335,7 @@ class WorkerRuntime implements Worker {
       );
     }
     this.#fdOwners.set(fd, server);
+    this.#balance.watch(server);
     try {
       await this.#listenTracked(server, { fd, backlog: this.#env.backlog });
     } catch (err) {
@@ -372,6 +383,13 @@ class WorkerRuntime implements Worker {
     process.send(message, undefined, undefined, (err) => {
       if (err !== null && err !== undefined) this.#log(`could not send 'ready' to the master: ${err.message}`);
     });
+    if (this.#fdOwners.size > 0) this.#balance.flush();
+  }
+
+  /** Report the open connections on inherited sockets (the master balances with them). */
+  #reportConnections(count: number): void {
+    if (this.stopping || typeof process.send !== 'function' || !process.connected) return;
+    process.send({ type: 'connections', count }, undefined, undefined, () => undefined);
   }
 
   onStop(fn: WorkerHook): void {
@@ -458,7 +476,9 @@ class WorkerRuntime implements Worker {
   #installChannel(): void {
     if (typeof process.send !== 'function' || process.channel === undefined) return;
     process.on('message', (msg: unknown, handle: unknown) => {
-      if (isConnectionMessage(msg)) this.#takeConnection(msg.fd, handle);
+      const shed = shedCount(msg);
+      if (shed !== undefined) this.#balance.shed(shed);
+      else if (isConnectionMessage(msg)) this.#takeConnection(msg.fd, handle);
       else if (isStopMessage(msg)) void this.#beginStop(this.#env.stopBudgetMs);
       else if (isReloadMessage(msg)) this.#runReloadHooks();
     });

@@ -37,6 +37,11 @@ export interface LoadResult {
   errorCodes: Record<string, number>;
   /** Completed responses per distinct body (e.g. a version string). */
   bodies: Record<string, number>;
+  /**
+   * Open keep-alive connections per serving process: each connection counts for the pid
+   * in the `x-pid` header of its latest response (connections without one are left out).
+   */
+  connectionsByPid: Record<string, number>;
 }
 
 /** A running load (see {@link startLoad}). */
@@ -48,11 +53,13 @@ export interface Load {
 }
 
 function emptyResult(): LoadResult {
-  return { requests: 0, ok: 0, non2xx: 0, errors: 0, errorCodes: {}, bodies: {} };
+  return { requests: 0, ok: 0, non2xx: 0, errors: 0, errorCodes: {}, bodies: {}, connectionsByPid: {} };
 }
 
-function copy(r: LoadResult): LoadResult {
-  return { ...r, errorCodes: { ...r.errorCodes }, bodies: { ...r.bodies } };
+function copy(r: LoadResult, pids: Map<object, string>): LoadResult {
+  const connectionsByPid: Record<string, number> = {};
+  for (const pid of pids.values()) connectionsByPid[pid] = (connectionsByPid[pid] ?? 0) + 1;
+  return { ...r, errorCodes: { ...r.errorCodes }, bodies: { ...r.bodies }, connectionsByPid };
 }
 
 function errorKey(err: unknown): string {
@@ -73,6 +80,8 @@ export function startLoad(options: LoadOptions): Load {
   const errorPauseMs = options.errorPauseMs ?? 5;
   const agent = new http.Agent({ keepAlive: true, maxSockets: connections, maxFreeSockets: connections });
   const result = emptyResult();
+  /** Open sockets and the pid that answered each one last. */
+  const socketPids = new Map<object, string>();
   let stopping = false;
 
   const fail = (err: unknown): void => {
@@ -93,6 +102,8 @@ export function startLoad(options: LoadOptions): Load {
         resolve(ok);
       };
       let req: http.ClientRequest;
+      /** The connection this request went out on (kept: the agent may take it back first). */
+      let socket: import('node:net').Socket | undefined;
       try {
         req = http.request({ host, port: options.port, path, method: 'GET', agent }, (res) => {
           const chunks: Buffer[] = [];
@@ -114,6 +125,12 @@ export function startLoad(options: LoadOptions): Load {
             else result.non2xx += 1;
             const body = Buffer.concat(chunks).toString('utf8');
             result.bodies[body] = (result.bodies[body] ?? 0) + 1;
+            const pid = res.headers['x-pid'];
+            const s = socket;
+            if (typeof pid === 'string' && s !== undefined && !s.destroyed) {
+              if (!socketPids.has(s)) s.once('close', () => socketPids.delete(s));
+              socketPids.set(s, pid);
+            }
             settled = true;
             resolve(true);
           });
@@ -124,6 +141,9 @@ export function startLoad(options: LoadOptions): Load {
       }
       req.setTimeout(requestTimeoutMs, () => {
         req.destroy(Object.assign(new Error(`no response within ${requestTimeoutMs} ms`), { code: 'ETIMEDOUT' }));
+      });
+      req.on('socket', (s) => {
+        socket = s;
       });
       req.on('error', (err) => settle(false, err));
       req.end();
@@ -142,13 +162,13 @@ export function startLoad(options: LoadOptions): Load {
   let stopped: Promise<LoadResult> | undefined;
 
   return {
-    snapshot: () => copy(result),
+    snapshot: () => copy(result, socketPids),
     stop: () => {
       if (stopped === undefined) {
         stopping = true;
         stopped = Promise.all(lanes).then(() => {
           agent.destroy();
-          return copy(result);
+          return copy(result, socketPids);
         });
       }
       return stopped;

@@ -21,7 +21,8 @@
 //! least 2) is asked to shed its excess: its runtime answers that many further requests
 //! (on distinct connections) with `Connection: close`, the clients reconnect, and the
 //! weights send them to the slots in deficit. Sheds are at least [`SHED_COOLDOWN`] apart
-//! per group, so counts can catch up.
+//! per group, so counts can catch up; a shed held back by the cooldown is due again when
+//! it ends ([`Balancer::recheck_at`]), since stable counts bring no new report.
 
 use std::time::{Duration, Instant};
 
@@ -53,6 +54,7 @@ pub struct Shed {
 #[derive(Debug, Clone, Default)]
 pub struct Balancer {
     last_shed: Option<Instant>,
+    recheck_at: Option<Instant>,
 }
 
 impl Balancer {
@@ -64,13 +66,8 @@ impl Balancer {
     /// The sheds to ask for now. `loads` are the serving slots; `count` is the group's
     /// slot count (nothing is shed while a slot is not serving).
     pub fn sheds(&mut self, now: Instant, count: u32, loads: &[SlotLoad]) -> Vec<Shed> {
+        self.recheck_at = None;
         if loads.len() < 2 || loads.len() as u32 != count {
-            return Vec::new();
-        }
-        if self
-            .last_shed
-            .is_some_and(|at| now.saturating_duration_since(at) < SHED_COOLDOWN)
-        {
             return Vec::new();
         }
         let Some(counts) = loads
@@ -94,10 +91,23 @@ impl Balancer {
                 connections: (u64::from(c) - fair) as u32,
             })
             .collect();
-        if !sheds.is_empty() {
-            self.last_shed = Some(now);
+        if sheds.is_empty() {
+            return sheds;
         }
+        if let Some(ready) = self.last_shed.map(|at| at + SHED_COOLDOWN) {
+            if now < ready {
+                self.recheck_at = Some(ready);
+                return Vec::new();
+            }
+        }
+        self.last_shed = Some(now);
         sheds
+    }
+
+    /// When [`Balancer::sheds`] should be asked again: set while a needed shed waits for
+    /// the cooldown to end.
+    pub fn recheck_at(&self) -> Option<Instant> {
+        self.recheck_at
     }
 }
 
@@ -233,10 +243,17 @@ mod tests {
                 connections: 32
             }]
         );
-        // Cooldown.
+        assert_eq!(b.recheck_at(), None);
+        // Cooldown; the shed is due again when it ends.
         assert!(b
             .sheds(t0 + ms(500), 2, &loads(&[Some(0), Some(64)]))
             .is_empty());
+        assert_eq!(b.recheck_at(), Some(t0 + SHED_COOLDOWN));
+        // Balanced meanwhile: nothing to recheck.
+        assert!(b
+            .sheds(t0 + ms(600), 2, &loads(&[Some(30), Some(34)]))
+            .is_empty());
+        assert_eq!(b.recheck_at(), None);
         assert_eq!(
             b.sheds(t0 + ms(1000), 2, &loads(&[Some(0), Some(64)]))
                 .len(),

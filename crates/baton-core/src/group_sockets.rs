@@ -106,7 +106,17 @@ impl GroupSockets {
     /// reuseport group, so it is attached on the first socket. Returns one sentence per
     /// address where the kernel refused; the others are steered regardless.
     pub fn steer(&self, serving: &[u32]) -> Vec<String> {
-        let steering = match crate::steer::program(serving) {
+        self.apply(crate::steer::program(serving))
+    }
+
+    /// Like [`GroupSockets::steer`], with each serving slot's share of new connections:
+    /// `(slot, weight)` (see `balance.rs`).
+    pub fn steer_weighted(&self, shares: &[(u32, u32)]) -> Vec<String> {
+        self.apply(crate::steer::weighted(shares))
+    }
+
+    fn apply(&self, steering: Result<crate::steer::Steering, String>) -> Vec<String> {
+        let steering = match steering {
             Ok(s) => s,
             Err(e) => return vec![format!("cannot steer new connections: {e}")],
         };

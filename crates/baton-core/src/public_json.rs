@@ -235,10 +235,13 @@ pub struct RowExtras {
     pub started_at: Option<SystemTime>,
     /// Resident memory.
     pub rss_bytes: Option<u64>,
+    /// Open connections, as baton's runtime in the worker last reported them.
+    pub connections: Option<u32>,
 }
 
 /// The status JSON (design §7): `{ name, pid, generation, reloading, workers: [...] }` plus
-/// additive fields (`stopping`, `groups`, `lastReload`, per-worker `lastExit`, `restartInMs`).
+/// additive fields (`stopping`, `groups`, `lastReload`, per-worker `lastExit`, `restartInMs`,
+/// `connections`).
 pub fn status(
     names: &Names,
     fleet_name: &str,
@@ -266,6 +269,7 @@ pub fn status(
                 "state": state,
                 "restarts": w.restarts,
                 "rssBytes": x.rss_bytes,
+                "connections": x.connections,
                 "startedAt": x.started_at.map(iso8601),
                 "lastExit": w.last_exit,
                 "restartInMs": w.restart_at.map(|at| ms(at.saturating_duration_since(now))),

@@ -316,6 +316,10 @@ impl LoopState {
             if self.rescue_waiting() {
                 timeout = Some(timeout.map_or(RESCUE_RETRY, |t| t.min(RESCUE_RETRY)));
             }
+            if let Some(at) = self.rebalance_at() {
+                let wait = at.saturating_duration_since(Instant::now());
+                timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
+            }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != ErrorKind::Interrupted {
                     self.log(&format!("poll failed: {e}; stopping the fleet"));
@@ -358,6 +362,7 @@ impl LoopState {
             if self.rescue_waiting() {
                 self.retry_rescue();
             }
+            self.rebalance_due();
             while let Ok(msg) = self.rx.try_recv() {
                 self.on_msg(msg);
             }
@@ -546,6 +551,9 @@ impl LoopState {
                 .and_then(|k| self.workers.get(&k))
                 .map(|io| io.started_at),
             rss_bytes: pid.and_then(crate::proc_info::rss_bytes),
+            connections: key
+                .and_then(|k| self.workers.get(&k))
+                .and_then(|io| io.connections),
         };
         public_json::status(
             &names,

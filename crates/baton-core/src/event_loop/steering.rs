@@ -3,6 +3,7 @@
 //! in the queue of a slot without a ready worker.
 
 use super::*;
+use crate::balance::{self, Balancer, SlotLoad};
 
 /// Connections accepted from one watched socket per wake-up, so one slot cannot starve
 /// the loop; the rest are taken on the next turn.
@@ -29,6 +30,10 @@ pub(super) struct Rescue {
     pub(super) targets: Vec<WorkerKey>,
     /// Round-robin position in `targets`.
     pub(super) next: usize,
+    /// When workers shed connections (see `balance.rs`).
+    pub(super) balancer: Balancer,
+    /// The shares of new connections last given to the kernel.
+    pub(super) shares: Vec<(u32, u32)>,
 }
 
 /// A watched per-slot socket.
@@ -56,16 +61,98 @@ impl LoopState {
         if !sockets.has_per_slot() {
             return;
         }
-        let errors = sockets.steer(&serving);
-        let name = self.group_names.get(group).cloned().unwrap_or_default();
-        for e in errors {
-            self.log_once(format!(
-                "group \"{name}\": {e}; the kernel's hash goes on spreading them over every slot, \
-                 including those without a ready worker"
-            ));
-        }
         if let Some(r) = self.rescue.get_mut(group) {
             r.serving = serving;
+        }
+        self.rebalance(group);
+    }
+
+    /// The earliest time a group's balance must be looked at again (a shed held back).
+    pub(super) fn rebalance_at(&self) -> Option<Instant> {
+        self.rescue
+            .iter()
+            .filter_map(|r| r.balancer.recheck_at())
+            .min()
+    }
+
+    /// Rebalance the groups whose held-back shed is due.
+    pub(super) fn rebalance_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<usize> = (0..self.rescue.len())
+            .filter(|&g| {
+                self.rescue[g]
+                    .balancer
+                    .recheck_at()
+                    .is_some_and(|at| at <= now)
+            })
+            .collect();
+        for g in due {
+            self.rebalance(g);
+        }
+    }
+
+    /// Give the kernel each serving slot's share of `group`'s new connections, weighted by
+    /// the connections their workers report, and ask over-full workers to shed (the rules
+    /// are in `balance.rs`). Called when the serving slots change and on every report.
+    pub(super) fn rebalance(&mut self, group: usize) {
+        let Some(sockets) = self.listeners.get(group) else {
+            return;
+        };
+        if !sockets.has_per_slot() {
+            return;
+        }
+        let Some(r) = self.rescue.get(group) else {
+            return;
+        };
+        let snapshot = self.fleet.snapshot();
+        // The serving worker of each serving slot (its replacement, once ready, is current).
+        let serving: Vec<(u32, Option<WorkerKey>)> = r
+            .serving
+            .iter()
+            .map(|&slot| {
+                let key = snapshot
+                    .workers
+                    .iter()
+                    .find(|w| w.group == group && w.slot == slot && w.state == WorkerState::Ready)
+                    .and_then(|w| w.key);
+                (slot, key)
+            })
+            .collect();
+        let loads: Vec<SlotLoad> = serving
+            .iter()
+            .map(|&(slot, key)| SlotLoad {
+                slot,
+                connections: key
+                    .and_then(|k| self.workers.get(&k))
+                    .and_then(|io| io.connections),
+            })
+            .collect();
+        let shares = balance::weights(&loads);
+        if shares != r.shares {
+            let errors = sockets.steer_weighted(&shares);
+            let name = self.group_names.get(group).cloned().unwrap_or_default();
+            for e in errors {
+                self.log_once(format!(
+                    "group \"{name}\": {e}; the kernel's hash goes on spreading them over every slot, \
+                     including those without a ready worker"
+                ));
+            }
+        }
+        let count = self.config.groups[group].rules.count;
+        let Some(r) = self.rescue.get_mut(group) else {
+            return;
+        };
+        r.shares = shares;
+        let sheds = r.balancer.sheds(Instant::now(), count, &loads);
+        for shed in sheds {
+            let key = serving
+                .iter()
+                .find(|(s, _)| *s == shed.slot)
+                .and_then(|(_, k)| *k);
+            if let Some(key) = key {
+                let line = format!("{{\"type\":\"shed\",\"count\":{}}}\n", shed.connections);
+                self.send_worker(key, &line);
+            }
         }
     }
 

@@ -13,6 +13,10 @@ pub(super) struct WorkerIo {
     pub(super) started_at: SystemTime,
     /// Said `{"type":"ready","handoff":true}`: takes connections over its channel.
     pub(super) handoff: bool,
+    /// The group it belongs to.
+    pub(super) group: usize,
+    /// Open connections, as it last reported (`{"type":"connections","count":N}`).
+    pub(super) connections: Option<u32>,
 }
 
 impl LoopState {
@@ -61,6 +65,8 @@ impl LoopState {
                         stderr_tail: Vec::new(),
                         started_at: SystemTime::now(),
                         handoff: false,
+                        group,
+                        connections: None,
                     },
                 );
                 let tx = self.tx.clone();
@@ -158,6 +164,7 @@ impl LoopState {
         let mut readies = 0;
         let mut handoff = false;
         let mut nacks = 0;
+        let mut connections = None;
         let mut eof = false;
         if let Some(io) = self.workers.get_mut(&key) {
             let Some(fd) = io.control.as_ref() else {
@@ -184,6 +191,7 @@ impl LoopState {
                         handoff |= h;
                     }
                     ControlLine::HandleNack => nacks += 1,
+                    ControlLine::Connections(n) => connections = Some(n),
                     ControlLine::Other => {}
                 }
             }
@@ -213,6 +221,13 @@ impl LoopState {
         }
         if readies > 0 {
             self.fleet.handle(Instant::now(), Input::Ready { key });
+        }
+        if let Some(n) = connections {
+            if let Some(io) = self.workers.get_mut(&key) {
+                io.connections = Some(n);
+                let group = io.group;
+                self.rebalance(group);
+            }
         }
     }
 
@@ -265,6 +280,8 @@ pub(super) enum ControlLine {
     Ready { handoff: bool },
     /// Node's `{"cmd":"NODE_HANDLE_NACK"}`: a handed-off fd did not arrive.
     HandleNack,
+    /// `{"type":"connections","count":N}` from baton's runtime: its open connections.
+    Connections(u32),
     /// Anything else, including Node's `{"cmd":"NODE_HANDLE_ACK"}`: ignored.
     Other,
 }
@@ -276,6 +293,15 @@ pub(super) fn parse_control_line(line: &[u8]) -> ControlLine {
             if map.get("type").and_then(Value::as_str) == Some("ready") {
                 ControlLine::Ready {
                     handoff: map.get("handoff") == Some(&Value::Bool(true)),
+                }
+            } else if map.get("type").and_then(Value::as_str) == Some("connections") {
+                match map
+                    .get("count")
+                    .and_then(Value::as_u64)
+                    .and_then(|n| u32::try_from(n).ok())
+                {
+                    Some(n) => ControlLine::Connections(n),
+                    None => ControlLine::Other,
                 }
             } else if map.get("cmd").and_then(Value::as_str) == Some("NODE_HANDLE_NACK") {
                 ControlLine::HandleNack
