@@ -1,5 +1,5 @@
 /**
- * `balance: 'reuseport'`: a slot without a ready worker receives no new connections, and
+ * `balance: 'reuseport'` (the default on Linux): a slot without a ready worker receives no new connections, and
  * the ones already queued on its socket are handed to a ready worker by the master. Every
  * connection here is a fresh TCP connection with a 1.5 s budget: a connection left in the
  * queue of a dead slot would time out.
@@ -61,7 +61,8 @@ async function freshConnections(port: number, total: number, lanes = 4): Promise
   return result
 }
 
-async function reuseportFleet(t: Parameters<typeof startFleet>[0], flags: string[] = []) {
+/** 3 workers; `flags` are added to `baton start` (no `--balance`: the default). */
+async function reuseportFleet(t: Parameters<typeof startFleet>[0], flags: string[] = ['--balance', 'reuseport']) {
   const dir = await tmpDir('baton-app-')
   t.teardown(() => dir.cleanup())
   const versionFile = join(dir.path, 'version.txt')
@@ -72,7 +73,7 @@ async function reuseportFleet(t: Parameters<typeof startFleet>[0], flags: string
     count: 3,
     listen: [`127.0.0.1:${port}`],
     env: { APP_VERSION_FILE: versionFile },
-    flags: ['--balance', 'reuseport', ...flags],
+    flags,
   })
   return { fleet, port, deploy: (content: string) => writeFileSync(versionFile, content) }
 }
@@ -103,7 +104,7 @@ linuxOnly('a worker killed with -9 whose slot then crash-loops: every fresh conn
 })
 
 linuxOnly('a stop-first reload whose new version throws: aborted, every fresh connection is answered', async (t) => {
-  const { fleet, port, deploy } = await reuseportFleet(t, ['--order', 'stop-first'])
+  const { fleet, port, deploy } = await reuseportFleet(t, ['--balance', 'reuseport', '--order', 'stop-first'])
   const before = await fleet.status()
   deploy('throw')
   const reload = fleet.cli(['reload', fleet.name])
@@ -150,4 +151,34 @@ linuxOnly('connections queued on a dead worker’s socket are handed to the read
   t.is(stop.code, 0, stop.stderr)
   await fleet.exited
   t.regex(fleet.log.text, /handed \d+ connections? queued on slot 1's socket 127\.0\.0\.1:\d+ to ready workers/)
+})
+
+linuxOnly('default options: a stop-first bad deploy is aborted, a worker killed with -9 crash-loops; 200 fresh connections during and after are all answered', async (t) => {
+  const { fleet, port, deploy } = await reuseportFleet(t, ['--order', 'stop-first'])
+  const before = await fleet.status()
+  t.is(before.groups[0]?.balance, 'reuseport', 'the default on Linux')
+  deploy('throw') // the new code throws at boot: the reload fails, and so does every restart
+  const reload = fleet.cli(['reload', fleet.name])
+  const during = freshConnections(port, 200)
+  const r = await reload
+  t.is(r.code, 1, r.stdout + r.stderr)
+  const aborted = await fleet.status()
+  t.is(aborted.lastReload?.outcome, 'failed')
+  // Kill a serving old worker: its slot restarts the bad code and enters crash backoff.
+  const victim = aborted.workers.find((w) => w.state === 'ready' && w.id !== aborted.lastReload?.failure?.id)
+  t.truthy(victim?.pid)
+  process.kill(victim?.pid as number, 'SIGKILL')
+  await waitFor(async () => {
+    const s = await fleet.status()
+    const slot = s.workers.find((w) => w.id === victim?.id)
+    return slot !== undefined && slot.restarts >= 1 && slot.state !== 'ready'
+  }, { message: "the killed worker's slot is in crash backoff" })
+  report(t, fleet, await during, 200)
+  const after = await freshConnections(port, 200)
+  report(t, fleet, after, 200)
+  const last = await fleet.status()
+  const ready = last.workers.filter((w) => w.state === 'ready')
+  t.is(ready.length, 1, 'two of three slots are down')
+  t.deepEqual([...after.pids], ready.map((w) => w.pid), 'the one ready worker answered them all')
+  await fleet.cli(['stop', fleet.name])
 })
