@@ -3,38 +3,9 @@
  * reload (default options), and `parallel` replaces several workers at once under load.
  */
 import test, { type ExecutionContext } from 'ava'
-import { writeFileSync } from 'node:fs'
-import { join } from 'node:path'
-import { fixture, startFleet, type Fleet } from './helpers/fleet.js'
+import { versionedFleet, type VersionedFleet } from './helpers/fleet.js'
 import { startLoad, type Load, type LoadResult } from './helpers/load.js'
-import { freePort, tmpDir, waitFor } from './helpers/processes.js'
-
-interface VersionedFleet {
-  fleet: Fleet
-  port: number
-  deploy(content: string): void
-}
-
-async function versionedFleet(
-  t: ExecutionContext,
-  count: number,
-  flags: string[],
-  env: Record<string, string> = {},
-): Promise<VersionedFleet> {
-  const dir = await tmpDir('baton-app-')
-  t.teardown(() => dir.cleanup())
-  const versionFile = join(dir.path, 'version.txt')
-  writeFileSync(versionFile, 'v1')
-  const port = await freePort()
-  const fleet = await startFleet(t, {
-    script: fixture('app.mjs'),
-    count,
-    listen: [`127.0.0.1:${port}`],
-    env: { ...env, APP_VERSION_FILE: versionFile },
-    flags,
-  })
-  return { fleet, port, deploy: (content) => writeFileSync(versionFile, content) }
-}
+import { waitFor } from './helpers/processes.js'
 
 function assertNoFailures(t: ExecutionContext, result: LoadResult): void {
   t.true(result.requests > 500, `load ran: ${result.requests} requests`)
@@ -62,11 +33,10 @@ function spread(load: Load, pids: number[]): number[] {
   return pids.map((p) => by[String(p)] ?? 0)
 }
 
-async function balancedAfterReloads(t: ExecutionContext, order: 'start-first' | 'stop-first'): Promise<void> {
+async function balancedAfterReloads(t: ExecutionContext, order: 'start-first' | 'stop-first', count = 2): Promise<void> {
   const clients = 64
-  const count = 2
   // Default options: only the order is chosen.
-  const vf = await versionedFleet(t, count, ['--order', order])
+  const vf = await versionedFleet(t, { count, flags: ['--order', order] })
   const load = startLoad({ port: vf.port, connections: clients })
   try {
     await waitFor(() => Object.values(load.snapshot().connectionsByPid).reduce((a, b) => a + b, 0) === clients, {
@@ -104,11 +74,19 @@ test.serial('default options, 2 workers, 64 keep-alive clients: balanced after e
   await balancedAfterReloads(t, 'start-first')
 })
 
+test.serial('default options, 4 workers, 64 keep-alive clients: balanced after each of 3 stop-first reloads', async (t) => {
+  await balancedAfterReloads(t, 'stop-first', 4)
+})
+
 test.serial('--parallel 2 reloads 4 workers with a 600 ms boot in at most 0.65x the time of --parallel 1, 0 failed requests', async (t) => {
   const count = 4
   const durations: Record<string, number[]> = {}
   for (const parallel of ['1', '2']) {
-    const vf = await versionedFleet(t, count, ['--parallel', parallel, '--ready-timeout', '20000'], { BOOT_DELAY_MS: '600' })
+    const vf = await versionedFleet(t, {
+      count,
+      flags: ['--parallel', parallel, '--ready-timeout', '20000'],
+      env: { BOOT_DELAY_MS: '600' },
+    })
     const status = await vf.fleet.status()
     t.is(status.groups?.[0]?.parallel, Number(parallel))
     // A steady keep-alive load that leaves the CPU to the booting workers: this compares

@@ -2,43 +2,25 @@
  * The graceful sequential reload under real keep-alive HTTP load: zero failed requests,
  * every worker replaced, bad deploys aborted with the old workers serving.
  */
-import test from 'ava'
-import { writeFileSync } from 'node:fs'
-import { join } from 'node:path'
-import { fixture, startFleet, type Fleet } from './helpers/fleet.js'
+import test, { type ExecutionContext } from 'ava'
+import { fixture, startFleet, versionedFleet, type Fleet } from './helpers/fleet.js'
 import { httpGet } from './helpers/http.js'
 import { startLoad, type LoadResult } from './helpers/load.js'
-import { freePort, tmpDir, waitFor } from './helpers/processes.js'
+import { freePort, waitFor } from './helpers/processes.js'
 
-async function versionedFleet(
-  t: Parameters<typeof startFleet>[0],
-  order: 'start-first' | 'stop-first',
-  extra: string[] = [],
-  env: Record<string, string> = {},
-) {
-  const dir = await tmpDir('baton-app-')
-  t.teardown(() => dir.cleanup())
-  const versionFile = join(dir.path, 'version.txt')
-  writeFileSync(versionFile, 'v1')
-  const port = await freePort()
-  const fleet = await startFleet(t, {
-    script: fixture('app.mjs'),
-    count: 4,
-    listen: [`127.0.0.1:${port}`],
-    env: { ...env, APP_VERSION_FILE: versionFile },
-    flags: ['--order', order, ...extra],
-  })
-  return { fleet, port, deploy: (content: string) => writeFileSync(versionFile, content) }
+/** 4 workers of the test app, reload order `order`. */
+function appFleet(t: ExecutionContext, order: 'start-first' | 'stop-first', extra: string[] = [], env: Record<string, string> = {}) {
+  return versionedFleet(t, { count: 4, flags: ['--order', order, ...extra], env })
 }
 
-function assertClean(t: Parameters<typeof startFleet>[0], result: LoadResult): void {
+function assertClean(t: ExecutionContext, result: LoadResult): void {
   t.true(result.requests > 500, `load ran: ${result.requests} requests`)
   t.is(result.errors, 0, `errors: ${JSON.stringify(result.errorCodes)}`)
   t.is(result.non2xx, 0)
 }
 
-async function reloadThreeTimes(t: Parameters<typeof startFleet>[0], order: 'start-first' | 'stop-first', flags: string[] = []) {
-  const { fleet, port, deploy } = await versionedFleet(t, order, flags)
+async function reloadThreeTimes(t: ExecutionContext, order: 'start-first' | 'stop-first', flags: string[] = []) {
+  const { fleet, port, deploy } = await appFleet(t, order, flags)
   const load = startLoad({ port, connections: 32 })
   try {
     await waitFor(() => load.snapshot().ok > 200, { message: 'load warmed up' })
@@ -82,7 +64,7 @@ test.serial('balance reuseport (one socket per slot): start-first and stop-first
   await reloadThreeTimes(t, 'stop-first', ['--balance', 'reuseport'])
 })
 
-async function badDeploy(t: Parameters<typeof startFleet>[0], fleet: Fleet, port: number, deploy: (c: string) => void, bad: string, cause: RegExp) {
+async function badDeploy(t: ExecutionContext, fleet: Fleet, port: number, deploy: (c: string) => void, bad: string, cause: RegExp) {
   const load = startLoad({ port, connections: 32 })
   try {
     await waitFor(() => load.snapshot().ok > 200, { message: 'load warmed up' })
@@ -108,17 +90,17 @@ async function badDeploy(t: Parameters<typeof startFleet>[0], fleet: Fleet, port
 }
 
 test.serial('bad deploy that throws at start: reload exits 1 with the cause, v1 keeps serving, zero failed requests', async (t) => {
-  const { fleet, port, deploy } = await versionedFleet(t, 'start-first')
+  const { fleet, port, deploy } = await appFleet(t, 'start-first')
   await badDeploy(t, fleet, port, deploy, 'throw', /exited with code 1 before it was ready[\s\S]*BOOT_FAIL: version file says throw/)
 })
 
 test.serial('bad deploy that never becomes ready: reload exits 1 after readyTimeout, v1 keeps serving', async (t) => {
-  const { fleet, port, deploy } = await versionedFleet(t, 'start-first', ['--ready-timeout', '1500'])
+  const { fleet, port, deploy } = await appFleet(t, 'start-first', ['--ready-timeout', '1500'])
   await badDeploy(t, fleet, port, deploy, 'hang', /not ready within 1500 ms/)
 })
 
 test.serial('stop-first bad deploy: only one slot is lost, the others keep serving', async (t) => {
-  const { fleet, port, deploy } = await versionedFleet(t, 'stop-first')
+  const { fleet, port, deploy } = await appFleet(t, 'stop-first')
   const load = startLoad({ port, connections: 32 })
   try {
     await waitFor(() => load.snapshot().ok > 200, { message: 'load warmed up' })
@@ -138,7 +120,7 @@ test.serial('stop-first bad deploy: only one slot is lost, the others keep servi
 })
 
 test.serial('two reloads at once both succeed and no slot is replaced twice in one pass', async (t) => {
-  const { fleet, deploy } = await versionedFleet(t, 'start-first')
+  const { fleet, deploy } = await appFleet(t, 'start-first')
   deploy('v2')
   const [a, b] = await Promise.all([fleet.cli(['reload', fleet.name]), fleet.cli(['reload', fleet.name])])
   t.is(a.code, 0, a.stderr)
@@ -159,7 +141,7 @@ test.serial('two reloads at once both succeed and no slot is replaced twice in o
 
 test.serial('SIGHUP and SIGUSR2 to the master reload; status shows the reload and its outcome', async (t) => {
   // A 300 ms boot makes the reload long enough for status to be caught mid-way.
-  const { fleet, port, deploy } = await versionedFleet(t, 'start-first', [], { BOOT_DELAY_MS: '300' })
+  const { fleet, port, deploy } = await appFleet(t, 'start-first', [], { BOOT_DELAY_MS: '300' })
   deploy('v2')
   process.kill(fleet.pid, 'SIGHUP')
   await fleet.log.waitFor(/reload 2 done: 4 of 4 workers replaced/)

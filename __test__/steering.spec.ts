@@ -4,12 +4,10 @@
  * connection here is a fresh TCP connection with a 1.5 s budget: a connection left in the
  * queue of a dead slot would time out.
  */
-import test from 'ava'
-import { writeFileSync } from 'node:fs'
+import test, { type ExecutionContext } from 'ava'
 import * as http from 'node:http'
-import { join } from 'node:path'
-import { fixture, startFleet, type Fleet } from './helpers/fleet.js'
-import { freePort, isAlive, tmpDir, waitFor } from './helpers/processes.js'
+import { versionedFleet, type Fleet } from './helpers/fleet.js'
+import { isAlive, waitFor } from './helpers/processes.js'
 
 const FRESH_TIMEOUT_MS = 1500
 
@@ -61,24 +59,12 @@ async function freshConnections(port: number, total: number, lanes = 4): Promise
   return result
 }
 
-/** 3 workers; `flags` are added to `baton start` (no `--balance`: the default). */
-async function reuseportFleet(t: Parameters<typeof startFleet>[0], flags: string[] = ['--balance', 'reuseport']) {
-  const dir = await tmpDir('baton-app-')
-  t.teardown(() => dir.cleanup())
-  const versionFile = join(dir.path, 'version.txt')
-  writeFileSync(versionFile, 'v1')
-  const port = await freePort()
-  const fleet = await startFleet(t, {
-    script: fixture('app.mjs'),
-    count: 3,
-    listen: [`127.0.0.1:${port}`],
-    env: { APP_VERSION_FILE: versionFile },
-    flags,
-  })
-  return { fleet, port, deploy: (content: string) => writeFileSync(versionFile, content) }
+/** 3 workers of the test app; `flags` are added to `baton start` (no `--balance`: the default). */
+function reuseportFleet(t: ExecutionContext, flags: string[] = ['--balance', 'reuseport']) {
+  return versionedFleet(t, { count: 3, flags })
 }
 
-function report(t: Parameters<typeof startFleet>[0], fleet: Fleet, fresh: Fresh, total: number): void {
+function report(t: ExecutionContext, fleet: Fleet, fresh: Fresh, total: number): void {
   if (fresh.failed.length > 0) t.log(fleet.log.text.slice(-4000))
   t.is(fresh.answered, total, `${fresh.failed.length} of ${total} fresh connections failed: ${JSON.stringify(fresh.failed.slice(0, 5))}`)
 }

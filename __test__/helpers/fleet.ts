@@ -4,10 +4,12 @@
  * failing test still leaves nothing behind.
  */
 import { spawn } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { ExecutionContext } from 'ava'
 import type { Status } from '../../src/types.js'
-import { OutputBuffer, ProcessTracker, tmpDir, waitFor, waitForExit, type ExitStatus } from './processes.js'
+import { freePort, OutputBuffer, ProcessTracker, tmpDir, waitFor, waitForExit, type ExitStatus } from './processes.js'
 
 /** Absolute path of the `baton` CLI. */
 export const BATON = fileURLToPath(new URL('../../bin/baton.js', import.meta.url))
@@ -125,6 +127,38 @@ export async function startFleet(t: ExecutionContext, options: FleetOptions): Pr
     )
   }
   return fleet
+}
+
+/** A fleet of the test app (`fixtures/app.mjs`) whose code version can be changed. */
+export interface VersionedFleet {
+  fleet: Fleet
+  /** The port it listens on (127.0.0.1). */
+  port: number
+  /** "Deploy": write the version file the app reads at start (`throw`, `hang`: bad code). */
+  deploy(content: string): void
+}
+
+/**
+ * Start `fixtures/app.mjs` with `count` workers on a free 127.0.0.1 port, serving version
+ * `v1` from a version file in its own temp dir (removed by `t.teardown`).
+ */
+export async function versionedFleet(
+  t: ExecutionContext,
+  options: { count: number; flags?: string[]; env?: Record<string, string> },
+): Promise<VersionedFleet> {
+  const dir = await tmpDir('baton-app-')
+  t.teardown(() => dir.cleanup())
+  const versionFile = join(dir.path, 'version.txt')
+  writeFileSync(versionFile, 'v1')
+  const port = await freePort()
+  const fleet = await startFleet(t, {
+    script: fixture('app.mjs'),
+    count: options.count,
+    listen: [`127.0.0.1:${port}`],
+    env: { ...options.env, APP_VERSION_FILE: versionFile },
+    flags: options.flags ?? [],
+  })
+  return { fleet, port, deploy: (content) => writeFileSync(versionFile, content) }
 }
 
 /** Run `baton <args>` with a given runtime dir, outside any fleet. */

@@ -8,7 +8,7 @@
 //! **Weights.** Each serving slot gets a share of [`BUCKETS`] buckets; the kernel picks a
 //! bucket at random for every new connection (see `steer.rs`). A slot's raw weight is its
 //! deficit against the fair share (`total / serving`, never negative) plus a headroom of
-//! a quarter of the fair share (at least 1): a balanced group steers uniformly, and a
+//! an eighth of the fair share (at least 1): a balanced group steers uniformly, and a
 //! slot that has just been refilled with an empty worker takes most new connections until
 //! it has caught up. A slot whose worker reports no counts (not baton's runtime) counts as
 //! holding the fair share of the slots that do. Every serving slot keeps at least one
@@ -16,11 +16,12 @@
 //!
 //! **Shedding.** Keep-alive clients never move by themselves: after a stop-first reload
 //! every connection sits on the workers that were serving while the others were down. So
-//! when every slot of the group is serving and every worker reports counts, a worker
-//! holding more than the fair share plus a tolerance (a quarter of the fair share, at
-//! least 2) is asked to shed its excess: its runtime answers that many further requests
-//! (on distinct connections) with `Connection: close`, the clients reconnect, and the
-//! weights send them to the slots in deficit. Sheds are at least [`SHED_COOLDOWN`] apart
+//! when every slot of the group is serving and every worker reports counts, and a worker
+//! holds more than the fair share plus a tolerance (a quarter of the fair share, at least
+//! 2) or less than the fair share minus it, every worker above the fair share is asked
+//! to shed its excess: its runtime answers that many further requests (on distinct
+//! connections) with `Connection: close`, the clients reconnect, and the weights send
+//! most of them to the slots in deficit. Sheds are at least [`SHED_COOLDOWN`] apart
 //! per group, so counts can catch up; a shed held back by the cooldown is due again when
 //! it ends ([`Balancer::recheck_at`]), since stable counts bring no new report.
 
@@ -82,10 +83,16 @@ impl Balancer {
         // Integer fair share, rounded up, so a shed never leaves a worker below it.
         let fair = total.div_ceil(n);
         let tolerance = (fair / 4).max(2);
+        let lopsided = counts
+            .iter()
+            .any(|&c| u64::from(c) > fair + tolerance || u64::from(c) + tolerance < total / n);
+        if !lopsided {
+            return Vec::new();
+        }
         let sheds: Vec<Shed> = loads
             .iter()
             .zip(&counts)
-            .filter(|(_, &c)| u64::from(c) > fair + tolerance)
+            .filter(|(_, &c)| u64::from(c) > fair)
             .map(|(l, &c)| Shed {
                 slot: l.slot,
                 connections: (u64::from(c) - fair) as u32,
@@ -128,7 +135,7 @@ pub fn weights(loads: &[SlotLoad]) -> Vec<(u32, u32)> {
         .map(|l| l.connections.map_or(known_avg, f64::from))
         .collect();
     let fair = counts.iter().sum::<f64>() / counts.len() as f64;
-    let headroom = (fair / 4.0).max(1.0);
+    let headroom = (fair / 8.0).max(1.0);
     let raw: Vec<f64> = counts
         .iter()
         .map(|c| (fair - c).max(0.0) + headroom)
@@ -259,6 +266,18 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn a_slot_far_below_its_share_makes_the_others_shed_their_excess() {
+        // After a 4-worker stop-first reload: the last replaced worker got few.
+        let mut b = Balancer::new();
+        let s = b.sheds(Instant::now(), 4, &loads(&[Some(20), Some(19), Some(18), Some(7)]));
+        let got: Vec<(u32, u32)> = s.iter().map(|s| (s.slot, s.connections)).collect();
+        assert_eq!(got, vec![(0, 4), (1, 3), (2, 2)]);
+        // And the new connections mostly go to slot 3.
+        let w = weights(&loads(&[Some(16), Some(16), Some(16), Some(7)]));
+        assert!(w[3].1 > w[0].1 + w[1].1 + w[2].1, "{w:?}");
     }
 
     #[test]
