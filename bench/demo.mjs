@@ -13,7 +13,19 @@ import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { startLoad } from './lib/load.mjs';
-import { BATON_URL, ROOT, cleanup, fmt, freePort, installCleanup, onCleanup, sleep, tempDir, trackPid, versionsServed } from './lib/util.mjs';
+import {
+  BATON_URL,
+  fmt,
+  freePort,
+  installCleanup,
+  onCleanup,
+  ROOT,
+  runMain,
+  sleep,
+  tempDir,
+  trackPid,
+  versionsServed,
+} from './lib/util.mjs';
 
 const WORKERS = 4;
 const CONNECTIONS = 32;
@@ -153,13 +165,4 @@ async function main() {
   return ok ? 0 : 1;
 }
 
-let code = 1;
-try {
-  code = await main();
-} catch (e) {
-  process.stderr.write(`demo failed: ${e?.stack ?? e}\n`);
-  code = 1;
-} finally {
-  await cleanup();
-}
-process.exit(code);
+await runMain('demo', main);

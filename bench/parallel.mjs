@@ -27,14 +27,15 @@ import { errorSplit, loadDescription, runUnderLoad, runsFooter, withRetries } fr
 import {
   args,
   balanceFlags,
-  cleanup,
   cliSupports,
   fmt,
   freePort,
   installCleanup,
+  listOption,
   machine,
   mmm,
   parallelFlags,
+  runMain,
   setVersion,
   splitText,
   startCliFleet,
@@ -47,15 +48,14 @@ import {
 
 const opt = args();
 const quick = opt.quick === true;
-const list = (v, def) => String(v ?? def).split(',').filter(Boolean);
 const REPS = Number(opt.reps ?? (quick ? 1 : 3));
 const DURATION = Number(opt.duration ?? (quick ? 9 : 15));
 const TRIGGER_S = 3;
-const COUNTS = list(opt.counts, quick ? '4' : '4,8').map(Number);
-const PARALLELS = list(opt.parallel, quick ? '1' : '1,2,4').map(Number);
-const ORDERS = list(opt.orders, 'start-first');
+const COUNTS = listOption(opt.counts, quick ? '4' : '4,8').map(Number);
+const PARALLELS = listOption(opt.parallel, quick ? '1' : '1,2,4').map(Number);
+const ORDERS = listOption(opt.orders, 'start-first');
 // `default`: no --balance flag (baton's default); `shared` / `reuseport`: passed as --balance.
-const BALANCES = list(opt.balance, 'default');
+const BALANCES = listOption(opt.balance, 'default');
 const PM2 = opt['no-pm2'] !== true;
 const CONTAMINATED_S = Number(opt['contaminated-cpu-s'] ?? 1);
 const RETRIES = Number(opt.retries ?? 1);
@@ -228,12 +228,4 @@ async function main() {
   return 0;
 }
 
-let code = 1;
-try {
-  code = await main();
-} catch (e) {
-  process.stderr.write(`parallel failed: ${e?.stack ?? e}\n`);
-} finally {
-  await cleanup();
-}
-process.exit(code);
+await runMain('parallel', main);

@@ -23,32 +23,32 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
 import {
-  BATON_URL,
   args,
-  cleanup,
+  BATON_URL,
   cpuBusy,
   cpuSnapshot,
-  foreignCpuSeconds,
   exited,
   fmt,
+  foreignCpuSeconds,
   freePort,
   installCleanup,
+  loadToWrkShape,
   machine,
   median,
   mmm,
   onCleanup,
   probeOnce,
+  runMain,
   sleep,
   spawnTracked,
+  startNodeLoad,
+  startWrk,
   stats,
   tempDir,
   trackPid,
+  waitQuiet,
   writeBenchApp,
   writeResult,
-  waitQuiet,
-  startWrk,
-  startNodeLoad,
-  loadToWrkShape,
   wrkVersion,
 } from './lib/util.mjs';
 
@@ -271,12 +271,4 @@ async function main() {
   return 0;
 }
 
-let code = 1;
-try {
-  code = await main();
-} catch (e) {
-  process.stderr.write(`reload-overhead failed: ${e?.stack ?? e}\n`);
-} finally {
-  await cleanup();
-}
-process.exit(code);
+await runMain('reload-overhead', main);

@@ -38,13 +38,14 @@ import { errorSplit, loadDescription, runUnderLoad, runsFooter, withRetries } fr
 import {
   args,
   balanceFlags,
-  cleanup,
   fmt,
   freePort,
   freshText,
   installCleanup,
+  listOption,
   machine,
   mmm,
+  runMain,
   setVersion,
   splitText,
   startCliFleet,
@@ -57,19 +58,18 @@ import {
 
 const opt = args();
 const quick = opt.quick === true;
-const list = (v, def) => String(v ?? def).split(',').filter(Boolean);
 const REPS = Number(opt.reps ?? (quick ? 1 : 3));
 const DURATION = Number(opt.duration ?? (quick ? 8 : 12));
 const TRIGGER_S = 3;
-const COUNTS = list(opt.counts, quick ? '2' : '2,4').map(Number);
-const ORDERS = list(opt.orders, 'start-first,stop-first');
+const COUNTS = listOption(opt.counts, quick ? '2' : '2,4').map(Number);
+const ORDERS = listOption(opt.orders, 'start-first,stop-first');
 // Balance modes: `shared`, `reuseport` (each passed as --balance), `default` (no flag).
-const BALANCES = list(opt.balance, quick ? 'shared' : 'shared,reuseport');
+const BALANCES = listOption(opt.balance, quick ? 'shared' : 'shared,reuseport');
 const BAD = opt['no-bad'] !== true;
-const BAD_BALANCES = list(opt['bad-balance'], quick ? 'reuseport' : 'shared,reuseport');
-const BAD_ORDERS = list(opt['bad-orders'], quick ? 'stop-first' : 'start-first,stop-first');
+const BAD_BALANCES = listOption(opt['bad-balance'], quick ? 'reuseport' : 'shared,reuseport');
+const BAD_ORDERS = listOption(opt['bad-orders'], quick ? 'stop-first' : 'start-first,stop-first');
 const CRASH = opt['no-crash'] !== true;
-const CRASH_BALANCES = list(opt['crash-balance'], BAD_BALANCES.join(','));
+const CRASH_BALANCES = listOption(opt['crash-balance'], BAD_BALANCES.join(','));
 const BAD_COUNT = 4;
 // Fresh-connection streams during and after the action (bad deploys, crashes; all cases with --fresh-all).
 const FRESH = { count: 200, spreadMs: 3000, timeoutMs: 1500 };
@@ -361,12 +361,4 @@ async function main() {
   return 0;
 }
 
-let code = 1;
-try {
-  code = await main();
-} catch (e) {
-  process.stderr.write(`reload-under-load failed: ${e?.stack ?? e}\n`);
-} finally {
-  await cleanup();
-}
-process.exit(code);
+await runMain('reload-under-load', main);

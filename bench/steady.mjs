@@ -24,7 +24,6 @@ import path from 'node:path';
 import {
   args,
   balanceFlags,
-  cleanup,
   connectionsPerPid,
   cpuSnapshot,
   exited,
@@ -36,6 +35,7 @@ import {
   mmm,
   onCleanup,
   probeOnce,
+  runMain,
   sleep,
   spawnTracked,
   startCliFleet,
@@ -242,12 +242,4 @@ async function main() {
   return 0;
 }
 
-let code = 1;
-try {
-  code = await main();
-} catch (e) {
-  process.stderr.write(`steady failed: ${e?.stack ?? e}\n`);
-} finally {
-  await cleanup();
-}
-process.exit(code);
+await runMain('steady', main);

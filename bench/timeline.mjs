@@ -27,15 +27,15 @@ import { startLoad } from './lib/load.mjs';
 import { ensurePm2, PM2_VERSION, startPm2Fleet } from './lib/pm2.mjs';
 import { PALETTE, lineChartSvg } from './lib/svg.mjs';
 import {
-  RESULTS_DIR,
   args,
   balanceFlags,
-  cleanup,
   fmt,
   freePort,
   installCleanup,
   machine,
   median,
+  RESULTS_DIR,
+  runMain,
   setVersion,
   sleep,
   startCliFleet,
@@ -224,12 +224,4 @@ async function main() {
   return runs.every((r) => r.reload.cliExit === 0) ? 0 : 1;
 }
 
-let code = 1;
-try {
-  code = await main();
-} catch (e) {
-  process.stderr.write(`timeline failed: ${e?.stack ?? e}\n`);
-} finally {
-  await cleanup();
-}
-process.exit(code);
+await runMain('timeline', main);

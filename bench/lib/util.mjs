@@ -89,6 +89,28 @@ export function cleanup(timeoutMs = 5000) {
   return cleaning;
 }
 
+/**
+ * Run a benchmark's `main()` (which resolves with its exit code), clean up everything it
+ * started, also when it throws, and exit with that code.
+ */
+export async function runMain(name, main) {
+  let code = 1;
+  try {
+    code = await main();
+  } catch (e) {
+    process.stderr.write(`${name} failed: ${e?.stack ?? e}\n`);
+    code = 1;
+  } finally {
+    await cleanup();
+  }
+  process.exit(code);
+}
+
+/** A comma-separated option (`--counts 2,4`) as a list of strings; `def` when absent. */
+export function listOption(value, def) {
+  return String(value ?? def).split(',').filter(Boolean);
+}
+
 let installed = false;
 /** Install signal handlers and an exit hook that clean up. Call once at the top of a script. */
 export function installCleanup() {
