@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 
 import anyTest, { type TestFn } from 'ava';
 
-import { DEFAULT_IDLE_MS, connectionCount, drainServer, trackServer, waitForConnections } from '../src/drain.js';
+import { DEFAULT_IDLE_MS, connectionCount, drainServer, shedConnections, trackServer, waitForConnections } from '../src/drain.js';
 import { parseListenFdNames } from '../src/worker.js';
 import { httpGet, type HttpResponse } from './helpers/http.js';
 import { startLoad } from './helpers/load.js';
@@ -683,6 +683,33 @@ test.serial('drain: idle sockets are closed only after idleMs; a request in the 
   t.true(idleClosed.at - start >= 290, `idle closed after ${idleClosed.at - start} ms`);
   t.true(freshClosed.at - start >= 290, `fresh closed after ${freshClosed.at - start} ms`);
   await withTimeout(drained, 2000, 'drainServer to resolve');
+});
+
+test.serial('shedConnections: the next response on exactly that many connections carries Connection: close; the server keeps accepting', async (t) => {
+  const server = http.createServer((_req, res) => res.end('ok'));
+  trackServer(server);
+  const port = await listenLocal(server);
+  t.teardown(() => {
+    server.close();
+    server.closeAllConnections();
+  });
+  const conns = [new RawConnection(port), new RawConnection(port), new RawConnection(port), new RawConnection(port)];
+  for (const c of conns) c.request('/');
+  await Promise.all(conns.map((c) => c.data.waitFor(/\r\n\r\nok$/)));
+  await waitFor(() => connectionCount(server) === 4, { message: '4 connections accepted' });
+
+  shedConnections(server, 2);
+  // Two requests on each connection: only the first two connections to ask are shed, once.
+  for (const c of conns) c.request('/');
+  await Promise.all(conns.map((c) => c.data.waitFor(/ok[\s\S]*\r\n\r\nok$/)));
+  const closing = conns.filter((c) => /Connection: close/i.test(c.data.text.slice(c.data.text.lastIndexOf('HTTP/1.1'))));
+  t.is(closing.length, 2, 'exactly two responses carry Connection: close');
+  for (const c of closing) t.false((await c.closed).hadError, 'closed cleanly by Node after the response');
+  t.true(server.listening, 'still accepting');
+  const again = new RawConnection(port);
+  again.request('/');
+  await again.data.waitFor(/\r\n\r\nok$/);
+  t.regex(again.data.text, /Connection: keep-alive/i, 'a new connection is kept alive (the quota is used up)');
 });
 
 test.serial('drain: zero errors for a keep-alive load when one of two servers drains', async (t) => {

@@ -58,6 +58,8 @@ interface Conn {
   bytesAtIdle: number;
   /** Taken over by an `'upgrade'` / `'connect'` handler: owned by the application. */
   detached: boolean;
+  /** Shed (see {@link shedConnections}): its next response closes it. */
+  shed: boolean;
 }
 
 /** Per-server tracking state. */
@@ -67,6 +69,8 @@ interface Tracked {
   readonly http: boolean;
   readonly conns: Map<net.Socket, Conn>;
   draining: boolean;
+  /** Connections still to shed (see {@link shedConnections}). */
+  shedQuota: number;
   idleMs: number;
   /** Callbacks waiting for connections to close (`httpOnly`: ignore detached ones). */
   readonly waiters: Set<{ readonly httpOnly: boolean; readonly resolve: () => void }>;
@@ -102,6 +106,7 @@ export function trackServer(server: net.Server, options: DrainOptions = {}): voi
     http: isHttpServer(server),
     conns: new Map(),
     draining: false,
+    shedQuota: 0,
     idleMs: checkIdleMs(options.idleMs ?? DEFAULT_IDLE_MS),
     waiters: new Set(),
   };
@@ -206,6 +211,19 @@ export function waitForConnections(server: net.Server): Promise<void> {
   return whenClosed(t, false);
 }
 
+/**
+ * Close `count` keep-alive connections of an HTTP/1 `server` gracefully, without
+ * draining it: the next request on each of `count` distinct connections is answered with
+ * `Connection: close`, and Node closes the socket after that response, so the client
+ * reconnects without an error (the master uses it to rebalance, see rebalance.ts). A new
+ * call replaces the rest of an earlier one. No-op for other servers.
+ */
+export function shedConnections(server: net.Server, count: number): void {
+  const t = tracked.get(server);
+  if (t === undefined || !t.http) return;
+  t.shedQuota = Math.max(0, Math.min(count, t.conns.size));
+}
+
 /** Number of open tracked connections of `server` (0 when it is not tracked). */
 export function connectionCount(server: net.Server): number {
   return tracked.get(server)?.conns.size ?? 0;
@@ -227,7 +245,7 @@ function checkIdleMs(idleMs: number): number {
 function connOf(t: Tracked, socket: net.Socket): Conn {
   let conn = t.conns.get(socket);
   if (conn !== undefined) return conn;
-  conn = { socket, responses: new Set(), idleTimer: undefined, bytesAtIdle: 0, detached: false };
+  conn = { socket, responses: new Set(), idleTimer: undefined, bytesAtIdle: 0, detached: false, shed: false };
   t.conns.set(socket, conn);
   const created = conn;
   socket.once('close', () => {
@@ -242,7 +260,11 @@ function onRequestStart(t: Tracked, req: http.IncomingMessage, res: http.ServerR
   const conn = connOf(t, req.socket);
   conn.responses.add(res);
   clearIdle(conn);
-  if (t.draining) res.shouldKeepAlive = false;
+  if (!t.draining && t.shedQuota > 0 && !conn.shed) {
+    t.shedQuota -= 1;
+    conn.shed = true;
+  }
+  if (t.draining || conn.shed) res.shouldKeepAlive = false;
   const done = (): void => {
     if (!conn.responses.delete(res)) return;
     if (t.draining && conn.responses.size === 0 && !conn.detached && !conn.socket.destroyed) {

@@ -4,31 +4,26 @@
  * connections when the master asks, so that clients reconnect and the master's steering
  * sends them to a less loaded worker.
  *
- * Shedding is the drain's own mechanism applied to a few connections: the next response
- * on a shed connection carries `Connection: close` and Node closes the socket after it, so
- * the client reconnects without an error. Only HTTP/1 servers shed; other servers are
- * only counted.
+ * The counts and the shedding are the drain's own (`drain.ts`): the open connections it
+ * tracks, and `Connection: close` on the next response of a shed connection, so the
+ * client reconnects without an error. Only HTTP/1 servers shed; other servers are only
+ * counted.
  *
  * @module
  */
 import type * as net from 'node:net';
 import * as tls from 'node:tls';
-import type * as http from 'node:http';
 
-import { isHttpServer } from './drain.js';
+import { connectionCount, shedConnections, trackServer } from './drain.js';
 
 /** Delay between a change of the count and its report (reports are coalesced). */
 const REPORT_DELAY_MS = 100;
 
-/** Counts the connections of the servers it watches, reports them, and sheds on request. */
+/** Reports the connections of the servers it watches, and sheds on request. */
 export class ConnectionBalance {
   readonly #report: (connections: number) => void;
-  readonly #watched = new WeakSet<net.Server>();
-  /** Sockets already told to close after their current response. */
-  readonly #shed = new WeakSet<net.Socket>();
-  #connections = 0;
+  readonly #servers = new Set<net.Server>();
   #reported = -1;
-  #quota = 0;
   #timer: NodeJS.Timeout | undefined;
 
   /** `report` sends the current count to the master. */
@@ -38,39 +33,32 @@ export class ConnectionBalance {
 
   /** Open connections of the watched servers. */
   get connections(): number {
-    return this.#connections;
+    let n = 0;
+    for (const server of this.#servers) n += connectionCount(server);
+    return n;
   }
 
-  /** Count `server`'s connections from now on, and let it shed (HTTP/1 servers). Idempotent. */
+  /** Report `server`'s connections from now on (it is tracked by the drain). Idempotent. */
   watch(server: net.Server): void {
-    if (this.#watched.has(server)) return;
-    this.#watched.add(server);
+    if (this.#servers.has(server)) return;
+    trackServer(server);
+    this.#servers.add(server);
     const event = server instanceof tls.Server ? 'secureConnection' : 'connection';
     server.on(event, (socket: net.Socket) => {
-      this.#connections += 1;
       this.#changed();
-      socket.once('close', () => {
-        this.#connections -= 1;
-        this.#changed();
-      });
-    });
-    if (!isHttpServer(server)) return;
-    server.prependListener('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
-      if (this.#quota === 0 || this.#shed.has(req.socket)) return;
-      this.#quota -= 1;
-      this.#shed.add(req.socket);
-      res.shouldKeepAlive = false;
+      socket.once('close', () => this.#changed());
     });
   }
 
-  /**
-   * Close `count` keep-alive connections gracefully: the next requests on that many
-   * distinct connections are answered with `Connection: close`. A new request replaces an
-   * earlier one that is not used up.
-   */
+  /** Close `count` keep-alive connections gracefully, taken from the servers in turn. */
   shed(count: number): void {
     if (!Number.isSafeInteger(count) || count < 0) return;
-    this.#quota = Math.min(count, this.#connections);
+    let left = count;
+    for (const server of this.#servers) {
+      const here = Math.min(left, connectionCount(server));
+      shedConnections(server, here);
+      left -= here;
+    }
   }
 
   /** Send the count now if it changed (also used for the first report). */
@@ -79,9 +67,10 @@ export class ConnectionBalance {
       clearTimeout(this.#timer);
       this.#timer = undefined;
     }
-    if (this.#connections === this.#reported) return;
-    this.#reported = this.#connections;
-    this.#report(this.#connections);
+    const connections = this.connections;
+    if (connections === this.#reported) return;
+    this.#reported = connections;
+    this.#report(connections);
   }
 
   #changed(): void {
