@@ -272,7 +272,11 @@ mod tests {
     fn a_slot_far_below_its_share_makes_the_others_shed_their_excess() {
         // After a 4-worker stop-first reload: the last replaced worker got few.
         let mut b = Balancer::new();
-        let s = b.sheds(Instant::now(), 4, &loads(&[Some(20), Some(19), Some(18), Some(7)]));
+        let s = b.sheds(
+            Instant::now(),
+            4,
+            &loads(&[Some(20), Some(19), Some(18), Some(7)]),
+        );
         let got: Vec<(u32, u32)> = s.iter().map(|s| (s.slot, s.connections)).collect();
         assert_eq!(got, vec![(0, 4), (1, 3), (2, 2)]);
         // And the new connections mostly go to slot 3.

@@ -4,7 +4,7 @@
 //! accepts on. With [`Balance::ReusePort`] (Linux) each TCP address has one
 //! `SO_REUSEPORT` socket per worker slot, bound and listening in slot order, so a slot's
 //! socket has the slot's index in the kernel's reuseport group. The kernel spreads new
-//! connections across them, [steered](GroupSockets::steer) to the slots with a ready
+//! connections across them, [steered](GroupSockets::steer_weighted) to the slots with a ready
 //! worker (`steer.rs`), and since the master keeps each slot's socket across
 //! replacements, connections queued for a slot wait for its next worker instead of being
 //! reset (or are handed to a ready worker by the master, see `event_loop.rs`).
@@ -75,7 +75,7 @@ impl GroupSockets {
             .collect()
     }
 
-    /// Whether some address has one socket per slot (and [`GroupSockets::steer`] applies).
+    /// Whether some address has one socket per slot (and [`GroupSockets::steer_weighted`] applies).
     pub fn has_per_slot(&self) -> bool {
         self.per_addr
             .iter()
@@ -101,22 +101,13 @@ impl GroupSockets {
         }
     }
 
-    /// Send the new connections of every per-slot address to the sockets of `serving`
-    /// only (none serving: the kernel's hash). The program belongs to the address's
-    /// reuseport group, so it is attached on the first socket. Returns one sentence per
-    /// address where the kernel refused; the others are steered regardless.
-    pub fn steer(&self, serving: &[u32]) -> Vec<String> {
-        self.apply(crate::steer::program(serving))
-    }
-
-    /// Like [`GroupSockets::steer`], with each serving slot's share of new connections:
-    /// `(slot, weight)` (see `balance.rs`).
+    /// Send the new connections of every per-slot address only to the sockets of the
+    /// serving slots in `shares`, each with its share: `(slot, weight)` (see `balance.rs`;
+    /// no share: the kernel's hash). The program belongs to the address's reuseport group,
+    /// so it is attached on the first socket. Returns one sentence per address where the
+    /// kernel refused; the others are steered regardless.
     pub fn steer_weighted(&self, shares: &[(u32, u32)]) -> Vec<String> {
-        self.apply(crate::steer::weighted(shares))
-    }
-
-    fn apply(&self, steering: Result<crate::steer::Steering, String>) -> Vec<String> {
-        let steering = match steering {
+        let steering = match crate::steer::weighted(shares) {
             Ok(s) => s,
             Err(e) => return vec![format!("cannot steer new connections: {e}")],
         };
@@ -235,7 +226,7 @@ mod tests {
         for slot in 0..3 {
             s.slot_socket(0, slot).unwrap().set_nonblocking().unwrap();
         }
-        assert!(s.steer(&[2]).is_empty());
+        assert!(s.steer_weighted(&[(2, 1)]).is_empty());
         let clients: Vec<_> = (0..20)
             .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
             .collect();
@@ -269,7 +260,7 @@ mod tests {
                 .unwrap()
                 .is_none());
         }
-        assert!(s.steer(&[]).is_empty());
+        assert!(s.steer_weighted(&[]).is_empty());
     }
 
     #[test]
@@ -277,7 +268,7 @@ mod tests {
         let s = GroupSockets::bind(&group(Balance::Shared, 2, vec![local_tcp()])).unwrap();
         assert!(!s.has_per_slot());
         assert!(s.slot_socket(0, 0).is_none());
-        assert!(s.steer(&[0]).is_empty());
+        assert!(s.steer_weighted(&[(0, 1)]).is_empty());
     }
 
     #[test]
