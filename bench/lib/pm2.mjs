@@ -14,7 +14,7 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import { onCleanup, run, sleep, tempDir, trackPid } from './util.mjs';
+import { alive, onCleanup, run, sleep, tempDir, trackPid } from './util.mjs';
 
 export const PM2_VERSION = '7.0.4';
 export const PM2_PREFIX = path.join(os.tmpdir(), 'baton-bench-pm2');
@@ -45,15 +45,6 @@ export async function ensurePm2({ log = () => {} } = {}) {
     throw new Error(`npm install pm2@${PM2_VERSION} failed (exit ${r.code}): ${r.stderr.trim().split('\n').slice(-5).join(' | ')}`);
   }
   return cli;
-}
-
-function alive(pid) {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**

@@ -49,7 +49,8 @@ export function onCleanup(fn) {
   return () => asyncCleanups.delete(fn);
 }
 
-function alive(pid) {
+/** Whether process `pid` exists. */
+export function alive(pid) {
   try {
     process.kill(pid, 0);
     return true;
