@@ -9,6 +9,7 @@
 //! - [`listen`], [`group_sockets`], [`steer`] (reuseport BPF steering), [`handoff`] (passing
 //!   a connection's fd to a worker), [`spawn`], [`runtime_dir`], [`peer`], [`proc_info`]: OS
 //!   plumbing, each the one place for its `unsafe`.
+//! - [`sd_notify`]: systemd's notify protocol (`NOTIFY_SOCKET`).
 //! - [`event_loop`]: the driver thread that runs a [`fleet::Fleet`] against real processes.
 //! - [`control`]: the control-socket protocol served to the `baton` CLI.
 //! - [`public_json`]: the JSON users see (events, reload reports, status).
@@ -27,5 +28,6 @@ pub mod peer;
 pub mod proc_info;
 pub mod public_json;
 pub mod runtime_dir;
+pub mod sd_notify;
 pub mod spawn;
 pub mod steer;

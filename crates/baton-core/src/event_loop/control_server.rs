@@ -117,7 +117,7 @@ impl LoopState {
             }
             Ok(Request::Stop { force }) => {
                 self.stop_waiters.push(id);
-                self.fleet.handle(Instant::now(), Input::Stop { force });
+                self.stop_fleet(force);
                 self.drive();
             }
         }

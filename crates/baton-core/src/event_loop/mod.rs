@@ -61,6 +61,7 @@ use crate::group_sockets::GroupSockets;
 use crate::handoff;
 use crate::public_json::{self, Names, RowExtras};
 use crate::runtime_dir::{self, PidFile};
+use crate::sd_notify::{self, Notifier};
 use crate::spawn::{self, Signal, SpawnSpec};
 
 /// Receives every event as JSON (see [`public_json::event`]); called on the loop thread.
@@ -187,6 +188,11 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
         .map_err(|e| launch_error(format!("control socket {}: {e}", control_path.display())))?;
     let control = UnixListener::from_std(std_listener);
 
+    let notifier = match Notifier::new(std::env::var("NOTIFY_SOCKET").ok().as_deref()) {
+        None => None,
+        Some(n) => Some(n.map_err(launch_error)?),
+    };
+
     let poll = Poll::new().map_err(|e| launch_error(format!("cannot create a poller: {e}")))?;
     let waker = Arc::new(
         Waker::new(poll.registry(), WAKER)
@@ -226,6 +232,8 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
         tickets: tickets.clone(),
         master_pid: std::process::id(),
         uid: current_uid(),
+        notifier,
+        stopping_notified: false,
     };
     let mut control = state.control.take();
     if let Some(c) = control.as_mut() {
@@ -301,6 +309,10 @@ struct LoopState {
     tickets: Arc<AtomicU64>,
     master_pid: u32,
     uid: u32,
+    /// systemd's notify socket, when the master runs under a notify unit.
+    notifier: Option<Notifier>,
+    /// `STOPPING=1` was sent (nothing is announced as ready after it).
+    stopping_notified: bool,
 }
 
 impl LoopState {
@@ -417,7 +429,7 @@ impl LoopState {
             Msg::Command(Command::Reload(ticket)) => {
                 self.fleet.handle(now, Input::Reload { ticket })
             }
-            Msg::Command(Command::Stop { force }) => self.fleet.handle(now, Input::Stop { force }),
+            Msg::Command(Command::Stop { force }) => self.stop_fleet(force),
             Msg::Command(Command::Status(reply)) => {
                 let _ = reply.send(self.status_json());
             }
@@ -514,6 +526,74 @@ impl LoopState {
                 }
             }
             _ => {}
+        }
+        self.notify_systemd(&event, &value);
+    }
+
+    /// Stop the fleet (API, signal or `baton stop`), telling systemd first.
+    fn stop_fleet(&mut self, force: bool) {
+        self.notify_stopping();
+        self.fleet.handle(Instant::now(), Input::Stop { force });
+    }
+
+    // ----- systemd (sd_notify.rs) ------------------------------------------------------------
+
+    /// Tell systemd what `event` means for the unit: ready, reloading, ready again, stopping.
+    fn notify_systemd(&mut self, event: &Event, value: &Value) {
+        if self.notifier.is_none() {
+            return;
+        }
+        let message = value["message"].as_str().unwrap_or_default().to_string();
+        let status = |text: &str| sd_notify::status_line(text);
+        match event {
+            Event::FleetReady => {
+                let state = format!(
+                    "READY=1\nMAINPID={}\nSTATUS={}",
+                    self.master_pid,
+                    status(&message)
+                );
+                self.notify(&state);
+            }
+            Event::ReloadStart { .. } => {
+                let state = format!(
+                    "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS={}",
+                    sd_notify::monotonic_usec(),
+                    status(&message)
+                );
+                self.notify(&state);
+            }
+            Event::ReloadDone(report) | Event::ReloadFailed(report) => {
+                // A pass cancelled by a stop ends in STOPPING, never in READY.
+                if self.stopping_notified {
+                    return;
+                }
+                let names = Names {
+                    groups: &self.group_names,
+                };
+                let outcome = public_json::report(&names, report);
+                let text = outcome["message"].as_str().unwrap_or_default().to_string();
+                self.notify(&format!("READY=1\nSTATUS={}", status(&text)));
+            }
+            Event::StartFailed { .. } => self.notify_stopping(),
+            _ => {}
+        }
+    }
+
+    fn notify_stopping(&mut self) {
+        if self.notifier.is_some() && !self.stopping_notified {
+            self.stopping_notified = true;
+            self.notify("STOPPING=1\nSTATUS=stopping");
+        }
+    }
+
+    fn notify(&mut self, state: &str) {
+        let Some(n) = self.notifier.as_ref() else {
+            return;
+        };
+        if let Err(e) = n.send(state) {
+            self.log_once(format!(
+                "cannot notify systemd through NOTIFY_SOCKET ({e}); the unit may not see the fleet's state"
+            ));
         }
     }
 

@@ -1,0 +1,65 @@
+/**
+ * systemd's notify protocol: with `NOTIFY_SOCKET` set, the master tells the unit when the
+ * fleet is ready, when a reload starts and ends, and when it stops. The listener is a real
+ * Unix datagram socket (Node has none, so a few lines of Python hold it).
+ */
+import test from 'ava'
+import { join } from 'node:path'
+import { fixture, startFleet } from './helpers/fleet.js'
+import { freePort, OutputBuffer, ProcessTracker, tmpDir, waitFor } from './helpers/processes.js'
+
+/** Binds a datagram socket at argv[1], prints "bound", then one JSON string per datagram. */
+const LISTENER = `
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+print("bound", flush=True)
+while True:
+    print(json.dumps(s.recv(65536).decode()), flush=True)
+`
+
+/** The notifications received so far, each parsed into its `KEY=value` assignments. */
+function notifications(out: OutputBuffer): Array<Record<string, string>> {
+  return out.text
+    .split('\n')
+    .filter((l) => l.startsWith('"'))
+    .map((l) => JSON.parse(l) as string)
+    .map((d) => Object.fromEntries(d.split('\n').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])))
+}
+
+test.serial('NOTIFY_SOCKET receives READY, RELOADING + MONOTONIC_USEC, READY and STOPPING, in that order', async (t) => {
+  const tracker = new ProcessTracker()
+  t.teardown(() => tracker.killAll())
+  const dir = await tmpDir('baton-notify-')
+  t.teardown(() => dir.cleanup())
+  const socketPath = join(dir.path, 'notify.sock')
+  const listener = tracker.spawn('python3', ['-c', LISTENER, socketPath], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const out = new OutputBuffer().follow(listener.stdout)
+  await out.waitFor(/^bound$/m)
+
+  const port = await freePort()
+  const fleet = await startFleet(t, {
+    script: fixture('app.mjs'),
+    count: 2,
+    listen: [`127.0.0.1:${port}`],
+    env: { NOTIFY_SOCKET: socketPath },
+  })
+  await waitFor(() => notifications(out).some((n) => n.READY === '1'), { message: 'READY=1' })
+  const reload = await fleet.cli(['reload', fleet.name])
+  t.is(reload.code, 0, reload.stderr)
+  await waitFor(() => notifications(out).filter((n) => n.READY === '1').length === 2, { message: 'READY=1 after the reload' })
+  const stop = await fleet.cli(['stop', fleet.name])
+  t.is(stop.code, 0, stop.stderr)
+  await fleet.exited
+  await waitFor(() => notifications(out).some((n) => n.STOPPING === '1'), { message: 'STOPPING=1' })
+
+  const got = notifications(out)
+  const kinds = got.map((n) => Object.keys(n).find((k) => ['READY', 'RELOADING', 'STOPPING'].includes(k)))
+  t.deepEqual(kinds, ['READY', 'RELOADING', 'READY', 'STOPPING'], JSON.stringify(got))
+  const [ready, reloading, readyAgain] = got as [Record<string, string>, Record<string, string>, Record<string, string>]
+  t.is(ready.MAINPID, String(fleet.pid), 'MAINPID is the master')
+  t.regex(ready.STATUS ?? '', /ready/)
+  t.regex(reloading.MONOTONIC_USEC ?? '', /^\d+$/)
+  t.true(Number(reloading.MONOTONIC_USEC) > 0)
+  t.regex(readyAgain.STATUS ?? '', /2 of 2 workers replaced/)
+})
