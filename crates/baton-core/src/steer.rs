@@ -16,8 +16,8 @@
 //! place. The master keeps every socket for its whole life, so the order holds (tested
 //! below). An index outside the group makes the kernel fall back to its hash.
 //!
-//! The program ([`program`], or [`weighted`] for unequal shares) is pure data:
-//! `A = random; A %= n; return serving[A]`.
+//! The program ([`weighted`]: each serving slot with its share) is pure data:
+//! `A = random % total; return the slot whose bucket range holds A`.
 //!
 //! **Random, not `SKF_AD_RXHASH`.** The program could read the packet's receive hash
 //! (`skb->hash`) instead of a random number, which would keep a flow on one socket. But
@@ -64,6 +64,7 @@ const BPF_ABS: u16 = 0x20;
 const BPF_MOD: u16 = 0x90;
 const BPF_JGE: u16 = 0x30;
 const BPF_K: u16 = 0x00;
+#[cfg(test)]
 const BPF_A: u16 = 0x10;
 /// `SKF_AD_OFF + SKF_AD_RANDOM`: the ancillary load of a random u32.
 const LOAD_RANDOM: u32 = (-0x1000i32 + 56) as u32;
@@ -96,7 +97,9 @@ fn stmt(code: u16, k: u32) -> Insn {
 /// them, chosen uniformly at random. Empty: [`Steering::Hash`].
 ///
 /// Fails when more than [`MAX_SERVING`] slots are serving (the kernel's program size
-/// limit); the caller then leaves the kernel's hash in place.
+/// limit); the caller then leaves the kernel's hash in place. The driver steers with
+/// [`weighted`] only (rebalancing); this uniform form is kept for the kernel tests below.
+#[cfg(test)]
 pub fn program(serving: &[u32]) -> Result<Steering, String> {
     let mut slots = serving.to_vec();
     slots.sort_unstable();
