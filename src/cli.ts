@@ -4,13 +4,14 @@
  * ```text
  * baton start <script> [--name N] [--count N] [--listen ADDR]... [--stop-timeout MS]
  *             [--ready-timeout MS] [--order start-first|stop-first] [--parallel N] [--balance MODE] [--daemon] [-- script args...]
+ * baton start [--config FILE] [flags]   (no script: baton.config.{mjs,js,cjs,json})
  * baton reload [NAME]          baton stop [NAME] [--force]
  * baton restart [NAME]         baton status [NAME] [--json]
  * ```
  */
 import { readFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
-import { basename, extname } from 'node:path'
+import { basename, extname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import {
@@ -24,14 +25,28 @@ import {
   stdio,
   stopCommand,
 } from './commands.js'
+import { CONFIG_NAMES, ConfigError, findConfig, readConfig } from './config-file.js'
 import { startDaemon } from './daemon.js'
-import { OptionsError, resolveRuntimeDir, type Balance, type ReloadOrder } from './options.js'
+import {
+  OptionsError,
+  resolveRuntimeDir,
+  type Balance,
+  type GroupOptions,
+  type ReloadOrder,
+  type SupervisorOptions,
+} from './options.js'
 import { Supervisor } from './supervisor.js'
 
 const USAGE = `baton: graceful sequential reloads for Node.js services
 
 Usage:
   baton start <script> [options] [-- script args...]   run a fleet (in the foreground unless --daemon)
+  baton start [--config FILE] [options]
+                            no script: run the fleet described by FILE, else by
+                            baton.config.mjs|js|cjs|json in this directory (SupervisorOptions:
+                            { name, groups: { web: { script, count, listen, env } } }); the
+                            options below override it (in every group); baton reload
+                            re-reads the file
       --name N              master name (default: the script's base name)
       --count N             number of workers (default: the number of CPUs)
       --listen ADDR         address the master listens on, repeatable:
@@ -82,6 +97,7 @@ async function start(args: string[]): Promise<number> {
   const own = dash >= 0 ? args.slice(0, dash) : args
   const scriptArgs = dash >= 0 ? args.slice(dash + 1) : []
   const { values, positionals } = parse(own, {
+    config: { type: 'string' },
     name: { type: 'string' },
     count: { type: 'string' },
     listen: { type: 'string', multiple: true },
@@ -92,36 +108,65 @@ async function start(args: string[]): Promise<number> {
     balance: { type: 'string' },
     daemon: { type: 'boolean' },
   })
-  if (positionals.length !== 1) {
-    throw new CommandError(
-      positionals.length === 0 ? 'baton start needs a script, e.g. baton start app.mjs' : `unexpected arguments: ${positionals.slice(1).join(' ')} (script arguments go after --)`,
-      2,
-    )
+  if (positionals.length > 1) {
+    throw new CommandError(`unexpected arguments: ${positionals.slice(1).join(' ')} (script arguments go after --)`, 2)
   }
   const script = positionals[0]
-  const name = (values.name as string | undefined) ?? basename(script, extname(script))
-  const order = (values.order as string | undefined) ?? 'start-first'
-  if (order !== 'start-first' && order !== 'stop-first') {
+  if (script !== undefined && values.config !== undefined) {
+    throw new CommandError('baton start takes a script or --config FILE, not both', 2)
+  }
+  const order = values.order as string | undefined
+  if (order !== undefined && order !== 'start-first' && order !== 'stop-first') {
     throw new CommandError(`--order expects start-first or stop-first, got "${order}"`, 2)
   }
+  const int = (flag: string) => {
+    const v = values[flag] as string | undefined
+    return v === undefined ? undefined : positiveInt(flag, v, 0)
+  }
+  // Group options given as flags: only those present, so a config file keeps the rest.
+  const flags: GroupOptions = {
+    count: int('count'),
+    listen: values.listen as string[] | undefined,
+    stopTimeout: int('stop-timeout'),
+    readyTimeout: int('ready-timeout'),
+    order: order as ReloadOrder | undefined,
+    parallel: int('parallel'),
+    balance: balanceFlag(values.balance as string | undefined),
+  }
   const runtimeDir = resolveRuntimeDir()
-  const supervisor = new Supervisor({
-    name,
-    runtimeDir,
-    groups: {
-      [name]: {
-        script,
-        count: positiveInt('count', values.count as string | undefined, availableParallelism()),
-        listen: (values.listen as string[] | undefined) ?? [],
-        args: scriptArgs,
-        stopTimeout: positiveInt('stop-timeout', values['stop-timeout'] as string | undefined, 2000),
-        readyTimeout: positiveInt('ready-timeout', values['ready-timeout'] as string | undefined, 30_000),
-        order: order as ReloadOrder,
-        parallel: positiveInt('parallel', values.parallel as string | undefined, 1),
-        balance: balanceFlag(values.balance as string | undefined),
+  let options: SupervisorOptions
+  if (script !== undefined) {
+    const name = (values.name as string | undefined) ?? basename(script, extname(script))
+    options = {
+      name,
+      runtimeDir,
+      groups: {
+        [name]: {
+          ...flags,
+          script,
+          count: flags.count ?? availableParallelism(),
+          listen: flags.listen ?? [],
+          args: scriptArgs,
+        },
       },
-    },
-  })
+    }
+  } else {
+    if (scriptArgs.length > 0) throw new CommandError('script arguments (after --) need a script; put args in the config file', 2)
+    const found = values.config !== undefined ? resolve(values.config as string) : findConfig(process.cwd())
+    if (!found) {
+      throw new CommandError(
+        `baton start needs a script (baton start app.mjs) or a config file: none of ${CONFIG_NAMES.join(', ')} is in ${process.cwd()} (or give --config FILE)`,
+        2,
+      )
+    }
+    const file = found
+    const overrides = { name: values.name as string | undefined, group: flags }
+    options = { ...(await readConfig(file, overrides)), runtimeDir }
+    // Every reload (baton reload, SIGHUP, SIGUSR2) re-reads the file first.
+    options.beforeReload = async () => ({ ...(await readConfig(file, overrides)), runtimeDir })
+  }
+  const name = options.name as string
+  const supervisor = new Supervisor(options)
   if (values.daemon) {
     const again = ['start', ...own.filter((a) => a !== '--daemon'), ...(dash >= 0 ? ['--', ...scriptArgs] : [])]
     const pid = await startDaemon([fileURLToPath(new URL('../bin/baton.js', import.meta.url)), ...again], name, runtimeDir)
@@ -179,7 +224,7 @@ export async function main(argv: string[]): Promise<number> {
     const err = e as Error
     stdio.err(`baton: ${err.message}`)
     if (e instanceof CommandError) return e.exitCode
-    if (e instanceof OptionsError) return 2
+    if (e instanceof OptionsError || e instanceof ConfigError) return 2
     return 1
   }
 }

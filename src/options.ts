@@ -88,6 +88,14 @@ export interface SupervisorOptions {
   log?: ((line: string) => void) | false
   /** Crash-restart backoff. */
   backoff?: BackoffOptions
+  /**
+   * Called before every reload (API, signal or `baton reload`) to re-read the options,
+   * e.g. from a config file (`baton start` does this for `baton.config.*`). Resolve with
+   * the new options (same shape as these) to apply them to the workers the reload starts
+   * (see {@link Supervisor.reconfigure}), or with `undefined` to keep the current ones. A
+   * rejection fails the reload with its message; nothing is replaced.
+   */
+  beforeReload?: () => SupervisorOptions | undefined | Promise<SupervisorOptions | undefined>
 }
 
 /** A group after validation and defaults. */
@@ -128,6 +136,11 @@ const GROUP_KEYS = new Set([
   'stopTimeout', 'order', 'parallel', 'backlog', 'balance', 'uid', 'gid',
 ])
 const NAME_RE = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$/
+
+/** Whether `value` is usable as a master or group name. */
+export function isValidName(value: string): boolean {
+  return NAME_RE.test(value)
+}
 
 function checkName(field: string, value: unknown): string {
   if (typeof value !== 'string' || !NAME_RE.test(value)) {

@@ -4,7 +4,7 @@
  * signals and turns the core's JSON events into typed events and promises.
  */
 import { EventEmitter } from 'node:events'
-import type { NativeSupervisor } from '../native/index.cjs'
+import type { BindingFleetOptions, BindingGroupOptions, NativeSupervisor } from '../native/index.cjs'
 import { assertSupportedPlatform, native } from './native.js'
 import {
   OptionsError,
@@ -16,7 +16,7 @@ import {
   type ResolvedGroup,
   type SupervisorOptions,
 } from './options.js'
-import type { ReloadReport, Status, SupervisorEvents } from './types.js'
+import type { ConfigChange, ReloadReport, Status, SupervisorEvents } from './types.js'
 import { worker, type Worker } from './worker.js'
 
 /** Workerman-style hooks, run inside each worker process of a group. */
@@ -88,6 +88,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   #resolveStopped: (() => void) | undefined
   readonly #reloads = new Map<number, Waiter<ReloadReport>>()
   #signalHandlers: Array<[NodeJS.Signals, () => void]> = []
+  #preparing: Promise<void> = Promise.resolve()
   #sigints = 0
 
   constructor(options: SupervisorOptions = {}) {
@@ -96,7 +97,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     if (typeof options !== 'object' || options === null) {
       throw new OptionsError('options', 'expected an object')
     }
-    const known = new Set(['name', 'runtimeDir', 'groups', 'handleSignals', 'log', 'backoff'])
+    const known = new Set(['name', 'runtimeDir', 'groups', 'handleSignals', 'log', 'backoff', 'beforeReload'])
     for (const key of Object.keys(options)) {
       if (!known.has(key)) throw new OptionsError(key, `unknown option (known: ${[...known].join(', ')})`)
     }
@@ -104,6 +105,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     this.name = resolveName(options.name)
     this.runtimeDir = resolveRuntimeDir(options.runtimeDir)
     resolveBackoff(options.backoff)
+    if (options.beforeReload !== undefined && typeof options.beforeReload !== 'function') {
+      throw new OptionsError('beforeReload', 'expected a function returning the re-read options')
+    }
     if (options.groups !== undefined) {
       if (typeof options.groups !== 'object' || options.groups === null || Array.isArray(options.groups)) {
         throw new OptionsError('groups', 'expected an object of groups by name')
@@ -130,29 +134,16 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     if (this.#groups.size === 0) {
       return Promise.reject(new OptionsError('groups', 'no groups: add at least one with supervisor.group()'))
     }
-    let resolved: ResolvedGroup[]
+    let launchOptions: BindingFleetOptions
     try {
-      resolved = [...this.#groups].map(([name, g]) =>
-        resolveGroup(name, g.options, g.hooks ? process.argv[1] : undefined),
-      )
+      launchOptions = this.#bindingOptions(this.#groups, this.#options)
     } catch (e) {
       return Promise.reject(e)
     }
-    const backoff = resolveBackoff(this.#options.backoff)
     this.#stopped = new Promise((resolve) => (this.#resolveStopped = resolve))
     const ready = new Promise<void>((resolve, reject) => (this.#starting = { resolve, reject }))
     try {
-      this.#native = native().NativeSupervisor.launch(
-        {
-          name: this.name,
-          runtimeDir: this.runtimeDir,
-          groups: resolved.map((g) => toBinding(g)),
-          backoffInitialMs: backoff.initial,
-          backoffMaxMs: backoff.max,
-          backoffResetMs: backoff.resetAfter,
-        },
-        (json: string) => this.#onNativeEvent(json),
-      )
+      this.#native = native().NativeSupervisor.launch(launchOptions, (json: string) => this.#onNativeEvent(json))
     } catch (e) {
       this.#starting = undefined
       this.#resolveStopped?.()
@@ -184,14 +175,84 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
    * failed (the old ones keep serving) or the fleet stopped meanwhile.
    */
   reload(): Promise<ReloadReport> {
-    if (!this.#native) return Promise.reject(new Error(`supervisor "${this.name}" is not started`))
-    let ticket: number
-    try {
-      ticket = this.#native.reload()
-    } catch (e) {
-      return Promise.reject(e)
+    const nat = this.#native
+    if (!nat) return Promise.reject(new Error(`supervisor "${this.name}" is not started`))
+    return this.#prepared(() => {
+      const ticket = nat.reload()
+      return new Promise<ReloadReport>((resolve, reject) => this.#reloads.set(ticket, { resolve, reject }))
+    })
+  }
+
+  /**
+   * Run `go` once `beforeReload` (if any) has given the re-read options and they were
+   * applied. Reloads are prepared one after another, so each re-read reaches the reload
+   * it was read for. A failing `beforeReload` fails the reload: nothing is replaced.
+   */
+  #prepared<T>(go: () => T | Promise<T>): Promise<T> {
+    const hook = this.#options.beforeReload
+    if (!hook) {
+      try {
+        return Promise.resolve(go())
+      } catch (e) {
+        return Promise.reject(e)
+      }
     }
-    return new Promise((resolve, reject) => this.#reloads.set(ticket, { resolve, reject }))
+    const run = this.#preparing.then(async () => {
+      const reread = await hook()
+      if (reread !== undefined) this.reconfigure(reread)
+      return go()
+    })
+    this.#preparing = run.then(
+      () => undefined,
+      () => undefined,
+    )
+    return run
+  }
+
+  /**
+   * Apply re-read options (same shape as the constructor's) to the running fleet:
+   * per-worker settings (script, args, execArgv, env, cwd, timeouts, order, parallel,
+   * uid/gid, backoff) take effect for the workers started from now on, e.g. by the next
+   * `reload()`; settings that need a restart (count, listen, balance, backlog, reloadable,
+   * groups added or removed, name) are kept and reported. Returns every change found; the
+   * next reload's report lists them too. Throws an {@link OptionsError} naming the field
+   * when the options are invalid (then nothing changes).
+   */
+  reconfigure(options: SupervisorOptions): ConfigChange[] {
+    const nat = this.#native
+    if (!nat) throw new Error(`supervisor "${this.name}" is not started`)
+    if (typeof options !== 'object' || options === null) throw new OptionsError('options', 'expected an object')
+    const groups = new Map<string, GroupEntry>()
+    const raw = options.groups ?? {}
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+      throw new OptionsError('groups', 'expected an object of groups by name')
+    }
+    for (const [name, g] of Object.entries(raw)) groups.set(name, { options: g, hooks: this.#groups.get(name)?.hooks })
+    // Groups added with supervisor.group() (with hooks, in this script) stay as they are.
+    for (const [name, entry] of this.#groups) if (entry.hooks && !groups.has(name)) groups.set(name, entry)
+    const next = this.#bindingOptions(groups, {
+      ...options,
+      name: options.name ?? this.name,
+      runtimeDir: options.runtimeDir ?? this.runtimeDir,
+    })
+    return JSON.parse(nat.reconfigure(next)) as ConfigChange[]
+  }
+
+  /** Validate groups and options into what the core takes (throws OptionsError). */
+  #bindingOptions(groups: Map<string, GroupEntry>, options: SupervisorOptions): BindingFleetOptions {
+    const resolved: ResolvedGroup[] = [...groups].map(([name, g]) =>
+      resolveGroup(name, g.options, g.hooks ? process.argv[1] : undefined),
+    )
+    const backoff = resolveBackoff(options.backoff)
+    return {
+      name: resolveName(options.name),
+      runtimeDir: resolveRuntimeDir(options.runtimeDir),
+      groups: resolved.map((g) => toBinding(g)),
+      backoffInitialMs: backoff.initial,
+      backoffMaxMs: backoff.max,
+      backoffResetMs: backoff.resetAfter,
+      hostPreparesReloads: this.#options.beforeReload !== undefined,
+    }
   }
 
   /** The fleet's status (the `baton status --json` shape). */
@@ -263,6 +324,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       case 'fleet:stopped':
         this.#onStopped()
         break
+      case 'reload:requested':
+        this.#onReloadRequested((event as unknown as { ticket: number }).ticket)
+        return // internal: not a public event
     }
     // Listener errors must not break the supervisor's bookkeeping above.
     try {
@@ -270,6 +334,19 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     } catch (e) {
       this.#log(`an event listener for ${event.type} threw: ${(e as Error).stack ?? String(e)}`)
     }
+  }
+
+  /** `baton reload` from the control socket, with `beforeReload`: prepare, then run it. */
+  #onReloadRequested(ticket: number): void {
+    const nat = this.#native
+    if (!nat) return
+    this.#prepared(() => nat.reloadTicket(ticket)).catch((e: Error) => {
+      try {
+        nat.failReload(ticket, e.message)
+      } catch {
+        // The fleet stopped meanwhile: the client was answered by the stop.
+      }
+    })
   }
 
   #onStopped(): void {
@@ -308,12 +385,14 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   }
 }
 
-function toBinding(g: ResolvedGroup) {
+function toBinding(g: ResolvedGroup): BindingGroupOptions {
   const env: Record<string, string | undefined> = { ...process.env, ...g.env }
   return {
     name: g.name,
     program: process.execPath,
-    args: [...g.execArgv, g.script, ...g.args],
+    execArgv: g.execArgv,
+    script: g.script,
+    args: g.args,
     env: Object.entries(env).flatMap(([k, v]) => (v === undefined ? [] : [[k, v]])),
     cwd: g.cwd,
     count: g.count,

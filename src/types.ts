@@ -100,6 +100,30 @@ export interface ReloadFailure {
   stderrTail: string
 }
 
+/**
+ * A setting that a re-read configuration changed (`beforeReload`, or `baton reload` of a
+ * fleet started from a config file). Environment changes name the variables, never their
+ * values.
+ */
+export interface ConfigChange {
+  /** The group, or null for a fleet-level setting (`backoff`, `name`, `runtimeDir`). */
+  group: string | null
+  /** The option's name as written in the config (`env`, `script`, `count`, `group`, ...). */
+  setting: string
+  /** `new-workers`: the workers this reload starts use it; `needs-restart`: kept as it was until `baton restart`. */
+  applied: 'new-workers' | 'needs-restart'
+  /** The old value, rendered (not for `env`). */
+  from?: string
+  /** The new value, rendered (not for `env`). */
+  to?: string
+  /** For `env`: the variables added, removed or changed. */
+  keys?: string[]
+  /** For `group`: the re-read config adds this group. */
+  added?: boolean
+  /** For `group`: the re-read config no longer has this group. */
+  removed?: boolean
+}
+
 /** The outcome of a reload. */
 export interface ReloadReport {
   /** `done`: every worker replaced; `failed`: aborted, old workers still serving; `cancelled`: the fleet stopped. */
@@ -116,8 +140,10 @@ export interface ReloadReport {
   durationMs: number
   /** Set when the outcome is `failed`. */
   failure: ReloadFailure | null
-  /** A one-line human summary. */
+  /** A one-line human summary (it lists the config changes, if any). */
   message: string
+  /** Config changes this reload picked up (empty unless the config was re-read and differed). */
+  changes: ConfigChange[]
   /** Internal request tickets this reload answered. */
   tickets: number[]
 }

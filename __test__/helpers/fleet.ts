@@ -48,7 +48,12 @@ export interface Fleet {
 
 /** Options of {@link startFleet}. */
 export interface FleetOptions {
-  script: string
+  /** The worker script; without one, `baton start` reads a config file (see `cwd`). */
+  script?: string
+  /** The master's working directory (where `baton.config.*` is looked for). */
+  cwd?: string
+  /** Workers to wait for when they are not `count` (a config file with several groups). */
+  expectWorkers?: number
   name?: string
   count?: number
   listen?: string[]
@@ -78,16 +83,12 @@ export async function startFleet(t: ExecutionContext, options: FleetOptions): Pr
   const args = [
     BATON,
     'start',
-    options.script,
-    '--name',
-    name,
-    '--count',
-    String(options.count ?? 2),
+    ...(options.script !== undefined ? [options.script, '--name', name, '--count', String(options.count ?? 2)] : []),
     ...(options.listen ?? []).flatMap((a) => ['--listen', a]),
     ...(options.flags ?? []),
     ...(options.args ? ['--', ...options.args] : []),
   ]
-  const master = tracker.spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const master = tracker.spawn(process.execPath, args, { env, cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'] })
   const log = new OutputBuffer().follow(master.stderr)
   log.follow(master.stdout)
   const exited = waitForExit(master)
@@ -117,7 +118,7 @@ export async function startFleet(t: ExecutionContext, options: FleetOptions): Pr
     workerPids: async () => (await status()).workers.flatMap((w) => (w.pid === null ? [] : [w.pid])),
   }
   if (!options.noWait) {
-    const count = options.count ?? 2
+    const count = options.expectWorkers ?? options.count ?? 2
     await waitFor(
       async () => {
         const s = await status()

@@ -84,7 +84,11 @@ pub struct GroupConfig {
     pub rules: GroupRules,
     /// Program to execute (the master's `node`).
     pub program: PathBuf,
-    /// Arguments after argv[0]: execArgv, the script, the script's args.
+    /// Node options before the script (`execArgv`).
+    pub exec_argv: Vec<String>,
+    /// The worker script.
+    pub script: PathBuf,
+    /// Arguments after the script.
     pub args: Vec<String>,
     /// Full base environment of the workers (baton adds its own variables).
     pub env: Vec<(String, String)>,
@@ -104,6 +108,16 @@ pub struct GroupConfig {
     pub balance: Balance,
 }
 
+impl GroupConfig {
+    /// `argv[1..]` of a worker: execArgv, the script, the script's args.
+    pub fn argv(&self) -> Vec<String> {
+        let mut argv = self.exec_argv.clone();
+        argv.push(self.script.display().to_string());
+        argv.extend(self.args.iter().cloned());
+        argv
+    }
+}
+
 /// A whole fleet: one master, its name and groups.
 #[derive(Debug, Clone)]
 pub struct FleetConfig {
@@ -115,6 +129,10 @@ pub struct FleetConfig {
     pub groups: Vec<GroupConfig>,
     /// Crash-restart backoff.
     pub backoff: Backoff,
+    /// The host prepares every reload (it re-reads a config file): a `baton reload` from
+    /// the control socket is announced with a `reload:requested` event and runs when the
+    /// host answers with `Handle::reload_ticket` (or `Handle::fail_reload`).
+    pub host_prepares_reloads: bool,
 }
 
 #[cfg(test)]

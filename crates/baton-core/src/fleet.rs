@@ -375,6 +375,8 @@ struct Group {
     slots: Vec<Slot>,
     /// The serving slots last announced with [`Action::Steer`].
     steered: Vec<u32>,
+    /// Rules of a re-read configuration, waiting for the running pass to end.
+    next_rules: Option<GroupRules>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -450,6 +452,7 @@ impl Fleet {
             .map(|rules| Group {
                 slots: vec![Slot::default(); rules.count as usize],
                 steered: Vec::new(),
+                next_rules: None,
                 rules,
             })
             .collect();
@@ -480,6 +483,42 @@ impl Fleet {
     /// The current fleet generation.
     pub fn generation(&self) -> u32 {
         self.generation
+    }
+
+    /// Take group `index`'s per-worker rules (timeouts, order, parallel) from a re-read
+    /// configuration; its name, count and reloadable stay as they are (those need a
+    /// restart, see `reconfigure.rs`). While a pass runs, the new rules wait until it has
+    /// ended, so one pass never mixes two sets of rules.
+    pub fn update_rules(&mut self, index: usize, rules: GroupRules) {
+        let Some(group) = self.groups.get_mut(index) else {
+            return;
+        };
+        let rules = GroupRules {
+            name: group.rules.name.clone(),
+            count: group.rules.count,
+            reloadable: group.rules.reloadable,
+            ..rules
+        };
+        if self.pass.is_some() {
+            group.next_rules = Some(rules);
+        } else {
+            group.rules = rules;
+            group.next_rules = None;
+        }
+    }
+
+    /// Use this crash-restart backoff for the restarts scheduled from now on.
+    pub fn set_backoff(&mut self, backoff: Backoff) {
+        self.backoff = backoff;
+    }
+
+    /// Apply rules that waited for the pass to end.
+    fn apply_next_rules(&mut self) {
+        for group in &mut self.groups {
+            if let Some(rules) = group.next_rules.take() {
+                group.rules = rules;
+            }
+        }
     }
 
     /// The rules of group `index`.
@@ -1332,6 +1371,7 @@ impl Fleet {
             return;
         }
         let Some(pass) = self.pass.take() else { return };
+        self.apply_next_rules();
         let outcome = if pass.failure.is_some() {
             ReloadOutcome::Failed
         } else {
@@ -1404,6 +1444,7 @@ impl Fleet {
     /// answered as cancelled.
     fn cancel_reloads(&mut self, now: Instant, reason: &str) {
         if let Some(pass) = self.pass.take() {
+            self.apply_next_rules();
             let failed = pass.failure.is_some();
             self.finish_report(
                 ReloadReport {

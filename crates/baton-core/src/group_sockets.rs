@@ -169,6 +169,8 @@ mod tests {
                 stop_timeout: Duration::from_secs(1),
             },
             program: PathBuf::from("/bin/true"),
+            exec_argv: vec![],
+            script: PathBuf::new(),
             args: vec![],
             env: vec![],
             cwd: None,

@@ -5,7 +5,8 @@
 //!   (events and time in, actions out). Read this first.
 //! - [`balance`]: how new connections are weighted across serving slots, and when a
 //!   worker sheds keep-alive connections (pure).
-//! - [`config`], [`addr`], [`exit_status`]: plain data.
+//! - [`config`], [`addr`], [`exit_status`]: plain data; [`reconfigure`]: what a re-read
+//!   config file changes and which of it a reload applies (pure).
 //! - [`listen`], [`group_sockets`], [`steer`] (reuseport BPF steering), [`handoff`] (passing
 //!   a connection's fd to a worker), [`spawn`], [`runtime_dir`], [`peer`], [`proc_info`]: OS
 //!   plumbing, each the one place for its `unsafe`.
@@ -27,6 +28,7 @@ pub mod listen;
 pub mod peer;
 pub mod proc_info;
 pub mod public_json;
+pub mod reconfigure;
 pub mod runtime_dir;
 pub mod sd_notify;
 pub mod spawn;

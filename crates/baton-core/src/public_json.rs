@@ -12,6 +12,7 @@ pub use serde_json::Value;
 
 use crate::exit_status::ExitStatus;
 use crate::fleet::{Event, ExitCause, FleetSnapshot, ReloadOutcome, ReloadReport, WorkerState};
+use crate::reconfigure::{Change, Detail, Effect};
 
 /// What a conversion needs to know besides the value itself.
 pub struct Names<'a> {
@@ -95,6 +96,86 @@ pub fn report(names: &Names, r: &ReloadReport) -> Value {
         "failure": failure,
         "message": message,
     })
+}
+
+/// Config changes picked up by a reload:
+/// `[{ "group", "setting", "applied": "new-workers" | "needs-restart", "from"?, "to"?, "keys"? }]`
+/// (`group` is null for fleet-level settings; `keys` names changed environment variables).
+pub fn changes(changes: &[Change]) -> Value {
+    let rows: Vec<Value> = changes
+        .iter()
+        .map(|c| {
+            let mut row = json!({
+                "group": c.group,
+                "setting": c.setting.key(),
+                "applied": match c.effect {
+                    Effect::NewWorkers => "new-workers",
+                    Effect::NeedsRestart => "needs-restart",
+                },
+            });
+            match &c.detail {
+                Detail::Values { from, to } => {
+                    row["from"] = json!(from);
+                    row["to"] = json!(to);
+                }
+                Detail::EnvKeys(keys) => row["keys"] = json!(keys),
+                Detail::Added => row["added"] = json!(true),
+                Detail::Removed => row["removed"] = json!(true),
+            }
+            row
+        })
+        .collect();
+    Value::Array(rows)
+}
+
+/// `web.env (GREETING)`, `web.count (2 -> 4)`, `group jobs (removed)`.
+fn change_phrase(c: &Change) -> String {
+    let key = match &c.group {
+        Some(g) if c.setting == crate::reconfigure::Setting::Group => format!("group {g}"),
+        Some(g) => format!("{g}.{}", c.setting.key()),
+        None => c.setting.key().to_string(),
+    };
+    match &c.detail {
+        Detail::Values { from, to } => format!("{key} ({from} -> {to})"),
+        Detail::EnvKeys(keys) => format!("{key} ({})", keys.join(", ")),
+        Detail::Added => format!("{key} (added)"),
+        Detail::Removed => format!("{key} (removed)"),
+    }
+}
+
+/// What a reload applied and what it could not, as one readable sentence; `None` when
+/// nothing changed.
+pub fn changes_summary(changes: &[Change]) -> Option<String> {
+    let list = |effect: Effect| {
+        changes
+            .iter()
+            .filter(|c| c.effect == effect)
+            .map(change_phrase)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let applied = list(Effect::NewWorkers);
+    let restart = list(Effect::NeedsRestart);
+    let mut parts = Vec::new();
+    if !applied.is_empty() {
+        parts.push(format!("config changes for the new workers: {applied}"));
+    }
+    if !restart.is_empty() {
+        parts.push(format!(
+            "not applied, these need a restart (baton restart): {restart}"
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// Add a reload's config changes to its report (or `reload:*` event) JSON: the `changes`
+/// array, and the summary appended to `message`.
+pub fn add_changes(report: &mut Value, found: &[Change]) {
+    report["changes"] = changes(found);
+    if let Some(summary) = changes_summary(found) {
+        let message = report["message"].as_str().unwrap_or_default().to_string();
+        report["message"] = json!(format!("{message}; {summary}"));
+    }
 }
 
 /// An event as JSON: `type` plus its fields, and a human `message`.
@@ -291,6 +372,38 @@ pub fn status(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reconfigure::Setting;
+
+    #[test]
+    fn changes_render_without_values_of_env() {
+        let found = vec![
+            Change {
+                group: Some("web".into()),
+                setting: Setting::Env,
+                effect: Effect::NewWorkers,
+                detail: Detail::EnvKeys(vec!["GREETING".into()]),
+            },
+            Change {
+                group: Some("web".into()),
+                setting: Setting::Count,
+                effect: Effect::NeedsRestart,
+                detail: Detail::Values {
+                    from: "2".into(),
+                    to: "4".into(),
+                },
+            },
+        ];
+        let mut report = json!({ "message": "reload 2 done" });
+        add_changes(&mut report, &found);
+        assert_eq!(
+            report["message"],
+            "reload 2 done; config changes for the new workers: web.env (GREETING); \
+             not applied, these need a restart (baton restart): web.count (2 -> 4)"
+        );
+        assert_eq!(report["changes"][0]["keys"], json!(["GREETING"]));
+        assert_eq!(report["changes"][1]["applied"], "needs-restart");
+        assert_eq!(changes_summary(&[]), None);
+    }
 
     #[test]
     fn iso8601_formats_known_instants() {

@@ -2909,3 +2909,45 @@ fn a_crashed_worker_is_steered_away_from_and_back_to_when_refilled() {
     assert_eq!(steers_since(&sim, m), vec![vec![0, 2], vec![0, 1, 2]]);
     sim.finish();
 }
+
+#[test]
+fn rules_updated_during_a_pass_wait_for_the_next_pass() {
+    let mut sim = started(web(3, Order::StartFirst));
+    let first = sim.reload();
+    // A re-read config asks for parallel 3, a longer stop timeout, and (ignored: those need
+    // a restart) another name, count and reloadable.
+    let mut reread = rules("other", 9, false, Order::StartFirst);
+    reread.parallel = 3;
+    reread.stop_timeout = ms(5000);
+    sim.fleet.update_rules(0, reread);
+    // The model still holds parallel 1: the running pass must keep to it (property 2).
+    sim.cooperate();
+    assert_eq!(sim.report_for(first).outcome, ReloadOutcome::Done);
+    let applied = sim.fleet.group_rules(0).unwrap().clone();
+    assert_eq!((applied.parallel, applied.stop_timeout), (3, ms(5000)));
+    assert_eq!(
+        (applied.name.as_str(), applied.count, applied.reloadable),
+        ("web", 3, true)
+    );
+    sim.rules[0] = applied;
+    // The next pass replaces all three at once.
+    let mark = sim.mark();
+    let second = sim.reload();
+    assert_eq!(sim.spawns_since(mark).len(), 3);
+    sim.cooperate();
+    assert_eq!(sim.report_for(second).outcome, ReloadOutcome::Done);
+}
+
+#[test]
+fn rules_updated_at_idle_apply_at_once() {
+    let mut sim = started(web(2, Order::StartFirst));
+    let mut reread = rules("web", 2, true, Order::StartFirst);
+    reread.parallel = 2;
+    sim.fleet.update_rules(0, reread.clone());
+    sim.rules[0] = reread;
+    let mark = sim.mark();
+    let ticket = sim.reload();
+    assert_eq!(sim.spawns_since(mark).len(), 2);
+    sim.cooperate();
+    assert_eq!(sim.report_for(ticket).outcome, ReloadOutcome::Done);
+}

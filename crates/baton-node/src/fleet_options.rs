@@ -25,6 +25,9 @@ pub struct BindingFleetOptions {
     pub backoff_max_ms: u32,
     /// Uptime in milliseconds after which the backoff resets.
     pub backoff_reset_ms: u32,
+    /// The host re-reads its configuration before every reload (`baton start` from a
+    /// config file): control-socket reloads wait for `reloadTicket` / `failReload`.
+    pub host_prepares_reloads: Option<bool>,
 }
 
 impl TryFrom<BindingFleetOptions> for FleetConfig {
@@ -45,6 +48,7 @@ impl TryFrom<BindingFleetOptions> for FleetConfig {
                 max: Duration::from_millis(u64::from(o.backoff_max_ms)),
                 reset_after: Duration::from_millis(u64::from(o.backoff_reset_ms)),
             },
+            host_prepares_reloads: o.host_prepares_reloads.unwrap_or(false),
         })
     }
 }

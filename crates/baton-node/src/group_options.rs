@@ -15,7 +15,11 @@ pub struct BindingGroupOptions {
     pub name: String,
     /// Program to execute (the master's `process.execPath`).
     pub program: String,
-    /// Arguments after argv[0]: execArgv, the script, the script's args.
+    /// Node options before the script.
+    pub exec_argv: Vec<String>,
+    /// The worker script (absolute).
+    pub script: String,
+    /// Arguments after the script.
     pub args: Vec<String>,
     /// Full environment of the workers as `[key, value]` pairs.
     pub env: Vec<Vec<String>>,
@@ -115,6 +119,8 @@ impl TryFrom<BindingGroupOptions> for GroupConfig {
                 stop_timeout: Duration::from_millis(u64::from(o.stop_timeout_ms)),
             },
             program: PathBuf::from(o.program),
+            exec_argv: o.exec_argv,
+            script: PathBuf::from(o.script),
             args: o.args,
             env,
             cwd: o.cwd.map(PathBuf::from),

@@ -29,6 +29,15 @@ pub struct NativeSupervisor {
     handle: Handle,
 }
 
+fn ticket_of(ticket: i64) -> Result<u64> {
+    u64::try_from(ticket).map_err(|_| {
+        Error::new(
+            Status::InvalidArg,
+            format!("ticket: {ticket} is not a reload ticket"),
+        )
+    })
+}
+
 fn failure(message: String) -> Error {
     Error::new(Status::GenericFailure, message)
 }
@@ -57,6 +66,34 @@ impl NativeSupervisor {
     #[napi]
     pub fn reload(&self) -> Result<i64> {
         self.handle.reload().map(|t| t as i64).map_err(failure)
+    }
+
+    /// Run the reload announced by a `reload:requested` event, once the host prepared it.
+    #[napi]
+    pub fn reload_ticket(&self, ticket: i64) -> Result<()> {
+        self.handle
+            .reload_ticket(ticket_of(ticket)?)
+            .map_err(failure)
+    }
+
+    /// Answer the reload announced by a `reload:requested` event with an error.
+    #[napi]
+    pub fn fail_reload(&self, ticket: i64, message: String) -> Result<()> {
+        self.handle
+            .fail_reload(ticket_of(ticket)?, message)
+            .map_err(failure)
+    }
+
+    /// Apply a re-read configuration to the workers started from now on. Returns the
+    /// changes found as JSON (`[{ group, setting, applied, from?, to?, keys? }]`); the next
+    /// reload's report carries them too.
+    #[napi]
+    pub fn reconfigure(&self, options: BindingFleetOptions) -> Result<String> {
+        let config = FleetConfig::try_from(options)?;
+        self.handle
+            .reconfigure(config)
+            .map(|v| v.to_string())
+            .map_err(failure)
     }
 
     /// Request a graceful stop, or an immediate one with `force`.

@@ -112,8 +112,13 @@ impl LoopState {
                 if let Some(c) = self.clients.get_mut(&id) {
                     c.ticket = Some(ticket);
                 }
-                self.fleet.handle(Instant::now(), Input::Reload { ticket });
-                self.drive();
+                if self.config.host_prepares_reloads {
+                    // The host re-reads its config first, then answers with reload_ticket.
+                    (self.sink)(json!({ "type": "reload:requested", "ticket": ticket }));
+                } else {
+                    self.fleet.handle(Instant::now(), Input::Reload { ticket });
+                    self.drive();
+                }
             }
             Ok(Request::Stop { force }) => {
                 self.stop_waiters.push(id);

@@ -60,6 +60,7 @@ use crate::fleet::{Action, Event, Fleet, Input, ReloadOutcome, Ticket, WorkerKey
 use crate::group_sockets::GroupSockets;
 use crate::handoff;
 use crate::public_json::{self, Names, RowExtras};
+use crate::reconfigure::{self, Change};
 use crate::runtime_dir::{self, PidFile};
 use crate::sd_notify::{self, Notifier};
 use crate::spawn::{self, Signal, SpawnSpec};
@@ -90,7 +91,13 @@ fn launch_error(message: impl Into<String>) -> LaunchError {
 
 enum Command {
     Reload(Ticket),
-    Stop { force: bool },
+    /// Take a re-read configuration; answer with the changes found (JSON).
+    Reconfigure(Box<FleetConfig>, Sender<Value>),
+    /// The host could not prepare the reload of this ticket: answer its waiters.
+    FailReload(Ticket, String),
+    Stop {
+        force: bool,
+    },
     Status(Sender<Value>),
 }
 
@@ -129,6 +136,29 @@ impl Handle {
         let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
         self.send(Command::Reload(ticket))?;
         Ok(ticket)
+    }
+
+    /// Run the reload of a ticket announced by a `reload:requested` event (the host has
+    /// prepared it).
+    pub fn reload_ticket(&self, ticket: Ticket) -> Result<(), String> {
+        self.send(Command::Reload(ticket))
+    }
+
+    /// Answer a ticket announced by `reload:requested` with an error: the host could not
+    /// prepare the reload (e.g. the config file has an error). Nothing is replaced.
+    pub fn fail_reload(&self, ticket: Ticket, message: String) -> Result<(), String> {
+        self.send(Command::FailReload(ticket, message))
+    }
+
+    /// Apply a re-read configuration (see `reconfigure.rs`): per-worker settings take
+    /// effect for the workers started from now on, the rest is reported as needing a
+    /// restart. The changes (the `changes` JSON of `public_json`) are attached to the
+    /// report of the next reload requested, and returned.
+    pub fn reconfigure(&self, config: FleetConfig) -> Result<Value, String> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Command::Reconfigure(Box::new(config), tx))?;
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| "the supervisor loop did not answer".to_string())
     }
 
     /// Request a stop (graceful, or forced).
@@ -234,6 +264,9 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
         uid: current_uid(),
         notifier,
         stopping_notified: false,
+        pending_changes: Vec::new(),
+        changes_by_ticket: HashMap::new(),
+        last_changes: (0, Vec::new()),
     };
     let mut control = state.control.take();
     if let Some(c) = control.as_mut() {
@@ -313,6 +346,12 @@ struct LoopState {
     notifier: Option<Notifier>,
     /// `STOPPING=1` was sent (nothing is announced as ready after it).
     stopping_notified: bool,
+    /// Config changes of the last reconfigure, for the next reload ticket.
+    pending_changes: Vec<Change>,
+    /// Config changes by the ticket whose reload picked them up.
+    changes_by_ticket: HashMap<Ticket, Vec<Change>>,
+    /// The changes of the last reported reload, by its generation (for status).
+    last_changes: (u32, Vec<Change>),
 }
 
 impl LoopState {
@@ -427,7 +466,18 @@ impl LoopState {
         let now = Instant::now();
         match msg {
             Msg::Command(Command::Reload(ticket)) => {
+                let changes = std::mem::take(&mut self.pending_changes);
+                if !changes.is_empty() {
+                    self.changes_by_ticket.insert(ticket, changes);
+                }
                 self.fleet.handle(now, Input::Reload { ticket })
+            }
+            Msg::Command(Command::Reconfigure(config, reply)) => {
+                let found = self.reconfigure(*config);
+                let _ = reply.send(public_json::changes(&found));
+            }
+            Msg::Command(Command::FailReload(ticket, message)) => {
+                self.fail_ticket(ticket, &message)
             }
             Msg::Command(Command::Stop { force }) => self.stop_fleet(force),
             Msg::Command(Command::Status(reply)) => {
@@ -495,7 +545,9 @@ impl LoopState {
             groups: &self.group_names,
         };
         let value = public_json::event(&names, &event);
-        (self.sink)(value.clone());
+        if !matches!(event, Event::ReloadDone(_) | Event::ReloadFailed(_)) {
+            (self.sink)(value.clone());
+        }
         match &event {
             Event::ReloadStart { .. } | Event::ReloadProgress { .. } => {
                 let ids: Vec<usize> = self
@@ -509,13 +561,25 @@ impl LoopState {
                 }
             }
             Event::ReloadDone(report) | Event::ReloadFailed(report) => {
+                let found: Vec<Change> = report
+                    .tickets
+                    .iter()
+                    .filter_map(|t| self.changes_by_ticket.remove(t))
+                    .flatten()
+                    .collect();
                 let ids: Vec<usize> = self
                     .clients
                     .iter()
                     .filter(|(_, c)| c.ticket.is_some_and(|t| report.tickets.contains(&t)))
                     .map(|(id, _)| *id)
                     .collect();
-                let report_json = public_json::report(&names, report);
+                // Every report carries `changes` (empty unless a re-read config changed).
+                let mut report_json = public_json::report(&names, report);
+                public_json::add_changes(&mut report_json, &found);
+                let mut with_changes = value.clone();
+                public_json::add_changes(&mut with_changes, &found);
+                (self.sink)(with_changes);
+                self.last_changes = (report.generation, found);
                 for id in ids {
                     let answer = if report.outcome == ReloadOutcome::Done {
                         json!({ "ok": true, "report": report_json })
@@ -528,6 +592,36 @@ impl LoopState {
             _ => {}
         }
         self.notify_systemd(&event, &value);
+    }
+
+    /// Take a re-read configuration: what a reload can apply goes into the config the next
+    /// workers are spawned with (and the state machine's rules); the changes wait for the
+    /// next reload ticket.
+    fn reconfigure(&mut self, reread: FleetConfig) -> Vec<Change> {
+        let plan = reconfigure::plan(&self.config, &reread);
+        for (index, group) in plan.config.groups.iter().enumerate() {
+            self.fleet.update_rules(index, group.rules.clone());
+        }
+        self.fleet.set_backoff(plan.config.backoff);
+        let host_prepares_reloads = self.config.host_prepares_reloads;
+        self.config = plan.config;
+        self.config.host_prepares_reloads = host_prepares_reloads;
+        self.pending_changes = plan.changes.clone();
+        plan.changes
+    }
+
+    /// Answer the control clients waiting for `ticket` with an error.
+    fn fail_ticket(&mut self, ticket: Ticket, message: &str) {
+        self.log(&format!("reload not started: {message}"));
+        let ids: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.ticket == Some(ticket))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.reply(id, &json!({ "ok": false, "error": message }), true);
+        }
     }
 
     /// Stop the fleet (API, signal or `baton stop`), telling systemd first.
@@ -635,7 +729,7 @@ impl LoopState {
                 .and_then(|k| self.workers.get(&k))
                 .and_then(|io| io.connections),
         };
-        public_json::status(
+        let mut status = public_json::status(
             &names,
             &self.config.name,
             self.master_pid,
@@ -643,6 +737,13 @@ impl LoopState {
             &snap,
             Instant::now(),
             &extras,
-        )
+        );
+        let last = &mut status["lastReload"];
+        if last.is_object() {
+            let (generation, found) = &self.last_changes;
+            let same = last["generation"].as_u64() == Some(u64::from(*generation));
+            public_json::add_changes(last, if same { found } else { &[] });
+        }
+        status
     }
 }

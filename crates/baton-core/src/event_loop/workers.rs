@@ -39,7 +39,7 @@ impl LoopState {
         ]);
         let spec = SpawnSpec {
             program: g.program.clone(),
-            args: g.args.clone(),
+            args: g.argv(),
             env,
             cwd: g.cwd.clone(),
             listen_fds: self.listeners[group].fds_for(slot),

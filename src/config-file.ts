@@ -1,0 +1,169 @@
+/**
+ * Config files: `baton start` with no script reads `baton.config.{mjs,js,cjs,json}` from
+ * the current directory (or `--config FILE`). The file holds {@link SupervisorOptions}
+ * (`{ name, groups: { web: { script, count, listen, env, ... } }, backoff }`) as its default
+ * export (`module.exports` for CommonJS, the whole document for JSON), or a function
+ * (possibly async) returning them. Relative `script` and `cwd` paths are resolved against
+ * the file's directory. Every error names the file and the key.
+ */
+import { existsSync, readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { basename, dirname, join, resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import {
+  isValidName,
+  OptionsError,
+  resolveBackoff,
+  resolveGroup,
+  resolveName,
+  type GroupOptions,
+  type SupervisorOptions,
+} from './options.js'
+
+/** The file names `baton start` looks for, in this order. */
+export const CONFIG_NAMES = ['baton.config.mjs', 'baton.config.js', 'baton.config.cjs', 'baton.config.json'] as const
+
+/** Top-level keys a config file may hold (the rest of SupervisorOptions is for the API). */
+const FILE_KEYS = new Set(['name', 'groups', 'backoff'])
+
+/** A config file that cannot be used; the message names the file and, where known, the key. */
+export class ConfigError extends Error {
+  /** The config file. */
+  readonly file: string
+  /** The offending key (`groups.web.count`), when the error is about one. */
+  readonly key: string | undefined
+  constructor(file: string, key: string | undefined, message: string) {
+    super(`${file}: ${key ? `${key}: ` : ''}${message}`)
+    this.name = 'ConfigError'
+    this.file = file
+    this.key = key
+  }
+}
+
+/** The config file in `dir`, if there is one. */
+export function findConfig(dir: string): string | undefined {
+  for (const name of CONFIG_NAMES) {
+    const path = join(dir, name)
+    if (existsSync(path)) return path
+  }
+  return undefined
+}
+
+/** What the file's options apply on top of, from `baton start` flags. */
+export interface ConfigOverrides {
+  /** `--name`. */
+  name?: string
+  /** Group options given as flags (`--count`, `--listen`, ...), applied to every group. */
+  group?: GroupOptions
+}
+
+let generation = 0
+
+function isCommonJs(path: string): boolean {
+  if (path.endsWith('.cjs')) return true
+  if (path.endsWith('.mjs')) return false
+  // .js: the nearest package.json's "type" decides, as in Node.
+  for (let dir = dirname(path); ; dir = dirname(dir)) {
+    const pkg = join(dir, 'package.json')
+    if (existsSync(pkg)) {
+      try {
+        return (JSON.parse(readFileSync(pkg, 'utf8')) as { type?: string }).type !== 'module'
+      } catch {
+        return true
+      }
+    }
+    if (dirname(dir) === dir) return true
+  }
+}
+
+/** Load the file's exported value afresh (a re-read sees the file as it is now). */
+async function loadValue(path: string): Promise<unknown> {
+  if (path.endsWith('.json')) {
+    try {
+      return JSON.parse(readFileSync(path, 'utf8')) as unknown
+    } catch (e) {
+      throw new ConfigError(path, undefined, `is not valid JSON: ${(e as Error).message}`)
+    }
+  }
+  let exported: unknown
+  try {
+    if (isCommonJs(path)) {
+      const require = createRequire(path)
+      delete require.cache[require.resolve(path)]
+      exported = require(path) as unknown
+    } else {
+      // A query makes Node load the module again instead of answering from its cache.
+      generation += 1
+      const mod = (await import(`${pathToFileURL(path).href}?baton-reload=${generation}`)) as { default?: unknown }
+      if (!('default' in mod)) throw new ConfigError(path, undefined, 'has no default export (export default { groups: { ... } })')
+      exported = mod.default
+    }
+  } catch (e) {
+    if (e instanceof ConfigError) throw e
+    throw new ConfigError(path, undefined, `cannot be loaded: ${(e as Error).message}`)
+  }
+  if (typeof exported === 'function') {
+    try {
+      exported = await (exported as () => unknown)()
+    } catch (e) {
+      throw new ConfigError(path, undefined, `its exported function threw: ${(e as Error).message}`)
+    }
+  }
+  return exported
+}
+
+/**
+ * Read and validate a config file, with `baton start` flags applied on top. Throws a
+ * {@link ConfigError} naming the file and key.
+ */
+export async function readConfig(path: string, overrides: ConfigOverrides = {}): Promise<SupervisorOptions> {
+  const file = resolve(path)
+  if (!existsSync(file)) throw new ConfigError(file, undefined, 'does not exist')
+  const value = await loadValue(file)
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new ConfigError(file, undefined, 'must export an object: { name, groups: { web: { script, count, listen } } }')
+  }
+  const raw = value as Record<string, unknown>
+  for (const key of Object.keys(raw)) {
+    if (!FILE_KEYS.has(key)) throw new ConfigError(file, key, `unknown option (known: ${[...FILE_KEYS].join(', ')})`)
+  }
+  const groupsRaw = raw.groups
+  if (typeof groupsRaw !== 'object' || groupsRaw === null || Array.isArray(groupsRaw) || Object.keys(groupsRaw).length === 0) {
+    throw new ConfigError(file, 'groups', 'expected an object of groups by name, e.g. { web: { script: "app.mjs", listen: ":8080" } }')
+  }
+  const base = dirname(file)
+  const groups: Record<string, GroupOptions> = {}
+  const flags = Object.fromEntries(Object.entries(overrides.group ?? {}).filter(([, v]) => v !== undefined)) as GroupOptions
+  if (flags.listen !== undefined && Object.keys(groupsRaw).length > 1) {
+    throw new ConfigError(file, 'groups', '--listen cannot apply to several groups: set listen for each group in the file')
+  }
+  for (const [name, g] of Object.entries(groupsRaw as Record<string, unknown>)) {
+    if (typeof g !== 'object' || g === null || Array.isArray(g)) {
+      throw new ConfigError(file, `groups.${name}`, 'expected an object of group options')
+    }
+    const options = { ...(g as GroupOptions), ...flags }
+    // Paths in the file are relative to the file, not to wherever baton was started.
+    options.cwd = typeof options.cwd === 'string' ? resolve(base, options.cwd) : options.cwd === undefined ? base : options.cwd
+    groups[name] = options
+  }
+  const options: SupervisorOptions = {
+    name: overrides.name ?? (raw.name as string | undefined) ?? defaultName(file),
+    groups,
+  }
+  if (raw.backoff !== undefined) options.backoff = raw.backoff as SupervisorOptions['backoff']
+  try {
+    resolveName(options.name)
+    resolveBackoff(options.backoff)
+    for (const [name, g] of Object.entries(groups)) resolveGroup(name, g)
+  } catch (e) {
+    if (e instanceof OptionsError) throw new ConfigError(file, e.field, e.message.slice(e.field.length + 2))
+    throw e
+  }
+  return options
+}
+
+/** The fleet's name when the file gives none: its directory's name (`baton` if unusable). */
+function defaultName(file: string): string {
+  const dir = basename(dirname(file))
+  return isValidName(dir) ? dir : 'baton'
+}
