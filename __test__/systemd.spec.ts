@@ -4,6 +4,7 @@
  * Unix datagram socket (Node has none, so a few lines of Python hold it).
  */
 import test from 'ava'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fixture, startFleet } from './helpers/fleet.js'
 import { freePort, OutputBuffer, ProcessTracker, tmpDir, waitFor } from './helpers/processes.js'
@@ -62,4 +63,32 @@ test.serial('NOTIFY_SOCKET receives READY, RELOADING + MONOTONIC_USEC, READY and
   t.regex(reloading.MONOTONIC_USEC ?? '', /^\d+$/)
   t.true(Number(reloading.MONOTONIC_USEC) > 0)
   t.regex(readyAgain.STATUS ?? '', /2 of 2 workers replaced/)
+})
+
+test.serial('a reload whose config file cannot be re-read still answers systemd: RELOADING, then READY with the reason', async (t) => {
+  const tracker = new ProcessTracker()
+  t.teardown(() => tracker.killAll())
+  const dir = await tmpDir('baton-notify-')
+  t.teardown(() => dir.cleanup())
+  const socketPath = join(dir.path, 'notify.sock')
+  const listener = tracker.spawn('python3', ['-c', LISTENER, socketPath], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const out = new OutputBuffer().follow(listener.stdout)
+  await out.waitFor(/^bound$/m)
+
+  const port = await freePort()
+  const config = join(dir.path, 'baton.config.json')
+  writeFileSync(config, JSON.stringify({ name: 'fleet', groups: { web: { script: fixture('app.mjs'), listen: `127.0.0.1:${port}` } } }))
+  const fleet = await startFleet(t, { cwd: dir.path, expectWorkers: 1, env: { NOTIFY_SOCKET: socketPath } })
+  await waitFor(() => notifications(out).some((n) => n.READY === '1'), { message: 'READY=1' })
+  writeFileSync(config, '{ not json')
+  process.kill(fleet.pid, 'SIGHUP') // what systemctl reload sends to a Type=notify-reload unit
+  await waitFor(() => notifications(out).filter((n) => n.READY === '1').length === 2, { message: 'READY=1 after the failed reload' })
+  const got = notifications(out)
+  t.deepEqual(
+    got.map((n) => Object.keys(n).find((k) => ['READY', 'RELOADING', 'STOPPING'].includes(k))),
+    ['READY', 'RELOADING', 'READY'],
+    JSON.stringify(got),
+  )
+  t.regex(got[2]?.STATUS ?? '', /reload not started: .*baton\.config\.json: is not valid JSON/)
+  t.is((await fleet.status()).generation, 1, 'nothing was replaced')
 })

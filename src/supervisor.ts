@@ -186,9 +186,11 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   /**
    * Run `go` once `beforeReload` (if any) has given the re-read options and they were
    * applied. Reloads are prepared one after another, so each re-read reaches the reload
-   * it was read for. A failing `beforeReload` fails the reload: nothing is replaced.
+   * it was read for. A failing `beforeReload` fails the reload: nothing is replaced, and
+   * the core answers `ticket`'s waiters (0: none, for API and signal reloads), logs why and
+   * tells systemd.
    */
-  #prepared<T>(go: () => T | Promise<T>): Promise<T> {
+  #prepared<T>(go: () => T | Promise<T>, ticket = 0): Promise<T> {
     const hook = this.#options.beforeReload
     if (!hook) {
       try {
@@ -198,8 +200,17 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       }
     }
     const run = this.#preparing.then(async () => {
-      const reread = await hook()
-      if (reread !== undefined) this.reconfigure(reread)
+      try {
+        const reread = await hook()
+        if (reread !== undefined) this.reconfigure(reread)
+      } catch (e) {
+        try {
+          this.#native?.failReload(ticket, (e as Error).message)
+        } catch {
+          // The fleet stopped meanwhile: its waiters were answered by the stop.
+        }
+        throw e
+      }
       return go()
     })
     this.#preparing = run.then(
@@ -340,13 +351,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   #onReloadRequested(ticket: number): void {
     const nat = this.#native
     if (!nat) return
-    this.#prepared(() => nat.reloadTicket(ticket)).catch((e: Error) => {
-      try {
-        nat.failReload(ticket, e.message)
-      } catch {
-        // The fleet stopped meanwhile: the client was answered by the stop.
-      }
-    })
+    // A failure was answered (and logged) by the core through failReload.
+    this.#prepared(() => nat.reloadTicket(ticket), ticket).catch(() => undefined)
   }
 
   #onStopped(): void {
@@ -372,7 +378,10 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       }
     }
     const reload = () => {
-      this.reload().catch((e: Error) => this.#log(`reload: ${e.message}`))
+      this.reload().catch((e: Error) => {
+        // A config that could not be re-read was logged by the core already.
+        if (e instanceof ReloadError || this.#options.beforeReload === undefined) this.#log(`reload: ${e.message}`)
+      })
     }
     const handlers: Array<[NodeJS.Signals, () => void]> = [
       ['SIGTERM', () => stop(false)],

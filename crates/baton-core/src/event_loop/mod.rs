@@ -611,8 +611,21 @@ impl LoopState {
     }
 
     /// Answer the control clients waiting for `ticket` with an error.
+    /// Also tells systemd, so a `Type=notify-reload` unit's `systemctl reload` ends (with the
+    /// reason in its status) instead of waiting for a reload that never starts.
     fn fail_ticket(&mut self, ticket: Ticket, message: &str) {
-        self.log(&format!("reload not started: {message}"));
+        let text = format!("reload not started: {message}");
+        self.log(&text);
+        if !self.stopping_notified {
+            self.notify(&format!(
+                "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading",
+                sd_notify::monotonic_usec()
+            ));
+            self.notify(&format!(
+                "READY=1\nSTATUS={}",
+                sd_notify::status_line(&text)
+            ));
+        }
         let ids: Vec<usize> = self
             .clients
             .iter()
