@@ -18,6 +18,16 @@ export declare class NativeSupervisor {
   static launch(options: BindingFleetOptions, onEvent: (json: string) => void): NativeSupervisor
   /** Request a reload; returns the ticket named by the `reload:done` / `reload:failed` event. */
   reload(): number
+  /** Run the reload announced by a `reload:requested` event, once the host prepared it. */
+  reloadTicket(ticket: number): void
+  /** Answer the reload announced by a `reload:requested` event with an error. */
+  failReload(ticket: number, message: string): void
+  /**
+   * Apply a re-read configuration to the workers started from now on. Returns the
+   * changes found as JSON (`[{ group, setting, applied, from?, to?, keys? }]`); the next
+   * reload's report carries them too.
+   */
+  reconfigure(options: BindingFleetOptions): string
   /** Request a graceful stop, or an immediate one with `force`. */
   stop(force: boolean): void
   /** The status as a JSON string (design §7 contract). */
@@ -52,6 +62,11 @@ export interface BindingFleetOptions {
   backoffMaxMs: number
   /** Uptime in milliseconds after which the backoff resets. */
   backoffResetMs: number
+  /**
+   * The host re-reads its configuration before every reload (`baton start` from a
+   * config file): control-socket reloads wait for `reloadTicket` / `failReload`.
+   */
+  hostPreparesReloads?: boolean
 }
 
 /** One group of workers. */
@@ -60,7 +75,11 @@ export interface BindingGroupOptions {
   name: string
   /** Program to execute (the master's `process.execPath`). */
   program: string
-  /** Arguments after argv[0]: execArgv, the script, the script's args. */
+  /** Node options before the script. */
+  execArgv: Array<string>
+  /** The worker script (absolute). */
+  script: string
+  /** Arguments after the script. */
   args: Array<string>
   /** Full environment of the workers as `[key, value]` pairs. */
   env: Array<Array<string>>
