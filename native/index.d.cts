@@ -103,10 +103,10 @@ export interface BindingGroupOptions {
   stopTimeoutMs: number
   /** Listen backlog. */
   backlog: number
-  /** Run workers as this uid. */
-  uid?: number
-  /** Run workers as this gid. */
-  gid?: number
+  /** Run workers as this user: a numeric uid or a user name. */
+  uid?: string
+  /** Run workers as this group: a numeric gid or a group name. */
+  gid?: string
   /** `shared` (one socket per address) or `reuseport` (one per address and slot, Linux). */
   balance: string
 }

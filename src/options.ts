@@ -58,10 +58,14 @@ export interface GroupOptions {
    * `shared` (default elsewhere): one socket per address that every worker accepts on.
    */
   balance?: Balance
-  /** Run the workers as this numeric user id (master must be root). */
-  uid?: number
-  /** Run the workers as this numeric group id (master must be root). */
-  gid?: number
+  /**
+   * Run the workers as this user: a uid or a user name (the master must be root). Its
+   * primary group and supplementary groups come from the user database unless `gid` is
+   * given.
+   */
+  uid?: number | string
+  /** Run the workers as this group: a gid or a group name (the master must be root for another group). */
+  gid?: number | string
 }
 
 /** Crash-restart backoff. */
@@ -116,8 +120,8 @@ export interface ResolvedGroup {
   parallel: number
   backlog: number
   balance: Balance
-  uid: number | undefined
-  gid: number | undefined
+  uid: string | undefined
+  gid: string | undefined
 }
 
 /** Thrown for invalid options; `field` names the option. */
@@ -260,9 +264,17 @@ export function resolveGroup(name: string, raw: unknown, defaultScript?: string)
     parallel: integer(`${field}.parallel`, o.parallel, 1, 1, 1024),
     backlog: integer(`${field}.backlog`, o.backlog, 511, 1, 65_535),
     balance,
-    uid: o.uid === undefined ? undefined : integer(`${field}.uid`, o.uid, 0, 0, 2 ** 31),
-    gid: o.gid === undefined ? undefined : integer(`${field}.gid`, o.gid, 0, 0, 2 ** 31),
+    uid: userOrGroup(`${field}.uid`, o.uid, 'user'),
+    gid: userOrGroup(`${field}.gid`, o.gid, 'group'),
   }
+}
+
+/** A uid/gid or a name, as the string the core looks up (digits are an id). */
+function userOrGroup(field: string, value: unknown, kind: 'user' | 'group'): string | undefined {
+  if (value === undefined) return undefined
+  if (typeof value === 'number') return String(integer(field, value, 0, 0, 2 ** 32 - 2))
+  if (typeof value === 'string' && /^[A-Za-z0-9_.][A-Za-z0-9_.-]*\$?$/.test(value) && value.length <= 256) return value
+  throw new OptionsError(field, `expected a numeric ${kind} id or a ${kind} name, got ${JSON.stringify(value)}`)
 }
 
 /** `reuseport` on Linux, where the kernel spreads connections over per-slot sockets; else `shared`. */

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::addr::ListenAddr;
+use crate::identity::Credentials;
 
 /// The order in which a reload replaces the workers of one slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,10 +101,8 @@ pub struct GroupConfig {
     pub listen_names: Vec<String>,
     /// Listen backlog, restored by the worker runtime.
     pub backlog: i32,
-    /// Run the workers as this user id.
-    pub uid: Option<u32>,
-    /// Run the workers as this group id.
-    pub gid: Option<u32>,
+    /// Run the workers as this user and group (`identity.rs`); `None`: as the master.
+    pub credentials: Option<Credentials>,
     /// How connections are spread across the workers.
     pub balance: Balance,
 }

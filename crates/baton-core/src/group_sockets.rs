@@ -181,8 +181,7 @@ mod tests {
                 .collect(),
             listen,
             backlog: 128,
-            uid: None,
-            gid: None,
+            credentials: None,
             balance,
         }
     }

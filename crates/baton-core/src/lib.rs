@@ -8,7 +8,7 @@
 //! - [`config`], [`addr`], [`exit_status`]: plain data; [`reconfigure`]: what a re-read
 //!   config file changes and which of it a reload applies (pure).
 //! - [`listen`], [`group_sockets`], [`steer`] (reuseport BPF steering), [`handoff`] (passing
-//!   a connection's fd to a worker), [`spawn`], [`runtime_dir`], [`peer`], [`proc_info`]: OS
+//!   a connection's fd to a worker), [`identity`] (user and group lookup), [`spawn`], [`runtime_dir`], [`peer`], [`proc_info`]: OS
 //!   plumbing, each the one place for its `unsafe`.
 //! - [`sd_notify`]: systemd's notify protocol (`NOTIFY_SOCKET`).
 //! - [`event_loop`]: the driver thread that runs a [`fleet::Fleet`] against real processes.
@@ -24,6 +24,7 @@ pub mod exit_status;
 pub mod fleet;
 pub mod group_sockets;
 pub mod handoff;
+pub mod identity;
 pub mod listen;
 pub mod peer;
 pub mod proc_info;

@@ -335,8 +335,23 @@ fn compare_group(old: &GroupConfig, new: &GroupConfig) -> (GroupConfig, Vec<Chan
         applied.env = new.env.clone();
     }
     per_worker!(Setting::Cwd, cwd);
-    per_worker!(Setting::Uid, uid);
-    per_worker!(Setting::Gid, gid);
+    let uid = |g: &GroupConfig| g.credentials.as_ref().and_then(|c| c.uid);
+    let gid = |g: &GroupConfig| g.credentials.as_ref().map(|c| c.gid);
+    if uid(old) != uid(new) {
+        note(
+            Setting::Uid,
+            Effect::NewWorkers,
+            values(&uid(old), &uid(new)),
+        );
+    }
+    if gid(old) != gid(new) {
+        note(
+            Setting::Gid,
+            Effect::NewWorkers,
+            values(&gid(old), &gid(new)),
+        );
+    }
+    applied.credentials = new.credentials.clone();
     per_worker!(Setting::ReadyTimeout, rules.ready_timeout);
     per_worker!(Setting::StopTimeout, rules.stop_timeout);
     per_worker!(Setting::Order, rules.order);
@@ -415,8 +430,7 @@ mod tests {
             listen: vec![crate::addr::parse("127.0.0.1:8080").unwrap()],
             listen_names: vec!["listen0".into()],
             backlog: 511,
-            uid: None,
-            gid: None,
+            credentials: None,
             balance: Balance::ReusePort,
         }
     }

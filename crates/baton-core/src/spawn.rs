@@ -38,10 +38,9 @@ pub struct SpawnSpec {
     pub listen_fds: Vec<RawFd>,
     /// One name per listening socket (no ':'); joined with ':' into `LISTEN_FDNAMES`.
     pub listen_names: Vec<String>,
-    /// Run as this user id (`setuid`, after the group change).
-    pub uid: Option<u32>,
-    /// Run as this group id (`setgid`, then `setgroups([gid])` where permitted).
-    pub gid: Option<u32>,
+    /// Run as this user and group: `setgroups` (when the master is root), `setgid`, then
+    /// `setuid`, and only then the death signal (a credential change clears it).
+    pub credentials: Option<crate::identity::Credentials>,
 }
 
 /// A started worker and the master's ends of its pipes. The caller must eventually reap
@@ -340,6 +339,13 @@ fn spawn_inner(spec: &SpawnSpec, force_close_loop: bool) -> Result<SpawnedChild,
     sources.push(control_child.as_raw_fd());
     targets.push(control_fd);
     let mut scratch: Vec<RawFd> = vec![-1; sources.len()];
+    let groups: Vec<libc::gid_t> = spec
+        .credentials
+        .as_ref()
+        .map(|c| c.groups.iter().map(|g| *g as libc::gid_t).collect())
+        .unwrap_or_default();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let may_setgroups = unsafe { libc::geteuid() } == 0 && !groups.is_empty();
 
     let plan = ChildPlan {
         program: program.as_ptr(),
@@ -347,8 +353,10 @@ fn spawn_inner(spec: &SpawnSpec, force_close_loop: bool) -> Result<SpawnedChild,
         envp: envp.as_ptr(),
         listen_pid_digits,
         cwd: cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
-        gid: spec.gid,
-        uid: spec.uid,
+        gid: spec.credentials.as_ref().map(|c| c.gid),
+        uid: spec.credentials.as_ref().and_then(|c| c.uid),
+        groups: &groups,
+        may_setgroups,
         sources: &sources,
         targets: &targets,
         exec_err_fd: exec_w.as_raw_fd(),
@@ -394,14 +402,14 @@ fn spawn_inner(spec: &SpawnSpec, force_close_loop: bool) -> Result<SpawnedChild,
                     os.kind(),
                     format!(
                         "cannot switch to group id {} ({step_name}): {os} (running as another user or group needs a privileged master)",
-                        spec.gid.unwrap_or(0)
+                        spec.credentials.as_ref().map_or(0, |c| c.gid)
                     ),
                 ),
                 STEP_SETUID => io::Error::new(
                     os.kind(),
                     format!(
                         "cannot switch to user id {} (setuid): {os} (running as another user needs a privileged master)",
-                        spec.uid.unwrap_or(0)
+                        spec.credentials.as_ref().and_then(|c| c.uid).unwrap_or(0)
                     ),
                 ),
                 _ => os,
@@ -526,6 +534,11 @@ struct ChildPlan<'a> {
     cwd: *const libc::c_char,
     gid: Option<u32>,
     uid: Option<u32>,
+    /// Every group of the worker (primary first), for `setgroups`.
+    groups: &'a [libc::gid_t],
+    /// The master is root: set the groups (an unprivileged master keeps its own, which
+    /// are those of the same user).
+    may_setgroups: bool,
     sources: &'a [RawFd],
     targets: &'a [RawFd],
     exec_err_fd: RawFd,
@@ -627,19 +640,7 @@ unsafe fn child_after_fork(plan: &ChildPlan<'_>, scratch: &mut [RawFd]) -> ! {
         child_fail(report_fd, errno_now(), STEP_SETPGID);
     }
 
-    // 4. Die with the master (Linux).
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
-            child_fail(report_fd, errno_now(), STEP_PRCTL);
-        }
-        if libc::getppid() != plan.master_pid {
-            // The master died before prctl took effect.
-            libc::_exit(1);
-        }
-    }
-
-    // 5. fds. First copy every source (and the error pipe) above all targets, so that no
+    // 4. fds. First copy every source (and the error pipe) above all targets, so that no
     //    dup2 below can clobber a source that happens to sit on a target number. Each
     //    dup2 then has distinct old/new fds and so always yields a fresh fd without
     //    FD_CLOEXEC (the dup2(3, 3) pitfall, design §8); we clear the flag anyway.
@@ -678,24 +679,34 @@ unsafe fn child_after_fork(plan: &ChildPlan<'_>, scratch: &mut [RawFd]) -> ! {
     }
     close_from(above, plan.close_loop_limit, plan.force_close_loop);
 
-    // 6. Working directory, then identity (group before user: after setuid we could no
-    //    longer change groups).
+    // 5. Working directory, then identity: groups, group, user, in that order (each
+    //    needs the privilege the next one drops).
     if !plan.cwd.is_null() && libc::chdir(plan.cwd) != 0 {
         child_fail(report_fd, errno_now(), STEP_CHDIR);
     }
+    if plan.may_setgroups && libc::setgroups(plan.groups.len() as _, plan.groups.as_ptr()) != 0 {
+        child_fail(report_fd, errno_now(), STEP_SETGROUPS);
+    }
     if let Some(gid) = plan.gid {
-        let gid = gid as libc::gid_t;
-        if libc::setgid(gid) != 0 {
+        if libc::setgid(gid as libc::gid_t) != 0 {
             child_fail(report_fd, errno_now(), STEP_SETGID);
-        }
-        // Drop supplementary groups where permitted (only a privileged master may).
-        if libc::setgroups(1 as _, &gid) != 0 && errno_now() != libc::EPERM {
-            child_fail(report_fd, errno_now(), STEP_SETGROUPS);
         }
     }
     if let Some(uid) = plan.uid {
         if libc::setuid(uid as libc::uid_t) != 0 {
             child_fail(report_fd, errno_now(), STEP_SETUID);
+        }
+    }
+
+    // 6. Die with the master (Linux). After the identity change, which clears the death
+    //    signal; then check the parent again, in case the master died before prctl.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
+            child_fail(report_fd, errno_now(), STEP_PRCTL);
+        }
+        if libc::getppid() != plan.master_pid {
+            libc::_exit(1);
         }
     }
 
@@ -1052,8 +1063,11 @@ mod tests {
             return;
         }
         let mut spec = sh("echo $(id -u) $(id -g) $(id -G) >&2");
-        spec.uid = Some(65534);
-        spec.gid = Some(65534);
+        spec.credentials = Some(crate::identity::Credentials {
+            uid: Some(65534),
+            gid: 65534,
+            groups: vec![65534],
+        });
         let (out, status) = run(&spec);
         assert!(status.success(), "{out}");
         assert_eq!(out, "65534 65534 65534\n");

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use baton_core::config::{Balance, GroupConfig, GroupRules, Order};
+use baton_core::identity::{self, Who};
 use napi::{Error, Status};
 use napi_derive::napi;
 
@@ -43,10 +44,10 @@ pub struct BindingGroupOptions {
     pub stop_timeout_ms: u32,
     /// Listen backlog.
     pub backlog: i32,
-    /// Run workers as this uid.
-    pub uid: Option<u32>,
-    /// Run workers as this gid.
-    pub gid: Option<u32>,
+    /// Run workers as this user: a numeric uid or a user name.
+    pub uid: Option<String>,
+    /// Run workers as this group: a numeric gid or a group name.
+    pub gid: Option<String>,
     /// `shared` (one socket per address) or `reuseport` (one per address and slot, Linux).
     pub balance: String,
 }
@@ -108,6 +109,17 @@ impl TryFrom<BindingGroupOptions> for GroupConfig {
                 )),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let (uid, gid) = (
+            o.uid.as_deref().map(Who::parse),
+            o.gid.as_deref().map(Who::parse),
+        );
+        let credentials = identity::resolve(uid.as_ref(), gid.as_ref()).map_err(|e| {
+            let field = match e.field {
+                identity::Field::Uid => "uid",
+                identity::Field::Gid => "gid",
+            };
+            invalid(field, &o.name, e.message)
+        })?;
         Ok(GroupConfig {
             rules: GroupRules {
                 name: o.name,
@@ -127,8 +139,7 @@ impl TryFrom<BindingGroupOptions> for GroupConfig {
             listen,
             listen_names: o.listen_names,
             backlog: o.backlog,
-            uid: o.uid,
-            gid: o.gid,
+            credentials,
             balance,
         })
     }

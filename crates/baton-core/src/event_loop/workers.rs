@@ -44,8 +44,7 @@ impl LoopState {
             cwd: g.cwd.clone(),
             listen_fds: self.listeners[group].fds_for(slot),
             listen_names: g.listen_names.clone(),
-            uid: g.uid,
-            gid: g.gid,
+            credentials: g.credentials.clone(),
         };
         match spawn::spawn(&spec) {
             Ok(child) => {
