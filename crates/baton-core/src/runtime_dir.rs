@@ -68,6 +68,12 @@ pub enum RuntimeDirError {
         /// The OS error.
         source: io::Error,
     },
+    /// The runtime directory is a symbolic link (never followed: in a shared /tmp another
+    /// user could point it anywhere).
+    Symlink {
+        /// The directory path.
+        dir: PathBuf,
+    },
     /// The control socket path is too long for a Unix socket address.
     SocketPathTooLong {
         /// The socket path.
@@ -109,6 +115,11 @@ impl fmt::Display for RuntimeDirError {
                 "runtime directory {} has mode {:04o} and is writable by other users; run: chmod 700 {}",
                 dir.display(),
                 mode & 0o7777,
+                dir.display()
+            ),
+            RuntimeDirError::Symlink { dir } => write!(
+                f,
+                "runtime directory {} is a symbolic link, which baton does not follow (another user could have planted it); remove it or set BATON_RUNTIME_DIR to a real directory you own",
                 dir.display()
             ),
             RuntimeDirError::InvalidName(msg) => f.write_str(msg),
@@ -157,6 +168,16 @@ fn effective_uid() -> u32 {
 /// be a directory owned by the current user and not writable by group or others (an
 /// existing 0755 directory is fine).
 pub fn ensure_dir(dir: &Path) -> Result<(), RuntimeDirError> {
+    let is_link = |d: &Path| {
+        std::fs::symlink_metadata(d)
+            .map(|m| m.file_type().is_symlink())
+            .unwrap_or(false)
+    };
+    if is_link(dir) {
+        return Err(RuntimeDirError::Symlink {
+            dir: dir.to_path_buf(),
+        });
+    }
     let create = std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -172,10 +193,18 @@ pub fn ensure_dir(dir: &Path) -> Result<(), RuntimeDirError> {
             source: e,
         });
     }
-    let meta = std::fs::metadata(dir).map_err(|e| RuntimeDirError::CreateDir {
+    // lstat: the checks below are about the directory itself, never a link's target. Once
+    // it is ours and not writable by others, nobody else can swap it (in a sticky /tmp
+    // only the owner may rename or remove an entry).
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| RuntimeDirError::CreateDir {
         dir: dir.to_path_buf(),
         source: e,
     })?;
+    if meta.file_type().is_symlink() {
+        return Err(RuntimeDirError::Symlink {
+            dir: dir.to_path_buf(),
+        });
+    }
     if !meta.is_dir() {
         return Err(RuntimeDirError::NotADirectory {
             dir: dir.to_path_buf(),
@@ -466,6 +495,30 @@ mod tests {
         let e = ensure_dir(&file).unwrap_err();
         assert!(matches!(e, RuntimeDirError::NotADirectory { .. }), "{e:?}");
         assert!(e.to_string().contains(&file.display().to_string()));
+    }
+
+    #[test]
+    fn ensure_dir_never_follows_a_symlink() {
+        let t = TempDir::new();
+        let real = t.0.join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let link = t.0.join("baton-1000");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let e = ensure_dir(&link).unwrap_err();
+        assert!(matches!(e, RuntimeDirError::Symlink { .. }), "{e:?}");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        // A dangling link (nothing to create through it) too.
+        let dangling = t.0.join("dangling");
+        std::os::unix::fs::symlink(t.0.join("nowhere"), &dangling).unwrap();
+        assert!(matches!(
+            ensure_dir(&dangling).unwrap_err(),
+            RuntimeDirError::Symlink { .. }
+        ));
+        assert!(
+            !t.0.join("nowhere").exists(),
+            "nothing was created through the link"
+        );
     }
 
     #[test]

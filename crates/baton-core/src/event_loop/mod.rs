@@ -291,9 +291,11 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
     })
 }
 
+/// The effective uid: the one that owns the runtime dir and the control socket, so the
+/// one a client must match.
 fn current_uid() -> u32 {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    unsafe { libc::getuid() }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
 }
 
 const WAKER: Token = Token(0);
