@@ -193,6 +193,11 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
         Some(n) => Some(n.map_err(launch_error)?),
     };
 
+    // PID 1 of a container (or a subreaper): reap the orphans reparented to us (reaper.rs).
+    if let Some(message) = crate::reaper::start().message() {
+        sink(json!({ "type": "log", "message": message }));
+    }
+
     let poll = Poll::new().map_err(|e| launch_error(format!("cannot create a poller: {e}")))?;
     let waker = Arc::new(
         Waker::new(poll.registry(), WAKER)
@@ -635,7 +640,7 @@ impl LoopState {
                 .and_then(|k| self.workers.get(&k))
                 .and_then(|io| io.connections),
         };
-        public_json::status(
+        let mut status = public_json::status(
             &names,
             &self.config.name,
             self.master_pid,
@@ -643,6 +648,8 @@ impl LoopState {
             &snap,
             Instant::now(),
             &extras,
-        )
+        );
+        status["reapedOrphans"] = json!(crate::reaper::reaped());
+        status
     }
 }
