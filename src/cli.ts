@@ -3,7 +3,8 @@
  *
  * ```text
  * baton start <script> [--name N] [--count N] [--listen ADDR]... [--stop-timeout MS]
- *             [--ready-timeout MS] [--order start-first|stop-first] [--parallel N] [--balance MODE] [--daemon] [-- script args...]
+ *             [--ready-timeout MS] [--order start-first|stop-first] [--parallel N] [--balance MODE]
+ *             [--health ADDR] [--daemon] [-- script args...]
  * baton reload [NAME]          baton stop [NAME] [--force]
  * baton restart [NAME]         baton status [NAME] [--json]
  * ```
@@ -43,6 +44,9 @@ Usage:
       --balance MODE        reuseport (default on Linux: one SO_REUSEPORT socket per worker
                             slot, new connections only to ready workers) or shared (one
                             socket, workers race to accept; the default elsewhere)
+      --health ADDR         serve a health endpoint for probes (host:port, :port, unix:/path):
+                            every GET/HEAD answers 200 + status JSON while the fleet is ready,
+                            503 while it is not (starting, stopping, a group without a ready worker)
       --daemon              run in the background; logs go to <runtime dir>/<name>.log
   baton reload [NAME]       replace every worker one at a time; exit 1 if the new code fails
   baton stop [NAME] [--force]
@@ -90,6 +94,7 @@ async function start(args: string[]): Promise<number> {
     order: { type: 'string' },
     parallel: { type: 'string' },
     balance: { type: 'string' },
+    health: { type: 'string' },
     daemon: { type: 'boolean' },
   })
   if (positionals.length !== 1) {
@@ -108,6 +113,7 @@ async function start(args: string[]): Promise<number> {
   const supervisor = new Supervisor({
     name,
     runtimeDir,
+    health: values.health as string | undefined,
     groups: {
       [name]: {
         script,
