@@ -3,7 +3,8 @@
  *
  * ```text
  * baton start <script> [--name N] [--count N] [--listen ADDR]... [--stop-timeout MS]
- *             [--ready-timeout MS] [--order start-first|stop-first] [--parallel N] [--balance MODE] [--daemon] [-- script args...]
+ *             [--ready-timeout MS] [--order start-first|stop-first] [--parallel N] [--balance MODE]
+ *             [--health ADDR] [--daemon] [-- script args...]
  * baton start [--config FILE] [flags]   (no script: baton.config.{mjs,js,cjs,json})
  * baton reload [NAME]          baton stop [NAME] [--force]
  * baton restart [NAME]         baton status [NAME] [--json]
@@ -58,6 +59,9 @@ Usage:
       --balance MODE        reuseport (default on Linux: one SO_REUSEPORT socket per worker
                             slot, new connections only to ready workers) or shared (one
                             socket, workers race to accept; the default elsewhere)
+      --health ADDR         serve a health endpoint for probes (host:port, :port, unix:/path):
+                            every GET/HEAD answers 200 + status JSON while the fleet is ready,
+                            503 while it is not (starting, stopping, a group without a ready worker)
       --daemon              run in the background; logs go to <runtime dir>/<name>.log
   baton reload [NAME]       replace every worker one at a time; exit 1 if the new code fails
   baton stop [NAME] [--force]
@@ -106,6 +110,7 @@ async function start(args: string[]): Promise<number> {
     order: { type: 'string' },
     parallel: { type: 'string' },
     balance: { type: 'string' },
+    health: { type: 'string' },
     daemon: { type: 'boolean' },
   })
   if (positionals.length > 1) {
@@ -165,6 +170,7 @@ async function start(args: string[]): Promise<number> {
     // Every reload (baton reload, SIGHUP, SIGUSR2) re-reads the file first.
     options.beforeReload = async () => ({ ...(await readConfig(file, overrides)), runtimeDir })
   }
+  if (values.health !== undefined) options.health = values.health as string
   const name = options.name as string
   const supervisor = new Supervisor(options)
   if (values.daemon) {

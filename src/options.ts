@@ -100,6 +100,12 @@ export interface SupervisorOptions {
    * rejection fails the reload with its message; nothing is replaced.
    */
   beforeReload?: () => SupervisorOptions | undefined | Promise<SupervisorOptions | undefined>
+  /**
+   * Address of a health endpoint for readiness/liveness probes (`host:port`, `:port`,
+   * `[::1]:port`, `unix:/path`): every GET or HEAD answers 200 with the status JSON while
+   * the fleet is ready, 503 while it is not (src/health.ts). Default: none.
+   */
+  health?: string
 }
 
 /** A group after validation and defaults. */
@@ -313,4 +319,15 @@ export function resolveBackoff(raw: unknown): { initial: number; max: number; re
   const max = integer('backoff.max', o.max, 30_000, initial, 3_600_000)
   const resetAfter = integer('backoff.resetAfter', o.resetAfter, 10_000, 1, 86_400_000)
   return { initial, max, resetAfter }
+}
+
+/** Validate the `health` address; returns its canonical form, or undefined when unset. */
+export function resolveHealth(raw: unknown): string | undefined {
+  if (raw === undefined) return undefined
+  if (typeof raw !== 'string') throw new OptionsError('health', `expected an address string, got ${JSON.stringify(raw)}`)
+  try {
+    return native().normalizeListenAddress(raw)
+  } catch (e) {
+    throw new OptionsError('health', (e as Error).message)
+  }
 }

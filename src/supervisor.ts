@@ -5,11 +5,13 @@
  */
 import { EventEmitter } from 'node:events'
 import type { BindingFleetOptions, BindingGroupOptions, NativeSupervisor } from '../native/index.cjs'
+import { HealthServer } from './health.js'
 import { assertSupportedPlatform, native } from './native.js'
 import {
   OptionsError,
   resolveBackoff,
   resolveGroup,
+  resolveHealth,
   resolveName,
   resolveRuntimeDir,
   type GroupOptions,
@@ -90,6 +92,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   #signalHandlers: Array<[NodeJS.Signals, () => void]> = []
   #preparing: Promise<void> = Promise.resolve()
   #sigints = 0
+  readonly #healthAddress: string | undefined
+  #health: HealthServer | undefined
+  #launching = false
 
   constructor(options: SupervisorOptions = {}) {
     super()
@@ -97,7 +102,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     if (typeof options !== 'object' || options === null) {
       throw new OptionsError('options', 'expected an object')
     }
-    const known = new Set(['name', 'runtimeDir', 'groups', 'handleSignals', 'log', 'backoff', 'beforeReload'])
+    const known = new Set(['name', 'runtimeDir', 'groups', 'handleSignals', 'log', 'backoff', 'beforeReload', 'health'])
     for (const key of Object.keys(options)) {
       if (!known.has(key)) throw new OptionsError(key, `unknown option (known: ${[...known].join(', ')})`)
     }
@@ -108,6 +113,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     if (options.beforeReload !== undefined && typeof options.beforeReload !== 'function') {
       throw new OptionsError('beforeReload', 'expected a function returning the re-read options')
     }
+    this.#healthAddress = resolveHealth(options.health)
     if (options.groups !== undefined) {
       if (typeof options.groups !== 'object' || options.groups === null || Array.isArray(options.groups)) {
         throw new OptionsError('groups', 'expected an object of groups by name')
@@ -130,7 +136,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
 
   /** Start every worker; resolves when all are ready, rejects with the cause if one cannot start. */
   start(): Promise<void> {
-    if (this.#native) return Promise.reject(new StartError(`supervisor "${this.name}" is already started`))
+    if (this.#native || this.#launching) return Promise.reject(new StartError(`supervisor "${this.name}" is already started`))
     if (this.#groups.size === 0) {
       return Promise.reject(new OptionsError('groups', 'no groups: add at least one with supervisor.group()'))
     }
@@ -140,13 +146,34 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     } catch (e) {
       return Promise.reject(e)
     }
+    if (this.#healthAddress === undefined) return this.#launch(launchOptions)
+    // The health endpoint listens first: a port in use fails the start before any worker runs.
+    const address = this.#healthAddress
+    this.#launching = true
+    return HealthServer.listen(address, () =>
+      this.#native ? this.status() : { ready: false, notReadyReason: 'the fleet is starting' },
+    ).then(
+      (server) => {
+        this.#launching = false
+        this.#health = server
+        this.#log(`health endpoint on ${server.address}`)
+        return this.#launch(launchOptions)
+      },
+      (e: Error) => {
+        this.#launching = false
+        throw new StartError(`health: cannot listen on ${address}: ${e.message}`)
+      },
+    )
+  }
+
+  #launch(launchOptions: BindingFleetOptions): Promise<void> {
     this.#stopped = new Promise((resolve) => (this.#resolveStopped = resolve))
     const ready = new Promise<void>((resolve, reject) => (this.#starting = { resolve, reject }))
     try {
       this.#native = native().NativeSupervisor.launch(launchOptions, (json: string) => this.#onNativeEvent(json))
     } catch (e) {
       this.#starting = undefined
-      this.#resolveStopped?.()
+      this.#closeHealth().then(() => this.#resolveStopped?.())
       return Promise.reject(new StartError((e as Error).message))
     }
     if (this.#options.handleSignals !== false) this.#installSignals()
@@ -272,6 +299,11 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     return JSON.parse(this.#native.status()) as Status
   }
 
+  /** The health endpoint's bound address (a real port for `:0`), while it listens. */
+  get healthAddress(): string | undefined {
+    return this.#health?.address
+  }
+
   /** The bound listen addresses, e.g. to learn the port chosen for `:0`. */
   addresses(): BoundAddress[] {
     return this.#native ? this.#native.bound() : []
@@ -366,7 +398,14 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       waiter.reject(new Error('the fleet stopped before the reload finished'))
     }
     this.#reloads.clear()
-    this.#resolveStopped?.()
+    // The health port is closed before `stopped` resolves (and so before the CLI exits).
+    this.#closeHealth().then(() => this.#resolveStopped?.())
+  }
+
+  #closeHealth(): Promise<void> {
+    const health = this.#health
+    this.#health = undefined
+    return health ? health.close() : Promise.resolve()
   }
 
   #installSignals(): void {

@@ -62,6 +62,15 @@ export interface Status {
   reloading: boolean
   /** Whether the fleet is stopping. */
   stopping: boolean
+  /**
+   * Whether the fleet serves: every worker has been ready once, it is not stopping, and
+   * every group has a worker in state `ready` (what the health endpoint answers 200 for).
+   */
+  ready: boolean
+  /** Why {@link Status.ready} is false (a sentence); null when ready. */
+  notReadyReason: string | null
+  /** Orphaned processes reaped so far when the master is PID 1 or a subreaper; null otherwise. */
+  reapedOrphans: number | null
   /** Groups in definition order. */
   groups: GroupStatus[]
   /** Workers, in group and slot order. */

@@ -317,6 +317,8 @@ pub struct FleetSnapshot {
     pub reloading: bool,
     /// Whether the fleet is stopping.
     pub stopping: bool,
+    /// Whether the fleet has been ready ([`Event::FleetReady`]) and is not stopping.
+    pub running: bool,
     /// Rows in group, slot order; retiring workers follow their slot's current worker.
     pub workers: Vec<WorkerSnapshot>,
     /// The last finished reload.
@@ -643,6 +645,7 @@ impl Fleet {
             generation: self.generation,
             reloading: self.pass.is_some(),
             stopping: matches!(self.phase, Phase::Stopping | Phase::Stopped),
+            running: self.phase == Phase::Running,
             workers: rows,
             last_reload: self.last_reload.clone(),
         }

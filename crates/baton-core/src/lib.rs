@@ -11,6 +11,7 @@
 //!   a connection's fd to a worker), [`identity`] (user and group lookup), [`spawn`], [`runtime_dir`], [`peer`], [`proc_info`]: OS
 //!   plumbing, each the one place for its `unsafe`.
 //! - [`sd_notify`]: systemd's notify protocol (`NOTIFY_SOCKET`).
+//! - [`reaper`]: reaps orphans when the master is PID 1 (a container) or a subreaper.
 //! - [`event_loop`]: the driver thread that runs a [`fleet::Fleet`] against real processes.
 //! - [`control`]: the control-socket protocol served to the `baton` CLI.
 //! - [`public_json`]: the JSON users see (events, reload reports, status).
@@ -29,6 +30,7 @@ pub mod listen;
 pub mod peer;
 pub mod proc_info;
 pub mod public_json;
+pub mod reaper;
 pub mod reconfigure;
 pub mod runtime_dir;
 pub mod sd_notify;

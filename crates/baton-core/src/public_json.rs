@@ -320,9 +320,34 @@ pub struct RowExtras {
     pub connections: Option<u32>,
 }
 
+/// Whether the fleet serves: it has been ready (`fleet:ready`), is not stopping, and every
+/// group has at least one worker in state `ready`. `Err` says why not, for humans.
+///
+/// A start-first reload keeps it ready (the old worker serves until its replacement is
+/// ready); a stop-first reload of a group of one worker makes it not ready while the slot
+/// is empty. This is what `--health` answers (200 or 503) and `ready` in the status.
+pub fn readiness(names: &Names, snap: &FleetSnapshot) -> Result<(), String> {
+    if snap.stopping {
+        return Err("the fleet is stopping".into());
+    }
+    if !snap.running {
+        return Err("the fleet is starting: not every worker has been ready yet".into());
+    }
+    for (g, name) in names.groups.iter().enumerate() {
+        let serving = snap
+            .workers
+            .iter()
+            .any(|w| w.group == g && w.state == WorkerState::Ready);
+        if !serving {
+            return Err(format!("group \"{name}\" has no ready worker"));
+        }
+    }
+    Ok(())
+}
+
 /// The status JSON (design §7): `{ name, pid, generation, reloading, workers: [...] }` plus
-/// additive fields (`stopping`, `groups`, `lastReload`, per-worker `lastExit`, `restartInMs`,
-/// `connections`).
+/// additive fields (`stopping`, `ready` and `notReadyReason` (see [`readiness`]), `groups`,
+/// `lastReload`, per-worker `lastExit`, `restartInMs`, `connections`).
 pub fn status(
     names: &Names,
     fleet_name: &str,
@@ -357,12 +382,15 @@ pub fn status(
             })
         })
         .collect();
+    let readiness = readiness(names, snap);
     json!({
         "name": fleet_name,
         "pid": master_pid,
         "generation": snap.generation,
         "reloading": snap.reloading,
         "stopping": snap.stopping,
+        "ready": readiness.is_ok(),
+        "notReadyReason": readiness.err(),
         "groups": groups,
         "workers": workers,
         "lastReload": snap.last_reload.as_ref().map(|r| report(names, r)),
@@ -403,6 +431,66 @@ mod tests {
         assert_eq!(report["changes"][0]["keys"], json!(["GREETING"]));
         assert_eq!(report["changes"][1]["applied"], "needs-restart");
         assert_eq!(changes_summary(&[]), None);
+    }
+
+    use crate::fleet::WorkerSnapshot;
+
+    fn row(group: usize, slot: u32, state: WorkerState) -> WorkerSnapshot {
+        WorkerSnapshot {
+            key: Some(u64::from(slot) + 1),
+            group,
+            slot,
+            pid: Some(100 + slot as i32),
+            generation: 1,
+            state,
+            restarts: 0,
+            last_exit: None,
+            restart_at: None,
+            spawned_at: None,
+        }
+    }
+
+    fn snap(running: bool, stopping: bool, workers: Vec<WorkerSnapshot>) -> FleetSnapshot {
+        FleetSnapshot {
+            generation: 1,
+            reloading: false,
+            stopping,
+            running,
+            workers,
+            last_reload: None,
+        }
+    }
+
+    #[test]
+    fn ready_needs_a_started_fleet_not_stopping_with_a_ready_worker_per_group() {
+        let groups = ["web".to_string(), "jobs".to_string()];
+        let names = Names { groups: &groups };
+        let serving = vec![
+            row(0, 0, WorkerState::Ready),
+            row(0, 0, WorkerState::Starting), // a start-first replacement booting
+            row(1, 0, WorkerState::Stopping),
+            row(1, 0, WorkerState::Ready),
+        ];
+        assert_eq!(
+            readiness(&names, &snap(true, false, serving.clone())),
+            Ok(())
+        );
+        assert!(readiness(&names, &snap(false, false, serving.clone()))
+            .unwrap_err()
+            .contains("starting"));
+        assert!(readiness(&names, &snap(false, true, serving))
+            .unwrap_err()
+            .contains("stopping"));
+        // stop-first with one worker: the slot's old worker stops, its successor boots.
+        let emptied = vec![
+            row(0, 0, WorkerState::Ready),
+            row(1, 0, WorkerState::Starting),
+            row(1, 0, WorkerState::Stopping),
+        ];
+        assert_eq!(
+            readiness(&names, &snap(true, false, emptied)),
+            Err("group \"jobs\" has no ready worker".to_string())
+        );
     }
 
     #[test]

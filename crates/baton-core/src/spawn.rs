@@ -154,10 +154,12 @@ pub fn wait_exit(pid: i32) -> io::Result<ExitStatus> {
         // SAFETY: `status` is a valid, writable c_int for the duration of the call.
         let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
         if rc == pid {
+            crate::reaper::untrack_child(pid);
             return Ok(ExitStatus::from_raw(status));
         }
         let err = io::Error::last_os_error();
         if err.raw_os_error() != Some(libc::EINTR) {
+            crate::reaper::untrack_child(pid);
             return Err(err);
         }
     }
@@ -580,6 +582,8 @@ fn fork_with_signals_blocked(plan: &ChildPlan<'_>, scratch: &mut [RawFd]) -> io:
     if pid < 0 {
         return Err(fork_err);
     }
+    // Ours to wait for (wait_exit): the orphan reaper leaves it alone.
+    crate::reaper::track_child(pid);
     Ok(pid)
 }
 

@@ -223,6 +223,11 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
         Some(n) => Some(n.map_err(launch_error)?),
     };
 
+    // PID 1 of a container (or a subreaper): reap the orphans reparented to us (reaper.rs).
+    if let Some(message) = crate::reaper::start().message() {
+        sink(json!({ "type": "log", "message": message }));
+    }
+
     let poll = Poll::new().map_err(|e| launch_error(format!("cannot create a poller: {e}")))?;
     let waker = Arc::new(
         Waker::new(poll.registry(), WAKER)
@@ -759,6 +764,7 @@ impl LoopState {
             let same = last["generation"].as_u64() == Some(u64::from(*generation));
             public_json::add_changes(last, if same { found } else { &[] });
         }
+        status["reapedOrphans"] = json!(crate::reaper::reaped());
         status
     }
 }
