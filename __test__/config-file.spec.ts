@@ -4,7 +4,7 @@
  * the new workers get the new per-worker settings, while the report says what changed
  * and what needs a restart.
  */
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fixture, runCli, startFleet, type Fleet } from './helpers/fleet.js'
@@ -33,6 +33,17 @@ async function greetings(port: number, tries = 12): Promise<Set<string>> {
 async function reloadReport(fleet: Fleet) {
   const status = await fleet.status()
   return status.lastReload as (typeof status.lastReload & { changes: ConfigChange[] }) | null
+}
+
+/** A fleet started from a `baton.config.mjs` in a temp dir: a `web` group of 2 saying "hello". */
+async function startWebFromConfig(t: ExecutionContext): Promise<{ file: string; webPort: number; fleet: Fleet }> {
+  const dir = await tmpDir('baton-config-')
+  t.teardown(() => dir.cleanup())
+  const webPort = await freePort()
+  const file = join(dir.path, 'baton.config.mjs')
+  writeFileSync(file, mjsConfig({ webPort, greeting: 'hello' }))
+  const fleet = await startFleet(t, { cwd: dir.path, expectWorkers: 2 })
+  return { file, webPort, fleet }
 }
 
 test('a config file with two groups starts both, and each serves', async (t) => {
@@ -85,12 +96,7 @@ test('a wrong key fails at start, naming the file and the key; so do bad JSON an
 })
 
 test('baton reload re-reads the file: a changed env is served by the new workers, and the report says what changed', async (t) => {
-  const dir = await tmpDir('baton-config-')
-  t.teardown(() => dir.cleanup())
-  const webPort = await freePort()
-  const file = join(dir.path, 'baton.config.mjs')
-  writeFileSync(file, mjsConfig({ webPort, greeting: 'hello' }))
-  const fleet = await startFleet(t, { cwd: dir.path, expectWorkers: 2 })
+  const { file, webPort, fleet } = await startWebFromConfig(t)
   t.deepEqual([...(await greetings(webPort))], ['hello'])
 
   // env changes (applies to the new workers); count changes (needs a restart: kept at 2).
@@ -120,12 +126,7 @@ test('baton reload re-reads the file: a changed env is served by the new workers
 })
 
 test('a config file that breaks before a reload fails the reload, naming the file; the old workers keep serving', async (t) => {
-  const dir = await tmpDir('baton-config-')
-  t.teardown(() => dir.cleanup())
-  const webPort = await freePort()
-  const file = join(dir.path, 'baton.config.mjs')
-  writeFileSync(file, mjsConfig({ webPort, greeting: 'hello' }))
-  const fleet = await startFleet(t, { cwd: dir.path, expectWorkers: 2 })
+  const { file, webPort, fleet } = await startWebFromConfig(t)
   const before = await fleet.workerPids()
 
   writeFileSync(file, `export default { groups: { web: { script: ${JSON.stringify(APP)}, count: 'two' } } }\n`)
@@ -175,12 +176,7 @@ test('a CommonJS config is re-read on reload too, and start flags override it', 
 })
 
 test('SIGHUP re-reads the config file too', async (t) => {
-  const dir = await tmpDir('baton-config-')
-  t.teardown(() => dir.cleanup())
-  const webPort = await freePort()
-  const file = join(dir.path, 'baton.config.mjs')
-  writeFileSync(file, mjsConfig({ webPort, greeting: 'hello' }))
-  const fleet = await startFleet(t, { cwd: dir.path, expectWorkers: 2 })
+  const { file, webPort, fleet } = await startWebFromConfig(t)
   writeFileSync(file, mjsConfig({ webPort, greeting: 'hup' }))
   process.kill(fleet.pid, 'SIGHUP')
   await waitFor(async () => (await reloadReport(fleet))?.outcome === 'done', { message: 'the SIGHUP reload is done' })

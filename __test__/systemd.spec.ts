@@ -3,11 +3,11 @@
  * fleet is ready, when a reload starts and ends, and when it stops. The listener is a real
  * Unix datagram socket (Node has none, so a few lines of Python hold it).
  */
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fixture, startFleet } from './helpers/fleet.js'
-import { freePort, OutputBuffer, ProcessTracker, tmpDir, waitFor } from './helpers/processes.js'
+import { freePort, OutputBuffer, ProcessTracker, tmpDir, waitFor, type TmpDir } from './helpers/processes.js'
 
 /** Binds a datagram socket at argv[1], prints "bound", then one JSON string per datagram. */
 const LISTENER = `
@@ -28,7 +28,8 @@ function notifications(out: OutputBuffer): Array<Record<string, string>> {
     .map((d) => Object.fromEntries(d.split('\n').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])))
 }
 
-test.serial('NOTIFY_SOCKET receives READY, RELOADING + MONOTONIC_USEC, READY and STOPPING, in that order', async (t) => {
+/** A notify listener in its own temp dir, bound and ready; stopped and removed after the test. */
+async function startNotifyListener(t: ExecutionContext): Promise<{ dir: TmpDir; socketPath: string; out: OutputBuffer }> {
   const tracker = new ProcessTracker()
   t.teardown(() => tracker.killAll())
   const dir = await tmpDir('baton-notify-')
@@ -37,6 +38,11 @@ test.serial('NOTIFY_SOCKET receives READY, RELOADING + MONOTONIC_USEC, READY and
   const listener = tracker.spawn('python3', ['-c', LISTENER, socketPath], { stdio: ['ignore', 'pipe', 'inherit'] })
   const out = new OutputBuffer().follow(listener.stdout)
   await out.waitFor(/^bound$/m)
+  return { dir, socketPath, out }
+}
+
+test.serial('NOTIFY_SOCKET receives READY, RELOADING + MONOTONIC_USEC, READY and STOPPING, in that order', async (t) => {
+  const { socketPath, out } = await startNotifyListener(t)
 
   const port = await freePort()
   const fleet = await startFleet(t, {
@@ -66,14 +72,7 @@ test.serial('NOTIFY_SOCKET receives READY, RELOADING + MONOTONIC_USEC, READY and
 })
 
 test.serial('a reload whose config file cannot be re-read still answers systemd: RELOADING, then READY with the reason', async (t) => {
-  const tracker = new ProcessTracker()
-  t.teardown(() => tracker.killAll())
-  const dir = await tmpDir('baton-notify-')
-  t.teardown(() => dir.cleanup())
-  const socketPath = join(dir.path, 'notify.sock')
-  const listener = tracker.spawn('python3', ['-c', LISTENER, socketPath], { stdio: ['ignore', 'pipe', 'inherit'] })
-  const out = new OutputBuffer().follow(listener.stdout)
-  await out.waitFor(/^bound$/m)
+  const { dir, socketPath, out } = await startNotifyListener(t)
 
   const port = await freePort()
   const config = join(dir.path, 'baton.config.json')
