@@ -836,5 +836,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeSupervisor = nativeBinding.NativeSupervisor
+module.exports.MasterState = nativeBinding.MasterState
 module.exports.normalizeListenAddress = nativeBinding.normalizeListenAddress
+module.exports.probeMaster = nativeBinding.probeMaster
 module.exports.resolveRuntimeDir = nativeBinding.resolveRuntimeDir

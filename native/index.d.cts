@@ -111,11 +111,29 @@ export interface BindingGroupOptions {
   balance: string
 }
 
+/** The answer of `probeMaster`. */
+export interface MasterProbe {
+  state: MasterState
+  /** The pid in the pid file, if any. */
+  pid?: number
+  /** A stale master's pid file and control socket were removed. */
+  cleaned: boolean
+}
+
+/** What the runtime dir says about a master (`probeMaster`). */
+export type MasterState = 'running' | 'stale' | 'absent'
+
 /**
  * Parse a listen address (`host:port`, `:port`, `tcp://host:port`, `[::1]:port`,
  * `unix:/path`) and return its canonical form; throws a message naming the address.
  */
 export declare function normalizeListenAddress(address: string): string
+
+/**
+ * Whether master `name` runs (its pid file is locked); with `clean`, remove the pid file
+ * and control socket a killed master left behind.
+ */
+export declare function probeMaster(runtimeDir: string, name: string, clean: boolean): MasterProbe
 
 /** `BATON_RUNTIME_DIR`, else `$XDG_RUNTIME_DIR/baton`, else `<tmpdir>/baton-<uid>`. */
 export declare function resolveRuntimeDir(batonRuntimeDir: string | undefined | null, xdgRuntimeDir: string | undefined | null, tmpdir: string, uid: number): string

@@ -137,16 +137,24 @@ export async function statusCommand(runtimeDir: string, name: string | undefined
   const names = name ? [name] : listMasters(runtimeDir)
   if (names.length === 0) throw new CommandError(`no baton master is running (runtime dir ${runtimeDir})`)
   const statuses: Status[] = []
+  const failures: string[] = []
   for (const n of names) {
     try {
       const answer = await request(runtimeDir, n, { cmd: 'status' })
       if (answer.status) statuses.push(answer.status)
     } catch (e) {
-      if (name || !(e instanceof NotRunningError)) throw e
+      if (name) throw e
+      // One master that does not answer must not hide the others.
+      if (!(e instanceof NotRunningError)) failures.push((e as Error).message)
     }
   }
-  if (statuses.length === 0) throw new CommandError(`no baton master is running (runtime dir ${runtimeDir})`)
-  if (json) io.out(JSON.stringify(name ? statuses[0] : statuses.length === 1 ? statuses[0] : statuses, null, 2))
-  else io.out(statuses.map((s) => formatStatus(s)).join('\n\n'))
-  return 0
+  if (statuses.length === 0 && failures.length === 0) {
+    throw new CommandError(`no baton master is running (runtime dir ${runtimeDir})`)
+  }
+  if (statuses.length > 0) {
+    if (json) io.out(JSON.stringify(name ? statuses[0] : statuses.length === 1 ? statuses[0] : statuses, null, 2))
+    else io.out(statuses.map((s) => formatStatus(s)).join('\n\n'))
+  }
+  for (const f of failures) io.err(`baton: ${f}`)
+  return failures.length > 0 ? 1 : 0
 }

@@ -1,11 +1,21 @@
 /**
  * Client side of the control socket (see crates/baton-core/src/control.rs): one JSON
- * request line, then progress events and one final answer line.
+ * request line, then progress events, heartbeats and one final answer line.
+ *
+ * Every request has a timeout: the master sends a line at least every second while a
+ * request waits (a heartbeat during a long reload), so a silence of
+ * {@link REQUEST_IDLE_TIMEOUT_MS} means it is not answering (stopped, wedged), and the
+ * error says which. A control socket that a killed master left behind is recognized by
+ * its unlocked pid file and removed.
  */
-import { readdirSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { join } from 'node:path'
+import { native } from './native.js'
 import type { ReloadReport, Status } from './types.js'
+
+/** Silence from the master (no answer, event or heartbeat) after which a request fails. */
+export const REQUEST_IDLE_TIMEOUT_MS = 3000
 
 /** A request the master understands. */
 export type ControlRequest = { cmd: 'status' } | { cmd: 'reload' } | { cmd: 'stop'; force: boolean }
@@ -21,9 +31,51 @@ export interface ControlAnswer {
 
 /** No master of that name is running. */
 export class NotRunningError extends Error {
-  constructor(name: string, runtimeDir: string) {
-    super(`no baton master named "${name}" is running (no control socket in ${runtimeDir})`)
+  constructor(name: string, runtimeDir: string, stalePid?: number) {
+    super(
+      stalePid === undefined
+        ? `no baton master named "${name}" is running (no control socket in ${runtimeDir})`
+        : `no baton master named "${name}" is running: pid ${stalePid} died without cleaning up; its stale control socket and pid file in ${runtimeDir} were removed`,
+    )
     this.name = 'NotRunningError'
+  }
+}
+
+/** The master did not answer in time. */
+export class MasterTimeoutError extends Error {
+  constructor(name: string, pid: number | undefined, cause: string) {
+    const who = pid === undefined ? `baton master "${name}"` : `baton master "${name}" (pid ${pid})`
+    super(`${who} did not answer within ${REQUEST_IDLE_TIMEOUT_MS / 1000} s: ${cause}`)
+    this.name = 'MasterTimeoutError'
+  }
+}
+
+/** Why a process does not answer, from its state in /proc (Linux; a guess elsewhere). */
+function silenceCause(pid: number | undefined): string {
+  if (pid === undefined) return 'it is not responding'
+  let state: string | undefined
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0]
+  } catch {
+    try {
+      process.kill(pid, 0)
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ESRCH') return 'the process is gone'
+    }
+  }
+  switch (state) {
+    case 'T':
+      return `it is stopped (SIGSTOP or job control); resume it with kill -CONT ${pid}`
+    case 't':
+      return 'it is stopped by a debugger (ptrace)'
+    case 'Z':
+    case 'X':
+      return 'it has exited'
+    case 'D':
+      return 'it is blocked in the kernel (uninterruptible I/O, e.g. a hung file system)'
+    default:
+      return 'it is running but its supervisor loop does not respond (wedged or overloaded)'
   }
 }
 
@@ -32,16 +84,22 @@ export function socketPath(runtimeDir: string, name: string): string {
   return join(runtimeDir, `${name}.sock`)
 }
 
-/** Names of the masters that have a control socket in `runtimeDir`. */
+/**
+ * Names of the masters running in `runtimeDir`: those with a control socket and a locked
+ * pid file. What killed masters left behind is removed on the way.
+ */
 export function listMasters(runtimeDir: string): string[] {
+  let files: string[]
   try {
-    return readdirSync(runtimeDir)
-      .filter((f) => f.endsWith('.sock'))
-      .map((f) => f.slice(0, -5))
-      .sort()
+    files = readdirSync(runtimeDir)
   } catch {
     return []
   }
+  return files
+    .filter((f) => f.endsWith('.sock'))
+    .map((f) => f.slice(0, -5))
+    .filter((name) => native().probeMaster(runtimeDir, name, true).state !== 'stale')
+    .sort()
 }
 
 /** Send one request; `onEvent` receives progress events; resolves with the final answer. */
@@ -54,13 +112,28 @@ export function request(
   return new Promise((resolve, reject) => {
     const socket = connect(socketPath(runtimeDir, name))
     let buffer = ''
-    let answered = false
+    let settled = false
+    const settle = (fn: () => void): void => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      fn()
+    }
+    const onSilence = (): void => {
+      socket.destroy()
+      const pid = native().probeMaster(runtimeDir, name, false).pid
+      settle(() => reject(new MasterTimeoutError(name, pid, silenceCause(pid))))
+    }
+    let timer = setTimeout(onSilence, REQUEST_IDLE_TIMEOUT_MS)
     socket.setEncoding('utf8')
     socket.on('connect', () => socket.write(`${JSON.stringify(req)}\n`))
     socket.on('data', (chunk: string) => {
+      if (settled) return
       buffer += chunk
       let nl: number
       while ((nl = buffer.indexOf('\n')) >= 0) {
+        clearTimeout(timer)
+        timer = setTimeout(onSilence, REQUEST_IDLE_TIMEOUT_MS)
         const line = buffer.slice(0, nl)
         buffer = buffer.slice(nl + 1)
         let msg: Record<string, unknown>
@@ -72,19 +145,25 @@ export function request(
         if ('event' in msg) {
           onEvent?.(msg.event as Record<string, unknown>)
         } else if ('ok' in msg) {
-          answered = true
-          resolve(msg as unknown as ControlAnswer)
+          settle(() => resolve(msg as unknown as ControlAnswer))
           socket.end()
+          return
         }
+        // anything else ({"heartbeat":true}) only says the master is alive
       }
     })
     socket.on('error', (err: NodeJS.ErrnoException) => {
-      if (answered) return
-      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') reject(new NotRunningError(name, runtimeDir))
-      else reject(new Error(`cannot talk to baton master "${name}": ${err.message}`))
+      if (settled) return
+      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') {
+        // Nobody listens: a master that is gone. Clean what it left, if it left anything.
+        const probe = native().probeMaster(runtimeDir, name, true)
+        settle(() => reject(new NotRunningError(name, runtimeDir, probe.cleaned ? probe.pid ?? undefined : undefined)))
+      } else {
+        settle(() => reject(new Error(`cannot talk to baton master "${name}": ${err.message}`)))
+      }
     })
     socket.on('close', () => {
-      if (!answered) reject(new Error(`baton master "${name}" closed the control connection without answering`))
+      settle(() => reject(new Error(`baton master "${name}" closed the control connection without answering`)))
     })
   })
 }

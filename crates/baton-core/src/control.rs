@@ -11,8 +11,76 @@
 //! ```
 //!
 //! A failed reload answers `{"ok":false,"error":"...","report":{...}}`.
+//!
+//! While a request waits (a reload, a stop), the master sends `{"heartbeat":true}` every
+//! [`HEARTBEAT_INTERVAL`], so a client can tell a long reload from a master that stopped
+//! answering (SIGSTOP, a wedged host) and give up after a few missed beats.
+//!
+//! Limits, enforced as bytes arrive: a request line is at most [`MAX_REQUEST_BYTES`]; a
+//! client that has not sent a whole line within [`REQUEST_TIMEOUT`] is dropped; at most
+//! [`MAX_CLIENTS`] connections are open at once; a client that does not read its answers
+//! is dropped once [`MAX_PENDING_OUTPUT`] bytes wait for it.
+
+use std::time::Duration;
 
 use serde_json::{json, Value};
+
+/// Longest request line accepted, newline included.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Time a client has to send its request line after connecting.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Open control connections at most; more are answered with an error and closed.
+pub const MAX_CLIENTS: usize = 64;
+/// Bytes queued for a client that does not read before it is dropped.
+pub const MAX_PENDING_OUTPUT: usize = 1024 * 1024;
+/// Interval of the `{"heartbeat":true}` lines sent to clients waiting for an answer.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The heartbeat line.
+pub const HEARTBEAT_LINE: &str = "{\"heartbeat\":true}\n";
+
+/// Collects the bytes of one request line, enforcing [`MAX_REQUEST_BYTES`] as they come.
+#[derive(Debug, Default)]
+pub struct RequestBuffer {
+    buf: Vec<u8>,
+}
+
+/// What a [`RequestBuffer`] holds after some bytes arrived.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Framed {
+    /// No newline yet, and still within the limit.
+    Partial,
+    /// The request line (without its newline). Bytes after it are ignored: one request per
+    /// connection.
+    Line(String),
+    /// The limit was passed before a newline came.
+    TooLong,
+}
+
+impl RequestBuffer {
+    /// Add bytes; at most `MAX_REQUEST_BYTES` are ever held.
+    pub fn push(&mut self, bytes: &[u8]) -> Framed {
+        let room = MAX_REQUEST_BYTES - self.buf.len();
+        let take = &bytes[..bytes.len().min(room)];
+        if let Some(pos) = take.iter().position(|b| *b == b'\n') {
+            self.buf.extend_from_slice(&take[..pos]);
+            let line = String::from_utf8_lossy(&self.buf).into_owned();
+            self.buf.clear();
+            return Framed::Line(line);
+        }
+        self.buf.extend_from_slice(take);
+        if self.buf.len() >= MAX_REQUEST_BYTES {
+            Framed::TooLong
+        } else {
+            Framed::Partial
+        }
+    }
+}
+
+/// The error answer for a request line over the limit.
+pub fn too_long_message() -> String {
+    format!("control request longer than {MAX_REQUEST_BYTES} bytes: send one JSON line")
+}
 
 /// A parsed client request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +146,52 @@ mod tests {
             .contains("dance"));
         assert!(parse_request("nope").unwrap_err().contains("JSON"));
         assert!(parse_request("{}").unwrap_err().contains("cmd"));
+    }
+
+    #[test]
+    fn a_request_split_across_reads_is_joined() {
+        let mut b = RequestBuffer::default();
+        assert_eq!(b.push(b"{\"cmd\":"), Framed::Partial);
+        assert_eq!(b.push(b"\"status\"}"), Framed::Partial);
+        assert_eq!(
+            b.push(b"\n"),
+            Framed::Line("{\"cmd\":\"status\"}".to_string())
+        );
+    }
+
+    #[test]
+    fn the_first_of_several_lines_is_the_request() {
+        let mut b = RequestBuffer::default();
+        assert_eq!(
+            b.push(b"{\"cmd\":\"status\"}\n{\"cmd\":\"stop\"}\n"),
+            Framed::Line("{\"cmd\":\"status\"}".to_string())
+        );
+    }
+
+    #[test]
+    fn an_oversized_line_is_refused_without_holding_more_than_the_limit() {
+        let mut b = RequestBuffer::default();
+        let chunk = vec![b'x'; 40 * 1024];
+        assert_eq!(b.push(&chunk), Framed::Partial);
+        assert_eq!(b.push(&chunk), Framed::TooLong);
+        assert!(b.buf.len() <= MAX_REQUEST_BYTES);
+        // A newline beyond the limit does not rescue it.
+        let mut b = RequestBuffer::default();
+        let mut long = vec![b'x'; MAX_REQUEST_BYTES];
+        long.push(b'\n');
+        assert_eq!(b.push(&long), Framed::TooLong);
+        // Exactly at the limit, newline included, is accepted.
+        let mut b = RequestBuffer::default();
+        let mut fits = vec![b'x'; MAX_REQUEST_BYTES - 1];
+        fits.push(b'\n');
+        assert!(matches!(b.push(&fits), Framed::Line(l) if l.len() == MAX_REQUEST_BYTES - 1));
+    }
+
+    #[test]
+    fn the_heartbeat_is_one_json_line_without_ok_or_event() {
+        let v: Value = serde_json::from_str(HEARTBEAT_LINE.trim_end()).unwrap();
+        assert!(HEARTBEAT_LINE.ends_with('\n'));
+        assert!(v.get("ok").is_none() && v.get("event").is_none());
     }
 
     #[test]

@@ -387,6 +387,60 @@ pub fn is_locked(dir: &Path, name: &str) -> bool {
     )
 }
 
+/// What the runtime dir says about master `name` (see [`probe_master`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MasterProbe {
+    /// A live master holds the pid-file lock.
+    Running { pid: Option<i32> },
+    /// The pid file exists but nobody holds its lock: the master was killed (kill -9, a
+    /// crash) and left its pid file and control socket behind. `cleaned`: both were
+    /// removed by this probe.
+    Stale { pid: Option<i32>, cleaned: bool },
+    /// No pid file: no master of that name.
+    Absent,
+}
+
+/// Whether master `name` is running; with `clean`, remove what a dead master left
+/// behind. Cleaning holds the pid file's lock while it removes the control socket and
+/// then the pid file, so a master starting at that moment cannot lose its fresh socket
+/// (it fails to take the lock instead, as with any other running master).
+pub fn probe_master(dir: &Path, name: &str, clean: bool) -> MasterProbe {
+    let path = pid_path(dir, name);
+    let mut file = match File::open(&path) {
+        Ok(f) => f,
+        Err(_) => return MasterProbe::Absent,
+    };
+    let mut text = String::new();
+    let _ = file.read_to_string(&mut text);
+    let pid = parse_pid(&text);
+    let op = if clean { libc::LOCK_EX } else { libc::LOCK_SH };
+    match flock(&file, op | libc::LOCK_NB) {
+        Ok(LockResult::WouldBlock) => MasterProbe::Running { pid },
+        Err(_) => MasterProbe::Running { pid }, // cannot tell: do not touch it
+        Ok(LockResult::Locked) if !clean => MasterProbe::Stale {
+            pid,
+            cleaned: false,
+        },
+        Ok(LockResult::Locked) => {
+            // Only if the file we locked is still the one at the path.
+            let same = match (file.metadata(), std::fs::metadata(&path)) {
+                (Ok(ours), Ok(now)) => ours.dev() == now.dev() && ours.ino() == now.ino(),
+                _ => false,
+            };
+            if !same {
+                return MasterProbe::Absent;
+            }
+            let sock = socket_path(dir, name);
+            let sock_gone = match std::fs::remove_file(&sock) {
+                Ok(()) => true,
+                Err(e) => e.kind() == io::ErrorKind::NotFound,
+            };
+            let cleaned = sock_gone && std::fs::remove_file(&path).is_ok();
+            MasterProbe::Stale { pid, cleaned }
+        }
+    }
+}
+
 /// Binds the control socket at `path` and makes it mode 0600.
 ///
 /// The caller holds the pid-file lock, so any file already at `path` is stale and is
@@ -556,6 +610,43 @@ mod tests {
         );
         assert!(validate_name("a b").is_err());
         assert!(validate_name("é").is_err());
+    }
+
+    #[test]
+    fn a_dead_masters_files_are_stale_and_cleaned_but_a_live_ones_are_not() {
+        let t = TempDir::new();
+        assert_eq!(probe_master(&t.0, "web", true), MasterProbe::Absent);
+        let live = PidFile::acquire(&t.0, "web").unwrap();
+        let sock = socket_path(&t.0, "web");
+        std::fs::write(&sock, "").unwrap();
+        let me = Some(std::process::id() as i32);
+        assert_eq!(
+            probe_master(&t.0, "web", true),
+            MasterProbe::Running { pid: me }
+        );
+        assert!(sock.exists() && live.path().exists());
+        // What kill -9 leaves: the files, no lock.
+        std::mem::forget(live);
+        std::fs::write(pid_path(&t.0, "stale"), "4242\n").unwrap();
+        std::fs::write(socket_path(&t.0, "stale"), "").unwrap();
+        assert_eq!(
+            probe_master(&t.0, "stale", false),
+            MasterProbe::Stale {
+                pid: Some(4242),
+                cleaned: false
+            }
+        );
+        assert!(socket_path(&t.0, "stale").exists());
+        assert_eq!(
+            probe_master(&t.0, "stale", true),
+            MasterProbe::Stale {
+                pid: Some(4242),
+                cleaned: true
+            }
+        );
+        assert!(!socket_path(&t.0, "stale").exists());
+        assert!(!pid_path(&t.0, "stale").exists());
+        assert_eq!(probe_master(&t.0, "stale", true), MasterProbe::Absent);
     }
 
     #[test]

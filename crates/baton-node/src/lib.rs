@@ -7,7 +7,8 @@
 //! - [`fleet_options`]: `BindingFleetOptions` → `baton_core::config::FleetConfig`
 //! - [`supervisor`]: `NativeSupervisor`, a running fleet
 //! - [`listen_address`]: `normalizeListenAddress`, the address parser for option validation
-//! - [`runtime_dir`]: `resolveRuntimeDir`, where control sockets live
+//! - [`runtime_dir`]: `resolveRuntimeDir`, where control sockets live, and `probeMaster`,
+//!   whether a master runs (stale files of a killed master are cleaned)
 #![deny(clippy::all)]
 
 pub mod fleet_options;

@@ -22,3 +22,48 @@ pub fn resolve_runtime_dir(
     .display()
     .to_string()
 }
+
+/// What the runtime dir says about a master (`probeMaster`).
+#[napi(string_enum = "lowercase")]
+pub enum MasterState {
+    /// A live master holds its pid-file lock.
+    Running,
+    /// A dead master's pid file (and maybe control socket) is left behind.
+    Stale,
+    /// No master of that name.
+    Absent,
+}
+
+/// The answer of `probeMaster`.
+#[napi(object)]
+pub struct MasterProbe {
+    pub state: MasterState,
+    /// The pid in the pid file, if any.
+    pub pid: Option<i32>,
+    /// A stale master's pid file and control socket were removed.
+    pub cleaned: bool,
+}
+
+/// Whether master `name` runs (its pid file is locked); with `clean`, remove the pid file
+/// and control socket a killed master left behind.
+#[napi]
+pub fn probe_master(runtime_dir: String, name: String, clean: bool) -> MasterProbe {
+    use baton_core::runtime_dir::MasterProbe as Core;
+    match baton_core::runtime_dir::probe_master(Path::new(&runtime_dir), &name, clean) {
+        Core::Running { pid } => MasterProbe {
+            state: MasterState::Running,
+            pid,
+            cleaned: false,
+        },
+        Core::Stale { pid, cleaned } => MasterProbe {
+            state: MasterState::Stale,
+            pid,
+            cleaned,
+        },
+        Core::Absent => MasterProbe {
+            state: MasterState::Absent,
+            pid: None,
+            cleaned: false,
+        },
+    }
+}

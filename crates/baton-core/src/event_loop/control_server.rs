@@ -1,10 +1,16 @@
-//! The control socket: the `baton` CLI's requests and replies.
+//! The control socket: the `baton` CLI's requests and replies, with the limits and
+//! heartbeats of `control.rs` (request size and time, client count, unread output).
 
 use super::*;
+use crate::control::{Framed, RequestBuffer};
 
 pub(super) struct Client {
     pub(super) stream: UnixStream,
-    pub(super) inbuf: Vec<u8>,
+    pub(super) inbuf: RequestBuffer,
+    /// When it connected; it has [`control::REQUEST_TIMEOUT`] to send its request.
+    pub(super) accepted_at: Instant,
+    /// Its request line arrived (it is not read from again).
+    pub(super) requested: bool,
     pub(super) outbuf: Vec<u8>,
     /// Reload ticket this client waits for.
     pub(super) ticket: Option<Ticket>,
@@ -28,6 +34,15 @@ impl LoopState {
                         Ok(uid) if uid == self.uid || uid == 0 => {}
                         _ => continue, // another user: drop the connection unanswered
                     }
+                    if self.clients.len() >= control::MAX_CLIENTS {
+                        // Best effort: the socket buffer of a new connection has room.
+                        let message = format!(
+                            "too many control connections ({} open): try again",
+                            control::MAX_CLIENTS
+                        );
+                        let _ = stream.write(control::error_line(&message).as_bytes());
+                        continue;
+                    }
                     let id = self.next_token;
                     self.next_token += 1;
                     let token = Token(id);
@@ -44,7 +59,9 @@ impl LoopState {
                         id,
                         Client {
                             stream,
-                            inbuf: Vec::new(),
+                            inbuf: RequestBuffer::default(),
+                            accepted_at: Instant::now(),
+                            requested: false,
                             outbuf: Vec::new(),
                             ticket: None,
                             closing: false,
@@ -63,14 +80,29 @@ impl LoopState {
         let mut request = None;
         let mut gone = false;
         if let Some(c) = self.clients.get_mut(&id) {
-            let mut buf = [0u8; 1024];
-            loop {
+            let mut buf = [0u8; 4096];
+            // Bounded, so a client that floods after its request cannot hold the loop; the
+            // poller reports it again when more arrives.
+            for _ in 0..64 {
                 match c.stream.read(&mut buf) {
                     Ok(0) => {
                         gone = true;
                         break;
                     }
-                    Ok(n) => c.inbuf.extend_from_slice(&buf[..n]),
+                    // One request per connection: later bytes are read and ignored.
+                    Ok(_) if c.requested => {}
+                    Ok(n) => match c.inbuf.push(&buf[..n]) {
+                        Framed::Partial => {}
+                        Framed::Line(line) => {
+                            c.requested = true;
+                            request = Some(Ok(line));
+                        }
+                        Framed::TooLong => {
+                            c.requested = true;
+                            request = Some(Err(control::too_long_message()));
+                            break;
+                        }
+                    },
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(_) => {
@@ -79,18 +111,87 @@ impl LoopState {
                     }
                 }
             }
-            if let Some(pos) = c.inbuf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = c.inbuf.drain(..=pos).collect();
-                request = Some(String::from_utf8_lossy(&line).into_owned());
-            } else if c.inbuf.len() > 64 * 1024 {
-                request = Some(String::new());
+        }
+        match request {
+            Some(Ok(line)) => self.on_request(id, &line),
+            Some(Err(message)) => self.refuse(id, &message),
+            None if gone => self.drop_client(id),
+            None => {}
+        }
+    }
+
+    /// Answer with an error line and close.
+    fn refuse(&mut self, id: usize, message: &str) {
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.outbuf
+                .extend_from_slice(control::error_line(message).as_bytes());
+            c.closing = true;
+        }
+        self.flush_client(id);
+    }
+
+    /// The loop's periodic control work: drop clients that did not send a request in
+    /// time, send heartbeats to the ones waiting for an answer, and fail reloads the host
+    /// never prepared. Returns how long until it is due again (while any client is open).
+    pub(super) fn control_tick(&mut self, now: Instant) -> Option<Duration> {
+        let late: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| {
+                !c.requested && now.duration_since(c.accepted_at) >= control::REQUEST_TIMEOUT
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            let message = format!(
+                "no request within {} s: send one JSON line",
+                control::REQUEST_TIMEOUT.as_secs()
+            );
+            self.refuse(id, &message);
+        }
+        let expired: Vec<Ticket> = self
+            .host_pending
+            .iter()
+            .filter(|(_, at)| now.duration_since(**at) >= HOST_PREPARE_TIMEOUT)
+            .map(|(t, _)| *t)
+            .collect();
+        for ticket in expired {
+            self.host_pending.remove(&ticket);
+            self.host_expired.insert(ticket);
+            let message = format!(
+                "the master's JavaScript did not prepare the reload within {} s (is its event loop blocked?); nothing was replaced",
+                HOST_PREPARE_TIMEOUT.as_secs()
+            );
+            self.fail_ticket(ticket, &message);
+        }
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = now + control::HEARTBEAT_INTERVAL;
+            let waiting: Vec<usize> = self
+                .clients
+                .iter()
+                .filter(|(_, c)| c.requested && !c.closing)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in waiting {
+                if let Some(c) = self.clients.get_mut(&id) {
+                    c.outbuf
+                        .extend_from_slice(control::HEARTBEAT_LINE.as_bytes());
+                }
+                self.flush_client(id);
             }
         }
-        if let Some(line) = request {
-            self.on_request(id, &line);
-        } else if gone {
-            self.drop_client(id);
+        if self.clients.is_empty() && self.host_pending.is_empty() {
+            return None;
         }
+        let mut wait = self.next_heartbeat.saturating_duration_since(now);
+        for c in self.clients.values().filter(|c| !c.requested) {
+            let due = (c.accepted_at + control::REQUEST_TIMEOUT).saturating_duration_since(now);
+            wait = wait.min(due);
+        }
+        for at in self.host_pending.values() {
+            wait = wait.min((*at + HOST_PREPARE_TIMEOUT).saturating_duration_since(now));
+        }
+        Some(wait)
     }
 
     pub(super) fn on_request(&mut self, id: usize, line: &str) {
@@ -114,6 +215,7 @@ impl LoopState {
                 }
                 if self.config.host_prepares_reloads {
                     // The host re-reads its config first, then answers with reload_ticket.
+                    self.host_pending.insert(ticket, Instant::now());
                     (self.sink)(json!({ "type": "reload:requested", "ticket": ticket }));
                 } else {
                     self.fleet.handle(Instant::now(), Input::Reload { ticket });
@@ -162,6 +264,9 @@ impl LoopState {
             }
             if c.outbuf.is_empty() && c.closing {
                 done = true;
+            }
+            if c.outbuf.len() > control::MAX_PENDING_OUTPUT {
+                done = true; // it does not read what it asked for
             }
             if need_writable && !c.writable_registered {
                 c.writable_registered = true;

@@ -272,6 +272,9 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
         pending_changes: Vec::new(),
         changes_by_ticket: HashMap::new(),
         last_changes: (0, Vec::new()),
+        host_pending: HashMap::new(),
+        host_expired: HashSet::new(),
+        next_heartbeat: Instant::now(),
     };
     let mut control = state.control.take();
     if let Some(c) = control.as_mut() {
@@ -307,6 +310,8 @@ const WAKER: Token = Token(0);
 const CONTROL: Token = Token(1);
 const FIRST_DYNAMIC: usize = 2;
 const STDERR_TAIL_BYTES: usize = 4096;
+/// Time the host has to prepare a control-socket reload (re-read its config file).
+const HOST_PREPARE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy)]
 enum Source {
@@ -359,6 +364,13 @@ struct LoopState {
     changes_by_ticket: HashMap<Ticket, Vec<Change>>,
     /// The changes of the last reported reload, by its generation (for status).
     last_changes: (u32, Vec<Change>),
+    /// Control-socket reloads handed to the host to prepare (`reload:requested`), since.
+    host_pending: HashMap<Ticket, Instant>,
+    /// Tickets failed because the host did not prepare them in time (a late answer is
+    /// ignored).
+    host_expired: HashSet<Ticket>,
+    /// When the next heartbeat goes to the control clients waiting for an answer.
+    next_heartbeat: Instant,
 }
 
 impl LoopState {
@@ -366,11 +378,15 @@ impl LoopState {
         let mut events = Events::with_capacity(256);
         self.fleet.handle(Instant::now(), Input::Start);
         self.drive();
+        let mut control_due: Option<Duration> = None;
         while !self.fleet.is_stopped() {
             let mut timeout = self
                 .fleet
                 .poll_timeout()
                 .map(|t| t.saturating_duration_since(Instant::now()));
+            if let Some(wait) = control_due {
+                timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
+            }
             if self.rescue_waiting() {
                 timeout = Some(timeout.map_or(RESCUE_RETRY, |t| t.min(RESCUE_RETRY)));
             }
@@ -426,6 +442,7 @@ impl LoopState {
             }
             self.fleet.handle_timeout(Instant::now());
             self.drive();
+            control_due = self.control_tick(Instant::now());
         }
         self.shutdown();
     }
@@ -473,6 +490,10 @@ impl LoopState {
         let now = Instant::now();
         match msg {
             Msg::Command(Command::Reload(ticket)) => {
+                self.host_pending.remove(&ticket);
+                if self.host_expired.remove(&ticket) {
+                    return; // already answered as failed: the host took too long
+                }
                 let changes = std::mem::take(&mut self.pending_changes);
                 if !changes.is_empty() {
                     self.changes_by_ticket.insert(ticket, changes);
@@ -484,7 +505,10 @@ impl LoopState {
                 let _ = reply.send(public_json::changes(&found));
             }
             Msg::Command(Command::FailReload(ticket, message)) => {
-                self.fail_ticket(ticket, &message)
+                self.host_pending.remove(&ticket);
+                if !self.host_expired.remove(&ticket) {
+                    self.fail_ticket(ticket, &message)
+                }
             }
             Msg::Command(Command::Stop { force }) => self.stop_fleet(force),
             Msg::Command(Command::Status(reply)) => {
