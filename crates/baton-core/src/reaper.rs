@@ -10,8 +10,9 @@
 //! - libuv reaps only the children it spawned (`child_process` in the master), with
 //!   `waitpid(pid, WNOHANG)` from its `SIGCHLD` handler; a child stolen from it never
 //!   reports its exit, and its handle keeps Node's loop alive forever;
-//! - every baton worker has a waiter thread blocked in `waitpid(pid)` on that pid
-//!   (`spawn::wait_exit`), which must get the worker's status.
+//! - every baton worker has a waiter thread blocked in `waitid(WNOWAIT)` on that pid
+//!   (`spawn::wait_exited`), after which the supervision loop reaps it with
+//!   `spawn::wait_exit` and must get the worker's status.
 //!
 //! So the reaper is one thread, started by the first [`start`] of the process, only when
 //! the process is PID 1 or a subreaper (Linux), that every [`SCAN_INTERVAL`]:

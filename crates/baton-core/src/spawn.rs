@@ -138,6 +138,40 @@ pub fn send_signal(pid: i32, sig: Signal) -> io::Result<()> {
     }
 }
 
+/// Blocks until the process `pid` (a child of this process) has exited, WITHOUT reaping
+/// it (`waitid(WNOWAIT)`): it stays a zombie, so its pid cannot be recycled and a signal
+/// sent to it meanwhile reaches nobody else. The supervision loop, told of the exit, reaps
+/// it with [`wait_exit`] (which then returns at once) and sends it nothing after that.
+pub fn wait_exited(pid: i32) -> io::Result<()> {
+    if pid <= 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing to wait for pid {pid}: only a single positive pid is allowed"),
+        ));
+    }
+    loop {
+        // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is valid and writable for the duration of the call; P_PID with a
+        // positive pid waits for that one child only.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
+}
+
 /// Blocks until the process `pid` (a child of this process) exits and reaps it.
 ///
 /// Waits on exactly that pid (never `waitpid(-1)`, which would steal libuv's children;
@@ -1040,6 +1074,25 @@ mod tests {
         assert_eq!(
             wait_exit(child.pid).unwrap(),
             ExitStatus::Signal(libc::SIGSEGV)
+        );
+    }
+
+    #[test]
+    fn wait_exited_leaves_a_zombie_until_reaped() {
+        let child = spawn(&sh("exit 7")).unwrap();
+        wait_exited(child.pid).unwrap();
+        // Still ours and unrecyclable: a zombie that kill(pid, 0) reaches.
+        assert!(send_signal(child.pid, Signal::Term).is_ok());
+        #[cfg(target_os = "linux")]
+        {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.pid)).unwrap();
+            let state = stat[stat.rfind(')').unwrap() + 2..].chars().next();
+            assert_eq!(state, Some('Z'));
+        }
+        assert_eq!(wait_exit(child.pid).unwrap(), ExitStatus::Code(7));
+        assert!(
+            send_signal(child.pid, Signal::Term).is_err(),
+            "reaped: gone"
         );
     }
 

@@ -5,8 +5,9 @@
 //! address and the control socket. Then the loop thread starts the fleet and, until the
 //! fleet has stopped, waits on one `mio::Poll` for:
 //! - commands from the host (reload, stop, status) and child exits, through a channel and
-//!   a `Waker` (each worker has a small waiter thread blocked in `waitpid` on its own pid,
-//!   so we never own `SIGCHLD` nor reap anyone else's children);
+//!   a `Waker` (each worker has a small waiter thread blocked in `waitid(WNOWAIT)` on its
+//!   own pid, so we never own `SIGCHLD` nor reap anyone else's children; the loop reaps
+//!   the zombie when it handles the exit, so no signal can reach a recycled pid);
 //! - each worker's control channel (`ready` messages) and stderr pipe (relayed to our
 //!   stderr, the tail kept for failure reports);
 //! - the control socket (the `baton` CLI);
@@ -103,9 +104,11 @@ enum Command {
 
 enum Msg {
     Command(Command),
+    /// A worker exited; it is a zombie until the loop reaps it (`status` is the wait).
     Exited {
         key: WorkerKey,
-        status: io::Result<ExitStatus>,
+        pid: i32,
+        status: io::Result<()>,
     },
 }
 
@@ -514,8 +517,8 @@ impl LoopState {
             Msg::Command(Command::Status(reply)) => {
                 let _ = reply.send(self.status_json());
             }
-            Msg::Exited { key, status } => {
-                let status = match status {
+            Msg::Exited { key, pid, status } => {
+                let status = match status.and_then(|()| spawn::wait_exit(pid)) {
                     Ok(s) => s,
                     Err(e) => {
                         self.log(&format!("waiting for worker {key} failed: {e}"));

@@ -74,8 +74,10 @@ impl LoopState {
                     .name(format!("baton-wait-{pid}"))
                     .stack_size(64 * 1024)
                     .spawn(move || {
-                        let status = spawn::wait_exit(pid);
-                        let _ = tx.send(Msg::Exited { key, status });
+                        // Not reaped here: the loop reaps it when it handles the exit, so
+                        // until then the pid cannot be recycled under a pending signal.
+                        let status = spawn::wait_exited(pid);
+                        let _ = tx.send(Msg::Exited { key, pid, status });
                         let _ = waker.wake();
                     });
                 if let Err(e) = waiter {
