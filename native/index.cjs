@@ -836,6 +836,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeSupervisor = nativeBinding.NativeSupervisor
+module.exports.launchSupervisor = nativeBinding.launchSupervisor
 module.exports.MasterState = nativeBinding.MasterState
 module.exports.normalizeListenAddress = nativeBinding.normalizeListenAddress
 module.exports.probeMaster = nativeBinding.probeMaster

@@ -11,11 +11,6 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 
 /** A running fleet in this process (the master). */
 export declare class NativeSupervisor {
-  /**
-   * Bind every socket, take the pid-file lock and start the workers. Throws (nothing
-   * spawned, nothing left behind) when a socket, the runtime dir or the name is unusable.
-   */
-  static launch(options: BindingFleetOptions, onEvent: (json: string) => void): NativeSupervisor
   /** Request a reload; returns the ticket named by the `reload:done` / `reload:failed` event. */
   reload(): number
   /** Run the reload announced by a `reload:requested` event, once the host prepared it. */
@@ -30,7 +25,7 @@ export declare class NativeSupervisor {
   reconfigure(options: BindingFleetOptions): string
   /** Request a graceful stop, or an immediate one with `force`. */
   stop(force: boolean): void
-  /** The status as a JSON string (design §7 contract). */
+  /** The status as a JSON string (design §7 contract); never waits for the loop thread. */
   status(): string
   /** The bound listen addresses. */
   bound(): Array<BindingBoundAddress>
@@ -110,6 +105,13 @@ export interface BindingGroupOptions {
   /** `shared` (one socket per address) or `reuseport` (one per address and slot, Linux). */
   balance: string
 }
+
+/**
+ * Bind every socket, take the pid-file lock and start the workers, off the JavaScript
+ * thread. Invalid options throw at once; a socket, runtime dir or name that is unusable
+ * rejects the promise (nothing spawned, nothing left behind).
+ */
+export declare function launchSupervisor(options: BindingFleetOptions, onEvent: (json: string) => void): Promise<NativeSupervisor>
 
 /** The answer of `probeMaster`. */
 export interface MasterProbe {

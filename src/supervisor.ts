@@ -95,6 +95,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   readonly #healthAddress: string | undefined
   #health: HealthServer | undefined
   #launching = false
+  /** Settles when the native launch has (or has not) produced `#native`. */
+  #launchSettled: Promise<void> | undefined
 
   constructor(options: SupervisorOptions = {}) {
     super()
@@ -169,19 +171,46 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   #launch(launchOptions: BindingFleetOptions): Promise<void> {
     this.#stopped = new Promise((resolve) => (this.#resolveStopped = resolve))
     const ready = new Promise<void>((resolve, reject) => (this.#starting = { resolve, reject }))
-    try {
-      this.#native = native().NativeSupervisor.launch(launchOptions, (json: string) => this.#onNativeEvent(json))
-    } catch (e) {
-      this.#starting = undefined
-      this.#closeHealth().then(() => this.#resolveStopped?.())
-      return Promise.reject(new StartError((e as Error).message))
+    // Binding (and resolving host names) runs off this thread. Events that come before the
+    // native handle are held, then handled in order once `#native` is set.
+    const early: string[] = []
+    let launched = false
+    const onEvent = (json: string): void => {
+      if (launched) this.#onNativeEvent(json)
+      else early.push(json)
     }
-    if (this.#options.handleSignals !== false) this.#installSignals()
-    return ready
+    this.#launching = true
+    let pending: Promise<NativeSupervisor>
+    try {
+      pending = native().launchSupervisor(launchOptions, onEvent)
+    } catch (e) {
+      pending = Promise.reject(e)
+    }
+    this.#launchSettled = pending.then(
+      () => undefined,
+      () => undefined,
+    )
+    return pending.then(
+      (nat) => {
+        this.#launching = false
+        this.#native = nat
+        if (this.#options.handleSignals !== false) this.#installSignals()
+        launched = true
+        for (const json of early.splice(0)) this.#onNativeEvent(json)
+        return ready
+      },
+      (e: Error) => {
+        this.#launching = false
+        this.#starting = undefined
+        this.#closeHealth().then(() => this.#resolveStopped?.())
+        throw new StartError(e.message)
+      },
+    )
   }
 
   /** Stop every worker gracefully (or at once with `force`); resolves when all have exited and the sockets are closed. */
   async stop(options: { force?: boolean } = {}): Promise<void> {
+    await this.#launchSettled // a launch in progress gets its native handle first
     if (!this.#native) return
     try {
       this.#native.stop(options.force === true)

@@ -3,8 +3,9 @@
 
 use baton_core::config::FleetConfig;
 use baton_core::event_loop::{self, Handle};
+use napi::bindgen_prelude::AsyncTask;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::{Error, Result, Status};
+use napi::{Env, Error, Result, Status, Task};
 use napi_derive::napi;
 
 use crate::fleet_options::BindingFleetOptions;
@@ -42,26 +43,51 @@ fn failure(message: String) -> Error {
     Error::new(Status::GenericFailure, message)
 }
 
-#[napi]
-impl NativeSupervisor {
-    /// Bind every socket, take the pid-file lock and start the workers. Throws (nothing
-    /// spawned, nothing left behind) when a socket, the runtime dir or the name is unusable.
-    #[napi(
-        factory,
-        ts_args_type = "options: BindingFleetOptions, onEvent: (json: string) => void"
-    )]
-    pub fn launch(
-        options: BindingFleetOptions,
-        on_event: EventCallback,
-    ) -> Result<NativeSupervisor> {
-        let config = FleetConfig::try_from(options)?;
+/// The work of `launchSupervisor`, run on a libuv worker thread: binding listen
+/// addresses may resolve host names, which must not block the JavaScript thread.
+pub struct LaunchTask {
+    job: Option<(FleetConfig, EventCallback)>,
+}
+
+impl Task for LaunchTask {
+    type Output = Handle;
+    type JsValue = NativeSupervisor;
+
+    fn compute(&mut self) -> Result<Handle> {
+        let (config, on_event) = self
+            .job
+            .take()
+            .ok_or_else(|| failure("this launch already ran".to_string()))?;
         let sink = Box::new(move |value: baton_core::public_json::Value| {
             on_event.call(value.to_string(), ThreadsafeFunctionCallMode::NonBlocking);
         });
-        let handle = event_loop::launch(config, sink).map_err(|e| failure(e.message))?;
-        Ok(NativeSupervisor { handle })
+        event_loop::launch(config, sink).map_err(|e| failure(e.message))
     }
 
+    fn resolve(&mut self, _env: Env, handle: Handle) -> Result<NativeSupervisor> {
+        Ok(NativeSupervisor { handle })
+    }
+}
+
+/// Bind every socket, take the pid-file lock and start the workers, off the JavaScript
+/// thread. Invalid options throw at once; a socket, runtime dir or name that is unusable
+/// rejects the promise (nothing spawned, nothing left behind).
+#[napi(
+    ts_args_type = "options: BindingFleetOptions, onEvent: (json: string) => void",
+    ts_return_type = "Promise<NativeSupervisor>"
+)]
+pub fn launch_supervisor(
+    options: BindingFleetOptions,
+    on_event: EventCallback,
+) -> Result<AsyncTask<LaunchTask>> {
+    let config = FleetConfig::try_from(options)?;
+    Ok(AsyncTask::new(LaunchTask {
+        job: Some((config, on_event)),
+    }))
+}
+
+#[napi]
+impl NativeSupervisor {
     /// Request a reload; returns the ticket named by the `reload:done` / `reload:failed` event.
     #[napi]
     pub fn reload(&self) -> Result<i64> {
@@ -102,7 +128,7 @@ impl NativeSupervisor {
         self.handle.stop(force).map_err(failure)
     }
 
-    /// The status as a JSON string (design §7 contract).
+    /// The status as a JSON string (design §7 contract); never waits for the loop thread.
     #[napi]
     pub fn status(&self) -> Result<String> {
         self.handle.status().map(|v| v.to_string()).map_err(failure)

@@ -113,10 +113,26 @@ impl LoopState {
             }
         }
         match request {
+            // The client left before we read its request (it timed out while the master
+            // was stopped, say): it gets no answer, so nothing is done on its behalf. A
+            // client that only shut down its writing side (`nc -U`) is still answered.
+            Some(_) if gone && !self.still_listening(id) => self.drop_client(id),
             Some(Ok(line)) => self.on_request(id, &line),
             Some(Err(message)) => self.refuse(id, &message),
             None if gone => self.drop_client(id),
             None => {}
+        }
+    }
+
+    /// Whether a client whose read side ended can still receive: a heartbeat line is
+    /// written; a peer that closed completely makes it fail (EPIPE).
+    fn still_listening(&mut self, id: usize) -> bool {
+        match self.clients.get_mut(&id) {
+            Some(c) => c
+                .stream
+                .write(control::HEARTBEAT_LINE.as_bytes())
+                .is_ok_and(|n| n > 0),
+            None => false,
         }
     }
 

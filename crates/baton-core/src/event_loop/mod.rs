@@ -39,13 +39,14 @@ use control_server::Client;
 use steering::{Rescue, SlotSocket, Straggler, Watched, RESCUE_RETRY};
 use workers::{BorrowedStream, WorkerIo};
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -121,7 +122,12 @@ pub struct Handle {
     pub bound: Vec<(String, String, String)>,
     /// Path of the control socket.
     pub control_path: PathBuf,
+    /// The latest status, published by the loop (see [`Handle::status`]).
+    status_cache: StatusCache,
 }
+
+/// The status JSON as last published by the loop thread (without `rssBytes`).
+type StatusCache = Arc<Mutex<Option<Value>>>;
 
 impl Handle {
     fn send(&self, cmd: Command) -> Result<(), String> {
@@ -169,12 +175,29 @@ impl Handle {
         self.send(Command::Stop { force })
     }
 
-    /// The current status JSON.
+    /// The current status JSON, without waiting for the loop thread: the loop publishes
+    /// it whenever something changed (before each event it emits, so an event handler
+    /// sees the status that event describes), and `rssBytes` is read here, fresh.
     pub fn status(&self) -> Result<Value, String> {
-        let (tx, rx) = mpsc::channel();
-        self.send(Command::Status(tx))?;
-        rx.recv_timeout(Duration::from_secs(5))
-            .map_err(|_| "the supervisor loop did not answer".to_string())
+        let cached = self.status_cache.lock().ok().and_then(|c| c.clone());
+        let Some(mut status) = cached else {
+            // Before the loop's first publication (it publishes before anything else).
+            let (tx, rx) = mpsc::channel();
+            self.send(Command::Status(tx))?;
+            return rx
+                .recv_timeout(Duration::from_secs(5))
+                .map_err(|_| "the supervisor loop did not answer".to_string());
+        };
+        if let Some(rows) = status["workers"].as_array_mut() {
+            for row in rows {
+                let rss = row["pid"]
+                    .as_i64()
+                    .and_then(|p| i32::try_from(p).ok())
+                    .and_then(crate::proc_info::rss_bytes);
+                row["rssBytes"] = json!(rss);
+            }
+        }
+        Ok(status)
     }
 }
 
@@ -238,6 +261,7 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
     );
     let (tx, rx) = mpsc::channel();
     let tickets = Arc::new(AtomicU64::new(1));
+    let status_cache: StatusCache = Arc::new(Mutex::new(None));
 
     let rules = config.groups.iter().map(|g| g.rules.clone()).collect();
     let fleet = Fleet::new(rules, config.backoff);
@@ -278,6 +302,9 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
         host_pending: HashMap::new(),
         host_expired: HashSet::new(),
         next_heartbeat: Instant::now(),
+        status_cache: status_cache.clone(),
+        status_published: Cell::new(Instant::now()),
+        status_dirty: Cell::new(true),
     };
     let mut control = state.control.take();
     if let Some(c) = control.as_mut() {
@@ -299,6 +326,7 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
         tickets,
         bound,
         control_path,
+        status_cache,
     })
 }
 
@@ -315,6 +343,9 @@ const FIRST_DYNAMIC: usize = 2;
 const STDERR_TAIL_BYTES: usize = 4096;
 /// Time the host has to prepare a control-socket reload (re-read its config file).
 const HOST_PREPARE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Least time between two status publications that no event asked for (connection
+/// counts, ready workers between events).
+const STATUS_REFRESH: Duration = Duration::from_millis(100);
 
 #[derive(Clone, Copy)]
 enum Source {
@@ -374,11 +405,18 @@ struct LoopState {
     host_expired: HashSet<Ticket>,
     /// When the next heartbeat goes to the control clients waiting for an answer.
     next_heartbeat: Instant,
+    /// Shared with the host's [`Handle`]: the status it answers with.
+    status_cache: StatusCache,
+    /// When it was last published (a `Cell`: published from `&self` paths like `emit`).
+    status_published: Cell<Instant>,
+    /// Something may have changed since the last publication.
+    status_dirty: Cell<bool>,
 }
 
 impl LoopState {
     fn run(mut self) {
         let mut events = Events::with_capacity(256);
+        self.publish_status();
         self.fleet.handle(Instant::now(), Input::Start);
         self.drive();
         let mut control_due: Option<Duration> = None;
@@ -388,6 +426,11 @@ impl LoopState {
                 .poll_timeout()
                 .map(|t| t.saturating_duration_since(Instant::now()));
             if let Some(wait) = control_due {
+                timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
+            }
+            if self.status_dirty.get() {
+                let wait = (self.status_published.get() + STATUS_REFRESH)
+                    .saturating_duration_since(Instant::now());
                 timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
             }
             if self.rescue_waiting() {
@@ -446,6 +489,10 @@ impl LoopState {
             self.fleet.handle_timeout(Instant::now());
             self.drive();
             control_due = self.control_tick(Instant::now());
+            self.status_dirty.set(true);
+            if self.status_published.get().elapsed() >= STATUS_REFRESH {
+                self.publish_status();
+            }
         }
         self.shutdown();
     }
@@ -471,6 +518,7 @@ impl LoopState {
         }
         self.clients.clear();
         self.pid_file = None;
+        self.publish_status();
         let names = Names {
             groups: &self.group_names,
         };
@@ -580,6 +628,7 @@ impl LoopState {
         };
         let value = public_json::event(&names, &event);
         if !matches!(event, Event::ReloadDone(_) | Event::ReloadFailed(_)) {
+            self.publish_status();
             (self.sink)(value.clone());
         }
         match &event {
@@ -612,8 +661,9 @@ impl LoopState {
                 public_json::add_changes(&mut report_json, &found);
                 let mut with_changes = value.clone();
                 public_json::add_changes(&mut with_changes, &found);
-                (self.sink)(with_changes);
                 self.last_changes = (report.generation, found);
+                self.publish_status();
+                (self.sink)(with_changes);
                 for id in ids {
                     let answer = if report.outcome == ReloadOutcome::Done {
                         json!({ "ok": true, "report": report_json })
@@ -740,7 +790,22 @@ impl LoopState {
 
     // ----- status ----------------------------------------------------------------------------
 
+    /// Publish the status for [`Handle::status`] (without `rssBytes`, read by the reader).
+    fn publish_status(&self) {
+        let status = self.status_json_with(false);
+        if let Ok(mut cache) = self.status_cache.lock() {
+            *cache = Some(status);
+        }
+        self.status_published.set(Instant::now());
+        self.status_dirty.set(false);
+    }
+
     fn status_json(&self) -> Value {
+        self.status_json_with(true)
+    }
+
+    /// The status JSON; `rss`: read each worker's memory use (a /proc read per worker).
+    fn status_json_with(&self, rss: bool) -> Value {
         let names = Names {
             groups: &self.group_names,
         };
@@ -751,11 +816,12 @@ impl LoopState {
             .iter()
             .enumerate()
             .map(|(i, g)| {
-                let listen: Vec<String> = self.listeners[i]
-                    .bound()
-                    .into_iter()
-                    .map(|(_, local)| local)
-                    .collect();
+                // No sockets once `shutdown` released them.
+                let listen: Vec<String> = self
+                    .listeners
+                    .get(i)
+                    .map(|l| l.bound().into_iter().map(|(_, local)| local).collect())
+                    .unwrap_or_default();
                 json!({
                     "name": g.rules.name,
                     "count": g.rules.count,
@@ -771,7 +837,11 @@ impl LoopState {
             started_at: key
                 .and_then(|k| self.workers.get(&k))
                 .map(|io| io.started_at),
-            rss_bytes: pid.and_then(crate::proc_info::rss_bytes),
+            rss_bytes: if rss {
+                pid.and_then(crate::proc_info::rss_bytes)
+            } else {
+                None
+            },
             connections: key
                 .and_then(|k| self.workers.get(&k))
                 .and_then(|io| io.connections),
