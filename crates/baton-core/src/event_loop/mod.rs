@@ -318,7 +318,13 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
 
     thread::Builder::new()
         .name("baton-supervisor".into())
-        .spawn(move || state.run())
+        .spawn(move || {
+            let mut state = state;
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.run()));
+            if let Err(payload) = run {
+                state.after_panic(panic_message(payload.as_ref()));
+            }
+        })
         .map_err(|e| launch_error(format!("cannot start the supervisor thread: {e}")))?;
     Ok(Handle {
         tx,
@@ -328,6 +334,17 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
         control_path,
         status_cache,
     })
+}
+
+/// The text of a panic payload (`panic!` with a message or a format string).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
 }
 
 /// The effective uid: the one that owns the runtime dir and the control socket, so the
@@ -414,7 +431,7 @@ struct LoopState {
 }
 
 impl LoopState {
-    fn run(mut self) {
+    fn run(&mut self) {
         let mut events = Events::with_capacity(256);
         self.publish_status();
         self.fleet.handle(Instant::now(), Input::Start);
@@ -494,6 +511,32 @@ impl LoopState {
                 self.publish_status();
             }
         }
+        self.shutdown();
+    }
+
+    /// The loop panicked (a bug): do not leave a master that supervises nothing. Every
+    /// worker still known is killed (they are not reaped yet, so their pids are still
+    /// theirs), the sockets and files are released, and the host hears why, then
+    /// `fleet:stopped`.
+    fn after_panic(&mut self, message: String) {
+        self.log(&format!(
+            "internal error in the supervisor loop ({message}); killing every worker and stopping. Please report this."
+        ));
+        let pids: Vec<i32> = self
+            .fleet
+            .snapshot()
+            .workers
+            .iter()
+            .filter_map(|row| row.pid)
+            .collect();
+        for pid in &pids {
+            let _ = spawn::send_signal(*pid, Signal::Kill);
+        }
+        for pid in pids {
+            let _ = spawn::wait_exit(pid); // SIGKILLed: returns at once
+        }
+        self.workers.clear();
+        self.clients.clear();
         self.shutdown();
     }
 
