@@ -10,16 +10,31 @@
  * - Every response produced while draining carries `Connection: close`
  *   (`res.shouldKeepAlive = false`, set by a listener that runs before the application's
  *   own `'request'` handler); Node then closes the socket after that response.
- * - A response already in flight when draining starts gets `Connection: close` too if its
- *   headers are not sent yet. If they are, the socket becomes idle after it and follows the
- *   idle rule below (its next request, if any, is answered with `Connection: close`).
+ * - Pipelining: only the LAST response of a connection carries `Connection: close`. When
+ *   draining starts, the newest in-flight response whose headers are not sent yet is the
+ *   one; a pipelined request that arrives later takes the mark over (the earlier response
+ *   goes back to keep-alive), as long as the marked response's headers are not sent. A
+ *   request that arrives after that would be answered on a socket Node closes after the
+ *   marked response: it is never given to the application (the client sees the connection
+ *   close without an answer to a request that was not handled, and can retry it).
+ *   If the newest response's headers are already sent (keep-alive), the socket becomes
+ *   idle after it and follows the idle rule below (its next request, if any, is answered
+ *   with `Connection: close`).
  * - A socket with no request in flight (including one just accepted that has not sent a
  *   request yet) is closed only after it has stayed idle for `idleMs`; a request arriving
  *   in the meantime cancels the timer (and is answered with `Connection: close`), and so
  *   does any byte received (a request still being sent).
  * - Sockets taken over through `'upgrade'` (WebSocket) or `'connect'` belong to the
- *   application: the HTTP drain does not close them and does not wait for them
- *   (`waitForConnections` does).
+ *   application: the HTTP drain does not wait for them (`waitForConnections` does). A
+ *   WebSocket (`Upgrade: websocket`) is sent a close frame with code 1012 ("service
+ *   restart") when draining starts, so its client reconnects, to a new worker, and is
+ *   closed {@link WEBSOCKET_CLOSE_GRACE_MS} later if its client has not closed it; with
+ *   `upgrades: 'keep'` the application closes its WebSockets itself (`worker.signal`).
+ * - HTTP/2 (`http2.createServer`, `createSecureServer`, and servers built on them such as
+ *   `@grpc/grpc-js`): each session gets GOAWAY when draining starts (`session.close()`:
+ *   streams in flight finish, the client opens new streams on a new connection) and the
+ *   drain waits for the sessions to end. A session that starts while draining gets GOAWAY
+ *   at once.
  *
  * For a TLS server (`https.Server`, `tls.Server`) the tracked connections are the
  * `'secureConnection'` sockets; sockets still in the TLS handshake are not tracked.
@@ -31,6 +46,7 @@
  * @module
  */
 import * as http from 'node:http';
+import type * as http2 from 'node:http2';
 import * as https from 'node:https';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
@@ -42,7 +58,19 @@ export interface DrainOptions {
    * before it is closed. Default {@link DEFAULT_IDLE_MS}.
    */
   idleMs?: number;
+  /**
+   * WebSockets (sockets taken over through `'upgrade'`) when draining starts: `'close'`
+   * (default) sends each a close frame with code 1012 (service restart); `'keep'` leaves
+   * them to the application.
+   */
+  upgrades?: 'close' | 'keep';
 }
+
+/** Time a WebSocket has to close after baton's 1012 close frame before it is destroyed. */
+export const WEBSOCKET_CLOSE_GRACE_MS = 1000;
+
+/** A WebSocket close frame (server to client: unmasked), status 1012 "service restart". */
+const WEBSOCKET_CLOSE_1012 = Buffer.from([0x88, 0x02, 0x03, 0xf4]);
 
 /** Default idle window of a draining HTTP connection, in ms. */
 export const DEFAULT_IDLE_MS = 500;
@@ -60,6 +88,10 @@ interface Conn {
   detached: boolean;
   /** Shed (see {@link shedConnections}): its next response closes it. */
   shed: boolean;
+  /** Taken over by an `'upgrade'` to the WebSocket protocol. */
+  websocket: boolean;
+  /** The response that carries `Connection: close` (see the pipelining rule). */
+  closer: http.ServerResponse | undefined;
 }
 
 /** Per-server tracking state. */
@@ -67,6 +99,10 @@ interface Tracked {
   readonly server: net.Server;
   /** The server speaks HTTP/1 (`http.Server` or `https.Server`). */
   readonly http: boolean;
+  /** The server speaks HTTP/2 (its sessions get GOAWAY when draining starts). */
+  readonly http2: boolean;
+  readonly sessions: Set<http2.ServerHttp2Session>;
+  upgrades: 'close' | 'keep';
   readonly conns: Map<net.Socket, Conn>;
   draining: boolean;
   /** Connections still to shed (see {@link shedConnections}). */
@@ -92,6 +128,21 @@ export function isHttpServer(server: net.Server): boolean {
 }
 
 /**
+ * Whether `server` is an HTTP/2 server (`http2.createServer` / `createSecureServer`; Node
+ * does not export their classes, so they are recognized by their `'session'` event and
+ * constructor name).
+ */
+export function isHttp2Server(server: net.Server): boolean {
+  const name = server.constructor?.name;
+  return name === 'Http2Server' || name === 'Http2SecureServer';
+}
+
+/** Whether {@link drainServer} knows the protocol of `server` (HTTP/1 or HTTP/2). */
+export function isDrainable(server: net.Server): boolean {
+  return isHttpServer(server) || isHttp2Server(server);
+}
+
+/**
  * Start tracking the connections of `server` (idempotent). Call it before the server
  * accepts its first connection: connections accepted earlier are unknown to the drain.
  */
@@ -99,11 +150,15 @@ export function trackServer(server: net.Server, options: DrainOptions = {}): voi
   const existing = tracked.get(server);
   if (existing !== undefined) {
     if (options.idleMs !== undefined) existing.idleMs = checkIdleMs(options.idleMs);
+    if (options.upgrades !== undefined) existing.upgrades = checkUpgrades(options.upgrades);
     return;
   }
   const t: Tracked = {
     server,
     http: isHttpServer(server),
+    http2: isHttp2Server(server),
+    sessions: new Set(),
+    upgrades: checkUpgrades(options.upgrades ?? 'close'),
     conns: new Map(),
     draining: false,
     shedQuota: 0,
@@ -118,7 +173,27 @@ export function trackServer(server: net.Server, options: DrainOptions = {}): voi
     if (t.draining && t.http && conn.responses.size === 0) armIdle(t, conn);
   });
 
+  if (t.http2) {
+    server.on('session', (session: http2.ServerHttp2Session) => {
+      t.sessions.add(session);
+      session.once('close', () => t.sessions.delete(session));
+      if (t.draining) session.close();
+    });
+  }
+
   if (!t.http) return;
+
+  // A pipelined request that would be answered on a socket closing after its marked
+  // response is never given to the application (see the pipelining rule).
+  const emit = server.emit as (this: net.Server, event: string | symbol, ...args: unknown[]) => boolean;
+  (server as { emit: typeof emit }).emit = function (this: net.Server, event, ...args): boolean {
+    if (event === 'request') {
+      const req = args[0] as http.IncomingMessage;
+      const conn = t.conns.get(req.socket);
+      if (conn?.closer?.headersSent === true) return true;
+    }
+    return emit.call(this, event, ...args);
+  };
 
   // Runs before the application's handler, so the response is still unsent.
   const onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
@@ -129,9 +204,10 @@ export function trackServer(server: net.Server, options: DrainOptions = {}): voi
   // `checkContinue` / `checkExpectation` replace `'request'`, and `upgrade` / `connect`
   // change Node's behaviour by merely having a listener: mirror the application's
   // listeners (ours exists exactly while one of theirs does) instead of adding our own.
-  const onDetach = (_req: http.IncomingMessage, socket: net.Socket): void => {
+  const onDetach = (req: http.IncomingMessage, socket: net.Socket): void => {
     const conn = connOf(t, socket);
     conn.detached = true;
+    conn.websocket = /\bwebsocket\b/i.test(req.headers.upgrade ?? '');
     clearIdle(conn);
     settle(t);
   };
@@ -185,16 +261,22 @@ export function drainServer(server: net.Server, options: DrainOptions = {}): Pro
   trackServer(server, options);
   const t = tracked.get(server) as Tracked;
   stopAccepting(server);
+  if (t.http2 && !t.draining) {
+    t.draining = true;
+    for (const session of t.sessions) session.close();
+  }
   if (t.http && !t.draining) {
     t.draining = true;
     for (const conn of t.conns.values()) {
-      if (conn.detached) continue;
+      if (conn.detached) {
+        if (conn.websocket && t.upgrades === 'close') closeWebSocket(conn.socket);
+        continue;
+      }
       if (conn.responses.size === 0) {
         armIdle(t, conn);
       } else {
-        for (const res of conn.responses) {
-          if (!res.headersSent) res.shouldKeepAlive = false;
-        }
+        const newest = [...conn.responses].at(-1);
+        if (newest !== undefined && !newest.headersSent) markCloser(conn, newest);
       }
     }
   }
@@ -234,6 +316,38 @@ export function isDraining(server: net.Server): boolean {
   return tracked.get(server)?.draining ?? false;
 }
 
+function checkUpgrades(upgrades: string): 'close' | 'keep' {
+  if (upgrades !== 'close' && upgrades !== 'keep') {
+    throw new RangeError(`upgrades must be 'close' or 'keep', got ${JSON.stringify(upgrades)}`);
+  }
+  return upgrades;
+}
+
+/** What Node chose for a response before baton marked it (restored if the mark moves). */
+const ownKeepAlive = new WeakMap<http.ServerResponse, boolean>();
+
+/** Make `res` the response of `conn` that carries `Connection: close`. */
+function markCloser(conn: Conn, res: http.ServerResponse): void {
+  const previous = conn.closer;
+  if (previous !== undefined && previous !== res && !previous.headersSent) {
+    previous.shouldKeepAlive = ownKeepAlive.get(previous) ?? true;
+  }
+  if (!ownKeepAlive.has(res)) ownKeepAlive.set(res, res.shouldKeepAlive);
+  res.shouldKeepAlive = false;
+  conn.closer = res;
+}
+
+/** Send a WebSocket close frame (1012, service restart); destroy the socket if it lingers. */
+function closeWebSocket(socket: net.Socket): void {
+  if (socket.destroyed || !socket.writable) return;
+  // Frames are written whole by WebSocket libraries (synchronously), so this one cannot
+  // land inside another.
+  socket.write(WEBSOCKET_CLOSE_1012);
+  const timer = setTimeout(() => socket.destroy(), WEBSOCKET_CLOSE_GRACE_MS);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
+}
+
 function checkIdleMs(idleMs: number): number {
   if (!Number.isFinite(idleMs) || idleMs < 0) {
     throw new RangeError(`idleMs must be a finite number >= 0, got ${String(idleMs)}`);
@@ -245,7 +359,16 @@ function checkIdleMs(idleMs: number): number {
 function connOf(t: Tracked, socket: net.Socket): Conn {
   let conn = t.conns.get(socket);
   if (conn !== undefined) return conn;
-  conn = { socket, responses: new Set(), idleTimer: undefined, bytesAtIdle: 0, detached: false, shed: false };
+  conn = {
+    socket,
+    responses: new Set(),
+    idleTimer: undefined,
+    bytesAtIdle: 0,
+    detached: false,
+    shed: false,
+    websocket: false,
+    closer: undefined,
+  };
   t.conns.set(socket, conn);
   const created = conn;
   socket.once('close', () => {
@@ -264,7 +387,7 @@ function onRequestStart(t: Tracked, req: http.IncomingMessage, res: http.ServerR
     t.shedQuota -= 1;
     conn.shed = true;
   }
-  if (t.draining || conn.shed) res.shouldKeepAlive = false;
+  if (t.draining || conn.shed) markCloser(conn, res);
   const done = (): void => {
     if (!conn.responses.delete(res)) return;
     if (t.draining && conn.responses.size === 0 && !conn.detached && !conn.socket.destroyed) {

@@ -24,7 +24,7 @@ import {
   connectionCount,
   DEFAULT_IDLE_MS,
   drainServer,
-  isHttpServer,
+  isDrainable,
   stopAccepting,
   trackServer,
   waitForConnections,
@@ -43,6 +43,12 @@ export interface WorkerListenOptions {
   port?: number;
   /** Outside baton: the host to listen on. Default: Node's default (all interfaces). */
   host?: string;
+  /**
+   * WebSockets of this server when a graceful stop starts: `'close'` (default) sends each
+   * a close frame with code 1012 (service restart), so clients reconnect to a new worker;
+   * `'keep'` leaves them to the application (close them on {@link Worker.signal}).
+   */
+  upgrades?: 'close' | 'keep';
 }
 
 /** A hook run by the worker runtime: on graceful stop ({@link Worker.onStop}) or on reload. */
@@ -61,6 +67,17 @@ export interface Worker {
   /** True once a graceful stop has started. */
   readonly stopping: boolean;
   /**
+   * Aborted when a graceful stop starts (the drain begins): end long-lived responses
+   * (SSE, long polls) and streams on it, so they finish cleanly before the deadline.
+   */
+  readonly signal: AbortSignal;
+  /**
+   * Resolves when the servers are drained (every HTTP connection closed) during a
+   * graceful stop; never before one starts. An `onStop` hook that closes what requests
+   * use (a database pool) awaits it first.
+   */
+  readonly drained: Promise<void>;
+  /**
    * Listen with `server`. Under baton: on the inherited socket named `name` (or the first
    * one), with the configured backlog; each inherited socket serves one server. Outside
    * baton: on `process.env.PORT`, else `options.port`, else 3000 (host `options.host`).
@@ -76,8 +93,10 @@ export interface Worker {
    */
   ready(): void;
   /**
-   * Register a hook run during a graceful stop, after the servers are drained; hooks run
-   * in registration order and are awaited; one that throws is logged, the others still run.
+   * Register a hook run during a graceful stop. Hooks start when the drain starts (with
+   * {@link Worker.signal} aborted), so they can end streams the drain would otherwise wait
+   * for; they run in registration order and are awaited; one that throws is logged, the
+   * others still run. To close something requests still use, `await worker.drained` first.
    */
   onStop(fn: WorkerHook): void;
   /**
@@ -281,6 +300,9 @@ class WorkerRuntime implements Worker {
   #stopPromise: Promise<void> | undefined;
   #deadlineAt = Infinity;
   #deadlineTimer: NodeJS.Timeout | undefined;
+  readonly #abort = new AbortController();
+  #resolveDrained: () => void = () => undefined;
+  readonly drained: Promise<void> = new Promise((resolve) => (this.#resolveDrained = resolve));
 
   constructor(env: WorkerEnv) {
     this.#env = env;
@@ -298,19 +320,23 @@ class WorkerRuntime implements Worker {
     return this.#stopPromise !== undefined;
   }
 
+  get signal(): AbortSignal {
+    return this.#abort.signal;
+  }
+
   async listen(server: net.Server, nameOrOptions?: string | WorkerListenOptions): Promise<void> {
     const options: WorkerListenOptions =
       typeof nameOrOptions === 'string' ? { name: nameOrOptions } : (nameOrOptions ?? {});
     if (this.stopping) throw new Error('baton: worker.listen(): the worker is stopping');
     if (this.isWorker) {
-      await this.#listenInherited(server, options.name);
+      await this.#listenInherited(server, options.name, options.upgrades);
       this.ready();
     } else {
       await this.#listenStandalone(server, options);
     }
   }
 
-  async #listenInherited(server: net.Server, name: string | undefined): Promise<void> {
+  async #listenInherited(server: net.Server, name: string | undefined, upgrades: 'close' | 'keep' | undefined): Promise<void> {
     const sockets = this.#env.sockets;
     if (sockets.length === 0) {
       throw new Error(
@@ -337,7 +363,7 @@ class WorkerRuntime implements Worker {
     this.#fdOwners.set(fd, server);
     this.#balance.watch(server);
     try {
-      await this.#listenTracked(server, { fd, backlog: this.#env.backlog });
+      await this.#listenTracked(server, { fd, backlog: this.#env.backlog }, upgrades);
     } catch (err) {
       this.#fdOwners.delete(fd);
       const reason = err instanceof Error ? err.message : String(err);
@@ -349,8 +375,8 @@ class WorkerRuntime implements Worker {
   }
 
   /** Track `server` (so a stop that starts meanwhile covers it) and listen. */
-  async #listenTracked(server: net.Server, target: ListenTarget): Promise<void> {
-    trackServer(server, { idleMs: DEFAULT_IDLE_MS });
+  async #listenTracked(server: net.Server, target: ListenTarget, upgrades?: 'close' | 'keep'): Promise<void> {
+    trackServer(server, upgrades === undefined ? { idleMs: DEFAULT_IDLE_MS } : { idleMs: DEFAULT_IDLE_MS, upgrades });
     this.#servers.add(server);
     try {
       await listenOnce(server, target);
@@ -371,7 +397,7 @@ class WorkerRuntime implements Worker {
       );
     }
     this.#installSignals();
-    await this.#listenTracked(server, options.host === undefined ? { port } : { port, host: options.host });
+    await this.#listenTracked(server, options.host === undefined ? { port } : { port, host: options.host }, options.upgrades);
   }
 
   ready(): void {
@@ -436,7 +462,18 @@ class WorkerRuntime implements Worker {
   async #runStop(): Promise<void> {
     const servers = [...this.#servers];
     for (const server of servers) stopAccepting(server);
-    await Promise.all(servers.filter(isHttpServer).map((server) => drainServer(server)));
+    // The drain, the signal and the hooks start together: a hook (or a listener of the
+    // signal) ends the streams that the drain would otherwise wait for until the deadline.
+    const drains = Promise.all(servers.filter(isDrainable).map((server) => drainServer(server))).then(() =>
+      this.#resolveDrained(),
+    );
+    this.#abort.abort(new Error('baton: the worker is stopping'));
+    await Promise.all([drains, this.#runStopHooks()]);
+    // Non-HTTP connections and upgraded sockets: the hooks may have closed them.
+    await Promise.all(servers.map((server) => waitForConnections(server)));
+  }
+
+  async #runStopHooks(): Promise<void> {
     // Index loop: a hook may register further hooks.
     for (let i = 0; i < this.#stopHooks.length; i += 1) {
       const hook = this.#stopHooks[i] as WorkerHook;
@@ -446,8 +483,6 @@ class WorkerRuntime implements Worker {
         this.#log(`onStop hook failed: ${formatError(err)}`);
       }
     }
-    // Non-HTTP connections and upgraded sockets: the hooks may have closed them.
-    await Promise.all(servers.map((server) => waitForConnections(server)));
   }
 
   #runReloadHooks(): void {
