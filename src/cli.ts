@@ -36,6 +36,7 @@ import {
   type ReloadOrder,
   type SupervisorOptions,
 } from './options.js'
+import { isEcosystemFile } from './pm2-ecosystem.js'
 import { Supervisor } from './supervisor.js'
 
 const USAGE = `baton: graceful sequential reloads for Node.js services
@@ -48,6 +49,10 @@ Usage:
                             { name, groups: { web: { script, count, listen, env } } }); the
                             options below override it (in every group); baton reload
                             re-reads the file
+  baton start ecosystem.config.js [--env NAME] [options]
+                            PM2's format: each app is a group (instances, env, env_NAME,
+                            args, node_args, kill_timeout, listen_timeout...); prints the
+                            PM2 fields it ignores
       --name N              master name (default: the script's base name)
       --count N             number of workers (default: the number of CPUs)
       --listen ADDR         address the master listens on, repeatable:
@@ -111,13 +116,19 @@ async function start(args: string[]): Promise<number> {
     parallel: { type: 'string' },
     balance: { type: 'string' },
     health: { type: 'string' },
+    env: { type: 'string' },
     daemon: { type: 'boolean' },
   })
   if (positionals.length > 1) {
     throw new CommandError(`unexpected arguments: ${positionals.slice(1).join(' ')} (script arguments go after --)`, 2)
   }
-  const script = positionals[0]
-  if (script !== undefined && values.config !== undefined) {
+  // `baton start ecosystem.config.js`: PM2's file, read like a config file.
+  const ecosystem = positionals[0] !== undefined && isEcosystemFile(positionals[0]) ? positionals[0] : undefined
+  const script = ecosystem === undefined ? positionals[0] : undefined
+  if (values.env !== undefined && ecosystem === undefined && values.config === undefined) {
+    throw new CommandError('--env NAME selects env_NAME of a PM2 ecosystem file: baton start ecosystem.config.js --env NAME', 2)
+  }
+  if (positionals[0] !== undefined && values.config !== undefined) {
     throw new CommandError('baton start takes a script or --config FILE, not both', 2)
   }
   const order = values.order as string | undefined
@@ -157,7 +168,8 @@ async function start(args: string[]): Promise<number> {
     }
   } else {
     if (scriptArgs.length > 0) throw new CommandError('script arguments (after --) need a script; put args in the config file', 2)
-    const found = values.config !== undefined ? resolve(values.config as string) : findConfig(process.cwd())
+    const given = ecosystem ?? (values.config as string | undefined)
+    const found = given !== undefined ? resolve(given) : findConfig(process.cwd())
     if (!found) {
       throw new CommandError(
         `baton start needs a script (baton start app.mjs) or a config file: none of ${CONFIG_NAMES.join(', ')} is in ${process.cwd()} (or give --config FILE)`,
@@ -165,8 +177,10 @@ async function start(args: string[]): Promise<number> {
       )
     }
     const file = found
-    const overrides = { name: values.name as string | undefined, group: flags }
-    options = { ...(await readConfig(file, overrides)), runtimeDir }
+    const overrides = { name: values.name as string | undefined, group: flags, env: values.env as string | undefined }
+    const notes: string[] = []
+    options = { ...(await readConfig(file, overrides, notes)), runtimeDir }
+    for (const note of notes) stdio.err(`[baton] ${note}`)
     // Every reload (baton reload, SIGHUP, SIGUSR2) re-reads the file first.
     options.beforeReload = async () => ({ ...(await readConfig(file, overrides)), runtimeDir })
   }

@@ -5,6 +5,9 @@
  * export (`module.exports` for CommonJS, the whole document for JSON), or a function
  * (possibly async) returning them. Relative `script` and `cwd` paths are resolved against
  * the file's directory. Every error names the file and the key.
+ *
+ * A file in PM2's format (`{ apps: [...] }`, e.g. `ecosystem.config.js`) is read too: each
+ * app becomes a group (see pm2-ecosystem.ts).
  */
 import { existsSync, readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
@@ -19,6 +22,7 @@ import {
   type GroupOptions,
   type SupervisorOptions,
 } from './options.js'
+import { EcosystemError, fromEcosystem, isEcosystem } from './pm2-ecosystem.js'
 
 /** The file names `baton start` looks for, in this order. */
 export const CONFIG_NAMES = ['baton.config.mjs', 'baton.config.js', 'baton.config.cjs', 'baton.config.json'] as const
@@ -55,6 +59,8 @@ export interface ConfigOverrides {
   name?: string
   /** Group options given as flags (`--count`, `--listen`, ...), applied to every group. */
   group?: GroupOptions
+  /** `--env NAME`: a PM2 ecosystem file's `env_<NAME>` is merged over `env`. */
+  env?: string
 }
 
 let generation = 0
@@ -116,14 +122,27 @@ async function loadValue(path: string): Promise<unknown> {
  * Read and validate a config file, with `baton start` flags applied on top. Throws a
  * {@link ConfigError} naming the file and key.
  */
-export async function readConfig(path: string, overrides: ConfigOverrides = {}): Promise<SupervisorOptions> {
+export async function readConfig(path: string, overrides: ConfigOverrides = {}, notes?: string[]): Promise<SupervisorOptions> {
   const file = resolve(path)
   if (!existsSync(file)) throw new ConfigError(file, undefined, 'does not exist')
   const value = await loadValue(file)
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new ConfigError(file, undefined, 'must export an object: { name, groups: { web: { script, count, listen } } }')
   }
-  const raw = value as Record<string, unknown>
+  let raw = value as Record<string, unknown>
+  if (isEcosystem(value)) {
+    try {
+      const eco = fromEcosystem(value, dirname(file), overrides.env)
+      notes?.push(...eco.notes)
+      const names = Object.keys(eco.groups)
+      raw = { groups: eco.groups, ...(names.length === 1 ? { name: names[0] } : {}) }
+    } catch (e) {
+      if (e instanceof EcosystemError) throw new ConfigError(file, e.key, e.message)
+      throw e
+    }
+  } else if (overrides.env !== undefined) {
+    throw new ConfigError(file, undefined, '--env selects env_<name> of a PM2 ecosystem file; this file is not one (no "apps")')
+  }
   for (const key of Object.keys(raw)) {
     if (!FILE_KEYS.has(key)) throw new ConfigError(file, key, `unknown option (known: ${[...FILE_KEYS].join(', ')})`)
   }

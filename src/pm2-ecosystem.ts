@@ -1,0 +1,147 @@
+/**
+ * PM2's `ecosystem.config.js` format, read as baton groups: `baton start
+ * ecosystem.config.js [--env production]` runs each app of `apps` as a group. The fields
+ * that map are translated (see {@link MAPPED_FIELDS}); the others are listed in the notes
+ * `baton start` prints, never dropped silently. See docs/migrating-from-pm2.md.
+ */
+import { availableParallelism } from 'node:os'
+import { basename, resolve } from 'node:path'
+import type { GroupOptions } from './options.js'
+
+/** Whether `path` names a PM2 ecosystem file (`ecosystem.config.js`, `ecosystem.json`, ...). */
+export function isEcosystemFile(path: string): boolean {
+  return /^ecosystem([.-][\w.-]*)?\.(c?js|mjs|json)$/.test(basename(path))
+}
+
+/** Whether a loaded config value is in PM2's shape (`{ apps: [...] }`). */
+export function isEcosystem(value: unknown): value is { apps: unknown } {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && 'apps' in value
+}
+
+/** PM2 app fields baton translates. */
+export const MAPPED_FIELDS = [
+  'name',
+  'script',
+  'args',
+  'instances',
+  'exec_mode',
+  'env',
+  'cwd',
+  'node_args',
+  'interpreter_args',
+  'interpreter',
+  'kill_timeout',
+  'listen_timeout',
+  'wait_ready',
+] as const
+
+/** A field of an ecosystem file that cannot be used: the key (`apps[1].instances`) and why. */
+export class EcosystemError extends Error {
+  readonly key: string
+  constructor(key: string, message: string) {
+    super(message)
+    this.name = 'EcosystemError'
+    this.key = key
+  }
+}
+
+/** The groups of an ecosystem file, and what `baton start` should tell the user. */
+export interface Ecosystem {
+  groups: Record<string, GroupOptions>
+  /** One line per translation worth knowing and per ignored field. */
+  notes: string[]
+}
+
+/** PM2's argument strings: split on spaces, keeping quoted parts together. */
+function splitArgs(key: string, value: unknown): string[] {
+  if (Array.isArray(value) && value.every((v) => typeof v === 'string')) return value as string[]
+  if (typeof value !== 'string') throw new EcosystemError(key, 'expected a string or an array of strings')
+  const out: string[] = []
+  const re = /"((?:[^"\\]|\\.)*)"|'([^']*)'|(\S+)/g
+  for (let m = re.exec(value); m !== null; m = re.exec(value)) {
+    out.push(m[1] !== undefined ? m[1].replace(/\\(.)/g, '$1') : (m[2] ?? m[3] ?? ''))
+  }
+  return out
+}
+
+/** `instances`: a count, `'max'` / 0 (one per CPU), or -N (CPUs minus N, at least 1). */
+function instances(key: string, value: unknown): number {
+  const cpus = availableParallelism()
+  if (value === undefined) return 1
+  if (value === 'max' || value === 0 || value === '0') return cpus
+  const n = typeof value === 'string' && /^-?\d+$/.test(value) ? Number(value) : value
+  if (typeof n !== 'number' || !Number.isInteger(n)) throw new EcosystemError(key, `expected a number or "max", got ${JSON.stringify(value)}`)
+  return n < 0 ? Math.max(1, cpus + n) : n
+}
+
+function env(key: string, value: unknown): Record<string, string> {
+  if (value === undefined) return {}
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new EcosystemError(key, 'expected an object of variables')
+  return Object.fromEntries(Object.entries(value as Record<string, unknown>).map(([k, v]) => [k, String(v)]))
+}
+
+function ms(key: string, value: unknown): number | undefined {
+  if (value === undefined) return undefined
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) throw new EcosystemError(key, `expected milliseconds, got ${JSON.stringify(value)}`)
+  return value
+}
+
+/**
+ * Translate PM2 `apps` into baton groups. `base` is the file's directory (relative
+ * `cwd` and `script` resolve against it, as PM2 does); `envName` selects `env_<name>`,
+ * merged over `env`.
+ */
+export function fromEcosystem(value: { apps: unknown }, base: string, envName: string | undefined): Ecosystem {
+  const apps = Array.isArray(value.apps) ? (value.apps as unknown[]) : [value.apps]
+  if (apps.length === 0) throw new EcosystemError('apps', 'has no app')
+  const groups: Record<string, GroupOptions> = {}
+  const notes: string[] = []
+  const ignored = new Map<string, string[]>()
+  let envUsed = envName === undefined
+  apps.forEach((app, i) => {
+    const at = `apps[${i}]`
+    if (typeof app !== 'object' || app === null || Array.isArray(app)) throw new EcosystemError(at, 'expected an app object')
+    const a = app as Record<string, unknown>
+    if (typeof a.script !== 'string' || a.script === '') throw new EcosystemError(`${at}.script`, 'is required (the file to run)')
+    const name = typeof a.name === 'string' && a.name !== '' ? a.name : basename(a.script).replace(/\.[^.]*$/, '')
+    if (groups[name] !== undefined) throw new EcosystemError(`${at}.name`, `"${name}" is used by two apps`)
+    if (a.interpreter !== undefined && !/(^|\/)node(js)?$/.test(String(a.interpreter))) {
+      throw new EcosystemError(`${at}.interpreter`, `baton runs Node.js apps; "${String(a.interpreter)}" is not node`)
+    }
+    const cwd = typeof a.cwd === 'string' ? resolve(base, a.cwd) : base
+    const vars = { ...env(`${at}.env`, a.env) }
+    if (envName !== undefined && a[`env_${envName}`] !== undefined) {
+      Object.assign(vars, env(`${at}.env_${envName}`, a[`env_${envName}`]))
+      envUsed = true
+    }
+    const group: GroupOptions = {
+      script: resolve(cwd, a.script),
+      cwd,
+      count: instances(`${at}.instances`, a.instances),
+      env: vars,
+    }
+    if (a.args !== undefined) group.args = splitArgs(`${at}.args`, a.args)
+    const nodeArgs = a.node_args ?? a.interpreter_args
+    if (nodeArgs !== undefined) group.execArgv = splitArgs(`${at}.${a.node_args !== undefined ? 'node_args' : 'interpreter_args'}`, nodeArgs)
+    const stop = ms(`${at}.kill_timeout`, a.kill_timeout)
+    if (stop !== undefined) group.stopTimeout = stop
+    const ready = ms(`${at}.listen_timeout`, a.listen_timeout)
+    if (ready !== undefined) group.readyTimeout = ready
+    // baton's own keys, for apps written for both.
+    if (a.listen !== undefined) group.listen = a.listen as GroupOptions['listen']
+    else if (vars.PORT !== undefined && /^\d+$/.test(vars.PORT)) {
+      group.listen = `:${vars.PORT}`
+      notes.push(`${name}: listening on :${vars.PORT} (from env.PORT); the app's worker.listen(server) or process.send('ready') marks it ready`)
+    }
+    for (const key of Object.keys(a)) {
+      if ((MAPPED_FIELDS as readonly string[]).includes(key) || key === 'listen' || key.startsWith('env_')) continue
+      const list = ignored.get(key) ?? []
+      list.push(name)
+      ignored.set(key, list)
+    }
+    groups[name] = group
+  })
+  if (!envUsed) notes.push(`--env ${envName}: no app has env_${envName}`)
+  for (const [key, names] of ignored) notes.push(`ignored PM2 field ${key} (${names.join(', ')}): baton has no equivalent or does it differently (docs/migrating-from-pm2.md)`)
+  return { groups, notes }
+}
