@@ -37,7 +37,8 @@ import {
   type SupervisorOptions,
 } from './options.js'
 import { isEcosystemFile } from './pm2-ecosystem.js'
-import { Supervisor } from './supervisor.js'
+import { ReloadError, Supervisor } from './supervisor.js'
+import { takeWatchFlag, watchPaths } from './watch.js'
 
 const USAGE = `baton: graceful sequential reloads for Node.js services
 
@@ -67,6 +68,8 @@ Usage:
       --health ADDR         serve a health endpoint for probes (host:port, :port, unix:/path):
                             every GET/HEAD answers 200 + status JSON while the fleet is ready,
                             503 while it is not (starting, stopping, a group without a ready worker)
+      --watch [PATH...]     dev mode: reload gracefully when files under PATH (default .)
+                            change; node_modules and dot folders are ignored
       --daemon              run in the background; logs go to <runtime dir>/<name>.log
   baton reload [NAME]       replace every worker one at a time; exit 1 if the new code fails
   baton stop [NAME] [--force]
@@ -105,7 +108,8 @@ async function start(args: string[]): Promise<number> {
   const dash = args.indexOf('--')
   const own = dash >= 0 ? args.slice(0, dash) : args
   const scriptArgs = dash >= 0 ? args.slice(dash + 1) : []
-  const { values, positionals } = parse(own, {
+  const { rest: ownFlags, paths: watched } = takeWatchFlag(own)
+  const { values, positionals } = parse(ownFlags, {
     config: { type: 'string' },
     name: { type: 'string' },
     count: { type: 'string' },
@@ -194,11 +198,30 @@ async function start(args: string[]): Promise<number> {
     return 0
   }
   await supervisor.start()
+  if (watched !== undefined) watchAndReload(supervisor, name, watched)
   recordStart(runtimeDir, name, [fileURLToPath(new URL('../bin/baton.js', import.meta.url)), 'start', ...args])
   for (const a of supervisor.addresses()) stdio.err(`[baton ${name}] listening on ${a.bound}`)
   await supervisor.stopped
   forgetStart(runtimeDir, name)
   return 0
+}
+
+/** `--watch`: reload on file changes, printing what changed and how the reload ended. */
+function watchAndReload(supervisor: Supervisor, name: string, paths: string[]): void {
+  const watcher = watchPaths(paths, (files) => {
+    const shown = files.length > 5 ? `${files.slice(0, 5).join(', ')} and ${files.length - 5} more` : files.join(', ')
+    stdio.err(`[baton ${name}] changed: ${shown}; reloading`)
+    supervisor.reload().then(
+      (report) => stdio.err(`[baton ${name}] ${report.message}`),
+      (e: Error) => {
+        stdio.err(`[baton ${name}] the new code failed, the old workers keep serving: ${e.message}`)
+        const f = e instanceof ReloadError ? e.report.failure : undefined
+        if (f?.stderrTail.trim()) stdio.err(f.stderrTail.trimEnd())
+      },
+    )
+  })
+  stdio.err(`[baton ${name}] watching ${paths.join(', ')} (node_modules and dot folders ignored)`)
+  void supervisor.stopped.then(() => watcher.close())
 }
 
 /** Run the CLI with `argv` (without node and the script); resolves with the exit code. */
