@@ -36,7 +36,7 @@ import {
   type ReloadOrder,
   type SupervisorOptions,
 } from './options.js'
-import { Supervisor } from './supervisor.js'
+import { socketActivated, Supervisor } from './supervisor.js'
 
 const USAGE = `baton: graceful sequential reloads for Node.js services
 
@@ -173,6 +173,12 @@ async function start(args: string[]): Promise<number> {
   if (values.health !== undefined) options.health = values.health as string
   const name = options.name as string
   const supervisor = new Supervisor(options)
+  if (values.daemon && socketActivated()) {
+    throw new CommandError(
+      'systemd passed this master its listening sockets (LISTEN_FDS), which a --daemon child could not take: run baton start in the foreground under systemd (Type=notify, without --daemon)',
+      2,
+    )
+  }
   if (values.daemon) {
     const again = ['start', ...own.filter((a) => a !== '--daemon'), ...(dash >= 0 ? ['--', ...scriptArgs] : [])]
     const pid = await startDaemon([fileURLToPath(new URL('../bin/baton.js', import.meta.url)), ...again], name, runtimeDir)
@@ -181,7 +187,10 @@ async function start(args: string[]): Promise<number> {
   }
   await supervisor.start()
   recordStart(runtimeDir, name, [fileURLToPath(new URL('../bin/baton.js', import.meta.url)), 'start', ...args])
-  for (const a of supervisor.addresses()) stdio.err(`[baton ${name}] listening on ${a.bound}`)
+  for (const a of supervisor.addresses()) {
+    const from = a.from === 'inherited' ? ` (socket from systemd, fd ${a.fd}${a.fdName ? ` "${a.fdName}"` : ''})` : ''
+    stdio.err(`[baton ${name}] listening on ${a.bound}${from}`)
+  }
   await supervisor.stopped
   forgetStart(runtimeDir, name)
   return 0
