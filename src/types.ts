@@ -64,6 +64,10 @@ export interface GroupStatus {
   sockets: SocketStatus[]
   /** How connections are spread across the workers. */
   balance: 'shared' | 'reuseport'
+  /** Milliseconds a stopping worker has before SIGKILL. */
+  stopTimeoutMs: number
+  /** Milliseconds a new worker has to become ready. */
+  readyTimeoutMs: number
 }
 
 /** The fleet's status: `baton status --json`. */

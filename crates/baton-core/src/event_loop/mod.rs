@@ -775,6 +775,8 @@ impl LoopState {
                     "listen": listen,
                     "sockets": sockets,
                     "balance": if g.balance == Balance::ReusePort { "reuseport" } else { "shared" },
+                    "stopTimeoutMs": g.rules.stop_timeout.as_millis() as u64,
+                    "readyTimeoutMs": g.rules.ready_timeout.as_millis() as u64,
                 })
             })
             .collect();
