@@ -41,6 +41,12 @@ export interface BindingBoundAddress {
   configured: string
   /** The address actually bound (a real port for `:0`). */
   bound: string
+  /** `bound` (baton bound it) or `inherited` (systemd passed it: socket activation). */
+  from: 'bound' | 'inherited'
+  /** The fd number systemd passed it as (inherited only). */
+  fd?: number
+  /** Its name in `LISTEN_FDNAMES` (inherited only, when named). */
+  fdName?: string
 }
 
 /** A fleet: its name, runtime dir, groups and restart backoff. */

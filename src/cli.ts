@@ -8,6 +8,7 @@
  * baton start [--config FILE] [flags]   (no script: baton.config.{mjs,js,cjs,json})
  * baton reload [NAME]          baton stop [NAME] [--force]
  * baton restart [NAME]         baton status [NAME] [--json]
+ * baton startup [NAME] [--socket] [--out DIR]
  * ```
  */
 import { readFileSync } from 'node:fs'
@@ -37,7 +38,8 @@ import {
   type SupervisorOptions,
 } from './options.js'
 import { isEcosystemFile } from './pm2-ecosystem.js'
-import { ReloadError, Supervisor } from './supervisor.js'
+import { startupCommand } from './startup.js'
+import { ReloadError, socketActivated, Supervisor } from './supervisor.js'
 import { takeWatchFlag, watchPaths } from './watch.js'
 
 const USAGE = `baton: graceful sequential reloads for Node.js services
@@ -75,6 +77,14 @@ Usage:
   baton stop [NAME] [--force]
   baton restart [NAME]      stop, then start again as it was started
   baton status [NAME] [--json]
+  baton startup [NAME] [--socket] [--out DIR]
+                            print a systemd unit (Type=notify) that runs the fleet as it was
+                            started; --socket adds .socket units so systemd holds the
+                            listening sockets (a restart then refuses no connection);
+                            --out DIR writes the files instead; how to install: on stderr
+
+Under systemd socket activation (LISTEN_FDS) the master takes its listening sockets from
+systemd, matched to groups by FileDescriptorName= (the group name) or by address.
 
 The runtime dir is $BATON_RUNTIME_DIR, else $XDG_RUNTIME_DIR/baton, else <tmpdir>/baton-<uid>.`
 
@@ -191,6 +201,12 @@ async function start(args: string[]): Promise<number> {
   if (values.health !== undefined) options.health = values.health as string
   const name = options.name as string
   const supervisor = new Supervisor(options)
+  if (values.daemon && socketActivated()) {
+    throw new CommandError(
+      'systemd passed this master its listening sockets (LISTEN_FDS), which a --daemon child could not take: run baton start in the foreground under systemd (Type=notify, without --daemon)',
+      2,
+    )
+  }
   if (values.daemon) {
     const again = ['start', ...own.filter((a) => a !== '--daemon'), ...(dash >= 0 ? ['--', ...scriptArgs] : [])]
     const pid = await startDaemon([fileURLToPath(new URL('../bin/baton.js', import.meta.url)), ...again], name, runtimeDir)
@@ -199,8 +215,12 @@ async function start(args: string[]): Promise<number> {
   }
   await supervisor.start()
   if (watched !== undefined) watchAndReload(supervisor, name, watched)
-  recordStart(runtimeDir, name, [fileURLToPath(new URL('../bin/baton.js', import.meta.url)), 'start', ...args])
-  for (const a of supervisor.addresses()) stdio.err(`[baton ${name}] listening on ${a.bound}`)
+  const groups = supervisor.status().groups.map(({ name, sockets, stopTimeoutMs, readyTimeoutMs, balance }) => ({ name, sockets, stopTimeoutMs, readyTimeoutMs, balance }))
+  recordStart(runtimeDir, name, [fileURLToPath(new URL('../bin/baton.js', import.meta.url)), 'start', ...args], groups)
+  for (const a of supervisor.addresses()) {
+    const from = a.from === 'inherited' ? ` (socket from systemd, fd ${a.fd}${a.fdName ? ` "${a.fdName}"` : ''})` : ''
+    stdio.err(`[baton ${name}] listening on ${a.bound}${from}`)
+  }
   await supervisor.stopped
   forgetStart(runtimeDir, name)
   return 0
@@ -255,6 +275,14 @@ export async function main(argv: string[]): Promise<number> {
         const { positionals } = parse(rest, {})
         const dir = resolveRuntimeDir()
         return await restartCommand(dir, pickMaster(dir, positionals[0]))
+      }
+      case 'startup': {
+        const { values, positionals } = parse(rest, { socket: { type: 'boolean' }, out: { type: 'string' } })
+        if (positionals.length > 1) throw new CommandError(`unexpected arguments: ${positionals.slice(1).join(' ')}`, 2)
+        return await startupCommand(resolveRuntimeDir(), positionals[0], {
+          socket: values.socket === true,
+          out: values.out as string | undefined,
+        })
       }
       case 'status': {
         const { values, positionals } = parse(rest, { json: { type: 'boolean' } })

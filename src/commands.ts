@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { listMasters, NotRunningError, request } from './control-client.js'
 import { startDaemon } from './daemon.js'
 import { formatStatus } from './format.js'
-import type { ReloadProgressEvent, Status } from './types.js'
+import type { GroupStatus, ReloadProgressEvent, Status } from './types.js'
 
 /** Where a command's output goes. */
 export interface Output {
@@ -95,20 +95,35 @@ export async function stopCommand(runtimeDir: string, name: string, force: boole
   return 0
 }
 
-/** The command line a CLI-started master records, so `baton restart` can run it again. */
-interface StartRecord {
+/** The command line a CLI-started master records, so `baton restart` can run it again (and `baton startup` put it in a unit). */
+export interface StartRecord {
+  /** The absolute bin/baton.js, `start`, then the flags as given. */
   args: string[]
+  /** The working directory it was started in. */
   cwd: string
+  /** The groups as started (names, sockets, timeouts), for `baton startup` when the master is gone. */
+  groups?: Array<Pick<GroupStatus, 'name' | 'sockets' | 'stopTimeoutMs' | 'readyTimeoutMs' | 'balance'>>
 }
 
 function recordPath(runtimeDir: string, name: string): string {
   return join(runtimeDir, `${name}.start.json`)
 }
 
-/** Remember how a master was started (for `baton restart`). */
-export function recordStart(runtimeDir: string, name: string, args: string[]): void {
-  const record: StartRecord = { args, cwd: process.cwd() }
+/** Remember how a master was started (for `baton restart` and `baton startup`). */
+export function recordStart(runtimeDir: string, name: string, args: string[], groups?: StartRecord['groups']): void {
+  const record: StartRecord = { args, cwd: process.cwd(), groups }
   writeFileSync(recordPath(runtimeDir, name), `${JSON.stringify(record)}\n`, { mode: 0o600 })
+}
+
+/** The start record of `name`, if the CLI started it (and it has not stopped since). */
+export function readStartRecord(runtimeDir: string, name: string): StartRecord | undefined {
+  const path = recordPath(runtimeDir, name)
+  if (!existsSync(path)) return undefined
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as StartRecord
+  } catch (e) {
+    throw new CommandError(`the start record ${path} is unreadable (${(e as Error).message}): start the fleet again with baton start`)
+  }
 }
 
 /** Forget the start record (the master stopped). */

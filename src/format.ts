@@ -1,5 +1,5 @@
 /** Human-readable rendering of status for the CLI. */
-import type { Status } from './types.js'
+import type { GroupStatus, Status } from './types.js'
 
 function uptime(startedAt: string | null, now: number): string {
   if (!startedAt) return '-'
@@ -15,6 +15,17 @@ function memory(bytes: number | null): string {
   return `${(bytes / 1024 / 1024).toFixed(1)} MiB`
 }
 
+function listenText(g: GroupStatus): string {
+  const sockets = g.sockets ?? []
+  return g.listen
+    .map((address, i) => {
+      const s = sockets[i]
+      if (s?.from !== 'inherited') return address
+      return `${address} (from systemd, fd ${s.fd}${s.fdName ? ` "${s.fdName}"` : ''})`
+    })
+    .join(', ')
+}
+
 /** A table of groups and workers, with a header line for the master. */
 export function formatStatus(status: Status, now = Date.now()): string {
   const header = [
@@ -25,7 +36,7 @@ export function formatStatus(status: Status, now = Date.now()): string {
   for (const g of status.groups) {
     header.push(
       `  group ${g.name}: ${g.count} worker${g.count === 1 ? '' : 's'}` +
-        (g.listen.length ? ` on ${g.listen.join(', ')}` : ' (no listen address)') +
+        (g.listen.length ? ` on ${listenText(g)}` : ' (no listen address)') +
         (g.reloadable ? '' : ' (not reloadable)'),
     )
   }

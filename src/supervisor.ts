@@ -56,8 +56,26 @@ export interface BoundAddress {
   group: string
   /** The address as configured. */
   configured: string
-  /** The address actually bound (a real port for `:0`). */
+  /** The address actually bound (a real port for `:0`), or the address of systemd's socket. */
   bound: string
+  /** `inherited`: systemd passed the socket (socket activation, `LISTEN_FDS`); `bound`: baton bound it. */
+  from: 'bound' | 'inherited'
+  /** The fd number systemd passed the socket as (inherited only). */
+  fd?: number
+  /** The socket's name in `LISTEN_FDNAMES` (`FileDescriptorName=`; inherited only, when named). */
+  fdName?: string
+}
+
+/** The variables of systemd's socket activation protocol (never passed on to workers by the core either). */
+const LISTEN_VARIABLES = ['LISTEN_PID', 'LISTEN_FDS', 'LISTEN_FDNAMES', 'LISTEN_PIDFDID']
+
+/**
+ * Whether systemd passed listening sockets to this process (`LISTEN_PID` is our pid and
+ * `LISTEN_FDS` is set): the next {@link Supervisor.start} takes them instead of binding
+ * those addresses.
+ */
+export function socketActivated(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.LISTEN_PID === String(process.pid) && (env.LISTEN_FDS ?? '') !== '' && env.LISTEN_FDS !== '0'
 }
 
 interface GroupEntry {
@@ -179,6 +197,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       if (launched) this.#onNativeEvent(json)
       else early.push(json)
     }
+    const activated = socketActivated()
     this.#launching = true
     let pending: Promise<NativeSupervisor>
     try {
@@ -193,6 +212,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     return pending.then(
       (nat) => {
         this.#launching = false
+        // The core took the sockets systemd passed: child_process children of the master
+        // must not see LISTEN_* (they would take fds they do not have).
+        if (activated) clearListenVariables()
         this.#native = nat
         if (this.#options.handleSignals !== false) this.#installSignals()
         launched = true
@@ -201,6 +223,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       },
       (e: Error) => {
         this.#launching = false
+        if (activated) clearListenVariables()
         this.#starting = undefined
         this.#closeHealth().then(() => this.#resolveStopped?.())
         throw new StartError(e.message)
@@ -462,8 +485,15 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   }
 }
 
+function clearListenVariables(): void {
+  for (const k of LISTEN_VARIABLES) delete process.env[k]
+}
+
 function toBinding(g: ResolvedGroup): BindingGroupOptions {
   const env: Record<string, string | undefined> = { ...process.env, ...g.env }
+  // The master's socket activation variables are not the workers' (the core gives them
+  // their own); leaving them out also keeps them out of config-file reload diffs.
+  for (const k of LISTEN_VARIABLES) if (!(k in g.env)) delete env[k]
   return {
     name: g.name,
     program: process.execPath,

@@ -32,6 +32,20 @@ export interface WorkerStatus {
   connections: number | null
 }
 
+/** One listen address of a group and where its socket came from. */
+export interface SocketStatus {
+  /** The address listened on (a real port for `:0`; systemd's socket's address when inherited). */
+  address: string
+  /** The address as configured. */
+  configured: string
+  /** `inherited`: systemd passed the socket (socket activation); `bound`: baton bound it. */
+  from: 'bound' | 'inherited'
+  /** The fd number systemd passed it as; null when bound. */
+  fd: number | null
+  /** Its `LISTEN_FDNAMES` name (`FileDescriptorName=`); null when bound or unnamed. */
+  fdName: string | null
+}
+
 /** A group as shown in status. */
 export interface GroupStatus {
   /** Group name. */
@@ -46,8 +60,14 @@ export interface GroupStatus {
   parallel: number
   /** Addresses actually bound (a real port for `:0`). */
   listen: string[]
+  /** Each listen address and where its socket came from, in the order of `listen`. */
+  sockets: SocketStatus[]
   /** How connections are spread across the workers. */
   balance: 'shared' | 'reuseport'
+  /** Milliseconds a stopping worker has before SIGKILL. */
+  stopTimeoutMs: number
+  /** Milliseconds a new worker has to become ready. */
+  readyTimeoutMs: number
 }
 
 /** The fleet's status: `baton status --json`. */

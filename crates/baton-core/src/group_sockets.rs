@@ -8,6 +8,9 @@
 //! worker (`steer.rs`), and since the master keeps each slot's socket across
 //! replacements, connections queued for a slot wait for its next worker instead of being
 //! reset (or are handed to a ready worker by the master, see `event_loop.rs`).
+//!
+//! An address whose socket systemd passed (`socket_activation.rs`) is not bound: that one
+//! socket is shared by every worker of the group, whatever the balance.
 
 use std::os::fd::RawFd;
 
@@ -28,10 +31,25 @@ pub struct GroupSockets {
 impl GroupSockets {
     /// Bind every address of `group`. The error names the group and the address.
     pub fn bind(group: &GroupConfig) -> Result<GroupSockets, String> {
+        GroupSockets::open(group, Vec::new())
+    }
+
+    /// Take the inherited socket of each address that has one (`inherited[i]` for
+    /// `group.listen[i]`; missing entries are `None`) and bind the others. The error names
+    /// the group and the address.
+    pub fn open(
+        group: &GroupConfig,
+        inherited: Vec<Option<Listener>>,
+    ) -> Result<GroupSockets, String> {
         let name = &group.rules.name;
         let fail = |e: listen::ListenError| format!("group \"{name}\": {e}");
         let mut per_addr = Vec::new();
+        let mut inherited = inherited.into_iter();
         for addr in &group.listen {
+            if let Some(listener) = inherited.next().flatten() {
+                per_addr.push(AddrSockets::Shared(listener));
+                continue;
+            }
             let per_slot =
                 group.balance == Balance::ReusePort && matches!(addr, ListenAddr::Tcp { .. });
             if !per_slot {
@@ -127,14 +145,17 @@ impl GroupSockets {
 
     /// `(configured, bound)` for each address, e.g. `("127.0.0.1:0", "127.0.0.1:41234")`.
     pub fn bound(&self) -> Vec<(String, String)> {
-        self.per_addr
-            .iter()
-            .filter_map(|a| match a {
-                AddrSockets::Shared(l) => Some(l),
-                AddrSockets::PerSlot(v) => v.first(),
-            })
+        self.first_listeners()
             .map(|l| (l.addr.to_string(), l.local.clone()))
             .collect()
+    }
+
+    /// The first (or only) socket of each address, in address order.
+    pub fn first_listeners(&self) -> impl Iterator<Item = &Listener> {
+        self.per_addr.iter().filter_map(|a| match a {
+            AddrSockets::Shared(l) => Some(l),
+            AddrSockets::PerSlot(v) => v.first(),
+        })
     }
 }
 
@@ -262,6 +283,45 @@ mod tests {
                 .is_none());
         }
         assert!(s.steer_weighted(&[]).is_empty());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_inherited_socket_is_shared_even_in_a_reuseport_group() {
+        use std::os::fd::{AsRawFd, OwnedFd};
+        let passed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = passed.local_addr().unwrap().port();
+        let fd = OwnedFd::from(passed);
+        let raw = fd.as_raw_fd();
+        let inherited = Listener::inherited(
+            ListenAddr::Tcp {
+                host: "127.0.0.1".into(),
+                port,
+            },
+            fd,
+            format!("127.0.0.1:{port}"),
+            Some(port),
+            3,
+            Some("web".into()),
+        );
+        let g = group(Balance::ReusePort, 3, vec![local_tcp(), local_tcp()]);
+        let s = GroupSockets::open(&g, vec![Some(inherited)]).unwrap();
+        // Address 0 is the inherited socket for every slot; address 1 is bound per slot.
+        assert_eq!(s.fds_for(0)[0], raw);
+        assert_eq!(s.fds_for(2)[0], raw);
+        assert_ne!(s.fds_for(0)[1], s.fds_for(1)[1]);
+        assert_eq!(s.per_slot_addrs(), [1]);
+        let origins: Vec<_> = s.first_listeners().map(|l| l.origin().clone()).collect();
+        assert_eq!(
+            origins,
+            [
+                crate::listen::Origin::Inherited {
+                    fd: 3,
+                    name: Some("web".into())
+                },
+                crate::listen::Origin::Bound
+            ]
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! - [`listen`], [`group_sockets`], [`steer`] (reuseport BPF steering), [`handoff`] (passing
 //!   a connection's fd to a worker), [`identity`] (user and group lookup), [`spawn`], [`runtime_dir`], [`peer`], [`proc_info`]: OS
 //!   plumbing, each the one place for its `unsafe`.
-//! - [`sd_notify`]: systemd's notify protocol (`NOTIFY_SOCKET`).
+//! - [`sd_notify`]: systemd's notify protocol (`NOTIFY_SOCKET`); [`socket_activation`]: the
+//!   master's listening sockets passed by systemd (`LISTEN_FDS`), and which group each serves.
 //! - [`reaper`]: reaps orphans when the master is PID 1 (a container) or a subreaper.
 //! - [`event_loop`]: the driver thread that runs a [`fleet::Fleet`] against real processes.
 //! - [`control`]: the control-socket protocol served to the `baton` CLI.
@@ -34,5 +35,6 @@ pub mod reaper;
 pub mod reconfigure;
 pub mod runtime_dir;
 pub mod sd_notify;
+pub mod socket_activation;
 pub mod spawn;
 pub mod steer;

@@ -30,6 +30,21 @@ pub struct Listener {
     socket: Socket,
     port: Option<u16>,
     unix_path_to_remove: Option<UnixFileId>,
+    origin: Origin,
+}
+
+/// Where a listening socket came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// baton bound it.
+    Bound,
+    /// systemd passed it (socket activation, `socket_activation.rs`).
+    Inherited {
+        /// The fd number it was passed as.
+        fd: RawFd,
+        /// Its `LISTEN_FDNAMES` name, if any.
+        name: Option<String>,
+    },
 }
 
 /// The socket file we created, identified by device and inode so that `Drop` never
@@ -42,6 +57,31 @@ struct UnixFileId {
 }
 
 impl Listener {
+    /// A listening socket systemd passed (already checked by `socket_activation::claim`).
+    /// Its Unix socket file, if any, is never removed: systemd owns it.
+    pub fn inherited(
+        addr: ListenAddr,
+        socket: OwnedFd,
+        local: String,
+        port: Option<u16>,
+        fd: RawFd,
+        name: Option<String>,
+    ) -> Listener {
+        Listener {
+            addr,
+            local,
+            socket: Socket::from(socket),
+            port,
+            unix_path_to_remove: None,
+            origin: Origin::Inherited { fd, name },
+        }
+    }
+
+    /// Where this socket came from.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
     /// The raw listening socket fd (FD_CLOEXEC set; `spawn` passes it to workers).
     pub fn fd(&self) -> RawFd {
         self.socket.as_raw_fd()
@@ -322,6 +362,7 @@ fn bind_tcp(
                     socket,
                     port: Some(local_port),
                     unix_path_to_remove: None,
+                    origin: Origin::Bound,
                 });
             }
             Err(e) => {
@@ -450,6 +491,7 @@ fn bind_unix(addr: &ListenAddr, path: &Path, backlog: i32) -> Result<Listener, L
         socket,
         port: None,
         unix_path_to_remove: id,
+        origin: Origin::Bound,
     };
     listener
         .socket

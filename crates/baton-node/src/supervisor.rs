@@ -3,6 +3,7 @@
 
 use baton_core::config::FleetConfig;
 use baton_core::event_loop::{self, Handle};
+use baton_core::listen::Origin;
 use napi::bindgen_prelude::AsyncTask;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Error, Result, Status, Task};
@@ -22,6 +23,13 @@ pub struct BindingBoundAddress {
     pub configured: String,
     /// The address actually bound (a real port for `:0`).
     pub bound: String,
+    /// `bound` (baton bound it) or `inherited` (systemd passed it: socket activation).
+    #[napi(ts_type = "'bound' | 'inherited'")]
+    pub from: String,
+    /// The fd number systemd passed it as (inherited only).
+    pub fd: Option<i32>,
+    /// Its name in `LISTEN_FDNAMES` (inherited only, when named).
+    pub fd_name: Option<String>,
 }
 
 /// A running fleet in this process (the master).
@@ -140,10 +148,19 @@ impl NativeSupervisor {
         self.handle
             .bound
             .iter()
-            .map(|(group, configured, bound)| BindingBoundAddress {
-                group: group.clone(),
-                configured: configured.clone(),
-                bound: bound.clone(),
+            .map(|b| {
+                let (from, fd, fd_name) = match &b.origin {
+                    Origin::Bound => ("bound", None, None),
+                    Origin::Inherited { fd, name } => ("inherited", Some(*fd), name.clone()),
+                };
+                BindingBoundAddress {
+                    group: b.group.clone(),
+                    configured: b.configured.clone(),
+                    bound: b.bound.clone(),
+                    from: from.into(),
+                    fd,
+                    fd_name,
+                }
             })
             .collect()
     }

@@ -61,6 +61,7 @@ use crate::exit_status::ExitStatus;
 use crate::fleet::{Action, Event, Fleet, Input, ReloadOutcome, Ticket, WorkerKey, WorkerState};
 use crate::group_sockets::GroupSockets;
 use crate::handoff;
+use crate::listen::Origin;
 use crate::public_json::{self, Names, RowExtras};
 use crate::reconfigure::{self, Change};
 use crate::runtime_dir::{self, PidFile};
@@ -113,13 +114,26 @@ enum Msg {
     },
 }
 
+/// A listen address of a running fleet.
+#[derive(Debug, Clone)]
+pub struct BoundAddress {
+    /// The group.
+    pub group: String,
+    /// The address as configured.
+    pub configured: String,
+    /// The address actually listened on (a real port for `:0`; systemd's socket's address).
+    pub bound: String,
+    /// Whether baton bound it or systemd passed it.
+    pub origin: Origin,
+}
+
 /// The host's handle on a running fleet. Dropping it does not stop the fleet.
 pub struct Handle {
     tx: Sender<Msg>,
     waker: Arc<Waker>,
     tickets: Arc<AtomicU64>,
-    /// Every bound listen address, in group order: `(group, configured, bound)`.
-    pub bound: Vec<(String, String, String)>,
+    /// Every listen address, in group order.
+    pub bound: Vec<BoundAddress>,
     /// Path of the control socket.
     pub control_path: PathBuf,
     /// The latest status, published by the loop (see [`Handle::status`]).
@@ -226,12 +240,22 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
             )));
         }
     }
+    // Sockets systemd passed (LISTEN_FDS) serve their group addresses; the others are bound.
+    let activation = crate::socket_activation::activate(&config.groups).map_err(launch_error)?;
+    for line in &activation.log {
+        sink(json!({ "type": "log", "message": line }));
+    }
     let mut listeners: Vec<GroupSockets> = Vec::new();
     let mut bound = Vec::new();
-    for g in &config.groups {
-        let sockets = GroupSockets::bind(g).map_err(launch_error)?;
-        for (configured, local) in sockets.bound() {
-            bound.push((g.rules.name.clone(), configured, local));
+    for (g, inherited) in config.groups.iter().zip(activation.per_group) {
+        let sockets = GroupSockets::open(g, inherited).map_err(launch_error)?;
+        for l in sockets.first_listeners() {
+            bound.push(BoundAddress {
+                group: g.rules.name.clone(),
+                configured: l.addr.to_string(),
+                bound: l.local.clone(),
+                origin: l.origin().clone(),
+            });
         }
         listeners.push(sockets);
     }
@@ -860,11 +884,24 @@ impl LoopState {
             .enumerate()
             .map(|(i, g)| {
                 // No sockets once `shutdown` released them.
-                let listen: Vec<String> = self
-                    .listeners
-                    .get(i)
+                let sockets_of = self.listeners.get(i);
+                let listen: Vec<String> = sockets_of
                     .map(|l| l.bound().into_iter().map(|(_, local)| local).collect())
                     .unwrap_or_default();
+                let sockets: Vec<Value> = sockets_of
+                    .into_iter()
+                    .flat_map(|l| l.first_listeners())
+                    .map(|l| match l.origin() {
+                        Origin::Bound => json!({
+                            "address": l.local, "configured": l.addr.to_string(),
+                            "from": "bound", "fd": null, "fdName": null,
+                        }),
+                        Origin::Inherited { fd, name } => json!({
+                            "address": l.local, "configured": l.addr.to_string(),
+                            "from": "inherited", "fd": fd, "fdName": name,
+                        }),
+                    })
+                    .collect();
                 json!({
                     "name": g.rules.name,
                     "count": g.rules.count,
@@ -872,7 +909,10 @@ impl LoopState {
                     "order": if g.rules.order == Order::StopFirst { "stop-first" } else { "start-first" },
                     "parallel": g.rules.parallel,
                     "listen": listen,
+                    "sockets": sockets,
                     "balance": if g.balance == Balance::ReusePort { "reuseport" } else { "shared" },
+                    "stopTimeoutMs": g.rules.stop_timeout.as_millis() as u64,
+                    "readyTimeoutMs": g.rules.ready_timeout.as_millis() as u64,
                 })
             })
             .collect();
