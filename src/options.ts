@@ -35,6 +35,17 @@ export interface GroupOptions {
   cwd?: string
   /** Whether a reload replaces these workers. `false`: they get `onWorkerReload` instead (the gateway pattern). Default true. */
   reloadable?: boolean
+  /**
+   * Drop-in mode: a worker's plain `listen(port)` (an app that does not import baton) gets
+   * a socket the master creates on first request and keeps across reloads (preload.ts,
+   * loaded with `--import`). Default true; `false` loads nothing into the workers.
+   */
+  dropIn?: boolean
+  /**
+   * PM2's `wait_ready`: a drop-in worker is ready only when it sends `process.send('ready')`,
+   * not when it has listened. Default false.
+   */
+  waitReady?: boolean
   /** Milliseconds a new worker has to become ready. Default 30000. */
   readyTimeout?: number
   /** Milliseconds a stopping worker has before SIGKILL. Default 2000. */
@@ -120,6 +131,8 @@ export interface ResolvedGroup {
   execArgv: string[]
   cwd: string
   reloadable: boolean
+  dropIn: boolean
+  waitReady: boolean
   readyTimeout: number
   stopTimeout: number
   order: ReloadOrder
@@ -143,7 +156,7 @@ export class OptionsError extends Error {
 
 const GROUP_KEYS = new Set([
   'script', 'count', 'listen', 'env', 'args', 'execArgv', 'cwd', 'reloadable', 'readyTimeout',
-  'stopTimeout', 'order', 'parallel', 'backlog', 'balance', 'uid', 'gid',
+  'stopTimeout', 'order', 'parallel', 'backlog', 'balance', 'uid', 'gid', 'dropIn', 'waitReady',
 ])
 const NAME_RE = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$/
 
@@ -250,6 +263,9 @@ export function resolveGroup(name: string, raw: unknown, defaultScript?: string)
   if (balance === 'reuseport' && process.platform !== 'linux') {
     throw new OptionsError(`${field}.balance`, `'reuseport' needs Linux (${process.platform} does not spread connections across SO_REUSEPORT sockets); use 'shared'`)
   }
+  for (const key of ['dropIn', 'waitReady'] as const) {
+    if (o[key] !== undefined && typeof o[key] !== 'boolean') throw new OptionsError(`${field}.${key}`, 'expected true or false')
+  }
   if (o.reloadable !== undefined && typeof o.reloadable !== 'boolean') {
     throw new OptionsError(`${field}.reloadable`, 'expected true or false')
   }
@@ -264,6 +280,8 @@ export function resolveGroup(name: string, raw: unknown, defaultScript?: string)
     execArgv: stringArray(`${field}.execArgv`, o.execArgv),
     cwd: absCwd,
     reloadable: o.reloadable !== false,
+    dropIn: o.dropIn !== false,
+    waitReady: o.waitReady === true,
     readyTimeout: integer(`${field}.readyTimeout`, o.readyTimeout, 30_000, 1, 3_600_000),
     stopTimeout: integer(`${field}.stopTimeout`, o.stopTimeout, 2_000, 1, 3_600_000),
     order,

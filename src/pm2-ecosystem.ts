@@ -123,6 +123,7 @@ export function fromEcosystem(value: { apps: unknown }, base: string, envName: s
     if (a.args !== undefined) group.args = splitArgs(`${at}.args`, a.args)
     const nodeArgs = a.node_args ?? a.interpreter_args
     if (nodeArgs !== undefined) group.execArgv = splitArgs(`${at}.${a.node_args !== undefined ? 'node_args' : 'interpreter_args'}`, nodeArgs)
+    if (a.wait_ready === true) group.waitReady = true
     const stop = ms(`${at}.kill_timeout`, a.kill_timeout)
     if (stop !== undefined) group.stopTimeout = stop
     const ready = ms(`${at}.listen_timeout`, a.listen_timeout)
@@ -131,7 +132,7 @@ export function fromEcosystem(value: { apps: unknown }, base: string, envName: s
     if (a.listen !== undefined) group.listen = a.listen as GroupOptions['listen']
     else if (vars.PORT !== undefined && /^\d+$/.test(vars.PORT)) {
       group.listen = `:${vars.PORT}`
-      notes.push(`${name}: listening on :${vars.PORT} (from env.PORT); the app's worker.listen(server) or process.send('ready') marks it ready`)
+      notes.push(`${name}: listening on :${vars.PORT} (from env.PORT)`)
     }
     for (const key of Object.keys(a)) {
       if ((MAPPED_FIELDS as readonly string[]).includes(key) || key === 'listen' || key.startsWith('env_')) continue

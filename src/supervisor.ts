@@ -489,15 +489,22 @@ function clearListenVariables(): void {
   for (const k of LISTEN_VARIABLES) delete process.env[k]
 }
 
+/**
+ * The drop-in preload (preload.ts) as `--import` takes it: the built one in dist/, from
+ * dist/ and from src/ alike (so workers share the `baton` module that apps import).
+ */
+const PRELOAD = new URL('../dist/preload.js', import.meta.url).href
+
 function toBinding(g: ResolvedGroup): BindingGroupOptions {
   const env: Record<string, string | undefined> = { ...process.env, ...g.env }
   // The master's socket activation variables are not the workers' (the core gives them
   // their own); leaving them out also keeps them out of config-file reload diffs.
   for (const k of LISTEN_VARIABLES) if (!(k in g.env)) delete env[k]
+  if (g.waitReady) env.BATON_WAIT_READY = '1'
   return {
     name: g.name,
     program: process.execPath,
-    execArgv: g.execArgv,
+    execArgv: g.dropIn ? ['--import', PRELOAD, ...g.execArgv] : g.execArgv,
     script: g.script,
     args: g.args,
     env: Object.entries(env).flatMap(([k, v]) => (v === undefined ? [] : [[k, v]])),

@@ -38,8 +38,12 @@ export interface SocketStatus {
   address: string
   /** The address as configured. */
   configured: string
-  /** `inherited`: systemd passed the socket (socket activation); `bound`: baton bound it. */
-  from: 'bound' | 'inherited'
+  /**
+   * `inherited`: systemd passed the socket (socket activation); `bound`: baton bound it
+   * from the group's listen addresses; `drop-in`: baton bound it when a worker called
+   * plain `listen(port)` (kept across reloads).
+   */
+  from: 'bound' | 'inherited' | 'drop-in'
   /** The fd number systemd passed it as; null when bound. */
   fd: number | null
   /** Its `LISTEN_FDNAMES` name (`FileDescriptorName=`); null when bound or unnamed. */

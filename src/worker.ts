@@ -400,6 +400,17 @@ class WorkerRuntime implements Worker {
     await this.#listenTracked(server, options.host === undefined ? { port } : { port, host: options.host }, options.upgrades);
   }
 
+  /**
+   * Drop-in mode (preload.ts): `server` listens on a socket the master handed over for a
+   * plain `listen(port)`; track it so a graceful stop drains it.
+   * @internal
+   */
+  adopt(server: net.Server): void {
+    trackServer(server, { idleMs: DEFAULT_IDLE_MS });
+    this.#servers.add(server);
+    if (this.stopping) server.once('listening', () => stopAccepting(server));
+  }
+
   ready(): void {
     if (!this.isWorker || this.#readySent) return;
     if (typeof process.send !== 'function' || !process.connected) return;
@@ -556,4 +567,14 @@ function formatError(err: unknown): string {
  * `listen`, `ready`, `onStop`, `onReload`, `stop`. Importing it installs the stop
  * listeners only in a baton worker (in a plain process, on the first `listen()`).
  */
-export const worker: Worker = new WorkerRuntime(readEnv(process.env));
+const runtime = new WorkerRuntime(readEnv(process.env));
+export const worker: Worker = runtime;
+
+/**
+ * Track a server that listens on a socket from the master's drop-in `listen` (see
+ * preload.ts), so the graceful stop drains it. Not part of the public API.
+ * @internal
+ */
+export function adoptServer(server: net.Server): void {
+  runtime.adopt(server);
+}

@@ -32,6 +32,7 @@
 //! again, its sockets are deregistered.
 
 mod control_server;
+mod drop_in;
 mod steering;
 mod workers;
 
@@ -326,6 +327,7 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
         host_pending: HashMap::new(),
         host_expired: HashSet::new(),
         next_heartbeat: Instant::now(),
+        drop_in: Vec::new(),
         status_cache: status_cache.clone(),
         status_published: Cell::new(Instant::now()),
         status_dirty: Cell::new(true),
@@ -446,6 +448,8 @@ struct LoopState {
     host_expired: HashSet<Ticket>,
     /// When the next heartbeat goes to the control clients waiting for an answer.
     next_heartbeat: Instant,
+    /// Sockets bound for workers' plain `listen(port)` (drop_in.rs), kept until exit.
+    drop_in: Vec<drop_in::DropInSocket>,
     /// Shared with the host's [`Handle`]: the status it answers with.
     status_cache: StatusCache,
     /// When it was last published (a `Cell`: published from `&self` paths like `emit`).
@@ -574,6 +578,7 @@ impl LoopState {
         // Connections nobody could take are closed (the clients see the end of the stream).
         self.pending.clear();
         self.listeners.clear();
+        self.drop_in.clear();
         if let Some(mut c) = self.control.take() {
             let _ = self.poll.registry().deregister(&mut c);
         }
@@ -885,10 +890,16 @@ impl LoopState {
             .map(|(i, g)| {
                 // No sockets once `shutdown` released them.
                 let sockets_of = self.listeners.get(i);
-                let listen: Vec<String> = sockets_of
+                let mut listen: Vec<String> = sockets_of
                     .map(|l| l.bound().into_iter().map(|(_, local)| local).collect())
                     .unwrap_or_default();
-                let sockets: Vec<Value> = sockets_of
+                listen.extend(
+                    self.drop_in
+                        .iter()
+                        .filter(|s| s.group == i)
+                        .map(|s| s.listener.local.clone()),
+                );
+                let mut sockets: Vec<Value> = sockets_of
                     .into_iter()
                     .flat_map(|l| l.first_listeners())
                     .map(|l| match l.origin() {
@@ -902,6 +913,7 @@ impl LoopState {
                         }),
                     })
                     .collect();
+                sockets.extend(self.drop_in_status(i));
                 json!({
                     "name": g.rules.name,
                     "count": g.rules.count,

@@ -166,6 +166,7 @@ impl LoopState {
         let mut handoff = false;
         let mut nacks = 0;
         let mut connections = None;
+        let mut listens = Vec::new();
         let mut eof = false;
         if let Some(io) = self.workers.get_mut(&key) {
             let Some(fd) = io.control.as_ref() else {
@@ -193,12 +194,16 @@ impl LoopState {
                     }
                     ControlLine::HandleNack => nacks += 1,
                     ControlLine::Connections(n) => connections = Some(n),
+                    ControlLine::Listen { req, port, host } => listens.push((req, port, host)),
                     ControlLine::Other => {}
                 }
             }
             if io.control_buf.len() > 64 * 1024 {
                 io.control_buf.clear();
             }
+        }
+        for (req, port, host) in listens {
+            self.listen_for_worker(key, req, port, host);
         }
         if handoff {
             if let Some(io) = self.workers.get_mut(&key) {
@@ -283,6 +288,13 @@ pub(super) enum ControlLine {
     HandleNack,
     /// `{"type":"connections","count":N}` from baton's runtime: its open connections.
     Connections(u32),
+    /// `{"type":"baton:listen","req":N,"port":P,"host":H|null}` from the drop-in preload:
+    /// the app called `listen(port)`; answer with the socket (drop_in.rs).
+    Listen {
+        req: u64,
+        port: u16,
+        host: Option<String>,
+    },
     /// Anything else, including Node's `{"cmd":"NODE_HANDLE_ACK"}`: ignored.
     Other,
 }
@@ -303,6 +315,20 @@ pub(super) fn parse_control_line(line: &[u8]) -> ControlLine {
                 {
                     Some(n) => ControlLine::Connections(n),
                     None => ControlLine::Other,
+                }
+            } else if map.get("type").and_then(Value::as_str) == Some("baton:listen") {
+                let req = map.get("req").and_then(Value::as_u64);
+                let port = map
+                    .get("port")
+                    .and_then(Value::as_u64)
+                    .and_then(|p| u16::try_from(p).ok());
+                match (req, port) {
+                    (Some(req), Some(port)) => ControlLine::Listen {
+                        req,
+                        port,
+                        host: map.get("host").and_then(Value::as_str).map(str::to_string),
+                    },
+                    _ => ControlLine::Other,
                 }
             } else if map.get("cmd").and_then(Value::as_str) == Some("NODE_HANDLE_NACK") {
                 ControlLine::HandleNack
@@ -392,5 +418,35 @@ mod tests {
         );
         assert_eq!(parse("{\"type\":\"stop\"}\n"), ControlLine::Other);
         assert_eq!(parse("not json\n"), ControlLine::Other);
+    }
+
+    #[test]
+    fn drop_in_listen_requests() {
+        let parse = |s: &str| parse_control_line(s.as_bytes());
+        assert_eq!(
+            parse(r#"{"type":"baton:listen","req":3,"port":8080,"host":null}"#),
+            ControlLine::Listen {
+                req: 3,
+                port: 8080,
+                host: None
+            }
+        );
+        assert_eq!(
+            parse(r#"{"type":"baton:listen","req":1,"port":0,"host":"127.0.0.1"}"#),
+            ControlLine::Listen {
+                req: 1,
+                port: 0,
+                host: Some("127.0.0.1".into())
+            }
+        );
+        // Out of range or missing fields: ignored (the worker then times out as not ready).
+        assert_eq!(
+            parse(r#"{"type":"baton:listen","req":1,"port":70000}"#),
+            ControlLine::Other
+        );
+        assert_eq!(
+            parse(r#"{"type":"baton:listen","port":80}"#),
+            ControlLine::Other
+        );
     }
 }

@@ -1,0 +1,125 @@
+/**
+ * Drop-in mode: apps that never import baton and call `listen(process.env.PORT)` — Express
+ * 5, Fastify 5, Koa and a @grpc/grpc-js server, written as their docs write them
+ * (examples/frameworks/) — run under `baton start app --count N` with no `--listen`, and
+ * go through reloads under load without a failed request.
+ */
+import test from 'ava'
+import { writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { startFleet, type Fleet } from './helpers/fleet.js'
+import { startLoad } from './helpers/load.js'
+import { freePort, tmpDir, waitFor } from './helpers/processes.js'
+import { assertNoFailedRequests } from './helpers/reload.js'
+
+const example = (name: string): string => fileURLToPath(new URL(`../examples/frameworks/${name}`, import.meta.url))
+
+interface DropInFleet {
+  fleet: Fleet
+  port: number
+  deploy(version: string): void
+}
+
+async function dropInFleet(t: Parameters<typeof startFleet>[0], script: string, count: number): Promise<DropInFleet> {
+  const dir = await tmpDir('baton-dropin-')
+  t.teardown(() => dir.cleanup())
+  const versionFile = join(dir.path, 'version.txt')
+  writeFileSync(versionFile, 'v1')
+  const port = await freePort()
+  const fleet = await startFleet(t, { script, count, env: { PORT: String(port), APP_VERSION_FILE: versionFile } })
+  return { fleet, port, deploy: (v) => writeFileSync(versionFile, v) }
+}
+
+async function reloadTo(t: Parameters<typeof startFleet>[0], f: DropInFleet, version: string): Promise<void> {
+  const before = new Set(await f.fleet.workerPids())
+  f.deploy(version)
+  const reload = await f.fleet.cli(['reload', f.fleet.name])
+  t.is(reload.code, 0, reload.stderr)
+  const after = await f.fleet.workerPids()
+  t.true(after.every((pid) => !before.has(pid)), 'every worker replaced')
+}
+
+for (const [framework, script] of [
+  ['Express 5', 'express.mjs'],
+  ['Fastify 5', 'fastify.mjs'],
+  ['Koa', 'koa.mjs'],
+] as const) {
+  test.serial(`${framework} without a baton import: 3 reloads under keep-alive load, 0 failed requests, new code served`, async (t) => {
+    const f = await dropInFleet(t, example(script), 2)
+    const status = await f.fleet.status()
+    t.deepEqual(
+      status.groups[0]?.sockets?.map((s) => s.from),
+      ['drop-in'],
+      'the master created the socket on the first listen() and lists it',
+    )
+    t.true(status.groups[0]?.listen[0]?.endsWith(`:${f.port}`), JSON.stringify(status.groups[0]?.listen))
+    const load = startLoad({ port: f.port, connections: 16 })
+    t.teardown(() => load.stop())
+    for (const version of ['v2', 'v3', 'v4']) await reloadTo(t, f, version)
+    await waitFor(() => (load.snapshot().bodies.v4 ?? 0) > 50, { message: 'v4 served' })
+    const result = await load.stop()
+    t.log(`requests ${result.requests}, ok ${result.ok}, errors ${result.errors} ${JSON.stringify(result.bodies)}`)
+    assertNoFailedRequests(t, result)
+  })
+}
+
+test.serial('a @grpc/grpc-js server without a baton import: a unary-call load through 3 reloads, 0 failed calls', async (t) => {
+  const require = createRequire(import.meta.url)
+  const grpc = require('@grpc/grpc-js') as typeof import('@grpc/grpc-js')
+  const { versionService } = (await import(example('grpc-service.mjs'))) as { versionService: import('@grpc/grpc-js').ServiceDefinition }
+  const f = await dropInFleet(t, example('grpc.mjs'), 2)
+  const Client = grpc.makeGenericClientConstructor(versionService, 'Version')
+  const client = new Client(`127.0.0.1:${f.port}`, grpc.credentials.createInsecure()) as InstanceType<typeof Client> & {
+    get(req: object, cb: (err: Error | null, res?: { version: string }) => void): void
+  }
+  t.teardown(() => client.close())
+  const counts = { ok: 0, failed: 0, failures: [] as string[], versions: {} as Record<string, number> }
+  let stopped = false
+  const lane = async (): Promise<void> => {
+    while (!stopped) {
+      await new Promise<void>((resolve) =>
+        client.get({}, (err, res) => {
+          if (err) {
+            counts.failed += 1
+            counts.failures.push(err.message)
+          } else if (res) {
+            counts.ok += 1
+            counts.versions[res.version] = (counts.versions[res.version] ?? 0) + 1
+          }
+          resolve()
+        }),
+      )
+    }
+  }
+  const lanes = Array.from({ length: 8 }, lane)
+  t.teardown(async () => {
+    stopped = true
+    await Promise.all(lanes)
+  })
+  await waitFor(() => counts.ok > 20, { message: 'calls answered before the reloads' })
+  for (const version of ['v2', 'v3', 'v4']) await reloadTo(t, f, version)
+  await waitFor(() => (counts.versions.v4 ?? 0) > 20, { message: 'v4 answering' })
+  stopped = true
+  await Promise.all(lanes)
+  t.log(JSON.stringify({ ok: counts.ok, failed: counts.failed, versions: counts.versions }))
+  t.true(counts.ok > 200, `calls made: ${counts.ok}`)
+  t.is(counts.failed, 0, counts.failures.slice(0, 5).join('; '))
+})
+
+test('which listen() calls drop-in mode takes: TCP ports in every argument form; paths, fds and handles are left to Node', async (t) => {
+  const { portTarget } = await import('../src/preload.js')
+  const cb = (): void => undefined
+  t.like(portTarget([3000]), { port: 3000, host: undefined })
+  t.like(portTarget(['3000', '127.0.0.1', cb]), { port: 3000, host: '127.0.0.1', callback: cb })
+  t.like(portTarget([8080, 100]), { port: 8080, backlog: 100 })
+  t.like(portTarget([{ port: 4000, host: '::1', backlog: 7 }]), { port: 4000, host: '::1', backlog: 7 })
+  t.like(portTarget([]), { port: 0 })
+  t.like(portTarget([cb]), { port: 0, callback: cb })
+  t.is(portTarget(['/tmp/app.sock']), undefined)
+  t.is(portTarget([{ path: '/tmp/app.sock' }]), undefined)
+  t.is(portTarget([{ fd: 3 }]), undefined)
+  t.is(portTarget([{ _handle: {} }]), undefined)
+  t.is(portTarget([70000]), undefined)
+})

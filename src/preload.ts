@@ -1,0 +1,149 @@
+/**
+ * Drop-in mode: loaded with `--import` into every baton worker, so an app that calls
+ * `server.listen(port)` (`app.listen(port)`, `fastify.listen({ port })`, ...) and never
+ * imports baton runs under baton unchanged, as it would under node:cluster or PM2.
+ *
+ * A TCP `listen()` (a port, with or without a host; not a path, an fd or a handle) asks the
+ * master for the socket (`{ type: 'baton:listen', req, port, host }` on the control
+ * channel). The master binds it the first time a worker of the group asks for that
+ * address, or answers with the group's own listen address on that port, and keeps it: every
+ * later worker and replacement gets the same socket, so the port never closes during a
+ * reload. The socket comes back as a handle with the answer; the server listens on it, is
+ * tracked for the drain, and the worker is marked ready once it listens (unless the group
+ * waits for `process.send('ready')`, PM2's `wait_ready`).
+ *
+ * Outside a baton worker this module does nothing.
+ *
+ * @module
+ */
+import * as net from 'node:net';
+
+import { adoptServer, worker } from './worker.js';
+
+/** What a TCP `listen()` call asks for. */
+export interface PortTarget {
+  port: number;
+  host: string | undefined;
+  backlog: number | undefined;
+  callback: (() => void) | undefined;
+}
+
+/**
+ * The TCP port a `server.listen(...)` call asks for, following Node's argument forms
+ * (`listen()`, `listen(port[, host][, backlog][, cb])`, `listen({ port, host, backlog }[,
+ * cb])`); undefined for a path, an fd or a handle, which are left to Node.
+ */
+export function portTarget(args: readonly unknown[]): PortTarget | undefined {
+  const last = args.at(-1);
+  const callback = typeof last === 'function' ? (last as () => void) : undefined;
+  const rest = callback === undefined ? args : args.slice(0, -1);
+  const [first, second, third] = rest;
+  const toPort = (v: unknown): number | undefined => {
+    if (v === undefined || v === null) return 0;
+    if (typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 65535) return v;
+    if (typeof v === 'string' && /^\d+$/.test(v) && Number(v) <= 65535) return Number(v);
+    return undefined;
+  };
+  if (first === undefined || typeof first === 'number' || (typeof first === 'string' && /^\d+$/.test(first))) {
+    const port = toPort(first);
+    if (port === undefined) return undefined;
+    const host = typeof second === 'string' ? second : undefined;
+    const backlogArg = typeof second === 'number' ? second : typeof third === 'number' ? third : undefined;
+    return { port, host, backlog: backlogArg, callback };
+  }
+  if (typeof first === 'object' && first !== null) {
+    const o = first as { port?: unknown; host?: unknown; path?: unknown; fd?: unknown; handle?: unknown; _handle?: unknown; backlog?: unknown };
+    if (o.path !== undefined || o.fd !== undefined || o.handle !== undefined || o._handle !== undefined) return undefined;
+    if (!('port' in o) && !('host' in o)) return undefined; // a server or socket passed as a handle
+    const port = toPort(o.port);
+    if (port === undefined) return undefined;
+    return {
+      port,
+      host: typeof o.host === 'string' ? o.host : undefined,
+      backlog: typeof o.backlog === 'number' ? o.backlog : undefined,
+      callback,
+    };
+  }
+  return undefined;
+}
+
+/** The master's answer to a `baton:listen` request. */
+interface ListenAnswer {
+  readonly type: 'baton:listen';
+  readonly req: number;
+  readonly error?: string;
+  readonly code?: string;
+}
+
+function isListenAnswer(msg: unknown): msg is ListenAnswer {
+  return typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'baton:listen';
+}
+
+let nextRequest = 1;
+const waiting = new Map<number, { resolve: (handle: unknown) => void; reject: (err: Error) => void }>();
+
+/** Ask the master for the socket of `target`; resolves with the listening handle. */
+function requestSocket(target: PortTarget): Promise<unknown> {
+  const req = nextRequest++;
+  // Until the answer comes, nothing else may keep the app alive: hold the channel.
+  process.channel?.ref();
+  const settled = (): void => {
+    if (waiting.size === 0) process.channel?.unref();
+  };
+  return new Promise((resolve, reject) => {
+    waiting.set(req, {
+      resolve: (handle) => {
+        settled();
+        resolve(handle);
+      },
+      reject: (err) => {
+        settled();
+        reject(err);
+      },
+    });
+    const message = { type: 'baton:listen', req, port: target.port, host: target.host ?? null };
+    (process.send as NonNullable<typeof process.send>)(message, undefined, undefined, (err) => {
+      if (err === null || err === undefined) return;
+      waiting.delete(req);
+      settled();
+      reject(new Error(`baton: cannot ask the master for port ${target.port}: ${err.message}`));
+    });
+  });
+}
+
+function install(): void {
+  const original = net.Server.prototype.listen as (this: net.Server, ...args: unknown[]) => net.Server;
+  process.on('message', (msg: unknown, handle: unknown) => {
+    if (!isListenAnswer(msg)) return;
+    const w = waiting.get(msg.req);
+    if (w === undefined) return;
+    waiting.delete(msg.req);
+    if (msg.error !== undefined || handle === undefined) {
+      const err = new Error(msg.error ?? 'the master sent no socket') as NodeJS.ErrnoException;
+      if (msg.code !== undefined) err.code = msg.code;
+      w.reject(err);
+    } else {
+      w.resolve(handle);
+    }
+  });
+  process.channel?.unref();
+  const waitReady = process.env.BATON_WAIT_READY === '1';
+  net.Server.prototype.listen = function listen(this: net.Server, ...args: unknown[]): net.Server {
+    const target = portTarget(args);
+    if (target === undefined) return original.apply(this, args);
+    if (target.callback !== undefined) this.once('listening', target.callback);
+    adoptServer(this);
+    requestSocket(target).then(
+      (handle) => {
+        original.call(this, handle, target.backlog ?? Number(process.env.BATON_BACKLOG ?? 511));
+        this.once('listening', () => {
+          if (!waitReady) worker.ready();
+        });
+      },
+      (err: Error) => this.emit('error', err),
+    );
+    return this;
+  };
+}
+
+if (worker.isWorker && typeof process.send === 'function') install();
