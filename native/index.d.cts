@@ -30,6 +30,11 @@ export declare class NativeSupervisor {
   reconfigure(options: BindingFleetOptions): string
   /** Request a graceful stop, or an immediate one with `force`. */
   stop(force: boolean): void
+  /**
+   * Reopen every log file (groups' `stdout`/`stderr` files and the master's own log);
+   * returns how many were reopened.
+   */
+  reopenLogs(): number
   /** The status as a JSON string (design §7 contract). */
   status(): string
   /** The bound listen addresses. */
@@ -67,6 +72,11 @@ export interface BindingFleetOptions {
    * config file): control-socket reloads wait for `reloadTicket` / `failReload`.
    */
   hostPreparesReloads?: boolean
+  /**
+   * The master's own stdout and stderr go to this file (absolute), reopened by
+   * `reopenLogs` / `baton reopen-logs` (daemon mode).
+   */
+  logFile?: string
 }
 
 /** One group of workers. */
@@ -109,6 +119,12 @@ export interface BindingGroupOptions {
   gid?: string
   /** `shared` (one socket per address) or `reuseport` (one per address and slot, Linux). */
   balance: string
+  /** Workers' stdout: `inherit` (default), `ignore` or an absolute file path. */
+  stdout?: string
+  /** Workers' stderr: `inherit` (default), `ignore` or an absolute file path. */
+  stderr?: string
+  /** Prefix every output line with `group#id `. */
+  logPrefix?: boolean
 }
 
 /**

@@ -478,15 +478,12 @@ impl Relay {
         let mut buf = std::mem::take(&mut self.buf);
         let mut reads = 0;
         let mut closed = false;
-        loop {
-            let read = match self
-                .workers
-                .get(&key)
-                .and_then(|w| w.pipes[stream.index()].as_ref())
-            {
-                Some((file, _)) => (&*file).read(&mut buf),
-                None => break,
-            };
+        while let Some(read) = self
+            .workers
+            .get(&key)
+            .and_then(|w| w.pipes[stream.index()].as_ref())
+            .map(|(file, _)| (&*file).read(&mut buf))
+        {
             match read {
                 Ok(0) => {
                     closed = true;

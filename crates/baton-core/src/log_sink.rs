@@ -377,12 +377,11 @@ mod tests {
             .open(&fifo)
             .unwrap();
         let sink = Sink::file_with_capacity(&fifo, 64 * 1024).unwrap();
-        let chunk = vec![b'x'; 1023];
+        let mut line = vec![b'x'; 1023];
+        line.push(b'\n');
         let started = Instant::now();
         let mut refused = 0;
         for _ in 0..1000 {
-            let mut line = chunk.clone();
-            line.push(b'\n');
             if !sink.push(&line) {
                 refused += 1;
             }

@@ -7,8 +7,8 @@
 //! - commands from the host (reload, stop, status) and child exits, through a channel and
 //!   a `Waker` (each worker has a small waiter thread blocked in `waitpid` on its own pid,
 //!   so we never own `SIGCHLD` nor reap anyone else's children);
-//! - each worker's control channel (`ready` messages) and stderr pipe (relayed to our
-//!   stderr, the tail kept for failure reports);
+//! - each worker's control channel (`ready` messages); its stdout and stderr are read by
+//!   the log relay's own thread (`log_relay.rs`, see `output.rs`), never by this one;
 //! - the control socket (the `baton` CLI);
 //! - the state machine's next deadline;
 //! - the per-slot listening sockets of slots without a ready worker (below).
@@ -31,6 +31,8 @@
 //! again, its sockets are deregistered.
 
 mod control_server;
+mod output;
+mod status;
 mod steering;
 mod workers;
 
@@ -59,6 +61,7 @@ use crate::exit_status::ExitStatus;
 use crate::fleet::{Action, Event, Fleet, Input, ReloadOutcome, Ticket, WorkerKey, WorkerState};
 use crate::group_sockets::GroupSockets;
 use crate::handoff;
+use crate::log_relay::{Drained, LogRelay};
 use crate::public_json::{self, Names, RowExtras};
 use crate::reconfigure::{self, Change};
 use crate::runtime_dir::{self, PidFile};
@@ -107,6 +110,8 @@ enum Msg {
         key: WorkerKey,
         status: io::Result<ExitStatus>,
     },
+    /// The log relay has read an exited worker's output.
+    Drained(Drained),
 }
 
 /// The host's handle on a running fleet. Dropping it does not stop the fleet.
@@ -118,6 +123,7 @@ pub struct Handle {
     pub bound: Vec<(String, String, String)>,
     /// Path of the control socket.
     pub control_path: PathBuf,
+    relay: Arc<LogRelay>,
 }
 
 impl Handle {
@@ -164,6 +170,16 @@ impl Handle {
     /// Request a stop (graceful, or forced).
     pub fn stop(&self, force: bool) -> Result<(), String> {
         self.send(Command::Stop { force })
+    }
+
+    /// Reopen every log file (`stdout`/`stderr` files of the groups, the master's own log):
+    /// after logrotate renamed them, the next lines go to new files at the same paths.
+    /// Returns how many files were reopened.
+    pub fn reopen_logs(&self) -> Result<usize, String> {
+        let (tx, rx) = mpsc::channel();
+        self.relay.reopen(crate::log_relay::Reply::Channel(tx));
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| "the log relay did not answer".to_string())?
     }
 
     /// The current status JSON.
@@ -235,6 +251,7 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
     );
     let (tx, rx) = mpsc::channel();
     let tickets = Arc::new(AtomicU64::new(1));
+    let relay = output::start_relay(&config, tx.clone(), waker.clone())?;
 
     let rules = config.groups.iter().map(|g| g.rules.clone()).collect();
     let fleet = Fleet::new(rules, config.backoff);
@@ -272,6 +289,7 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
         pending_changes: Vec::new(),
         changes_by_ticket: HashMap::new(),
         last_changes: (0, Vec::new()),
+        relay: relay.clone(),
     };
     let mut control = state.control.take();
     if let Some(c) = control.as_mut() {
@@ -293,6 +311,7 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
         tickets,
         bound,
         control_path,
+        relay,
     })
 }
 
@@ -306,12 +325,10 @@ fn current_uid() -> u32 {
 const WAKER: Token = Token(0);
 const CONTROL: Token = Token(1);
 const FIRST_DYNAMIC: usize = 2;
-const STDERR_TAIL_BYTES: usize = 4096;
 
 #[derive(Clone, Copy)]
 enum Source {
     WorkerControl(WorkerKey),
-    WorkerStderr(WorkerKey),
     Client(usize),
     /// A per-slot listening socket whose slot has no ready worker.
     Straggler(SlotSocket),
@@ -359,6 +376,8 @@ struct LoopState {
     changes_by_ticket: HashMap<Ticket, Vec<Change>>,
     /// The changes of the last reported reload, by its generation (for status).
     last_changes: (u32, Vec<Change>),
+    /// Reads the workers' stdout and stderr on its own thread (`output.rs`).
+    relay: Arc<LogRelay>,
 }
 
 impl LoopState {
@@ -374,7 +393,10 @@ impl LoopState {
             if self.rescue_waiting() {
                 timeout = Some(timeout.map_or(RESCUE_RETRY, |t| t.min(RESCUE_RETRY)));
             }
-            if let Some(at) = self.rebalance_at() {
+            for at in [self.rebalance_at(), self.drain_deadline()]
+                .into_iter()
+                .flatten()
+            {
                 let wait = at.saturating_duration_since(Instant::now());
                 timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
             }
@@ -403,7 +425,6 @@ impl LoopState {
                     CONTROL => self.accept_clients(),
                     t => match self.sources.get(&t).copied() {
                         Some(Source::WorkerControl(key)) => self.read_worker_control(key),
-                        Some(Source::WorkerStderr(key)) => self.read_worker_stderr(key, false),
                         Some(Source::Client(id)) => {
                             if readable {
                                 self.read_client(id);
@@ -421,6 +442,7 @@ impl LoopState {
                 self.retry_rescue();
             }
             self.rebalance_due();
+            self.drain_overdue();
             while let Ok(msg) = self.rx.try_recv() {
                 self.on_msg(msg);
             }
@@ -450,6 +472,8 @@ impl LoopState {
             self.flush_client(id);
         }
         self.clients.clear();
+        // Followers hear that the master stops; what the sinks hold is written (bounded).
+        self.relay.shutdown(Duration::from_secs(1));
         self.pid_file = None;
         let names = Names {
             groups: &self.group_names,
@@ -498,18 +522,10 @@ impl LoopState {
                         ExitStatus::Code(-1)
                     }
                 };
-                // Everything the worker wrote is in the pipe by now: read it before reporting.
-                self.read_worker_stderr(key, true);
-                let tail = self.close_worker_io(key);
-                self.fleet.handle(
-                    now,
-                    Input::Exited {
-                        key,
-                        status,
-                        stderr_tail: tail,
-                    },
-                );
+                // Reported once the relay has read what it wrote (its stderr tail).
+                self.on_exited(key, status);
             }
+            Msg::Drained(drained) => self.on_drained(drained),
         }
     }
 
@@ -525,12 +541,16 @@ impl LoopState {
                 } => self.spawn(key, group, slot, generation),
                 Action::Stop { key, pid } => {
                     self.rescue_dirty = true;
-                    self.send_worker(key, "{\"type\":\"stop\"}\n");
-                    let _ = spawn::send_signal(pid, Signal::Term);
+                    if !self.has_exited(key) {
+                        self.send_worker(key, "{\"type\":\"stop\"}\n");
+                        let _ = spawn::send_signal(pid, Signal::Term);
+                    }
                 }
-                Action::Kill { pid, .. } => {
+                Action::Kill { key, pid } => {
                     self.rescue_dirty = true;
-                    let _ = spawn::send_signal(pid, Signal::Kill);
+                    if !self.has_exited(key) {
+                        let _ = spawn::send_signal(pid, Signal::Kill);
+                    }
                 }
                 Action::NotifyReload { key, .. } => {
                     self.send_worker(key, "{\"type\":\"reload\"}\n")
@@ -614,6 +634,7 @@ impl LoopState {
         self.config = plan.config;
         self.config.host_prepares_reloads = host_prepares_reloads;
         self.pending_changes = plan.changes.clone();
+        self.open_reconfigured_sinks();
         plan.changes
     }
 
@@ -709,62 +730,5 @@ impl LoopState {
                 "cannot notify systemd through NOTIFY_SOCKET ({e}); the unit may not see the fleet's state"
             ));
         }
-    }
-
-    // ----- status ----------------------------------------------------------------------------
-
-    fn status_json(&self) -> Value {
-        let names = Names {
-            groups: &self.group_names,
-        };
-        let snap = self.fleet.snapshot();
-        let groups: Vec<Value> = self
-            .config
-            .groups
-            .iter()
-            .enumerate()
-            .map(|(i, g)| {
-                let listen: Vec<String> = self.listeners[i]
-                    .bound()
-                    .into_iter()
-                    .map(|(_, local)| local)
-                    .collect();
-                json!({
-                    "name": g.rules.name,
-                    "count": g.rules.count,
-                    "reloadable": g.rules.reloadable,
-                    "order": if g.rules.order == Order::StopFirst { "stop-first" } else { "start-first" },
-                    "parallel": g.rules.parallel,
-                    "listen": listen,
-                    "balance": if g.balance == Balance::ReusePort { "reuseport" } else { "shared" },
-                })
-            })
-            .collect();
-        let extras = |key: Option<WorkerKey>, pid: Option<i32>| RowExtras {
-            started_at: key
-                .and_then(|k| self.workers.get(&k))
-                .map(|io| io.started_at),
-            rss_bytes: pid.and_then(crate::proc_info::rss_bytes),
-            connections: key
-                .and_then(|k| self.workers.get(&k))
-                .and_then(|io| io.connections),
-        };
-        let mut status = public_json::status(
-            &names,
-            &self.config.name,
-            self.master_pid,
-            Value::Array(groups),
-            &snap,
-            Instant::now(),
-            &extras,
-        );
-        let last = &mut status["lastReload"];
-        if last.is_object() {
-            let (generation, found) = &self.last_changes;
-            let same = last["generation"].as_u64() == Some(u64::from(*generation));
-            public_json::add_changes(last, if same { found } else { &[] });
-        }
-        status["reapedOrphans"] = json!(crate::reaper::reaped());
-        status
     }
 }
