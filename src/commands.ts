@@ -6,8 +6,8 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { listMasters, NotRunningError, request } from './control-client.js'
 import { startDaemon } from './daemon.js'
-import { formatStatus } from './format.js'
-import type { ReloadProgressEvent, Status } from './types.js'
+import { formatOutputLine, formatStatus } from './format.js'
+import type { OutputLine, ReloadProgressEvent, Status } from './types.js'
 
 /** Where a command's output goes. */
 export interface Output {
@@ -99,6 +99,8 @@ export async function stopCommand(runtimeDir: string, name: string, force: boole
 interface StartRecord {
   args: string[]
   cwd: string
+  /** Its log file, when it ran in the background (or with `--log`). */
+  log?: string
 }
 
 function recordPath(runtimeDir: string, name: string): string {
@@ -106,8 +108,8 @@ function recordPath(runtimeDir: string, name: string): string {
 }
 
 /** Remember how a master was started (for `baton restart`). */
-export function recordStart(runtimeDir: string, name: string, args: string[]): void {
-  const record: StartRecord = { args, cwd: process.cwd() }
+export function recordStart(runtimeDir: string, name: string, args: string[], log?: string): void {
+  const record: StartRecord = { args, cwd: process.cwd(), log }
   writeFileSync(recordPath(runtimeDir, name), `${JSON.stringify(record)}\n`, { mode: 0o600 })
 }
 
@@ -127,7 +129,7 @@ export async function restartCommand(runtimeDir: string, name: string, io: Outpu
   const code = await stopCommand(runtimeDir, name, false, io)
   if (code !== 0) return code
   process.chdir(record.cwd)
-  const pid = await startDaemon(record.args, name, runtimeDir)
+  const pid = await startDaemon(record.args, name, runtimeDir, record.log)
   io.out(`restarted "${name}" in the background (master pid ${pid})`)
   return 0
 }
@@ -148,5 +150,41 @@ export async function statusCommand(runtimeDir: string, name: string | undefined
   if (statuses.length === 0) throw new CommandError(`no baton master is running (runtime dir ${runtimeDir})`)
   if (json) io.out(JSON.stringify(name ? statuses[0] : statuses.length === 1 ? statuses[0] : statuses, null, 2))
   else io.out(statuses.map((s) => formatStatus(s)).join('\n\n'))
+  return 0
+}
+
+/** What `baton logs` asks for. */
+export interface LogsOptions {
+  /** Recent lines to show first. */
+  lines: number
+  /** Keep showing new lines until the master stops (or Ctrl-C). */
+  follow: boolean
+  /** Only this group's lines. */
+  group?: string
+}
+
+/** `baton logs`: recent worker output from the master's ring buffer, then new lines with `follow`. */
+export async function logsCommand(runtimeDir: string, name: string, options: LogsOptions, io: Output = stdio): Promise<number> {
+  const answer = await request(runtimeDir, name, { cmd: 'logs', ...options }, (event) => {
+    if (event.type === 'output') io.out(formatOutputLine(event as unknown as OutputLine))
+    else if (event.type === 'output:dropped') io.err(`baton logs: ${String(event.lines)} lines not shown (this output was read too slowly)`)
+  })
+  if (!answer.ok) {
+    io.err(`baton logs: ${answer.error ?? 'failed'}`)
+    return 1
+  }
+  if (answer.stopped) io.err(`baton logs: "${name}" stopped`)
+  return 0
+}
+
+/** `baton reopen-logs`: reopen every log file of the master (for logrotate's postrotate). */
+export async function reopenLogsCommand(runtimeDir: string, name: string, io: Output = stdio): Promise<number> {
+  const answer = await request(runtimeDir, name, { cmd: 'reopen-logs' })
+  if (!answer.ok) {
+    io.err(`baton reopen-logs: ${answer.error ?? 'failed'}`)
+    return 1
+  }
+  const n = answer.reopened ?? 0
+  io.out(`reopened ${n} log file${n === 1 ? '' : 's'} of "${name}"`)
   return 0
 }
