@@ -106,10 +106,7 @@ impl NativeSupervisor {
     /// returns how many were reopened.
     #[napi]
     pub fn reopen_logs(&self) -> Result<u32> {
-        self.handle
-            .reopen_logs()
-            .map(|n| n as u32)
-            .map_err(failure)
+        self.handle.reopen_logs().map(|n| n as u32).map_err(failure)
     }
 
     /// The status as a JSON string (design §7 contract).
