@@ -90,7 +90,7 @@ async function flood(t: ExecutionContext, stream: 'stdout' | 'stderr'): Promise<
       t.true((await withTimeout(last, 5000, 'the last line')).ok)
       return lines[0] === 'flood done'
     },
-    { timeoutMs: 90_000, intervalMs: 50, message: `the flood to end (${JSON.stringify(slowest)})` },
+    { timeoutMs: 90_000, intervalMs: 10, message: `the flood to end (${JSON.stringify(slowest)})` },
   )
   t.true(slowest.rounds >= 3, `status was measured ${slowest.rounds} times during the flood`)
   t.true(slowest.rss < 100 * 1024 * 1024, `master VmRSS reached ${(slowest.rss / 1024 / 1024).toFixed(1)} MiB`)
