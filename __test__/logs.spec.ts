@@ -270,3 +270,29 @@ test('daemon mode: worker output goes to <runtime dir>/<name>.log, and reopen-lo
   t.is(stop.code, 0, stop.stderr)
   t.regex(fileText(log), /all workers stopped/)
 })
+
+test('API: stdout and stderr to one file (relative to cwd), reopenLogs() after a rename', async (t) => {
+  const { Supervisor } = await import('../src/index.js')
+  const dir = await tmpDir('baton-logs-')
+  const sup = new Supervisor({
+    name: 'api-logs',
+    runtimeDir: join(dir.path, 'rt'),
+    log: false,
+    handleSignals: false,
+    groups: { talk: { script: TALKER, cwd: dir.path, stdout: 'both.log', stderr: 'both.log', logPrefix: true } },
+  })
+  t.teardown(async () => {
+    await sup.stop({ force: true })
+    await dir.cleanup()
+  })
+  await sup.start()
+  const path = join(dir.path, 'both.log')
+  const pid = sup.status().workers[0].pid as number
+  process.kill(pid, 'SIGUSR2')
+  await waitFor(() => fileText(path).includes('talk#0 out-1\n') && fileText(path).includes('talk#0 err-1\n'), { message: `both streams in ${path}` })
+  renameSync(path, `${path}.1`)
+  t.is(await sup.reopenLogs(), 1, 'one file, shared by both streams')
+  process.kill(pid, 'SIGUSR2')
+  await waitFor(() => fileText(path).includes('talk#0 err-2\n') && fileText(path).includes('talk#0 out-2\n'), { message: `the new ${path}` })
+  t.deepEqual(sup.status().groups[0].logs, { stdout: path, stderr: path, prefix: true, droppedBytes: 0 })
+})
