@@ -116,7 +116,6 @@ fn exit_is_reported_after_the_drain_wait_when_a_child_keeps_the_pipe() {
     let d = s.drained.recv_timeout(Duration::from_secs(10)).unwrap();
     assert!(started.elapsed() >= DRAIN_WAIT - Duration::from_millis(5));
     assert_eq!(d.stderr_tail, "");
-    // Closed by the relay: writing now fails.
     let mut reader = logs(
         &s,
         LogsRequest {
@@ -128,7 +127,8 @@ fn exit_is_reported_after_the_drain_wait_when_a_child_keeps_the_pipe() {
     let v = next_json(&mut reader);
     assert_eq!(v["event"]["text"], "x");
     assert_eq!(next_json(&mut reader), json!({ "ok": true }));
-    assert!(out.write_all(b"more\n").is_err());
+    // (That the relay closed its read end is not checked by writing: another test's fork
+    // may hold a copy of it for a moment.)
     s.relay.shutdown(Duration::from_secs(1));
 }
 
