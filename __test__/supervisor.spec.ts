@@ -219,7 +219,7 @@ test('a second master of the same name is refused while the first runs', async (
   t.is((await fleet.status()).pid, fleet.pid)
 })
 
-test('worker fds: exactly the listening socket, the control channel and stdio are inherited', async (t) => {
+test('worker fds: exactly the listening socket, the control channel, /dev/null and two output pipes', async (t) => {
   if (process.platform !== 'linux') return t.pass('reads /proc: Linux only')
   const port = await freePort()
   const fleet = await startFleet(t, { script: fixture('app.mjs'), count: 1, listen: [`127.0.0.1:${port}`] })
@@ -241,8 +241,13 @@ test('worker fds: exactly the listening socket, the control channel and stdio ar
   t.true(masterObjects.has(worker.get(3) ?? ''), 'fd 3 is the master-owned socket')
   t.regex(worker.get(4) ?? '', /^socket:/, 'fd 4 is the control channel')
   t.false(masterObjects.has(worker.get(4) ?? ''), 'the master holds the other end, not the same socket')
-  // Every other fd shared with the master would be a leak (fd 0 is /dev/null, 1 the
-  // master's stdout, 2 a pipe read by the master).
+  // fds 1 and 2 are two pipes whose read ends the master's log relay holds.
+  t.regex(worker.get(1) ?? '', /^pipe:/, 'fd 1 is a pipe')
+  t.regex(worker.get(2) ?? '', /^pipe:/, 'fd 2 is a pipe')
+  t.not(worker.get(1), worker.get(2), 'stdout and stderr are separate pipes')
+  t.not(worker.get(1), master.get(1), 'fd 1 is not the master\'s own stdout')
+  t.true(masterObjects.has(worker.get(1) ?? '') && masterObjects.has(worker.get(2) ?? ''), 'the master reads both')
+  // Every other fd shared with the master would be a leak (fd 0 is /dev/null).
   const shared = [...worker].filter(([fd, target]) => fd > 4 && masterObjects.has(target) && !target.startsWith('/dev/') && !target.startsWith('anon_inode:'))
   t.deepEqual(shared, [])
   const env = execFileSync('cat', [`/proc/${pid}/environ`], { encoding: 'utf8' }).split('\0')

@@ -25,6 +25,11 @@ export declare class NativeSupervisor {
   reconfigure(options: BindingFleetOptions): string
   /** Request a graceful stop, or an immediate one with `force`. */
   stop(force: boolean): void
+  /**
+   * Reopen every log file (groups' `stdout`/`stderr` files and the master's own log);
+   * returns how many were reopened.
+   */
+  reopenLogs(): number
   /** The status as a JSON string (design §7 contract); never waits for the loop thread. */
   status(): string
   /** The bound listen addresses. */
@@ -68,6 +73,11 @@ export interface BindingFleetOptions {
    * config file): control-socket reloads wait for `reloadTicket` / `failReload`.
    */
   hostPreparesReloads?: boolean
+  /**
+   * The master's own stdout and stderr go to this file (absolute), reopened by
+   * `reopenLogs` / `baton reopen-logs` (daemon mode).
+   */
+  logFile?: string
 }
 
 /** One group of workers. */
@@ -110,6 +120,12 @@ export interface BindingGroupOptions {
   gid?: string
   /** `shared` (one socket per address) or `reuseport` (one per address and slot, Linux). */
   balance: string
+  /** Workers' stdout: `inherit` (default), `ignore` or an absolute file path. */
+  stdout?: string
+  /** Workers' stderr: `inherit` (default), `ignore` or an absolute file path. */
+  stderr?: string
+  /** Prefix every output line with `group#id `. */
+  logPrefix?: boolean
 }
 
 /**

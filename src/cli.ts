@@ -4,11 +4,14 @@
  * ```text
  * baton start <script> [--name N] [--count N] [--listen ADDR]... [--stop-timeout MS]
  *             [--ready-timeout MS] [--order start-first|stop-first] [--parallel N] [--balance MODE]
- *             [--health ADDR] [--daemon] [-- script args...]
+ *             [--health ADDR] [--stdout T] [--stderr T] [--log-prefix] [--log FILE]
+ *             [--daemon] [-- script args...]
  * baton start [--config FILE] [flags]   (no script: baton.config.{mjs,js,cjs,json})
  * baton reload [NAME]          baton stop [NAME] [--force]
  * baton restart [NAME]         baton status [NAME] [--json]
  * baton startup [NAME] [--socket] [--out DIR]
+ * baton logs [NAME] [-f] [--lines N] [--group G]
+ * baton reopen-logs [NAME]
  * ```
  */
 import { readFileSync } from 'node:fs'
@@ -19,16 +22,18 @@ import { parseArgs, type ParseArgsConfig } from 'node:util'
 import {
   CommandError,
   forgetStart,
+  logsCommand,
   pickMaster,
   recordStart,
   reloadCommand,
+  reopenLogsCommand,
   restartCommand,
   statusCommand,
   stdio,
   stopCommand,
 } from './commands.js'
 import { CONFIG_NAMES, ConfigError, findConfig, readConfig } from './config-file.js'
-import { startDaemon } from './daemon.js'
+import { logPath, startDaemon } from './daemon.js'
 import {
   OptionsError,
   resolveRuntimeDir,
@@ -70,13 +75,23 @@ Usage:
       --health ADDR         serve a health endpoint for probes (host:port, :port, unix:/path):
                             every GET/HEAD answers 200 + status JSON while the fleet is ready,
                             503 while it is not (starting, stopping, a group without a ready worker)
+      --stdout TARGET       where the workers' stdout goes: inherit (default: the master's),
+                            ignore, or a FILE (appended to, reopened by baton reopen-logs)
+      --stderr TARGET       the same for the workers' stderr
+      --log-prefix          prefix every line the workers write with "group#id "
+      --log FILE            the master's own output (and inherited worker output) goes to FILE
       --watch [PATH...]     dev mode: reload gracefully when files under PATH (default .)
                             change; node_modules and dot folders are ignored
-      --daemon              run in the background; logs go to <runtime dir>/<name>.log
+      --daemon              run in the background; output goes to --log FILE, else to
+                            <runtime dir>/<name>.log
   baton reload [NAME]       replace every worker one at a time; exit 1 if the new code fails
   baton stop [NAME] [--force]
   baton restart [NAME]      stop, then start again as it was started
   baton status [NAME] [--json]
+  baton logs [NAME] [-f] [--lines N] [--group G]
+                            the last N lines the workers wrote (default 15, from the 1 MiB the
+                            master keeps), tagged group#id out|err; -f keeps showing new ones
+  baton reopen-logs [NAME]  reopen every log file (after logrotate renamed them: postrotate)
   baton startup [NAME] [--socket] [--out DIR]
                             print a systemd unit (Type=notify) that runs the fleet as it was
                             started; --socket adds .socket units so systemd holds the
@@ -92,6 +107,20 @@ function positiveInt(flag: string, value: string | undefined, fallback: number):
   if (value === undefined) return fallback
   if (!/^\d+$/.test(value) || Number(value) < 1) {
     throw new CommandError(`--${flag} expects a positive whole number, got "${value}"`, 2)
+  }
+  return Number(value)
+}
+
+/** `--stdout` / `--stderr`: inherit, ignore, or a file path made absolute against the current directory. */
+function outputFlag(value: string | undefined): string | undefined {
+  if (value === undefined || value === 'inherit' || value === 'ignore') return value
+  return resolve(value)
+}
+
+function linesFlag(value: string | undefined): number {
+  if (value === undefined) return 15
+  if (!/^\d+$/.test(value) || Number(value) > 1_000_000) {
+    throw new CommandError(`--lines expects a whole number from 0 to 1000000, got "${value}"`, 2)
   }
   return Number(value)
 }
@@ -131,6 +160,10 @@ async function start(args: string[]): Promise<number> {
     balance: { type: 'string' },
     health: { type: 'string' },
     env: { type: 'string' },
+    stdout: { type: 'string' },
+    stderr: { type: 'string' },
+    'log-prefix': { type: 'boolean' },
+    log: { type: 'string' },
     daemon: { type: 'boolean' },
   })
   if (positionals.length > 1) {
@@ -162,6 +195,9 @@ async function start(args: string[]): Promise<number> {
     order: order as ReloadOrder | undefined,
     parallel: int('parallel'),
     balance: balanceFlag(values.balance as string | undefined),
+    stdout: outputFlag(values.stdout as string | undefined),
+    stderr: outputFlag(values.stderr as string | undefined),
+    logPrefix: values['log-prefix'] === true ? true : undefined,
   }
   const runtimeDir = resolveRuntimeDir()
   let options: SupervisorOptions
@@ -199,6 +235,10 @@ async function start(args: string[]): Promise<number> {
     options.beforeReload = async () => ({ ...(await readConfig(file, overrides)), runtimeDir })
   }
   if (values.health !== undefined) options.health = values.health as string
+  if (values.log !== undefined) {
+    if (values.log === '') throw new CommandError('--log expects a file path', 2)
+    options.logFile = resolve(values.log as string)
+  }
   const name = options.name as string
   const supervisor = new Supervisor(options)
   if (values.daemon && socketActivated()) {
@@ -209,14 +249,17 @@ async function start(args: string[]): Promise<number> {
   }
   if (values.daemon) {
     const again = ['start', ...own.filter((a) => a !== '--daemon'), ...(dash >= 0 ? ['--', ...scriptArgs] : [])]
-    const pid = await startDaemon([fileURLToPath(new URL('../bin/baton.js', import.meta.url)), ...again], name, runtimeDir)
-    stdio.out(`baton "${name}" started in the background (master pid ${pid}); logs: ${runtimeDir}/${name}.log`)
+    const log = options.logFile ?? logPath(runtimeDir, name)
+    const pid = await startDaemon([fileURLToPath(new URL('../bin/baton.js', import.meta.url)), ...again], name, runtimeDir, log)
+    stdio.out(`baton "${name}" started in the background (master pid ${pid}); logs: ${log}`)
     return 0
   }
   await supervisor.start()
   if (watched !== undefined) watchAndReload(supervisor, name, watched)
   const groups = supervisor.status().groups.map(({ name, sockets, stopTimeoutMs, readyTimeoutMs, balance }) => ({ name, sockets, stopTimeoutMs, readyTimeoutMs, balance }))
-  recordStart(runtimeDir, name, [fileURLToPath(new URL('../bin/baton.js', import.meta.url)), 'start', ...args], groups)
+  const daemonLog = process.env.BATON_DAEMONIZED === '1' ? process.env.BATON_LOG_FILE : undefined
+  const log = options.logFile ?? daemonLog
+  recordStart(runtimeDir, name, [fileURLToPath(new URL('../bin/baton.js', import.meta.url)), 'start', ...args], { groups, log })
   for (const a of supervisor.addresses()) {
     const from = a.from === 'inherited' ? ` (socket from systemd, fd ${a.fd}${a.fdName ? ` "${a.fdName}"` : ''})` : ''
     stdio.err(`[baton ${name}] listening on ${a.bound}${from}`)
@@ -283,6 +326,22 @@ export async function main(argv: string[]): Promise<number> {
           socket: values.socket === true,
           out: values.out as string | undefined,
         })
+      }
+      case 'logs': {
+        const { values, positionals } = parse(rest, {
+          follow: { type: 'boolean', short: 'f' },
+          lines: { type: 'string', short: 'n' },
+          group: { type: 'string' },
+        })
+        const lines = linesFlag(values.lines as string | undefined)
+        const dir = resolveRuntimeDir()
+        const options = { lines, follow: values.follow === true, group: values.group as string | undefined }
+        return await logsCommand(dir, pickMaster(dir, positionals[0]), options)
+      }
+      case 'reopen-logs': {
+        const { positionals } = parse(rest, {})
+        const dir = resolveRuntimeDir()
+        return await reopenLogsCommand(dir, pickMaster(dir, positionals[0]))
       }
       case 'status': {
         const { values, positionals } = parse(rest, { json: { type: 'boolean' } })

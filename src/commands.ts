@@ -6,8 +6,8 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { listMasters, NotRunningError, request } from './control-client.js'
 import { startDaemon } from './daemon.js'
-import { formatStatus } from './format.js'
-import type { GroupStatus, ReloadProgressEvent, Status } from './types.js'
+import { formatOutputLine, formatStatus } from './format.js'
+import type { GroupStatus, OutputLine, ReloadProgressEvent, Status } from './types.js'
 
 /** Where a command's output goes. */
 export interface Output {
@@ -63,9 +63,15 @@ export async function reloadCommand(runtimeDir: string, name: string, io: Output
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0)
-    return true
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'EPERM'
+  }
+  // An exited master whose parent has not reaped it yet (a zombie) is gone.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z'
+  } catch {
+    return true // no /proc (macOS): kill(pid, 0) is all we know
   }
 }
 
@@ -103,6 +109,8 @@ export interface StartRecord {
   cwd: string
   /** The groups as started (names, sockets, timeouts), for `baton startup` when the master is gone. */
   groups?: Array<Pick<GroupStatus, 'name' | 'sockets' | 'stopTimeoutMs' | 'readyTimeoutMs' | 'balance'>>
+  /** Its log file, when it ran in the background (or with `--log`). */
+  log?: string
 }
 
 function recordPath(runtimeDir: string, name: string): string {
@@ -110,8 +118,13 @@ function recordPath(runtimeDir: string, name: string): string {
 }
 
 /** Remember how a master was started (for `baton restart` and `baton startup`). */
-export function recordStart(runtimeDir: string, name: string, args: string[], groups?: StartRecord['groups']): void {
-  const record: StartRecord = { args, cwd: process.cwd(), groups }
+export function recordStart(
+  runtimeDir: string,
+  name: string,
+  args: string[],
+  extra: Pick<StartRecord, 'groups' | 'log'> = {},
+): void {
+  const record: StartRecord = { args, cwd: process.cwd(), ...extra }
   writeFileSync(recordPath(runtimeDir, name), `${JSON.stringify(record)}\n`, { mode: 0o600 })
 }
 
@@ -142,7 +155,7 @@ export async function restartCommand(runtimeDir: string, name: string, io: Outpu
   const code = await stopCommand(runtimeDir, name, false, io)
   if (code !== 0) return code
   process.chdir(record.cwd)
-  const pid = await startDaemon(record.args, name, runtimeDir)
+  const pid = await startDaemon(record.args, name, runtimeDir, record.log)
   io.out(`restarted "${name}" in the background (master pid ${pid})`)
   return 0
 }
@@ -172,4 +185,40 @@ export async function statusCommand(runtimeDir: string, name: string | undefined
   }
   for (const f of failures) io.err(`baton: ${f}`)
   return failures.length > 0 ? 1 : 0
+}
+
+/** What `baton logs` asks for. */
+export interface LogsOptions {
+  /** Recent lines to show first. */
+  lines: number
+  /** Keep showing new lines until the master stops (or Ctrl-C). */
+  follow: boolean
+  /** Only this group's lines. */
+  group?: string
+}
+
+/** `baton logs`: recent worker output from the master's ring buffer, then new lines with `follow`. */
+export async function logsCommand(runtimeDir: string, name: string, options: LogsOptions, io: Output = stdio): Promise<number> {
+  const answer = await request(runtimeDir, name, { cmd: 'logs', ...options }, (event) => {
+    if (event.type === 'output') io.out(formatOutputLine(event as unknown as OutputLine))
+    else if (event.type === 'output:dropped') io.err(`baton logs: ${String(event.lines)} lines not shown (this output was read too slowly)`)
+  })
+  if (!answer.ok) {
+    io.err(`baton logs: ${answer.error ?? 'failed'}`)
+    return 1
+  }
+  if (answer.stopped) io.err(`baton logs: "${name}" stopped`)
+  return 0
+}
+
+/** `baton reopen-logs`: reopen every log file of the master (for logrotate's postrotate). */
+export async function reopenLogsCommand(runtimeDir: string, name: string, io: Output = stdio): Promise<number> {
+  const answer = await request(runtimeDir, name, { cmd: 'reopen-logs' })
+  if (!answer.ok) {
+    io.err(`baton reopen-logs: ${answer.error ?? 'failed'}`)
+    return 1
+  }
+  const n = answer.reopened ?? 0
+  io.out(`reopened ${n} log file${n === 1 ? '' : 's'} of "${name}"`)
+  return 0
 }

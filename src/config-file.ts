@@ -3,8 +3,8 @@
  * the current directory (or `--config FILE`). The file holds {@link SupervisorOptions}
  * (`{ name, groups: { web: { script, count, listen, env, ... } }, backoff }`) as its default
  * export (`module.exports` for CommonJS, the whole document for JSON), or a function
- * (possibly async) returning them. Relative `script` and `cwd` paths are resolved against
- * the file's directory. Every error names the file and the key.
+ * (possibly async) returning them. Relative `script`, `cwd`, `stdout` and `stderr` paths
+ * are resolved against the file's directory. Every error names the file and the key.
  *
  * A file in PM2's format (`{ apps: [...] }`, e.g. `ecosystem.config.js`) is read too: each
  * app becomes a group (see pm2-ecosystem.ts).
@@ -163,6 +163,10 @@ export async function readConfig(path: string, overrides: ConfigOverrides = {}, 
     const options = { ...(g as GroupOptions), ...flags }
     // Paths in the file are relative to the file, not to wherever baton was started.
     options.cwd = typeof options.cwd === 'string' ? resolve(base, options.cwd) : options.cwd === undefined ? base : options.cwd
+    for (const key of ['stdout', 'stderr'] as const) {
+      const target = options[key]
+      if (typeof target === 'string' && target !== '' && target !== 'inherit' && target !== 'ignore') options[key] = resolve(base, target)
+    }
     groups[name] = options
   }
   const options: SupervisorOptions = {

@@ -18,7 +18,12 @@ import type { ReloadReport, Status } from './types.js'
 export const REQUEST_IDLE_TIMEOUT_MS = 3000
 
 /** A request the master understands. */
-export type ControlRequest = { cmd: 'status' } | { cmd: 'reload' } | { cmd: 'stop'; force: boolean }
+export type ControlRequest =
+  | { cmd: 'status' }
+  | { cmd: 'reload' }
+  | { cmd: 'stop'; force: boolean }
+  | { cmd: 'logs'; lines: number; follow: boolean; group?: string }
+  | { cmd: 'reopen-logs' }
 
 /** The master's final answer. */
 export interface ControlAnswer {
@@ -27,6 +32,8 @@ export interface ControlAnswer {
   status?: Status
   report?: ReloadReport
   stopped?: boolean
+  /** `reopen-logs`: the number of files reopened. */
+  reopened?: number
 }
 
 /** No master of that name is running. */

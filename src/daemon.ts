@@ -22,16 +22,23 @@ function tail(path: string, lines = 20): string {
 
 /**
  * Start `node <args>` detached and wait until the master named `name` reports every
- * worker ready. Resolves with the master's pid; rejects with the log's tail if it exits first.
+ * worker ready. Its stdout and stderr go to `log` (default `<runtime dir>/<name>.log`),
+ * which the master learns from `BATON_LOG_FILE` so that `baton reopen-logs` reopens it.
+ * Resolves with the master's pid; rejects with the log's tail if it exits first.
  */
-export async function startDaemon(args: string[], name: string, runtimeDir: string, timeoutMs = 60_000): Promise<number> {
+export async function startDaemon(
+  args: string[],
+  name: string,
+  runtimeDir: string,
+  log: string = logPath(runtimeDir, name),
+  timeoutMs = 60_000,
+): Promise<number> {
   mkdirSync(runtimeDir, { recursive: true, mode: 0o700 })
-  const log = logPath(runtimeDir, name)
-  const fd = openSync(log, 'a', 0o600)
+  const fd = openSync(log, 'a', 0o640)
   const child = spawn(process.execPath, [...process.execArgv, ...args], {
     detached: true,
     stdio: ['ignore', fd, fd],
-    env: { ...process.env, BATON_DAEMONIZED: '1' },
+    env: { ...process.env, BATON_DAEMONIZED: '1', BATON_LOG_FILE: log },
   })
   closeSync(fd)
   let exited: string | undefined

@@ -1,5 +1,5 @@
 /** Human-readable rendering of status for the CLI. */
-import type { GroupStatus, Status } from './types.js'
+import type { GroupStatus, OutputLine, Status } from './types.js'
 
 function uptime(startedAt: string | null, now: number): string {
   if (!startedAt) return '-'
@@ -26,6 +26,17 @@ function listenText(g: GroupStatus): string {
     .join(', ')
 }
 
+function size(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`
+}
+
+/** One line of `baton logs`: `web#0 out | text` (`err` for stderr). */
+export function formatOutputLine(line: OutputLine): string {
+  return `${line.group}#${line.id} ${line.stream === 'stderr' ? 'err' : 'out'} | ${line.text}`
+}
+
 /** A table of groups and workers, with a header line for the master. */
 export function formatStatus(status: Status, now = Date.now()): string {
   const header = [
@@ -37,7 +48,9 @@ export function formatStatus(status: Status, now = Date.now()): string {
     header.push(
       `  group ${g.name}: ${g.count} worker${g.count === 1 ? '' : 's'}` +
         (g.listen.length ? ` on ${listenText(g)}` : ' (no listen address)') +
-        (g.reloadable ? '' : ' (not reloadable)'),
+        (g.reloadable ? '' : ' (not reloadable)') +
+        (g.logs && g.logs.stdout !== 'inherit' ? `  stdout: ${g.logs.stdout}` : '') +
+        (g.logs && g.logs.stderr !== 'inherit' ? `  stderr: ${g.logs.stderr}` : ''),
     )
   }
   const rows = [['GROUP', 'ID', 'PID', 'GEN', 'STATE', 'UPTIME', 'RESTARTS', 'MEMORY', 'NOTE']]
@@ -64,5 +77,11 @@ export function formatStatus(status: Status, now = Date.now()): string {
   const table = rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd())
   const footer: string[] = []
   if (status.lastReload) footer.push(`last reload: ${status.lastReload.message}`)
+  for (const g of status.groups) {
+    if (g.logs?.droppedBytes) {
+      footer.push(`output dropped: ${size(g.logs.droppedBytes)} of group ${g.name} (its destination did not keep up; see baton logs)`)
+    }
+  }
+  if (status.logs?.failedBytes) footer.push(`output lost: ${size(status.logs.failedBytes)} could not be written (closed pipe or full disk)`)
   return [...header, '', ...table, ...(footer.length ? ['', ...footer] : [])].join('\n')
 }

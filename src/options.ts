@@ -4,7 +4,7 @@
  */
 import { existsSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { basename, extname, resolve } from 'node:path'
+import { basename, dirname, extname, resolve } from 'node:path'
 import { native } from './native.js'
 
 /** How connections are spread across a group's workers. */
@@ -12,6 +12,14 @@ export type Balance = 'shared' | 'reuseport'
 
 /** How a reload replaces one slot. */
 export type ReloadOrder = 'start-first' | 'stop-first'
+
+/**
+ * Where a worker output stream goes: `inherit` (the master's own stdout or stderr),
+ * `ignore` (discarded; `baton logs` and failure reports still see it), or a file path
+ * (appended to, created 0640, reopened by `baton reopen-logs`; relative paths are resolved
+ * like `script`). A file literally named `inherit` or `ignore` needs a `./`.
+ */
+export type OutputTarget = 'inherit' | 'ignore' | (string & {})
 
 /** Options of one group of workers. */
 export interface GroupOptions {
@@ -77,6 +85,16 @@ export interface GroupOptions {
   uid?: number | string
   /** Run the workers as this group: a gid or a group name (the master must be root for another group). */
   gid?: number | string
+  /** Where the workers' stdout goes. Default `inherit`. */
+  stdout?: OutputTarget
+  /** Where the workers' stderr goes. Default `inherit`. */
+  stderr?: OutputTarget
+  /**
+   * Prefix every line the workers write with `group#id ` (e.g. `web#2 listening`), on
+   * stdout and stderr alike. Lines are then buffered per worker: a last line without a
+   * newline is written when the worker exits (or once 16 KiB long). Default false.
+   */
+  logPrefix?: boolean
 }
 
 /** Crash-restart backoff. */
@@ -117,6 +135,14 @@ export interface SupervisorOptions {
    * the fleet is ready, 503 while it is not (src/health.ts). Default: none.
    */
   health?: string
+  /**
+   * Send the master's own stdout and stderr (its log lines, and the output of groups
+   * whose `stdout`/`stderr` is `inherit`) to this file, appended to and reopened by
+   * `reopenLogs()` / `baton reopen-logs`. A master started in the background
+   * (`baton start --daemon`, `start -d`) uses `<runtime dir>/<name>.log` (or
+   * `--log FILE`). Default: none.
+   */
+  logFile?: string
 }
 
 /** A group after validation and defaults. */
@@ -141,6 +167,9 @@ export interface ResolvedGroup {
   balance: Balance
   uid: string | undefined
   gid: string | undefined
+  stdout: string
+  stderr: string
+  logPrefix: boolean
 }
 
 /** Thrown for invalid options; `field` names the option. */
@@ -156,7 +185,8 @@ export class OptionsError extends Error {
 
 const GROUP_KEYS = new Set([
   'script', 'count', 'listen', 'env', 'args', 'execArgv', 'cwd', 'reloadable', 'readyTimeout',
-  'stopTimeout', 'order', 'parallel', 'backlog', 'balance', 'uid', 'gid', 'dropIn', 'waitReady',
+  'stopTimeout', 'order', 'parallel', 'backlog', 'balance', 'uid', 'gid', 'stdout', 'stderr', 'logPrefix',
+  'dropIn', 'waitReady',
 ])
 const NAME_RE = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$/
 
@@ -269,6 +299,9 @@ export function resolveGroup(name: string, raw: unknown, defaultScript?: string)
   if (o.reloadable !== undefined && typeof o.reloadable !== 'boolean') {
     throw new OptionsError(`${field}.reloadable`, 'expected true or false')
   }
+  if (o.logPrefix !== undefined && typeof o.logPrefix !== 'boolean') {
+    throw new OptionsError(`${field}.logPrefix`, 'expected true or false')
+  }
   return {
     name,
     script,
@@ -290,7 +323,38 @@ export function resolveGroup(name: string, raw: unknown, defaultScript?: string)
     balance,
     uid: userOrGroup(`${field}.uid`, o.uid, 'user'),
     gid: userOrGroup(`${field}.gid`, o.gid, 'group'),
+    stdout: resolveOutputTarget(`${field}.stdout`, o.stdout, absCwd),
+    stderr: resolveOutputTarget(`${field}.stderr`, o.stderr, absCwd),
+    logPrefix: o.logPrefix === true,
   }
+}
+
+/** Validate an output target: `inherit`, `ignore`, or a file path made absolute against `base`. */
+export function resolveOutputTarget(field: string, value: unknown, base: string): string {
+  if (value === undefined || value === 'inherit' || value === 'ignore') return (value as string | undefined) ?? 'inherit'
+  if (typeof value !== 'string' || value === '') {
+    throw new OptionsError(field, `expected 'inherit', 'ignore' or a file path, got ${JSON.stringify(value)}`)
+  }
+  return logFilePath(field, resolve(base, value))
+}
+
+/** Check that `path` can be a log file: not a directory, in an existing directory. */
+function logFilePath(field: string, path: string): string {
+  if (existsSync(path) && statSync(path).isDirectory()) {
+    throw new OptionsError(field, `${path} is a directory; give the path of a log file`)
+  }
+  const dir = dirname(path)
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) {
+    throw new OptionsError(field, `cannot write ${path}: directory ${dir} does not exist (create it first)`)
+  }
+  return path
+}
+
+/** Validate the `logFile` option; returns its absolute path, or undefined when unset. */
+export function resolveLogFile(raw: unknown): string | undefined {
+  if (raw === undefined) return undefined
+  if (typeof raw !== 'string' || raw === '') throw new OptionsError('logFile', `expected a file path, got ${JSON.stringify(raw)}`)
+  return logFilePath('logFile', resolve(raw))
 }
 
 /** A uid/gid or a name, as the string the core looks up (digits are an id). */

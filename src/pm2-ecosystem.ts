@@ -33,6 +33,8 @@ export const MAPPED_FIELDS = [
   'kill_timeout',
   'listen_timeout',
   'wait_ready',
+  'out_file',
+  'error_file',
 ] as const
 
 /** A field of an ecosystem file that cannot be used: the key (`apps[1].instances`) and why. */
@@ -124,6 +126,12 @@ export function fromEcosystem(value: { apps: unknown }, base: string, envName: s
     const nodeArgs = a.node_args ?? a.interpreter_args
     if (nodeArgs !== undefined) group.execArgv = splitArgs(`${at}.${a.node_args !== undefined ? 'node_args' : 'interpreter_args'}`, nodeArgs)
     if (a.wait_ready === true) group.waitReady = true
+    for (const [key, stream] of [['out_file', 'stdout'], ['error_file', 'stderr']] as const) {
+      const file = a[key]
+      if (file === undefined) continue
+      if (typeof file !== 'string' || file === '') throw new EcosystemError(`${at}.${key}`, 'expected a file path')
+      group[stream] = file === '/dev/null' ? 'ignore' : resolve(cwd, file)
+    }
     const stop = ms(`${at}.kill_timeout`, a.kill_timeout)
     if (stop !== undefined) group.stopTimeout = stop
     const ready = ms(`${at}.listen_timeout`, a.listen_timeout)

@@ -12,6 +12,7 @@ import {
   resolveBackoff,
   resolveGroup,
   resolveHealth,
+  resolveLogFile,
   resolveName,
   resolveRuntimeDir,
   type GroupOptions,
@@ -111,6 +112,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   #preparing: Promise<void> = Promise.resolve()
   #sigints = 0
   readonly #healthAddress: string | undefined
+  readonly #logFile: string | undefined
   #health: HealthServer | undefined
   #launching = false
   /** Settles when the native launch has (or has not) produced `#native`. */
@@ -122,7 +124,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     if (typeof options !== 'object' || options === null) {
       throw new OptionsError('options', 'expected an object')
     }
-    const known = new Set(['name', 'runtimeDir', 'groups', 'handleSignals', 'log', 'backoff', 'beforeReload', 'health'])
+    const known = new Set(['name', 'runtimeDir', 'groups', 'handleSignals', 'log', 'backoff', 'beforeReload', 'health', 'logFile'])
     for (const key of Object.keys(options)) {
       if (!known.has(key)) throw new OptionsError(key, `unknown option (known: ${[...known].join(', ')})`)
     }
@@ -134,6 +136,10 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       throw new OptionsError('beforeReload', 'expected a function returning the re-read options')
     }
     this.#healthAddress = resolveHealth(options.health)
+    // A master started by startDaemon (`--daemon`, `start -d`) writes to the log file it
+    // was given, and reopens it on `baton reopen-logs`.
+    const daemonLog = process.env.BATON_DAEMONIZED === '1' ? process.env.BATON_LOG_FILE : undefined
+    this.#logFile = resolveLogFile(options.logFile ?? (daemonLog || undefined))
     if (options.groups !== undefined) {
       if (typeof options.groups !== 'object' || options.groups === null || Array.isArray(options.groups)) {
         throw new OptionsError('groups', 'expected an object of groups by name')
@@ -302,7 +308,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   /**
    * Apply re-read options (same shape as the constructor's) to the running fleet:
    * per-worker settings (script, args, execArgv, env, cwd, timeouts, order, parallel,
-   * uid/gid, backoff) take effect for the workers started from now on, e.g. by the next
+   * uid/gid, stdout/stderr/logPrefix, backoff) take effect for the workers started from now on, e.g. by the next
    * `reload()`; settings that need a restart (count, listen, balance, backlog, reloadable,
    * groups added or removed, name) are kept and reported. Returns every change found; the
    * next reload's report lists them too. Throws an {@link OptionsError} naming the field
@@ -342,6 +348,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       backoffMaxMs: backoff.max,
       backoffResetMs: backoff.resetAfter,
       hostPreparesReloads: this.#options.beforeReload !== undefined,
+      logFile: this.#logFile,
     }
   }
 
@@ -349,6 +356,17 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   status(): Status {
     if (!this.#native) throw new Error(`supervisor "${this.name}" is not started`)
     return JSON.parse(this.#native.status()) as Status
+  }
+
+  /**
+   * Reopen every log file: the groups' `stdout`/`stderr` files and the master's
+   * `logFile` (after logrotate renamed them, the next lines go to new files at the same
+   * paths). Resolves with the number of files reopened; rejects naming a file that
+   * cannot be opened (the old one stays in use).
+   */
+  async reopenLogs(): Promise<number> {
+    if (!this.#native) throw new Error(`supervisor "${this.name}" is not started`)
+    return this.#native.reopenLogs()
   }
 
   /** The health endpoint's bound address (a real port for `:0`), while it listens. */
@@ -521,5 +539,8 @@ function toBinding(g: ResolvedGroup): BindingGroupOptions {
     balance: g.balance,
     uid: g.uid,
     gid: g.gid,
+    stdout: g.stdout,
+    stderr: g.stderr,
+    logPrefix: g.logPrefix,
   }
 }

@@ -72,6 +72,46 @@ export interface GroupStatus {
   stopTimeoutMs: number
   /** Milliseconds a new worker has to become ready. */
   readyTimeoutMs: number
+  /** Where the workers' output goes, and what was lost. */
+  logs: GroupLogsStatus
+}
+
+/** Where a group's output goes ({@link GroupStatus.logs}). */
+export interface GroupLogsStatus {
+  /** `inherit` (the master's stdout), `ignore`, or the file's absolute path. */
+  stdout: string
+  /** `inherit` (the master's stderr), `ignore`, or the file's absolute path. */
+  stderr: string
+  /** Whether lines are prefixed with `group#id `. */
+  prefix: boolean
+  /** Bytes of this group's output dropped because its destination did not keep up. */
+  droppedBytes: number
+}
+
+/** The fleet's output counters ({@link Status.logs}). */
+export interface LogsStatus {
+  /** Bytes of worker output dropped because a destination did not keep up (every group). */
+  droppedBytes: number
+  /** Bytes a destination refused (a closed pipe, a full disk). */
+  failedBytes: number
+  /** The master's own log file (daemon mode, `--log`), or null. */
+  file: string | null
+}
+
+/** One line of worker output, as `baton logs` receives it. */
+export interface OutputLine {
+  /** Always `output`. */
+  type: 'output'
+  /** Group name. */
+  group: string
+  /** Slot id. */
+  id: number
+  /** The stream it was written to. */
+  stream: 'stdout' | 'stderr'
+  /** When the master read it (ISO-8601). */
+  time: string
+  /** The line, without its newline. */
+  text: string
 }
 
 /** The fleet's status: `baton status --json`. */
@@ -95,6 +135,8 @@ export interface Status {
   notReadyReason: string | null
   /** Orphaned processes reaped so far when the master is PID 1 or a subreaper; null otherwise. */
   reapedOrphans: number | null
+  /** Worker output counters and the master's own log file. */
+  logs: LogsStatus
   /** Groups in definition order. */
   groups: GroupStatus[]
   /** Workers, in group and slot order. */

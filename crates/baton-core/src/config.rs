@@ -28,6 +28,18 @@ pub enum Balance {
     ReusePort,
 }
 
+/// Where one of a worker's output streams goes (`stdout` / `stderr` group options).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LogTarget {
+    /// The master's own fd 1 (for stdout) or fd 2 (for stderr).
+    #[default]
+    Inherit,
+    /// Nowhere (the master still keeps the lines for `baton logs` and the stderr tail).
+    Ignore,
+    /// Appended to this file (absolute path), reopened by `baton reopen-logs`.
+    File(PathBuf),
+}
+
 /// Crash-restart backoff: `initial * 2^(n-1)` for the n-th consecutive quick failure,
 /// capped at `max`; a worker that stayed up for `reset_after` resets the count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +117,12 @@ pub struct GroupConfig {
     pub credentials: Option<Credentials>,
     /// How connections are spread across the workers.
     pub balance: Balance,
+    /// Where the workers' stdout goes.
+    pub stdout: LogTarget,
+    /// Where the workers' stderr goes.
+    pub stderr: LogTarget,
+    /// Prefix every line the workers write with `group#id ` (line-buffered).
+    pub log_prefix: bool,
 }
 
 impl GroupConfig {
@@ -132,6 +150,9 @@ pub struct FleetConfig {
     /// the control socket is announced with a `reload:requested` event and runs when the
     /// host answers with `Handle::reload_ticket` (or `Handle::fail_reload`).
     pub host_prepares_reloads: bool,
+    /// The master's own stdout and stderr go to this file (daemon mode): opened at launch
+    /// and reopened by `baton reopen-logs`.
+    pub master_log: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -8,6 +8,12 @@
 //! -> {"cmd":"status"}                 <- {"ok":true,"status":{...}}
 //! -> {"cmd":"reload"}                 <- {"event":{"type":"reload:start",...}} ... {"ok":true,"report":{...}}
 //! -> {"cmd":"stop","force":false}     <- {"ok":true,"stopped":true}   (after every worker exited)
+//! -> {"cmd":"logs","lines":15,"follow":false}
+//!                                     <- {"event":{"type":"output","group":"web","id":0,"stream":"stdout","time":...,"text":"..."}} ... {"ok":true}
+//! -> {"cmd":"logs","lines":15,"follow":true,"group":"web"}
+//!                                     <- the same lines, then every new one, {"event":{"type":"output:dropped","lines":N}}
+//!                                        when the client reads too slowly, and {"ok":true,"stopped":true} when the master stops
+//! -> {"cmd":"reopen-logs"}            <- {"ok":true,"reopened":N}
 //! ```
 //!
 //! A failed reload answers `{"ok":false,"error":"...","report":{...}}`.
@@ -81,6 +87,12 @@ impl RequestBuffer {
 pub fn too_long_message() -> String {
     format!("control request longer than {MAX_REQUEST_BYTES} bytes: send one JSON line")
 }
+use crate::log_relay::LogsRequest;
+
+/// `lines` of a `logs` request when it gives none.
+pub const DEFAULT_LOG_LINES: usize = 15;
+/// The most `lines` a `logs` request may ask for.
+pub const MAX_LOG_LINES: u64 = 1_000_000;
 
 /// A parsed client request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +103,10 @@ pub enum Request {
     Reload,
     /// Stop the fleet and answer when every worker has exited.
     Stop { force: bool },
+    /// Send recent output lines (and follow new ones).
+    Logs(LogsRequest),
+    /// Reopen every log file (after logrotate renamed them).
+    ReopenLogs,
 }
 
 /// Parse one request line.
@@ -107,8 +123,31 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
         "stop" => Ok(Request::Stop {
             force: value.get("force").and_then(Value::as_bool).unwrap_or(false),
         }),
+        "logs" => {
+            let lines = match value.get("lines") {
+                None => DEFAULT_LOG_LINES,
+                Some(v) => v
+                    .as_u64()
+                    .filter(|n| *n <= MAX_LOG_LINES)
+                    .map(|n| n as usize)
+                    .ok_or_else(|| {
+                        format!("lines: expected a whole number from 0 to {MAX_LOG_LINES}, got {v}")
+                    })?,
+            };
+            let group = match value.get("group") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(g)) => Some(g.clone()),
+                Some(v) => return Err(format!("group: expected a group name, got {v}")),
+            };
+            Ok(Request::Logs(LogsRequest {
+                lines,
+                follow: value.get("follow").and_then(Value::as_bool).unwrap_or(false),
+                group,
+            }))
+        }
+        "reopen-logs" => Ok(Request::ReopenLogs),
         other => Err(format!(
-            "unknown control command \"{other}\" (expected status, reload or stop)"
+            "unknown control command \"{other}\" (expected status, reload, stop, logs or reopen-logs)"
         )),
     }
 }
@@ -145,6 +184,32 @@ mod tests {
             .unwrap_err()
             .contains("dance"));
         assert!(parse_request("nope").unwrap_err().contains("JSON"));
+        assert_eq!(
+            parse_request(r#"{"cmd":"logs"}"#),
+            Ok(Request::Logs(LogsRequest {
+                lines: DEFAULT_LOG_LINES,
+                follow: false,
+                group: None
+            }))
+        );
+        assert_eq!(
+            parse_request(r#"{"cmd":"logs","lines":3,"follow":true,"group":"web"}"#),
+            Ok(Request::Logs(LogsRequest {
+                lines: 3,
+                follow: true,
+                group: Some("web".into())
+            }))
+        );
+        assert!(parse_request(r#"{"cmd":"logs","lines":-1}"#)
+            .unwrap_err()
+            .starts_with("lines:"));
+        assert!(parse_request(r#"{"cmd":"logs","group":3}"#)
+            .unwrap_err()
+            .starts_with("group:"));
+        assert_eq!(
+            parse_request(r#"{"cmd":"reopen-logs"}"#),
+            Ok(Request::ReopenLogs)
+        );
         assert!(parse_request("{}").unwrap_err().contains("cmd"));
     }
 

@@ -204,6 +204,9 @@ mod tests {
             backlog: 128,
             credentials: None,
             balance,
+            stdout: Default::default(),
+            stderr: Default::default(),
+            log_prefix: false,
         }
     }
 

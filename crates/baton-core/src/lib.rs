@@ -10,6 +10,9 @@
 //! - [`listen`], [`group_sockets`], [`steer`] (reuseport BPF steering), [`handoff`] (passing
 //!   a connection's fd to a worker), [`identity`] (user and group lookup), [`spawn`], [`runtime_dir`], [`peer`], [`proc_info`]: OS
 //!   plumbing, each the one place for its `unsafe`.
+//! - [`log_relay`] (worker output off the loop, on its own thread), [`log_sink`] (bounded
+//!   buffers in front of stdout, stderr and log files), [`log_ring`] (lines and the ring of
+//!   recent output, pure).
 //! - [`sd_notify`]: systemd's notify protocol (`NOTIFY_SOCKET`); [`socket_activation`]: the
 //!   master's listening sockets passed by systemd (`LISTEN_FDS`), and which group each serves.
 //! - [`reaper`]: reaps orphans when the master is PID 1 (a container) or a subreaper.
@@ -28,6 +31,9 @@ pub mod group_sockets;
 pub mod handoff;
 pub mod identity;
 pub mod listen;
+pub mod log_relay;
+pub mod log_ring;
+pub mod log_sink;
 pub mod peer;
 pub mod proc_info;
 pub mod public_json;

@@ -4,8 +4,8 @@
 //! configuration is compared with the running one, group by group (groups are matched by
 //! name):
 //! - per-worker settings (script, args, execArgv, env, cwd, uid/gid, the timeouts, the
-//!   reload's order and parallel, the restart backoff) take effect for the workers the
-//!   reload starts;
+//!   reload's order and parallel, stdout/stderr/logPrefix, the restart backoff) take
+//!   effect for the workers the reload starts;
 //! - settings that shape the fleet itself (a group's count, listen addresses, balance,
 //!   backlog, reloadable; groups added or removed; the fleet's name or runtime dir) need a
 //!   restart of the master. They are kept as they are and reported, never ignored silently.
@@ -55,6 +55,12 @@ pub enum Setting {
     Backlog,
     /// Whether a reload replaces the group's workers.
     Reloadable,
+    /// Where the workers' stdout goes.
+    Stdout,
+    /// Where the workers' stderr goes.
+    Stderr,
+    /// Whether output lines are prefixed with `group#id`.
+    LogPrefix,
     /// The fleet's crash-restart backoff.
     Backoff,
     /// The fleet's name.
@@ -85,6 +91,9 @@ impl Setting {
             Setting::Balance => "balance",
             Setting::Backlog => "backlog",
             Setting::Reloadable => "reloadable",
+            Setting::Stdout => "stdout",
+            Setting::Stderr => "stderr",
+            Setting::LogPrefix => "logPrefix",
             Setting::Backoff => "backoff",
             Setting::Name => "name",
             Setting::RuntimeDir => "runtimeDir",
@@ -198,6 +207,16 @@ impl Shown for crate::config::Balance {
         match self {
             crate::config::Balance::Shared => "shared".into(),
             crate::config::Balance::ReusePort => "reuseport".into(),
+        }
+    }
+}
+
+impl Shown for crate::config::LogTarget {
+    fn shown(&self) -> String {
+        match self {
+            crate::config::LogTarget::Inherit => "inherit".into(),
+            crate::config::LogTarget::Ignore => "ignore".into(),
+            crate::config::LogTarget::File(path) => path.display().to_string(),
         }
     }
 }
@@ -356,6 +375,9 @@ fn compare_group(old: &GroupConfig, new: &GroupConfig) -> (GroupConfig, Vec<Chan
     per_worker!(Setting::StopTimeout, rules.stop_timeout);
     per_worker!(Setting::Order, rules.order);
     per_worker!(Setting::Parallel, rules.parallel);
+    per_worker!(Setting::Stdout, stdout);
+    per_worker!(Setting::Stderr, stderr);
+    per_worker!(Setting::LogPrefix, log_prefix);
     restart_only!(Setting::Count, rules.count);
     restart_only!(Setting::Reloadable, rules.reloadable);
     if old.listen != new.listen || old.listen_names != new.listen_names {
@@ -403,7 +425,7 @@ fn env_keys(old: &[(String, String)], new: &[(String, String)]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Backoff, Balance, GroupRules, Order};
+    use crate::config::{Backoff, Balance, GroupRules, LogTarget, Order};
     use std::path::PathBuf;
     use std::time::Duration;
 
@@ -432,6 +454,9 @@ mod tests {
             backlog: 511,
             credentials: None,
             balance: Balance::ReusePort,
+            stdout: LogTarget::Inherit,
+            stderr: LogTarget::Inherit,
+            log_prefix: false,
         }
     }
 
@@ -442,6 +467,7 @@ mod tests {
             groups,
             backoff: Backoff::default(),
             host_prepares_reloads: false,
+            master_log: None,
         }
     }
 
@@ -487,6 +513,40 @@ mod tests {
         assert_eq!(p.config.groups[0].env, b.groups[0].env);
         assert_eq!(p.config.groups[0].script, b.groups[0].script);
         assert_eq!(p.config.groups[0].rules, b.groups[0].rules);
+    }
+
+    #[test]
+    fn output_settings_apply_to_new_workers() {
+        let a = fleet(vec![group("web")]);
+        let mut b = a.clone();
+        b.groups[0].stdout = LogTarget::File(PathBuf::from("/var/log/web.log"));
+        b.groups[0].stderr = LogTarget::Ignore;
+        b.groups[0].log_prefix = true;
+        let p = plan(&a, &b);
+        let shown: Vec<(Setting, Effect, Detail)> = p
+            .changes
+            .iter()
+            .map(|c| (c.setting, c.effect, c.detail.clone()))
+            .collect();
+        let v = |from: &str, to: &str| Detail::Values {
+            from: from.into(),
+            to: to.into(),
+        };
+        assert_eq!(
+            shown,
+            vec![
+                (
+                    Setting::Stdout,
+                    Effect::NewWorkers,
+                    v("inherit", "/var/log/web.log")
+                ),
+                (Setting::Stderr, Effect::NewWorkers, v("inherit", "ignore")),
+                (Setting::LogPrefix, Effect::NewWorkers, v("false", "true")),
+            ]
+        );
+        assert_eq!(p.config.groups[0].stdout, b.groups[0].stdout);
+        assert_eq!(p.config.groups[0].stderr, LogTarget::Ignore);
+        assert!(p.config.groups[0].log_prefix);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! our event loop), so between `fork` and `execve` the child runs only async-signal-safe
 //! calls on memory prepared before the fork: no allocation, no locks, no panics.
 //!
-//! Worker fd layout (design §5): 0 = `/dev/null`, 1 = the master's fd 1, 2 = a pipe the
-//! master relays, 3..3+n = the listening sockets in order (systemd `LISTEN_FDS` style),
+//! Worker fd layout (design §5): 0 = `/dev/null`, 1 and 2 = pipes the master relays
+//! (`log_relay.rs`), 3..3+n = the listening sockets in order (systemd `LISTEN_FDS` style),
 //! 3+n = the control channel (an `AF_UNIX` stream socketpair, also Node's IPC channel).
 //! Every other fd is closed.
 
@@ -52,6 +52,8 @@ pub struct SpawnedChild {
     /// Master end of the control socketpair (newline-delimited JSON); close-on-exec,
     /// non-blocking.
     pub control: OwnedFd,
+    /// Read end of the worker's stdout pipe; close-on-exec, non-blocking.
+    pub stdout: OwnedFd,
     /// Read end of the worker's stderr pipe; close-on-exec, non-blocking.
     pub stderr: OwnedFd,
 }
@@ -350,6 +352,8 @@ fn spawn_inner(spec: &SpawnSpec, force_close_loop: bool) -> Result<SpawnedChild,
     let devnull: OwnedFd = File::open("/dev/null")
         .map_err(|e| fail("open /dev/null", e))?
         .into();
+    let (stdout_r, stdout_w) = std::io::pipe().map_err(|e| fail("pipe", e))?;
+    let (stdout_r, stdout_w): (OwnedFd, OwnedFd) = (stdout_r.into(), stdout_w.into());
     let (stderr_r, stderr_w) = std::io::pipe().map_err(|e| fail("pipe", e))?;
     let (stderr_r, stderr_w): (OwnedFd, OwnedFd) = (stderr_r.into(), stderr_w.into());
     let (control_parent, control_child) = UnixStream::pair().map_err(|e| fail("socketpair", e))?;
@@ -358,14 +362,17 @@ fn spawn_inner(spec: &SpawnSpec, force_close_loop: bool) -> Result<SpawnedChild,
         .map_err(|e| fail("fcntl", e))?;
     let (control_parent, control_child): (OwnedFd, OwnedFd) =
         (control_parent.into(), control_child.into());
+    set_nonblocking(stdout_r.as_raw_fd()).map_err(|e| fail("fcntl", e))?;
     set_nonblocking(stderr_r.as_raw_fd()).map_err(|e| fail("fcntl", e))?;
     let (exec_r, exec_w) = std::io::pipe().map_err(|e| fail("pipe", e))?;
     let (exec_r, exec_w): (OwnedFd, OwnedFd) = (exec_r.into(), exec_w.into());
 
-    let mut sources: Vec<RawFd> = Vec::with_capacity(n + 3);
-    let mut targets: Vec<RawFd> = Vec::with_capacity(n + 3);
+    let mut sources: Vec<RawFd> = Vec::with_capacity(n + 4);
+    let mut targets: Vec<RawFd> = Vec::with_capacity(n + 4);
     sources.push(devnull.as_raw_fd());
     targets.push(0);
+    sources.push(stdout_w.as_raw_fd());
+    targets.push(1);
     sources.push(stderr_w.as_raw_fd());
     targets.push(2);
     for (i, fd) in spec.listen_fds.iter().enumerate() {
@@ -412,6 +419,7 @@ fn spawn_inner(spec: &SpawnSpec, force_close_loop: bool) -> Result<SpawnedChild,
 
     // Parent: close the child's ends, then learn whether exec succeeded.
     drop(exec_w);
+    drop(stdout_w);
     drop(stderr_w);
     drop(control_child);
     drop(devnull);
@@ -420,6 +428,7 @@ fn spawn_inner(spec: &SpawnSpec, force_close_loop: bool) -> Result<SpawnedChild,
         Ok(None) => Ok(SpawnedChild {
             pid,
             control: control_parent,
+            stdout: stdout_r,
             stderr: stderr_r,
         }),
         Ok(Some((errno, step))) => {
@@ -711,10 +720,6 @@ unsafe fn child_after_fork(plan: &ChildPlan<'_>, scratch: &mut [RawFd]) -> ! {
         }
         i += 1;
     }
-    // fd 1 is inherited as is; make sure it survives exec if it is open.
-    if libc::fcntl(1, libc::F_GETFD) >= 0 {
-        libc::fcntl(1, libc::F_SETFD, 0);
-    }
     close_from(above, plan.close_loop_limit, plan.force_close_loop);
 
     // 5. Working directory, then identity: groups, group, user, in that order (each
@@ -959,7 +964,11 @@ mod tests {
     #[test]
     fn parent_ends_are_cloexec_and_nonblocking() {
         let child = spawn(&sh("exit 0")).unwrap();
-        for fd in [child.control.as_raw_fd(), child.stderr.as_raw_fd()] {
+        for fd in [
+            child.control.as_raw_fd(),
+            child.stdout.as_raw_fd(),
+            child.stderr.as_raw_fd(),
+        ] {
             assert!(is_cloexec(fd));
             // SAFETY: F_GETFL on an fd we own.
             let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
@@ -1001,6 +1010,16 @@ mod tests {
         let (out, status) = run(&sh("echo oops >&2; cat; echo done >&2"));
         assert!(status.success());
         assert_eq!(out, "oops\ndone\n");
+    }
+
+    #[test]
+    fn stdout_is_a_pipe_of_its_own() {
+        let child = spawn(&sh("echo out; echo err >&2")).unwrap();
+        let (mut out, mut err) = (String::new(), String::new());
+        blocking(child.stdout).read_to_string(&mut out).unwrap();
+        blocking(child.stderr).read_to_string(&mut err).unwrap();
+        assert!(wait_exit(child.pid).unwrap().success());
+        assert_eq!((out.as_str(), err.as_str()), ("out\n", "err\n"));
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub struct BindingFleetOptions {
     /// The host re-reads its configuration before every reload (`baton start` from a
     /// config file): control-socket reloads wait for `reloadTicket` / `failReload`.
     pub host_prepares_reloads: Option<bool>,
+    /// The master's own stdout and stderr go to this file (absolute), reopened by
+    /// `reopenLogs` / `baton reopen-logs` (daemon mode).
+    pub log_file: Option<String>,
 }
 
 impl TryFrom<BindingFleetOptions> for FleetConfig {
@@ -49,6 +52,7 @@ impl TryFrom<BindingFleetOptions> for FleetConfig {
                 reset_after: Duration::from_millis(u64::from(o.backoff_reset_ms)),
             },
             host_prepares_reloads: o.host_prepares_reloads.unwrap_or(false),
+            master_log: o.log_file.map(PathBuf::from),
         })
     }
 }

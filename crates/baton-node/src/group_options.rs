@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use baton_core::config::{Balance, GroupConfig, GroupRules, Order};
+use baton_core::config::{Balance, GroupConfig, GroupRules, LogTarget, Order};
 use baton_core::identity::{self, Who};
 use napi::{Error, Status};
 use napi_derive::napi;
@@ -50,6 +50,25 @@ pub struct BindingGroupOptions {
     pub gid: Option<String>,
     /// `shared` (one socket per address) or `reuseport` (one per address and slot, Linux).
     pub balance: String,
+    /// Workers' stdout: `inherit` (default), `ignore` or an absolute file path.
+    pub stdout: Option<String>,
+    /// Workers' stderr: `inherit` (default), `ignore` or an absolute file path.
+    pub stderr: Option<String>,
+    /// Prefix every output line with `group#id `.
+    pub log_prefix: Option<bool>,
+}
+
+fn log_target(field: &str, group: &str, value: Option<String>) -> Result<LogTarget, Error> {
+    match value.as_deref() {
+        None | Some("inherit") => Ok(LogTarget::Inherit),
+        Some("ignore") => Ok(LogTarget::Ignore),
+        Some(path) if path.starts_with('/') => Ok(LogTarget::File(PathBuf::from(path))),
+        Some(other) => Err(invalid(
+            field,
+            group,
+            format!("\"{other}\" is not inherit, ignore or an absolute file path"),
+        )),
+    }
 }
 
 fn invalid(field: &str, group: &str, reason: impl std::fmt::Display) -> Error {
@@ -120,6 +139,8 @@ impl TryFrom<BindingGroupOptions> for GroupConfig {
             };
             invalid(field, &o.name, e.message)
         })?;
+        let stdout = log_target("stdout", &o.name, o.stdout)?;
+        let stderr = log_target("stderr", &o.name, o.stderr)?;
         Ok(GroupConfig {
             rules: GroupRules {
                 name: o.name,
@@ -141,6 +162,9 @@ impl TryFrom<BindingGroupOptions> for GroupConfig {
             backlog: o.backlog,
             credentials,
             balance,
+            stdout,
+            stderr,
+            log_prefix: o.log_prefix.unwrap_or(false),
         })
     }
 }

@@ -136,6 +136,13 @@ impl NativeSupervisor {
         self.handle.stop(force).map_err(failure)
     }
 
+    /// Reopen every log file (groups' `stdout`/`stderr` files and the master's own log);
+    /// returns how many were reopened.
+    #[napi]
+    pub fn reopen_logs(&self) -> Result<u32> {
+        self.handle.reopen_logs().map(|n| n as u32).map_err(failure)
+    }
+
     /// The status as a JSON string (design §7 contract); never waits for the loop thread.
     #[napi]
     pub fn status(&self) -> Result<String> {

@@ -243,6 +243,9 @@ impl LoopState {
                 self.stop_fleet(force);
                 self.drive();
             }
+            Ok(request @ (Request::Logs(_) | Request::ReopenLogs)) => {
+                self.hand_client_to_relay(id, request)
+            }
         }
     }
 

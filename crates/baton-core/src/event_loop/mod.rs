@@ -8,8 +8,8 @@
 //!   a `Waker` (each worker has a small waiter thread blocked in `waitid(WNOWAIT)` on its
 //!   own pid, so we never own `SIGCHLD` nor reap anyone else's children; the loop reaps
 //!   the zombie when it handles the exit, so no signal can reach a recycled pid);
-//! - each worker's control channel (`ready` messages) and stderr pipe (relayed to our
-//!   stderr, the tail kept for failure reports);
+//! - each worker's control channel (`ready` messages); its stdout and stderr are read by
+//!   the log relay's own thread (`log_relay.rs`, see `output.rs`), never by this one;
 //! - the control socket (the `baton` CLI);
 //! - the state machine's next deadline;
 //! - the per-slot listening sockets of slots without a ready worker (below).
@@ -33,6 +33,8 @@
 
 mod control_server;
 mod drop_in;
+mod output;
+mod status;
 mod steering;
 mod workers;
 
@@ -63,6 +65,7 @@ use crate::fleet::{Action, Event, Fleet, Input, ReloadOutcome, Ticket, WorkerKey
 use crate::group_sockets::GroupSockets;
 use crate::handoff;
 use crate::listen::Origin;
+use crate::log_relay::{Drained, LogRelay};
 use crate::public_json::{self, Names, RowExtras};
 use crate::reconfigure::{self, Change};
 use crate::runtime_dir::{self, PidFile};
@@ -113,6 +116,8 @@ enum Msg {
         pid: i32,
         status: io::Result<()>,
     },
+    /// The log relay has read an exited worker's output.
+    Drained(Drained),
 }
 
 /// A listen address of a running fleet.
@@ -139,6 +144,7 @@ pub struct Handle {
     pub control_path: PathBuf,
     /// The latest status, published by the loop (see [`Handle::status`]).
     status_cache: StatusCache,
+    relay: Arc<LogRelay>,
 }
 
 /// The status JSON as last published by the loop thread (without `rssBytes`).
@@ -188,6 +194,16 @@ impl Handle {
     /// Request a stop (graceful, or forced).
     pub fn stop(&self, force: bool) -> Result<(), String> {
         self.send(Command::Stop { force })
+    }
+
+    /// Reopen every log file (`stdout`/`stderr` files of the groups, the master's own log):
+    /// after logrotate renamed them, the next lines go to new files at the same paths.
+    /// Returns how many files were reopened.
+    pub fn reopen_logs(&self) -> Result<usize, String> {
+        let (tx, rx) = mpsc::channel();
+        self.relay.reopen(crate::log_relay::Reply::Channel(tx));
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| "the log relay did not answer".to_string())?
     }
 
     /// The current status JSON, without waiting for the loop thread: the loop publishes
@@ -287,6 +303,7 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
     let (tx, rx) = mpsc::channel();
     let tickets = Arc::new(AtomicU64::new(1));
     let status_cache: StatusCache = Arc::new(Mutex::new(None));
+    let relay = output::start_relay(&config, tx.clone(), waker.clone())?;
 
     let rules = config.groups.iter().map(|g| g.rules.clone()).collect();
     let fleet = Fleet::new(rules, config.backoff);
@@ -331,6 +348,7 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
         status_cache: status_cache.clone(),
         status_published: Cell::new(Instant::now()),
         status_dirty: Cell::new(true),
+        relay: relay.clone(),
     };
     let mut control = state.control.take();
     if let Some(c) = control.as_mut() {
@@ -359,6 +377,7 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
         bound,
         control_path,
         status_cache,
+        relay,
     })
 }
 
@@ -383,7 +402,6 @@ fn current_uid() -> u32 {
 const WAKER: Token = Token(0);
 const CONTROL: Token = Token(1);
 const FIRST_DYNAMIC: usize = 2;
-const STDERR_TAIL_BYTES: usize = 4096;
 /// Time the host has to prepare a control-socket reload (re-read its config file).
 const HOST_PREPARE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Least time between two status publications that no event asked for (connection
@@ -393,7 +411,6 @@ const STATUS_REFRESH: Duration = Duration::from_millis(100);
 #[derive(Clone, Copy)]
 enum Source {
     WorkerControl(WorkerKey),
-    WorkerStderr(WorkerKey),
     Client(usize),
     /// A per-slot listening socket whose slot has no ready worker.
     Straggler(SlotSocket),
@@ -456,6 +473,8 @@ struct LoopState {
     status_published: Cell<Instant>,
     /// Something may have changed since the last publication.
     status_dirty: Cell<bool>,
+    /// Reads the workers' stdout and stderr on its own thread (`output.rs`).
+    relay: Arc<LogRelay>,
 }
 
 impl LoopState {
@@ -481,7 +500,10 @@ impl LoopState {
             if self.rescue_waiting() {
                 timeout = Some(timeout.map_or(RESCUE_RETRY, |t| t.min(RESCUE_RETRY)));
             }
-            if let Some(at) = self.rebalance_at() {
+            for at in [self.rebalance_at(), self.drain_deadline()]
+                .into_iter()
+                .flatten()
+            {
                 let wait = at.saturating_duration_since(Instant::now());
                 timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
             }
@@ -510,7 +532,6 @@ impl LoopState {
                     CONTROL => self.accept_clients(),
                     t => match self.sources.get(&t).copied() {
                         Some(Source::WorkerControl(key)) => self.read_worker_control(key),
-                        Some(Source::WorkerStderr(key)) => self.read_worker_stderr(key, false),
                         Some(Source::Client(id)) => {
                             if readable {
                                 self.read_client(id);
@@ -528,6 +549,7 @@ impl LoopState {
                 self.retry_rescue();
             }
             self.rebalance_due();
+            self.drain_overdue();
             while let Ok(msg) = self.rx.try_recv() {
                 self.on_msg(msg);
             }
@@ -589,6 +611,8 @@ impl LoopState {
             self.flush_client(id);
         }
         self.clients.clear();
+        // Followers hear that the master stops; what the sinks hold is written (bounded).
+        self.relay.shutdown(Duration::from_secs(1));
         self.pid_file = None;
         self.publish_status();
         let names = Names {
@@ -645,18 +669,10 @@ impl LoopState {
                         ExitStatus::Code(-1)
                     }
                 };
-                // Everything the worker wrote is in the pipe by now: read it before reporting.
-                self.read_worker_stderr(key, true);
-                let tail = self.close_worker_io(key);
-                self.fleet.handle(
-                    now,
-                    Input::Exited {
-                        key,
-                        status,
-                        stderr_tail: tail,
-                    },
-                );
+                // Reported once the relay has read what it wrote (its stderr tail).
+                self.on_exited(key, status);
             }
+            Msg::Drained(drained) => self.on_drained(drained),
         }
     }
 
@@ -672,12 +688,16 @@ impl LoopState {
                 } => self.spawn(key, group, slot, generation),
                 Action::Stop { key, pid } => {
                     self.rescue_dirty = true;
-                    self.send_worker(key, "{\"type\":\"stop\"}\n");
-                    let _ = spawn::send_signal(pid, Signal::Term);
+                    if !self.has_exited(key) {
+                        self.send_worker(key, "{\"type\":\"stop\"}\n");
+                        let _ = spawn::send_signal(pid, Signal::Term);
+                    }
                 }
-                Action::Kill { pid, .. } => {
+                Action::Kill { key, pid } => {
                     self.rescue_dirty = true;
-                    let _ = spawn::send_signal(pid, Signal::Kill);
+                    if !self.has_exited(key) {
+                        let _ = spawn::send_signal(pid, Signal::Kill);
+                    }
                 }
                 Action::NotifyReload { key, .. } => {
                     self.send_worker(key, "{\"type\":\"reload\"}\n")
@@ -763,6 +783,7 @@ impl LoopState {
         self.config = plan.config;
         self.config.host_prepares_reloads = host_prepares_reloads;
         self.pending_changes = plan.changes.clone();
+        self.open_reconfigured_sinks();
         plan.changes
     }
 
@@ -858,105 +879,5 @@ impl LoopState {
                 "cannot notify systemd through NOTIFY_SOCKET ({e}); the unit may not see the fleet's state"
             ));
         }
-    }
-
-    // ----- status ----------------------------------------------------------------------------
-
-    /// Publish the status for [`Handle::status`] (without `rssBytes`, read by the reader).
-    fn publish_status(&self) {
-        let status = self.status_json_with(false);
-        if let Ok(mut cache) = self.status_cache.lock() {
-            *cache = Some(status);
-        }
-        self.status_published.set(Instant::now());
-        self.status_dirty.set(false);
-    }
-
-    fn status_json(&self) -> Value {
-        self.status_json_with(true)
-    }
-
-    /// The status JSON; `rss`: read each worker's memory use (a /proc read per worker).
-    fn status_json_with(&self, rss: bool) -> Value {
-        let names = Names {
-            groups: &self.group_names,
-        };
-        let snap = self.fleet.snapshot();
-        let groups: Vec<Value> = self
-            .config
-            .groups
-            .iter()
-            .enumerate()
-            .map(|(i, g)| {
-                // No sockets once `shutdown` released them.
-                let sockets_of = self.listeners.get(i);
-                let mut listen: Vec<String> = sockets_of
-                    .map(|l| l.bound().into_iter().map(|(_, local)| local).collect())
-                    .unwrap_or_default();
-                listen.extend(
-                    self.drop_in
-                        .iter()
-                        .filter(|s| s.group == i)
-                        .map(|s| s.listener.local.clone()),
-                );
-                let mut sockets: Vec<Value> = sockets_of
-                    .into_iter()
-                    .flat_map(|l| l.first_listeners())
-                    .map(|l| match l.origin() {
-                        Origin::Bound => json!({
-                            "address": l.local, "configured": l.addr.to_string(),
-                            "from": "bound", "fd": null, "fdName": null,
-                        }),
-                        Origin::Inherited { fd, name } => json!({
-                            "address": l.local, "configured": l.addr.to_string(),
-                            "from": "inherited", "fd": fd, "fdName": name,
-                        }),
-                    })
-                    .collect();
-                sockets.extend(self.drop_in_status(i));
-                json!({
-                    "name": g.rules.name,
-                    "count": g.rules.count,
-                    "reloadable": g.rules.reloadable,
-                    "order": if g.rules.order == Order::StopFirst { "stop-first" } else { "start-first" },
-                    "parallel": g.rules.parallel,
-                    "listen": listen,
-                    "sockets": sockets,
-                    "balance": if g.balance == Balance::ReusePort { "reuseport" } else { "shared" },
-                    "stopTimeoutMs": g.rules.stop_timeout.as_millis() as u64,
-                    "readyTimeoutMs": g.rules.ready_timeout.as_millis() as u64,
-                })
-            })
-            .collect();
-        let extras = |key: Option<WorkerKey>, pid: Option<i32>| RowExtras {
-            started_at: key
-                .and_then(|k| self.workers.get(&k))
-                .map(|io| io.started_at),
-            rss_bytes: if rss {
-                pid.and_then(crate::proc_info::rss_bytes)
-            } else {
-                None
-            },
-            connections: key
-                .and_then(|k| self.workers.get(&k))
-                .and_then(|io| io.connections),
-        };
-        let mut status = public_json::status(
-            &names,
-            &self.config.name,
-            self.master_pid,
-            Value::Array(groups),
-            &snap,
-            Instant::now(),
-            &extras,
-        );
-        let last = &mut status["lastReload"];
-        if last.is_object() {
-            let (generation, found) = &self.last_changes;
-            let same = last["generation"].as_u64() == Some(u64::from(*generation));
-            public_json::add_changes(last, if same { found } else { &[] });
-        }
-        status["reapedOrphans"] = json!(crate::reaper::reaped());
-        status
     }
 }

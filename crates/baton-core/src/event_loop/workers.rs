@@ -1,5 +1,5 @@
-//! Worker processes as the loop sees them: spawning, their control channel and their
-//! stderr.
+//! Worker processes as the loop sees them: spawning and their control channel (their
+//! output goes to the log relay, `output.rs`).
 
 use super::*;
 
@@ -7,9 +7,8 @@ pub(super) struct WorkerIo {
     pub(super) control: Option<OwnedFd>,
     pub(super) control_token: Option<Token>,
     pub(super) control_buf: Vec<u8>,
-    pub(super) stderr: Option<OwnedFd>,
-    pub(super) stderr_token: Option<Token>,
-    pub(super) stderr_tail: Vec<u8>,
+    /// The waiter saw it exit (status, when); reported once the relay drained its output.
+    pub(super) exited: Option<(ExitStatus, Instant)>,
     pub(super) started_at: SystemTime,
     /// Said `{"type":"ready","handoff":true}`: takes connections over its channel.
     pub(super) handoff: bool,
@@ -51,23 +50,20 @@ impl LoopState {
                 let pid = child.pid;
                 let control_token =
                     self.register_fd(child.control.as_raw_fd(), Source::WorkerControl(key));
-                let stderr_token =
-                    self.register_fd(child.stderr.as_raw_fd(), Source::WorkerStderr(key));
                 self.workers.insert(
                     key,
                     WorkerIo {
                         control: Some(child.control),
                         control_token,
                         control_buf: Vec::new(),
-                        stderr: Some(child.stderr),
-                        stderr_token,
-                        stderr_tail: Vec::new(),
+                        exited: None,
                         started_at: SystemTime::now(),
                         handoff: false,
                         group,
                         connections: None,
                     },
                 );
+                self.hand_output(key, group, slot, [child.stdout, child.stderr]);
                 let tx = self.tx.clone();
                 let waker = self.waker.clone();
                 let waiter = thread::Builder::new()
@@ -136,17 +132,15 @@ impl LoopState {
         }
     }
 
-    /// Close a worker's control channel and stderr pipe; return its stderr tail.
-    pub(super) fn close_worker_io(&mut self, key: WorkerKey) -> String {
+    /// Close a worker's control channel and have the relay close its output pipes.
+    pub(super) fn close_worker_io(&mut self, key: WorkerKey) {
+        self.relay.forget(key);
         let Some(mut io) = self.workers.remove(&key) else {
-            return String::new();
+            return;
         };
         self.rescue_dirty = true;
         self.deregister_fd(io.control.as_ref(), io.control_token);
-        self.deregister_fd(io.stderr.as_ref(), io.stderr_token);
         io.control.take();
-        io.stderr.take();
-        String::from_utf8_lossy(&io.stderr_tail).into_owned()
     }
 
     pub(super) fn send_worker(&mut self, key: WorkerKey, line: &str) {
@@ -236,45 +230,6 @@ impl LoopState {
             }
         }
     }
-
-    pub(super) fn read_worker_stderr(&mut self, key: WorkerKey, final_read: bool) {
-        let mut eof = false;
-        {
-            let Some(io) = self.workers.get_mut(&key) else {
-                return;
-            };
-            let Some(fd) = io.stderr.as_ref() else { return };
-            let mut stream = BorrowedStream(fd.as_raw_fd());
-            let mut buf = [0u8; 8192];
-            loop {
-                match stream.read(&mut buf) {
-                    Ok(0) => {
-                        eof = true;
-                        break;
-                    }
-                    Ok(n) => {
-                        relay_to_stderr(&buf[..n]);
-                        io.stderr_tail.extend_from_slice(&buf[..n]);
-                        if io.stderr_tail.len() > STDERR_TAIL_BYTES {
-                            let cut = io.stderr_tail.len() - STDERR_TAIL_BYTES;
-                            io.stderr_tail.drain(..cut);
-                        }
-                        if final_read {
-                            continue;
-                        }
-                    }
-                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                    Err(_) => break,
-                }
-            }
-        }
-        if eof && !final_read {
-            if let Some(io) = self.workers.get_mut(&key) {
-                let (fd, token) = (io.stderr.take(), io.stderr_token.take());
-                self.deregister_fd(fd.as_ref(), token);
-            }
-        }
-    }
 }
 
 /// What a line from a worker's control channel means to the master.
@@ -340,31 +295,13 @@ pub(super) fn parse_control_line(line: &[u8]) -> ControlLine {
     }
 }
 
-/// Copy worker stderr to ours, waiting briefly if our stderr is a full non-blocking pipe.
-pub(super) fn relay_to_stderr(mut bytes: &[u8]) {
-    let mut err = BorrowedStream(2);
-    let mut stalls = 0;
-    while !bytes.is_empty() {
-        match err.write(bytes) {
-            Ok(0) => return,
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock && stalls < 50 => {
-                stalls += 1;
-                thread::sleep(Duration::from_millis(2));
-            }
-            Err(_) => return,
-        }
-    }
-}
-
-/// Read/write on a raw fd we do not own (a worker's pipe or our own stderr).
+/// Read/write on a raw fd we do not own (a worker's control channel).
 pub(super) struct BorrowedStream(pub(super) RawFd);
 
 impl Read for BorrowedStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: the fd is open for the duration of the call (owned by a live OwnedFd or
-        // our stderr) and buf is a valid writable buffer of buf.len() bytes.
+        // SAFETY: the fd is open for the duration of the call (owned by a live OwnedFd)
+        // and buf is a valid writable buffer of buf.len() bytes.
         let n = unsafe { libc::read(self.0, buf.as_mut_ptr().cast(), buf.len()) };
         if n < 0 {
             Err(io::Error::last_os_error())
