@@ -9,7 +9,9 @@ import { writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { startFleet, type Fleet } from './helpers/fleet.js'
+import WebSocket from 'ws'
+import { fixture, startFleet, type Fleet } from './helpers/fleet.js'
+import { httpGet } from './helpers/http.js'
 import { startLoad } from './helpers/load.js'
 import { freePort, tmpDir, waitFor } from './helpers/processes.js'
 import { assertNoFailedRequests } from './helpers/reload.js'
@@ -122,4 +124,35 @@ test('which listen() calls drop-in mode takes: TCP ports in every argument form;
   t.is(portTarget([{ fd: 3 }]), undefined)
   t.is(portTarget([{ _handle: {} }]), undefined)
   t.is(portTarget([70000]), undefined)
+})
+
+test.serial('a ws server without a baton import: clients get close code 1012 on reload and reconnect to the new code', async (t) => {
+  const f = await dropInFleet(t, example('ws.mjs'), 2)
+  const connect = (): Promise<{ ws: WebSocket; first: string; closed: Promise<number> }> =>
+    new Promise((resolve, reject) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${f.port}/`)
+      const closed = new Promise<number>((done) => ws.on('close', (code) => done(code)))
+      ws.once('message', (data) => resolve({ ws, first: String(data), closed }))
+      ws.once('error', reject)
+    })
+  const clients = await Promise.all([connect(), connect()])
+  t.teardown(() => clients.forEach((c) => c.ws.terminate()))
+  t.deepEqual(clients.map((c) => c.first), ['v1', 'v1'])
+  await reloadTo(t, f, 'v2')
+  t.deepEqual(await Promise.all(clients.map((c) => c.closed)), [1012, 1012])
+  const again = await connect()
+  t.teardown(() => again.ws.terminate())
+  t.is(again.first, 'v2')
+})
+
+test.serial('a CommonJS app without a baton import: served by every worker on the master socket, and a reload replaces them', async (t) => {
+  const f = await dropInFleet(t, fixture('plain-listen.cjs'), 2)
+  const pids = new Set<string>()
+  await waitFor(async () => {
+    pids.add((await httpGet({ port: f.port, path: '/' })).body)
+    return pids.size === 2
+  }, { message: 'both workers answer' })
+  await reloadTo(t, f, 'v2')
+  const after = (await httpGet({ port: f.port, path: '/' })).body
+  t.false(pids.has(after), `a new worker answers (${after})`)
 })
