@@ -13,7 +13,8 @@
 //! - [`sd_notify`]: systemd's notify protocol (`NOTIFY_SOCKET`).
 //! - [`reaper`]: reaps orphans when the master is PID 1 (a container) or a subreaper.
 //! - [`event_loop`]: the driver thread that runs a [`fleet::Fleet`] against real processes.
-//! - [`control`]: the control-socket protocol served to the `baton` CLI.
+//! - [`control`]: the control-socket protocol served to the `baton` CLI; [`lines`]: newline
+//!   framing with a limit for the workers' control channels.
 //! - [`public_json`]: the JSON users see (events, reload reports, status).
 
 pub mod addr;
@@ -26,6 +27,7 @@ pub mod fleet;
 pub mod group_sockets;
 pub mod handoff;
 pub mod identity;
+pub mod lines;
 pub mod listen;
 pub mod peer;
 pub mod proc_info;
