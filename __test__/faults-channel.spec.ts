@@ -39,7 +39,7 @@ function watchChildren(fleet: Fleet): { seen: Set<number>; stop: () => void } {
   return { seen, stop: () => clearInterval(timer) }
 }
 
-test('a worker that exits while draining: the reload completes, the exit is not taken for a crash', async (t) => {
+test.serial('a worker that exits while draining: the reload completes, the exit is not taken for a crash', async (t) => {
   const port = await freePort()
   const count = 2
   const connections = 8
@@ -97,7 +97,7 @@ test('a plain worker that closes its control channel and keeps serving: the mast
   t.deepEqual(await fleet.exited, { code: 0, signal: null })
 })
 
-test('garbage and 10 MB lines on the control channel: the master keeps supervising, memory stays flat', async (t) => {
+test.serial('garbage and 10 MB lines on the control channel: the master keeps supervising, memory stays flat', async (t) => {
   const port = await freePort()
   const fleet = await startFleet(t, { script: FAULTY, count: 2, listen: [`127.0.0.1:${port}`] })
   const pids = await fleet.workerPids()
@@ -181,7 +181,7 @@ test('reload during a stop: refused as cancelled (CLI and SIGHUP), logged once e
   t.is(cancelled.length, 4, `one line per refused reload:\n${cancelled.join('\n')}`)
 })
 
-test('20 SIGHUPs in one second under load: passes run one after another, no slot replaced twice in a pass, every worker newer than the last signal, 0 failed requests', async (t) => {
+test.serial('20 SIGHUPs in one second under load: passes run one after another, no slot replaced twice in a pass, every worker newer than the last signal, 0 failed requests', async (t) => {
   const port = await freePort()
   const count = 2
   const fleet = await startFleet(t, { script: FAULTY, count, listen: [`127.0.0.1:${port}`], env: { BOOT_DELAY_MS: '300' } })
