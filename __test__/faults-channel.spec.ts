@@ -45,6 +45,7 @@ test.serial('a worker that exits while draining: the reload completes, the exit 
   const connections = 8
   const fleet = await startFleet(t, { script: FAULTY, count, listen: [`127.0.0.1:${port}`], env: { EXIT_ON_DRAIN: '7' } })
   const old = await fleet.workerPids()
+  const res0 = resources(fleet.pid)
   const load = startLoad({ port, connections, path: '/slow' })
   t.teardown(() => load.stop())
   await waitFor(() => load.snapshot().ok > 20, { message: 'load running' })
@@ -59,6 +60,8 @@ test.serial('a worker that exits while draining: the reload completes, the exit 
   // Each exit cuts the requests in flight on its connections: at most all of them, once.
   t.log(`${result.requests} requests, ${result.errors} failed (bound ${count * connections}: ${JSON.stringify(result.errorCodes)})`)
   t.true(result.errors <= count * connections)
+  await waitFor(() => resources(fleet.pid).fds === res0.fds, { timeoutMs: 5000, message: `fds back to ${res0.fds}` })
+  t.log(`master before: ${describeResources(res0)}; after: ${describeResources(resources(fleet.pid))}`)
 })
 
 test("a worker that closes its control channel: baton's runtime takes it as the master's loss and exits, and the slot is restored", async (t) => {
@@ -76,6 +79,7 @@ test("a worker that closes its control channel: baton's runtime takes it as the 
     { message: 'its slot restored' },
   )
   await waitFor(() => resources(fleet.pid).fds === before.fds, { timeoutMs: 5000, message: `fds back to ${before.fds}` })
+  t.log(`master before: ${describeResources(before)}; after: ${describeResources(resources(fleet.pid))}`)
   t.is((await fleet.cli(['reload', fleet.name])).code, 0)
 })
 
@@ -83,6 +87,7 @@ test('a plain worker that closes its control channel and keeps serving: the mast
   const port = await freePort()
   const fleet = await startFleet(t, { script: fixture('plain-disconnect.mjs'), count: 2, listen: [`127.0.0.1:${port}`] })
   const old = await fleet.workerPids()
+  const res0 = resources(fleet.pid)
   const answers = await hitEvery(port, '/disconnect', old)
   t.is(answers.size, 2)
   await hitEvery(port, '/', old) // both still serve without a channel
@@ -93,6 +98,8 @@ test('a plain worker that closes its control channel and keeps serving: the mast
   const after = await fleet.status()
   t.true(after.workers.every((w) => w.state === 'ready' && !old.includes(w.pid ?? -1)), 'replaced (SIGTERM reached them)')
   await waitFor(() => old.every((p) => !isAlive(p)), { message: 'the old ones are gone' })
+  await waitFor(() => resources(fleet.pid).fds === res0.fds, { timeoutMs: 5000, message: `fds back to ${res0.fds}` })
+  t.log(`master before: ${describeResources(res0)}; after the reload: ${describeResources(resources(fleet.pid))}`)
   t.is((await fleet.cli(['stop', fleet.name])).code, 0)
   t.deepEqual(await fleet.exited, { code: 0, signal: null })
 })
@@ -156,7 +163,8 @@ test('reload during a stop: refused as cancelled (CLI and SIGHUP), logged once e
     script: fixture('ignore-sigterm.mjs'),
     count: 2,
     listen: [`127.0.0.1:${port}`],
-    flags: ['--stop-timeout', '1500'],
+    // The stop lasts these 5 s (the workers ignore it, then are killed): time for the reloads.
+    flags: ['--stop-timeout', '5000'],
   })
   const old = await fleet.workerPids()
   const watch = watchChildren(fleet)
@@ -242,6 +250,6 @@ test('a crash loop: restarts follow the backoff and the log stays bounded', asyn
     t.deepEqual(delays, [100, 200, 400, 800, 1600, 3200], `slot ${slot}`)
   }
   // Per crash: its exit line and the next worker's ready line; plus the start's lines.
-  t.log(`${lines.length} log lines for ${count * 6} crashes`)
+  t.log(`${lines.length} log lines for ${count * 6} crashes; master ${describeResources(resources(fleet.pid))}`)
   t.true(lines.length <= count * 6 * 2 + count + 4, `${lines.length} lines:\n${lines.join('\n')}`)
 })

@@ -125,6 +125,7 @@ test.serial('SIGSTOP on a new worker during a reload: the reload aborts after re
   })
   const old = (await fleet.workerPids()).sort()
   const before = resources(fleet.pid)
+  t.log(`master before: ${describeResources(before)}`)
   const load = startLoad({ port, connections: 16 })
   t.teardown(() => load.stop())
   await waitFor(() => load.snapshot().ok > 200, { message: 'load running' })
@@ -143,7 +144,7 @@ test.serial('SIGSTOP on a new worker during a reload: the reload aborts after re
   await waitFor(() => !isAlive(frozen), { message: 'the frozen worker was killed' })
   await waitFor(() => resources(fleet.pid).fds === before.fds, { timeoutMs: 5000, message: `fds back to ${before.fds}` })
   t.is(resources(fleet.pid).zombies, 0)
-  t.log(`${result.requests} requests, 0 failed; master ${describeResources(resources(fleet.pid))}`)
+  t.log(`${result.requests} requests, 0 failed; master after: ${describeResources(resources(fleet.pid))}`)
 })
 
 test.serial('SIGSTOP on an old worker during a reload: it is SIGKILLed after stopTimeout, then the reload completes', async (t) => {
@@ -158,6 +159,7 @@ test.serial('SIGSTOP on an old worker during a reload: it is SIGKILLed after sto
   const before = await fleet.status()
   const oldPids = before.workers.map((w) => w.pid ?? -1)
   const victim = before.workers.find((w) => w.id === 0)?.pid ?? -1
+  const res0 = resources(fleet.pid)
   const load = startLoad({ port, connections })
   t.teardown(() => load.stop())
   await waitFor(() => load.snapshot().ok > 200, { message: 'load running' })
@@ -178,4 +180,6 @@ test.serial('SIGSTOP on an old worker during a reload: it is SIGKILLed after sto
   t.log(`${result.requests} requests, ${result.errors} failed (bound ${bound}: ${JSON.stringify(result.errorCodes)})`)
   t.true(result.errors <= bound, `failed ${result.errors} > bound ${bound}`)
   t.is(result.non2xx, 0)
+  await waitFor(() => resources(fleet.pid).fds === res0.fds, { timeoutMs: 5000, message: `fds back to ${res0.fds}` })
+  t.log(`master before: ${describeResources(res0)}; after: ${describeResources(resources(fleet.pid))}`)
 })
