@@ -488,8 +488,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     }
     const reload = () => {
       this.reload().catch((e: Error) => {
-        // A config that could not be re-read was logged by the core already.
-        if (e instanceof ReloadError || this.#options.beforeReload === undefined) this.#log(`reload: ${e.message}`)
+        // The core logged the report of a failed or cancelled reload (its event's message)
+        // and a config that could not be re-read: say the rest only (e.g. not started).
+        if (!(e instanceof ReloadError) && this.#options.beforeReload === undefined) this.#log(`reload: ${e.message}`)
       })
     }
     const handlers: Array<[NodeJS.Signals, () => void]> = [

@@ -58,9 +58,12 @@ function emptyResult(): LoadResult {
   return { requests: 0, ok: 0, non2xx: 0, errors: 0, errorCodes: {}, bodies: {}, connectionsByPid: {} };
 }
 
-function copy(r: LoadResult, pids: Map<object, string>): LoadResult {
+function copy(r: LoadResult, pids: Map<import('node:net').Socket, string>): LoadResult {
   const connectionsByPid: Record<string, number> = {};
-  for (const pid of pids.values()) connectionsByPid[pid] = (connectionsByPid[pid] ?? 0) + 1;
+  // A destroyed socket whose 'close' has not been emitted yet is no longer a connection.
+  for (const [socket, pid] of pids) {
+    if (!socket.destroyed) connectionsByPid[pid] = (connectionsByPid[pid] ?? 0) + 1;
+  }
   return { ...r, errorCodes: { ...r.errorCodes }, bodies: { ...r.bodies }, connectionsByPid };
 }
 
@@ -84,7 +87,7 @@ export function startLoad(options: LoadOptions): Load {
   const agent = new http.Agent({ keepAlive: true, maxSockets: connections, maxFreeSockets: connections });
   const result = emptyResult();
   /** Open sockets and the pid that answered each one last. */
-  const socketPids = new Map<object, string>();
+  const socketPids = new Map<import('node:net').Socket, string>();
   let stopping = false;
 
   const fail = (err: unknown): void => {

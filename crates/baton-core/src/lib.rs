@@ -17,7 +17,8 @@
 //!   master's listening sockets passed by systemd (`LISTEN_FDS`), and which group each serves.
 //! - [`reaper`]: reaps orphans when the master is PID 1 (a container) or a subreaper.
 //! - [`event_loop`]: the driver thread that runs a [`fleet::Fleet`] against real processes.
-//! - [`control`]: the control-socket protocol served to the `baton` CLI.
+//! - [`control`]: the control-socket protocol served to the `baton` CLI; [`lines`]: newline
+//!   framing with a limit for the workers' control channels.
 //! - [`public_json`]: the JSON users see (events, reload reports, status).
 
 pub mod addr;
@@ -30,6 +31,7 @@ pub mod fleet;
 pub mod group_sockets;
 pub mod handoff;
 pub mod identity;
+pub mod lines;
 pub mod listen;
 pub mod log_relay;
 pub mod log_ring;

@@ -2,11 +2,15 @@
 //! output goes to the log relay, `output.rs`).
 
 use super::*;
+use crate::lines::LineBuffer;
+
+/// Longest message accepted on a worker's control channel; longer lines are dropped whole.
+const CONTROL_LINE_LIMIT: usize = 64 * 1024;
 
 pub(super) struct WorkerIo {
     pub(super) control: Option<OwnedFd>,
     pub(super) control_token: Option<Token>,
-    pub(super) control_buf: Vec<u8>,
+    pub(super) control_buf: LineBuffer,
     /// The waiter saw it exit (status, when); reported once the relay drained its output.
     pub(super) exited: Option<(ExitStatus, Instant)>,
     pub(super) started_at: SystemTime,
@@ -55,7 +59,7 @@ impl LoopState {
                     WorkerIo {
                         control: Some(child.control),
                         control_token,
-                        control_buf: Vec::new(),
+                        control_buf: LineBuffer::new(CONTROL_LINE_LIMIT),
                         exited: None,
                         started_at: SystemTime::now(),
                         handoff: false,
@@ -162,39 +166,45 @@ impl LoopState {
         let mut connections = None;
         let mut listens = Vec::new();
         let mut eof = false;
+        let mut first_drop = false;
         if let Some(io) = self.workers.get_mut(&key) {
             let Some(fd) = io.control.as_ref() else {
                 return;
             };
             let mut stream = BorrowedStream(fd.as_raw_fd());
             let mut buf = [0u8; 4096];
+            let dropped_before = io.control_buf.dropped();
             loop {
-                match stream.read(&mut buf) {
+                let n = match stream.read(&mut buf) {
                     Ok(0) => {
                         eof = true;
                         break;
                     }
-                    Ok(n) => io.control_buf.extend_from_slice(&buf[..n]),
+                    Ok(n) => n,
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     Err(_) => break,
-                }
+                };
+                io.control_buf
+                    .push(&buf[..n], |line| match parse_control_line(line) {
+                        ControlLine::Ready { handoff: h } => {
+                            readies += 1;
+                            handoff |= h;
+                        }
+                        ControlLine::HandleNack => nacks += 1,
+                        ControlLine::Connections(n) => connections = Some(n),
+                        ControlLine::Listen { req, port, host } => listens.push((req, port, host)),
+                        ControlLine::Other => {}
+                    });
             }
-            while let Some(pos) = io.control_buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = io.control_buf.drain(..=pos).collect();
-                match parse_control_line(&line) {
-                    ControlLine::Ready { handoff: h } => {
-                        readies += 1;
-                        handoff |= h;
-                    }
-                    ControlLine::HandleNack => nacks += 1,
-                    ControlLine::Connections(n) => connections = Some(n),
-                    ControlLine::Listen { req, port, host } => listens.push((req, port, host)),
-                    ControlLine::Other => {}
-                }
-            }
-            if io.control_buf.len() > 64 * 1024 {
-                io.control_buf.clear();
-            }
+            first_drop = dropped_before == 0 && io.control_buf.dropped() > 0;
+        }
+        if first_drop {
+            let who = self.worker_label(key);
+            self.log(&format!(
+                "{who}: dropped a control-channel message longer than {} KiB (process.send of a large value?); \
+                 later ones are dropped without a word",
+                CONTROL_LINE_LIMIT / 1024
+            ));
         }
         for (req, port, host) in listens {
             self.listen_for_worker(key, req, port, host);
@@ -228,6 +238,21 @@ impl LoopState {
                 let group = io.group;
                 self.rebalance(group);
             }
+        }
+    }
+
+    /// `web#2 (pid 1234)`, for log lines about one worker.
+    fn worker_label(&self, key: WorkerKey) -> String {
+        let snap = self.fleet.snapshot();
+        match snap.workers.iter().find(|w| w.key == Some(key)) {
+            Some(w) => {
+                let group = self.group_names.get(w.group).map_or("?", String::as_str);
+                match w.pid {
+                    Some(pid) => format!("{group}#{} (pid {pid})", w.slot),
+                    None => format!("{group}#{}", w.slot),
+                }
+            }
+            None => format!("worker {key}"),
         }
     }
 }

@@ -1,0 +1,92 @@
+/**
+ * What /proc says about a process (Linux): its children, open fds, memory, and zombies.
+ * Used by the fault, fuzz and soak tests to check that the master keeps no leftovers.
+ */
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs'
+
+/** One line of /proc/<pid>/stat, the fields the tests need. */
+export interface ProcStat {
+  pid: number
+  /** Single-letter state: R, S, D, T (stopped), Z (zombie), ... */
+  state: string
+  ppid: number
+}
+
+/** Parse /proc/<pid>/stat; null when the process is gone. */
+export function procStat(pid: number): ProcStat | null {
+  let text: string
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  } catch {
+    return null
+  }
+  // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ')
+  return { pid, state: rest[0] ?? '?', ppid: Number(rest[1]) }
+}
+
+/** Every process whose parent is `pid` (zombies included), by scanning /proc. */
+export function childrenOf(pid: number): ProcStat[] {
+  const out: ProcStat[] = []
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    const s = procStat(Number(entry))
+    if (s !== null && s.ppid === pid) out.push(s)
+  }
+  return out
+}
+
+/** Children of `pid` in state Z (exited, not reaped). */
+export function zombieChildren(pid: number): number {
+  return childrenOf(pid).filter((c) => c.state === 'Z').length
+}
+
+/** Number of open fds of `pid`. */
+export function fdCount(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length
+}
+
+/** fd number -> link target (`socket:[123]`, `pipe:[45]`, a path...) of `pid`. */
+export function fdTargets(pid: number): Map<number, string> {
+  const out = new Map<number, string>()
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      out.set(Number(fd), readlinkSync(`/proc/${pid}/fd/${fd}`))
+    } catch {
+      // closed while we looked
+    }
+  }
+  return out
+}
+
+/** Resident memory of `pid` in bytes (VmRSS). */
+export function rssBytes(pid: number): number {
+  const line = readFileSync(`/proc/${pid}/status`, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('VmRSS:'))
+  return line === undefined ? 0 : Number(line.replace(/\D+/g, '')) * 1024
+}
+
+/** A snapshot of a master's resources, for before/after comparisons and logs. */
+export interface Resources {
+  rssBytes: number
+  fds: number
+  zombies: number
+  children: number
+}
+
+/** RSS, fd count, zombie children and live children of `pid`. */
+export function resources(pid: number): Resources {
+  const children = childrenOf(pid)
+  return {
+    rssBytes: rssBytes(pid),
+    fds: fdCount(pid),
+    zombies: children.filter((c) => c.state === 'Z').length,
+    children: children.filter((c) => c.state !== 'Z').length,
+  }
+}
+
+/** `rss 52.1 MiB, 31 fds, 0 zombies, 4 children`, for t.log lines. */
+export function describeResources(r: Resources): string {
+  return `rss ${(r.rssBytes / 1048576).toFixed(1)} MiB, ${r.fds} fds, ${r.zombies} zombies, ${r.children} children`
+}
