@@ -95,6 +95,7 @@ fn valid_request() -> impl Strategy<Value = (String, Request)> {
         Just(Request::Status),
         Just(Request::Reload),
         any::<bool>().prop_map(|force| Request::Stop { force }),
+        Just(Request::ReopenLogs),
     ];
     (
         cmd,
@@ -109,6 +110,9 @@ fn valid_request() -> impl Strategy<Value = (String, Request)> {
                     Request::Status => "status",
                     Request::Reload => "reload",
                     Request::Stop { .. } => "stop",
+                    Request::ReopenLogs => "reopen-logs",
+                    // Not generated above (it carries its own fields).
+                    Request::Logs(_) => unreachable!("not generated"),
                 }
             )];
             if let Request::Stop { force } = req {
