@@ -12,13 +12,13 @@
  * tracked for the drain, and the worker is marked ready once it listens (unless the group
  * waits for `process.send('ready')`, PM2's `wait_ready`).
  *
- * Outside a baton worker this module does nothing.
+ * Outside a baton worker this module does nothing, and inside one it loads baton's worker
+ * runtime only when the app makes such a `listen()` call: an app that listens on its
+ * inherited fd itself, or uses no socket, keeps its own signal and IPC handling.
  *
  * @module
  */
 import * as net from 'node:net';
-
-import { adoptServer, worker } from './worker.js';
 
 /** What a TCP `listen()` call asks for. */
 export interface PortTarget {
@@ -80,32 +80,19 @@ function isListenAnswer(msg: unknown): msg is ListenAnswer {
 }
 
 let nextRequest = 1;
+/** listen() calls waiting for their socket. */
+let pending = 0;
 const waiting = new Map<number, { resolve: (handle: unknown) => void; reject: (err: Error) => void }>();
 
 /** Ask the master for the socket of `target`; resolves with the listening handle. */
 function requestSocket(target: PortTarget): Promise<unknown> {
   const req = nextRequest++;
-  // Until the answer comes, nothing else may keep the app alive: hold the channel.
-  process.channel?.ref();
-  const settled = (): void => {
-    if (waiting.size === 0) process.channel?.unref();
-  };
   return new Promise((resolve, reject) => {
-    waiting.set(req, {
-      resolve: (handle) => {
-        settled();
-        resolve(handle);
-      },
-      reject: (err) => {
-        settled();
-        reject(err);
-      },
-    });
+    waiting.set(req, { resolve, reject });
     const message = { type: 'baton:listen', req, port: target.port, host: target.host ?? null };
     (process.send as NonNullable<typeof process.send>)(message, undefined, undefined, (err) => {
       if (err === null || err === undefined) return;
       waiting.delete(req);
-      settled();
       reject(new Error(`baton: cannot ask the master for port ${target.port}: ${err.message}`));
     });
   });
@@ -132,18 +119,31 @@ function install(): void {
     const target = portTarget(args);
     if (target === undefined) return original.apply(this, args);
     if (target.callback !== undefined) this.once('listening', target.callback);
-    adoptServer(this);
-    requestSocket(target).then(
-      (handle) => {
-        original.call(this, handle, target.backlog ?? Number(process.env.BATON_BACKLOG ?? 511));
+    // Until the server listens, nothing else may keep the app alive (a top-level
+    // `await fastify.listen()` would end with "unsettled top-level await"): hold the channel.
+    pending += 1;
+    process.channel?.ref();
+    const settled = (): void => {
+      pending -= 1;
+      if (pending === 0) process.channel?.unref();
+    };
+    Promise.all([requestSocket(target), import('./worker.js')]).then(
+      ([handle, runtime]) => {
+        runtime.adoptServer(this);
         this.once('listening', () => {
-          if (!waitReady) worker.ready();
+          if (!waitReady) runtime.worker.ready();
         });
+        original.call(this, handle, target.backlog ?? Number(process.env.BATON_BACKLOG ?? 511));
+        settled(); // the listening handle keeps the process alive from here
       },
-      (err: Error) => this.emit('error', err),
+      (err: Error) => {
+        settled();
+        this.emit('error', err);
+      },
     );
     return this;
   };
 }
 
-if (worker.isWorker && typeof process.send === 'function') install();
+// A baton worker: the master sets BATON_GROUP (see worker.ts) and the IPC channel.
+if ((process.env.BATON_GROUP ?? '') !== '' && typeof process.send === 'function') install();
