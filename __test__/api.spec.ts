@@ -26,6 +26,7 @@ import {
   isAlive,
   OutputBuffer,
   ProcessTracker,
+  startTime,
   tmpDir,
   waitFor,
   waitForExit,
@@ -76,10 +77,13 @@ async function harness(t: ExecutionContext, name: string, groups: Record<string,
     ;(sup.on as (n: string, l: (e: unknown) => void) => void)(name, (event) => events.push({ name, event } as Recorded))
   }
   const spawned = () => events.flatMap((e) => (e.name === 'worker:spawn' ? [e.event.pid] : []))
+  // Start times read when each worker is spawned: the teardown never kills a recycled pid.
+  const started = new Map<number, string | undefined>()
+  sup.on('worker:spawn', (e) => started.set(e.pid, startTime(e.pid)))
   t.teardown(async () => {
     await withTimeout(sup.stop({ force: true }), 10_000, 'supervisor force stop').catch(() => undefined)
     const tracker = new ProcessTracker()
-    for (const pid of spawned()) tracker.trackPid(pid)
+    for (const [pid, startedAt] of started) tracker.trackPid(pid, startedAt)
     await tracker.killAll()
     await dir.cleanup()
   })

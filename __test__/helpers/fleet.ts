@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { ExecutionContext } from 'ava'
 import type { Status } from '../../src/types.js'
-import { freePort, OutputBuffer, ProcessTracker, tmpDir, waitFor, waitForExit, type ExitStatus } from './processes.js'
+import { freePort, OutputBuffer, ProcessTracker, startTime, tmpDir, waitFor, waitForExit, type ExitStatus } from './processes.js'
 
 /** Absolute path of the `baton` CLI. */
 export const BATON = fileURLToPath(new URL('../../bin/baton.js', import.meta.url))
@@ -74,9 +74,10 @@ export async function startFleet(t: ExecutionContext, options: FleetOptions): Pr
   const dir = await tmpDir('baton-test-')
   const name = options.name ?? 'fleet'
   const env = { ...process.env, ...options.env, BATON_RUNTIME_DIR: dir.path }
-  const seen = new Set<number>()
+  // Workers seen in a status, with their start time (so a recycled pid is never killed).
+  const seen = new Map<number, string | undefined>()
   t.teardown(async () => {
-    for (const pid of seen) tracker.trackPid(pid)
+    for (const [pid, startedAt] of seen) tracker.trackPid(pid, startedAt)
     await tracker.killAll()
     await dir.cleanup()
   })
@@ -104,7 +105,7 @@ export async function startFleet(t: ExecutionContext, options: FleetOptions): Pr
     const r = await cli(['status', name, '--json'])
     if (r.code !== 0) throw new Error(`baton status failed (${r.code}): ${r.stderr}`)
     const s = JSON.parse(r.stdout) as Status
-    for (const w of s.workers) if (w.pid !== null) seen.add(w.pid)
+    for (const w of s.workers) if (w.pid !== null && !seen.has(w.pid)) seen.set(w.pid, startTime(w.pid))
     return s
   }
   const fleet: Fleet = {

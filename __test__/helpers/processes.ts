@@ -117,6 +117,19 @@ export function isAlive(pid: number): boolean {
   return true;
 }
 
+/**
+ * The start time of process `pid` (field 22 of `/proc/<pid>/stat`, in clock ticks since
+ * boot): with the pid, it names one process. Undefined without /proc or for a gone pid.
+ */
+export function startTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
 /** How a process ended. */
 export interface ExitStatus {
   /** Exit code, or null when killed by a signal. */
@@ -182,7 +195,7 @@ export class OutputBuffer {
  */
 export class ProcessTracker {
   readonly #children = new Set<ChildProcess>();
-  readonly #pids = new Set<number>();
+  readonly #pids = new Map<number, string | undefined>();
 
   /** `child_process.spawn` + {@link ProcessTracker.track}. */
   spawn(command: string, args: readonly string[], options: SpawnOptions = {}): ChildProcess {
@@ -196,9 +209,14 @@ export class ProcessTracker {
     return child;
   }
 
-  /** Track a process that is not our child (e.g. a worker spawned by a helper process). */
-  trackPid(pid: number): void {
-    this.#pids.add(pid);
+  /**
+   * Track a process that is not our child (e.g. a worker spawned by a helper process).
+   * `startedAt` ({@link startTime} when it was seen; read now by default) is checked again
+   * before the kill: pids are recycled quickly (pid_max is often 32768), and the teardown
+   * must never SIGKILL another test's process that got the number.
+   */
+  trackPid(pid: number, startedAt: string | undefined = startTime(pid)): void {
+    this.#pids.set(pid, startedAt);
   }
 
   /** SIGKILL every tracked process still running and wait (bounded) until they are gone. */
@@ -215,8 +233,8 @@ export class ProcessTracker {
         exits.push(withTimeout(exited, 5000, `pid ${child.pid} to die`).catch(() => undefined));
       }
     }
-    for (const pid of this.#pids) {
-      if (isAlive(pid)) {
+    for (const [pid, startedAt] of this.#pids) {
+      if (isAlive(pid) && (startedAt === undefined || startTime(pid) === startedAt)) {
         try {
           process.kill(pid, 'SIGKILL');
         } catch {
