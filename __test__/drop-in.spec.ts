@@ -5,7 +5,7 @@
  * go through reloads under load without a failed request.
  */
 import test from 'ava'
-import { writeFileSync } from 'node:fs'
+import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -155,4 +155,40 @@ test.serial('a CommonJS app without a baton import: served by every worker on th
   await reloadTo(t, f, 'v2')
   const after = (await httpGet({ port: f.port, path: '/' })).body
   t.false(pids.has(after), `a new worker answers (${after})`)
+})
+
+/** The `flags:` (octal) of process `pid`'s listening TCP socket on `port`, from /proc. */
+function listenSocketFlags(pid: number, port: number): number | undefined {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0')
+  const inodes = new Set<string>()
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    for (const line of readFileSync(table, 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/)
+      if (f[1]?.endsWith(`:${hexPort}`) && f[3] === '0A') inodes.add(f[9] ?? '')
+    }
+  }
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    let target = ''
+    try {
+      target = readlinkSync(`/proc/${pid}/fd/${fd}`)
+    } catch {
+      continue
+    }
+    const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1]
+    if (inode === undefined || !inodes.has(inode)) continue
+    const flags = /^flags:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))?.[1]
+    return flags === undefined ? undefined : parseInt(flags, 8)
+  }
+  return undefined
+}
+
+test.serial('the socket a drop-in worker gets is non-blocking, so a worker that loses the race for a connection never blocks in accept()', async (t) => {
+  if (process.platform !== 'linux') return t.pass('reads /proc')
+  const f = await dropInFleet(t, example('koa.mjs'), 2)
+  const O_NONBLOCK = 0o4000
+  for (const pid of [f.fleet.pid, ...(await f.fleet.workerPids())]) {
+    const flags = listenSocketFlags(pid, f.port)
+    t.not(flags, undefined, `pid ${pid} holds the listening socket`)
+    t.true(((flags ?? 0) & O_NONBLOCK) !== 0, `pid ${pid}: flags ${(flags ?? 0).toString(8)} lack O_NONBLOCK`)
+  }
 })

@@ -127,20 +127,26 @@ function install(): void {
       pending -= 1;
       if (pending === 0) process.channel?.unref();
     };
-    Promise.all([requestSocket(target), import('./worker.js')]).then(
-      ([handle, runtime]) => {
-        runtime.adoptServer(this);
-        this.once('listening', () => {
-          if (!waitReady) runtime.worker.ready();
-        });
-        original.call(this, handle, target.backlog ?? Number(process.env.BATON_BACKLOG ?? 511));
-        settled(); // the listening handle keeps the process alive from here
-      },
-      (err: Error) => {
-        settled();
-        this.emit('error', err);
-      },
-    );
+    import('./worker.js')
+      .then((runtime) => {
+        // Loading the runtime unrefs the channel (worker.ts): hold it again until listening.
+        process.channel?.ref();
+        return requestSocket(target).then((handle) => [handle, runtime] as const);
+      })
+      .then(
+        ([handle, runtime]) => {
+          runtime.adoptServer(this);
+          this.once('listening', () => {
+            if (!waitReady) runtime.worker.ready();
+          });
+          original.call(this, handle, target.backlog ?? Number(process.env.BATON_BACKLOG ?? 511));
+          settled(); // the listening handle keeps the process alive from here
+        },
+        (err: Error) => {
+          settled();
+          this.emit('error', err);
+        },
+      );
     return this;
   };
 }

@@ -38,6 +38,22 @@ fn node_code(kind: &ListenErrorKind) -> &'static str {
     }
 }
 
+/// `listener`'s fd, made non-blocking first. The flag belongs to the open file that the
+/// master and every worker given this socket share, and libuv does not set it on a handle
+/// that arrives over IPC: on a blocking socket, the worker that loses the race for a new
+/// connection blocks in `accept()`, and every connection it already has stalls with it.
+fn nonblocking(listener: &Listener) -> Result<RawFd, (String, &'static str)> {
+    listener
+        .set_nonblocking()
+        .map(|()| listener.fd())
+        .map_err(|e| {
+            (
+                format!("cannot make {} non-blocking: {e}", listener.local),
+                "EINVAL",
+            )
+        })
+}
+
 /// The `NODE_HANDLE` line that carries a listening socket for request `req`.
 fn handle_line(req: u64) -> String {
     format!(
@@ -116,12 +132,10 @@ impl LoopState {
         // 1. The group's own listen address on that port.
         if port != 0 {
             if let Some(sockets) = self.listeners.get(group) {
-                let fds = sockets.fds_for(slot);
                 for (i, l) in sockets.first_listeners().enumerate() {
                     if matches!(l.addr, ListenAddr::Tcp { .. }) && l.port() == Some(port) {
-                        if let Some(fd) = fds.get(i) {
-                            return Ok(*fd);
-                        }
+                        let listener = sockets.slot_socket(i, slot).unwrap_or(l);
+                        return nonblocking(listener);
                     }
                 }
             }
@@ -133,7 +147,7 @@ impl LoopState {
             .iter()
             .find(|s| s.group == group && s.port == port && s.host == host)
         {
-            return Ok(s.listener.fd());
+            return nonblocking(&s.listener);
         }
         let addr = ListenAddr::Tcp {
             host: host.clone().unwrap_or_default(),
@@ -147,7 +161,7 @@ impl LoopState {
                     "group \"{group_name}\": listening on {} for its workers' listen({port}) (kept across reloads)",
                     listener.local
                 ));
-                let fd = listener.fd();
+                let fd = nonblocking(&listener)?;
                 self.drop_in.push(DropInSocket {
                     group,
                     host,
