@@ -11,7 +11,9 @@ use serde_json::json;
 pub use serde_json::Value;
 
 use crate::exit_status::ExitStatus;
-use crate::fleet::{Event, ExitCause, FleetSnapshot, ReloadOutcome, ReloadReport, WorkerState};
+use crate::fleet::{
+    Event, ExitCause, FleetSnapshot, ReloadOutcome, ReloadReport, ScaleError, WorkerState,
+};
 use crate::reconfigure::{Change, Detail, Effect};
 
 /// What a conversion needs to know besides the value itself.
@@ -281,6 +283,60 @@ pub fn event(names: &Names, e: &Event) -> Value {
             v
         }
         Event::Stopped => json!({ "type": "fleet:stopped", "message": "all workers stopped" }),
+        Event::ScaleStart {
+            group,
+            from,
+            to,
+            ticket,
+        } => json!({
+            "type": "scale:start", "group": names.group(*group), "from": from, "count": to,
+            "ticket": ticket,
+            "message": format!("scaling {} from {from} to {to} workers", names.group(*group)),
+        }),
+        Event::ScaleDone {
+            group,
+            count,
+            ticket,
+        } => json!({
+            "type": "scale:done", "group": names.group(*group), "count": count, "ticket": ticket,
+            "message": format!("{} scaled to {count} workers, all ready", names.group(*group)),
+        }),
+        Event::ScaleFailed {
+            group,
+            count,
+            ticket,
+            error,
+        } => {
+            let message = scale_error_message(names, *group, *count, error);
+            json!({
+                "type": "scale:failed", "group": names.group(*group), "count": count,
+                "ticket": ticket, "message": message,
+            })
+        }
+    }
+}
+
+/// The sentence for a scale that was refused or did not complete.
+pub fn scale_error_message(names: &Names, group: usize, count: u32, error: &ScaleError) -> String {
+    let name = names.group(group);
+    match error {
+        ScaleError::UnknownGroup => format!("group: no group number {group} in this fleet"),
+        ScaleError::ZeroCount => {
+            "count: expected a whole number of workers of at least 1, got 0".to_string()
+        }
+        ScaleError::NotStarted => {
+            "the fleet is still starting: scale once it is ready".to_string()
+        }
+        ScaleError::Reloading => {
+            "a reload is running: scale once it has ended (baton status shows it)".to_string()
+        }
+        ScaleError::Superseded => {
+            format!("a newer scale of group \"{name}\" replaced this one (to {count} workers)")
+        }
+        ScaleError::Stopping => "the fleet is stopping".to_string(),
+        ScaleError::WorkerFailed { slot, reason } => format!(
+            "{name}#{slot} {reason}; group \"{name}\" keeps {count} workers and restarts it with backoff (see baton logs)"
+        ),
     }
 }
 
