@@ -35,7 +35,6 @@ fn backoff() -> Backoff {
 #[derive(Debug, Clone)]
 struct Proc {
     slot: u32,
-    pid: i32,
     stopping: bool,
     ready: bool,
 }
@@ -88,7 +87,6 @@ impl H {
                         *key,
                         Proc {
                             slot: *slot,
-                            pid,
                             stopping: false,
                             ready: false,
                         },
