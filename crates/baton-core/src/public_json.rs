@@ -167,6 +167,15 @@ pub fn changes_summary(changes: &[Change]) -> Option<String> {
             "not applied, these need a restart (baton restart): {restart}"
         ));
     }
+    let count_changed = changes.iter().any(|c| {
+        c.effect == Effect::NeedsRestart && c.setting == crate::reconfigure::Setting::Count
+    });
+    if count_changed {
+        parts.push(
+            "a running group's count changes without a restart: baton scale [NAME] [GROUP] N"
+                .to_string(),
+        );
+    }
     (!parts.is_empty()).then(|| parts.join("; "))
 }
 
@@ -482,7 +491,8 @@ mod tests {
         assert_eq!(
             report["message"],
             "reload 2 done; config changes for the new workers: web.env (GREETING); \
-             not applied, these need a restart (baton restart): web.count (2 -> 4)"
+             not applied, these need a restart (baton restart): web.count (2 -> 4); \
+             a running group's count changes without a restart: baton scale [NAME] [GROUP] N"
         );
         assert_eq!(report["changes"][0]["keys"], json!(["GREETING"]));
         assert_eq!(report["changes"][1]["applied"], "needs-restart");
