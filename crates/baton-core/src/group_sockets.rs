@@ -402,7 +402,10 @@ mod tests {
         }
         for other in (0..count).filter(|o| *o != slot) {
             let l = s.slot_socket(0, other).unwrap();
-            assert!(l.accept_pending().unwrap().is_none(), "slot {other} got one");
+            assert!(
+                l.accept_pending().unwrap().is_none(),
+                "slot {other} got one"
+            );
         }
     }
 
