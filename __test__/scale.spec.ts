@@ -141,3 +141,17 @@ test('supervisor.scale(): resolves once the new workers are ready / the removed 
   await reload
   t.is(sup.status().workers.length, 1)
 })
+
+test('baton scale waits past the CLI silence timeout for slow workers (heartbeats), and exits 1 with the cause when a new worker fails', async (t) => {
+  // Workers take 4 s to listen: longer than the client's 3 s silence timeout.
+  const { fleet, deploy } = await versionedFleet(t, { count: 1, env: { BOOT_DELAY_MS: '4000' } })
+  const slow = await fleet.cli(['scale', fleet.name, 'fleet', '2'])
+  t.is(slow.code, 0, slow.stderr)
+  t.is((await fleet.status()).workers.filter((w) => w.state === 'ready').length, 2)
+  // Bad code on disk: the new slot's worker throws at start.
+  deploy('throw')
+  const failed = await fleet.cli(['scale', fleet.name, 'fleet', '3'])
+  t.is(failed.code, 1, failed.stdout)
+  t.regex(failed.stderr, /fleet#2 .*before it was ready; group "fleet" keeps 3 workers/)
+  await fleet.cli(['stop', fleet.name, '--force'])
+})
