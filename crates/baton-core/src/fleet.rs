@@ -71,8 +71,8 @@
 //! are ready). Shrinking takes slots `n..count` out: they are steered away from first, then
 //! their workers are stopped like a reload stops an old worker (stop, then kill after
 //! `stop_timeout`); they are never restarted. The request is answered with
-//! [`Event::ScaleDone`] once every slot `0..n` serves and no worker of a removed slot is
-//! left, or [`Event::ScaleFailed`]: refused at once while a reload pass runs or the fleet
+//! [`Event::ScaleDone`] once every new slot serves and no worker of a removed slot is
+//! left (older slots are not waited for), or [`Event::ScaleFailed`]: refused at once while a reload pass runs or the fleet
 //! is not running, for a count of 0 or an unknown group; superseded by a newer scale of the
 //! same group; when a worker of a new slot fails before its first readiness (the count stays
 //! `n`, the slot is restarted with backoff like any crash); or when the fleet stops. A
@@ -251,7 +251,7 @@ pub enum Event {
         to: u32,
         ticket: Ticket,
     },
-    /// A scale reached its count: every slot serves, removed workers have exited.
+    /// A scale reached its count: every new slot serves, removed workers have exited.
     ScaleDone {
         group: usize,
         count: u32,
@@ -437,7 +437,7 @@ struct Group {
     steered: Vec<u32>,
     /// Rules of a re-read configuration, waiting for the running pass to end.
     next_rules: Option<GroupRules>,
-    /// The scale in progress: its ticket and the count it started from.
+    /// The scale in progress: its ticket and its first new slot (the count it grew from).
     scaling: Option<(Ticket, u32)>,
 }
 
@@ -1599,8 +1599,11 @@ impl Fleet {
             }));
             return;
         }
+        // A superseded scale's new slots still count as new for this one.
+        let earlier = self.groups[group].scaling.map(|(_, from)| from);
         self.fail_scale(group, ScaleError::Superseded);
         let from = self.groups[group].rules.count;
+        let first_new = earlier.map_or(from, |e| e.min(from));
         self.actions.push_back(Action::Emit(Event::ScaleStart {
             group,
             from,
@@ -1608,7 +1611,7 @@ impl Fleet {
             ticket,
         }));
         let g = &mut self.groups[group];
-        g.scaling = Some((ticket, from));
+        g.scaling = Some((ticket, first_new));
         g.rules.count = count;
         if let Some(next) = g.next_rules.as_mut() {
             next.count = count;
@@ -1663,8 +1666,9 @@ impl Fleet {
         }
     }
 
-    /// Answer `group`'s scale once every slot serves and no removed slot has a worker left;
-    /// the removed slots are forgotten then.
+    /// Answer `group`'s scale once every new slot serves and no removed slot has a worker
+    /// left; the removed slots are forgotten then. Older slots are not waited for: one in a
+    /// crash loop must not hold the scale (and a reload queued behind it) forever.
     fn finish_scale_if_done(&mut self, group: usize) {
         let count = self.groups[group].rules.count;
         let leftover = self
@@ -1675,10 +1679,10 @@ impl Fleet {
             return;
         }
         self.groups[group].slots.truncate(count as usize);
-        let Some((ticket, _)) = self.groups[group].scaling else {
+        let Some((ticket, first_new)) = self.groups[group].scaling else {
             return;
         };
-        if (0..count).all(|s| self.serving(group, s)) {
+        if (first_new..count).all(|s| self.serving(group, s)) {
             self.groups[group].scaling = None;
             self.actions.push_back(Action::Emit(Event::ScaleDone {
                 group,

@@ -618,3 +618,61 @@ proptest! {
         run(Order::StopFirst, parallel, initial, m);
     }
 }
+
+#[test]
+fn a_scale_up_does_not_wait_for_an_older_slot_in_a_crash_loop() {
+    let mut h = H::started(2, Order::StartFirst);
+    let key = *h
+        .procs
+        .iter()
+        .find(|(_, p)| p.slot == 0)
+        .map(|(k, _)| k)
+        .expect("slot 0");
+    h.exit(key, ExitStatus::Code(1)); // slot 0 waits out its backoff
+    let t = h.scale(3);
+    let new = *h
+        .procs
+        .iter()
+        .find(|(_, p)| p.slot == 2)
+        .map(|(k, _)| k)
+        .expect("slot 2 spawned");
+    h.ready(new);
+    assert!(
+        matches!(h.answers(t)[..], [Event::ScaleDone { count: 3, .. }]),
+        "answered while slot 0 is still down"
+    );
+    // A superseding scale still waits for the first one's new slots.
+    let a = h.scale(5);
+    let b = h.scale(6);
+    assert!(matches!(
+        h.answers(a)[..],
+        [Event::ScaleFailed {
+            error: ScaleError::Superseded,
+            ..
+        }]
+    ));
+    let slot3 = *h
+        .procs
+        .iter()
+        .find(|(_, p)| p.slot == 3)
+        .map(|(k, _)| k)
+        .expect("slot 3");
+    let others: Vec<WorkerKey> = h
+        .procs
+        .iter()
+        .filter(|(k, p)| p.slot >= 4 && !p.ready && **k != slot3)
+        .map(|(k, _)| *k)
+        .collect();
+    for k in others {
+        h.ready(k);
+    }
+    assert!(
+        h.answers(b).is_empty(),
+        "slot 3 (from the superseded scale) is not ready"
+    );
+    h.ready(slot3);
+    assert!(matches!(
+        h.answers(b)[..],
+        [Event::ScaleDone { count: 6, .. }]
+    ));
+}
