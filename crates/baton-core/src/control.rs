@@ -23,7 +23,7 @@
 //!
 //! A failed reload answers `{"ok":false,"error":"...","report":{...}}`.
 //!
-//! While a request waits (a reload, a stop), the master sends `{"heartbeat":true}` every
+//! While a request waits (a reload, a stop, a scale), the master sends `{"heartbeat":true}` every
 //! [`HEARTBEAT_INTERVAL`], so a client can tell a long reload from a master that stopped
 //! answering (SIGSTOP, a wedged host) and give up after a few missed beats.
 //!
