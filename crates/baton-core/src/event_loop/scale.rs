@@ -45,6 +45,9 @@ impl LoopState {
             let message = format!("cannot bind the sockets of the new workers: {e}");
             return self.scale_refused(ticket, group, count, &message);
         }
+        // New slots' sockets are watched for stragglers until their workers serve (for
+        // when the kernel refused steering and hashes connections onto them).
+        self.rescue_dirty = true;
         self.fleet.handle(
             Instant::now(),
             Input::Scale {
