@@ -23,6 +23,11 @@ export declare class NativeSupervisor {
    * reload's report carries them too.
    */
   reconfigure(options: BindingFleetOptions): string
+  /**
+   * Change a group's worker count (`group`: `None` when the fleet has one group);
+   * returns the ticket named by the `scale:done` / `scale:failed` event.
+   */
+  scale(group: string | undefined | null, count: number): number
   /** Request a graceful stop, or an immediate one with `force`. */
   stop(force: boolean): void
   /**

@@ -12,6 +12,7 @@
  * baton startup [NAME] [--socket] [--out DIR]
  * baton logs [NAME] [-f] [--lines N] [--group G]
  * baton reopen-logs [NAME]
+ * baton scale [NAME] [GROUP] N
  * ```
  */
 import { readFileSync } from 'node:fs'
@@ -27,6 +28,7 @@ import {
   recordStart,
   reloadCommand,
   reopenLogsCommand,
+  scaleCommand,
   restartCommand,
   statusCommand,
   stdio,
@@ -92,6 +94,10 @@ Usage:
                             the last N lines the workers wrote (default 15, from the 1 MiB the
                             master keeps), tagged group#id out|err; -f keeps showing new ones
   baton reopen-logs [NAME]  reopen every log file (after logrotate renamed them: postrotate)
+  baton scale [NAME] [GROUP] N
+                            change a group's worker count without a restart (GROUP may be
+                            left out when there is one); exit 0 once the new workers are
+                            ready / the removed ones exited, 1 with the cause
   baton startup [NAME] [--socket] [--out DIR]
                             print a systemd unit (Type=notify) that runs the fleet as it was
                             started; --socket adds .socket units so systemd holds the
@@ -342,6 +348,13 @@ export async function main(argv: string[]): Promise<number> {
         const { positionals } = parse(rest, {})
         const dir = resolveRuntimeDir()
         return await reopenLogsCommand(dir, pickMaster(dir, positionals[0]))
+      }
+      case 'scale': {
+        // Positionals only (a "-1" is a bad count, not an option).
+        const args = rest.filter((a) => a !== '--')
+        const flag = args.find((a) => a.startsWith('-') && !/^-[0-9]/.test(a))
+        if (flag) throw new CommandError(`scale: unknown option ${flag}\nRun "baton --help" for usage.`, 2)
+        return await scaleCommand(resolveRuntimeDir(), args)
       }
       case 'status': {
         const { values, positionals } = parse(rest, { json: { type: 'boolean' } })

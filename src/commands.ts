@@ -222,3 +222,39 @@ export async function reopenLogsCommand(runtimeDir: string, name: string, io: Ou
   io.out(`reopened ${n} log file${n === 1 ? '' : 's'} of "${name}"`)
   return 0
 }
+
+/** The most workers `baton scale` accepts (the bound of the `count` option). */
+const MAX_COUNT = 1024
+
+/**
+ * `baton scale [NAME] [GROUP] N`: change a group's worker count without a restart. With
+ * two arguments the first is a running master's name if one has it, else a group of the
+ * only master. Exit 0 once every new worker is ready / every removed one exited, 1 with
+ * the cause, 2 on bad usage (the argument named).
+ */
+export async function scaleCommand(runtimeDir: string, args: string[], io: Output = stdio): Promise<number> {
+  if (args.length === 0) throw new CommandError('scale: missing N, the new worker count (baton scale [NAME] [GROUP] N)', 2)
+  if (args.length > 3) throw new CommandError(`scale: unexpected arguments: ${args.slice(0, -3).join(' ')} (baton scale [NAME] [GROUP] N)`, 2)
+  const raw = args[args.length - 1]
+  if (!/^[0-9]+$/.test(raw) || Number(raw) < 1 || Number(raw) > MAX_COUNT) {
+    throw new CommandError(`scale: count: expected a whole number of workers from 1 to ${MAX_COUNT}, got "${raw}"`, 2)
+  }
+  const count = Number(raw)
+  let name: string | undefined
+  let group: string | undefined
+  if (args.length === 3) [name, group] = args
+  else if (args.length === 2) {
+    if (listMasters(runtimeDir).includes(args[0])) name = args[0]
+    else group = args[0]
+  }
+  const master = pickMaster(runtimeDir, name)
+  const answer = await request(runtimeDir, master, group === undefined ? { cmd: 'scale', count } : { cmd: 'scale', group, count })
+  if (!answer.ok) {
+    const error = answer.error ?? 'failed'
+    io.err(`baton scale: ${error}`)
+    // The master names a bad argument (an unknown group) the same way: usage.
+    return /^(group|count):/.test(error) ? 2 : 1
+  }
+  io.out(`scaled ${answer.group ?? group ?? 'the group'} of "${master}" to ${answer.count ?? count} workers, all ready`)
+  return 0
+}

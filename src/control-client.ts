@@ -24,6 +24,7 @@ export type ControlRequest =
   | { cmd: 'stop'; force: boolean }
   | { cmd: 'logs'; lines: number; follow: boolean; group?: string }
   | { cmd: 'reopen-logs' }
+  | { cmd: 'scale'; group?: string; count: number }
 
 /** The master's final answer. */
 export interface ControlAnswer {
@@ -34,6 +35,10 @@ export interface ControlAnswer {
   stopped?: boolean
   /** `reopen-logs`: the number of files reopened. */
   reopened?: number
+  /** `scale`: the group scaled. */
+  group?: string
+  /** `scale`: its new count. */
+  count?: number
 }
 
 /** No master of that name is running. */

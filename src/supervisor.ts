@@ -108,6 +108,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   #stopped: Promise<void> | undefined
   #resolveStopped: (() => void) | undefined
   readonly #reloads = new Map<number, Waiter<ReloadReport>>()
+  readonly #scales = new Map<number, Waiter<void>>()
   #signalHandlers: Array<[NodeJS.Signals, () => void]> = []
   #preparing: Promise<void> = Promise.resolve()
   #sigints = 0
@@ -266,6 +267,32 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       const ticket = nat.reload()
       return new Promise<ReloadReport>((resolve, reject) => this.#reloads.set(ticket, { resolve, reject }))
     })
+  }
+
+  /**
+   * Change group `group`'s worker count to `count` without a restart. Growing starts the
+   * new slots' workers (serving once ready); shrinking stops the highest slots gracefully,
+   * as a reload stops an old worker. Resolves once every new worker is ready and every
+   * removed one has exited; rejects with an {@link OptionsError} for a bad count, or an
+   * Error with the cause (unknown group, a reload running, a new worker that failed before
+   * ready, the fleet stopping). Later reloads replace `count` workers.
+   */
+  scale(group: string, count: number): Promise<void> {
+    const nat = this.#native
+    if (!nat) return Promise.reject(new Error(`supervisor "${this.name}" is not started`))
+    if (!Number.isInteger(count) || count < 1 || count > 1024) {
+      return Promise.reject(new OptionsError('count', `expected a whole number of workers from 1 to 1024, got ${String(count)}`))
+    }
+    if (!this.#groups.has(group)) {
+      const names = [...this.#groups.keys()].join(', ')
+      return Promise.reject(new OptionsError('group', `no group "${group}" in this supervisor (groups: ${names})`))
+    }
+    try {
+      const ticket = nat.scale(group, count)
+      return new Promise<void>((resolve, reject) => this.#scales.set(ticket, { resolve, reject }))
+    } catch (e) {
+      return Promise.reject(e)
+    }
   }
 
   /**
@@ -434,6 +461,17 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         }
         break
       }
+      case 'scale:done':
+      case 'scale:failed': {
+        const ticket = (event as unknown as { ticket: number }).ticket
+        const waiter = this.#scales.get(ticket)
+        if (waiter) {
+          this.#scales.delete(ticket)
+          if (event.type === 'scale:done') waiter.resolve()
+          else waiter.reject(new Error(event.message ?? 'the scale failed'))
+        }
+        break
+      }
       case 'fleet:stopped':
         this.#onStopped()
         break
@@ -468,6 +506,10 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       waiter.reject(new Error('the fleet stopped before the reload finished'))
     }
     this.#reloads.clear()
+    for (const [, waiter] of this.#scales) {
+      waiter.reject(new Error('the fleet stopped before the scale finished'))
+    }
+    this.#scales.clear()
     // The health port is closed before `stopped` resolves (and so before the CLI exits).
     this.#closeHealth().then(() => this.#resolveStopped?.())
   }

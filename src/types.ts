@@ -315,6 +315,32 @@ export interface StartFailedEvent {
   message: string
 }
 
+/** A scale began (`scale:start`). */
+export interface ScaleStartEvent {
+  /** Group name. */
+  group: string
+  /** The count before. */
+  from: number
+  /** The new count. */
+  count: number
+  /** The request's ticket. */
+  ticket: number
+  /** A human log line. */
+  message: string
+}
+
+/** A scale reached its count (`scale:done`) or did not (`scale:failed`, `message` says why). */
+export interface ScaleEvent {
+  /** Group name (null when the request named no group and the fleet has several). */
+  group: string | null
+  /** The count asked for. */
+  count: number
+  /** The request's ticket. */
+  ticket: number
+  /** A human log line; for `scale:failed`, the cause. */
+  message: string
+}
+
 /** Every event a {@link Supervisor} emits, with its argument. */
 export interface SupervisorEvents {
   'worker:spawn': [WorkerEvent]
@@ -329,6 +355,9 @@ export interface SupervisorEvents {
   'reload:progress': [ReloadProgressEvent]
   'reload:done': [ReloadReport]
   'reload:failed': [ReloadReport]
+  'scale:start': [ScaleStartEvent]
+  'scale:done': [ScaleEvent]
+  'scale:failed': [ScaleEvent]
   log: [LogEvent]
 }
 

@@ -14,11 +14,16 @@
 //!                                     <- the same lines, then every new one, {"event":{"type":"output:dropped","lines":N}}
 //!                                        when the client reads too slowly, and {"ok":true,"stopped":true} when the master stops
 //! -> {"cmd":"reopen-logs"}            <- {"ok":true,"reopened":N}
+//! -> {"cmd":"scale","group":"web","count":4}
+//!                                     <- {"ok":true,"group":"web","count":4}   (once every
+//!                                        new worker is ready / every removed one exited)
 //! ```
+//!
+//! `group` may be left out (or null) when the fleet has one group.
 //!
 //! A failed reload answers `{"ok":false,"error":"...","report":{...}}`.
 //!
-//! While a request waits (a reload, a stop), the master sends `{"heartbeat":true}` every
+//! While a request waits (a reload, a stop, a scale), the master sends `{"heartbeat":true}` every
 //! [`HEARTBEAT_INTERVAL`], so a client can tell a long reload from a master that stopped
 //! answering (SIGSTOP, a wedged host) and give up after a few missed beats.
 //!
@@ -94,6 +99,9 @@ pub const DEFAULT_LOG_LINES: usize = 15;
 /// The most `lines` a `logs` request may ask for.
 pub const MAX_LOG_LINES: u64 = 1_000_000;
 
+/// The most workers a group can be scaled to (the same bound as the `count` option).
+pub const MAX_COUNT: u64 = 1024;
+
 /// A parsed client request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -107,6 +115,8 @@ pub enum Request {
     Logs(LogsRequest),
     /// Reopen every log file (after logrotate renamed them).
     ReopenLogs,
+    /// Change a group's worker count; answer once it is reached.
+    Scale { group: Option<String>, count: u32 },
 }
 
 /// Parse one request line.
@@ -146,8 +156,27 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
             }))
         }
         "reopen-logs" => Ok(Request::ReopenLogs),
+        "scale" => {
+            let count = value
+                .get("count")
+                .and_then(Value::as_u64)
+                .filter(|n| (1..=MAX_COUNT).contains(n))
+                .ok_or_else(|| {
+                    let got = value.get("count").cloned().unwrap_or(Value::Null);
+                    format!("count: expected a whole number of workers from 1 to {MAX_COUNT}, got {got}")
+                })?;
+            let group = match value.get("group") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(g)) => Some(g.clone()),
+                Some(v) => return Err(format!("group: expected a group name, got {v}")),
+            };
+            Ok(Request::Scale {
+                group,
+                count: count as u32,
+            })
+        }
         other => Err(format!(
-            "unknown control command \"{other}\" (expected status, reload, stop, logs or reopen-logs)"
+            "unknown control command \"{other}\" (expected status, reload, stop, logs, reopen-logs or scale)"
         )),
     }
 }
@@ -211,6 +240,33 @@ mod tests {
             Ok(Request::ReopenLogs)
         );
         assert!(parse_request("{}").unwrap_err().contains("cmd"));
+        assert_eq!(
+            parse_request(r#"{"cmd":"scale","group":"web","count":4}"#),
+            Ok(Request::Scale {
+                group: Some("web".into()),
+                count: 4
+            })
+        );
+        assert_eq!(
+            parse_request(r#"{"cmd":"scale","count":1}"#),
+            Ok(Request::Scale {
+                group: None,
+                count: 1
+            })
+        );
+        for bad in ["0", "-1", "1.5", "\"2\"", "1025"] {
+            let line = format!(r#"{{"cmd":"scale","count":{bad}}}"#);
+            assert!(
+                parse_request(&line).unwrap_err().starts_with("count:"),
+                "{line}"
+            );
+        }
+        assert!(parse_request(r#"{"cmd":"scale"}"#)
+            .unwrap_err()
+            .starts_with("count:"));
+        assert!(parse_request(r#"{"cmd":"scale","count":2,"group":1}"#)
+            .unwrap_err()
+            .starts_with("group:"));
     }
 
     #[test]

@@ -66,6 +66,18 @@
 //! comes before the [`Action::Stop`]/[`Action::Kill`] that takes a slot out. The driver uses
 //! it to send new connections only to slots with a ready worker (per-slot sockets).
 //!
+//! **Scale.** [`Input::Scale`] changes a group's `count` while the fleet runs. Growing
+//! spawns slots `count..n` like crash restarts (readiness-gated, not serving before they
+//! are ready). Shrinking takes slots `n..count` out: they are steered away from first, then
+//! their workers are stopped like a reload stops an old worker (stop, then kill after
+//! `stop_timeout`); they are never restarted. The request is answered with
+//! [`Event::ScaleDone`] once every new slot serves and no worker of a removed slot is
+//! left (older slots are not waited for), or [`Event::ScaleFailed`]: refused at once while a reload pass runs or the fleet
+//! is not running, for a count of 0 or an unknown group; superseded by a newer scale of the
+//! same group; when a worker of a new slot fails before its first readiness (the count stays
+//! `n`, the slot is restarted with backoff like any crash); or when the fleet stops. A
+//! reload requested while a scale runs waits for it to end, then replaces the new count.
+//!
 //! **Stop.** [`Input::Stop`] cancels a running pass (its requests are answered with a
 //! cancelled report), stops every worker gracefully (or kills them all when forced),
 //! drops pending restarts and emits [`Event::Stopped`] once the last worker has exited.
@@ -104,6 +116,32 @@ pub enum Input {
     Reload { ticket: Ticket },
     /// Stop the fleet; `force` kills every worker at once.
     Stop { force: bool },
+    /// Change group `group`'s worker count to `count`; the answer names `ticket`.
+    Scale {
+        group: usize,
+        count: u32,
+        ticket: Ticket,
+    },
+}
+
+/// Why a scale request was not carried out, as reported in [`Event::ScaleFailed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScaleError {
+    /// No group has this index.
+    UnknownGroup,
+    /// A group needs at least one worker.
+    ZeroCount,
+    /// The fleet has not finished starting.
+    NotStarted,
+    /// A reload pass runs; scale once it has ended.
+    Reloading,
+    /// A newer scale of the same group replaced this one.
+    Superseded,
+    /// The fleet is stopping.
+    Stopping,
+    /// The worker of new slot `slot` ended before its first readiness; `reason` is how
+    /// (as in [`ReloadFailure::reason`]).
+    WorkerFailed { slot: u32, reason: String },
 }
 
 /// What the driver must do.
@@ -206,6 +244,26 @@ pub enum Event {
     ReloadFailed(ReloadReport),
     /// Every worker has exited after a stop.
     Stopped,
+    /// A scale began: `group` goes from `from` to `to` workers.
+    ScaleStart {
+        group: usize,
+        from: u32,
+        to: u32,
+        ticket: Ticket,
+    },
+    /// A scale reached its count: every new slot serves, removed workers have exited.
+    ScaleDone {
+        group: usize,
+        count: u32,
+        ticket: Ticket,
+    },
+    /// A scale was refused or did not complete.
+    ScaleFailed {
+        group: usize,
+        count: u32,
+        ticket: Ticket,
+        error: ScaleError,
+    },
 }
 
 /// How a reload pass ended.
@@ -379,6 +437,8 @@ struct Group {
     steered: Vec<u32>,
     /// Rules of a re-read configuration, waiting for the running pass to end.
     next_rules: Option<GroupRules>,
+    /// The scale in progress: its ticket and its first new slot (the count it grew from).
+    scaling: Option<(Ticket, u32)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -455,6 +515,7 @@ impl Fleet {
                 slots: vec![Slot::default(); rules.count as usize],
                 steered: Vec::new(),
                 next_rules: None,
+                scaling: None,
                 rules,
             })
             .collect();
@@ -602,6 +663,11 @@ impl Fleet {
             } => self.on_exit(now, key, Some(status), status.to_string(), stderr_tail),
             Input::Reload { ticket } => self.request_reload(now, ticket),
             Input::Stop { force } => self.stop(now, force),
+            Input::Scale {
+                group,
+                count,
+                ticket,
+            } => self.scale(now, group, count, ticket),
         }
         self.settle(now);
     }
@@ -625,7 +691,8 @@ impl Fleet {
                         any = true;
                     }
                 }
-                if !any && self.phase != Phase::Stopped {
+                // A removed slot (scale down) whose workers have gone has no row.
+                if !any && self.phase != Phase::Stopped && s < group.rules.count {
                     rows.push(WorkerSnapshot {
                         key: None,
                         group: g,
@@ -934,6 +1001,17 @@ impl Fleet {
                     self.stop(now, false);
                     return;
                 }
+                if !w.ready {
+                    if let Some((_, from)) = self.groups[group].scaling {
+                        if slot >= from {
+                            let error = ScaleError::WorkerFailed {
+                                slot,
+                                reason: why.clone(),
+                            };
+                            self.fail_scale(group, error);
+                        }
+                    }
+                }
                 let has_replacement = self.groups[group].slots[slot as usize]
                     .replacement
                     .is_some();
@@ -1025,7 +1103,7 @@ impl Fleet {
             }
         }
         let cutoff = self.next_key;
-        if self.pass.is_some() {
+        if self.pass.is_some() || self.scaling() {
             let pending = self.pending.get_or_insert(Pending {
                 tickets: Vec::new(),
                 cutoff,
@@ -1426,6 +1504,9 @@ impl Fleet {
         self.phase = Phase::Stopping;
         if !was_stopping {
             self.cancel_reloads(now, "the fleet is stopping");
+            for g in 0..self.groups.len() {
+                self.fail_scale(g, ScaleError::Stopping);
+            }
         }
         for group in &mut self.groups {
             for slot in &mut group.slots {
@@ -1489,6 +1570,128 @@ impl Fleet {
         self.finish_report(report, false);
     }
 
+    // ----- scale ---------------------------------------------------------------------------
+
+    /// Whether some group has a scale in progress.
+    fn scaling(&self) -> bool {
+        self.groups.iter().any(|g| g.scaling.is_some())
+    }
+
+    fn scale(&mut self, now: Instant, group: usize, count: u32, ticket: Ticket) {
+        let refused = if group >= self.groups.len() {
+            Some(ScaleError::UnknownGroup)
+        } else if count == 0 {
+            Some(ScaleError::ZeroCount)
+        } else {
+            match self.phase {
+                Phase::Idle | Phase::Starting => Some(ScaleError::NotStarted),
+                Phase::Stopping | Phase::Stopped => Some(ScaleError::Stopping),
+                Phase::Running if self.pass.is_some() => Some(ScaleError::Reloading),
+                Phase::Running => None,
+            }
+        };
+        if let Some(error) = refused {
+            self.actions.push_back(Action::Emit(Event::ScaleFailed {
+                group,
+                count,
+                ticket,
+                error,
+            }));
+            return;
+        }
+        // A superseded scale's new slots still count as new for this one.
+        let earlier = self.groups[group].scaling.map(|(_, from)| from);
+        self.fail_scale(group, ScaleError::Superseded);
+        let from = self.groups[group].rules.count;
+        let first_new = earlier.map_or(from, |e| e.min(from));
+        self.actions.push_back(Action::Emit(Event::ScaleStart {
+            group,
+            from,
+            to: count,
+            ticket,
+        }));
+        let g = &mut self.groups[group];
+        g.scaling = Some((ticket, first_new));
+        g.rules.count = count;
+        if let Some(next) = g.next_rules.as_mut() {
+            next.count = count;
+        }
+        if g.slots.len() < count as usize {
+            g.slots.resize(count as usize, Slot::default());
+        }
+        // Grow: empty slots below the new count get a worker now (a slot left by an
+        // earlier shrink may still have its old worker leaving: that one keeps leaving).
+        for s in 0..count {
+            let st = &self.groups[group].slots[s as usize];
+            if st.current.is_none() && st.replacement.is_none() && st.respawn_at.is_none() {
+                self.groups[group].slots[s as usize] = Slot::default();
+                self.spawn_current(now, group, s);
+            }
+        }
+        // Shrink: steer away from the removed slots, then stop their workers for good.
+        let removed: Vec<WorkerKey> = self.groups[group]
+            .slots
+            .iter_mut()
+            .skip(count as usize)
+            .flat_map(|st| {
+                st.respawn_at = None;
+                [st.current.take(), st.replacement.take()]
+            })
+            .flatten()
+            .collect();
+        for key in &removed {
+            if let Some(w) = self.workers.get_mut(key) {
+                w.role = Role::Retiring;
+            }
+        }
+        self.steer(group);
+        for key in removed {
+            self.request_stop(now, key);
+        }
+    }
+
+    /// Answer `group`'s scale in progress, if any, with `error`.
+    fn fail_scale(&mut self, group: usize, error: ScaleError) {
+        let Some(g) = self.groups.get_mut(group) else {
+            return;
+        };
+        if let Some((ticket, _)) = g.scaling.take() {
+            let count = g.rules.count;
+            self.actions.push_back(Action::Emit(Event::ScaleFailed {
+                group,
+                count,
+                ticket,
+                error,
+            }));
+        }
+    }
+
+    /// Answer `group`'s scale once every new slot serves and no removed slot has a worker
+    /// left; the removed slots are forgotten then. Older slots are not waited for: one in a
+    /// crash loop must not hold the scale (and a reload queued behind it) forever.
+    fn finish_scale_if_done(&mut self, group: usize) {
+        let count = self.groups[group].rules.count;
+        let leftover = self
+            .workers
+            .values()
+            .any(|w| w.group == group && w.slot >= count);
+        if leftover {
+            return;
+        }
+        self.groups[group].slots.truncate(count as usize);
+        let Some((ticket, first_new)) = self.groups[group].scaling else {
+            return;
+        };
+        if (first_new..count).all(|s| self.serving(group, s)) {
+            self.groups[group].scaling = None;
+            self.actions.push_back(Action::Emit(Event::ScaleDone {
+                group,
+                count,
+                ticket,
+            }));
+        }
+    }
+
     // ----- steering ---------------------------------------------------------------------------
 
     /// Announce `group`'s serving slots if they changed since the last announcement.
@@ -1507,6 +1710,12 @@ impl Fleet {
     fn settle(&mut self, now: Instant) {
         for g in 0..self.groups.len() {
             self.steer(g);
+            self.finish_scale_if_done(g);
+        }
+        if self.phase == Phase::Running && self.pass.is_none() && !self.scaling() {
+            if let Some(pending) = self.pending.take() {
+                self.begin_pass(now, pending.tickets, pending.cutoff);
+            }
         }
         if self.phase == Phase::Running {
             // Finishing a pass can begin a coalesced one, which then needs advancing.

@@ -150,12 +150,93 @@ impl GroupSockets {
             .collect()
     }
 
+    /// How many slots have their own sockets (0 when no address has per-slot sockets).
+    pub fn slot_count(&self) -> u32 {
+        self.per_addr
+            .iter()
+            .filter_map(|a| match a {
+                AddrSockets::PerSlot(v) => Some(v.len() as u32),
+                AddrSockets::Shared(_) => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Bind the per-slot sockets of slots up to `count` (scale up), each on the address
+    /// slot 0 listens on, so it joins the same reuseport group in slot order. On an error
+    /// the sockets bound by this call are closed again; the error names the group and
+    /// the address.
+    pub fn grow(&mut self, group: &GroupConfig, count: u32) -> Result<(), String> {
+        let name = &group.rules.name;
+        let opts = BindOptions {
+            backlog: group.backlog,
+            reuse_port: true,
+        };
+        let before: Vec<usize> = self
+            .per_addr
+            .iter()
+            .map(|a| match a {
+                AddrSockets::PerSlot(v) => v.len(),
+                AddrSockets::Shared(_) => 0,
+            })
+            .collect();
+        let mut result = Ok(());
+        'addrs: for a in &mut self.per_addr {
+            let AddrSockets::PerSlot(v) = a else { continue };
+            let Some(first) = v.first() else { continue };
+            let same = match (&first.addr, first.port()) {
+                (ListenAddr::Tcp { host, .. }, Some(port)) => ListenAddr::Tcp {
+                    host: host.clone(),
+                    port,
+                },
+                (addr, _) => addr.clone(),
+            };
+            while (v.len() as u32) < count {
+                match listen::bind_with(&same, &opts) {
+                    Ok(l) => v.push(l),
+                    Err(e) => {
+                        result = Err(format!("group \"{name}\": slot {}: {e}", v.len()));
+                        break 'addrs;
+                    }
+                }
+            }
+        }
+        if result.is_err() {
+            for (a, len) in self.per_addr.iter_mut().zip(before) {
+                if let AddrSockets::PerSlot(v) = a {
+                    close_down_to(v, len);
+                }
+            }
+        }
+        result
+    }
+
+    /// Close the per-slot sockets of slots `count..` (scale down, once their workers have
+    /// exited). Slot 0's socket is always kept.
+    pub fn shrink(&mut self, count: u32) {
+        for a in &mut self.per_addr {
+            if let AddrSockets::PerSlot(v) = a {
+                close_down_to(v, count.max(1) as usize);
+            }
+        }
+    }
+
     /// The first (or only) socket of each address, in address order.
     pub fn first_listeners(&self) -> impl Iterator<Item = &Listener> {
         self.per_addr.iter().filter_map(|a| match a {
             AddrSockets::Shared(l) => Some(l),
             AddrSockets::PerSlot(v) => v.first(),
         })
+    }
+}
+
+/// Close the last sockets until `len` are left, the highest slot first: the kernel fills
+/// the index a closed socket leaves in its reuseport group with the group's last socket,
+/// so closing from the end keeps every remaining socket at its slot's index (which the
+/// steering program relies on).
+fn close_down_to(v: &mut Vec<Listener>, len: usize) {
+    while v.len() > len {
+        v.pop();
     }
 }
 
@@ -286,6 +367,74 @@ mod tests {
                 .is_none());
         }
         assert!(s.steer_weighted(&[]).is_empty());
+    }
+
+    /// Connect 10 clients and check they all queue on `slot`'s socket, none elsewhere.
+    #[cfg(target_os = "linux")]
+    fn all_reach(s: &GroupSockets, port: u16, slot: u32) {
+        let count = s.slot_count();
+        for i in 0..count {
+            s.slot_socket(0, i).unwrap().set_nonblocking().unwrap();
+        }
+        let clients: Vec<_> = (0..10)
+            .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+            .collect();
+        let mut poll = mio::Poll::new().unwrap();
+        let fd = s.slot_socket(0, slot).unwrap().fd();
+        poll.registry()
+            .register(
+                &mut mio::unix::SourceFd(&fd),
+                mio::Token(1),
+                mio::Interest::READABLE,
+            )
+            .unwrap();
+        let mut events = mio::Events::with_capacity(4);
+        let mut accepted = 0;
+        while accepted < clients.len() {
+            match s.slot_socket(0, slot).unwrap().accept_pending().unwrap() {
+                Some(_) => accepted += 1,
+                None => {
+                    poll.poll(&mut events, Some(Duration::from_secs(5)))
+                        .unwrap();
+                    assert!(!events.is_empty(), "only {accepted} accepted on {slot}");
+                }
+            }
+        }
+        for other in (0..count).filter(|o| *o != slot) {
+            let l = s.slot_socket(0, other).unwrap();
+            assert!(
+                l.accept_pending().unwrap().is_none(),
+                "slot {other} got one"
+            );
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn grow_and_shrink_keep_each_socket_at_its_slot_index() {
+        let g = group(Balance::ReusePort, 2, vec![local_tcp()]);
+        let mut s = GroupSockets::bind(&g).unwrap();
+        let port: u16 = s.bound()[0].1.rsplit(':').next().unwrap().parse().unwrap();
+        s.grow(&g, 4).unwrap();
+        assert_eq!(s.slot_count(), 4);
+        assert_eq!(s.fds_for(3).len(), 1);
+        assert_ne!(s.fds_for(3), s.fds_for(0));
+        assert!(s.steer_weighted(&[(3, 1)]).is_empty());
+        all_reach(&s, port, 3);
+        s.shrink(1);
+        assert_eq!(s.slot_count(), 1);
+        s.grow(&g, 3).unwrap();
+        assert!(s.steer_weighted(&[(2, 1)]).is_empty());
+        all_reach(&s, port, 2);
+        assert!(s.steer_weighted(&[(1, 1)]).is_empty());
+        all_reach(&s, port, 1);
+        s.shrink(0);
+        assert_eq!(s.slot_count(), 1, "slot 0 is kept");
+        // A shared group has no per-slot sockets to grow.
+        let shared = group(Balance::Shared, 1, vec![local_tcp()]);
+        let mut s = GroupSockets::bind(&shared).unwrap();
+        s.grow(&shared, 3).unwrap();
+        assert_eq!(s.slot_count(), 0);
     }
 
     #[cfg(target_os = "linux")]

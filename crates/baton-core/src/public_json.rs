@@ -11,7 +11,9 @@ use serde_json::json;
 pub use serde_json::Value;
 
 use crate::exit_status::ExitStatus;
-use crate::fleet::{Event, ExitCause, FleetSnapshot, ReloadOutcome, ReloadReport, WorkerState};
+use crate::fleet::{
+    Event, ExitCause, FleetSnapshot, ReloadOutcome, ReloadReport, ScaleError, WorkerState,
+};
 use crate::reconfigure::{Change, Detail, Effect};
 
 /// What a conversion needs to know besides the value itself.
@@ -165,6 +167,15 @@ pub fn changes_summary(changes: &[Change]) -> Option<String> {
             "not applied, these need a restart (baton restart): {restart}"
         ));
     }
+    let count_changed = changes.iter().any(|c| {
+        c.effect == Effect::NeedsRestart && c.setting == crate::reconfigure::Setting::Count
+    });
+    if count_changed {
+        parts.push(
+            "a running group's count changes without a restart: baton scale [NAME] [GROUP] N"
+                .to_string(),
+        );
+    }
     (!parts.is_empty()).then(|| parts.join("; "))
 }
 
@@ -281,6 +292,60 @@ pub fn event(names: &Names, e: &Event) -> Value {
             v
         }
         Event::Stopped => json!({ "type": "fleet:stopped", "message": "all workers stopped" }),
+        Event::ScaleStart {
+            group,
+            from,
+            to,
+            ticket,
+        } => json!({
+            "type": "scale:start", "group": names.group(*group), "from": from, "count": to,
+            "ticket": ticket,
+            "message": format!("scaling {} from {from} to {to} workers", names.group(*group)),
+        }),
+        Event::ScaleDone {
+            group,
+            count,
+            ticket,
+        } => json!({
+            "type": "scale:done", "group": names.group(*group), "count": count, "ticket": ticket,
+            "message": format!("{} scaled to {count} workers, all ready", names.group(*group)),
+        }),
+        Event::ScaleFailed {
+            group,
+            count,
+            ticket,
+            error,
+        } => {
+            let message = scale_error_message(names, *group, *count, error);
+            json!({
+                "type": "scale:failed", "group": names.group(*group), "count": count,
+                "ticket": ticket, "message": message,
+            })
+        }
+    }
+}
+
+/// The sentence for a scale that was refused or did not complete.
+pub fn scale_error_message(names: &Names, group: usize, count: u32, error: &ScaleError) -> String {
+    let name = names.group(group);
+    match error {
+        ScaleError::UnknownGroup => format!("group: no group number {group} in this fleet"),
+        ScaleError::ZeroCount => {
+            "count: expected a whole number of workers of at least 1, got 0".to_string()
+        }
+        ScaleError::NotStarted => {
+            "the fleet is still starting: scale once it is ready".to_string()
+        }
+        ScaleError::Reloading => {
+            "a reload is running: scale once it has ended (baton status shows it)".to_string()
+        }
+        ScaleError::Superseded => {
+            format!("a newer scale of group \"{name}\" replaced this one (to {count} workers)")
+        }
+        ScaleError::Stopping => "the fleet is stopping".to_string(),
+        ScaleError::WorkerFailed { slot, reason } => format!(
+            "{name}#{slot} {reason}; group \"{name}\" keeps {count} workers and restarts it with backoff (see baton logs)"
+        ),
     }
 }
 
@@ -426,7 +491,8 @@ mod tests {
         assert_eq!(
             report["message"],
             "reload 2 done; config changes for the new workers: web.env (GREETING); \
-             not applied, these need a restart (baton restart): web.count (2 -> 4)"
+             not applied, these need a restart (baton restart): web.count (2 -> 4); \
+             a running group's count changes without a restart: baton scale [NAME] [GROUP] N"
         );
         assert_eq!(report["changes"][0]["keys"], json!(["GREETING"]));
         assert_eq!(report["changes"][1]["applied"], "needs-restart");

@@ -257,6 +257,8 @@ impl Sim {
         self.drain_id += 1;
         self.in_timeout = false;
         match &input {
+            // Scales have their own tests and properties (fleet_scale.rs).
+            Input::Scale { .. } => panic!("the reload simulator does not scale"),
             Input::Start => {
                 if self.phase == MPhase::Idle {
                     self.phase = MPhase::Starting;
@@ -879,6 +881,9 @@ impl Sim {
             | Event::WorkerReady { .. }
             | Event::WorkerReadyTimeout { .. }
             | Event::WorkerStopTimeout { .. } => {}
+            Event::ScaleStart { .. } | Event::ScaleDone { .. } | Event::ScaleFailed { .. } => {
+                panic!("the reload simulator does not scale")
+            }
         }
     }
 

@@ -130,6 +130,16 @@ impl NativeSupervisor {
             .map_err(failure)
     }
 
+    /// Change a group's worker count (`group`: `None` when the fleet has one group);
+    /// returns the ticket named by the `scale:done` / `scale:failed` event.
+    #[napi]
+    pub fn scale(&self, group: Option<String>, count: u32) -> Result<i64> {
+        self.handle
+            .scale(group, count)
+            .map(|t| t as i64)
+            .map_err(failure)
+    }
+
     /// Request a graceful stop, or an immediate one with `force`.
     #[napi]
     pub fn stop(&self, force: bool) -> Result<()> {

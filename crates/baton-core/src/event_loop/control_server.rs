@@ -14,6 +14,8 @@ pub(super) struct Client {
     pub(super) outbuf: Vec<u8>,
     /// Reload ticket this client waits for.
     pub(super) ticket: Option<Ticket>,
+    /// Scale ticket this client waits for.
+    pub(super) scale_ticket: Option<Ticket>,
     /// Close once `outbuf` is flushed.
     pub(super) closing: bool,
     pub(super) writable_registered: bool,
@@ -64,6 +66,7 @@ impl LoopState {
                             requested: false,
                             outbuf: Vec::new(),
                             ticket: None,
+                            scale_ticket: None,
                             closing: false,
                             writable_registered: false,
                         },
@@ -242,6 +245,13 @@ impl LoopState {
                 self.stop_waiters.push(id);
                 self.stop_fleet(force);
                 self.drive();
+            }
+            Ok(Request::Scale { group, count }) => {
+                let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
+                if let Some(c) = self.clients.get_mut(&id) {
+                    c.scale_ticket = Some(ticket);
+                }
+                self.start_scale(ticket, group.as_deref(), count);
             }
             Ok(request @ (Request::Logs(_) | Request::ReopenLogs)) => {
                 self.hand_client_to_relay(id, request)

@@ -34,6 +34,7 @@
 mod control_server;
 mod drop_in;
 mod output;
+mod scale;
 mod status;
 mod steering;
 mod workers;
@@ -106,6 +107,12 @@ enum Command {
         force: bool,
     },
     Status(Sender<Value>),
+    /// Scale a group (`None`: the only one) to a count; answered by a scale event.
+    Scale {
+        ticket: Ticket,
+        group: Option<String>,
+        count: u32,
+    },
 }
 
 enum Msg {
@@ -189,6 +196,19 @@ impl Handle {
         self.send(Command::Reconfigure(Box::new(config), tx))?;
         rx.recv_timeout(Duration::from_secs(5))
             .map_err(|_| "the supervisor loop did not answer".to_string())
+    }
+
+    /// Change a group's worker count (`group`: its name, or `None` when the fleet has one
+    /// group). The returned ticket appears in the `scale:done`/`scale:failed` event that
+    /// answers it: done once every new worker is ready and every removed one has exited.
+    pub fn scale(&self, group: Option<String>, count: u32) -> Result<Ticket, String> {
+        let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
+        self.send(Command::Scale {
+            ticket,
+            group,
+            count,
+        })?;
+        Ok(ticket)
     }
 
     /// Request a stop (graceful, or forced).
@@ -658,6 +678,11 @@ impl LoopState {
                 }
             }
             Msg::Command(Command::Stop { force }) => self.stop_fleet(force),
+            Msg::Command(Command::Scale {
+                ticket,
+                group,
+                count,
+            }) => self.start_scale(ticket, group.as_deref(), count),
             Msg::Command(Command::Status(reply)) => {
                 let _ = reply.send(self.status_json());
             }
@@ -709,6 +734,7 @@ impl LoopState {
         if self.rescue_dirty {
             self.refresh_rescue();
         }
+        self.trim_sockets();
     }
 
     fn emit(&mut self, event: Event) {
@@ -734,6 +760,9 @@ impl LoopState {
                 for id in ids {
                     self.reply(id, &json!({ "event": value }), false);
                 }
+            }
+            Event::ScaleStart { .. } | Event::ScaleDone { .. } | Event::ScaleFailed { .. } => {
+                self.on_scale_event(&event, &value)
             }
             Event::ReloadDone(report) | Event::ReloadFailed(report) => {
                 let found: Vec<Change> = report

@@ -197,8 +197,10 @@ impl LoopState {
             if r.targets.is_empty() {
                 continue;
             }
-            let count = self.config.groups[*g].rules.count;
-            for slot in (0..count).filter(|s| !r.serving.contains(s)) {
+            // Every slot with sockets, including those a scale down removed whose sockets
+            // are not closed yet (`scale.rs`).
+            let slots = self.listeners[*g].slot_count();
+            for slot in (0..slots).filter(|s| !r.serving.contains(s)) {
                 for addr in addrs {
                     wanted.push(SlotSocket {
                         group: *g,
