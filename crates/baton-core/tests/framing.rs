@@ -111,8 +111,8 @@ fn valid_request() -> impl Strategy<Value = (String, Request)> {
                     Request::Reload => "reload",
                     Request::Stop { .. } => "stop",
                     Request::ReopenLogs => "reopen-logs",
-                    // Not generated above (it carries its own fields).
-                    Request::Logs(_) => unreachable!("not generated"),
+                    // Not generated above (they carry their own fields).
+                    Request::Logs(_) | Request::Scale { .. } => unreachable!("not generated"),
                 }
             )];
             if let Request::Stop { force } = req {
