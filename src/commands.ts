@@ -4,7 +4,7 @@
  */
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { listMasters, NotRunningError, request } from './control-client.js'
+import { listMasters, NotRunningError, processState, request } from './control-client.js'
 import { startDaemon } from './daemon.js'
 import { formatOutputLine, formatStatus } from './format.js'
 import type { GroupStatus, OutputLine, ReloadProgressEvent, Status } from './types.js'
@@ -66,13 +66,9 @@ function alive(pid: number): boolean {
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'EPERM'
   }
-  // An exited master whose parent has not reaped it yet (a zombie) is gone.
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z'
-  } catch {
-    return true // no /proc (macOS): kill(pid, 0) is all we know
-  }
+  // An exited master whose parent has not reaped it yet (a zombie) is gone. Without
+  // /proc (macOS) kill(pid, 0) is all we know.
+  return processState(pid) !== 'Z'
 }
 
 async function waitGone(pid: number, timeoutMs: number): Promise<boolean> {

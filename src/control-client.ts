@@ -62,14 +62,24 @@ export class MasterTimeoutError extends Error {
   }
 }
 
+/**
+ * The state letter of process `pid` in `/proc/<pid>/stat` (`R`, `S`, `T`, `Z`, ...);
+ * undefined without /proc (macOS) or for a pid that is gone.
+ */
+export function processState(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0]
+  } catch {
+    return undefined
+  }
+}
+
 /** Why a process does not answer, from its state in /proc (Linux; a guess elsewhere). */
 function silenceCause(pid: number | undefined): string {
   if (pid === undefined) return 'it is not responding'
-  let state: string | undefined
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0]
-  } catch {
+  const state = processState(pid)
+  if (state === undefined) {
     try {
       process.kill(pid, 0)
     } catch (e) {
