@@ -6,11 +6,11 @@
  */
 import test from 'ava'
 import { spawn } from 'node:child_process'
-import { chmodSync, readFileSync } from 'node:fs'
+import { chmodSync } from 'node:fs'
 import { connect } from 'node:net'
 import { join } from 'node:path'
 import { fixture, startFleet } from './helpers/fleet.js'
-import { describeResources, resources } from './helpers/proc.js'
+import { describeResources, nobody, resources } from './helpers/proc.js'
 import { freePort, waitFor, withTimeout } from './helpers/processes.js'
 
 const APP = fixture('app.mjs')
@@ -188,15 +188,6 @@ test.serial('live fuzz: 10,000+ random and mutated control messages leave the ma
 
 const asRoot = process.getuid?.() === 0 ? test : test.skip
 if (process.getuid?.() !== 0) test('peer check (needs root): skipped', (t) => t.log('not root: the peer-check test needs to run a client as another user'))
-
-function nobody(): { uid: number; gid: number } {
-  const entry = readFileSync('/etc/passwd', 'utf8')
-    .split('\n')
-    .find((l) => l.startsWith('nobody:'))
-  if (!entry) throw new Error('this test needs the user "nobody" in /etc/passwd')
-  const [, , uid, gid] = entry.split(':')
-  return { uid: Number(uid), gid: Number(gid) }
-}
 
 /** A status request from a client running as `who` (or as us); what it saw. */
 function statusAs(path: string, who?: { uid: number; gid: number }): Promise<{ got: string; error: string | null; code: number | null }> {

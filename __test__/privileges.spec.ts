@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import { fixture, runCli, startFleet } from './helpers/fleet.js'
 import { httpGet, portIsFree } from './helpers/http.js'
 import { freePort, isAlive, tmpDir, waitFor } from './helpers/processes.js'
+import { nobody } from './helpers/proc.js'
 
 const asRoot = process.getuid?.() === 0 ? test : test.skip
 
@@ -23,15 +24,6 @@ function credentials(pid: number): { uid: number[]; gid: number[]; groups: numbe
       .filter((x) => x !== '')
       .map(Number)
   return { uid: line('Uid'), gid: line('Gid'), groups: line('Groups') }
-}
-
-function nobody(): { uid: number; gid: number } {
-  const entry = readFileSync('/etc/passwd', 'utf8')
-    .split('\n')
-    .find((l) => l.startsWith('nobody:'))
-  if (!entry) throw new Error('this test needs the user "nobody" in /etc/passwd')
-  const [, , uid, gid] = entry.split(':')
-  return { uid: Number(uid), gid: Number(gid) }
 }
 
 asRoot('uid "nobody" without gid: the worker has nobody\'s group and none of root\'s, and ends within 3 s of a kill -9 of the master', async (t) => {

@@ -17,7 +17,7 @@ import path from 'node:path';
 
 import { startLoad } from './lib/load.mjs';
 import { childrenOf, fdCount, rssBytes } from './lib/proc.mjs';
-import { BATON_CLI, installCleanup, run, runMain, sleep, spawnTracked, tempDir, writeBenchApp } from './lib/util.mjs';
+import { BATON_CLI, freePort, installCleanup, run, runMain, sleep, spawnTracked, tempDir, writeBenchApp } from './lib/util.mjs';
 
 const { values } = parseArgs({
   options: {
@@ -28,18 +28,6 @@ const { values } = parseArgs({
     json: { type: 'boolean', default: false },
   },
 });
-
-async function freePort() {
-  const net = await import('node:net');
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function main() {
   installCleanup();

@@ -90,3 +90,13 @@ export function resources(pid: number): Resources {
 export function describeResources(r: Resources): string {
   return `rss ${(r.rssBytes / 1048576).toFixed(1)} MiB, ${r.fds} fds, ${r.zombies} zombies, ${r.children} children`
 }
+
+/** The uid and primary gid of the user "nobody", from /etc/passwd (tests run as root). */
+export function nobody(): { uid: number; gid: number } {
+  const entry = readFileSync('/etc/passwd', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('nobody:'))
+  if (!entry) throw new Error('this test needs the user "nobody" in /etc/passwd')
+  const [, , uid, gid] = entry.split(':')
+  return { uid: Number(uid), gid: Number(gid) }
+}

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use baton_core::config::{Backoff, GroupRules, Order};
 use baton_core::exit_status::ExitStatus;
 use baton_core::fleet::{
-    Action, Event, Fleet, Input, ReloadOutcome, ScaleError, Ticket, WorkerKey, WorkerState,
+    Action, Event, Fleet, Input, ReloadOutcome, ReloadReport, ScaleError, Ticket, WorkerKey,
+    WorkerState,
 };
 use proptest::prelude::*;
 
@@ -51,6 +52,17 @@ struct H {
 }
 
 impl H {
+    /// The `reload:done` report that answered ticket `r`.
+    fn reload_report(&self, r: Ticket) -> ReloadReport {
+        self.events
+            .iter()
+            .find_map(|e| match e {
+                Event::ReloadDone(rep) if rep.tickets.contains(&r) => Some(rep.clone()),
+                _ => None,
+            })
+            .expect("reload done")
+    }
+
     fn new(count: u32, order: Order, parallel: u32) -> H {
         H {
             fleet: Fleet::new(vec![rules(count, order, parallel)], backoff()),
@@ -380,28 +392,14 @@ fn a_reload_after_a_scale_replaces_the_new_count() {
     h.settle();
     let r = h.reload();
     h.settle();
-    let report = h
-        .events
-        .iter()
-        .find_map(|e| match e {
-            Event::ReloadDone(rep) if rep.tickets.contains(&r) => Some(rep.clone()),
-            _ => None,
-        })
-        .expect("reload done");
+    let report = h.reload_report(r);
     assert_eq!(report.replaced.len(), 4);
     assert_eq!(report.outcome, ReloadOutcome::Done);
     h.scale(1);
     h.settle();
     let r = h.reload();
     h.settle();
-    let report = h
-        .events
-        .iter()
-        .find_map(|e| match e {
-            Event::ReloadDone(rep) if rep.tickets.contains(&r) => Some(rep.clone()),
-            _ => None,
-        })
-        .expect("reload done");
+    let report = h.reload_report(r);
     assert_eq!(report.replaced.len(), 1);
 }
 
@@ -415,14 +413,7 @@ fn a_reload_requested_during_a_scale_waits_for_it() {
     assert!(matches!(h.answers(s)[..], [Event::ScaleDone { .. }]));
     assert!(h.fleet.snapshot().reloading, "then it runs");
     h.settle();
-    let report = h
-        .events
-        .iter()
-        .find_map(|e| match e {
-            Event::ReloadDone(rep) if rep.tickets.contains(&r) => Some(rep.clone()),
-            _ => None,
-        })
-        .expect("reload done");
+    let report = h.reload_report(r);
     assert_eq!(report.replaced.len(), 3);
 }
 
