@@ -32,9 +32,10 @@ export declare class NativeSupervisor {
   stop(force: boolean): void
   /**
    * Reopen every log file (groups' `stdout`/`stderr` files and the master's own log);
-   * returns how many were reopened.
+   * resolves with how many were reopened. The wait for the log relay runs on a libuv
+   * worker thread, not the JavaScript thread.
    */
-  reopenLogs(): number
+  reopenLogs(): Promise<number>
   /** The status as a JSON string (design §7 contract); never waits for the loop thread. */
   status(): string
   /** The bound listen addresses. */

@@ -2,7 +2,7 @@
 //! thread-safe function; commands go to the core's loop thread.
 
 use baton_core::config::FleetConfig;
-use baton_core::event_loop::{self, Handle};
+use baton_core::event_loop::{self, Handle, Pending};
 use baton_core::listen::Origin;
 use napi::bindgen_prelude::AsyncTask;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -94,6 +94,29 @@ pub fn launch_supervisor(
     }))
 }
 
+/// The wait of `reopenLogs`, run on a libuv worker thread.
+pub struct ReopenLogsTask {
+    pending: Option<Pending<usize>>,
+}
+
+impl Task for ReopenLogsTask {
+    type Output = u32;
+    type JsValue = u32;
+
+    fn compute(&mut self) -> Result<u32> {
+        let pending = self
+            .pending
+            .take()
+            .ok_or_else(|| failure("this reopen already ran".to_string()))?;
+        let reopened = pending.wait().map_err(failure)?;
+        Ok(u32::try_from(reopened).unwrap_or(u32::MAX))
+    }
+
+    fn resolve(&mut self, _env: Env, reopened: u32) -> Result<u32> {
+        Ok(reopened)
+    }
+}
+
 #[napi]
 impl NativeSupervisor {
     /// Request a reload; returns the ticket named by the `reload:done` / `reload:failed` event.
@@ -147,10 +170,13 @@ impl NativeSupervisor {
     }
 
     /// Reopen every log file (groups' `stdout`/`stderr` files and the master's own log);
-    /// returns how many were reopened.
-    #[napi]
-    pub fn reopen_logs(&self) -> Result<u32> {
-        self.handle.reopen_logs().map(|n| n as u32).map_err(failure)
+    /// resolves with how many were reopened. The wait for the log relay runs on a libuv
+    /// worker thread, not the JavaScript thread.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn reopen_logs(&self) -> AsyncTask<ReopenLogsTask> {
+        AsyncTask::new(ReopenLogsTask {
+            pending: Some(self.handle.reopen_logs()),
+        })
     }
 
     /// The status as a JSON string (design §7 contract); never waits for the loop thread.

@@ -154,6 +154,24 @@ pub struct Handle {
     relay: Arc<LogRelay>,
 }
 
+/// An answer another thread of the core sends later (e.g. the log relay's reopen).
+pub struct Pending<T> {
+    rx: Receiver<Result<T, String>>,
+    timeout: Duration,
+    /// The error when no answer came within `timeout`.
+    silent: &'static str,
+}
+
+impl<T> Pending<T> {
+    /// Block until the answer arrives, at most the timeout: call it where blocking is fine
+    /// (a libuv worker thread, a test), not on the host's main thread.
+    pub fn wait(self) -> Result<T, String> {
+        self.rx
+            .recv_timeout(self.timeout)
+            .map_err(|_| self.silent.to_string())?
+    }
+}
+
 /// The status JSON as last published by the loop thread (without `rssBytes`).
 type StatusCache = Arc<Mutex<Option<Value>>>;
 
@@ -219,11 +237,16 @@ impl Handle {
     /// Reopen every log file (`stdout`/`stderr` files of the groups, the master's own log):
     /// after logrotate renamed them, the next lines go to new files at the same paths.
     /// Returns how many files were reopened.
-    pub fn reopen_logs(&self) -> Result<usize, String> {
+    /// The answer comes from the log relay thread: wait for it with [`Pending::wait`] off
+    /// the host's main thread.
+    pub fn reopen_logs(&self) -> Pending<usize> {
         let (tx, rx) = mpsc::channel();
         self.relay.reopen(crate::log_relay::Reply::Channel(tx));
-        rx.recv_timeout(Duration::from_secs(5))
-            .map_err(|_| "the log relay did not answer".to_string())?
+        Pending {
+            rx,
+            timeout: Duration::from_secs(5),
+            silent: "the log relay did not answer",
+        }
     }
 
     /// The current status JSON, without waiting for the loop thread: the loop publishes
