@@ -4,12 +4,23 @@
  */
 import { CommandError, reloadCommand, statusCommand, stdio, stopCommand } from './commands.js'
 import { startDaemon } from './daemon.js'
-import type { Supervisor } from './supervisor.js'
+
+/** What the commands need of the fleet: a `Supervisor` (kept structural so this module does not import supervisor.ts, which loads it lazily). */
+export interface ScriptFleet {
+  /** The fleet name (its control socket in the runtime dir). */
+  readonly name: string
+  /** The runtime dir of its control socket. */
+  readonly runtimeDir: string
+  /** Start the fleet in this process. */
+  start(): Promise<void>
+  /** Settles once the fleet has stopped. */
+  readonly stopped: Promise<void>
+}
 
 const USAGE = 'usage: node <script> start [-d] | stop [-g] [--force] | restart | reload | status [--json]'
 
 /** Run one of the Workerman-style commands for `supervisor`; sets `process.exitCode`. */
-export async function runScriptCommand(supervisor: Supervisor, argv: string[]): Promise<void> {
+export async function runScriptCommand(supervisor: ScriptFleet, argv: string[]): Promise<void> {
   const [command, ...flags] = argv
   const { name, runtimeDir } = supervisor
   let code = 0
