@@ -8,10 +8,13 @@ use crate::lines::LineBuffer;
 const CONTROL_LINE_LIMIT: usize = 64 * 1024;
 
 pub(super) struct WorkerIo {
+    pub(super) pid: i32,
+    /// Its pidfd (`exits.rs`), closed with the rest when its exit is reported.
+    pub(super) pidfd: Option<Pidfd>,
     pub(super) control: Option<OwnedFd>,
     pub(super) control_token: Option<Token>,
     pub(super) control_buf: LineBuffer,
-    /// The waiter saw it exit (status, when); reported once the relay drained its output.
+    /// Seen exiting and reaped (status, when); reported once the relay drained its output.
     pub(super) exited: Option<(ExitStatus, Instant)>,
     pub(super) started_at: SystemTime,
     /// Said `{"type":"ready","handoff":true}`: takes connections over its channel.
@@ -48,6 +51,7 @@ impl LoopState {
             listen_fds: self.listeners[group].fds_for(slot),
             listen_names: g.listen_names.clone(),
             credentials: g.credentials.clone(),
+            pidfd: self.pidfd,
         };
         match spawn::spawn(&spec) {
             Ok(child) => {
@@ -57,6 +61,8 @@ impl LoopState {
                 self.workers.insert(
                     key,
                     WorkerIo {
+                        pid,
+                        pidfd: None,
                         control: Some(child.control),
                         control_token,
                         control_buf: LineBuffer::new(CONTROL_LINE_LIMIT),
@@ -68,34 +74,27 @@ impl LoopState {
                     },
                 );
                 self.hand_output(key, group, slot, [child.stdout, child.stderr]);
-                let tx = self.tx.clone();
-                let waker = self.waker.clone();
-                let waiter = thread::Builder::new()
-                    .name(format!("baton-wait-{pid}"))
-                    .stack_size(64 * 1024)
-                    .spawn(move || {
-                        // Not reaped here: the loop reaps it when it handles the exit, so
-                        // until then the pid cannot be recycled under a pending signal.
-                        let status = spawn::wait_exited(pid);
-                        let _ = tx.send(Msg::Exited { key, pid, status });
-                        let _ = waker.wake();
-                    });
-                if let Err(e) = waiter {
-                    // Without a waiter we would never learn of its exit: do not keep it.
-                    self.log(&format!(
-                        "cannot start a waiter thread for pid {pid}: {e}; killing it"
-                    ));
-                    let _ = spawn::send_signal(pid, Signal::Kill);
-                    let _ = spawn::wait_exit(pid);
-                    self.close_worker_io(key);
-                    self.fleet.handle(
-                        now,
-                        Input::SpawnFailed {
-                            key,
-                            error: e.to_string(),
-                        },
-                    );
-                    return;
+                match self.watch_exit(key, pid, child.pidfd) {
+                    Ok(pidfd) => {
+                        if let Some(io) = self.workers.get_mut(&key) {
+                            io.pidfd = pidfd;
+                        }
+                    }
+                    Err(message) => {
+                        // Without a watcher we would never learn of its exit: do not keep it.
+                        self.log(&format!("{message}; killing it"));
+                        let _ = spawn::send_signal(pid, Signal::Kill);
+                        let _ = spawn::wait_exit(pid);
+                        self.close_worker_io(key);
+                        self.fleet.handle(
+                            now,
+                            Input::SpawnFailed {
+                                key,
+                                error: message,
+                            },
+                        );
+                        return;
+                    }
                 }
                 self.fleet.handle(now, Input::Spawned { key, pid });
             }
@@ -145,6 +144,9 @@ impl LoopState {
         self.rescue_dirty = true;
         self.deregister_fd(io.control.as_ref(), io.control_token);
         io.control.take();
+        if let Some(p) = io.pidfd.take() {
+            self.deregister_fd(Some(&p.fd), p.token);
+        }
     }
 
     pub(super) fn send_worker(&mut self, key: WorkerKey, line: &str) {
