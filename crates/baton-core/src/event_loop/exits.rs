@@ -52,7 +52,9 @@ impl LoopState {
             None => None,
         };
         if let Some(fd) = fd {
-            if let Some(token) = self.register_fd(fd.as_raw_fd(), Source::WorkerExit(key)) {
+            let raw = fd.as_raw_fd();
+            if let Some(token) = self.register_source(&mut SourceFd(&raw), Source::WorkerExit(key))
+            {
                 return Ok(Some(Pidfd {
                     fd,
                     token: Some(token),

@@ -45,7 +45,7 @@ mod workers;
 use control_server::Client;
 use exits::Pidfd;
 use steering::{Rescue, SlotSocket, Straggler, Watched, RESCUE_RETRY};
-use workers::{BorrowedStream, WorkerIo};
+use workers::WorkerIo;
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
