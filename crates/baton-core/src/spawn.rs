@@ -135,7 +135,8 @@ pub fn send_signal(pid: i32, sig: Signal) -> io::Result<()> {
 
 /// [`send_signal`], through the child's pidfd when there is one (`pidfd_send_signal`: once
 /// the child is reaped this fails with `ESRCH` instead of reaching whoever has its pid
-/// now). `pid` is checked the same way in both cases.
+/// now; where `pidfd_send_signal` itself is refused with `ENOSYS`, the pid is used). `pid`
+/// is checked the same way in both cases.
 pub fn signal_child(pid: i32, pidfd: Option<BorrowedFd<'_>>, sig: Signal) -> io::Result<()> {
     if pid <= 0 {
         return Err(io::Error::new(
@@ -144,7 +145,11 @@ pub fn signal_child(pid: i32, pidfd: Option<BorrowedFd<'_>>, sig: Signal) -> io:
         ));
     }
     if let Some(fd) = pidfd {
-        return crate::pidfd::send_signal(fd, sig.as_raw());
+        match crate::pidfd::send_signal(fd, sig.as_raw()) {
+            // A filter that allows pidfd_open but not pidfd_send_signal: use the pid.
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {}
+            done => return done,
+        }
     }
     // SAFETY: kill() takes plain integers and touches no memory of ours.
     let rc = unsafe { libc::kill(pid, sig.as_raw()) };
