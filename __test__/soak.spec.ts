@@ -52,7 +52,7 @@ test.serial('50 reloads under load: master fds and zombies back to their start v
     if (n % 10 === 0) samples.push([n, resources(pid)])
   }
   const result = await load.stop()
-  // The last replaced workers are reaped by their waiter threads within moments.
+  // The last replaced workers are reaped by the master within moments.
   await waitFor(() => {
     const r = resources(pid)
     return r.fds === start.fds && r.zombies === 0 && r.children === count

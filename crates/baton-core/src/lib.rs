@@ -8,8 +8,9 @@
 //! - [`config`], [`addr`], [`exit_status`]: plain data; [`reconfigure`]: what a re-read
 //!   config file changes and which of it a reload applies (pure).
 //! - [`listen`], [`group_sockets`], [`steer`] (reuseport BPF steering), [`handoff`] (passing
-//!   a connection's fd to a worker), [`identity`] (user and group lookup), [`spawn`], [`runtime_dir`], [`peer`], [`proc_info`]: OS
-//!   plumbing, each the one place for its `unsafe`.
+//!   a connection's fd to a worker), [`identity`] (user and group lookup), [`spawn`],
+//!   [`pidfd`] (exits and signals through process fds), [`runtime_dir`], [`peer`],
+//!   [`proc_info`]: OS plumbing, each the one place for its `unsafe`.
 //! - [`log_relay`] (worker output off the loop, on its own thread), [`log_sink`] (bounded
 //!   buffers in front of stdout, stderr and log files), [`log_ring`] (lines and the ring of
 //!   recent output, pure).
@@ -37,6 +38,7 @@ pub mod log_relay;
 pub mod log_ring;
 pub mod log_sink;
 pub mod peer;
+pub mod pidfd;
 pub mod proc_info;
 pub mod public_json;
 pub mod reaper;

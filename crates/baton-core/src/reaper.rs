@@ -10,15 +10,16 @@
 //! - libuv reaps only the children it spawned (`child_process` in the master), with
 //!   `waitpid(pid, WNOHANG)` from its `SIGCHLD` handler; a child stolen from it never
 //!   reports its exit, and its handle keeps Node's loop alive forever;
-//! - every baton worker has a waiter thread blocked in `waitid(WNOWAIT)` on that pid
-//!   (`spawn::wait_exited`), after which the supervision loop reaps it with
-//!   `spawn::wait_exit` and must get the worker's status.
+//! - the supervision loop learns of each worker's exit without reaping it (its pidfd
+//!   becomes readable, or its waiter thread's `waitid(WNOWAIT)` returns; see
+//!   `event_loop/exits.rs`), then reaps it with `spawn::wait_exit` and must get the
+//!   worker's status.
 //!
 //! So the reaper is one thread, started by the first [`start`] of the process, only when
 //! the process is PID 1 or a subreaper (Linux), that every [`SCAN_INTERVAL`]:
 //! 1. reads `/proc/*/stat` and collects the zombies whose parent is this process;
 //! 2. leaves out every pid baton forked and has not waited for yet ([`track_child`] at
-//!    fork, [`untrack_child`] after the waiter reaped it, both in `spawn.rs`);
+//!    fork, [`untrack_child`] once the loop reaped it, both in `spawn.rs`);
 //! 3. reaps, with `waitpid(pid, WNOHANG)` on that pid alone, only a zombie that was already
 //!    a zombie (same pid, same start time) on the previous scan, so it has been a zombie
 //!    for at least one interval. libuv reaps its own children within milliseconds of their
@@ -89,14 +90,14 @@ pub fn reaped() -> Option<u64> {
 }
 
 /// Record a child baton forked (called in the parent right after `fork`): the reaper leaves
-/// it to its own waiter.
+/// it to the supervision loop, which reaps it.
 pub fn track_child(pid: i32) {
     if let Ok(mut set) = CHILDREN.lock() {
         set.insert(pid);
     }
 }
 
-/// Forget a child once its waiter has reaped it.
+/// Forget a child once it has been reaped ([`crate::spawn::wait_exit`]).
 pub fn untrack_child(pid: i32) {
     if let Ok(mut set) = CHILDREN.lock() {
         set.remove(&pid);

@@ -13,7 +13,7 @@ use std::ffi::{CString, OsStr};
 use std::fmt;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -41,6 +41,8 @@ pub struct SpawnSpec {
     /// Run as this user and group: `setgroups` (when the master is root), `setgid`, then
     /// `setuid`, and only then the death signal (a credential change clears it).
     pub credentials: Option<crate::identity::Credentials>,
+    /// Open a pidfd for the child right after fork ([`SpawnedChild::pidfd`], Linux ≥ 5.3).
+    pub pidfd: bool,
 }
 
 /// A started worker and the master's ends of its pipes. The caller must eventually reap
@@ -56,6 +58,9 @@ pub struct SpawnedChild {
     pub stdout: OwnedFd,
     /// Read end of the worker's stderr pipe; close-on-exec, non-blocking.
     pub stderr: OwnedFd,
+    /// With [`SpawnSpec::pidfd`]: the worker's pidfd (close-on-exec; see `pidfd.rs`), or
+    /// why it could not be opened. `None` when not asked for.
+    pub pidfd: Option<io::Result<OwnedFd>>,
 }
 
 /// A worker that could not be started, naming the program and the failed step.
@@ -125,11 +130,26 @@ impl Signal {
 /// like any other; callers that race with exits ignore it. `pid` must be positive
 /// (process groups and "every process" are refused).
 pub fn send_signal(pid: i32, sig: Signal) -> io::Result<()> {
+    signal_child(pid, None, sig)
+}
+
+/// [`send_signal`], through the child's pidfd when there is one (`pidfd_send_signal`: once
+/// the child is reaped this fails with `ESRCH` instead of reaching whoever has its pid
+/// now; where `pidfd_send_signal` itself is refused with `ENOSYS`, the pid is used). `pid`
+/// is checked the same way in both cases.
+pub fn signal_child(pid: i32, pidfd: Option<BorrowedFd<'_>>, sig: Signal) -> io::Result<()> {
     if pid <= 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("refusing to signal pid {pid}: only a single positive pid is allowed"),
         ));
+    }
+    if let Some(fd) = pidfd {
+        match crate::pidfd::send_signal(fd, sig.as_raw()) {
+            // A filter that allows pidfd_open but not pidfd_send_signal: use the pid.
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {}
+            done => return done,
+        }
     }
     // SAFETY: kill() takes plain integers and touches no memory of ours.
     let rc = unsafe { libc::kill(pid, sig.as_raw()) };
@@ -416,6 +436,8 @@ fn spawn_inner(spec: &SpawnSpec, force_close_loop: bool) -> Result<SpawnedChild,
 
     // ---- fork ----
     let pid = fork_with_signals_blocked(&plan, &mut scratch).map_err(|e| fail("fork", e))?;
+    // Not reaped yet, so the number names our child: its pidfd is the child's.
+    let pidfd = spec.pidfd.then(|| crate::pidfd::open(pid));
 
     // Parent: close the child's ends, then learn whether exec succeeded.
     drop(exec_w);
@@ -430,6 +452,7 @@ fn spawn_inner(spec: &SpawnSpec, force_close_loop: bool) -> Result<SpawnedChild,
             control: control_parent,
             stdout: stdout_r,
             stderr: stderr_r,
+            pidfd,
         }),
         Ok(Some((errno, step))) => {
             let _ = wait_exit(pid);
@@ -1129,6 +1152,31 @@ mod tests {
         assert!(send_signal(0, Signal::Kill).is_err());
         assert!(send_signal(-1, Signal::Kill).is_err());
         assert!(wait_exit(-1).is_err());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_pidfd_signals_the_child_and_nobody_after_it_is_reaped() {
+        use std::os::fd::AsFd;
+        let spec = SpawnSpec {
+            pidfd: true,
+            ..sh("exec sleep 30")
+        };
+        let child = spawn(&spec).unwrap();
+        let pidfd = child.pidfd.unwrap().unwrap();
+        signal_child(child.pid, Some(pidfd.as_fd()), Signal::Term).unwrap();
+        assert_eq!(
+            wait_exit(child.pid).unwrap(),
+            ExitStatus::Signal(libc::SIGTERM)
+        );
+        let e = signal_child(child.pid, Some(pidfd.as_fd()), Signal::Kill).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ESRCH));
+        // The pid check holds with a pidfd too.
+        assert!(signal_child(0, Some(pidfd.as_fd()), Signal::Kill).is_err());
+        // Not asked for: none.
+        let child = spawn(&sh("exit 0")).unwrap();
+        assert!(child.pidfd.is_none());
+        assert!(wait_exit(child.pid).unwrap().success());
     }
 
     #[test]

@@ -110,7 +110,7 @@ impl LoopState {
                 }
             }
             result.and_then(|n| {
-                let mut rest = BorrowedStream(channel.as_raw_fd());
+                let mut rest = channel;
                 rest.write_all(&line.as_bytes()[n..]).map(|()| n)
             })
         };

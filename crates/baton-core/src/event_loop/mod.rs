@@ -4,10 +4,12 @@
 //! checks the name, prepares the runtime dir, takes the pid-file lock, binds every listen
 //! address and the control socket. Then the loop thread starts the fleet and, until the
 //! fleet has stopped, waits on one `mio::Poll` for:
-//! - commands from the host (reload, stop, status) and child exits, through a channel and
-//!   a `Waker` (each worker has a small waiter thread blocked in `waitid(WNOWAIT)` on its
-//!   own pid, so we never own `SIGCHLD` nor reap anyone else's children; the loop reaps
-//!   the zombie when it handles the exit, so no signal can reach a recycled pid);
+//! - commands from the host (reload, stop, status), through a channel and a `Waker`;
+//! - child exits (`exits.rs`): each worker's pidfd on Linux ≥ 5.3, readable once it is a
+//!   zombie; elsewhere (or with `BATON_NO_PIDFD=1`) a small waiter thread per worker
+//!   blocked in `waitid(WNOWAIT)` on its own pid, through the channel. Either way we never
+//!   own `SIGCHLD` nor reap anyone else's children, and the loop reaps the zombie when it
+//!   handles the exit, so no signal can reach a recycled pid;
 //! - each worker's control channel (`ready` messages); its stdout and stderr are read by
 //!   the log relay's own thread (`log_relay.rs`, see `output.rs`), never by this one;
 //! - the control socket (the `baton` CLI);
@@ -33,6 +35,7 @@
 
 mod control_server;
 mod drop_in;
+mod exits;
 mod output;
 mod scale;
 mod status;
@@ -40,8 +43,9 @@ mod steering;
 mod workers;
 
 use control_server::Client;
+use exits::Pidfd;
 use steering::{Rescue, SlotSocket, Straggler, Watched, RESCUE_RETRY};
-use workers::{BorrowedStream, WorkerIo};
+use workers::WorkerIo;
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -117,7 +121,8 @@ enum Command {
 
 enum Msg {
     Command(Command),
-    /// A worker exited; it is a zombie until the loop reaps it (`status` is the wait).
+    /// A waiter thread saw a worker exit; it is a zombie until the loop reaps it (`status`
+    /// is the wait).
     Exited {
         key: WorkerKey,
         pid: i32,
@@ -392,6 +397,7 @@ pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchErro
         status_published: Cell::new(Instant::now()),
         status_dirty: Cell::new(true),
         relay: relay.clone(),
+        pidfd: exits::use_pidfd(),
     };
     let mut control = state.control.take();
     if let Some(c) = control.as_mut() {
@@ -454,6 +460,8 @@ const STATUS_REFRESH: Duration = Duration::from_millis(100);
 #[derive(Clone, Copy)]
 enum Source {
     WorkerControl(WorkerKey),
+    /// A worker's pidfd: readable once it has exited.
+    WorkerExit(WorkerKey),
     Client(usize),
     /// A per-slot listening socket whose slot has no ready worker.
     Straggler(SlotSocket),
@@ -518,6 +526,8 @@ struct LoopState {
     status_dirty: Cell<bool>,
     /// Reads the workers' stdout and stderr on its own thread (`output.rs`).
     relay: Arc<LogRelay>,
+    /// Exits are watched through pidfds, not waiter threads (`exits.rs`).
+    pidfd: bool,
 }
 
 impl LoopState {
@@ -575,6 +585,7 @@ impl LoopState {
                     CONTROL => self.accept_clients(),
                     t => match self.sources.get(&t).copied() {
                         Some(Source::WorkerControl(key)) => self.read_worker_control(key),
+                        Some(Source::WorkerExit(key)) => self.on_pidfd_readable(key),
                         Some(Source::Client(id)) => {
                             if readable {
                                 self.read_client(id);
@@ -615,19 +626,7 @@ impl LoopState {
         self.log(&format!(
             "internal error in the supervisor loop ({message}); killing every worker and stopping. Please report this."
         ));
-        let pids: Vec<i32> = self
-            .fleet
-            .snapshot()
-            .workers
-            .iter()
-            .filter_map(|row| row.pid)
-            .collect();
-        for pid in &pids {
-            let _ = spawn::send_signal(*pid, Signal::Kill);
-        }
-        for pid in pids {
-            let _ = spawn::wait_exit(pid); // SIGKILLed: returns at once
-        }
+        self.kill_and_reap_all();
         self.workers.clear();
         self.clients.clear();
         self.shutdown();
@@ -709,17 +708,8 @@ impl LoopState {
             Msg::Command(Command::Status(reply)) => {
                 let _ = reply.send(self.status_json());
             }
-            Msg::Exited { key, pid, status } => {
-                let status = match status.and_then(|()| spawn::wait_exit(pid)) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        self.log(&format!("waiting for worker {key} failed: {e}"));
-                        ExitStatus::Code(-1)
-                    }
-                };
-                // Reported once the relay has read what it wrote (its stderr tail).
-                self.on_exited(key, status);
-            }
+            // Reported once the relay has read what it wrote (its stderr tail).
+            Msg::Exited { key, pid, status } => self.reap(key, pid, status),
             Msg::Drained(drained) => self.on_drained(drained),
         }
     }
@@ -738,14 +728,12 @@ impl LoopState {
                     self.rescue_dirty = true;
                     if !self.has_exited(key) {
                         self.send_worker(key, "{\"type\":\"stop\"}\n");
-                        let _ = spawn::send_signal(pid, Signal::Term);
+                        self.signal_worker(key, pid, Signal::Term);
                     }
                 }
                 Action::Kill { key, pid } => {
                     self.rescue_dirty = true;
-                    if !self.has_exited(key) {
-                        let _ = spawn::send_signal(pid, Signal::Kill);
-                    }
+                    self.signal_worker(key, pid, Signal::Kill);
                 }
                 Action::NotifyReload { key, .. } => {
                     self.send_worker(key, "{\"type\":\"reload\"}\n")

@@ -100,7 +100,7 @@ impl LoopState {
         }
     }
 
-    /// A waiter thread saw the worker exit: let the relay drain its output first.
+    /// The worker has exited and is reaped (`exits.rs`): let the relay drain its output first.
     pub(super) fn on_exited(&mut self, key: WorkerKey, status: ExitStatus) {
         match self.workers.get_mut(&key) {
             Some(io) if io.exited.is_none() => {

@@ -371,7 +371,7 @@ impl LoopState {
                     if sent < line.len() {
                         // Never seen for ~100 bytes on a Unix stream socket, but the rest of
                         // the line must follow or the channel's JSON stream breaks.
-                        let mut stream = BorrowedStream(channel.as_raw_fd());
+                        let mut stream = channel;
                         let _ = stream.write_all(&line.as_bytes()[sent..]);
                     }
                     r.next = (at + 1) % n;

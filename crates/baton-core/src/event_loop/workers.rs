@@ -1,5 +1,7 @@
-//! Worker processes as the loop sees them: spawning and their control channel (their
-//! output goes to the log relay, `output.rs`).
+//! Worker processes as the loop sees them: spawning and their control channel, held as a
+//! `mio::net::UnixStream` (read, written and registered through its own safe impls; only
+//! `handoff.rs`'s `sendmsg` borrows its fd). Their output goes to the log relay
+//! (`output.rs`), their exits to `exits.rs`.
 
 use super::*;
 use crate::lines::LineBuffer;
@@ -8,10 +10,14 @@ use crate::lines::LineBuffer;
 const CONTROL_LINE_LIMIT: usize = 64 * 1024;
 
 pub(super) struct WorkerIo {
-    pub(super) control: Option<OwnedFd>,
+    pub(super) pid: i32,
+    /// Its pidfd (`exits.rs`), closed with the rest when its exit is reported.
+    pub(super) pidfd: Option<Pidfd>,
+    /// Its control channel (non-blocking, registered with the poller while it is open).
+    pub(super) control: Option<UnixStream>,
     pub(super) control_token: Option<Token>,
     pub(super) control_buf: LineBuffer,
-    /// The waiter saw it exit (status, when); reported once the relay drained its output.
+    /// Seen exiting and reaped (status, when); reported once the relay drained its output.
     pub(super) exited: Option<(ExitStatus, Instant)>,
     pub(super) started_at: SystemTime,
     /// Said `{"type":"ready","handoff":true}`: takes connections over its channel.
@@ -48,16 +54,20 @@ impl LoopState {
             listen_fds: self.listeners[group].fds_for(slot),
             listen_names: g.listen_names.clone(),
             credentials: g.credentials.clone(),
+            pidfd: self.pidfd,
         };
         match spawn::spawn(&spec) {
             Ok(child) => {
                 let pid = child.pid;
-                let control_token =
-                    self.register_fd(child.control.as_raw_fd(), Source::WorkerControl(key));
+                let mut control =
+                    UnixStream::from_std(std::os::unix::net::UnixStream::from(child.control));
+                let control_token = self.register_source(&mut control, Source::WorkerControl(key));
                 self.workers.insert(
                     key,
                     WorkerIo {
-                        control: Some(child.control),
+                        pid,
+                        pidfd: None,
+                        control: Some(control),
                         control_token,
                         control_buf: LineBuffer::new(CONTROL_LINE_LIMIT),
                         exited: None,
@@ -68,34 +78,27 @@ impl LoopState {
                     },
                 );
                 self.hand_output(key, group, slot, [child.stdout, child.stderr]);
-                let tx = self.tx.clone();
-                let waker = self.waker.clone();
-                let waiter = thread::Builder::new()
-                    .name(format!("baton-wait-{pid}"))
-                    .stack_size(64 * 1024)
-                    .spawn(move || {
-                        // Not reaped here: the loop reaps it when it handles the exit, so
-                        // until then the pid cannot be recycled under a pending signal.
-                        let status = spawn::wait_exited(pid);
-                        let _ = tx.send(Msg::Exited { key, pid, status });
-                        let _ = waker.wake();
-                    });
-                if let Err(e) = waiter {
-                    // Without a waiter we would never learn of its exit: do not keep it.
-                    self.log(&format!(
-                        "cannot start a waiter thread for pid {pid}: {e}; killing it"
-                    ));
-                    let _ = spawn::send_signal(pid, Signal::Kill);
-                    let _ = spawn::wait_exit(pid);
-                    self.close_worker_io(key);
-                    self.fleet.handle(
-                        now,
-                        Input::SpawnFailed {
-                            key,
-                            error: e.to_string(),
-                        },
-                    );
-                    return;
+                match self.watch_exit(key, pid, child.pidfd) {
+                    Ok(pidfd) => {
+                        if let Some(io) = self.workers.get_mut(&key) {
+                            io.pidfd = pidfd;
+                        }
+                    }
+                    Err(message) => {
+                        // Without a watcher we would never learn of its exit: do not keep it.
+                        self.log(&format!("{message}; killing it"));
+                        let _ = spawn::send_signal(pid, Signal::Kill);
+                        let _ = spawn::wait_exit(pid);
+                        self.close_worker_io(key);
+                        self.fleet.handle(
+                            now,
+                            Input::SpawnFailed {
+                                key,
+                                error: message,
+                            },
+                        );
+                        return;
+                    }
                 }
                 self.fleet.handle(now, Input::Spawned { key, pid });
             }
@@ -109,29 +112,38 @@ impl LoopState {
         }
     }
 
-    pub(super) fn register_fd(&mut self, fd: RawFd, source: Source) -> Option<Token> {
+    /// Register `io` (readable) with the poller as `source`; `None` (logged) on failure.
+    pub(super) fn register_source<S>(&mut self, io: &mut S, source: Source) -> Option<Token>
+    where
+        S: mio::event::Source + ?Sized,
+    {
         let token = Token(self.next_token);
         self.next_token += 1;
-        match self
-            .poll
-            .registry()
-            .register(&mut SourceFd(&fd), token, Interest::READABLE)
-        {
+        match self.poll.registry().register(io, token, Interest::READABLE) {
             Ok(()) => {
                 self.sources.insert(token, source);
                 Some(token)
             }
             Err(e) => {
-                self.log(&format!("cannot watch fd {fd}: {e}"));
+                let what = match source {
+                    Source::WorkerControl(key) => format!("the control channel of worker {key}"),
+                    Source::WorkerExit(key) => format!("the pidfd of worker {key}"),
+                    Source::Client(id) => format!("control client {id}"),
+                    Source::Straggler(_) => "a slot's socket".to_string(),
+                };
+                self.log(&format!("cannot watch {what}: {e}"));
                 None
             }
         }
     }
 
-    pub(super) fn deregister_fd(&mut self, fd: Option<&OwnedFd>, token: Option<Token>) {
-        if let (Some(fd), Some(token)) = (fd, token) {
-            let raw = fd.as_raw_fd();
-            let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
+    /// Deregister what [`Self::register_source`] registered under `token`.
+    pub(super) fn deregister_source<S>(&mut self, io: Option<&mut S>, token: Option<Token>)
+    where
+        S: mio::event::Source + ?Sized,
+    {
+        if let (Some(io), Some(token)) = (io, token) {
+            let _ = self.poll.registry().deregister(io);
             self.sources.remove(&token);
         }
     }
@@ -143,20 +155,23 @@ impl LoopState {
             return;
         };
         self.rescue_dirty = true;
-        self.deregister_fd(io.control.as_ref(), io.control_token);
+        self.deregister_source(io.control.as_mut(), io.control_token);
         io.control.take();
+        if let Some(p) = io.pidfd.take() {
+            let raw = p.fd.as_raw_fd();
+            self.deregister_source(Some(&mut SourceFd(&raw)), p.token);
+        }
     }
 
     pub(super) fn send_worker(&mut self, key: WorkerKey, line: &str) {
         let Some(io) = self.workers.get(&key) else {
             return;
         };
-        let Some(fd) = io.control.as_ref() else {
+        let Some(mut stream) = io.control.as_ref() else {
             return;
         };
         // Best effort: a few bytes into an idle socket; the stop path also sends SIGTERM.
-        let mut file = BorrowedStream(fd.as_raw_fd());
-        let _ = file.write_all(line.as_bytes());
+        let _ = stream.write_all(line.as_bytes());
     }
 
     pub(super) fn read_worker_control(&mut self, key: WorkerKey) {
@@ -168,10 +183,9 @@ impl LoopState {
         let mut eof = false;
         let mut first_drop = false;
         if let Some(io) = self.workers.get_mut(&key) {
-            let Some(fd) = io.control.as_ref() else {
+            let Some(mut stream) = io.control.as_ref() else {
                 return;
             };
-            let mut stream = BorrowedStream(fd.as_raw_fd());
             let mut buf = [0u8; 4096];
             let dropped_before = io.control_buf.dropped();
             loop {
@@ -217,8 +231,8 @@ impl LoopState {
         }
         if eof {
             if let Some(io) = self.workers.get_mut(&key) {
-                let (fd, token) = (io.control.take(), io.control_token.take());
-                self.deregister_fd(fd.as_ref(), token);
+                let (mut stream, token) = (io.control.take(), io.control_token.take());
+                self.deregister_source(stream.as_mut(), token);
                 self.rescue_dirty = true;
             }
         }
@@ -317,39 +331,6 @@ pub(super) fn parse_control_line(line: &[u8]) -> ControlLine {
             }
         }
         _ => ControlLine::Other,
-    }
-}
-
-/// Read/write on a raw fd we do not own (a worker's control channel).
-pub(super) struct BorrowedStream(pub(super) RawFd);
-
-impl Read for BorrowedStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: the fd is open for the duration of the call (owned by a live OwnedFd)
-        // and buf is a valid writable buffer of buf.len() bytes.
-        let n = unsafe { libc::read(self.0, buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
-    }
-}
-
-impl Write for BorrowedStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // SAFETY: as above; buf is a valid readable buffer of buf.len() bytes. MSG_NOSIGNAL is
-        // not available for pipes, but Node ignores SIGPIPE in the master, so EPIPE is returned.
-        let n = unsafe { libc::write(self.0, buf.as_ptr().cast(), buf.len()) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
