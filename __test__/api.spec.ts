@@ -69,7 +69,12 @@ interface Harness {
  * A Supervisor in this process, in its own runtime dir, with every event recorded. The
  * teardown force-stops it and SIGKILLs any worker still alive, even when the test failed.
  */
-async function harness(t: ExecutionContext, name: string, groups: Record<string, GroupOptions>, extra: Partial<SupervisorOptions> = {}): Promise<Harness> {
+async function harness(
+  t: ExecutionContext,
+  name: string,
+  groups: Record<string, GroupOptions>,
+  extra: Partial<SupervisorOptions> = {},
+): Promise<Harness> {
   const dir = await tmpDir('baton-api-')
   const sup = new Supervisor({ name, runtimeDir: dir.path, log: false, handleSignals: false, groups, ...extra })
   const events: Recorded[] = []
@@ -97,14 +102,11 @@ async function harness(t: ExecutionContext, name: string, groups: Record<string,
   }
 }
 
-
 async function getJson<T>(port: number, path = '/'): Promise<T> {
   const r = await httpGet({ port, path })
   if (r.status !== 200) throw new Error(`GET ${path} on ${port}: status ${r.status}`)
   return JSON.parse(r.body) as T
 }
-
-
 
 interface Info {
   pid: number
@@ -116,7 +118,9 @@ interface Info {
 
 test('reload() resolves with a done report and emits the typed reload and worker events', async (t) => {
   const port = await freePort()
-  const h = await harness(t, 'api-reload', { web: { script: fixture('app.mjs'), count: 3, listen: `127.0.0.1:${port}` } })
+  const h = await harness(t, 'api-reload', {
+    web: { script: fixture('app.mjs'), count: 3, listen: `127.0.0.1:${port}` },
+  })
   await h.sup.start()
   t.is(h.of('fleet:ready').length, 1)
   const before = h.sup.status()
@@ -124,8 +128,20 @@ test('reload() resolves with a done report and emits the typed reload and worker
   const oldPids = before.workers.map((w) => w.pid as number)
   t.is(new Set(oldPids).size, 3)
   // Generation 1: one spawn and one ready per slot.
-  t.deepEqual(h.of('worker:spawn').map((e) => e.pid).sort(), [...oldPids].sort())
-  t.deepEqual(h.of('worker:ready').map((e) => e.id).sort(), [0, 1, 2])
+  t.deepEqual(
+    h
+      .of('worker:spawn')
+      .map((e) => e.pid)
+      .sort(),
+    [...oldPids].sort(),
+  )
+  t.deepEqual(
+    h
+      .of('worker:ready')
+      .map((e) => e.id)
+      .sort(),
+    [0, 1, 2],
+  )
   const mark = h.events.length
 
   const report = await h.sup.reload()
@@ -140,7 +156,10 @@ test('reload() resolves with a done report and emits the typed reload and worker
   t.deepEqual(report.replaced.map((r) => r.oldPid).sort(), [...oldPids].sort())
   t.deepEqual(report.replaced.map((r) => r.id).sort(), [0, 1, 2])
   const newPids = report.replaced.map((r) => r.newPid)
-  t.true(newPids.every((pid) => !oldPids.includes(pid)), 'new pids differ from the old ones')
+  t.true(
+    newPids.every((pid) => !oldPids.includes(pid)),
+    'new pids differ from the old ones',
+  )
   t.true(report.replaced.every((r) => r.group === 'web'))
 
   const during = h.events.slice(mark)
@@ -149,7 +168,10 @@ test('reload() resolves with a done report and emits the typed reload and worker
   t.like(starts[0], { generation: 2, due: 3 })
   const progress = during.flatMap((e) => (e.name === 'reload:progress' ? [e.event] : []))
   t.is(progress.length, 3)
-  t.deepEqual(progress.map((p) => p.replaced), [1, 2, 3])
+  t.deepEqual(
+    progress.map((p) => p.replaced),
+    [1, 2, 3],
+  )
   for (const p of progress) t.like(p, { group: 'web', due: 3, generation: 2 })
   t.deepEqual(progress.map((p) => p.id).sort(), [0, 1, 2])
   const done = during.flatMap((e) => (e.name === 'reload:done' ? [e.event] : []))
@@ -177,7 +199,10 @@ test('reload() resolves with a done report and emits the typed reload and worker
     t.like(exit, { group: 'web', generation: 1, expected: true, exitCode: 0, signal: null, restartInMs: null })
     t.false(isAlive(pid), `old worker ${pid} is gone`)
   }
-  t.false(h.of('worker:exit').some((e) => newPids.includes(e.pid ?? -1)), 'no new worker exited')
+  t.false(
+    h.of('worker:exit').some((e) => newPids.includes(e.pid ?? -1)),
+    'no new worker exited',
+  )
 
   const after = h.sup.status()
   t.is(after.generation, 2)
@@ -198,7 +223,10 @@ test('a failing reload rejects with ReloadError carrying exit code and stderr; t
     web: { script: fixture('app.mjs'), count: 2, listen: `127.0.0.1:${port}`, env: { APP_VERSION_FILE: versionFile } },
   })
   await h.sup.start()
-  const oldPids = h.sup.status().workers.map((w) => w.pid).sort()
+  const oldPids = h.sup
+    .status()
+    .workers.map((w) => w.pid)
+    .sort()
   writeFileSync(versionFile, 'throw')
 
   const error = await t.throwsAsync(h.sup.reload(), { instanceOf: ReloadError })
@@ -235,7 +263,13 @@ test('a non-reloadable group keeps its pid across reloads and runs its reload ho
   })
   await h.sup.start()
   const status0 = h.sup.status()
-  t.deepEqual(status0.groups.map((g) => [g.name, g.reloadable]), [['gateway', false], ['web', true]])
+  t.deepEqual(
+    status0.groups.map((g) => [g.name, g.reloadable]),
+    [
+      ['gateway', false],
+      ['web', true],
+    ],
+  )
   const gateway0 = await getJson<Info>(gatewayPort)
   t.like(gateway0, { group: 'gateway', reloads: 0 })
   t.is(status0.workers.find((w) => w.group === 'gateway')?.pid, gateway0.pid)
@@ -248,7 +282,11 @@ test('a non-reloadable group keeps its pid across reloads and runs its reload ho
     t.is(report.outcome, 'done')
     t.is(report.notified, 1, 'the gateway worker was sent a reload message')
     t.is(report.due, 2)
-    t.deepEqual(report.replaced.map((r) => r.group), ['web', 'web'], 'only web workers are replaced')
+    t.deepEqual(
+      report.replaced.map((r) => r.group),
+      ['web', 'web'],
+      'only web workers are replaced',
+    )
     const gateway = await waitFor(
       async () => {
         const info = await getJson<Info>(gatewayPort)
@@ -261,7 +299,10 @@ test('a non-reloadable group keeps its pid across reloads and runs its reload ho
     const status = h.sup.status()
     const newWeb = status.workers.filter((w) => w.group === 'web').map((w) => w.pid as number)
     t.is(newWeb.length, 2)
-    t.true(newWeb.every((pid) => !allWebPids.has(pid)), `every web pid changed in reload ${round}`)
+    t.true(
+      newWeb.every((pid) => !allWebPids.has(pid)),
+      `every web pid changed in reload ${round}`,
+    )
     for (const pid of newWeb) allWebPids.add(pid)
     webPids = newWeb
     t.true(status.workers.filter((w) => w.group === 'web').every((w) => w.generation === round + 1))
@@ -306,7 +347,10 @@ test('Workerman one-script mode: `node script start|reload|status|stop` with gro
   const trackWorkers = async () => {
     const r = await run(['status', '--json'])
     if (r.code !== 0) throw new Error(`status --json failed (${r.code}): ${r.stderr}`)
-    const s = JSON.parse(r.stdout) as { pid: number; workers: Array<{ group: string; pid: number | null; state: string }> }
+    const s = JSON.parse(r.stdout) as {
+      pid: number
+      workers: Array<{ group: string; pid: number | null; state: string }>
+    }
     for (const w of s.workers) if (w.pid !== null) tracker.trackPid(w.pid)
     return s
   }
@@ -327,7 +371,13 @@ test('Workerman one-script mode: `node script start|reload|status|stop` with gro
     throw e
   })
   t.is(status0.pid, master.pid ?? -1)
-  const gateway0 = await getJson<{ pid: number; group: string; starts: number; onWorkerReload: number; onReload: number }>(gatewayPort)
+  const gateway0 = await getJson<{
+    pid: number
+    group: string
+    starts: number
+    onWorkerReload: number
+    onReload: number
+  }>(gatewayPort)
   t.like(gateway0, { group: 'gateway', starts: 1, onWorkerReload: 0, onReload: 0 })
   const web0 = await getJson<{ group: string; pid: number }>(webPort)
   t.is(web0.group, 'web')
@@ -351,7 +401,10 @@ test('Workerman one-script mode: `node script start|reload|status|stop` with gro
   const status1 = await trackWorkers()
   const newWeb = status1.workers.filter((w) => w.group === 'web').map((w) => w.pid)
   t.is(newWeb.length, 2)
-  t.true(newWeb.every((pid) => !oldWeb.includes(pid)), 'the web workers were replaced')
+  t.true(
+    newWeb.every((pid) => !oldWeb.includes(pid)),
+    'the web workers were replaced',
+  )
   t.is(status1.workers.find((w) => w.group === 'gateway')?.pid, gateway0.pid)
 
   const table = await run(['status'])
@@ -400,23 +453,45 @@ test('invalid options throw an OptionsError naming the field, before anything st
     ['count not an integer', { script, count: 1.5 }, 'groups.web.count', /integer/],
     ['unknown group option', { script, bogus: true }, 'groups.web.bogus', /unknown option/],
     ['bad listen address', { script, listen: 'http://x:1' }, 'groups.web.listen', /http:\/\/x:1/],
-    ['bad listen address in a list', { script, listen: ['127.0.0.1:0', 'nonsense'] }, 'groups.web.listen[1]', /nonsense/],
-    ['missing script', { script: '/nonexistent/app.mjs' }, 'groups.web.script', /\/nonexistent\/app\.mjs does not exist/],
+    [
+      'bad listen address in a list',
+      { script, listen: ['127.0.0.1:0', 'nonsense'] },
+      'groups.web.listen[1]',
+      /nonsense/,
+    ],
+    [
+      'missing script',
+      { script: '/nonexistent/app.mjs' },
+      'groups.web.script',
+      /\/nonexistent\/app\.mjs does not exist/,
+    ],
     ['no script', { count: 1 }, 'groups.web.script', /worker script/],
     ['bad order', { script, order: 'random' }, 'groups.web.order', /start-first.*stop-first/],
     ['bad reloadable', { script, reloadable: 'no' }, 'groups.web.reloadable', /true or false/],
   ]
   for (const [what, group, field, message] of cases) {
-    const viaConstructor = t.throws(() => new Supervisor({ ...base, groups: { web: group as GroupOptions } }), { instanceOf: OptionsError }, what)
+    const viaConstructor = t.throws(
+      () => new Supervisor({ ...base, groups: { web: group as GroupOptions } }),
+      { instanceOf: OptionsError },
+      what,
+    )
     t.is(viaConstructor?.field, field, what)
     t.true(viaConstructor?.message.startsWith(`${field}: `), `${what}: ${viaConstructor?.message}`)
     t.regex(viaConstructor?.message ?? '', message, what)
-    const viaGroup = t.throws(() => new Supervisor(base).group('web', group as GroupOptions), { instanceOf: OptionsError }, what)
+    const viaGroup = t.throws(
+      () => new Supervisor(base).group('web', group as GroupOptions),
+      { instanceOf: OptionsError },
+      what,
+    )
     t.is(viaGroup?.field, field, `${what} (group())`)
   }
-  const unknownTop = t.throws(() => new Supervisor({ ...base, bogus: 1 } as SupervisorOptions), { instanceOf: OptionsError })
+  const unknownTop = t.throws(() => new Supervisor({ ...base, bogus: 1 } as SupervisorOptions), {
+    instanceOf: OptionsError,
+  })
   t.is(unknownTop?.field, 'bogus')
-  const badName = t.throws(() => new Supervisor({ ...base, groups: { 'no spaces': { script } } }), { instanceOf: OptionsError })
+  const badName = t.throws(() => new Supervisor({ ...base, groups: { 'no spaces': { script } } }), {
+    instanceOf: OptionsError,
+  })
   t.is(badName?.field, 'groups.no spaces')
   const badBackoff = t.throws(() => new Supervisor({ ...base, backoff: { initial: 0 } }), { instanceOf: OptionsError })
   t.is(badBackoff?.field, 'backoff.initial')
@@ -452,7 +527,10 @@ test('stop() during a reload: the reload rejects with a cancelled report, every 
   t.is(report.outcome, 'cancelled')
   t.is(report.generation, 2)
   t.is(report.due, 3)
-  t.true(report.replaced.length >= 1 && report.replaced.length < 3, `${report.replaced.length} replaced before the stop`)
+  t.true(
+    report.replaced.length >= 1 && report.replaced.length < 3,
+    `${report.replaced.length} replaced before the stop`,
+  )
   t.regex(report.message, /cancelled/)
   t.is(h.of('reload:done').length, 0)
 
@@ -470,7 +548,10 @@ test('on Windows, baton throws a clear "not supported" error', async (t) => {
   const tracker = new ProcessTracker()
   t.teardown(() => tracker.killAll())
   const run = async (code: string) => {
-    const child = tracker.spawn(process.execPath, ['--input-type=module', '-e', code], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = tracker.spawn(process.execPath, ['--input-type=module', '-e', code], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
     const out = new OutputBuffer().follow(child.stdout)
     const err = new OutputBuffer().follow(child.stderr)
     const exit = await withTimeout(waitForExit(child), 20_000, 'win32 probe exits')
@@ -506,7 +587,11 @@ test('on Windows, baton throws a clear "not supported" error', async (t) => {
 // ---------------------------------------------------------------------------------------
 
 /** Run `node <script> <args>` tracked, with `env`; resolves with its output once closed. */
-function runNode(tracker: ProcessTracker, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function runNode(
+  tracker: ProcessTracker,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = tracker.spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
     const out = new OutputBuffer().follow(child.stdout)
@@ -525,15 +610,26 @@ test('examples/gateway: a reload replaces the business workers while a gateway c
   const gatewayPort = await freePort()
   const businessPort = await freePort()
   const script = join(ROOT, 'examples/gateway/start.mjs')
-  const env = { ...process.env, BATON_RUNTIME_DIR: dir.path, GATEWAY_PORT: String(gatewayPort), BUSINESS_PORT: String(businessPort) }
-  const master = tracker.spawn(process.execPath, [script, 'start'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const env = {
+    ...process.env,
+    BATON_RUNTIME_DIR: dir.path,
+    GATEWAY_PORT: String(gatewayPort),
+    BUSINESS_PORT: String(businessPort),
+  }
+  const master = tracker.spawn(process.execPath, [script, 'start'], {
+    cwd: ROOT,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
   const log = new OutputBuffer().follow(master.stdout)
   log.follow(master.stderr)
   const exited = waitForExit(master)
   const status = async () => {
     const r = await runNode(tracker, [script, 'status', '--json'], env)
     if (r.code !== 0) throw new Error(`status failed (${r.code}): ${r.stderr}`)
-    const s = JSON.parse(r.stdout) as { workers: Array<{ group: string; pid: number | null; state: string; generation: number }> }
+    const s = JSON.parse(r.stdout) as {
+      workers: Array<{ group: string; pid: number | null; state: string; generation: number }>
+    }
     for (const w of s.workers) if (w.pid !== null) tracker.trackPid(w.pid)
     return s
   }
@@ -588,7 +684,11 @@ test('examples/gateway: a reload replaces the business workers while a gateway c
   t.is(stop.code, 0, stop.stderr)
   t.deepEqual(await withTimeout(exited, 10_000, 'master exit'), { code: 0, signal: null })
   await lines.waitFor(/gateway shutting down\n/)
-  await withTimeout(new Promise<void>((resolve) => (closed ? resolve() : client.once('close', () => resolve()))), 5000, 'client closed by the stop')
+  await withTimeout(
+    new Promise<void>((resolve) => (closed ? resolve() : client.once('close', () => resolve()))),
+    5000,
+    'client closed by the stop',
+  )
 })
 
 test('examples/programmatic: starts, reloads on its timer with a printed report, stops on SIGINT', async (t) => {
@@ -600,7 +700,11 @@ test('examples/programmatic: starts, reloads on its timer with a printed report,
   })
   const port = await freePort()
   const env = { ...process.env, BATON_RUNTIME_DIR: dir.path, PORT: String(port), RELOAD_EVERY_MS: '500' }
-  const master = tracker.spawn(process.execPath, [join(ROOT, 'examples/programmatic/master.mjs')], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const master = tracker.spawn(process.execPath, [join(ROOT, 'examples/programmatic/master.mjs')], {
+    cwd: ROOT,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
   const out = new OutputBuffer().follow(master.stdout)
   out.follow(master.stderr)
   const exited = waitForExit(master)

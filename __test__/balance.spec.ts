@@ -14,7 +14,11 @@ function spread(load: Load, pids: number[]): number[] {
   return pids.map((p) => by[String(p)] ?? 0)
 }
 
-async function balancedAfterReloads(t: ExecutionContext, order: 'start-first' | 'stop-first', count = 2): Promise<void> {
+async function balancedAfterReloads(
+  t: ExecutionContext,
+  order: 'start-first' | 'stop-first',
+  count = 2,
+): Promise<void> {
   const clients = 64
   // Default options: only the order is chosen.
   const vf = await versionedFleet(t, { count, flags: ['--order', order] })
@@ -34,7 +38,10 @@ async function balancedAfterReloads(t: ExecutionContext, order: 'start-first' | 
           last = spread(load, pids)
           return last.reduce((a, b) => a + b, 0) === clients && last.every((n) => n >= fair / 2)
         },
-        { timeoutMs: 10_000, message: `${order} ${version}: every worker holds >= ${fair / 2} of ${clients} connections` },
+        {
+          timeoutMs: 10_000,
+          message: `${order} ${version}: every worker holds >= ${fair / 2} of ${clients} connections`,
+        },
       ).catch((e: unknown) => {
         t.log(`connections per worker after the ${version} reload: ${last.join('+')}`)
         throw e
@@ -47,14 +54,23 @@ async function balancedAfterReloads(t: ExecutionContext, order: 'start-first' | 
   await vf.fleet.cli(['stop', vf.fleet.name])
 }
 
-test.serial('default options, 2 workers, 64 keep-alive clients: balanced after each of 3 stop-first reloads', async (t) => {
-  await balancedAfterReloads(t, 'stop-first')
-})
+test.serial(
+  'default options, 2 workers, 64 keep-alive clients: balanced after each of 3 stop-first reloads',
+  async (t) => {
+    await balancedAfterReloads(t, 'stop-first')
+  },
+)
 
-test.serial('default options, 2 workers, 64 keep-alive clients: balanced after each of 3 start-first reloads', async (t) => {
-  await balancedAfterReloads(t, 'start-first')
-})
+test.serial(
+  'default options, 2 workers, 64 keep-alive clients: balanced after each of 3 start-first reloads',
+  async (t) => {
+    await balancedAfterReloads(t, 'start-first')
+  },
+)
 
-test.serial('default options, 4 workers, 64 keep-alive clients: balanced after each of 3 stop-first reloads', async (t) => {
-  await balancedAfterReloads(t, 'stop-first', 4)
-})
+test.serial(
+  'default options, 4 workers, 64 keep-alive clients: balanced after each of 3 stop-first reloads',
+  async (t) => {
+    await balancedAfterReloads(t, 'stop-first', 4)
+  },
+)

@@ -23,8 +23,6 @@ import {
   type ExitStatus,
 } from './helpers/processes.js'
 
-
-
 /** A master started by {@link Runtime.master}. */
 interface Master {
   pid: number
@@ -42,7 +40,10 @@ interface Runtime {
   /** `baton status <name> --json`, parsed; its worker pids are tracked for the teardown. */
   status(name: string): Promise<Status>
   /** Start a foreground master (default: app.mjs, 1 worker, on 127.0.0.1:0) and wait until its workers are ready. */
-  master(name: string, options: { script?: string; count?: number; listen?: string[]; flags?: string[] }): Promise<Master>
+  master(
+    name: string,
+    options: { script?: string; count?: number; listen?: string[]; flags?: string[] },
+  ): Promise<Master>
 }
 
 async function runtime(t: ExecutionContext, dirPath?: string): Promise<Runtime> {
@@ -148,7 +149,10 @@ test('a second SIGINT forces an immediate stop while a worker ignores SIGTERM', 
   // Both workers got the graceful stop and ignored it: the master waits (up to 20 s).
   await fleet.log.waitFor(/ignoring SIGTERM[\s\S]*ignoring SIGTERM/)
   t.true(isAlive(fleet.pid), 'the first SIGINT did not end the master')
-  t.true(pids.every((pid) => isAlive(pid)), 'the workers ignore the graceful stop')
+  t.true(
+    pids.every((pid) => isAlive(pid)),
+    'the workers ignore the graceful stop',
+  )
   const started = Date.now()
   process.kill(fleet.pid, 'SIGINT')
   // Far below the 20 s stop timeout: the second SIGINT kills at once.
@@ -162,7 +166,17 @@ test('a second SIGINT forces an immediate stop while a worker ignores SIGTERM', 
 test('start --daemon returns once ready; the detached master shows in status, restarts with new pids, and stops', async (t) => {
   const rt = await runtime(t)
   const port = await freePort()
-  const started = await rt.cli(['start', fixture('app.mjs'), '--name', 'dmn', '--count', '2', '--listen', `127.0.0.1:${port}`, '--daemon'])
+  const started = await rt.cli([
+    'start',
+    fixture('app.mjs'),
+    '--name',
+    'dmn',
+    '--count',
+    '2',
+    '--listen',
+    `127.0.0.1:${port}`,
+    '--daemon',
+  ])
   const pid = Number(/master pid (\d+)/.exec(started.stdout)?.[1] ?? NaN)
   if (Number.isInteger(pid)) rt.tracker.trackPid(pid)
   t.is(started.code, 0, started.stderr)
@@ -184,7 +198,9 @@ test('start --daemon returns once ready; the detached master shows in status, re
   }
   const logFile = join(rt.dir, 'dmn.log')
   t.true(existsSync(logFile), 'log file in the runtime dir')
-  await waitFor(() => /all workers ready/.test(readFileSync(logFile, 'utf8')), { message: 'the log file has the master log' })
+  await waitFor(() => /all workers ready/.test(readFileSync(logFile, 'utf8')), {
+    message: 'the log file has the master log',
+  })
 
   const table = await rt.cli(['status'])
   t.is(table.code, 0, table.stderr)
@@ -202,7 +218,10 @@ test('start --daemon returns once ready; the detached master shows in status, re
   t.is(s2.workers.length, 2)
   t.true(s2.workers.every((w) => w.state === 'ready'))
   const oldWorkers = s1.workers.map((w) => w.pid)
-  t.true(s2.workers.every((w) => !oldWorkers.includes(w.pid)), 'new worker pids')
+  t.true(
+    s2.workers.every((w) => !oldWorkers.includes(w.pid)),
+    'new worker pids',
+  )
   for (const w of oldWorkers) t.false(isAlive(w as number), `old worker ${w} gone`)
   t.is((await httpGet({ host: '127.0.0.1', port })).status, 200, 'serves again on the same address')
 
@@ -219,7 +238,13 @@ test('reload, stop and status of a name that is not running fail with a clear me
   const rt = await runtime(t)
   // Another master runs meanwhile: the message is about the name asked for.
   await rt.master('alive', { count: 1 })
-  for (const args of [['reload', 'ghost'], ['stop', 'ghost'], ['stop', 'ghost', '--force'], ['status', 'ghost'], ['status', 'ghost', '--json']]) {
+  for (const args of [
+    ['reload', 'ghost'],
+    ['stop', 'ghost'],
+    ['stop', 'ghost', '--force'],
+    ['status', 'ghost'],
+    ['status', 'ghost', '--json'],
+  ]) {
     const r = await rt.cli(args)
     t.is(r.code, 1, args.join(' '))
     t.regex(r.stderr, /no baton master named "ghost" is running/, args.join(' '))
@@ -261,7 +286,13 @@ test('with two masters running, reload/stop without a name ask to name one and s
   t.is(json.code, 0, json.stderr)
   const all = JSON.parse(json.stdout) as Status[]
   t.true(Array.isArray(all))
-  t.deepEqual(all.map((s) => [s.name, s.pid]), [['alpha', alpha.pid], ['beta', beta.pid]])
+  t.deepEqual(
+    all.map((s) => [s.name, s.pid]),
+    [
+      ['alpha', alpha.pid],
+      ['beta', beta.pid],
+    ],
+  )
 
   const named = await rt.cli(['reload', 'beta'])
   t.is(named.code, 0, named.stderr)
@@ -355,10 +386,24 @@ test('examples/http and examples/express-style serve, reload and stop under the 
   const root = fileURLToPath(new URL('..', import.meta.url))
   const httpPort = await freePort()
   const apiPort = await freePort()
-  const plain = await rt.master('app', { script: join(root, 'examples/http/app.mjs'), count: 2, listen: [`127.0.0.1:${httpPort}`] })
-  const users = await rt.master('users', { script: join(root, 'examples/express-style/app.mjs'), count: 2, listen: [`127.0.0.1:${apiPort}`] })
-  t.regex((await httpGet({ host: '127.0.0.1', port: httpPort })).body, /^hello from worker [01] \(pid \d+, generation 1, started /)
-  t.deepEqual(JSON.parse((await httpGet({ host: '127.0.0.1', port: apiPort, path: '/users/1' })).body), { id: 1, name: 'Ada' })
+  const plain = await rt.master('app', {
+    script: join(root, 'examples/http/app.mjs'),
+    count: 2,
+    listen: [`127.0.0.1:${httpPort}`],
+  })
+  const users = await rt.master('users', {
+    script: join(root, 'examples/express-style/app.mjs'),
+    count: 2,
+    listen: [`127.0.0.1:${apiPort}`],
+  })
+  t.regex(
+    (await httpGet({ host: '127.0.0.1', port: httpPort })).body,
+    /^hello from worker [01] \(pid \d+, generation 1, started /,
+  )
+  t.deepEqual(JSON.parse((await httpGet({ host: '127.0.0.1', port: apiPort, path: '/users/1' })).body), {
+    id: 1,
+    name: 'Ada',
+  })
   t.is((await httpGet({ host: '127.0.0.1', port: apiPort, path: '/nope' })).status, 404)
   for (const name of ['app', 'users']) {
     const r = await rt.cli(['reload', name])
@@ -368,8 +413,13 @@ test('examples/http and examples/express-style serve, reload and stop under the 
   t.regex((await httpGet({ host: '127.0.0.1', port: httpPort })).body, /generation 2/)
   t.like(JSON.parse((await httpGet({ host: '127.0.0.1', port: apiPort })).body), { service: 'users', generation: 2 })
   // The old express-style workers closed their pool after draining.
-  await users.log.waitFor(/\[worker 0\] pool closed[\s\S]*\[worker 1\] pool closed|\[worker 1\] pool closed[\s\S]*\[worker 0\] pool closed/)
-  for (const [name, master] of [['app', plain], ['users', users]] as const) {
+  await users.log.waitFor(
+    /\[worker 0\] pool closed[\s\S]*\[worker 1\] pool closed|\[worker 1\] pool closed[\s\S]*\[worker 0\] pool closed/,
+  )
+  for (const [name, master] of [
+    ['app', plain],
+    ['users', users],
+  ] as const) {
     const r = await rt.cli(['stop', name])
     t.is(r.code, 0, r.stderr)
     t.deepEqual(await withTimeout(master.exited, 10_000, `${name} exit`), { code: 0, signal: null })

@@ -54,10 +54,7 @@ test('a config file with two groups starts both, and each serves', async (t) => 
   const fleet = await startFleet(t, { cwd: dir.path, expectWorkers: 3 })
   const status = await fleet.status()
   t.is(status.name, 'fleet')
-  t.deepEqual(
-    status.workers.map((w) => `${w.group}#${w.id}`).sort(),
-    ['jobs#0', 'web#0', 'web#1'],
-  )
+  t.deepEqual(status.workers.map((w) => `${w.group}#${w.id}`).sort(), ['jobs#0', 'web#0', 'web#1'])
   t.deepEqual([...(await greetings(webPort, 4))], ['hello'])
   t.is((await httpGet({ port: jobsPort, path: '/' })).body, 'v1')
 })
@@ -80,7 +77,10 @@ test('a wrong key fails at start, naming the file and the key; so do bad JSON an
   writeFileSync(file, `export default { groups: { web: { script: 'missing.mjs' } } }\n`)
   const missingScript = await runCli(['start', '--config', file], env)
   t.is(missingScript.code, 2)
-  t.true(missingScript.stderr.includes(`${file}: groups.web.script: ${join(dir.path, 'missing.mjs')} does not exist`), missingScript.stderr)
+  t.true(
+    missingScript.stderr.includes(`${file}: groups.web.script: ${join(dir.path, 'missing.mjs')} does not exist`),
+    missingScript.stderr,
+  )
 
   const json = join(dir.path, 'baton.config.json')
   writeFileSync(json, '{ "groups": { "web": { "script": "app.mjs", } } }')
@@ -157,7 +157,15 @@ test('a CommonJS config is re-read on reload too, and start flags override it', 
   const cjs = (greeting: string) =>
     `module.exports = () => (${JSON.stringify({
       name: 'fleet',
-      groups: { web: { script: '../app-link.mjs', cwd: 'sub', count: 3, listen: `127.0.0.1:${webPort}`, env: { APP_GREETING: greeting } } },
+      groups: {
+        web: {
+          script: '../app-link.mjs',
+          cwd: 'sub',
+          count: 3,
+          listen: `127.0.0.1:${webPort}`,
+          env: { APP_GREETING: greeting },
+        },
+      },
     })})\n`
   // Relative script and cwd resolve against the file's directory.
   const { mkdirSync, symlinkSync } = await import('node:fs')
@@ -180,7 +188,10 @@ test('SIGHUP re-reads the config file too', async (t) => {
   writeFileSync(file, mjsConfig({ webPort, greeting: 'hup' }))
   process.kill(fleet.pid, 'SIGHUP')
   await waitFor(async () => (await reloadReport(fleet))?.outcome === 'done', { message: 'the SIGHUP reload is done' })
-  t.deepEqual((await reloadReport(fleet))?.changes.map((c) => c.setting), ['env'])
+  t.deepEqual(
+    (await reloadReport(fleet))?.changes.map((c) => c.setting),
+    ['env'],
+  )
   t.deepEqual([...(await greetings(webPort))], ['hup'])
 })
 
@@ -189,8 +200,19 @@ test('supervisor.reconfigure() applies per-worker settings to the next reload an
   const dir = await tmpDir('baton-config-')
   t.teardown(() => dir.cleanup())
   const port = await freePort()
-  const web = (greeting: string, count = 1) => ({ script: APP, count, listen: `127.0.0.1:${port}`, env: { APP_GREETING: greeting } })
-  const sup = new Supervisor({ name: 'api', runtimeDir: dir.path, log: false, handleSignals: false, groups: { web: web('a') } })
+  const web = (greeting: string, count = 1) => ({
+    script: APP,
+    count,
+    listen: `127.0.0.1:${port}`,
+    env: { APP_GREETING: greeting },
+  })
+  const sup = new Supervisor({
+    name: 'api',
+    runtimeDir: dir.path,
+    log: false,
+    handleSignals: false,
+    groups: { web: web('a') },
+  })
   t.teardown(() => sup.stop({ force: true }))
   await sup.start()
   t.throws(() => sup.reconfigure({ groups: { web: { ...web('b'), stopTimeout: -1 } } }), {
@@ -208,7 +230,10 @@ test('supervisor.reconfigure() applies per-worker settings to the next reload an
   )
   t.is((await httpGet({ port, path: '/greeting' })).body, 'a', 'applies to new workers only')
   const report = await sup.reload()
-  t.deepEqual(report.changes.map((c) => c.setting), ['env', 'count', 'group'])
+  t.deepEqual(
+    report.changes.map((c) => c.setting),
+    ['env', 'count', 'group'],
+  )
   t.true(report.message.includes('group extra (added)'), report.message)
   t.is((await httpGet({ port, path: '/greeting' })).body, 'b')
   t.is(sup.status().workers.length, 1)

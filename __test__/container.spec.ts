@@ -32,7 +32,12 @@ function processes(): Proc[] {
     }
     const close = stat.lastIndexOf(')')
     const [state, ppid] = stat.slice(close + 2).split(' ')
-    out.push({ pid: Number(name), ppid: Number(ppid), state: state ?? '?', comm: stat.slice(stat.indexOf('(') + 1, close) })
+    out.push({
+      pid: Number(name),
+      ppid: Number(ppid),
+      state: state ?? '?',
+      comm: stat.slice(stat.indexOf('(') + 1, close),
+    })
   }
   return out
 }
@@ -42,7 +47,7 @@ function descendants(root: number): Proc[] {
   const all = processes()
   const found: Proc[] = []
   const parents = new Set([root])
-  for (let grew = true; grew; ) {
+  for (let grew = true; grew;) {
     grew = false
     for (const p of all) {
       if (parents.has(p.ppid) && !parents.has(p.pid)) {
@@ -72,8 +77,22 @@ test.serial('as PID 1 the master reaps orphans, keeps serving, and stops with ex
   // --kill-child: should the test fail, killing unshare also kills the namespace's PID 1.
   const unshare = tracker.spawn(
     'unshare',
-    ['--pid', '--fork', '--mount-proc', '--kill-child', process.execPath, BATON, 'start', fixture('orphans.mjs'),
-      '--name', 'box', '--count', '2', '--listen', `127.0.0.1:${port}`],
+    [
+      '--pid',
+      '--fork',
+      '--mount-proc',
+      '--kill-child',
+      process.execPath,
+      BATON,
+      'start',
+      fixture('orphans.mjs'),
+      '--name',
+      'box',
+      '--count',
+      '2',
+      '--listen',
+      `127.0.0.1:${port}`,
+    ],
     { env, stdio: ['ignore', 'pipe', 'pipe'] },
   )
   const log = new OutputBuffer().follow(unshare.stderr)
@@ -102,7 +121,9 @@ test.serial('as PID 1 the master reaps orphans, keeps serving, and stops with ex
 
   // Slot 0's first worker left orphans and exited; it is restarted.
   await log.waitFor(/box#0 \(pid \d+\) exited with code 1; restarting/)
-  await waitFor(() => (log.text.match(/box#0 ready/g) ?? []).length >= 2, { message: `box#0 ready again:\n${log.text}` })
+  await waitFor(() => (log.text.match(/box#0 ready/g) ?? []).length >= 2, {
+    message: `box#0 ready again:\n${log.text}`,
+  })
 
   // More orphans, one per request; and the workers serve.
   const pids = new Set<string>()

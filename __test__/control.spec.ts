@@ -41,7 +41,10 @@ test('a SIGSTOPped master: baton status exits non-zero within 5 s, naming the ma
       t.not(r.code, 0, `baton ${args.join(' ')}`)
       t.true(elapsed < 5000, `baton ${args.join(' ')} took ${elapsed} ms`)
       t.true(r.stderr.includes(`baton master "${fleet.name}" (pid ${fleet.pid}) did not answer within 3 s`), r.stderr)
-      t.true(r.stderr.includes(`it is stopped (SIGSTOP or job control); resume it with kill -CONT ${fleet.pid}`), r.stderr)
+      t.true(
+        r.stderr.includes(`it is stopped (SIGSTOP or job control); resume it with kill -CONT ${fleet.pid}`),
+        r.stderr,
+      )
     }
   } finally {
     process.kill(fleet.pid, 'SIGCONT')
@@ -58,7 +61,12 @@ test('a reload that takes longer than the client timeout is kept alive by heartb
   const port = await freePort()
   // The new worker needs 4 s to become ready: between "reload:start" and the outcome the
   // master has nothing to report for longer than the 3 s client timeout.
-  const fleet = await startFleet(t, { script: APP, count: 1, listen: [`127.0.0.1:${port}`], env: { BOOT_DELAY_MS: '4000' } })
+  const fleet = await startFleet(t, {
+    script: APP,
+    count: 1,
+    listen: [`127.0.0.1:${port}`],
+    env: { BOOT_DELAY_MS: '4000' },
+  })
   const r = await fleet.cli(['reload', fleet.name])
   t.is(r.code, 0, r.stderr)
   t.true(r.stdout.includes('1 of 1 workers replaced'), r.stdout)
@@ -80,13 +88,20 @@ test('a master killed with -9 leaves a stale socket: the CLI says so, removes it
   t.false(existsSync(pidFile), 'the stale pid file was removed')
 
   // The same through a named request, on files a killed master left.
-  const again = await startFleet(t, { script: APP, name: fleet.name, count: 1, listen: [`127.0.0.1:${await freePort()}`] })
+  const again = await startFleet(t, {
+    script: APP,
+    name: fleet.name,
+    count: 1,
+    listen: [`127.0.0.1:${await freePort()}`],
+  })
   process.kill(again.pid, 'SIGKILL')
   await again.exited
   const named = await runCli(['status', again.name], { BATON_RUNTIME_DIR: again.runtimeDir })
   t.is(named.code, 1)
   t.true(
-    named.stderr.includes(`no baton master named "${again.name}" is running: pid ${again.pid} died without cleaning up`),
+    named.stderr.includes(
+      `no baton master named "${again.name}" is running: pid ${again.pid} died without cleaning up`,
+    ),
     named.stderr,
   )
   t.false(existsSync(join(again.runtimeDir, `${again.name}.sock`)))
@@ -116,12 +131,15 @@ test('the control server refuses an oversized request, drops a silent client, an
 
   // 64 idle connections fill the table; the 65th is told why and closed.
   for (let i = 0; i < 64; i++) clients.push(await rawClient(path))
-  await waitFor(async () => {
-    const extra = await rawClient(path)
-    clients.push(extra)
-    await withTimeout(extra.closed, 5000, 'the extra client to be closed')
-    return extra.out.text.includes('too many control connections (64 open)')
-  }, { message: 'the 65th connection to be refused' })
+  await waitFor(
+    async () => {
+      const extra = await rawClient(path)
+      clients.push(extra)
+      await withTimeout(extra.closed, 5000, 'the extra client to be closed')
+      return extra.out.text.includes('too many control connections (64 open)')
+    },
+    { message: 'the 65th connection to be refused' },
+  )
   for (const c of clients) c.socket.destroy()
   // Once they are gone, the CLI is served again, and the master never stopped serving.
   await waitFor(async () => (await fleet.cli(['status', fleet.name])).code === 0, { message: 'status after the flood' })

@@ -40,7 +40,10 @@ async function reloadTo(t: Parameters<typeof startFleet>[0], f: DropInFleet, ver
   const reload = await f.fleet.cli(['reload', f.fleet.name])
   t.is(reload.code, 0, reload.stderr)
   const after = await f.fleet.workerPids()
-  t.true(after.every((pid) => !before.has(pid)), 'every worker replaced')
+  t.true(
+    after.every((pid) => !before.has(pid)),
+    'every worker replaced',
+  )
 }
 
 for (const [framework, script] of [
@@ -48,67 +51,77 @@ for (const [framework, script] of [
   ['Fastify 5', 'fastify.mjs'],
   ['Koa', 'koa.mjs'],
 ] as const) {
-  test.serial(`${framework} without a baton import: 3 reloads under keep-alive load, 0 failed requests, new code served`, async (t) => {
-    const f = await dropInFleet(t, example(script), 2)
-    const status = await f.fleet.status()
-    t.deepEqual(
-      status.groups[0]?.sockets?.map((s) => s.from),
-      ['drop-in'],
-      'the master created the socket on the first listen() and lists it',
-    )
-    t.true(status.groups[0]?.listen[0]?.endsWith(`:${f.port}`), JSON.stringify(status.groups[0]?.listen))
-    const load = startLoad({ port: f.port, connections: 16 })
-    t.teardown(() => load.stop())
-    for (const version of ['v2', 'v3', 'v4']) await reloadTo(t, f, version)
-    await waitFor(() => (load.snapshot().bodies.v4 ?? 0) > 50, { message: 'v4 served' })
-    const result = await load.stop()
-    t.log(`requests ${result.requests}, ok ${result.ok}, errors ${result.errors} ${JSON.stringify(result.bodies)}`)
-    assertNoFailedRequests(t, result)
-  })
+  test.serial(
+    `${framework} without a baton import: 3 reloads under keep-alive load, 0 failed requests, new code served`,
+    async (t) => {
+      const f = await dropInFleet(t, example(script), 2)
+      const status = await f.fleet.status()
+      t.deepEqual(
+        status.groups[0]?.sockets?.map((s) => s.from),
+        ['drop-in'],
+        'the master created the socket on the first listen() and lists it',
+      )
+      t.true(status.groups[0]?.listen[0]?.endsWith(`:${f.port}`), JSON.stringify(status.groups[0]?.listen))
+      const load = startLoad({ port: f.port, connections: 16 })
+      t.teardown(() => load.stop())
+      for (const version of ['v2', 'v3', 'v4']) await reloadTo(t, f, version)
+      await waitFor(() => (load.snapshot().bodies.v4 ?? 0) > 50, { message: 'v4 served' })
+      const result = await load.stop()
+      t.log(`requests ${result.requests}, ok ${result.ok}, errors ${result.errors} ${JSON.stringify(result.bodies)}`)
+      assertNoFailedRequests(t, result)
+    },
+  )
 }
 
-test.serial('a @grpc/grpc-js server without a baton import: a unary-call load through 3 reloads, 0 failed calls', async (t) => {
-  const require = createRequire(import.meta.url)
-  const grpc = require('@grpc/grpc-js') as typeof import('@grpc/grpc-js')
-  const { versionService } = (await import(example('grpc-service.mjs'))) as { versionService: import('@grpc/grpc-js').ServiceDefinition }
-  const f = await dropInFleet(t, example('grpc.mjs'), 2)
-  const Client = grpc.makeGenericClientConstructor(versionService, 'Version')
-  const client = new Client(`127.0.0.1:${f.port}`, grpc.credentials.createInsecure()) as InstanceType<typeof Client> & {
-    get(req: object, cb: (err: Error | null, res?: { version: string }) => void): void
-  }
-  t.teardown(() => client.close())
-  const counts = { ok: 0, failed: 0, failures: [] as string[], versions: {} as Record<string, number> }
-  let stopped = false
-  const lane = async (): Promise<void> => {
-    while (!stopped) {
-      await new Promise<void>((resolve) =>
-        client.get({}, (err, res) => {
-          if (err) {
-            counts.failed += 1
-            counts.failures.push(err.message)
-          } else if (res) {
-            counts.ok += 1
-            counts.versions[res.version] = (counts.versions[res.version] ?? 0) + 1
-          }
-          resolve()
-        }),
-      )
+test.serial(
+  'a @grpc/grpc-js server without a baton import: a unary-call load through 3 reloads, 0 failed calls',
+  async (t) => {
+    const require = createRequire(import.meta.url)
+    const grpc = require('@grpc/grpc-js') as typeof import('@grpc/grpc-js')
+    const { versionService } = (await import(example('grpc-service.mjs'))) as {
+      versionService: import('@grpc/grpc-js').ServiceDefinition
     }
-  }
-  const lanes = Array.from({ length: 8 }, lane)
-  t.teardown(async () => {
+    const f = await dropInFleet(t, example('grpc.mjs'), 2)
+    const Client = grpc.makeGenericClientConstructor(versionService, 'Version')
+    const client = new Client(`127.0.0.1:${f.port}`, grpc.credentials.createInsecure()) as InstanceType<
+      typeof Client
+    > & {
+      get(req: object, cb: (err: Error | null, res?: { version: string }) => void): void
+    }
+    t.teardown(() => client.close())
+    const counts = { ok: 0, failed: 0, failures: [] as string[], versions: {} as Record<string, number> }
+    let stopped = false
+    const lane = async (): Promise<void> => {
+      while (!stopped) {
+        await new Promise<void>((resolve) =>
+          client.get({}, (err, res) => {
+            if (err) {
+              counts.failed += 1
+              counts.failures.push(err.message)
+            } else if (res) {
+              counts.ok += 1
+              counts.versions[res.version] = (counts.versions[res.version] ?? 0) + 1
+            }
+            resolve()
+          }),
+        )
+      }
+    }
+    const lanes = Array.from({ length: 8 }, lane)
+    t.teardown(async () => {
+      stopped = true
+      await Promise.all(lanes)
+    })
+    await waitFor(() => counts.ok > 20, { message: 'calls answered before the reloads' })
+    for (const version of ['v2', 'v3', 'v4']) await reloadTo(t, f, version)
+    await waitFor(() => (counts.versions.v4 ?? 0) > 20, { message: 'v4 answering' })
     stopped = true
     await Promise.all(lanes)
-  })
-  await waitFor(() => counts.ok > 20, { message: 'calls answered before the reloads' })
-  for (const version of ['v2', 'v3', 'v4']) await reloadTo(t, f, version)
-  await waitFor(() => (counts.versions.v4 ?? 0) > 20, { message: 'v4 answering' })
-  stopped = true
-  await Promise.all(lanes)
-  t.log(JSON.stringify({ ok: counts.ok, failed: counts.failed, versions: counts.versions }))
-  t.true(counts.ok > 200, `calls made: ${counts.ok}`)
-  t.is(counts.failed, 0, counts.failures.slice(0, 5).join('; '))
-})
+    t.log(JSON.stringify({ ok: counts.ok, failed: counts.failed, versions: counts.versions }))
+    t.true(counts.ok > 200, `calls made: ${counts.ok}`)
+    t.is(counts.failed, 0, counts.failures.slice(0, 5).join('; '))
+  },
+)
 
 test('which listen() calls drop-in mode takes: TCP ports in every argument form; paths, fds and handles are left to Node', async (t) => {
   const { portTarget } = await import('../src/preload.js')
@@ -126,36 +139,48 @@ test('which listen() calls drop-in mode takes: TCP ports in every argument form;
   t.is(portTarget([70000]), undefined)
 })
 
-test.serial('a ws server without a baton import: clients get close code 1012 on reload and reconnect to the new code', async (t) => {
-  const f = await dropInFleet(t, example('ws.mjs'), 2)
-  const connect = (): Promise<{ ws: WebSocket; first: string; closed: Promise<number> }> =>
-    new Promise((resolve, reject) => {
-      const ws = new WebSocket(`ws://127.0.0.1:${f.port}/`)
-      const closed = new Promise<number>((done) => ws.on('close', (code) => done(code)))
-      ws.once('message', (data) => resolve({ ws, first: String(data), closed }))
-      ws.once('error', reject)
-    })
-  const clients = await Promise.all([connect(), connect()])
-  t.teardown(() => clients.forEach((c) => c.ws.terminate()))
-  t.deepEqual(clients.map((c) => c.first), ['v1', 'v1'])
-  await reloadTo(t, f, 'v2')
-  t.deepEqual(await Promise.all(clients.map((c) => c.closed)), [1012, 1012])
-  const again = await connect()
-  t.teardown(() => again.ws.terminate())
-  t.is(again.first, 'v2')
-})
+test.serial(
+  'a ws server without a baton import: clients get close code 1012 on reload and reconnect to the new code',
+  async (t) => {
+    const f = await dropInFleet(t, example('ws.mjs'), 2)
+    const connect = (): Promise<{ ws: WebSocket; first: string; closed: Promise<number> }> =>
+      new Promise((resolve, reject) => {
+        const ws = new WebSocket(`ws://127.0.0.1:${f.port}/`)
+        const closed = new Promise<number>((done) => ws.on('close', (code) => done(code)))
+        ws.once('message', (data) => resolve({ ws, first: String(data), closed }))
+        ws.once('error', reject)
+      })
+    const clients = await Promise.all([connect(), connect()])
+    t.teardown(() => clients.forEach((c) => c.ws.terminate()))
+    t.deepEqual(
+      clients.map((c) => c.first),
+      ['v1', 'v1'],
+    )
+    await reloadTo(t, f, 'v2')
+    t.deepEqual(await Promise.all(clients.map((c) => c.closed)), [1012, 1012])
+    const again = await connect()
+    t.teardown(() => again.ws.terminate())
+    t.is(again.first, 'v2')
+  },
+)
 
-test.serial('a CommonJS app without a baton import: served by every worker on the master socket, and a reload replaces them', async (t) => {
-  const f = await dropInFleet(t, fixture('plain-listen.cjs'), 2)
-  const pids = new Set<string>()
-  await waitFor(async () => {
-    pids.add((await httpGet({ port: f.port, path: '/' })).body)
-    return pids.size === 2
-  }, { message: 'both workers answer' })
-  await reloadTo(t, f, 'v2')
-  const after = (await httpGet({ port: f.port, path: '/' })).body
-  t.false(pids.has(after), `a new worker answers (${after})`)
-})
+test.serial(
+  'a CommonJS app without a baton import: served by every worker on the master socket, and a reload replaces them',
+  async (t) => {
+    const f = await dropInFleet(t, fixture('plain-listen.cjs'), 2)
+    const pids = new Set<string>()
+    await waitFor(
+      async () => {
+        pids.add((await httpGet({ port: f.port, path: '/' })).body)
+        return pids.size === 2
+      },
+      { message: 'both workers answer' },
+    )
+    await reloadTo(t, f, 'v2')
+    const after = (await httpGet({ port: f.port, path: '/' })).body
+    t.false(pids.has(after), `a new worker answers (${after})`)
+  },
+)
 
 /** The `flags:` (octal) of process `pid`'s listening TCP socket on `port`, from /proc. */
 function listenSocketFlags(pid: number, port: number): number | undefined {
@@ -182,13 +207,16 @@ function listenSocketFlags(pid: number, port: number): number | undefined {
   return undefined
 }
 
-test.serial('the socket a drop-in worker gets is non-blocking, so a worker that loses the race for a connection never blocks in accept()', async (t) => {
-  if (process.platform !== 'linux') return t.pass('reads /proc')
-  const f = await dropInFleet(t, example('koa.mjs'), 2)
-  const O_NONBLOCK = 0o4000
-  for (const pid of [f.fleet.pid, ...(await f.fleet.workerPids())]) {
-    const flags = listenSocketFlags(pid, f.port)
-    t.not(flags, undefined, `pid ${pid} holds the listening socket`)
-    t.true(((flags ?? 0) & O_NONBLOCK) !== 0, `pid ${pid}: flags ${(flags ?? 0).toString(8)} lack O_NONBLOCK`)
-  }
-})
+test.serial(
+  'the socket a drop-in worker gets is non-blocking, so a worker that loses the race for a connection never blocks in accept()',
+  async (t) => {
+    if (process.platform !== 'linux') return t.pass('reads /proc')
+    const f = await dropInFleet(t, example('koa.mjs'), 2)
+    const O_NONBLOCK = 0o4000
+    for (const pid of [f.fleet.pid, ...(await f.fleet.workerPids())]) {
+      const flags = listenSocketFlags(pid, f.port)
+      t.not(flags, undefined, `pid ${pid} holds the listening socket`)
+      t.true(((flags ?? 0) & O_NONBLOCK) !== 0, `pid ${pid}: flags ${(flags ?? 0).toString(8)} lack O_NONBLOCK`)
+    }
+  },
+)

@@ -42,7 +42,11 @@ interface Mode {
 
 const MODES: Mode[] = [
   { name: 'pidfd', env: {}, expected: (n) => ({ pidfds: n, waiters: 0 }) },
-  { name: 'BATON_NO_PIDFD=1 (waiter threads)', env: { BATON_NO_PIDFD: '1' }, expected: (n) => ({ pidfds: 0, waiters: n }) },
+  {
+    name: 'BATON_NO_PIDFD=1 (waiter threads)',
+    env: { BATON_NO_PIDFD: '1' },
+    expected: (n) => ({ pidfds: 0, waiters: n }),
+  },
 ]
 
 /** Wait until the master's watchers are those of `n` workers (a reaped worker's go soon after). */
@@ -69,49 +73,55 @@ function childrenAre(fleet: Fleet, pids: number[]): boolean {
 for (const mode of MODES) {
   const linuxOnly = process.platform === 'linux' ? test : test.skip
 
-  linuxOnly(`${mode.name}: a kill -9 is seen and restarted, a reload reaps the old workers, a stop reaps the last; nothing left behind`, async (t) => {
-    const vf = await versionedFleet(t, { count: 2, env: mode.env })
-    const { fleet } = vf
-    t.deepEqual(watchers(fleet.pid), mode.expected(2))
+  linuxOnly(
+    `${mode.name}: a kill -9 is seen and restarted, a reload reaps the old workers, a stop reaps the last; nothing left behind`,
+    async (t) => {
+      const vf = await versionedFleet(t, { count: 2, env: mode.env })
+      const { fleet } = vf
+      t.deepEqual(watchers(fleet.pid), mode.expected(2))
 
-    const [victim, other] = await fleet.workerPids()
-    if (victim === undefined || other === undefined) throw new Error('two workers expected')
-    process.kill(victim, 'SIGKILL')
-    await fleet.log.waitFor(new RegExp(`\\(pid ${victim}\\) killed by SIGKILL; restarting in \\d+ ms`))
-    const restarted = await waitFor(
-      async () => {
-        const s = await fleet.status()
-        const pids = s.workers.flatMap((w) => (w.pid === null ? [] : [w.pid]))
-        const ready = s.workers.every((w) => w.state === 'ready') && pids.length === 2 && !pids.includes(victim)
-        return ready ? s : undefined
-      },
-      { message: `the killed slot restarted; master log:\n${fleet.log.text}` },
-    )
-    t.is(restarted.workers.reduce((sum, w) => sum + w.restarts, 0), 1)
-    t.is(restarted.workers.find((w) => w.pid !== other)?.lastExit, 'killed by SIGKILL')
-    await watchersSettle(fleet, mode, 2)
-    t.is(zombieChildren(fleet.pid), 0)
+      const [victim, other] = await fleet.workerPids()
+      if (victim === undefined || other === undefined) throw new Error('two workers expected')
+      process.kill(victim, 'SIGKILL')
+      await fleet.log.waitFor(new RegExp(`\\(pid ${victim}\\) killed by SIGKILL; restarting in \\d+ ms`))
+      const restarted = await waitFor(
+        async () => {
+          const s = await fleet.status()
+          const pids = s.workers.flatMap((w) => (w.pid === null ? [] : [w.pid]))
+          const ready = s.workers.every((w) => w.state === 'ready') && pids.length === 2 && !pids.includes(victim)
+          return ready ? s : undefined
+        },
+        { message: `the killed slot restarted; master log:\n${fleet.log.text}` },
+      )
+      t.is(
+        restarted.workers.reduce((sum, w) => sum + w.restarts, 0),
+        1,
+      )
+      t.is(restarted.workers.find((w) => w.pid !== other)?.lastExit, 'killed by SIGKILL')
+      await watchersSettle(fleet, mode, 2)
+      t.is(zombieChildren(fleet.pid), 0)
 
-    vf.deploy('v2')
-    const before = await fleet.workerPids()
-    const reload = await fleet.cli(['reload', fleet.name])
-    t.is(reload.code, 0, reload.stderr)
-    const after = await fleet.workerPids()
-    t.is(after.length, 2)
-    for (const pid of before) {
-      t.false(after.includes(pid))
-      t.regex(fleet.log.text, new RegExp(`\\(pid ${pid}\\) exited with code 0`))
-    }
-    await waitFor(() => childrenAre(fleet, after), { message: `only the new workers are children of the master` })
-    await watchersSettle(fleet, mode, 2)
-    t.is(zombieChildren(fleet.pid), 0)
+      vf.deploy('v2')
+      const before = await fleet.workerPids()
+      const reload = await fleet.cli(['reload', fleet.name])
+      t.is(reload.code, 0, reload.stderr)
+      const after = await fleet.workerPids()
+      t.is(after.length, 2)
+      for (const pid of before) {
+        t.false(after.includes(pid))
+        t.regex(fleet.log.text, new RegExp(`\\(pid ${pid}\\) exited with code 0`))
+      }
+      await waitFor(() => childrenAre(fleet, after), { message: `only the new workers are children of the master` })
+      await watchersSettle(fleet, mode, 2)
+      t.is(zombieChildren(fleet.pid), 0)
 
-    const stop = await fleet.cli(['stop', fleet.name])
-    t.is(stop.code, 0, stop.stderr)
-    t.deepEqual(await fleet.exited, { code: 0, signal: null })
-    for (const pid of after) t.regex(fleet.log.text, new RegExp(`\\(pid ${pid}\\) exited with code 0`))
-    t.regex(fleet.log.text, /all workers stopped/)
-  })
+      const stop = await fleet.cli(['stop', fleet.name])
+      t.is(stop.code, 0, stop.stderr)
+      t.deepEqual(await fleet.exited, { code: 0, signal: null })
+      for (const pid of after) t.regex(fleet.log.text, new RegExp(`\\(pid ${pid}\\) exited with code 0`))
+      t.regex(fleet.log.text, /all workers stopped/)
+    },
+  )
 
   linuxOnly(`${mode.name}: workers that ignore SIGTERM get it, then SIGKILL at the stop timeout`, async (t) => {
     const port = await freePort()

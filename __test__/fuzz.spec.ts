@@ -43,9 +43,13 @@ function message(r: () => number): Buffer {
       return b
     }
     case 2: // huge numbers and odd values
-      return Buffer.from(`{"cmd":${pick(['1e999', '-0', '123456789012345678901234567890', 'null', 'true', '[]', '{}', '"status\\u0000"'])},"force":${pick(['1e999', '"yes"', 'null', '2'])}}`)
+      return Buffer.from(
+        `{"cmd":${pick(['1e999', '-0', '123456789012345678901234567890', 'null', 'true', '[]', '{}', '"status\\u0000"'])},"force":${pick(['1e999', '"yes"', 'null', '2'])}}`,
+      )
     case 3: // unicode
-      return Buffer.from(`{"cmd":"${pick(['stätus', 'st\u0000atus', '\u{1F600}', '\uFFFF', 'ＳＴＯＰ', 'r\u0301eload'])}","x":"${'\u00e9\u4e2d\u{1F4A9}'.repeat(Math.floor(r() * 50))}"}`)
+      return Buffer.from(
+        `{"cmd":"${pick(['stätus', 'st\u0000atus', '\u{1F600}', '\uFFFF', 'ＳＴＯＰ', 'r\u0301eload'])}","x":"${'\u00e9\u4e2d\u{1F4A9}'.repeat(Math.floor(r() * 50))}"}`,
+      )
     case 4: {
       // nested JSON
       const depth = pick([10, 127, 128, 129, 1000, 20_000])
@@ -62,11 +66,26 @@ function message(r: () => number): Buffer {
     case 7: // long lines around the 64 KiB limit
       return Buffer.from(`{"cmd":"status","pad":"${'p'.repeat(pick([100, 65_000, 65_510, 65_600, 200_000]))}"}`)
     case 8: // duplicate and extra keys
-      return Buffer.from(`{"cmd":"status","cmd":${pick(['"status"', '"dance"', '1'])},"force":true,"extra":{"a":[1,2,{"b":null}]}}`)
+      return Buffer.from(
+        `{"cmd":"status","cmd":${pick(['"status"', '"dance"', '1'])},"force":true,"extra":{"a":[1,2,{"b":null}]}}`,
+      )
     case 9: // whitespace and control characters around it
-      return Buffer.from(`${pick(['', ' ', '\t', '\r', '\u00a0', '\u2028', '\f'])}${base.toString()}${pick(['', '\r', ' \t', '\u0085'])}`)
+      return Buffer.from(
+        `${pick(['', ' ', '\t', '\r', '\u00a0', '\u2028', '\f'])}${base.toString()}${pick(['', '\r', ' \t', '\u0085'])}`,
+      )
     case 10: // not an object
-      return Buffer.from(pick(['"status"', '["status"]', '42', 'null', 'status', '{cmd:status}', "{'cmd':'status'}", '{"cmd":"status",}']))
+      return Buffer.from(
+        pick([
+          '"status"',
+          '["status"]',
+          '42',
+          'null',
+          'status',
+          '{cmd:status}',
+          "{'cmd':'status'}",
+          '{"cmd":"status",}',
+        ]),
+      )
     default: // a valid request (status only: a reload or stop would change what is checked)
       return Buffer.from(VALID[0] as string)
   }
@@ -81,7 +100,10 @@ function message(r: () => number): Buffer {
 function wouldChangeTheFleet(stream: Buffer): boolean {
   const nl = stream.indexOf(0x0a)
   if (nl < 0 || nl >= 65_536) return false
-  const line = stream.subarray(0, nl).toString('utf8').replace(/^[\s\u0085\u180e]+|[\s\u0085\u180e]+$/gu, '')
+  const line = stream
+    .subarray(0, nl)
+    .toString('utf8')
+    .replace(/^[\s\u0085\u180e]+|[\s\u0085\u180e]+$/gu, '')
   try {
     const v = JSON.parse(line) as unknown
     if (v === null || typeof v !== 'object' || Array.isArray(v)) return false
@@ -130,67 +152,85 @@ function sendOne(path: string, stream: Buffer, abrupt: boolean): Promise<Outcome
   })
 }
 
-test.serial('live fuzz: 10,000+ random and mutated control messages leave the master, its workers and its resources as they were', async (t) => {
-  const port = await freePort()
-  const fleet = await startFleet(t, { script: APP, count: 2, listen: [`127.0.0.1:${port}`] })
-  const path = join(fleet.runtimeDir, `${fleet.name}.sock`)
-  const before = await fleet.status()
-  const res0 = resources(fleet.pid)
-  const seed = Date.now() >>> 0
-  t.log(`seed ${seed}`)
-  const r = rng(seed)
-  let messages = 0
-  let connections = 0
-  let answered = 0
-  let errors = 0
-  let guarded = 0
-  const lanes = 16
-  const target = 10_500
-  const lane = async (): Promise<void> => {
-    while (messages < target || connections < 4000) {
-      // Most connections carry one message, a quarter many (only the first line
-      // is a request; the rest must be read and ignored).
-      const many = r() < 0.25
-      const parts = Array.from({ length: many ? 2 + Math.floor(r() * 30) : 1 }, () => message(r))
-      const glue = many && r() < 0.5 ? Buffer.from('\n') : Buffer.alloc(0)
-      let stream = Buffer.concat(parts.flatMap((p) => [p, glue]))
-      if (r() < 0.7) stream = Buffer.concat([stream, Buffer.from('\n')])
-      if (wouldChangeTheFleet(stream)) {
-        guarded += 1
-        stream = Buffer.concat([Buffer.from('#'), stream])
+test.serial(
+  'live fuzz: 10,000+ random and mutated control messages leave the master, its workers and its resources as they were',
+  async (t) => {
+    const port = await freePort()
+    const fleet = await startFleet(t, { script: APP, count: 2, listen: [`127.0.0.1:${port}`] })
+    const path = join(fleet.runtimeDir, `${fleet.name}.sock`)
+    const before = await fleet.status()
+    const res0 = resources(fleet.pid)
+    const seed = Date.now() >>> 0
+    t.log(`seed ${seed}`)
+    const r = rng(seed)
+    let messages = 0
+    let connections = 0
+    let answered = 0
+    let errors = 0
+    let guarded = 0
+    const lanes = 16
+    const target = 10_500
+    const lane = async (): Promise<void> => {
+      while (messages < target || connections < 4000) {
+        // Most connections carry one message, a quarter many (only the first line
+        // is a request; the rest must be read and ignored).
+        const many = r() < 0.25
+        const parts = Array.from({ length: many ? 2 + Math.floor(r() * 30) : 1 }, () => message(r))
+        const glue = many && r() < 0.5 ? Buffer.from('\n') : Buffer.alloc(0)
+        let stream = Buffer.concat(parts.flatMap((p) => [p, glue]))
+        if (r() < 0.7) stream = Buffer.concat([stream, Buffer.from('\n')])
+        if (wouldChangeTheFleet(stream)) {
+          guarded += 1
+          stream = Buffer.concat([Buffer.from('#'), stream])
+        }
+        messages += parts.length
+        connections += 1
+        const o = await sendOne(path, stream, r() < 0.05)
+        if (o.answered) answered += 1
+        if (o.error) errors += 1
       }
-      messages += parts.length
-      connections += 1
-      const o = await sendOne(path, stream, r() < 0.05)
-      if (o.answered) answered += 1
-      if (o.error) errors += 1
     }
-  }
-  const started = Date.now()
-  await Promise.all(Array.from({ length: lanes }, () => lane()))
-  const elapsed = Date.now() - started
-  const after = await fleet.status()
-  t.deepEqual(after.workers.map((w) => w.pid).sort(), before.workers.map((w) => w.pid).sort(), 'worker pids unchanged')
-  t.is(after.generation, before.generation)
-  t.true(after.workers.every((w) => w.state === 'ready' && w.restarts === 0))
-  await waitFor(() => resources(fleet.pid).fds === res0.fds, { timeoutMs: 10_000, message: `master fds back to ${res0.fds}` })
-  const res1 = resources(fleet.pid)
-  t.log(
-    `${messages} messages on ${connections} connections in ${elapsed} ms (${lanes} at once): ` +
-      `${answered} status answers, ${errors} error answers, ${guarded} made invalid because they were a reload or stop`,
-  )
-  t.log(`master before: ${describeResources(res0)}; after: ${describeResources(res1)}`)
-  t.true(messages >= 10_000)
-  t.true(errors > connections / 4, 'the master did parse and answer')
-  t.true(res1.rssBytes - res0.rssBytes < 30 * 1048576, `master RSS grew ${(res1.rssBytes - res0.rssBytes) / 1048576} MiB`)
-  t.is(res1.zombies, 0)
-})
+    const started = Date.now()
+    await Promise.all(Array.from({ length: lanes }, () => lane()))
+    const elapsed = Date.now() - started
+    const after = await fleet.status()
+    t.deepEqual(
+      after.workers.map((w) => w.pid).sort(),
+      before.workers.map((w) => w.pid).sort(),
+      'worker pids unchanged',
+    )
+    t.is(after.generation, before.generation)
+    t.true(after.workers.every((w) => w.state === 'ready' && w.restarts === 0))
+    await waitFor(() => resources(fleet.pid).fds === res0.fds, {
+      timeoutMs: 10_000,
+      message: `master fds back to ${res0.fds}`,
+    })
+    const res1 = resources(fleet.pid)
+    t.log(
+      `${messages} messages on ${connections} connections in ${elapsed} ms (${lanes} at once): ` +
+        `${answered} status answers, ${errors} error answers, ${guarded} made invalid because they were a reload or stop`,
+    )
+    t.log(`master before: ${describeResources(res0)}; after: ${describeResources(res1)}`)
+    t.true(messages >= 10_000)
+    t.true(errors > connections / 4, 'the master did parse and answer')
+    t.true(
+      res1.rssBytes - res0.rssBytes < 30 * 1048576,
+      `master RSS grew ${(res1.rssBytes - res0.rssBytes) / 1048576} MiB`,
+    )
+    t.is(res1.zombies, 0)
+  },
+)
 
 const asRoot = process.getuid?.() === 0 ? test : test.skip
-if (process.getuid?.() !== 0) test('peer check (needs root): skipped', (t) => t.log('not root: the peer-check test needs to run a client as another user'))
+if (process.getuid?.() !== 0)
+  test('peer check (needs root): skipped', (t) =>
+    t.log('not root: the peer-check test needs to run a client as another user'))
 
 /** A status request from a client running as `who` (or as us); what it saw. */
-function statusAs(path: string, who?: { uid: number; gid: number }): Promise<{ got: string; error: string | null; code: number | null }> {
+function statusAs(
+  path: string,
+  who?: { uid: number; gid: number },
+): Promise<{ got: string; error: string | null; code: number | null }> {
   const script = `
     const s = require('node:net').connect(process.argv[1]);
     let got = '', error = null;
@@ -218,27 +258,33 @@ function statusAs(path: string, who?: { uid: number; gid: number }): Promise<{ g
   })
 }
 
-asRoot('peer check: a client of another uid, with the dir and socket opened to it on purpose, is closed without an answer; the master is unaffected', async (t) => {
-  const who = nobody()
-  const port = await freePort()
-  const fleet = await startFleet(t, { script: APP, count: 1, listen: [`127.0.0.1:${port}`] })
-  const path = join(fleet.runtimeDir, `${fleet.name}.sock`)
-  const before = await fleet.status()
+asRoot(
+  'peer check: a client of another uid, with the dir and socket opened to it on purpose, is closed without an answer; the master is unaffected',
+  async (t) => {
+    const who = nobody()
+    const port = await freePort()
+    const fleet = await startFleet(t, { script: APP, count: 1, listen: [`127.0.0.1:${port}`] })
+    const path = join(fleet.runtimeDir, `${fleet.name}.sock`)
+    const before = await fleet.status()
 
-  // As shipped (dir 0700, socket 0600) the kernel keeps nobody out.
-  const closed = await withTimeout(statusAs(path, who), 10_000, 'client as nobody')
-  t.is(closed.error, 'EACCES', JSON.stringify(closed))
+    // As shipped (dir 0700, socket 0600) the kernel keeps nobody out.
+    const closed = await withTimeout(statusAs(path, who), 10_000, 'client as nobody')
+    t.is(closed.error, 'EACCES', JSON.stringify(closed))
 
-  // Opened on purpose: only the peer check stands between nobody and the master.
-  chmodSync(fleet.runtimeDir, 0o777)
-  chmodSync(path, 0o666)
-  const refused = await withTimeout(statusAs(path, who), 10_000, 'client as nobody')
-  t.log(`as nobody with 0777/0666: ${JSON.stringify(refused)}`)
-  t.is(refused.got, '', 'no answer to another uid')
-  t.not(refused.error, 'no close within 5 s', 'the connection is closed at once')
-  const mine = await withTimeout(statusAs(path), 10_000, 'client as root')
-  t.regex(mine.got, /"ok":true/, 'the same request from our uid is answered')
-  const after = await fleet.status()
-  t.deepEqual(after.workers.map((w) => w.pid), before.workers.map((w) => w.pid))
-  t.is(after.generation, before.generation)
-})
+    // Opened on purpose: only the peer check stands between nobody and the master.
+    chmodSync(fleet.runtimeDir, 0o777)
+    chmodSync(path, 0o666)
+    const refused = await withTimeout(statusAs(path, who), 10_000, 'client as nobody')
+    t.log(`as nobody with 0777/0666: ${JSON.stringify(refused)}`)
+    t.is(refused.got, '', 'no answer to another uid')
+    t.not(refused.error, 'no close within 5 s', 'the connection is closed at once')
+    const mine = await withTimeout(statusAs(path), 10_000, 'client as root')
+    t.regex(mine.got, /"ok":true/, 'the same request from our uid is answered')
+    const after = await fleet.status()
+    t.deepEqual(
+      after.workers.map((w) => w.pid),
+      before.workers.map((w) => w.pid),
+    )
+    t.is(after.generation, before.generation)
+  },
+)

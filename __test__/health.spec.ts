@@ -27,7 +27,8 @@ function probe(port: number, method = 'GET', path = '/'): Promise<Probe> {
       res.setEncoding('utf8')
       res.on('data', (c: string) => (body += c))
       res.on('end', () => {
-        const json = body && res.headers['content-type'] === 'application/json' ? (JSON.parse(body) as Status) : undefined
+        const json =
+          body && res.headers['content-type'] === 'application/json' ? (JSON.parse(body) as Status) : undefined
         resolve({ status: res.statusCode ?? 0, body, json })
       })
     })
@@ -49,31 +50,34 @@ function refused(port: number): Promise<boolean> {
   })
 }
 
-test.serial('a ready fleet answers 200 with the status JSON on every GET path and HEAD; the port is closed after stop', async (t) => {
-  const health = await freePort()
-  const { fleet } = await versionedFleet(t, { count: 2, flags: ['--health', `127.0.0.1:${health}`] })
-  for (const path of ['/', '/ready', '/healthz']) {
-    const r = await probe(health, 'GET', path)
-    t.is(r.status, 200, path)
-    t.is(r.json?.name, fleet.name)
-    t.is(r.json?.ready, true)
-    t.is(r.json?.notReadyReason, null)
-    t.is(r.json?.workers.length, 2)
-    t.true(r.json?.workers.every((w) => w.state === 'ready'))
-  }
-  const head = await probe(health, 'HEAD')
-  t.is(head.status, 200)
-  t.is(head.body, '')
-  t.is((await probe(health, 'POST')).status, 405)
-  t.regex(fleet.log.text, new RegExp(`health endpoint on 127\\.0\\.0\\.1:${health}`))
-  const status = await fleet.status()
-  t.is(status.ready, true, 'baton status --json carries ready too')
+test.serial(
+  'a ready fleet answers 200 with the status JSON on every GET path and HEAD; the port is closed after stop',
+  async (t) => {
+    const health = await freePort()
+    const { fleet } = await versionedFleet(t, { count: 2, flags: ['--health', `127.0.0.1:${health}`] })
+    for (const path of ['/', '/ready', '/healthz']) {
+      const r = await probe(health, 'GET', path)
+      t.is(r.status, 200, path)
+      t.is(r.json?.name, fleet.name)
+      t.is(r.json?.ready, true)
+      t.is(r.json?.notReadyReason, null)
+      t.is(r.json?.workers.length, 2)
+      t.true(r.json?.workers.every((w) => w.state === 'ready'))
+    }
+    const head = await probe(health, 'HEAD')
+    t.is(head.status, 200)
+    t.is(head.body, '')
+    t.is((await probe(health, 'POST')).status, 405)
+    t.regex(fleet.log.text, new RegExp(`health endpoint on 127\\.0\\.0\\.1:${health}`))
+    const status = await fleet.status()
+    t.is(status.ready, true, 'baton status --json carries ready too')
 
-  const stop = await fleet.cli(['stop', fleet.name])
-  t.is(stop.code, 0, stop.stderr)
-  t.deepEqual(await fleet.exited, { code: 0, signal: null })
-  t.true(await refused(health), 'the health port is closed once the master has stopped')
-})
+    const stop = await fleet.cli(['stop', fleet.name])
+    t.is(stop.code, 0, stop.stderr)
+    t.deepEqual(await fleet.exited, { code: 0, signal: null })
+    t.true(await refused(health), 'the health port is closed once the master has stopped')
+  },
+)
 
 test.serial('before the fleet is ready the endpoint answers 503 with the reason', async (t) => {
   const health = await freePort()
@@ -137,24 +141,27 @@ test.serial('a start-first reload keeps the endpoint at 200 throughout', async (
   t.is((await probe(health)).status, 200)
 })
 
-test.serial('a bad health address fails, naming health; a health port in use fails the start before any worker', async (t) => {
-  const dir = await tmpDir('baton-health-')
-  t.teardown(() => dir.cleanup())
-  const env = { BATON_RUNTIME_DIR: dir.path }
-  for (const bad of ['nonsense', '127.0.0.1:99999', 'ftp://x:1']) {
-    const r = await runCli(['start', fixture('app.mjs'), '--count', '1', '--health', bad], env)
-    t.is(r.code, 2, `${bad}: ${r.stderr}`)
-    t.regex(r.stderr, /health/, bad)
-  }
-  const e = t.throws(() => new Supervisor({ health: 42 as unknown as string }), { instanceOf: OptionsError })
-  t.is(e?.field, 'health')
+test.serial(
+  'a bad health address fails, naming health; a health port in use fails the start before any worker',
+  async (t) => {
+    const dir = await tmpDir('baton-health-')
+    t.teardown(() => dir.cleanup())
+    const env = { BATON_RUNTIME_DIR: dir.path }
+    for (const bad of ['nonsense', '127.0.0.1:99999', 'ftp://x:1']) {
+      const r = await runCli(['start', fixture('app.mjs'), '--count', '1', '--health', bad], env)
+      t.is(r.code, 2, `${bad}: ${r.stderr}`)
+      t.regex(r.stderr, /health/, bad)
+    }
+    const e = t.throws(() => new Supervisor({ health: 42 as unknown as string }), { instanceOf: OptionsError })
+    t.is(e?.field, 'health')
 
-  const busy = net.createServer()
-  await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => busy.close())
-  const port = (busy.address() as net.AddressInfo).port
-  const r = await runCli(['start', fixture('app.mjs'), '--count', '1', '--health', `127.0.0.1:${port}`], env)
-  t.is(r.code, 1, r.stderr)
-  t.regex(r.stderr, new RegExp(`health: cannot listen on 127\\.0\\.0\\.1:${port}: .*EADDRINUSE`))
-  t.notRegex(r.stderr, /app#0/, 'no worker was spawned')
-})
+    const busy = net.createServer()
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve))
+    t.teardown(() => busy.close())
+    const port = (busy.address() as net.AddressInfo).port
+    const r = await runCli(['start', fixture('app.mjs'), '--count', '1', '--health', `127.0.0.1:${port}`], env)
+    t.is(r.code, 1, r.stderr)
+    t.regex(r.stderr, new RegExp(`health: cannot listen on 127\\.0\\.0\\.1:${port}: .*EADDRINUSE`))
+    t.notRegex(r.stderr, /app#0/, 'no worker was spawned')
+  },
+)

@@ -30,11 +30,17 @@ test('a worker shares only its stdio and listening sockets with the master, and 
     const worker = fdTargets(pid)
     const shared = [...worker].filter(([, target]) => comparable(target) && masterTargets.has(target)).map(([fd]) => fd)
     // 0-2 stdio, 3 its slot's listening socket (LISTEN_FDS=1), 4 the control channel.
-    t.true(shared.every((fd) => fd <= 3), `worker ${pid} shares fds ${shared.join(',')} with the master: ${JSON.stringify([...worker])}`)
-    t.true(shared.includes(3), 'the listening socket is the master\'s own')
+    t.true(
+      shared.every((fd) => fd <= 3),
+      `worker ${pid} shares fds ${shared.join(',')} with the master: ${JSON.stringify([...worker])}`,
+    )
+    t.true(shared.includes(3), "the listening socket is the master's own")
     t.regex(worker.get(4) ?? '', /^socket:/, 'fd 4 is the control channel')
     t.false(masterTargets.has(worker.get(4) ?? ''), "the control channel is the worker's own end")
-    t.false([...worker.values()].some((v) => v.endsWith('.sock') || v.endsWith('.pid')), 'no control socket or pid file')
+    t.false(
+      [...worker.values()].some((v) => v.endsWith('.sock') || v.endsWith('.pid')),
+      'no control socket or pid file',
+    )
   }
   // The other slot's socket is not in a worker: each has exactly one socket of the master.
   const listenSockets = pids.map((p) => fdTargets(p).get(3))
@@ -61,7 +67,11 @@ test('spawning never goes through a shell: a script name and arguments with ; $(
   const fleet = await startFleet(t, { script, cwd: dir.path, count: 1, listen: [`127.0.0.1:${port}`], args })
   const argv = JSON.parse((await httpGet({ port, path: '/' })).body) as string[]
   t.deepEqual(argv, [script, ...args])
-  t.deepEqual(readdirSync(dir.path).filter((f) => f.startsWith('pwned')), [], 'nothing was run by a shell')
+  t.deepEqual(
+    readdirSync(dir.path).filter((f) => f.startsWith('pwned')),
+    [],
+    'nothing was run by a shell',
+  )
   t.false(existsSync(join(process.cwd(), 'pwned1')))
   t.is((await fleet.cli(['stop', fleet.name])).code, 0)
 })

@@ -94,10 +94,15 @@ async function flood(t: ExecutionContext, stream: 'stdout' | 'stderr'): Promise<
   )
   t.true(slowest.rounds >= 3, `status was measured ${slowest.rounds} times during the flood`)
   t.true(slowest.rss < 100 * 1024 * 1024, `master VmRSS reached ${(slowest.rss / 1024 / 1024).toFixed(1)} MiB`)
-  t.log(`flood on ${stream}: slowest status ${slowest.ms.toFixed(0)} ms over ${slowest.rounds} rounds, max master VmRSS ${(slowest.rss / 1024 / 1024).toFixed(1)} MiB`)
+  t.log(
+    `flood on ${stream}: slowest status ${slowest.ms.toFixed(0)} ms over ${slowest.rounds} rounds, max master VmRSS ${(slowest.rss / 1024 / 1024).toFixed(1)} MiB`,
+  )
 
   // The CLI reports what was dropped.
-  const cli = tracker.spawn(process.execPath, [BATON, 'status', 'flood', '--json'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const cli = tracker.spawn(process.execPath, [BATON, 'status', 'flood', '--json'], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
   const out = new OutputBuffer().follow(cli.stdout)
   t.is((await waitForExit(cli)).code, 0)
   const s = JSON.parse(out.text) as Status
@@ -116,15 +121,21 @@ async function flood(t: ExecutionContext, stream: 'stdout' | 'stderr'): Promise<
   t.deepEqual(await withTimeout(exited, 20_000, 'the master to exit'), { code: 0, signal: null })
 }
 
-test.serial('a 100 MB stdout flood into an unread master stdout stalls no supervision and is counted', (t) => flood(t, 'stdout'))
-test.serial('a 100 MB stderr flood into an unread master stderr stalls no supervision and is counted', (t) => flood(t, 'stderr'))
+test.serial('a 100 MB stdout flood into an unread master stdout stalls no supervision and is counted', (t) =>
+  flood(t, 'stdout'),
+)
+test.serial('a 100 MB stderr flood into an unread master stderr stalls no supervision and is counted', (t) =>
+  flood(t, 'stderr'),
+)
 
 test('file sink with logPrefix: lines land in the file prefixed; after a rename, reopen-logs moves new lines to a new file', async (t) => {
   const dir = await tmpDir('baton-logs-')
   t.teardown(() => dir.cleanup())
   const path = join(dir.path, 'out.log')
   const fleet = await startFleet(t, { script: TALKER, count: 1, flags: ['--stdout', path, '--log-prefix'] })
-  await waitFor(() => fileText(path).includes('fleet#0 started 0\n'), { message: `prefixed start line in ${path}: ${fileText(path)}` })
+  await waitFor(() => fileText(path).includes('fleet#0 started 0\n'), {
+    message: `prefixed start line in ${path}: ${fileText(path)}`,
+  })
   const pid = await workerPid(fleet)
   process.kill(pid, 'SIGUSR2')
   await waitFor(() => fileText(path).includes('fleet#0 out-1\n'), { message: `out-1 in ${path}` })
@@ -145,7 +156,7 @@ test('file sink with logPrefix: lines land in the file prefixed; after a rename,
   t.deepEqual(s.groups[0].logs, { stdout: path, stderr: 'inherit', prefix: true, droppedBytes: 0 })
 })
 
-test('ignore: nothing reaches the master\'s stdout, but baton logs shows the lines', async (t) => {
+test("ignore: nothing reaches the master's stdout, but baton logs shows the lines", async (t) => {
   const fleet = await startFleet(t, { script: TALKER, count: 1, flags: ['--stdout', 'ignore'] })
   process.kill(await workerPid(fleet), 'SIGUSR2')
   // stderr (inherit) is written after stdout: once it is out, stdout would be too.
@@ -170,19 +181,28 @@ test('baton logs --lines 3 shows exactly the last 3 lines; -f shows a line writt
   t.is(three.code, 0, three.stderr)
   t.deepEqual(printed(three.stdout), ['fleet#0 out | out-1.3', 'fleet#0 out | out-1.4', 'fleet#0 out | out-1.5'])
   const all = await fleet.cli(['logs', fleet.name])
-  t.deepEqual(printed(all.stdout), ['fleet#0 out | started 0', ...[1, 2, 3, 4, 5].map((i) => `fleet#0 out | out-1.${i}`)])
+  t.deepEqual(printed(all.stdout), [
+    'fleet#0 out | started 0',
+    ...[1, 2, 3, 4, 5].map((i) => `fleet#0 out | out-1.${i}`),
+  ])
 
   const tracker = new ProcessTracker()
   t.teardown(() => tracker.killAll())
   const env = { ...process.env, BATON_RUNTIME_DIR: fleet.runtimeDir }
-  const follow = tracker.spawn(process.execPath, [BATON, 'logs', fleet.name, '-f', '--lines', '1'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const follow = tracker.spawn(process.execPath, [BATON, 'logs', fleet.name, '-f', '--lines', '1'], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
   const followed = new OutputBuffer().follow(follow.stdout)
   const followErr = new OutputBuffer().follow(follow.stderr)
   const followExit = waitForExit(follow)
   await followed.waitFor(/out-1\.5\n/)
   process.kill(pid, 'SIGUSR2')
   await followed.waitFor(/^fleet#0 out \| out-2\.5$/m)
-  t.deepEqual(printed(followed.text), ['fleet#0 out | out-1.5', ...[1, 2, 3, 4, 5].map((i) => `fleet#0 out | out-2.${i}`)])
+  t.deepEqual(printed(followed.text), [
+    'fleet#0 out | out-1.5',
+    ...[1, 2, 3, 4, 5].map((i) => `fleet#0 out | out-2.${i}`),
+  ])
   const stop = await fleet.cli(['stop', fleet.name])
   t.is(stop.code, 0, stop.stderr)
   t.deepEqual(await withTimeout(followExit, 10_000, 'baton logs -f to end with the master'), { code: 0, signal: null })
@@ -203,7 +223,10 @@ test('bad stdout/stderr targets fail the start naming the option, and nothing ru
   t.teardown(() => dir.cleanup())
   const env = { BATON_RUNTIME_DIR: dir.path }
   const { runCli } = await import('./helpers/fleet.js')
-  const missing = await runCli(['start', TALKER, '--count', '1', '--stdout', join(dir.path, 'no', 'such', 'dir', 'x.log')], env)
+  const missing = await runCli(
+    ['start', TALKER, '--count', '1', '--stdout', join(dir.path, 'no', 'such', 'dir', 'x.log')],
+    env,
+  )
   t.is(missing.code, 2, missing.stderr)
   t.regex(missing.stderr, /groups\.talker\.stdout: cannot write .*x\.log: directory .* does not exist/)
   const isDir = await runCli(['start', TALKER, '--count', '1', '--stderr', dir.path], env)
@@ -218,17 +241,22 @@ test('bad stdout/stderr targets fail the start naming the option, and nothing ru
   })
 })
 
-test('a reload that changes stdout in the config file sends the new workers\' output to the new file', async (t) => {
+test("a reload that changes stdout in the config file sends the new workers' output to the new file", async (t) => {
   const dir = await tmpDir('baton-logs-')
   t.teardown(() => dir.cleanup())
   const config = join(dir.path, 'baton.config.mjs')
   const write = (file: string) =>
-    writeFileSync(config, `export default { name: 'cfg', groups: { talk: { script: ${JSON.stringify(TALKER)}, stdout: '${file}', logPrefix: true } } }\n`)
+    writeFileSync(
+      config,
+      `export default { name: 'cfg', groups: { talk: { script: ${JSON.stringify(TALKER)}, stdout: '${file}', logPrefix: true } } }\n`,
+    )
   write('a.log')
   const fleet = await startFleet(t, { cwd: dir.path, name: 'cfg', expectWorkers: 1 })
   const a = join(dir.path, 'a.log')
   const b = join(dir.path, 'b.log')
-  await waitFor(() => fileText(a).includes('talk#0 started 0'), { message: 'a.log written (relative to the config file)' })
+  await waitFor(() => fileText(a).includes('talk#0 started 0'), {
+    message: 'a.log written (relative to the config file)',
+  })
   write('b.log')
   const reload = await fleet.cli(['reload', 'cfg'])
   t.is(reload.code, 0, reload.stderr)
@@ -250,7 +278,8 @@ test('daemon mode: worker output goes to <runtime dir>/<name>.log, and reopen-lo
   t.is(started.code, 0, started.stderr)
   const log = join(dir.path, 'dmn.log')
   t.true(started.stdout.includes(log), started.stdout)
-  const statusOf = async (): Promise<Status> => JSON.parse((await runCli(['status', 'dmn', '--json'], env)).stdout) as Status
+  const statusOf = async (): Promise<Status> =>
+    JSON.parse((await runCli(['status', 'dmn', '--json'], env)).stdout) as Status
   const s = await statusOf()
   tracker.trackPid(s.pid)
   const pid = s.workers[0].pid as number
@@ -258,12 +287,16 @@ test('daemon mode: worker output goes to <runtime dir>/<name>.log, and reopen-lo
   t.is(s.logs.file, log)
   await waitFor(() => fileText(log).includes('started 0\n'), { message: `the worker's start line in ${log}` })
   process.kill(pid, 'SIGUSR2')
-  await waitFor(() => fileText(log).includes('out-1\n') && fileText(log).includes('err-1\n'), { message: `out-1 and err-1 in ${log}` })
+  await waitFor(() => fileText(log).includes('out-1\n') && fileText(log).includes('err-1\n'), {
+    message: `out-1 and err-1 in ${log}`,
+  })
   renameSync(log, `${log}.1`)
   const reopened = await runCli(['reopen-logs', 'dmn'], env)
   t.is(reopened.code, 0, reopened.stderr)
   process.kill(pid, 'SIGUSR2')
-  await waitFor(() => fileText(log).includes('out-2\n') && fileText(log).includes('err-2\n'), { message: `out-2 and err-2 in the new ${log}` })
+  await waitFor(() => fileText(log).includes('out-2\n') && fileText(log).includes('err-2\n'), {
+    message: `out-2 and err-2 in the new ${log}`,
+  })
   t.false(fileText(`${log}.1`).includes('out-2'))
   // The master's own lines follow the reopen too.
   const stop = await runCli(['stop', 'dmn'], env)
@@ -289,10 +322,14 @@ test('API: stdout and stderr to one file (relative to cwd), reopenLogs() after a
   const path = join(dir.path, 'both.log')
   const pid = sup.status().workers[0].pid as number
   process.kill(pid, 'SIGUSR2')
-  await waitFor(() => fileText(path).includes('talk#0 out-1\n') && fileText(path).includes('talk#0 err-1\n'), { message: `both streams in ${path}` })
+  await waitFor(() => fileText(path).includes('talk#0 out-1\n') && fileText(path).includes('talk#0 err-1\n'), {
+    message: `both streams in ${path}`,
+  })
   renameSync(path, `${path}.1`)
   t.is(await sup.reopenLogs(), 1, 'one file, shared by both streams')
   process.kill(pid, 'SIGUSR2')
-  await waitFor(() => fileText(path).includes('talk#0 err-2\n') && fileText(path).includes('talk#0 out-2\n'), { message: `the new ${path}` })
+  await waitFor(() => fileText(path).includes('talk#0 err-2\n') && fileText(path).includes('talk#0 out-2\n'), {
+    message: `the new ${path}`,
+  })
   t.deepEqual(sup.status().groups[0].logs, { stdout: path, stderr: path, prefix: true, droppedBytes: 0 })
 })

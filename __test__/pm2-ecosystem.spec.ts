@@ -94,7 +94,10 @@ test('a bad ecosystem field fails at start naming the file and apps[i].field; --
   t.teardown(() => dir.cleanup())
   const env = { BATON_RUNTIME_DIR: join(dir.path, 'rt') }
   const file = join(dir.path, 'ecosystem.config.cjs')
-  writeFileSync(file, `module.exports = { apps: [{ name: 'a', script: ${JSON.stringify(fixture('app.mjs'))}, instances: 'lots' }] }\n`)
+  writeFileSync(
+    file,
+    `module.exports = { apps: [{ name: 'a', script: ${JSON.stringify(fixture('app.mjs'))}, instances: 'lots' }] }\n`,
+  )
   const bad = await runCli(['start', file], env)
   t.is(bad.code, 2, bad.stderr)
   t.true(bad.stderr.includes(`${file}: apps[0].instances: expected a number or "max", got "lots"`), bad.stderr)

@@ -26,33 +26,42 @@ function credentials(pid: number): { uid: number[]; gid: number[]; groups: numbe
   return { uid: line('Uid'), gid: line('Gid'), groups: line('Groups') }
 }
 
-asRoot('uid "nobody" without gid: the worker has nobody\'s group and none of root\'s, and ends within 3 s of a kill -9 of the master', async (t) => {
-  const who = nobody()
-  const dir = await tmpDir('baton-priv-')
-  t.teardown(() => dir.cleanup())
-  const port = await freePort()
-  writeFileSync(
-    join(dir.path, 'baton.config.json'),
-    JSON.stringify({ name: 'fleet', groups: { web: { script: fixture('plain-server.mjs'), count: 2, uid: 'nobody', listen: `127.0.0.1:${port}` } } }),
-  )
-  const fleet = await startFleet(t, { cwd: dir.path, expectWorkers: 2 })
-  const pids = await fleet.workerPids()
-  t.is(pids.length, 2)
-  for (const pid of pids) {
-    const c = credentials(pid)
-    t.deepEqual(c.uid, [who.uid, who.uid, who.uid, who.uid], `uid of ${pid}`)
-    t.deepEqual(c.gid, [who.gid, who.gid, who.gid, who.gid], `gid of ${pid}: nobody's group, not 0`)
-    t.false(c.groups.includes(0), `supplementary groups of ${pid}: ${c.groups.join(' ')}`)
-  }
-  t.is((await httpGet({ port, path: '/' })).status, 200)
+asRoot(
+  'uid "nobody" without gid: the worker has nobody\'s group and none of root\'s, and ends within 3 s of a kill -9 of the master',
+  async (t) => {
+    const who = nobody()
+    const dir = await tmpDir('baton-priv-')
+    t.teardown(() => dir.cleanup())
+    const port = await freePort()
+    writeFileSync(
+      join(dir.path, 'baton.config.json'),
+      JSON.stringify({
+        name: 'fleet',
+        groups: { web: { script: fixture('plain-server.mjs'), count: 2, uid: 'nobody', listen: `127.0.0.1:${port}` } },
+      }),
+    )
+    const fleet = await startFleet(t, { cwd: dir.path, expectWorkers: 2 })
+    const pids = await fleet.workerPids()
+    t.is(pids.length, 2)
+    for (const pid of pids) {
+      const c = credentials(pid)
+      t.deepEqual(c.uid, [who.uid, who.uid, who.uid, who.uid], `uid of ${pid}`)
+      t.deepEqual(c.gid, [who.gid, who.gid, who.gid, who.gid], `gid of ${pid}: nobody's group, not 0`)
+      t.false(c.groups.includes(0), `supplementary groups of ${pid}: ${c.groups.join(' ')}`)
+    }
+    t.is((await httpGet({ port, path: '/' })).status, 200)
 
-  process.kill(fleet.pid, 'SIGKILL')
-  await fleet.exited
-  // The workers never read their control channel: only the death signal ends them.
-  await waitFor(() => pids.every((p) => !isAlive(p)), { timeoutMs: 3000, message: 'every worker gone within 3 s of the master' })
-  await waitFor(() => portIsFree(port), { timeoutMs: 3000, message: 'the port is released' })
-  t.pass()
-})
+    process.kill(fleet.pid, 'SIGKILL')
+    await fleet.exited
+    // The workers never read their control channel: only the death signal ends them.
+    await waitFor(() => pids.every((p) => !isAlive(p)), {
+      timeoutMs: 3000,
+      message: 'every worker gone within 3 s of the master',
+    })
+    await waitFor(() => portIsFree(port), { timeoutMs: 3000, message: 'the port is released' })
+    t.pass()
+  },
+)
 
 asRoot('uid and gid by id and by name; unknown names are errors that name the field', async (t) => {
   const who = nobody()
@@ -62,7 +71,12 @@ asRoot('uid and gid by id and by name; unknown names are errors that name the fi
   const file = join(dir.path, 'baton.config.json')
   writeFileSync(
     file,
-    JSON.stringify({ name: 'fleet', groups: { web: { script: fixture('plain-server.mjs'), count: 1, uid: who.uid, gid: who.gid, listen: `127.0.0.1:${port}` } } }),
+    JSON.stringify({
+      name: 'fleet',
+      groups: {
+        web: { script: fixture('plain-server.mjs'), count: 1, uid: who.uid, gid: who.gid, listen: `127.0.0.1:${port}` },
+      },
+    }),
   )
   const fleet = await startFleet(t, { cwd: dir.path, expectWorkers: 1 })
   const [pid] = await fleet.workerPids()
@@ -70,14 +84,25 @@ asRoot('uid and gid by id and by name; unknown names are errors that name the fi
   t.is((await fleet.cli(['stop', fleet.name])).code, 0)
 
   const env = { BATON_RUNTIME_DIR: join(dir.path, 'rt') }
-  writeFileSync(file, JSON.stringify({ groups: { web: { script: fixture('plain-server.mjs'), uid: 'no-such-user-xyz' } } }))
+  writeFileSync(
+    file,
+    JSON.stringify({ groups: { web: { script: fixture('plain-server.mjs'), uid: 'no-such-user-xyz' } } }),
+  )
   const badUser = await runCli(['start', '--config', file], env)
   t.is(badUser.code, 1, badUser.stderr)
   t.regex(badUser.stderr, /groups\["web"\]\.uid: no user named "no-such-user-xyz"/)
   writeFileSync(file, JSON.stringify({ groups: { web: { script: fixture('plain-server.mjs'), uid: 3999999999 } } }))
   const noEntry = await runCli(['start', '--config', file], env)
-  t.regex(noEntry.stderr, /uid: user id 3999999999 has no entry in the user database, so its group is unknown; set gid too/)
-  writeFileSync(file, JSON.stringify({ groups: { web: { script: fixture('plain-server.mjs'), uid: 'nobody', gid: 'no-such-group-xyz' } } }))
+  t.regex(
+    noEntry.stderr,
+    /uid: user id 3999999999 has no entry in the user database, so its group is unknown; set gid too/,
+  )
+  writeFileSync(
+    file,
+    JSON.stringify({
+      groups: { web: { script: fixture('plain-server.mjs'), uid: 'nobody', gid: 'no-such-group-xyz' } },
+    }),
+  )
   const badGroup = await runCli(['start', '--config', file], env)
   t.regex(badGroup.stderr, /gid: no group named "no-such-group-xyz"/)
   writeFileSync(file, JSON.stringify({ groups: { web: { script: fixture('plain-server.mjs'), uid: 'a b' } } }))

@@ -20,7 +20,11 @@ interface ProtocolFleet {
   deploy(version: string): void
 }
 
-async function protocolFleet(t: Parameters<typeof startFleet>[0], count: number, flags: string[] = []): Promise<ProtocolFleet> {
+async function protocolFleet(
+  t: Parameters<typeof startFleet>[0],
+  count: number,
+  flags: string[] = [],
+): Promise<ProtocolFleet> {
   const dir = await tmpDir('baton-protocols-')
   t.teardown(() => dir.cleanup())
   const versionFile = join(dir.path, 'version.txt')
@@ -77,7 +81,11 @@ test('10 pipelined requests during a drain: every request the app handled was an
   t.is(handled.length, answers.length, 'no request was handled whose answer was thrown away')
   t.true(answers.every((a) => a.startsWith('HTTP/1.1 200')))
   const closes = answers.map((a) => /\r\nconnection: close\r\n/i.test(a))
-  t.deepEqual(closes, answers.map((_, i) => i === answers.length - 1), 'Connection: close on the last answer only')
+  t.deepEqual(
+    closes,
+    answers.map((_, i) => i === answers.length - 1),
+    'Connection: close on the last answer only',
+  )
 })
 
 test('an SSE stream is ended by the app through worker.signal when the drain starts, well before the stop deadline', async (t) => {
@@ -114,7 +122,10 @@ test('a ws client sees close code 1012 on reload and reconnects to the new code'
     })
   const clients = await Promise.all([connect(), connect(), connect()])
   t.teardown(() => clients.forEach((c) => c.ws.terminate()))
-  t.deepEqual(clients.map((c) => c.first), ['v1', 'v1', 'v1'])
+  t.deepEqual(
+    clients.map((c) => c.first),
+    ['v1', 'v1', 'v1'],
+  )
   pf.deploy('v2')
   const reload = await pf.fleet.cli(['reload', pf.fleet.name])
   t.is(reload.code, 0, reload.stderr)

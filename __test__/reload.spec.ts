@@ -10,7 +10,12 @@ import { freePort, waitFor } from './helpers/processes.js'
 import { assertNoFailedRequests } from './helpers/reload.js'
 
 /** 4 workers of the test app, reload order `order`. */
-function appFleet(t: ExecutionContext, order: 'start-first' | 'stop-first', extra: string[] = [], env: Record<string, string> = {}) {
+function appFleet(
+  t: ExecutionContext,
+  order: 'start-first' | 'stop-first',
+  extra: string[] = [],
+  env: Record<string, string> = {},
+) {
   return versionedFleet(t, { count: 4, flags: ['--order', order, ...extra], env })
 }
 
@@ -28,7 +33,10 @@ async function reloadThreeTimes(t: ExecutionContext, order: 'start-first' | 'sto
       const after = await fleet.status()
       const oldPids = new Set(before.workers.map((w) => w.pid))
       t.is(after.workers.length, 4)
-      t.true(after.workers.every((w) => w.state === 'ready' && !oldPids.has(w.pid)), 'every worker replaced')
+      t.true(
+        after.workers.every((w) => w.state === 'ready' && !oldPids.has(w.pid)),
+        'every worker replaced',
+      )
       t.deepEqual(after.workers.map((w) => w.id).sort(), [0, 1, 2, 3], 'slot ids kept')
       t.true(after.workers.every((w) => w.generation === before.generation + 1))
       t.is(after.lastReload?.outcome, 'done')
@@ -53,13 +61,23 @@ test.serial('stop-first: 3 reloads under keep-alive load, zero failed requests, 
   await reloadThreeTimes(t, 'stop-first')
 })
 
-test.serial('balance reuseport (one socket per slot): start-first and stop-first reloads under load, zero failed requests', async (t) => {
-  if (process.platform !== 'linux') return t.pass('SO_REUSEPORT balancing is Linux only')
-  await reloadThreeTimes(t, 'start-first', ['--balance', 'reuseport'])
-  await reloadThreeTimes(t, 'stop-first', ['--balance', 'reuseport'])
-})
+test.serial(
+  'balance reuseport (one socket per slot): start-first and stop-first reloads under load, zero failed requests',
+  async (t) => {
+    if (process.platform !== 'linux') return t.pass('SO_REUSEPORT balancing is Linux only')
+    await reloadThreeTimes(t, 'start-first', ['--balance', 'reuseport'])
+    await reloadThreeTimes(t, 'stop-first', ['--balance', 'reuseport'])
+  },
+)
 
-async function badDeploy(t: ExecutionContext, fleet: Fleet, port: number, deploy: (c: string) => void, bad: string, cause: RegExp) {
+async function badDeploy(
+  t: ExecutionContext,
+  fleet: Fleet,
+  port: number,
+  deploy: (c: string) => void,
+  bad: string,
+  cause: RegExp,
+) {
   const load = startLoad({ port, connections: 32 })
   try {
     await waitFor(() => load.snapshot().ok > 200, { message: 'load warmed up' })
@@ -71,7 +89,10 @@ async function badDeploy(t: ExecutionContext, fleet: Fleet, port: number, deploy
     const after = await fleet.status()
     t.is(after.lastReload?.outcome, 'failed')
     t.deepEqual(
-      after.workers.filter((w) => w.state === 'ready').map((w) => w.pid).sort(),
+      after.workers
+        .filter((w) => w.state === 'ready')
+        .map((w) => w.pid)
+        .sort(),
       before.workers.map((w) => w.pid).sort(),
       'the old workers keep serving',
     )
@@ -84,10 +105,20 @@ async function badDeploy(t: ExecutionContext, fleet: Fleet, port: number, deploy
   }
 }
 
-test.serial('bad deploy that throws at start: reload exits 1 with the cause, v1 keeps serving, zero failed requests', async (t) => {
-  const { fleet, port, deploy } = await appFleet(t, 'start-first')
-  await badDeploy(t, fleet, port, deploy, 'throw', /exited with code 1 before it was ready[\s\S]*BOOT_FAIL: version file says throw/)
-})
+test.serial(
+  'bad deploy that throws at start: reload exits 1 with the cause, v1 keeps serving, zero failed requests',
+  async (t) => {
+    const { fleet, port, deploy } = await appFleet(t, 'start-first')
+    await badDeploy(
+      t,
+      fleet,
+      port,
+      deploy,
+      'throw',
+      /exited with code 1 before it was ready[\s\S]*BOOT_FAIL: version file says throw/,
+    )
+  },
+)
 
 test.serial('bad deploy that never becomes ready: reload exits 1 after readyTimeout, v1 keeps serving', async (t) => {
   const { fleet, port, deploy } = await appFleet(t, 'start-first', ['--ready-timeout', '1500'])

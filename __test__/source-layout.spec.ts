@@ -14,7 +14,9 @@ function importGraph(): Map<string, string[]> {
   const graph = new Map<string, string[]>()
   for (const file of readdirSync(SRC).filter((f) => f.endsWith('.ts'))) {
     const text = readFileSync(`${SRC}${file}`, 'utf8')
-    const deps = [...text.matchAll(/(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+)'\.\/([\w.-]+)\.js'/g)].map((m) => `${m[1]}.ts`)
+    const deps = [...text.matchAll(/(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+)'\.\/([\w.-]+)\.js'/g)].map(
+      (m) => `${m[1]}.ts`,
+    )
     graph.set(file, [...new Set(deps)])
   }
   return graph
@@ -49,7 +51,15 @@ test('the graph reader sees static, type-only and dynamic imports', (t) => {
   t.true(graph.get('cli.ts')?.includes('supervisor.ts'), 'static import')
   t.true(graph.get('supervisor.ts')?.includes('types.ts'), 'import type')
   t.true(graph.get('supervisor.ts')?.includes('script-commands.ts'), 'dynamic import()')
-  t.deepEqual(findCycle(new Map([['a.ts', ['b.ts']], ['b.ts', ['a.ts']]])), ['a.ts', 'b.ts', 'a.ts'])
+  t.deepEqual(
+    findCycle(
+      new Map([
+        ['a.ts', ['b.ts']],
+        ['b.ts', ['a.ts']],
+      ]),
+    ),
+    ['a.ts', 'b.ts', 'a.ts'],
+  )
 })
 
 test('no import circles in src/', (t) => {

@@ -26,7 +26,11 @@ test('ExecStart arguments are quoted as systemd reads them back', (t) => {
   t.is(systemdQuote(';'), '";"', 'a lone ; would separate commands')
   t.is(systemdQuote('héllo'), '"héllo"')
   t.is(environmentLine('BATON_RUNTIME_DIR', '/run/baton'), 'Environment=BATON_RUNTIME_DIR=/run/baton')
-  t.is(environmentLine('X', '/a b/$c%d'), 'Environment="X=/a b/$c%%d"', 'no $ expansion in Environment=, % still a specifier')
+  t.is(
+    environmentLine('X', '/a b/$c%d'),
+    'Environment="X=/a b/$c%%d"',
+    'no $ expansion in Environment=, % still a specifier',
+  )
 })
 
 test('listen addresses become ListenStream= values', (t) => {
@@ -36,7 +40,9 @@ test('listen addresses become ListenStream= values', (t) => {
   t.is(listenStream('web', 'localhost:8080', '127.0.0.1:8080', '/srv'), '127.0.0.1:8080')
   t.is(listenStream('web', 'unix:/run/app.sock', 'unix:/run/app.sock', '/srv'), '/run/app.sock')
   t.is(listenStream('web', 'unix:run/app.sock', 'unix:run/app.sock', '/srv'), '/srv/run/app.sock')
-  t.throws(() => listenStream('web', '127.0.0.1:0', '127.0.0.1:41234', '/srv'), { message: /group "web" listens on 127\.0\.0\.1:0, a port the kernel picks .*fixed port/ })
+  t.throws(() => listenStream('web', '127.0.0.1:0', '127.0.0.1:41234', '/srv'), {
+    message: /group "web" listens on 127\.0\.0\.1:0, a port the kernel picks .*fixed port/,
+  })
 })
 
 const group = (name: string, listen: string[], stopTimeoutMs = 2000): StartupGroup => ({
@@ -58,9 +64,15 @@ test('the service runs the recorded command without --daemon; --socket adds one 
     groups: [group('web', [':8080']), group('admin', ['127.0.0.1:8081'], 9000), group('jobs', [])],
     socket: true,
   })
-  t.deepEqual(units.map((u) => u.file), ['shop.service', 'shop-web.socket', 'shop-admin.socket'])
+  t.deepEqual(
+    units.map((u) => u.file),
+    ['shop.service', 'shop-web.socket', 'shop-admin.socket'],
+  )
   const service = units[0]?.text ?? ''
-  t.true(service.includes('\nExecStart=/usr/bin/node /opt/baton/bin/baton.js start --config "my config.mjs" -- --daemon\n'), service)
+  t.true(
+    service.includes('\nExecStart=/usr/bin/node /opt/baton/bin/baton.js start --config "my config.mjs" -- --daemon\n'),
+    service,
+  )
   t.true(service.includes('\nExecReload=/usr/bin/node /opt/baton/bin/baton.js reload shop\n'))
   t.true(service.includes('\nWorkingDirectory=/srv/100%% shop\n'))
   t.true(service.includes('\nEnvironment=BATON_RUNTIME_DIR=/run/baton\n'))
@@ -69,23 +81,50 @@ test('the service runs the recorded command without --daemon; --socket adds one 
   t.true(service.includes('\nKillMode=mixed\nTimeoutStopSec=14\n'), 'the longest stop timeout (9 s) + 5 s')
   t.true(service.includes('\nRequires=shop-web.socket shop-admin.socket\nAfter=shop-web.socket shop-admin.socket\n'))
   t.true(service.includes('\nSockets=shop-web.socket shop-admin.socket\n'))
-  t.true(units[1]?.text.includes('\nListenStream=8080\n') && units[1].text.includes('\nFileDescriptorName=web\n'), units[1]?.text)
-  t.true(units[2]?.text.includes('\nListenStream=127.0.0.1:8081\n') && units[2].text.includes('\nFileDescriptorName=admin\n'))
-  t.throws(() => renderUnits({ name: 'q', node: '/n', args: ['/b', 'start'], cwd: '/', runtimeDir: undefined, user: undefined, groups: [group('jobs', [])], socket: true }), {
-    message: /"q" has no listen address, so there is no socket for systemd to hold/,
-  })
+  t.true(
+    units[1]?.text.includes('\nListenStream=8080\n') && units[1].text.includes('\nFileDescriptorName=web\n'),
+    units[1]?.text,
+  )
+  t.true(
+    units[2]?.text.includes('\nListenStream=127.0.0.1:8081\n') &&
+      units[2].text.includes('\nFileDescriptorName=admin\n'),
+  )
+  t.throws(
+    () =>
+      renderUnits({
+        name: 'q',
+        node: '/n',
+        args: ['/b', 'start'],
+        cwd: '/',
+        runtimeDir: undefined,
+        user: undefined,
+        groups: [group('jobs', [])],
+        socket: true,
+      }),
+    {
+      message: /"q" has no listen address, so there is no socket for systemd to hold/,
+    },
+  )
 })
 
 test('baton startup prints the unit of a fleet started with the CLI; with --socket --out the files pass systemd-analyze verify', async (t) => {
   const port = await freePort()
-  const fleet = await startFleet(t, { script: fixture('app.mjs'), name: 'shop', count: 1, listen: [`127.0.0.1:${port}`], flags: ['--stop-timeout', '4000'] })
+  const fleet = await startFleet(t, {
+    script: fixture('app.mjs'),
+    name: 'shop',
+    count: 1,
+    listen: [`127.0.0.1:${port}`],
+    flags: ['--stop-timeout', '4000'],
+  })
   const env = { BATON_RUNTIME_DIR: fleet.runtimeDir }
   // The master writes the record once its workers are ready.
   await waitFor(async () => (await runCli(['startup', 'shop'], env)).code === 0, { message: 'a start record' })
   const r = await runCli(['startup', 'shop'], env)
   t.is(r.code, 0, r.stderr)
   t.true(
-    r.stdout.includes(`\nExecStart=${process.execPath} ${BATON} start ${fixture('app.mjs')} --name shop --count 1 --listen 127.0.0.1:${port} --stop-timeout 4000\n`),
+    r.stdout.includes(
+      `\nExecStart=${process.execPath} ${BATON} start ${fixture('app.mjs')} --name shop --count 1 --listen 127.0.0.1:${port} --stop-timeout 4000\n`,
+    ),
     r.stdout,
   )
   t.true(r.stdout.includes(`\nWorkingDirectory=${process.cwd()}\n`))
@@ -99,11 +138,16 @@ test('baton startup prints the unit of a fleet started with the CLI; with --sock
   const s = await runCli(['startup', 'shop', '--socket', '--out', out.path], env)
   t.is(s.code, 0, s.stderr)
   const socket = readFileSync(join(out.path, 'shop.socket'), 'utf8')
-  t.true(socket.includes(`\nListenStream=127.0.0.1:${port}\n`) && socket.includes('\nFileDescriptorName=shop\n'), socket)
+  t.true(
+    socket.includes(`\nListenStream=127.0.0.1:${port}\n`) && socket.includes('\nFileDescriptorName=shop\n'),
+    socket,
+  )
   t.true(readFileSync(join(out.path, 'shop.service'), 'utf8').includes('\nRequires=shop.socket\n'))
   t.regex(s.stderr, /sudo systemctl enable --now shop\.socket shop\.service/)
   if (process.platform === 'linux' && spawnSync('sh', ['-c', 'command -v systemd-analyze']).status === 0) {
-    const v = spawnSync('systemd-analyze', ['verify', join(out.path, 'shop.service'), join(out.path, 'shop.socket')], { encoding: 'utf8' })
+    const v = spawnSync('systemd-analyze', ['verify', join(out.path, 'shop.service'), join(out.path, 'shop.socket')], {
+      encoding: 'utf8',
+    })
     t.is(v.status, 0, v.stderr)
     t.is(v.stderr.trim(), '', 'systemd-analyze verify has nothing to say')
   }
@@ -127,7 +171,10 @@ test('baton startup names a fleet that does not exist and says what to do', asyn
   t.teardown(() => dir.cleanup())
   const r = await runCli(['startup', 'nope'], { BATON_RUNTIME_DIR: dir.path })
   t.is(r.code, 1)
-  t.regex(r.stderr, /no fleet "nope" is running and none was started with the baton CLI in .*: start it with baton start .*then run baton startup nope/)
+  t.regex(
+    r.stderr,
+    /no fleet "nope" is running and none was started with the baton CLI in .*: start it with baton start .*then run baton startup nope/,
+  )
   const none = await runCli(['startup'], { BATON_RUNTIME_DIR: dir.path })
   t.is(none.code, 1)
   t.regex(none.stderr, /no baton master is running/)

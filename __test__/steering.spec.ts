@@ -66,7 +66,11 @@ function reuseportFleet(t: ExecutionContext, flags: string[] = ['--balance', 're
 
 function report(t: ExecutionContext, fleet: Fleet, fresh: Fresh, total: number): void {
   if (fresh.failed.length > 0) t.log(fleet.log.text.slice(-4000))
-  t.is(fresh.answered, total, `${fresh.failed.length} of ${total} fresh connections failed: ${JSON.stringify(fresh.failed.slice(0, 5))}`)
+  t.is(
+    fresh.answered,
+    total,
+    `${fresh.failed.length} of ${total} fresh connections failed: ${JSON.stringify(fresh.failed.slice(0, 5))}`,
+  )
 }
 
 const linuxOnly = process.platform === 'linux' ? test.serial : test.serial.skip
@@ -102,7 +106,10 @@ linuxOnly('a stop-first reload whose new version throws: aborted, every fresh co
   t.is(after.lastReload?.outcome, 'failed')
   const ready = after.workers.filter((w) => w.state === 'ready').map((w) => w.pid)
   t.is(ready.length, 2, 'one slot lost, crash-looping')
-  t.true(ready.every((pid) => before.workers.some((w) => w.pid === pid)), 'the old workers keep serving')
+  t.true(
+    ready.every((pid) => before.workers.some((w) => w.pid === pid)),
+    'the old workers keep serving',
+  )
   report(t, fleet, fresh, 200)
   // And after the failed reload, with the slot still down.
   const later = await freshConnections(port, 100)
@@ -116,10 +123,12 @@ linuxOnly('connections queued on a dead worker’s socket are handed to the read
   const victim = before.workers.find((w) => w.id === 1)?.pid as number
   // A frozen worker still counts as ready: new connections keep reaching its socket's queue.
   process.kill(victim, 'SIGSTOP')
-  const gets = Array.from({ length: 30 }, () => freshGet(port).then(
-    (pid) => ({ pid }),
-    (err: Error) => ({ error: err.message }),
-  ))
+  const gets = Array.from({ length: 30 }, () =>
+    freshGet(port).then(
+      (pid) => ({ pid }),
+      (err: Error) => ({ error: err.message }),
+    ),
+  )
   // Wait until some of them sit in slot 1's queue (answered ones show up at once).
   const answered = new Set<number>()
   gets.forEach((g, i) => void g.then((r) => 'pid' in r && answered.add(i)))
@@ -139,32 +148,42 @@ linuxOnly('connections queued on a dead worker’s socket are handed to the read
   t.regex(fleet.log.text, /handed \d+ connections? queued on slot 1's socket 127\.0\.0\.1:\d+ to ready workers/)
 })
 
-linuxOnly('default options: a stop-first bad deploy is aborted, a worker killed with -9 crash-loops; 200 fresh connections during and after are all answered', async (t) => {
-  const { fleet, port, deploy } = await reuseportFleet(t, ['--order', 'stop-first'])
-  const before = await fleet.status()
-  t.is(before.groups[0]?.balance, 'reuseport', 'the default on Linux')
-  deploy('throw') // the new code throws at boot: the reload fails, and so does every restart
-  const reload = fleet.cli(['reload', fleet.name])
-  const during = freshConnections(port, 200)
-  const r = await reload
-  t.is(r.code, 1, r.stdout + r.stderr)
-  const aborted = await fleet.status()
-  t.is(aborted.lastReload?.outcome, 'failed')
-  // Kill a serving old worker: its slot restarts the bad code and enters crash backoff.
-  const victim = aborted.workers.find((w) => w.state === 'ready' && w.id !== aborted.lastReload?.failure?.id)
-  t.truthy(victim?.pid)
-  process.kill(victim?.pid as number, 'SIGKILL')
-  await waitFor(async () => {
-    const s = await fleet.status()
-    const slot = s.workers.find((w) => w.id === victim?.id)
-    return slot !== undefined && slot.restarts >= 1 && slot.state !== 'ready'
-  }, { message: "the killed worker's slot is in crash backoff" })
-  report(t, fleet, await during, 200)
-  const after = await freshConnections(port, 200)
-  report(t, fleet, after, 200)
-  const last = await fleet.status()
-  const ready = last.workers.filter((w) => w.state === 'ready')
-  t.is(ready.length, 1, 'two of three slots are down')
-  t.deepEqual([...after.pids], ready.map((w) => w.pid), 'the one ready worker answered them all')
-  await fleet.cli(['stop', fleet.name])
-})
+linuxOnly(
+  'default options: a stop-first bad deploy is aborted, a worker killed with -9 crash-loops; 200 fresh connections during and after are all answered',
+  async (t) => {
+    const { fleet, port, deploy } = await reuseportFleet(t, ['--order', 'stop-first'])
+    const before = await fleet.status()
+    t.is(before.groups[0]?.balance, 'reuseport', 'the default on Linux')
+    deploy('throw') // the new code throws at boot: the reload fails, and so does every restart
+    const reload = fleet.cli(['reload', fleet.name])
+    const during = freshConnections(port, 200)
+    const r = await reload
+    t.is(r.code, 1, r.stdout + r.stderr)
+    const aborted = await fleet.status()
+    t.is(aborted.lastReload?.outcome, 'failed')
+    // Kill a serving old worker: its slot restarts the bad code and enters crash backoff.
+    const victim = aborted.workers.find((w) => w.state === 'ready' && w.id !== aborted.lastReload?.failure?.id)
+    t.truthy(victim?.pid)
+    process.kill(victim?.pid as number, 'SIGKILL')
+    await waitFor(
+      async () => {
+        const s = await fleet.status()
+        const slot = s.workers.find((w) => w.id === victim?.id)
+        return slot !== undefined && slot.restarts >= 1 && slot.state !== 'ready'
+      },
+      { message: "the killed worker's slot is in crash backoff" },
+    )
+    report(t, fleet, await during, 200)
+    const after = await freshConnections(port, 200)
+    report(t, fleet, after, 200)
+    const last = await fleet.status()
+    const ready = last.workers.filter((w) => w.state === 'ready')
+    t.is(ready.length, 1, 'two of three slots are down')
+    t.deepEqual(
+      [...after.pids],
+      ready.map((w) => w.pid),
+      'the one ready worker answered them all',
+    )
+    await fleet.cli(['stop', fleet.name])
+  },
+)

@@ -12,8 +12,6 @@ import { freePort, isAlive, OutputBuffer, ProcessTracker, tmpDir, waitFor, waitF
 
 const CONTRACT_WORKER_FIELDS = ['group', 'id', 'pid', 'generation', 'state', 'restarts', 'rssBytes', 'startedAt']
 
-
-
 function processesWithMarker(marker: string): number[] {
   try {
     return execFileSync('pgrep', ['-f', marker], { encoding: 'utf8' })
@@ -56,7 +54,8 @@ test('start serves HTTP from 3 distinct workers and status --json has the contra
 
   const table = await fleet.cli(['status', 'fleet'])
   t.is(table.code, 0)
-  for (const col of ['GROUP', 'ID', 'PID', 'GEN', 'STATE', 'UPTIME', 'RESTARTS', 'MEMORY']) t.regex(table.stdout, new RegExp(col))
+  for (const col of ['GROUP', 'ID', 'PID', 'GEN', 'STATE', 'UPTIME', 'RESTARTS', 'MEMORY'])
+    t.regex(table.stdout, new RegExp(col))
 })
 
 test('kill -9 of a worker: its slot is refilled and restarts counts it', async (t) => {
@@ -245,10 +244,13 @@ test('worker fds: exactly the listening socket, the control channel, /dev/null a
   t.regex(worker.get(1) ?? '', /^pipe:/, 'fd 1 is a pipe')
   t.regex(worker.get(2) ?? '', /^pipe:/, 'fd 2 is a pipe')
   t.not(worker.get(1), worker.get(2), 'stdout and stderr are separate pipes')
-  t.not(worker.get(1), master.get(1), 'fd 1 is not the master\'s own stdout')
+  t.not(worker.get(1), master.get(1), "fd 1 is not the master's own stdout")
   t.true(masterObjects.has(worker.get(1) ?? '') && masterObjects.has(worker.get(2) ?? ''), 'the master reads both')
   // Every other fd shared with the master would be a leak (fd 0 is /dev/null).
-  const shared = [...worker].filter(([fd, target]) => fd > 4 && masterObjects.has(target) && !target.startsWith('/dev/') && !target.startsWith('anon_inode:'))
+  const shared = [...worker].filter(
+    ([fd, target]) =>
+      fd > 4 && masterObjects.has(target) && !target.startsWith('/dev/') && !target.startsWith('anon_inode:'),
+  )
   t.deepEqual(shared, [])
   const env = execFileSync('cat', [`/proc/${pid}/environ`], { encoding: 'utf8' }).split('\0')
   t.true(env.includes(`LISTEN_PID=${pid}`))

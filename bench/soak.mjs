@@ -12,12 +12,22 @@
  * request failed, or the master ends with more fds or zombies than it started with.
  * Linux only (/proc).
  */
-import { parseArgs } from 'node:util';
-import path from 'node:path';
+import { parseArgs } from 'node:util'
+import path from 'node:path'
 
-import { startLoad } from './lib/load.mjs';
-import { childrenOf, fdCount, rssBytes } from './lib/proc.mjs';
-import { BATON_CLI, freePort, installCleanup, run, runMain, sleep, spawnTracked, tempDir, writeBenchApp } from './lib/util.mjs';
+import { startLoad } from './lib/load.mjs'
+import { childrenOf, fdCount, rssBytes } from './lib/proc.mjs'
+import {
+  BATON_CLI,
+  freePort,
+  installCleanup,
+  run,
+  runMain,
+  sleep,
+  spawnTracked,
+  tempDir,
+  writeBenchApp,
+} from './lib/util.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -27,44 +37,44 @@ const { values } = parseArgs({
     every: { type: 'string', default: '100' },
     json: { type: 'boolean', default: false },
   },
-});
+})
 
 async function main() {
-  installCleanup();
-  if (process.platform !== 'linux') throw new Error('the soak reads /proc: Linux only');
-  const reloads = Number(values.reloads);
-  const count = Number(values.count);
-  const connections = Number(values.connections);
-  const every = Number(values.every);
-  const dir = tempDir('baton-soak-');
-  const script = writeBenchApp(path.join(dir, 'app'));
-  const port = await freePort();
-  const env = { ...process.env, BATON_RUNTIME_DIR: path.join(dir, 'run'), BOOT_DELAY_MS: '0' };
-  const name = 'soak';
+  installCleanup()
+  if (process.platform !== 'linux') throw new Error('the soak reads /proc: Linux only')
+  const reloads = Number(values.reloads)
+  const count = Number(values.count)
+  const connections = Number(values.connections)
+  const every = Number(values.every)
+  const dir = tempDir('baton-soak-')
+  const script = writeBenchApp(path.join(dir, 'app'))
+  const port = await freePort()
+  const env = { ...process.env, BATON_RUNTIME_DIR: path.join(dir, 'run'), BOOT_DELAY_MS: '0' }
+  const name = 'soak'
   const master = spawnTracked(
     process.execPath,
     [BATON_CLI, 'start', script, '--name', name, '--count', String(count), '--listen', `127.0.0.1:${port}`],
     { env, stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  let log = '';
+  )
+  let log = ''
   master.stderr.on('data', (d) => {
-    log += d;
-    if (log.length > 1 << 20) log = log.slice(-(1 << 19));
-  });
-  const cli = (...args) => run(process.execPath, [BATON_CLI, ...args], { env });
+    log += d
+    if (log.length > 1 << 20) log = log.slice(-(1 << 19))
+  })
+  const cli = (...args) => run(process.execPath, [BATON_CLI, ...args], { env })
   for (let i = 0; ; i++) {
-    const s = await cli('status', name, '--json');
+    const s = await cli('status', name, '--json')
     if (s.code === 0) {
-      const st = JSON.parse(s.stdout);
-      if (st.workers.length === count && st.workers.every((w) => w.state === 'ready')) break;
+      const st = JSON.parse(s.stdout)
+      if (st.workers.length === count && st.workers.every((w) => w.state === 'ready')) break
     }
-    if (i > 200) throw new Error(`the fleet did not start:\n${log}`);
-    await sleep(100);
+    if (i > 200) throw new Error(`the fleet did not start:\n${log}`)
+    await sleep(100)
   }
-  const pid = master.pid;
+  const pid = master.pid
   const sample = (n, load) => {
-    const r = load.snapshot ? load.snapshot() : load;
-    const children = childrenOf(pid);
+    const r = load.snapshot ? load.snapshot() : load
+    const children = childrenOf(pid)
     return {
       reloads: n,
       rssMiB: Number((rssBytes(pid) / 1048576).toFixed(1)),
@@ -73,40 +83,40 @@ async function main() {
       workers: children.filter((c) => c.state !== 'Z').length,
       requests: r.requests,
       failed: r.errors + r.non2xx,
-    };
-  };
-  const load = startLoad({ port, connections });
-  await sleep(1000);
-  const rows = [sample(0, load)];
+    }
+  }
+  const load = startLoad({ port, connections })
+  await sleep(1000)
+  const rows = [sample(0, load)]
   const print = (row) => {
     if (!values.json) {
       console.log(
         `${String(row.reloads).padStart(5)} reloads  rss ${row.rssMiB.toFixed(1).padStart(6)} MiB  ` +
           `fds ${String(row.fds).padStart(3)}  zombies ${row.zombies}  workers ${row.workers}  ` +
           `requests ${String(row.requests).padStart(8)}  failed ${row.failed}`,
-      );
+      )
     }
-  };
-  print(rows[0]);
-  const t0 = Date.now();
-  let failedReloads = 0;
+  }
+  print(rows[0])
+  const t0 = Date.now()
+  let failedReloads = 0
   for (let n = 1; n <= reloads; n++) {
-    const r = await cli('reload', name);
+    const r = await cli('reload', name)
     if (r.code !== 0) {
-      failedReloads += 1;
-      console.error(`reload ${n} failed (exit ${r.code}): ${r.stderr.trim()}`);
+      failedReloads += 1
+      console.error(`reload ${n} failed (exit ${r.code}): ${r.stderr.trim()}`)
     }
     if (n % every === 0 || n === reloads) {
       // The replaced workers are reaped by their waiter threads within moments: settle first.
-      await sleep(200);
-      const row = sample(n, load);
-      rows.push(row);
-      print(row);
+      await sleep(200)
+      const row = sample(n, load)
+      rows.push(row)
+      print(row)
     }
   }
-  const result = await load.stop();
-  const first = rows[0];
-  const last = { ...rows[rows.length - 1], requests: result.requests, failed: result.errors + result.non2xx };
+  const result = await load.stop()
+  const first = rows[0]
+  const last = { ...rows[rows.length - 1], requests: result.requests, failed: result.errors + result.non2xx }
   const summary = {
     reloads,
     count,
@@ -120,17 +130,17 @@ async function main() {
     fds: { first: first.fds, last: last.fds, max: Math.max(...rows.map((r) => r.fds)) },
     zombies: { max: Math.max(...rows.map((r) => r.zombies)) },
     rows,
-  };
-  await cli('stop', name);
-  if (values.json) console.log(JSON.stringify(summary, null, 2));
+  }
+  await cli('stop', name)
+  if (values.json) console.log(JSON.stringify(summary, null, 2))
   else {
     console.log(
       `\n${reloads} reloads in ${summary.minutes} min: ${failedReloads} failed reloads, ${summary.failedRequests} failed of ${summary.requests} requests; ` +
         `master rss ${first.rssMiB} -> ${last.rssMiB} MiB (max ${summary.rssMiB.max}), fds ${first.fds} -> ${last.fds}, max zombies ${summary.zombies.max}`,
-    );
+    )
   }
-  const leaked = last.fds > first.fds || last.zombies > 0;
-  return failedReloads === 0 && summary.failedRequests === 0 && !leaked ? 0 : 1;
+  const leaked = last.fds > first.fds || last.zombies > 0
+  return failedReloads === 0 && summary.failedRequests === 0 && !leaked ? 0 : 1
 }
 
-runMain('soak', main);
+runMain('soak', main)

@@ -179,7 +179,10 @@ async function start(args: string[]): Promise<number> {
   const ecosystem = positionals[0] !== undefined && isEcosystemFile(positionals[0]) ? positionals[0] : undefined
   const script = ecosystem === undefined ? positionals[0] : undefined
   if (values.env !== undefined && ecosystem === undefined && values.config === undefined) {
-    throw new CommandError('--env NAME selects env_NAME of a PM2 ecosystem file: baton start ecosystem.config.js --env NAME', 2)
+    throw new CommandError(
+      '--env NAME selects env_NAME of a PM2 ecosystem file: baton start ecosystem.config.js --env NAME',
+      2,
+    )
   }
   if (positionals[0] !== undefined && values.config !== undefined) {
     throw new CommandError('baton start takes a script or --config FILE, not both', 2)
@@ -223,7 +226,8 @@ async function start(args: string[]): Promise<number> {
       },
     }
   } else {
-    if (scriptArgs.length > 0) throw new CommandError('script arguments (after --) need a script; put args in the config file', 2)
+    if (scriptArgs.length > 0)
+      throw new CommandError('script arguments (after --) need a script; put args in the config file', 2)
     const given = ecosystem ?? (values.config as string | undefined)
     const found = given !== undefined ? resolve(given) : findConfig(process.cwd())
     if (!found) {
@@ -256,16 +260,30 @@ async function start(args: string[]): Promise<number> {
   if (values.daemon) {
     const again = ['start', ...own.filter((a) => a !== '--daemon'), ...(dash >= 0 ? ['--', ...scriptArgs] : [])]
     const log = options.logFile ?? logPath(runtimeDir, name)
-    const pid = await startDaemon([fileURLToPath(new URL('../bin/baton.js', import.meta.url)), ...again], name, runtimeDir, log)
+    const pid = await startDaemon(
+      [fileURLToPath(new URL('../bin/baton.js', import.meta.url)), ...again],
+      name,
+      runtimeDir,
+      log,
+    )
     stdio.out(`baton "${name}" started in the background (master pid ${pid}); logs: ${log}`)
     return 0
   }
   await supervisor.start()
   if (watched !== undefined) watchAndReload(supervisor, name, watched)
-  const groups = supervisor.status().groups.map(({ name, sockets, stopTimeoutMs, readyTimeoutMs, balance }) => ({ name, sockets, stopTimeoutMs, readyTimeoutMs, balance }))
+  const groups = supervisor.status().groups.map(({ name, sockets, stopTimeoutMs, readyTimeoutMs, balance }) => ({
+    name,
+    sockets,
+    stopTimeoutMs,
+    readyTimeoutMs,
+    balance,
+  }))
   const daemonLog = process.env.BATON_DAEMONIZED === '1' ? process.env.BATON_LOG_FILE : undefined
   const log = options.logFile ?? daemonLog
-  recordStart(runtimeDir, name, [fileURLToPath(new URL('../bin/baton.js', import.meta.url)), 'start', ...args], { groups, log })
+  recordStart(runtimeDir, name, [fileURLToPath(new URL('../bin/baton.js', import.meta.url)), 'start', ...args], {
+    groups,
+    log,
+  })
   for (const a of supervisor.addresses()) {
     const from = a.from === 'inherited' ? ` (socket from systemd, fd ${a.fd}${a.fdName ? ` "${a.fdName}"` : ''})` : ''
     stdio.err(`[baton ${name}] listening on ${a.bound}${from}`)

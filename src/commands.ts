@@ -81,7 +81,12 @@ async function waitGone(pid: number, timeoutMs: number): Promise<boolean> {
 }
 
 /** `baton stop`: stop the fleet and wait until the master has exited. */
-export async function stopCommand(runtimeDir: string, name: string, force: boolean, io: Output = stdio): Promise<number> {
+export async function stopCommand(
+  runtimeDir: string,
+  name: string,
+  force: boolean,
+  io: Output = stdio,
+): Promise<number> {
   const before = await request(runtimeDir, name, { cmd: 'status' })
   const pid = before.status?.pid
   const answer = await request(runtimeDir, name, { cmd: 'stop', force })
@@ -131,7 +136,9 @@ export function readStartRecord(runtimeDir: string, name: string): StartRecord |
   try {
     return JSON.parse(readFileSync(path, 'utf8')) as StartRecord
   } catch (e) {
-    throw new CommandError(`the start record ${path} is unreadable (${(e as Error).message}): start the fleet again with baton start`)
+    throw new CommandError(
+      `the start record ${path} is unreadable (${(e as Error).message}): start the fleet again with baton start`,
+    )
   }
 }
 
@@ -157,7 +164,12 @@ export async function restartCommand(runtimeDir: string, name: string, io: Outpu
 }
 
 /** `baton status`: a table, or the JSON contract with `--json`. Without a name, every master. */
-export async function statusCommand(runtimeDir: string, name: string | undefined, json: boolean, io: Output = stdio): Promise<number> {
+export async function statusCommand(
+  runtimeDir: string,
+  name: string | undefined,
+  json: boolean,
+  io: Output = stdio,
+): Promise<number> {
   const names = name ? [name] : listMasters(runtimeDir)
   if (names.length === 0) throw new CommandError(`no baton master is running (runtime dir ${runtimeDir})`)
   const statuses: Status[] = []
@@ -194,10 +206,16 @@ export interface LogsOptions {
 }
 
 /** `baton logs`: recent worker output from the master's ring buffer, then new lines with `follow`. */
-export async function logsCommand(runtimeDir: string, name: string, options: LogsOptions, io: Output = stdio): Promise<number> {
+export async function logsCommand(
+  runtimeDir: string,
+  name: string,
+  options: LogsOptions,
+  io: Output = stdio,
+): Promise<number> {
   const answer = await request(runtimeDir, name, { cmd: 'logs', ...options }, (event) => {
     if (event.type === 'output') io.out(formatOutputLine(event as unknown as OutputLine))
-    else if (event.type === 'output:dropped') io.err(`baton logs: ${String(event.lines)} lines not shown (this output was read too slowly)`)
+    else if (event.type === 'output:dropped')
+      io.err(`baton logs: ${String(event.lines)} lines not shown (this output was read too slowly)`)
   })
   if (!answer.ok) {
     io.err(`baton logs: ${answer.error ?? 'failed'}`)
@@ -229,8 +247,13 @@ const MAX_COUNT = 1024
  * the cause, 2 on bad usage (the argument named).
  */
 export async function scaleCommand(runtimeDir: string, args: string[], io: Output = stdio): Promise<number> {
-  if (args.length === 0) throw new CommandError('scale: missing N, the new worker count (baton scale [NAME] [GROUP] N)', 2)
-  if (args.length > 3) throw new CommandError(`scale: unexpected arguments: ${args.slice(0, -3).join(' ')} (baton scale [NAME] [GROUP] N)`, 2)
+  if (args.length === 0)
+    throw new CommandError('scale: missing N, the new worker count (baton scale [NAME] [GROUP] N)', 2)
+  if (args.length > 3)
+    throw new CommandError(
+      `scale: unexpected arguments: ${args.slice(0, -3).join(' ')} (baton scale [NAME] [GROUP] N)`,
+      2,
+    )
   const raw = args[args.length - 1]
   if (!/^[0-9]+$/.test(raw) || Number(raw) < 1 || Number(raw) > MAX_COUNT) {
     throw new CommandError(`scale: count: expected a whole number of workers from 1 to ${MAX_COUNT}, got "${raw}"`, 2)
@@ -244,7 +267,11 @@ export async function scaleCommand(runtimeDir: string, args: string[], io: Outpu
     else group = args[0]
   }
   const master = pickMaster(runtimeDir, name)
-  const answer = await request(runtimeDir, master, group === undefined ? { cmd: 'scale', count } : { cmd: 'scale', group, count })
+  const answer = await request(
+    runtimeDir,
+    master,
+    group === undefined ? { cmd: 'scale', count } : { cmd: 'scale', group, count },
+  )
   if (!answer.ok) {
     const error = answer.error ?? 'failed'
     io.err(`baton scale: ${error}`)

@@ -101,7 +101,8 @@ async function loadValue(path: string): Promise<unknown> {
       // A query makes Node load the module again instead of answering from its cache.
       generation += 1
       const mod = (await import(`${pathToFileURL(path).href}?baton-reload=${generation}`)) as { default?: unknown }
-      if (!('default' in mod)) throw new ConfigError(path, undefined, 'has no default export (export default { groups: { ... } })')
+      if (!('default' in mod))
+        throw new ConfigError(path, undefined, 'has no default export (export default { groups: { ... } })')
       exported = mod.default
     }
   } catch (e) {
@@ -122,12 +123,20 @@ async function loadValue(path: string): Promise<unknown> {
  * Read and validate a config file, with `baton start` flags applied on top. Throws a
  * {@link ConfigError} naming the file and key.
  */
-export async function readConfig(path: string, overrides: ConfigOverrides = {}, notes?: string[]): Promise<SupervisorOptions> {
+export async function readConfig(
+  path: string,
+  overrides: ConfigOverrides = {},
+  notes?: string[],
+): Promise<SupervisorOptions> {
   const file = resolve(path)
   if (!existsSync(file)) throw new ConfigError(file, undefined, 'does not exist')
   const value = await loadValue(file)
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new ConfigError(file, undefined, 'must export an object: { name, groups: { web: { script, count, listen } } }')
+    throw new ConfigError(
+      file,
+      undefined,
+      'must export an object: { name, groups: { web: { script, count, listen } } }',
+    )
   }
   let raw = value as Record<string, unknown>
   if (isEcosystem(value)) {
@@ -141,20 +150,39 @@ export async function readConfig(path: string, overrides: ConfigOverrides = {}, 
       throw e
     }
   } else if (overrides.env !== undefined) {
-    throw new ConfigError(file, undefined, '--env selects env_<name> of a PM2 ecosystem file; this file is not one (no "apps")')
+    throw new ConfigError(
+      file,
+      undefined,
+      '--env selects env_<name> of a PM2 ecosystem file; this file is not one (no "apps")',
+    )
   }
   for (const key of Object.keys(raw)) {
     if (!FILE_KEYS.has(key)) throw new ConfigError(file, key, `unknown option (known: ${[...FILE_KEYS].join(', ')})`)
   }
   const groupsRaw = raw.groups
-  if (typeof groupsRaw !== 'object' || groupsRaw === null || Array.isArray(groupsRaw) || Object.keys(groupsRaw).length === 0) {
-    throw new ConfigError(file, 'groups', 'expected an object of groups by name, e.g. { web: { script: "app.mjs", listen: ":8080" } }')
+  if (
+    typeof groupsRaw !== 'object' ||
+    groupsRaw === null ||
+    Array.isArray(groupsRaw) ||
+    Object.keys(groupsRaw).length === 0
+  ) {
+    throw new ConfigError(
+      file,
+      'groups',
+      'expected an object of groups by name, e.g. { web: { script: "app.mjs", listen: ":8080" } }',
+    )
   }
   const base = dirname(file)
   const groups: Record<string, GroupOptions> = {}
-  const flags = Object.fromEntries(Object.entries(overrides.group ?? {}).filter(([, v]) => v !== undefined)) as GroupOptions
+  const flags = Object.fromEntries(
+    Object.entries(overrides.group ?? {}).filter(([, v]) => v !== undefined),
+  ) as GroupOptions
   if (flags.listen !== undefined && Object.keys(groupsRaw).length > 1) {
-    throw new ConfigError(file, 'groups', '--listen cannot apply to several groups: set listen for each group in the file')
+    throw new ConfigError(
+      file,
+      'groups',
+      '--listen cannot apply to several groups: set listen for each group in the file',
+    )
   }
   for (const [name, g] of Object.entries(groupsRaw as Record<string, unknown>)) {
     if (typeof g !== 'object' || g === null || Array.isArray(g)) {
@@ -162,10 +190,12 @@ export async function readConfig(path: string, overrides: ConfigOverrides = {}, 
     }
     const options = { ...(g as GroupOptions), ...flags }
     // Paths in the file are relative to the file, not to wherever baton was started.
-    options.cwd = typeof options.cwd === 'string' ? resolve(base, options.cwd) : options.cwd === undefined ? base : options.cwd
+    options.cwd =
+      typeof options.cwd === 'string' ? resolve(base, options.cwd) : options.cwd === undefined ? base : options.cwd
     for (const key of ['stdout', 'stderr'] as const) {
       const target = options[key]
-      if (typeof target === 'string' && target !== '' && target !== 'inherit' && target !== 'ignore') options[key] = resolve(base, target)
+      if (typeof target === 'string' && target !== '' && target !== 'inherit' && target !== 'ignore')
+        options[key] = resolve(base, target)
     }
     groups[name] = options
   }

@@ -179,7 +179,9 @@ export function request(
       if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') {
         // Nobody listens: a master that is gone. Clean what it left, if it left anything.
         const probe = native().probeMaster(runtimeDir, name, true)
-        settle(() => reject(new NotRunningError(name, runtimeDir, probe.cleaned ? probe.pid ?? undefined : undefined)))
+        settle(() =>
+          reject(new NotRunningError(name, runtimeDir, probe.cleaned ? (probe.pid ?? undefined) : undefined)),
+        )
       } else {
         settle(() => reject(new Error(`cannot talk to baton master "${name}": ${err.message}`)))
       }

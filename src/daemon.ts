@@ -49,12 +49,19 @@ export async function startDaemon(
   const deadline = Date.now() + timeoutMs
   while (Date.now() < deadline) {
     if (exited) {
-      throw new Error(`the baton master ${exited} before its workers were ready; its log (${log}) ends with:\n${tail(log)}`)
+      throw new Error(
+        `the baton master ${exited} before its workers were ready; its log (${log}) ends with:\n${tail(log)}`,
+      )
     }
     try {
       const answer = await request(runtimeDir, name, { cmd: 'status' })
       const status = answer.status
-      if (status && status.pid === child.pid && status.workers.length > 0 && status.workers.every((w) => w.state === 'ready')) {
+      if (
+        status &&
+        status.pid === child.pid &&
+        status.workers.length > 0 &&
+        status.workers.every((w) => w.state === 'ready')
+      ) {
         return status.pid
       }
     } catch {

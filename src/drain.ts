@@ -45,11 +45,11 @@
  *
  * @module
  */
-import * as http from 'node:http';
-import type * as http2 from 'node:http2';
-import * as https from 'node:https';
-import * as net from 'node:net';
-import * as tls from 'node:tls';
+import * as http from 'node:http'
+import type * as http2 from 'node:http2'
+import * as https from 'node:https'
+import * as net from 'node:net'
+import * as tls from 'node:tls'
 
 /** Options of {@link drainServer} and {@link trackServer}. */
 export interface DrainOptions {
@@ -57,74 +57,74 @@ export interface DrainOptions {
    * How long (ms) a connection with no request in flight must stay idle while draining
    * before it is closed. Default {@link DEFAULT_IDLE_MS}.
    */
-  idleMs?: number;
+  idleMs?: number
   /**
    * WebSockets (sockets taken over through `'upgrade'`) when draining starts: `'close'`
    * (default) sends each a close frame with code 1012 (service restart); `'keep'` leaves
    * them to the application.
    */
-  upgrades?: 'close' | 'keep';
+  upgrades?: 'close' | 'keep'
 }
 
 /** Time a WebSocket has to close after baton's 1012 close frame before it is destroyed. */
-export const WEBSOCKET_CLOSE_GRACE_MS = 1000;
+export const WEBSOCKET_CLOSE_GRACE_MS = 1000
 
 /** A WebSocket close frame (server to client: unmasked), status 1012 "service restart". */
-const WEBSOCKET_CLOSE_1012 = Buffer.from([0x88, 0x02, 0x03, 0xf4]);
+const WEBSOCKET_CLOSE_1012 = Buffer.from([0x88, 0x02, 0x03, 0xf4])
 
 /** Default idle window of a draining HTTP connection, in ms. */
-export const DEFAULT_IDLE_MS = 500;
+export const DEFAULT_IDLE_MS = 500
 
 /** One tracked connection. */
 interface Conn {
-  readonly socket: net.Socket;
+  readonly socket: net.Socket
   /** Responses in flight on this socket (requests received, response not finished). */
-  readonly responses: Set<http.ServerResponse>;
+  readonly responses: Set<http.ServerResponse>
   /** Pending idle-close timer while draining. */
-  idleTimer: NodeJS.Timeout | undefined;
+  idleTimer: NodeJS.Timeout | undefined
   /** `socket.bytesRead` when the idle timer was armed (bytes since then = activity). */
-  bytesAtIdle: number;
+  bytesAtIdle: number
   /** Taken over by an `'upgrade'` / `'connect'` handler: owned by the application. */
-  detached: boolean;
+  detached: boolean
   /** Shed (see {@link shedConnections}): its next response closes it. */
-  shed: boolean;
+  shed: boolean
   /** Taken over by an `'upgrade'` to the WebSocket protocol. */
-  websocket: boolean;
+  websocket: boolean
   /** The response that carries `Connection: close` (see the pipelining rule). */
-  closer: http.ServerResponse | undefined;
+  closer: http.ServerResponse | undefined
 }
 
 /** Per-server tracking state. */
 interface Tracked {
-  readonly server: net.Server;
+  readonly server: net.Server
   /** The server speaks HTTP/1 (`http.Server` or `https.Server`). */
-  readonly http: boolean;
+  readonly http: boolean
   /** The server speaks HTTP/2 (its sessions get GOAWAY when draining starts). */
-  readonly http2: boolean;
-  readonly sessions: Set<http2.ServerHttp2Session>;
-  upgrades: 'close' | 'keep';
-  readonly conns: Map<net.Socket, Conn>;
-  draining: boolean;
+  readonly http2: boolean
+  readonly sessions: Set<http2.ServerHttp2Session>
+  upgrades: 'close' | 'keep'
+  readonly conns: Map<net.Socket, Conn>
+  draining: boolean
   /** Connections still to shed (see {@link shedConnections}). */
-  shedQuota: number;
-  idleMs: number;
+  shedQuota: number
+  idleMs: number
   /** Callbacks waiting for connections to close (`httpOnly`: ignore detached ones). */
-  readonly waiters: Set<{ readonly httpOnly: boolean; readonly resolve: () => void }>;
+  readonly waiters: Set<{ readonly httpOnly: boolean; readonly resolve: () => void }>
 }
 
-const tracked = new WeakMap<net.Server, Tracked>();
+const tracked = new WeakMap<net.Server, Tracked>()
 
 /** HTTP server events that carry a request + response instead of `'request'`. */
-const REQUEST_LIKE_EVENTS = ['checkContinue', 'checkExpectation'] as const;
+const REQUEST_LIKE_EVENTS = ['checkContinue', 'checkExpectation'] as const
 /** HTTP server events that hand the socket over to the application. */
-const DETACH_EVENTS = ['upgrade', 'connect'] as const;
+const DETACH_EVENTS = ['upgrade', 'connect'] as const
 
 /**
  * Whether `server` is an HTTP/1 server (`http.Server` or `https.Server`), whose
  * connections {@link drainServer} closes itself.
  */
 export function isHttpServer(server: net.Server): boolean {
-  return server instanceof http.Server || server instanceof https.Server;
+  return server instanceof http.Server || server instanceof https.Server
 }
 
 /**
@@ -133,13 +133,13 @@ export function isHttpServer(server: net.Server): boolean {
  * constructor name).
  */
 export function isHttp2Server(server: net.Server): boolean {
-  const name = server.constructor?.name;
-  return name === 'Http2Server' || name === 'Http2SecureServer';
+  const name = server.constructor?.name
+  return name === 'Http2Server' || name === 'Http2SecureServer'
 }
 
 /** Whether {@link drainServer} knows the protocol of `server` (HTTP/1 or HTTP/2). */
 export function isDrainable(server: net.Server): boolean {
-  return isHttpServer(server) || isHttp2Server(server);
+  return isHttpServer(server) || isHttp2Server(server)
 }
 
 /**
@@ -147,11 +147,11 @@ export function isDrainable(server: net.Server): boolean {
  * accepts its first connection: connections accepted earlier are unknown to the drain.
  */
 export function trackServer(server: net.Server, options: DrainOptions = {}): void {
-  const existing = tracked.get(server);
+  const existing = tracked.get(server)
   if (existing !== undefined) {
-    if (options.idleMs !== undefined) existing.idleMs = checkIdleMs(options.idleMs);
-    if (options.upgrades !== undefined) existing.upgrades = checkUpgrades(options.upgrades);
-    return;
+    if (options.idleMs !== undefined) existing.idleMs = checkIdleMs(options.idleMs)
+    if (options.upgrades !== undefined) existing.upgrades = checkUpgrades(options.upgrades)
+    return
   }
   const t: Tracked = {
     server,
@@ -164,77 +164,77 @@ export function trackServer(server: net.Server, options: DrainOptions = {}): voi
     shedQuota: 0,
     idleMs: checkIdleMs(options.idleMs ?? DEFAULT_IDLE_MS),
     waiters: new Set(),
-  };
-  tracked.set(server, t);
+  }
+  tracked.set(server, t)
 
-  const connectionEvent = server instanceof tls.Server ? 'secureConnection' : 'connection';
+  const connectionEvent = server instanceof tls.Server ? 'secureConnection' : 'connection'
   server.on(connectionEvent, (socket: net.Socket) => {
-    const conn = connOf(t, socket);
-    if (t.draining && t.http && conn.responses.size === 0) armIdle(t, conn);
-  });
+    const conn = connOf(t, socket)
+    if (t.draining && t.http && conn.responses.size === 0) armIdle(t, conn)
+  })
 
   if (t.http2) {
     server.on('session', (session: http2.ServerHttp2Session) => {
-      t.sessions.add(session);
-      session.once('close', () => t.sessions.delete(session));
-      if (t.draining) session.close();
-    });
+      t.sessions.add(session)
+      session.once('close', () => t.sessions.delete(session))
+      if (t.draining) session.close()
+    })
   }
 
-  if (!t.http) return;
+  if (!t.http) return
 
   // A pipelined request that would be answered on a socket closing after its marked
   // response is never given to the application (see the pipelining rule).
-  const emit = server.emit as (this: net.Server, event: string | symbol, ...args: unknown[]) => boolean;
-  (server as { emit: typeof emit }).emit = function (this: net.Server, event, ...args): boolean {
+  const emit = server.emit as (this: net.Server, event: string | symbol, ...args: unknown[]) => boolean
+  ;(server as { emit: typeof emit }).emit = function (this: net.Server, event, ...args): boolean {
     if (event === 'request') {
-      const req = args[0] as http.IncomingMessage;
-      const conn = t.conns.get(req.socket);
-      if (conn?.closer?.headersSent === true) return true;
+      const req = args[0] as http.IncomingMessage
+      const conn = t.conns.get(req.socket)
+      if (conn?.closer?.headersSent === true) return true
     }
-    return emit.call(this, event, ...args);
-  };
+    return emit.call(this, event, ...args)
+  }
 
   // Runs before the application's handler, so the response is still unsent.
   const onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
-    onRequestStart(t, req, res);
-  };
-  server.prependListener('request', onRequest);
+    onRequestStart(t, req, res)
+  }
+  server.prependListener('request', onRequest)
 
   // `checkContinue` / `checkExpectation` replace `'request'`, and `upgrade` / `connect`
   // change Node's behaviour by merely having a listener: mirror the application's
   // listeners (ours exists exactly while one of theirs does) instead of adding our own.
   const onDetach = (req: http.IncomingMessage, socket: net.Socket): void => {
-    const conn = connOf(t, socket);
-    conn.detached = true;
-    conn.websocket = /\bwebsocket\b/i.test(req.headers.upgrade ?? '');
-    clearIdle(conn);
-    settle(t);
-  };
-  type Listener = typeof onRequest | typeof onDetach;
-  const mirrored = new Map<string, Listener>();
-  for (const event of REQUEST_LIKE_EVENTS) mirrored.set(event, onRequest);
-  for (const event of DETACH_EVENTS) mirrored.set(event, onDetach);
+    const conn = connOf(t, socket)
+    conn.detached = true
+    conn.websocket = /\bwebsocket\b/i.test(req.headers.upgrade ?? '')
+    clearIdle(conn)
+    settle(t)
+  }
+  type Listener = typeof onRequest | typeof onDetach
+  const mirrored = new Map<string, Listener>()
+  for (const event of REQUEST_LIKE_EVENTS) mirrored.set(event, onRequest)
+  for (const event of DETACH_EVENTS) mirrored.set(event, onDetach)
   const ensureMirror = (event: string): void => {
-    const ours = mirrored.get(event);
-    if (ours === undefined) return;
-    const listeners = server.listeners(event);
-    const theirs = listeners.filter((l) => l !== ours).length;
-    if (theirs > 0 && !listeners.includes(ours)) server.prependListener(event, ours);
-    if (theirs === 0 && listeners.includes(ours)) server.removeListener(event, ours);
-  };
+    const ours = mirrored.get(event)
+    if (ours === undefined) return
+    const listeners = server.listeners(event)
+    const theirs = listeners.filter((l) => l !== ours).length
+    if (theirs > 0 && !listeners.includes(ours)) server.prependListener(event, ours)
+    if (theirs === 0 && listeners.includes(ours)) server.removeListener(event, ours)
+  }
   server.on('newListener', (event: string | symbol, listener: unknown) => {
-    if (typeof event !== 'string' || listener === mirrored.get(event)) return;
+    if (typeof event !== 'string' || listener === mirrored.get(event)) return
     // 'newListener' fires before the listener is added: add ours first so it runs first.
-    const ours = mirrored.get(event);
+    const ours = mirrored.get(event)
     if (ours !== undefined && !server.listeners(event).includes(ours)) {
-      server.prependListener(event, ours);
+      server.prependListener(event, ours)
     }
-  });
+  })
   server.on('removeListener', (event: string | symbol) => {
-    if (typeof event === 'string') ensureMirror(event);
-  });
-  for (const event of mirrored.keys()) ensureMirror(event);
+    if (typeof event === 'string') ensureMirror(event)
+  })
+  for (const event of mirrored.keys()) ensureMirror(event)
 }
 
 /**
@@ -243,8 +243,8 @@ export function trackServer(server: net.Server, options: DrainOptions = {}): voi
  * server is not listening.
  */
 export function stopAccepting(server: net.Server): void {
-  if (!server.listening) return;
-  net.Server.prototype.close.call(server);
+  if (!server.listening) return
+  net.Server.prototype.close.call(server)
 }
 
 /**
@@ -258,29 +258,29 @@ export function stopAccepting(server: net.Server): void {
  * rejects; has no time limit of its own.
  */
 export function drainServer(server: net.Server, options: DrainOptions = {}): Promise<void> {
-  trackServer(server, options);
-  const t = tracked.get(server) as Tracked;
-  stopAccepting(server);
+  trackServer(server, options)
+  const t = tracked.get(server) as Tracked
+  stopAccepting(server)
   if (t.http2 && !t.draining) {
-    t.draining = true;
-    for (const session of t.sessions) session.close();
+    t.draining = true
+    for (const session of t.sessions) session.close()
   }
   if (t.http && !t.draining) {
-    t.draining = true;
+    t.draining = true
     for (const conn of t.conns.values()) {
       if (conn.detached) {
-        if (conn.websocket && t.upgrades === 'close') closeWebSocket(conn.socket);
-        continue;
+        if (conn.websocket && t.upgrades === 'close') closeWebSocket(conn.socket)
+        continue
       }
       if (conn.responses.size === 0) {
-        armIdle(t, conn);
+        armIdle(t, conn)
       } else {
-        const newest = [...conn.responses].at(-1);
-        if (newest !== undefined && !newest.headersSent) markCloser(conn, newest);
+        const newest = [...conn.responses].at(-1)
+        if (newest !== undefined && !newest.headersSent) markCloser(conn, newest)
       }
     }
   }
-  return whenClosed(t, t.http);
+  return whenClosed(t, t.http)
 }
 
 /**
@@ -288,9 +288,9 @@ export function drainServer(server: net.Server, options: DrainOptions = {}): Pro
  * over by `'upgrade'`/`'connect'`. Does not close anything itself.
  */
 export function waitForConnections(server: net.Server): Promise<void> {
-  const t = tracked.get(server);
-  if (t === undefined) return Promise.resolve();
-  return whenClosed(t, false);
+  const t = tracked.get(server)
+  if (t === undefined) return Promise.resolve()
+  return whenClosed(t, false)
 }
 
 /**
@@ -301,64 +301,64 @@ export function waitForConnections(server: net.Server): Promise<void> {
  * call replaces the rest of an earlier one. No-op for other servers.
  */
 export function shedConnections(server: net.Server, count: number): void {
-  const t = tracked.get(server);
-  if (t === undefined || !t.http) return;
-  t.shedQuota = Math.max(0, Math.min(count, t.conns.size));
+  const t = tracked.get(server)
+  if (t === undefined || !t.http) return
+  t.shedQuota = Math.max(0, Math.min(count, t.conns.size))
 }
 
 /** Number of open tracked connections of `server` (0 when it is not tracked). */
 export function connectionCount(server: net.Server): number {
-  return tracked.get(server)?.conns.size ?? 0;
+  return tracked.get(server)?.conns.size ?? 0
 }
 
 /** Whether {@link drainServer} has been called for `server`. */
 export function isDraining(server: net.Server): boolean {
-  return tracked.get(server)?.draining ?? false;
+  return tracked.get(server)?.draining ?? false
 }
 
 function checkUpgrades(upgrades: string): 'close' | 'keep' {
   if (upgrades !== 'close' && upgrades !== 'keep') {
-    throw new RangeError(`upgrades must be 'close' or 'keep', got ${JSON.stringify(upgrades)}`);
+    throw new RangeError(`upgrades must be 'close' or 'keep', got ${JSON.stringify(upgrades)}`)
   }
-  return upgrades;
+  return upgrades
 }
 
 /** What Node chose for a response before baton marked it (restored if the mark moves). */
-const ownKeepAlive = new WeakMap<http.ServerResponse, boolean>();
+const ownKeepAlive = new WeakMap<http.ServerResponse, boolean>()
 
 /** Make `res` the response of `conn` that carries `Connection: close`. */
 function markCloser(conn: Conn, res: http.ServerResponse): void {
-  const previous = conn.closer;
+  const previous = conn.closer
   if (previous !== undefined && previous !== res && !previous.headersSent) {
-    previous.shouldKeepAlive = ownKeepAlive.get(previous) ?? true;
+    previous.shouldKeepAlive = ownKeepAlive.get(previous) ?? true
   }
-  if (!ownKeepAlive.has(res)) ownKeepAlive.set(res, res.shouldKeepAlive);
-  res.shouldKeepAlive = false;
-  conn.closer = res;
+  if (!ownKeepAlive.has(res)) ownKeepAlive.set(res, res.shouldKeepAlive)
+  res.shouldKeepAlive = false
+  conn.closer = res
 }
 
 /** Send a WebSocket close frame (1012, service restart); destroy the socket if it lingers. */
 function closeWebSocket(socket: net.Socket): void {
-  if (socket.destroyed || !socket.writable) return;
+  if (socket.destroyed || !socket.writable) return
   // Frames are written whole by WebSocket libraries (synchronously), so this one cannot
   // land inside another.
-  socket.write(WEBSOCKET_CLOSE_1012);
-  const timer = setTimeout(() => socket.destroy(), WEBSOCKET_CLOSE_GRACE_MS);
-  timer.unref();
-  socket.once('close', () => clearTimeout(timer));
+  socket.write(WEBSOCKET_CLOSE_1012)
+  const timer = setTimeout(() => socket.destroy(), WEBSOCKET_CLOSE_GRACE_MS)
+  timer.unref()
+  socket.once('close', () => clearTimeout(timer))
 }
 
 function checkIdleMs(idleMs: number): number {
   if (!Number.isFinite(idleMs) || idleMs < 0) {
-    throw new RangeError(`idleMs must be a finite number >= 0, got ${String(idleMs)}`);
+    throw new RangeError(`idleMs must be a finite number >= 0, got ${String(idleMs)}`)
   }
-  return idleMs;
+  return idleMs
 }
 
 /** The state of `socket`, created (and watched for 'close') on first sight. */
 function connOf(t: Tracked, socket: net.Socket): Conn {
-  let conn = t.conns.get(socket);
-  if (conn !== undefined) return conn;
+  let conn = t.conns.get(socket)
+  if (conn !== undefined) return conn
   conn = {
     socket,
     responses: new Set(),
@@ -368,78 +368,78 @@ function connOf(t: Tracked, socket: net.Socket): Conn {
     shed: false,
     websocket: false,
     closer: undefined,
-  };
-  t.conns.set(socket, conn);
-  const created = conn;
+  }
+  t.conns.set(socket, conn)
+  const created = conn
   socket.once('close', () => {
-    clearIdle(created);
-    t.conns.delete(socket);
-    settle(t);
-  });
-  return conn;
+    clearIdle(created)
+    t.conns.delete(socket)
+    settle(t)
+  })
+  return conn
 }
 
 function onRequestStart(t: Tracked, req: http.IncomingMessage, res: http.ServerResponse): void {
-  const conn = connOf(t, req.socket);
-  conn.responses.add(res);
-  clearIdle(conn);
+  const conn = connOf(t, req.socket)
+  conn.responses.add(res)
+  clearIdle(conn)
   if (!t.draining && t.shedQuota > 0 && !conn.shed) {
-    t.shedQuota -= 1;
-    conn.shed = true;
+    t.shedQuota -= 1
+    conn.shed = true
   }
-  if (t.draining || conn.shed) markCloser(conn, res);
+  if (t.draining || conn.shed) markCloser(conn, res)
   const done = (): void => {
-    if (!conn.responses.delete(res)) return;
+    if (!conn.responses.delete(res)) return
     if (t.draining && conn.responses.size === 0 && !conn.detached && !conn.socket.destroyed) {
-      armIdle(t, conn);
+      armIdle(t, conn)
     }
-  };
-  res.once('finish', done);
-  res.once('close', done);
+  }
+  res.once('finish', done)
+  res.once('close', done)
 }
 
 function armIdle(t: Tracked, conn: Conn): void {
-  clearIdle(conn);
-  conn.bytesAtIdle = conn.socket.bytesRead;
+  clearIdle(conn)
+  conn.bytesAtIdle = conn.socket.bytesRead
   conn.idleTimer = setTimeout(() => {
-    conn.idleTimer = undefined;
-    if (conn.detached || conn.responses.size > 0 || conn.socket.destroyed) return;
+    conn.idleTimer = undefined
+    if (conn.detached || conn.responses.size > 0 || conn.socket.destroyed) return
     // Bytes arrived but no request yet: a request is being received. Wait again.
     if (conn.socket.bytesRead !== conn.bytesAtIdle) {
-      armIdle(t, conn);
-      return;
+      armIdle(t, conn)
+      return
     }
-    conn.socket.destroy();
-  }, t.idleMs);
-  conn.idleTimer.unref();
+    conn.socket.destroy()
+  }, t.idleMs)
+  conn.idleTimer.unref()
 }
 
 function clearIdle(conn: Conn): void {
   if (conn.idleTimer !== undefined) {
-    clearTimeout(conn.idleTimer);
-    conn.idleTimer = undefined;
+    clearTimeout(conn.idleTimer)
+    conn.idleTimer = undefined
   }
 }
 
 function remaining(t: Tracked, httpOnly: boolean): number {
-  if (!httpOnly) return t.conns.size;
-  let n = 0;
-  for (const conn of t.conns.values()) if (!conn.detached) n += 1;
-  return n;
+  if (!httpOnly) return t.conns.size
+  let n = 0
+  for (const conn of t.conns.values()) if (!conn.detached) n += 1
+  return n
 }
 
 function whenClosed(t: Tracked, httpOnly: boolean): Promise<void> {
-  if (remaining(t, httpOnly) === 0) return Promise.resolve();
+  if (remaining(t, httpOnly) === 0) return Promise.resolve()
   return new Promise((resolve) => {
-    t.waiters.add({ httpOnly, resolve });
-  });
+    t.waiters.add({ httpOnly, resolve })
+  })
 }
 
 function settle(t: Tracked): void {
   for (const waiter of t.waiters) {
     if (remaining(t, waiter.httpOnly) === 0) {
-      t.waiters.delete(waiter);
-      waiter.resolve();
+      t.waiters.delete(waiter)
+      waiter.resolve()
     }
   }
 }

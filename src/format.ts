@@ -74,14 +74,22 @@ export function formatStatus(status: Status, now = Date.now()): string {
     ])
   }
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)))
-  const table = rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd())
+  const table = rows.map((r) =>
+    r
+      .map((c, i) => c.padEnd(widths[i]))
+      .join('  ')
+      .trimEnd(),
+  )
   const footer: string[] = []
   if (status.lastReload) footer.push(`last reload: ${status.lastReload.message}`)
   for (const g of status.groups) {
     if (g.logs?.droppedBytes) {
-      footer.push(`output dropped: ${size(g.logs.droppedBytes)} of group ${g.name} (its destination did not keep up; see baton logs)`)
+      footer.push(
+        `output dropped: ${size(g.logs.droppedBytes)} of group ${g.name} (its destination did not keep up; see baton logs)`,
+      )
     }
   }
-  if (status.logs?.failedBytes) footer.push(`output lost: ${size(status.logs.failedBytes)} could not be written (closed pipe or full disk)`)
+  if (status.logs?.failedBytes)
+    footer.push(`output lost: ${size(status.logs.failedBytes)} could not be written (closed pipe or full disk)`)
   return [...header, '', ...table, ...(footer.length ? ['', ...footer] : [])].join('\n')
 }

@@ -184,9 +184,27 @@ export class OptionsError extends Error {
 }
 
 const GROUP_KEYS = new Set([
-  'script', 'count', 'listen', 'env', 'args', 'execArgv', 'cwd', 'reloadable', 'readyTimeout',
-  'stopTimeout', 'order', 'parallel', 'backlog', 'balance', 'uid', 'gid', 'stdout', 'stderr', 'logPrefix',
-  'dropIn', 'waitReady',
+  'script',
+  'count',
+  'listen',
+  'env',
+  'args',
+  'execArgv',
+  'cwd',
+  'reloadable',
+  'readyTimeout',
+  'stopTimeout',
+  'order',
+  'parallel',
+  'backlog',
+  'balance',
+  'uid',
+  'gid',
+  'stdout',
+  'stderr',
+  'logPrefix',
+  'dropIn',
+  'waitReady',
 ])
 const NAME_RE = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$/
 
@@ -197,7 +215,10 @@ export function isValidName(value: string): boolean {
 
 function checkName(field: string, value: unknown): string {
   if (typeof value !== 'string' || !NAME_RE.test(value)) {
-    throw new OptionsError(field, `${JSON.stringify(value)} is not a valid name (1-64 characters of A-Z a-z 0-9 . _ -, not starting with '.')`)
+    throw new OptionsError(
+      field,
+      `${JSON.stringify(value)} is not a valid name (1-64 characters of A-Z a-z 0-9 . _ -, not starting with '.')`,
+    )
   }
   return value
 }
@@ -234,7 +255,11 @@ function listenOf(field: string, value: unknown): { listen: string[]; names: str
   const listen: string[] = []
   const names: string[] = []
   for (const [name, addr] of entries) {
-    const f = Array.isArray(value) ? `${field}[${name.slice(6)}]` : typeof value === 'string' ? field : `${field}.${name}`
+    const f = Array.isArray(value)
+      ? `${field}[${name.slice(6)}]`
+      : typeof value === 'string'
+        ? field
+        : `${field}.${name}`
     if (typeof addr !== 'string') throw new OptionsError(f, `expected an address string, got ${JSON.stringify(addr)}`)
     if (!/^[A-Za-z0-9._-]+$/.test(name)) throw new OptionsError(f, `listen names may use A-Z a-z 0-9 . _ - only`)
     try {
@@ -291,10 +316,14 @@ export function resolveGroup(name: string, raw: unknown, defaultScript?: string)
     throw new OptionsError(`${field}.balance`, `expected 'shared' or 'reuseport', got ${JSON.stringify(balance)}`)
   }
   if (balance === 'reuseport' && process.platform !== 'linux') {
-    throw new OptionsError(`${field}.balance`, `'reuseport' needs Linux (${process.platform} does not spread connections across SO_REUSEPORT sockets); use 'shared'`)
+    throw new OptionsError(
+      `${field}.balance`,
+      `'reuseport' needs Linux (${process.platform} does not spread connections across SO_REUSEPORT sockets); use 'shared'`,
+    )
   }
   for (const key of ['dropIn', 'waitReady'] as const) {
-    if (o[key] !== undefined && typeof o[key] !== 'boolean') throw new OptionsError(`${field}.${key}`, 'expected true or false')
+    if (o[key] !== undefined && typeof o[key] !== 'boolean')
+      throw new OptionsError(`${field}.${key}`, 'expected true or false')
   }
   if (o.reloadable !== undefined && typeof o.reloadable !== 'boolean') {
     throw new OptionsError(`${field}.reloadable`, 'expected true or false')
@@ -331,7 +360,8 @@ export function resolveGroup(name: string, raw: unknown, defaultScript?: string)
 
 /** Validate an output target: `inherit`, `ignore`, or a file path made absolute against `base`. */
 export function resolveOutputTarget(field: string, value: unknown, base: string): string {
-  if (value === undefined || value === 'inherit' || value === 'ignore') return (value as string | undefined) ?? 'inherit'
+  if (value === undefined || value === 'inherit' || value === 'ignore')
+    return (value as string | undefined) ?? 'inherit'
   if (typeof value !== 'string' || value === '') {
     throw new OptionsError(field, `expected 'inherit', 'ignore' or a file path, got ${JSON.stringify(value)}`)
   }
@@ -353,7 +383,8 @@ function logFilePath(field: string, path: string): string {
 /** Validate the `logFile` option; returns its absolute path, or undefined when unset. */
 export function resolveLogFile(raw: unknown): string | undefined {
   if (raw === undefined) return undefined
-  if (typeof raw !== 'string' || raw === '') throw new OptionsError('logFile', `expected a file path, got ${JSON.stringify(raw)}`)
+  if (typeof raw !== 'string' || raw === '')
+    throw new OptionsError('logFile', `expected a file path, got ${JSON.stringify(raw)}`)
   return logFilePath('logFile', resolve(raw))
 }
 
@@ -406,7 +437,8 @@ export function resolveBackoff(raw: unknown): { initial: number; max: number; re
 /** Validate the `health` address; returns its canonical form, or undefined when unset. */
 export function resolveHealth(raw: unknown): string | undefined {
   if (raw === undefined) return undefined
-  if (typeof raw !== 'string') throw new OptionsError('health', `expected an address string, got ${JSON.stringify(raw)}`)
+  if (typeof raw !== 'string')
+    throw new OptionsError('health', `expected an address string, got ${JSON.stringify(raw)}`)
   try {
     return native().normalizeListenAddress(raw)
   } catch (e) {

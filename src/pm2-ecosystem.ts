@@ -72,19 +72,22 @@ function instances(key: string, value: unknown): number {
   if (value === undefined) return 1
   if (value === 'max' || value === 0 || value === '0') return cpus
   const n = typeof value === 'string' && /^-?\d+$/.test(value) ? Number(value) : value
-  if (typeof n !== 'number' || !Number.isInteger(n)) throw new EcosystemError(key, `expected a number or "max", got ${JSON.stringify(value)}`)
+  if (typeof n !== 'number' || !Number.isInteger(n))
+    throw new EcosystemError(key, `expected a number or "max", got ${JSON.stringify(value)}`)
   return n < 0 ? Math.max(1, cpus + n) : n
 }
 
 function env(key: string, value: unknown): Record<string, string> {
   if (value === undefined) return {}
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new EcosystemError(key, 'expected an object of variables')
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw new EcosystemError(key, 'expected an object of variables')
   return Object.fromEntries(Object.entries(value as Record<string, unknown>).map(([k, v]) => [k, String(v)]))
 }
 
 function ms(key: string, value: unknown): number | undefined {
   if (value === undefined) return undefined
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) throw new EcosystemError(key, `expected milliseconds, got ${JSON.stringify(value)}`)
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0)
+    throw new EcosystemError(key, `expected milliseconds, got ${JSON.stringify(value)}`)
   return value
 }
 
@@ -102,9 +105,11 @@ export function fromEcosystem(value: { apps: unknown }, base: string, envName: s
   let envUsed = envName === undefined
   apps.forEach((app, i) => {
     const at = `apps[${i}]`
-    if (typeof app !== 'object' || app === null || Array.isArray(app)) throw new EcosystemError(at, 'expected an app object')
+    if (typeof app !== 'object' || app === null || Array.isArray(app))
+      throw new EcosystemError(at, 'expected an app object')
     const a = app as Record<string, unknown>
-    if (typeof a.script !== 'string' || a.script === '') throw new EcosystemError(`${at}.script`, 'is required (the file to run)')
+    if (typeof a.script !== 'string' || a.script === '')
+      throw new EcosystemError(`${at}.script`, 'is required (the file to run)')
     const name = typeof a.name === 'string' && a.name !== '' ? a.name : basename(a.script).replace(/\.[^.]*$/, '')
     if (groups[name] !== undefined) throw new EcosystemError(`${at}.name`, `"${name}" is used by two apps`)
     if (a.interpreter !== undefined && !/(^|\/)node(js)?$/.test(String(a.interpreter))) {
@@ -124,9 +129,13 @@ export function fromEcosystem(value: { apps: unknown }, base: string, envName: s
     }
     if (a.args !== undefined) group.args = splitArgs(`${at}.args`, a.args)
     const nodeArgs = a.node_args ?? a.interpreter_args
-    if (nodeArgs !== undefined) group.execArgv = splitArgs(`${at}.${a.node_args !== undefined ? 'node_args' : 'interpreter_args'}`, nodeArgs)
+    if (nodeArgs !== undefined)
+      group.execArgv = splitArgs(`${at}.${a.node_args !== undefined ? 'node_args' : 'interpreter_args'}`, nodeArgs)
     if (a.wait_ready === true) group.waitReady = true
-    for (const [key, stream] of [['out_file', 'stdout'], ['error_file', 'stderr']] as const) {
+    for (const [key, stream] of [
+      ['out_file', 'stdout'],
+      ['error_file', 'stderr'],
+    ] as const) {
       const file = a[key]
       if (file === undefined) continue
       if (typeof file !== 'string' || file === '') throw new EcosystemError(`${at}.${key}`, 'expected a file path')
@@ -151,6 +160,9 @@ export function fromEcosystem(value: { apps: unknown }, base: string, envName: s
     groups[name] = group
   })
   if (!envUsed) notes.push(`--env ${envName}: no app has env_${envName}`)
-  for (const [key, names] of ignored) notes.push(`ignored PM2 field ${key} (${names.join(', ')}): baton has no equivalent or does it differently (docs/migrating-from-pm2.md)`)
+  for (const [key, names] of ignored)
+    notes.push(
+      `ignored PM2 field ${key} (${names.join(', ')}): baton has no equivalent or does it differently (docs/migrating-from-pm2.md)`,
+    )
   return { groups, notes }
 }

@@ -18,14 +18,14 @@
  *
  * @module
  */
-import * as net from 'node:net';
+import * as net from 'node:net'
 
 /** What a TCP `listen()` call asks for. */
 export interface PortTarget {
-  port: number;
-  host: string | undefined;
-  backlog: number | undefined;
-  callback: (() => void) | undefined;
+  port: number
+  host: string | undefined
+  backlog: number | undefined
+  callback: (() => void) | undefined
 }
 
 /**
@@ -34,122 +34,131 @@ export interface PortTarget {
  * cb])`); undefined for a path, an fd or a handle, which are left to Node.
  */
 export function portTarget(args: readonly unknown[]): PortTarget | undefined {
-  const last = args.at(-1);
-  const callback = typeof last === 'function' ? (last as () => void) : undefined;
-  const rest = callback === undefined ? args : args.slice(0, -1);
-  const [first, second, third] = rest;
+  const last = args.at(-1)
+  const callback = typeof last === 'function' ? (last as () => void) : undefined
+  const rest = callback === undefined ? args : args.slice(0, -1)
+  const [first, second, third] = rest
   const toPort = (v: unknown): number | undefined => {
-    if (v === undefined || v === null) return 0;
-    if (typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 65535) return v;
-    if (typeof v === 'string' && /^\d+$/.test(v) && Number(v) <= 65535) return Number(v);
-    return undefined;
-  };
+    if (v === undefined || v === null) return 0
+    if (typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 65535) return v
+    if (typeof v === 'string' && /^\d+$/.test(v) && Number(v) <= 65535) return Number(v)
+    return undefined
+  }
   if (first === undefined || typeof first === 'number' || (typeof first === 'string' && /^\d+$/.test(first))) {
-    const port = toPort(first);
-    if (port === undefined) return undefined;
-    const host = typeof second === 'string' ? second : undefined;
-    const backlogArg = typeof second === 'number' ? second : typeof third === 'number' ? third : undefined;
-    return { port, host, backlog: backlogArg, callback };
+    const port = toPort(first)
+    if (port === undefined) return undefined
+    const host = typeof second === 'string' ? second : undefined
+    const backlogArg = typeof second === 'number' ? second : typeof third === 'number' ? third : undefined
+    return { port, host, backlog: backlogArg, callback }
   }
   if (typeof first === 'object' && first !== null) {
-    const o = first as { port?: unknown; host?: unknown; path?: unknown; fd?: unknown; handle?: unknown; _handle?: unknown; backlog?: unknown };
-    if (o.path !== undefined || o.fd !== undefined || o.handle !== undefined || o._handle !== undefined) return undefined;
-    if (!('port' in o) && !('host' in o)) return undefined; // a server or socket passed as a handle
-    const port = toPort(o.port);
-    if (port === undefined) return undefined;
+    const o = first as {
+      port?: unknown
+      host?: unknown
+      path?: unknown
+      fd?: unknown
+      handle?: unknown
+      _handle?: unknown
+      backlog?: unknown
+    }
+    if (o.path !== undefined || o.fd !== undefined || o.handle !== undefined || o._handle !== undefined)
+      return undefined
+    if (!('port' in o) && !('host' in o)) return undefined // a server or socket passed as a handle
+    const port = toPort(o.port)
+    if (port === undefined) return undefined
     return {
       port,
       host: typeof o.host === 'string' ? o.host : undefined,
       backlog: typeof o.backlog === 'number' ? o.backlog : undefined,
       callback,
-    };
+    }
   }
-  return undefined;
+  return undefined
 }
 
 /** The master's answer to a `baton:listen` request. */
 interface ListenAnswer {
-  readonly type: 'baton:listen';
-  readonly req: number;
-  readonly error?: string;
-  readonly code?: string;
+  readonly type: 'baton:listen'
+  readonly req: number
+  readonly error?: string
+  readonly code?: string
 }
 
 function isListenAnswer(msg: unknown): msg is ListenAnswer {
-  return typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'baton:listen';
+  return typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'baton:listen'
 }
 
-let nextRequest = 1;
+let nextRequest = 1
 /** listen() calls waiting for their socket. */
-let pending = 0;
-const waiting = new Map<number, { resolve: (handle: unknown) => void; reject: (err: Error) => void }>();
+let pending = 0
+const waiting = new Map<number, { resolve: (handle: unknown) => void; reject: (err: Error) => void }>()
 
 /** Ask the master for the socket of `target`; resolves with the listening handle. */
 function requestSocket(target: PortTarget): Promise<unknown> {
-  const req = nextRequest++;
+  const req = nextRequest++
   return new Promise((resolve, reject) => {
-    waiting.set(req, { resolve, reject });
-    const message = { type: 'baton:listen', req, port: target.port, host: target.host ?? null };
-    (process.send as NonNullable<typeof process.send>)(message, undefined, undefined, (err) => {
-      if (err === null || err === undefined) return;
-      waiting.delete(req);
-      reject(new Error(`baton: cannot ask the master for port ${target.port}: ${err.message}`));
-    });
-  });
+    waiting.set(req, { resolve, reject })
+    const message = { type: 'baton:listen', req, port: target.port, host: target.host ?? null }
+    ;(process.send as NonNullable<typeof process.send>)(message, undefined, undefined, (err) => {
+      if (err === null || err === undefined) return
+      waiting.delete(req)
+      reject(new Error(`baton: cannot ask the master for port ${target.port}: ${err.message}`))
+    })
+  })
 }
 
 function install(): void {
-  const original = net.Server.prototype.listen as (this: net.Server, ...args: unknown[]) => net.Server;
+  const original = net.Server.prototype.listen as (this: net.Server, ...args: unknown[]) => net.Server
   process.on('message', (msg: unknown, handle: unknown) => {
-    if (!isListenAnswer(msg)) return;
-    const w = waiting.get(msg.req);
-    if (w === undefined) return;
-    waiting.delete(msg.req);
+    if (!isListenAnswer(msg)) return
+    const w = waiting.get(msg.req)
+    if (w === undefined) return
+    waiting.delete(msg.req)
     if (msg.error !== undefined || handle === undefined) {
-      const err = new Error(msg.error ?? 'the master sent no socket') as NodeJS.ErrnoException;
-      if (msg.code !== undefined) err.code = msg.code;
-      w.reject(err);
+      const err = new Error(msg.error ?? 'the master sent no socket') as NodeJS.ErrnoException
+      if (msg.code !== undefined) err.code = msg.code
+      w.reject(err)
     } else {
-      w.resolve(handle);
+      w.resolve(handle)
     }
-  });
-  process.channel?.unref();
-  const waitReady = process.env.BATON_WAIT_READY === '1';
+  })
+  process.channel?.unref()
+  const waitReady = process.env.BATON_WAIT_READY === '1'
   net.Server.prototype.listen = function listen(this: net.Server, ...args: unknown[]): net.Server {
-    const target = portTarget(args);
-    if (target === undefined) return original.apply(this, args);
-    if (target.callback !== undefined) this.once('listening', target.callback);
+    const target = portTarget(args)
+    if (target === undefined) return original.apply(this, args)
+    if (target.callback !== undefined) this.once('listening', target.callback)
     // Until the server listens, nothing else may keep the app alive (a top-level
     // `await fastify.listen()` would end with "unsettled top-level await"): hold the channel.
-    pending += 1;
-    process.channel?.ref();
+    pending += 1
+    process.channel?.ref()
     const settled = (): void => {
-      pending -= 1;
-      if (pending === 0) process.channel?.unref();
-    };
+      pending -= 1
+      if (pending === 0) process.channel?.unref()
+    }
     import('./worker.js')
       .then((runtime) => {
         // Loading the runtime unrefs the channel (worker.ts): hold it again until listening.
-        process.channel?.ref();
-        return requestSocket(target).then((handle) => [handle, runtime] as const);
+        process.channel?.ref()
+        return requestSocket(target).then((handle) => [handle, runtime] as const)
       })
       .then(
         ([handle, runtime]) => {
-          runtime.adoptServer(this);
+          runtime.adoptServer(this)
           this.once('listening', () => {
-            if (!waitReady) runtime.worker.ready();
-          });
-          original.call(this, handle, target.backlog ?? Number(process.env.BATON_BACKLOG ?? 511));
-          settled(); // the listening handle keeps the process alive from here
+            if (!waitReady) runtime.worker.ready()
+          })
+          original.call(this, handle, target.backlog ?? Number(process.env.BATON_BACKLOG ?? 511))
+          settled() // the listening handle keeps the process alive from here
         },
         (err: Error) => {
-          settled();
-          this.emit('error', err);
+          settled()
+          this.emit('error', err)
         },
-      );
-    return this;
-  };
+      )
+    return this
+  }
 }
 
 // A baton worker: the master sets BATON_GROUP (see worker.ts) and the IPC channel.
-if ((process.env.BATON_GROUP ?? '') !== '' && typeof process.send === 'function') install();
+if ((process.env.BATON_GROUP ?? '') !== '' && typeof process.send === 'function') install()

@@ -11,74 +11,74 @@
  *
  * @module
  */
-import type * as net from 'node:net';
-import * as tls from 'node:tls';
+import type * as net from 'node:net'
+import * as tls from 'node:tls'
 
-import { connectionCount, shedConnections, trackServer } from './drain.js';
+import { connectionCount, shedConnections, trackServer } from './drain.js'
 
 /** Delay between a change of the count and its report (reports are coalesced). */
-const REPORT_DELAY_MS = 100;
+const REPORT_DELAY_MS = 100
 
 /** Reports the connections of the servers it watches, and sheds on request. */
 export class ConnectionBalance {
-  readonly #report: (connections: number) => void;
-  readonly #servers = new Set<net.Server>();
-  #reported = -1;
-  #timer: NodeJS.Timeout | undefined;
+  readonly #report: (connections: number) => void
+  readonly #servers = new Set<net.Server>()
+  #reported = -1
+  #timer: NodeJS.Timeout | undefined
 
   /** `report` sends the current count to the master. */
   constructor(report: (connections: number) => void) {
-    this.#report = report;
+    this.#report = report
   }
 
   /** Open connections of the watched servers. */
   get connections(): number {
-    let n = 0;
-    for (const server of this.#servers) n += connectionCount(server);
-    return n;
+    let n = 0
+    for (const server of this.#servers) n += connectionCount(server)
+    return n
   }
 
   /** Report `server`'s connections from now on (it is tracked by the drain). Idempotent. */
   watch(server: net.Server): void {
-    if (this.#servers.has(server)) return;
-    trackServer(server);
-    this.#servers.add(server);
-    const event = server instanceof tls.Server ? 'secureConnection' : 'connection';
+    if (this.#servers.has(server)) return
+    trackServer(server)
+    this.#servers.add(server)
+    const event = server instanceof tls.Server ? 'secureConnection' : 'connection'
     server.on(event, (socket: net.Socket) => {
-      this.#changed();
-      socket.once('close', () => this.#changed());
-    });
+      this.#changed()
+      socket.once('close', () => this.#changed())
+    })
   }
 
   /** Close `count` keep-alive connections gracefully, taken from the servers in turn. */
   shed(count: number): void {
-    if (!Number.isSafeInteger(count) || count < 0) return;
-    let left = count;
+    if (!Number.isSafeInteger(count) || count < 0) return
+    let left = count
     for (const server of this.#servers) {
-      const here = Math.min(left, connectionCount(server));
-      shedConnections(server, here);
-      left -= here;
+      const here = Math.min(left, connectionCount(server))
+      shedConnections(server, here)
+      left -= here
     }
   }
 
   /** Send the count now if it changed (also used for the first report). */
   flush(): void {
     if (this.#timer !== undefined) {
-      clearTimeout(this.#timer);
-      this.#timer = undefined;
+      clearTimeout(this.#timer)
+      this.#timer = undefined
     }
-    const connections = this.connections;
-    if (connections === this.#reported) return;
-    this.#reported = connections;
-    this.#report(connections);
+    const connections = this.connections
+    if (connections === this.#reported) return
+    this.#reported = connections
+    this.#report(connections)
   }
 
   #changed(): void {
-    if (this.#timer !== undefined) return;
+    if (this.#timer !== undefined) return
     this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      this.flush();
-    }, REPORT_DELAY_MS);
-    this.#timer.unref();
+      this.#timer = undefined
+      this.flush()
+    }, REPORT_DELAY_MS)
+    this.#timer.unref()
   }
 }

@@ -28,7 +28,12 @@ export async function runScriptCommand(supervisor: ScriptFleet, argv: string[]):
     switch (command) {
       case 'start':
         if (flags.includes('-d') || flags.includes('--daemon')) {
-          const args = [...process.execArgv, process.argv[1], 'start', ...flags.filter((f) => f !== '-d' && f !== '--daemon')]
+          const args = [
+            ...process.execArgv,
+            process.argv[1],
+            'start',
+            ...flags.filter((f) => f !== '-d' && f !== '--daemon'),
+          ]
           const pid = await startDaemon(args.slice(process.execArgv.length), name, runtimeDir)
           stdio.out(`"${name}" started in the background (master pid ${pid})`)
         } else {

@@ -76,7 +76,10 @@ export function environmentLine(key: string, value: string): string {
 
 /** A path for a directive that takes the rest of the line (`WorkingDirectory=`): `%` doubled, no control characters. */
 function pathValue(field: string, path: string): string {
-  if (/[\0-\x1f\x7f]/.test(path)) throw new CommandError(`${field}: ${JSON.stringify(path)} contains control characters, which a unit file cannot hold`)
+  if (/[\0-\x1f\x7f]/.test(path))
+    throw new CommandError(
+      `${field}: ${JSON.stringify(path)} contains control characters, which a unit file cannot hold`,
+    )
   return path.replaceAll('%', '%%')
 }
 
@@ -118,7 +121,9 @@ export function renderUnits(input: UnitInput): UnitFile[] {
   const args = [...flags.filter((a) => a !== '--daemon'), ...rest]
   const listening = input.groups.filter((g) => g.sockets.length > 0)
   if (input.socket && listening.length === 0) {
-    throw new CommandError(`"${name}" has no listen address, so there is no socket for systemd to hold: run baton startup ${name} without --socket`)
+    throw new CommandError(
+      `"${name}" has no listen address, so there is no socket for systemd to hold: run baton startup ${name} without --socket`,
+    )
   }
   const socketFile = (g: StartupGroup) => (listening.length === 1 ? `${name}.socket` : `${name}-${g.name}.socket`)
   const sockets = input.socket
@@ -156,7 +161,9 @@ export function renderUnits(input: UnitInput): UnitFile[] {
     `ExecReload=${reload}`,
     `WorkingDirectory=${pathValue('WorkingDirectory', input.cwd)}`,
     ...(input.runtimeDir !== undefined ? [environmentLine('BATON_RUNTIME_DIR', input.runtimeDir)] : []),
-    ...(input.user !== undefined ? [`User=${input.user}`] : ['# Runs as root; set User= to run the master (and its workers) as another user.']),
+    ...(input.user !== undefined
+      ? [`User=${input.user}`]
+      : ['# Runs as root; set User= to run the master (and its workers) as another user.']),
     '# SIGTERM to the master only: it stops the workers gracefully (they drain), then exits;',
     '# whatever is left after TimeoutStopSec is killed.',
     'KillMode=mixed',
@@ -167,7 +174,7 @@ export function renderUnits(input: UnitInput): UnitFile[] {
       ? [
           `Sockets=${sockets.map((s) => s.file).join(' ')}`,
           '# The sockets come from systemd (socket activation): a restart of this service refuses no',
-          '# connection, they wait in the kernel queue for the next master\'s workers.',
+          "# connection, they wait in the kernel queue for the next master's workers.",
         ]
       : []),
     '',
@@ -190,7 +197,9 @@ export function renderUnits(input: UnitInput): UnitFile[] {
         `FileDescriptorName=${s.group.name}`,
         `Service=${name}.service`,
         ...(s.group.balance === 'reuseport'
-          ? ['# The workers share this socket (balance reuseport needs per-worker sockets, which would not outlive a restart).']
+          ? [
+              '# The workers share this socket (balance reuseport needs per-worker sockets, which would not outlive a restart).',
+            ]
           : []),
         '',
         '[Install]',
@@ -213,7 +222,8 @@ function groupsFromArgs(name: string, args: string[]): StartupGroup[] | undefine
   for (let i = 0; i < flags.length; i++) {
     const f = flags[i] ?? ''
     const value = (): string => flags[++i] ?? ''
-    const [k, inline] = f.startsWith('--') && f.includes('=') ? [f.slice(0, f.indexOf('=')), f.slice(f.indexOf('=') + 1)] : [f, undefined]
+    const [k, inline] =
+      f.startsWith('--') && f.includes('=') ? [f.slice(0, f.indexOf('=')), f.slice(f.indexOf('=') + 1)] : [f, undefined]
     const get = () => inline ?? value()
     if (k === '--listen') listen.push(get())
     else if (k === '--stop-timeout') stop = Number(get())
@@ -256,7 +266,10 @@ export async function startupCommand(
   let fleet = name
   if (fleet === undefined) {
     fleet = listMasters(runtimeDir).length > 0 ? pickMaster(runtimeDir, undefined) : undefined
-    if (fleet === undefined) throw new CommandError(`no baton master is running (runtime dir ${runtimeDir}): start the fleet with baton start, then run baton startup NAME`)
+    if (fleet === undefined)
+      throw new CommandError(
+        `no baton master is running (runtime dir ${runtimeDir}): start the fleet with baton start, then run baton startup NAME`,
+      )
   }
   const record: StartRecord | undefined = readStartRecord(runtimeDir, fleet)
   let groups: StartupGroup[] | undefined
@@ -274,7 +287,9 @@ export async function startupCommand(
   }
   groups ??= record.groups ?? groupsFromArgs(fleet, record.args)
   if (!groups) {
-    throw new CommandError(`"${fleet}" is not running and was started from a config file: start it again (baton start), then run baton startup ${fleet}`)
+    throw new CommandError(
+      `"${fleet}" is not running and was started from a config file: start it again (baton start), then run baton startup ${fleet}`,
+    )
   }
   const units = renderUnits({
     name: fleet,
@@ -287,7 +302,9 @@ export async function startupCommand(
     socket: options.socket,
   })
   const files = units.map((u) => u.file)
-  const enable = options.socket ? files.filter((f) => f.endsWith('.socket')).concat(`${fleet}.service`) : [`${fleet}.service`]
+  const enable = options.socket
+    ? files.filter((f) => f.endsWith('.socket')).concat(`${fleet}.service`)
+    : [`${fleet}.service`]
   if (options.out !== undefined) {
     mkdirSync(options.out, { recursive: true })
     for (const u of units) writeFileSync(join(options.out, u.file), u.text)
@@ -300,7 +317,9 @@ export async function startupCommand(
     options.out === undefined
       ? `baton startup: to install, save ${files.length === 1 ? 'this unit' : 'these units (each starts with a "# <file>:" line)'} in /etc/systemd/system/ (or run baton startup ${fleet}${options.socket ? ' --socket' : ''} --out /etc/systemd/system), then:`
       : 'baton startup: to install, then:',
-    ...(where === '/etc/systemd/system' ? [] : [`  sudo cp ${files.map((f) => join(where, f)).join(' ')} /etc/systemd/system/`]),
+    ...(where === '/etc/systemd/system'
+      ? []
+      : [`  sudo cp ${files.map((f) => join(where, f)).join(' ')} /etc/systemd/system/`]),
     '  sudo systemctl daemon-reload',
     `  baton stop ${fleet}            # the fleet started by hand, so the unit can take its place`,
     `  sudo systemctl enable --now ${enable.join(' ')}`,

@@ -125,7 +125,17 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     if (typeof options !== 'object' || options === null) {
       throw new OptionsError('options', 'expected an object')
     }
-    const known = new Set(['name', 'runtimeDir', 'groups', 'handleSignals', 'log', 'backoff', 'beforeReload', 'health', 'logFile'])
+    const known = new Set([
+      'name',
+      'runtimeDir',
+      'groups',
+      'handleSignals',
+      'log',
+      'backoff',
+      'beforeReload',
+      'health',
+      'logFile',
+    ])
     for (const key of Object.keys(options)) {
       if (!known.has(key)) throw new OptionsError(key, `unknown option (known: ${[...known].join(', ')})`)
     }
@@ -163,7 +173,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
 
   /** Start every worker; resolves when all are ready, rejects with the cause if one cannot start. */
   start(): Promise<void> {
-    if (this.#native || this.#launching) return Promise.reject(new StartError(`supervisor "${this.name}" is already started`))
+    if (this.#native || this.#launching)
+      return Promise.reject(new StartError(`supervisor "${this.name}" is already started`))
     if (this.#groups.size === 0) {
       return Promise.reject(new OptionsError('groups', 'no groups: add at least one with supervisor.group()'))
     }
@@ -281,7 +292,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     const nat = this.#native
     if (!nat) return Promise.reject(new Error(`supervisor "${this.name}" is not started`))
     if (!Number.isInteger(count) || count < 1 || count > 1024) {
-      return Promise.reject(new OptionsError('count', `expected a whole number of workers from 1 to 1024, got ${String(count)}`))
+      return Promise.reject(
+        new OptionsError('count', `expected a whole number of workers from 1 to 1024, got ${String(count)}`),
+      )
     }
     if (!this.#groups.has(group)) {
       const names = [...this.#groups.keys()].join(', ')

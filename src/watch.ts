@@ -13,7 +13,9 @@ export const WATCH_DEBOUNCE_MS = 300
 
 /** Whether a changed path (relative to its watched root) is ignored. */
 export function isIgnored(relativePath: string): boolean {
-  return relativePath.split(/[\\/]/).some((part) => part === 'node_modules' || (part.startsWith('.') && part !== '.' && part !== '..'))
+  return relativePath
+    .split(/[\\/]/)
+    .some((part) => part === 'node_modules' || (part.startsWith('.') && part !== '.' && part !== '..'))
 }
 
 /** A running watcher. */
@@ -26,7 +28,11 @@ export interface Watcher {
  * changed paths (relative to the current directory, sorted) once they settle. Throws,
  * naming the path, when one does not exist.
  */
-export function watchPaths(paths: readonly string[], onChanges: (files: string[]) => void, debounceMs = WATCH_DEBOUNCE_MS): Watcher {
+export function watchPaths(
+  paths: readonly string[],
+  onChanges: (files: string[]) => void,
+  debounceMs = WATCH_DEBOUNCE_MS,
+): Watcher {
   const watchers: FSWatcher[] = []
   const pending = new Set<string>()
   let timer: NodeJS.Timeout | undefined
@@ -88,7 +94,11 @@ export function takeWatchFlag(args: readonly string[]): { rest: string[]; paths:
   }
   if (paths !== undefined) {
     // With no positional left, the last path taken was the script: give it back.
-    const positionals = rest.filter((a, i) => !a.startsWith('-') && !(i > 0 && /^--[\w-]+$/.test(rest[i - 1] as string) && !BOOLEAN_FLAGS.has(rest[i - 1] as string)))
+    const positionals = rest.filter(
+      (a, i) =>
+        !a.startsWith('-') &&
+        !(i > 0 && /^--[\w-]+$/.test(rest[i - 1] as string) && !BOOLEAN_FLAGS.has(rest[i - 1] as string)),
+    )
     if (positionals.length === 0 && paths.length > 0 && !statSync(paths.at(-1) as string).isDirectory()) {
       rest.unshift(paths.pop() as string)
     }

@@ -18,7 +18,7 @@
  *
  * @module
  */
-import * as net from 'node:net';
+import * as net from 'node:net'
 
 import {
   connectionCount,
@@ -28,8 +28,8 @@ import {
   stopAccepting,
   trackServer,
   waitForConnections,
-} from './drain.js';
-import { ConnectionBalance } from './rebalance.js';
+} from './drain.js'
+import { ConnectionBalance } from './rebalance.js'
 
 /** Options of {@link Worker.listen}. */
 export interface WorkerListenOptions {
@@ -38,45 +38,45 @@ export interface WorkerListenOptions {
    * `listen` option is an object (`{ http: ':8080', admin: ':9090' }`), else `listen0`,
    * `listen1`, ... in order. Default: the first one.
    */
-  name?: string;
+  name?: string
   /** Outside baton: the port to listen on when `PORT` is not set. Default 3000. */
-  port?: number;
+  port?: number
   /** Outside baton: the host to listen on. Default: Node's default (all interfaces). */
-  host?: string;
+  host?: string
   /**
    * WebSockets of this server when a graceful stop starts: `'close'` (default) sends each
    * a close frame with code 1012 (service restart), so clients reconnect to a new worker;
    * `'keep'` leaves them to the application (close them on {@link Worker.signal}).
    */
-  upgrades?: 'close' | 'keep';
+  upgrades?: 'close' | 'keep'
 }
 
 /** A hook run by the worker runtime: on graceful stop ({@link Worker.onStop}) or on reload. */
-export type WorkerHook = () => void | Promise<void>;
+export type WorkerHook = () => void | Promise<void>
 
 /** The worker runtime (see {@link worker}). */
 export interface Worker {
   /** True when this process is a baton worker (env `BATON_GROUP` is set). */
-  readonly isWorker: boolean;
+  readonly isWorker: boolean
   /** The worker's slot in its group, `0..count-1` (`BATON_WORKER_ID`); 0 outside baton. */
-  readonly id: number;
+  readonly id: number
   /** The worker's group name (`BATON_GROUP`); `''` outside baton. */
-  readonly group: string;
+  readonly group: string
   /** The master's generation counter when this worker was spawned; 0 outside baton. */
-  readonly generation: number;
+  readonly generation: number
   /** True once a graceful stop has started. */
-  readonly stopping: boolean;
+  readonly stopping: boolean
   /**
    * Aborted when a graceful stop starts (the drain begins): end long-lived responses
    * (SSE, long polls) and streams on it, so they finish cleanly before the deadline.
    */
-  readonly signal: AbortSignal;
+  readonly signal: AbortSignal
   /**
    * Resolves when the servers are drained (every HTTP connection closed) during a
    * graceful stop; never before one starts. An `onStop` hook that closes what requests
    * use (a database pool) awaits it first.
    */
-  readonly drained: Promise<void>;
+  readonly drained: Promise<void>
   /**
    * Listen with `server`. Under baton: on the inherited socket named `name` (or the first
    * one), with the configured backlog; each inherited socket serves one server. Outside
@@ -84,68 +84,68 @@ export interface Worker {
    * Resolves once listening (then marks the worker ready); rejects on error. The server is
    * tracked, so a graceful stop drains it.
    */
-  listen(server: net.Server, nameOrOptions?: string | WorkerListenOptions): Promise<void>;
+  listen(server: net.Server, nameOrOptions?: string | WorkerListenOptions): Promise<void>
   /**
    * Tell the master this worker is ready (sends `{ type: 'ready' }` once, with
    * `handoff: true` when a server listens on an inherited socket: the master may then hand
    * it connections). `listen()` does it; call it yourself in a worker without servers.
    * No-op outside baton.
    */
-  ready(): void;
+  ready(): void
   /**
    * Register a hook run during a graceful stop. Hooks start when the drain starts (with
    * {@link Worker.signal} aborted), so they can end streams the drain would otherwise wait
    * for; they run in registration order and are awaited; one that throws is logged, the
    * others still run. To close something requests still use, `await worker.drained` first.
    */
-  onStop(fn: WorkerHook): void;
+  onStop(fn: WorkerHook): void
   /**
    * Register a hook run when the master sends `reload` (groups with `reloadable: false`:
    * the worker keeps running). Hooks run in order; errors are logged.
    */
-  onReload(fn: WorkerHook): void;
+  onReload(fn: WorkerHook): void
   /**
    * Start the graceful stop (same as `SIGTERM`): stop accepting, drain, run the `onStop`
    * hooks, exit 0; bounded by the stop timeout. Idempotent; the process exits at its end.
    */
-  stop(): Promise<void>;
+  stop(): Promise<void>
 }
 
 /** Milliseconds the runtime keeps for itself before the master's `SIGKILL`. */
-const STOP_MARGIN_MS = 200;
+const STOP_MARGIN_MS = 200
 /** Smallest graceful-stop budget. */
-const MIN_STOP_BUDGET_MS = 500;
+const MIN_STOP_BUDGET_MS = 500
 /** Default `BATON_STOP_TIMEOUT`. */
-const DEFAULT_STOP_TIMEOUT_MS = 2000;
+const DEFAULT_STOP_TIMEOUT_MS = 2000
 /** Budget once the master is gone: the port must be released within 3 s. */
-const ORPHAN_STOP_BUDGET_MS = 3000 - 500;
+const ORPHAN_STOP_BUDGET_MS = 3000 - 500
 /** Node's default listen backlog. */
-const DEFAULT_BACKLOG = 511;
+const DEFAULT_BACKLOG = 511
 /** First inherited fd (systemd's SD_LISTEN_FDS_START). */
-const LISTEN_FDS_START = 3;
+const LISTEN_FDS_START = 3
 
 /** An inherited listening socket. */
 interface InheritedSocket {
-  readonly fd: number;
+  readonly fd: number
   /** Name from `LISTEN_FDNAMES` ('' when unknown). */
-  readonly name: string;
+  readonly name: string
 }
 
 /** What the runtime reads from the environment at startup. */
 interface WorkerEnv {
-  readonly isWorker: boolean;
-  readonly id: number;
-  readonly group: string;
-  readonly generation: number;
-  readonly stopBudgetMs: number;
-  readonly backlog: number;
-  readonly sockets: readonly InheritedSocket[];
+  readonly isWorker: boolean
+  readonly id: number
+  readonly group: string
+  readonly generation: number
+  readonly stopBudgetMs: number
+  readonly backlog: number
+  readonly sockets: readonly InheritedSocket[]
 }
 
 function intFrom(value: string | undefined, fallback: number): number {
-  if (value === undefined || value.trim() === '') return fallback;
-  const n = Number(value);
-  return Number.isSafeInteger(n) ? n : fallback;
+  if (value === undefined || value.trim() === '') return fallback
+  const n = Number(value)
+  return Number.isSafeInteger(n) ? n : fallback
 }
 
 /**
@@ -153,23 +153,23 @@ function intFrom(value: string | undefined, fallback: number): number {
  * into `count` names. Names that do not match the count are unknown ('').
  */
 export function parseListenFdNames(raw: string | undefined, count: number): string[] {
-  if (count <= 0) return [];
-  const parts = raw === undefined || raw === '' ? [] : raw.split(':');
-  return parts.length === count ? parts : Array.from({ length: count }, () => '');
+  if (count <= 0) return []
+  const parts = raw === undefined || raw === '' ? [] : raw.split(':')
+  return parts.length === count ? parts : Array.from({ length: count }, () => '')
 }
 
 function readEnv(env: NodeJS.ProcessEnv): WorkerEnv {
-  const group = env.BATON_GROUP ?? '';
-  const isWorker = group !== '';
-  const stopTimeout = intFrom(env.BATON_STOP_TIMEOUT, DEFAULT_STOP_TIMEOUT_MS);
-  const backlog = intFrom(env.BATON_BACKLOG, DEFAULT_BACKLOG);
-  let sockets: InheritedSocket[] = [];
-  const count = intFrom(env.LISTEN_FDS, 0);
-  const listenPid = env.LISTEN_PID;
-  const forUs = listenPid === undefined || listenPid === '' || Number(listenPid) === process.pid;
+  const group = env.BATON_GROUP ?? ''
+  const isWorker = group !== ''
+  const stopTimeout = intFrom(env.BATON_STOP_TIMEOUT, DEFAULT_STOP_TIMEOUT_MS)
+  const backlog = intFrom(env.BATON_BACKLOG, DEFAULT_BACKLOG)
+  let sockets: InheritedSocket[] = []
+  const count = intFrom(env.LISTEN_FDS, 0)
+  const listenPid = env.LISTEN_PID
+  const forUs = listenPid === undefined || listenPid === '' || Number(listenPid) === process.pid
   if (isWorker && count > 0 && forUs) {
-    const names = parseListenFdNames(env.LISTEN_FDNAMES, count);
-    sockets = names.map((name, i) => ({ fd: LISTEN_FDS_START + i, name }));
+    const names = parseListenFdNames(env.LISTEN_FDNAMES, count)
+    sockets = names.map((name, i) => ({ fd: LISTEN_FDS_START + i, name }))
   }
   return {
     isWorker,
@@ -179,47 +179,47 @@ function readEnv(env: NodeJS.ProcessEnv): WorkerEnv {
     stopBudgetMs: Math.max(MIN_STOP_BUDGET_MS, stopTimeout - STOP_MARGIN_MS),
     backlog: backlog > 0 ? backlog : DEFAULT_BACKLOG,
     sockets,
-  };
+  }
 }
 
 /** `net.ListenOptions` plus `fd` (supported by Node, missing from @types/node 20). */
-type ListenTarget = net.ListenOptions & { fd?: number };
+type ListenTarget = net.ListenOptions & { fd?: number }
 
 /** Listen and settle on the first 'listening' or 'error'. */
 function listenOnce(server: net.Server, options: ListenTarget): Promise<void> {
   return new Promise((resolve, reject) => {
     const onListening = (): void => {
-      server.off('error', onError);
-      resolve();
-    };
-    const onError = (err: Error): void => {
-      server.off('listening', onListening);
-      reject(err);
-    };
-    server.once('listening', onListening);
-    server.once('error', onError);
-    try {
-      server.listen(options);
-    } catch (err) {
-      server.off('listening', onListening);
-      server.off('error', onError);
-      reject(err);
+      server.off('error', onError)
+      resolve()
     }
-  });
+    const onError = (err: Error): void => {
+      server.off('listening', onListening)
+      reject(err)
+    }
+    server.once('listening', onListening)
+    server.once('error', onError)
+    try {
+      server.listen(options)
+    } catch (err) {
+      server.off('listening', onListening)
+      server.off('error', onError)
+      reject(err)
+    }
+  })
 }
 
 function describeSocket(s: InheritedSocket): string {
-  return s.name === '' ? `fd ${s.fd}` : `'${s.name}' (fd ${s.fd})`;
+  return s.name === '' ? `fd ${s.fd}` : `'${s.name}' (fd ${s.fd})`
 }
 
 function isStopMessage(msg: unknown): boolean {
-  return msg === 'stop' || (typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'stop');
+  return msg === 'stop' || (typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'stop')
 }
 
 /** The master hands over a connection queued on inherited listening fd `fd`. */
 interface ConnectionMessage {
-  readonly type: 'baton:connection';
-  readonly fd: number;
+  readonly type: 'baton:connection'
+  readonly fd: number
 }
 
 function isConnectionMessage(msg: unknown): msg is ConnectionMessage {
@@ -228,7 +228,7 @@ function isConnectionMessage(msg: unknown): msg is ConnectionMessage {
     msg !== null &&
     (msg as { type?: unknown }).type === 'baton:connection' &&
     Number.isSafeInteger((msg as { fd?: unknown }).fd)
-  );
+  )
 }
 
 /**
@@ -238,166 +238,172 @@ function isConnectionMessage(msg: unknown): msg is ConnectionMessage {
  * decrements it when it is destroyed, through `_server`).
  */
 interface ServerInternals {
-  _connections?: number;
-  noDelay?: boolean;
-  keepAlive?: boolean;
-  keepAliveInitialDelay?: number;
+  _connections?: number
+  noDelay?: boolean
+  keepAlive?: boolean
+  keepAliveInitialDelay?: number
 }
 
 interface SocketInternals {
-  server?: net.Server;
-  _server?: net.Server;
+  server?: net.Server
+  _server?: net.Server
 }
 
 /** Emit `socket` on `server` as if the server had accepted it. */
 function adoptConnection(server: net.Server, socket: net.Socket): void {
-  const internals = server as net.Server & ServerInternals;
-  const open = internals._connections ?? 0;
+  const internals = server as net.Server & ServerInternals
+  const open = internals._connections ?? 0
   if (server.maxConnections > 0 && open >= server.maxConnections) {
-    socket.destroy();
-    return;
+    socket.destroy()
+    return
   }
-  if (internals.noDelay === true) socket.setNoDelay(true);
-  if (internals.keepAlive === true) socket.setKeepAlive(true, internals.keepAliveInitialDelay ?? 0);
+  if (internals.noDelay === true) socket.setNoDelay(true)
+  if (internals.keepAlive === true) socket.setKeepAlive(true, internals.keepAliveInitialDelay ?? 0)
   if (typeof internals._connections === 'number') {
-    internals._connections += 1;
-    const s = socket as net.Socket & SocketInternals;
-    s.server = server;
-    s._server = server;
+    internals._connections += 1
+    const s = socket as net.Socket & SocketInternals
+    s.server = server
+    s._server = server
   }
-  server.emit('connection', socket);
+  server.emit('connection', socket)
 }
 
 /** The master asks to close `count` keep-alive connections gracefully (see rebalance.ts). */
 function shedCount(msg: unknown): number | undefined {
-  if (typeof msg !== 'object' || msg === null) return undefined;
-  const m = msg as { type?: unknown; count?: unknown };
-  return m.type === 'shed' && typeof m.count === 'number' ? m.count : undefined;
+  if (typeof msg !== 'object' || msg === null) return undefined
+  const m = msg as { type?: unknown; count?: unknown }
+  return m.type === 'shed' && typeof m.count === 'number' ? m.count : undefined
 }
 
 function isReloadMessage(msg: unknown): boolean {
-  return (
-    msg === 'reload' || (typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'reload')
-  );
+  return msg === 'reload' || (typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'reload')
 }
 
 class WorkerRuntime implements Worker {
-  readonly isWorker: boolean;
-  readonly id: number;
-  readonly group: string;
-  readonly generation: number;
+  readonly isWorker: boolean
+  readonly id: number
+  readonly group: string
+  readonly generation: number
 
   /** Counts connections on inherited sockets for the master, and sheds when asked. */
-  readonly #balance = new ConnectionBalance((count) => this.#reportConnections(count));
-  readonly #env: WorkerEnv;
-  readonly #servers = new Set<net.Server>();
-  readonly #fdOwners = new Map<number, net.Server>();
-  readonly #stopHooks: WorkerHook[] = [];
-  readonly #reloadHooks: WorkerHook[] = [];
-  #reloadChain: Promise<void> = Promise.resolve();
-  #readySent = false;
-  #signalsInstalled = false;
-  #stopPromise: Promise<void> | undefined;
-  #deadlineAt = Infinity;
-  #deadlineTimer: NodeJS.Timeout | undefined;
-  readonly #abort = new AbortController();
-  #resolveDrained: () => void = () => undefined;
-  readonly drained: Promise<void> = new Promise((resolve) => (this.#resolveDrained = resolve));
+  readonly #balance = new ConnectionBalance((count) => this.#reportConnections(count))
+  readonly #env: WorkerEnv
+  readonly #servers = new Set<net.Server>()
+  readonly #fdOwners = new Map<number, net.Server>()
+  readonly #stopHooks: WorkerHook[] = []
+  readonly #reloadHooks: WorkerHook[] = []
+  #reloadChain: Promise<void> = Promise.resolve()
+  #readySent = false
+  #signalsInstalled = false
+  #stopPromise: Promise<void> | undefined
+  #deadlineAt = Infinity
+  #deadlineTimer: NodeJS.Timeout | undefined
+  readonly #abort = new AbortController()
+  #resolveDrained: () => void = () => undefined
+  readonly drained: Promise<void> = new Promise((resolve) => (this.#resolveDrained = resolve))
 
   constructor(env: WorkerEnv) {
-    this.#env = env;
-    this.isWorker = env.isWorker;
-    this.id = env.id;
-    this.group = env.group;
-    this.generation = env.generation;
+    this.#env = env
+    this.isWorker = env.isWorker
+    this.id = env.id
+    this.group = env.group
+    this.generation = env.generation
     if (env.isWorker) {
-      this.#installSignals();
-      this.#installChannel();
+      this.#installSignals()
+      this.#installChannel()
     }
   }
 
   get stopping(): boolean {
-    return this.#stopPromise !== undefined;
+    return this.#stopPromise !== undefined
   }
 
   get signal(): AbortSignal {
-    return this.#abort.signal;
+    return this.#abort.signal
   }
 
   async listen(server: net.Server, nameOrOptions?: string | WorkerListenOptions): Promise<void> {
     const options: WorkerListenOptions =
-      typeof nameOrOptions === 'string' ? { name: nameOrOptions } : (nameOrOptions ?? {});
-    if (this.stopping) throw new Error('baton: worker.listen(): the worker is stopping');
+      typeof nameOrOptions === 'string' ? { name: nameOrOptions } : (nameOrOptions ?? {})
+    if (this.stopping) throw new Error('baton: worker.listen(): the worker is stopping')
     if (this.isWorker) {
-      await this.#listenInherited(server, options.name, options.upgrades);
-      this.ready();
+      await this.#listenInherited(server, options.name, options.upgrades)
+      this.ready()
     } else {
-      await this.#listenStandalone(server, options);
+      await this.#listenStandalone(server, options)
     }
   }
 
-  async #listenInherited(server: net.Server, name: string | undefined, upgrades: 'close' | 'keep' | undefined): Promise<void> {
-    const sockets = this.#env.sockets;
+  async #listenInherited(
+    server: net.Server,
+    name: string | undefined,
+    upgrades: 'close' | 'keep' | undefined,
+  ): Promise<void> {
+    const sockets = this.#env.sockets
     if (sockets.length === 0) {
       throw new Error(
         `baton: worker.listen(): this group has no listen addresses (group '${this.group}'); ` +
           'give the group a listen address, or do not call listen() in this worker',
-      );
+      )
     }
-    let socket: InheritedSocket | undefined = sockets[0];
+    let socket: InheritedSocket | undefined = sockets[0]
     if (name !== undefined) {
-      socket = sockets.find((s) => s.name === name);
+      socket = sockets.find((s) => s.name === name)
       if (socket === undefined) {
-        const available = sockets.map(describeSocket).join(', ');
-        throw new Error(`baton: worker.listen(): no listen address named '${name}'; available: ${available}`);
+        const available = sockets.map(describeSocket).join(', ')
+        throw new Error(`baton: worker.listen(): no listen address named '${name}'; available: ${available}`)
       }
     }
-    const { fd } = socket as InheritedSocket;
-    const owner = this.#fdOwners.get(fd);
+    const { fd } = socket as InheritedSocket
+    const owner = this.#fdOwners.get(fd)
     if (owner !== undefined) {
       throw new Error(
         `baton: worker.listen(): listen address ${describeSocket(socket as InheritedSocket)} is already used by ` +
           `${owner === server ? 'this server' : 'another server'}; each listen address serves one server`,
-      );
+      )
     }
-    this.#fdOwners.set(fd, server);
-    this.#balance.watch(server);
+    this.#fdOwners.set(fd, server)
+    this.#balance.watch(server)
     try {
-      await this.#listenTracked(server, { fd, backlog: this.#env.backlog }, upgrades);
+      await this.#listenTracked(server, { fd, backlog: this.#env.backlog }, upgrades)
     } catch (err) {
-      this.#fdOwners.delete(fd);
-      const reason = err instanceof Error ? err.message : String(err);
+      this.#fdOwners.delete(fd)
+      const reason = err instanceof Error ? err.message : String(err)
       throw new Error(
         `baton: worker.listen(): listening on inherited ${describeSocket(socket as InheritedSocket)} failed: ${reason}`,
         { cause: err },
-      );
+      )
     }
   }
 
   /** Track `server` (so a stop that starts meanwhile covers it) and listen. */
   async #listenTracked(server: net.Server, target: ListenTarget, upgrades?: 'close' | 'keep'): Promise<void> {
-    trackServer(server, upgrades === undefined ? { idleMs: DEFAULT_IDLE_MS } : { idleMs: DEFAULT_IDLE_MS, upgrades });
-    this.#servers.add(server);
+    trackServer(server, upgrades === undefined ? { idleMs: DEFAULT_IDLE_MS } : { idleMs: DEFAULT_IDLE_MS, upgrades })
+    this.#servers.add(server)
     try {
-      await listenOnce(server, target);
+      await listenOnce(server, target)
     } catch (err) {
-      this.#servers.delete(server);
-      throw err;
+      this.#servers.delete(server)
+      throw err
     }
     // A stop began while we were binding: do not start accepting now.
-    if (this.stopping) stopAccepting(server);
+    if (this.stopping) stopAccepting(server)
   }
 
   async #listenStandalone(server: net.Server, options: WorkerListenOptions): Promise<void> {
-    const envPort = process.env.PORT;
-    const port = envPort !== undefined && envPort.trim() !== '' ? Number(envPort) : (options.port ?? 3000);
+    const envPort = process.env.PORT
+    const port = envPort !== undefined && envPort.trim() !== '' ? Number(envPort) : (options.port ?? 3000)
     if (!Number.isInteger(port) || port < 0 || port > 65535) {
       throw new RangeError(
         `baton: worker.listen(): invalid port ${JSON.stringify(envPort ?? options.port)} (PORT or options.port)`,
-      );
+      )
     }
-    this.#installSignals();
-    await this.#listenTracked(server, options.host === undefined ? { port } : { port, host: options.host }, options.upgrades);
+    this.#installSignals()
+    await this.#listenTracked(
+      server,
+      options.host === undefined ? { port } : { port, host: options.host },
+      options.upgrades,
+    )
   }
 
   /**
@@ -406,92 +412,92 @@ class WorkerRuntime implements Worker {
    * @internal
    */
   adopt(server: net.Server): void {
-    trackServer(server, { idleMs: DEFAULT_IDLE_MS });
-    this.#servers.add(server);
-    if (this.stopping) server.once('listening', () => stopAccepting(server));
+    trackServer(server, { idleMs: DEFAULT_IDLE_MS })
+    this.#servers.add(server)
+    if (this.stopping) server.once('listening', () => stopAccepting(server))
   }
 
   ready(): void {
-    if (!this.isWorker || this.#readySent) return;
-    if (typeof process.send !== 'function' || !process.connected) return;
-    this.#readySent = true;
+    if (!this.isWorker || this.#readySent) return
+    if (typeof process.send !== 'function' || !process.connected) return
+    this.#readySent = true
     // Handed-off connections need a server on an inherited socket to go to.
-    const message = this.#fdOwners.size > 0 ? { type: 'ready', handoff: true } : { type: 'ready' };
+    const message = this.#fdOwners.size > 0 ? { type: 'ready', handoff: true } : { type: 'ready' }
     process.send(message, undefined, undefined, (err) => {
-      if (err !== null && err !== undefined) this.#log(`could not send 'ready' to the master: ${err.message}`);
-    });
-    if (this.#fdOwners.size > 0) this.#balance.flush();
+      if (err !== null && err !== undefined) this.#log(`could not send 'ready' to the master: ${err.message}`)
+    })
+    if (this.#fdOwners.size > 0) this.#balance.flush()
   }
 
   /** Report the open connections on inherited sockets (the master balances with them). */
   #reportConnections(count: number): void {
-    if (this.stopping || typeof process.send !== 'function' || !process.connected) return;
-    process.send({ type: 'connections', count }, undefined, undefined, () => undefined);
+    if (this.stopping || typeof process.send !== 'function' || !process.connected) return
+    process.send({ type: 'connections', count }, undefined, undefined, () => undefined)
   }
 
   onStop(fn: WorkerHook): void {
-    if (typeof fn !== 'function') throw new TypeError('baton: worker.onStop(fn): fn must be a function');
-    this.#stopHooks.push(fn);
+    if (typeof fn !== 'function') throw new TypeError('baton: worker.onStop(fn): fn must be a function')
+    this.#stopHooks.push(fn)
   }
 
   onReload(fn: WorkerHook): void {
-    if (typeof fn !== 'function') throw new TypeError('baton: worker.onReload(fn): fn must be a function');
-    this.#reloadHooks.push(fn);
+    if (typeof fn !== 'function') throw new TypeError('baton: worker.onReload(fn): fn must be a function')
+    this.#reloadHooks.push(fn)
   }
 
   stop(): Promise<void> {
-    return this.#beginStop(this.#env.stopBudgetMs);
+    return this.#beginStop(this.#env.stopBudgetMs)
   }
 
   #beginStop(budgetMs: number): Promise<void> {
-    this.#armDeadline(budgetMs);
+    this.#armDeadline(budgetMs)
     if (this.#stopPromise === undefined) {
       this.#stopPromise = this.#runStop().then(
         () => process.exit(0),
         (err: unknown) => {
-          this.#log(`graceful stop failed: ${formatError(err)}`);
-          process.exit(0);
+          this.#log(`graceful stop failed: ${formatError(err)}`)
+          process.exit(0)
         },
-      );
+      )
     }
-    return this.#stopPromise;
+    return this.#stopPromise
   }
 
   /** Exit at `now + budgetMs` at the latest (only ever moves the deadline earlier). */
   #armDeadline(budgetMs: number): void {
-    const at = Date.now() + budgetMs;
-    if (at >= this.#deadlineAt) return;
-    this.#deadlineAt = at;
-    if (this.#deadlineTimer !== undefined) clearTimeout(this.#deadlineTimer);
+    const at = Date.now() + budgetMs
+    if (at >= this.#deadlineAt) return
+    this.#deadlineAt = at
+    if (this.#deadlineTimer !== undefined) clearTimeout(this.#deadlineTimer)
     this.#deadlineTimer = setTimeout(() => {
-      const open = [...this.#servers].reduce((n, server) => n + connectionCount(server), 0);
-      this.#log(`graceful stop not finished after ${budgetMs} ms (${open} connections still open); exiting anyway`);
-      process.exit(0);
-    }, budgetMs);
+      const open = [...this.#servers].reduce((n, server) => n + connectionCount(server), 0)
+      this.#log(`graceful stop not finished after ${budgetMs} ms (${open} connections still open); exiting anyway`)
+      process.exit(0)
+    }, budgetMs)
   }
 
   async #runStop(): Promise<void> {
-    const servers = [...this.#servers];
-    for (const server of servers) stopAccepting(server);
+    const servers = [...this.#servers]
+    for (const server of servers) stopAccepting(server)
     // The drain, the signal and the hooks start together: a hook (or a listener of the
     // signal) ends the streams that the drain would otherwise wait for until the deadline.
     const drains = Promise.all(servers.filter(isDrainable).map((server) => drainServer(server))).then(() =>
       this.#resolveDrained(),
-    );
-    this.#abort.abort(new Error('baton: the worker is stopping'));
-    await Promise.all([drains, this.#runStopHooks()]);
+    )
+    this.#abort.abort(new Error('baton: the worker is stopping'))
+    await Promise.all([drains, this.#runStopHooks()])
     // Non-HTTP connections and upgraded sockets: the hooks may have closed them.
-    await Promise.all(servers.map((server) => waitForConnections(server)));
+    await Promise.all(servers.map((server) => waitForConnections(server)))
   }
 
   async #runStopHooks(): Promise<void> {
     // Index loop: a hook may register further hooks.
     for (let i = 0; i < this.#stopHooks.length; i += 1) {
-      const hook = this.#stopHooks[i] as WorkerHook;
+      const hook = this.#stopHooks[i] as WorkerHook
       try {
-        await hook();
+        await hook()
       } catch (err) {
-        this.#log(`onStop hook failed: ${formatError(err)}`);
+        this.#log(`onStop hook failed: ${formatError(err)}`)
       }
     }
   }
@@ -499,42 +505,42 @@ class WorkerRuntime implements Worker {
   #runReloadHooks(): void {
     this.#reloadChain = this.#reloadChain.then(async () => {
       for (let i = 0; i < this.#reloadHooks.length; i += 1) {
-        const hook = this.#reloadHooks[i] as WorkerHook;
+        const hook = this.#reloadHooks[i] as WorkerHook
         try {
-          await hook();
+          await hook()
         } catch (err) {
-          this.#log(`onReload hook failed: ${formatError(err)}`);
+          this.#log(`onReload hook failed: ${formatError(err)}`)
         }
       }
-    });
+    })
   }
 
   #installSignals(): void {
-    if (this.#signalsInstalled) return;
-    this.#signalsInstalled = true;
+    if (this.#signalsInstalled) return
+    this.#signalsInstalled = true
     const onSignal = (): void => {
-      void this.#beginStop(this.#env.stopBudgetMs);
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
+      void this.#beginStop(this.#env.stopBudgetMs)
+    }
+    process.on('SIGTERM', onSignal)
+    process.on('SIGINT', onSignal)
   }
 
   #installChannel(): void {
-    if (typeof process.send !== 'function' || process.channel === undefined) return;
+    if (typeof process.send !== 'function' || process.channel === undefined) return
     process.on('message', (msg: unknown, handle: unknown) => {
-      const shed = shedCount(msg);
-      if (shed !== undefined) this.#balance.shed(shed);
-      else if (isConnectionMessage(msg)) this.#takeConnection(msg.fd, handle);
-      else if (isStopMessage(msg)) void this.#beginStop(this.#env.stopBudgetMs);
-      else if (isReloadMessage(msg)) this.#runReloadHooks();
-    });
+      const shed = shedCount(msg)
+      if (shed !== undefined) this.#balance.shed(shed)
+      else if (isConnectionMessage(msg)) this.#takeConnection(msg.fd, handle)
+      else if (isStopMessage(msg)) void this.#beginStop(this.#env.stopBudgetMs)
+      else if (isReloadMessage(msg)) this.#runReloadHooks()
+    })
     process.on('disconnect', () => {
       // The master is gone: release the port quickly, whatever the stop timeout.
-      void this.#beginStop(ORPHAN_STOP_BUDGET_MS);
-    });
+      void this.#beginStop(ORPHAN_STOP_BUDGET_MS)
+    })
     // Listening for 'message'/'disconnect' refs the channel; the channel alone must not
     // keep a worker alive (one with no servers or timers left exits as usual).
-    process.channel.unref();
+    process.channel.unref()
   }
 
   /**
@@ -542,24 +548,24 @@ class WorkerRuntime implements Worker {
    * listening there (also while stopping: the drain answers it with `Connection: close`).
    */
   #takeConnection(fd: number, handle: unknown): void {
-    if (!(handle instanceof net.Socket)) return; // the fd did not arrive (Node sent a NACK)
-    const server = this.#fdOwners.get(fd);
+    if (!(handle instanceof net.Socket)) return // the fd did not arrive (Node sent a NACK)
+    const server = this.#fdOwners.get(fd)
     if (server === undefined) {
-      handle.destroy();
-      this.#log(`a connection handed over for fd ${fd} was closed: no server listens there`);
-      return;
+      handle.destroy()
+      this.#log(`a connection handed over for fd ${fd} was closed: no server listens there`)
+      return
     }
-    adoptConnection(server, handle);
+    adoptConnection(server, handle)
   }
 
   #log(message: string): void {
-    process.stderr.write(`baton worker ${this.group || '-'}#${this.id} (pid ${process.pid}): ${message}\n`);
+    process.stderr.write(`baton worker ${this.group || '-'}#${this.id} (pid ${process.pid}): ${message}\n`)
   }
 }
 
 function formatError(err: unknown): string {
-  if (err instanceof Error) return err.stack ?? err.message;
-  return String(err);
+  if (err instanceof Error) return err.stack ?? err.message
+  return String(err)
 }
 
 /**
@@ -567,8 +573,8 @@ function formatError(err: unknown): string {
  * `listen`, `ready`, `onStop`, `onReload`, `stop`. Importing it installs the stop
  * listeners only in a baton worker (in a plain process, on the first `listen()`).
  */
-const runtime = new WorkerRuntime(readEnv(process.env));
-export const worker: Worker = runtime;
+const runtime = new WorkerRuntime(readEnv(process.env))
+export const worker: Worker = runtime
 
 /**
  * Track a server that listens on a socket from the master's drop-in `listen` (see
@@ -576,5 +582,5 @@ export const worker: Worker = runtime;
  * @internal
  */
 export function adoptServer(server: net.Server): void {
-  runtime.adopt(server);
+  runtime.adopt(server)
 }

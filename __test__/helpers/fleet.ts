@@ -9,7 +9,16 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { ExecutionContext } from 'ava'
 import type { Status } from '../../src/types.js'
-import { freePort, OutputBuffer, ProcessTracker, startTime, tmpDir, waitFor, waitForExit, type ExitStatus } from './processes.js'
+import {
+  freePort,
+  OutputBuffer,
+  ProcessTracker,
+  startTime,
+  tmpDir,
+  waitFor,
+  waitForExit,
+  type ExitStatus,
+} from './processes.js'
 
 /** Absolute path of the `baton` CLI. */
 export const BATON = fileURLToPath(new URL('../../bin/baton.js', import.meta.url))
@@ -166,7 +175,10 @@ export async function versionedFleet(
 /** Run `baton <args>` with a given runtime dir, outside any fleet. */
 export function runCli(args: string[], env: Record<string, string | undefined>): Promise<CliResult> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BATON, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, [BATON, ...args], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
     const out = new OutputBuffer().follow(child.stdout)
     const err = new OutputBuffer().follow(child.stderr)
     child.on('close', (code) => resolve({ code, stdout: out.text, stderr: err.text }))

@@ -5,55 +5,55 @@
  * register every spawned process with a {@link ProcessTracker} so that it is killed even
  * when the test fails.
  */
-import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import * as net from 'node:net';
-import * as os from 'node:os';
-import * as path from 'node:path';
-import type { Readable } from 'node:stream';
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import * as net from 'node:net'
+import * as os from 'node:os'
+import * as path from 'node:path'
+import type { Readable } from 'node:stream'
 
 /** A free TCP port on `host` (default 127.0.0.1), found by binding port 0. */
 export function freePort(host = '127.0.0.1'): Promise<number> {
   return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.once('error', reject);
+    const server = net.createServer()
+    server.unref()
+    server.once('error', reject)
     server.listen(0, host, () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => (port > 0 ? resolve(port) : reject(new Error('freePort: no port assigned'))));
-    });
-  });
+      const address = server.address()
+      const port = typeof address === 'object' && address !== null ? address.port : 0
+      server.close(() => (port > 0 ? resolve(port) : reject(new Error('freePort: no port assigned'))))
+    })
+  })
 }
 
 /** A temporary directory (see {@link tmpDir}). */
 export interface TmpDir {
   /** Absolute path of the directory. */
-  readonly path: string;
+  readonly path: string
   /** Remove the directory and its content (idempotent, never throws). */
-  cleanup(): Promise<void>;
+  cleanup(): Promise<void>
 }
 
 /** Create a fresh directory under `os.tmpdir()` whose name starts with `prefix`. */
 export async function tmpDir(prefix: string): Promise<TmpDir> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
+  const dir = await mkdtemp(path.join(os.tmpdir(), prefix))
   return {
     path: dir,
     cleanup: async () => {
-      await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+      await rm(dir, { recursive: true, force: true }).catch(() => undefined)
     },
-  };
+  }
 }
 
 /** Options of {@link waitFor}. */
 export interface WaitForOptions {
   /** Give up after this long. Default 10000 ms. */
-  timeoutMs?: number;
+  timeoutMs?: number
   /** Poll period. Default 20 ms. */
-  intervalMs?: number;
+  intervalMs?: number
   /** Describes what is awaited, for the timeout error. */
-  message?: string;
+  message?: string
 }
 
 /**
@@ -64,23 +64,23 @@ export async function waitFor<T>(
   predicate: () => T | Promise<T>,
   options: WaitForOptions = {},
 ): Promise<NonNullable<T>> {
-  const timeoutMs = options.timeoutMs ?? 10_000;
-  const intervalMs = options.intervalMs ?? 20;
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
+  const timeoutMs = options.timeoutMs ?? 10_000
+  const intervalMs = options.intervalMs ?? 20
+  const deadline = Date.now() + timeoutMs
+  let lastError: unknown
   for (;;) {
     try {
-      const value = await predicate();
-      if (value) return value as NonNullable<T>;
+      const value = await predicate()
+      if (value) return value as NonNullable<T>
     } catch (err) {
-      lastError = err;
+      lastError = err
     }
     if (Date.now() >= deadline) {
-      const what = options.message ?? 'condition';
-      const cause = lastError instanceof Error ? ` (last error: ${lastError.message})` : '';
-      throw new Error(`waitFor: ${what} not met within ${timeoutMs} ms${cause}`);
+      const what = options.message ?? 'condition'
+      const cause = lastError instanceof Error ? ` (last error: ${lastError.message})` : ''
+      throw new Error(`waitFor: ${what} not met within ${timeoutMs} ms${cause}`)
     }
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+    await new Promise((resolve) => setTimeout(resolve, intervalMs))
   }
 }
 
@@ -88,11 +88,11 @@ export async function waitFor<T>(
  * Reject with `message` if `promise` has not settled within `timeoutMs`.
  */
 export function withTimeout<T>(promise: Promise<T>, timeoutMs: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
+  let timer: NodeJS.Timeout | undefined
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timeout after ${timeoutMs} ms: ${message}`)), timeoutMs);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+    timer = setTimeout(() => reject(new Error(`timeout after ${timeoutMs} ms: ${message}`)), timeoutMs)
+  })
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
 }
 
 /**
@@ -101,20 +101,20 @@ export function withTimeout<T>(promise: Promise<T>, timeoutMs: number, message: 
  */
 export function isAlive(pid: number): boolean {
   try {
-    process.kill(pid, 0);
+    process.kill(pid, 0)
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false
   }
   if (process.platform === 'linux') {
     try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-      if (state === 'Z' || state === 'X') return false;
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+      const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
+      if (state === 'Z' || state === 'X') return false
     } catch {
-      return false;
+      return false
     }
   }
-  return true;
+  return true
 }
 
 /**
@@ -123,68 +123,68 @@ export function isAlive(pid: number): boolean {
  */
 export function startTime(pid: number): string | undefined {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]
   } catch {
-    return undefined;
+    return undefined
   }
 }
 
 /** How a process ended. */
 export interface ExitStatus {
   /** Exit code, or null when killed by a signal. */
-  code: number | null;
+  code: number | null
   /** Signal that killed it, or null. */
-  signal: NodeJS.Signals | null;
+  signal: NodeJS.Signals | null
 }
 
 /** Resolves when `child` has exited (immediately if it already has). */
 export function waitForExit(child: ChildProcess): Promise<ExitStatus> {
   if (child.exitCode !== null || child.signalCode !== null) {
-    return Promise.resolve({ code: child.exitCode, signal: child.signalCode });
+    return Promise.resolve({ code: child.exitCode, signal: child.signalCode })
   }
   return new Promise((resolve) => {
-    child.once('exit', (code, signal) => resolve({ code, signal }));
-  });
+    child.once('exit', (code, signal) => resolve({ code, signal }))
+  })
 }
 
 /** Accumulates the text of a stream and lets a test wait for a pattern in it. */
 export class OutputBuffer {
   /** Everything received so far. */
-  text = '';
-  readonly #waiters = new Set<() => void>();
+  text = ''
+  readonly #waiters = new Set<() => void>()
 
   /** Append text (also used by relays that receive output as messages). */
   push(chunk: string): void {
-    this.text += chunk;
-    for (const wake of this.#waiters) wake();
+    this.text += chunk
+    for (const wake of this.#waiters) wake()
   }
 
   /** Follow `stream` (may be null). */
   follow(stream: Readable | null): this {
-    stream?.setEncoding('utf8');
-    stream?.on('data', (chunk: string) => this.push(chunk));
-    return this;
+    stream?.setEncoding('utf8')
+    stream?.on('data', (chunk: string) => this.push(chunk))
+    return this
   }
 
   /** Resolves with the first match of `pattern` in the text (event driven). */
   waitFor(pattern: RegExp, timeoutMs = 10_000): Promise<RegExpMatchArray> {
-    const found = this.text.match(pattern);
-    if (found !== null) return Promise.resolve(found);
+    const found = this.text.match(pattern)
+    if (found !== null) return Promise.resolve(found)
     return withTimeout(
       new Promise<RegExpMatchArray>((resolve) => {
         const wake = (): void => {
-          const match = this.text.match(pattern);
+          const match = this.text.match(pattern)
           if (match !== null) {
-            this.#waiters.delete(wake);
-            resolve(match);
+            this.#waiters.delete(wake)
+            resolve(match)
           }
-        };
-        this.#waiters.add(wake);
+        }
+        this.#waiters.add(wake)
       }),
       timeoutMs,
       `output matching ${String(pattern)}; got:\n${this.text.slice(-2000)}`,
-    );
+    )
   }
 }
 
@@ -194,19 +194,19 @@ export class OutputBuffer {
  * `test.afterEach.always`, even when the test failed.
  */
 export class ProcessTracker {
-  readonly #children = new Set<ChildProcess>();
-  readonly #pids = new Map<number, string | undefined>();
+  readonly #children = new Set<ChildProcess>()
+  readonly #pids = new Map<number, string | undefined>()
 
   /** `child_process.spawn` + {@link ProcessTracker.track}. */
   spawn(command: string, args: readonly string[], options: SpawnOptions = {}): ChildProcess {
-    return this.track(spawn(command, args, options));
+    return this.track(spawn(command, args, options))
   }
 
   /** Track a child process; returns it. */
   track(child: ChildProcess): ChildProcess {
-    this.#children.add(child);
-    child.on('error', () => undefined); // reported through 'exit' / the test's own checks
-    return child;
+    this.#children.add(child)
+    child.on('error', () => undefined) // reported through 'exit' / the test's own checks
+    return child
   }
 
   /**
@@ -216,35 +216,37 @@ export class ProcessTracker {
    * must never SIGKILL another test's process that got the number.
    */
   trackPid(pid: number, startedAt: string | undefined = startTime(pid)): void {
-    this.#pids.set(pid, startedAt);
+    this.#pids.set(pid, startedAt)
   }
 
   /** SIGKILL every tracked process still running and wait (bounded) until they are gone. */
   async killAll(): Promise<void> {
-    const exits: Array<Promise<unknown>> = [];
+    const exits: Array<Promise<unknown>> = []
     for (const child of this.#children) {
       if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) {
-        const exited = waitForExit(child);
+        const exited = waitForExit(child)
         try {
-          child.kill('SIGKILL');
+          child.kill('SIGKILL')
         } catch {
           // already gone
         }
-        exits.push(withTimeout(exited, 5000, `pid ${child.pid} to die`).catch(() => undefined));
+        exits.push(withTimeout(exited, 5000, `pid ${child.pid} to die`).catch(() => undefined))
       }
     }
     for (const [pid, startedAt] of this.#pids) {
       if (isAlive(pid) && (startedAt === undefined || startTime(pid) === startedAt)) {
         try {
-          process.kill(pid, 'SIGKILL');
+          process.kill(pid, 'SIGKILL')
         } catch {
           // already gone
         }
-        exits.push(waitFor(() => !isAlive(pid), { timeoutMs: 5000, message: `pid ${pid} to die` }).catch(() => undefined));
+        exits.push(
+          waitFor(() => !isAlive(pid), { timeoutMs: 5000, message: `pid ${pid} to die` }).catch(() => undefined),
+        )
       }
     }
-    await Promise.all(exits);
-    this.#children.clear();
-    this.#pids.clear();
+    await Promise.all(exits)
+    this.#children.clear()
+    this.#pids.clear()
   }
 }

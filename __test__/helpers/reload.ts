@@ -14,7 +14,12 @@ export function assertNoFailedRequests(t: ExecutionContext, result: LoadResult):
 }
 
 /** Deploy `version`, `baton reload`, check every worker was replaced; the core's reload ms. */
-export async function reloadAll(t: ExecutionContext, vf: VersionedFleet, version: string, count: number): Promise<number> {
+export async function reloadAll(
+  t: ExecutionContext,
+  vf: VersionedFleet,
+  version: string,
+  count: number,
+): Promise<number> {
   const before = await vf.fleet.status()
   vf.deploy(version)
   const reload = await vf.fleet.cli(['reload', vf.fleet.name])
@@ -22,7 +27,10 @@ export async function reloadAll(t: ExecutionContext, vf: VersionedFleet, version
   const after = await vf.fleet.status()
   const old = new Set(before.workers.map((w) => w.pid))
   t.is(after.workers.length, count)
-  t.true(after.workers.every((w) => w.state === 'ready' && !old.has(w.pid)), 'every worker replaced')
+  t.true(
+    after.workers.every((w) => w.state === 'ready' && !old.has(w.pid)),
+    'every worker replaced',
+  )
   t.is(after.lastReload?.outcome, 'done')
   return after.lastReload?.durationMs ?? Number.NaN
 }

@@ -20,18 +20,18 @@ import {
   startWrk,
   waitQuiet,
   wrkVersion,
-} from './util.mjs';
+} from './util.mjs'
 
-export const HAVE_WRK = wrkVersion() !== null;
+export const HAVE_WRK = wrkVersion() !== null
 
 /** Description of the load {@link runUnderLoad} puts on the target. */
 export function loadDescription(durationS, connections = 64) {
   return HAVE_WRK
     ? `wrk -t1 -c${connections} -d${durationS}s --timeout 2s --latency`
-    : `node bench/lib/load.mjs -c${connections} -d${durationS}s (wrk not installed: figures are not comparable with the anchors' wrk figures)`;
+    : `node bench/lib/load.mjs -c${connections} -d${durationS}s (wrk not installed: figures are not comparable with the anchors' wrk figures)`
 }
 
-const pidsOf = (workers) => workers.map((w) => w.pid).filter(Boolean);
+const pidsOf = (workers) => workers.map((w) => w.pid).filter(Boolean)
 
 /**
  * Run `action()` `triggerS` into a `durationS` load on `target`.
@@ -43,45 +43,50 @@ const pidsOf = (workers) => workers.map((w) => w.pid).filter(Boolean);
  * before the end of the load), load, probe, fresh: { during, after } | null, workers: {
  * before, after } }.
  */
-export async function runUnderLoad(target, { durationS, triggerS = 3, connections = 64, action, fresh = null, quietLimit = 20, quietWaitMs = 8000 }) {
-  const port = target.port;
-  const before = await target.workers();
-  await sleep(300);
-  const busyBeforePct = await waitQuiet(quietLimit, quietWaitMs);
+export async function runUnderLoad(
+  target,
+  { durationS, triggerS = 3, connections = 64, action, fresh = null, quietLimit = 20, quietWaitMs = 8000 },
+) {
+  const port = target.port
+  const before = await target.workers()
+  await sleep(300)
+  const busyBeforePct = await waitQuiet(quietLimit, quietWaitMs)
 
-  const snapA = cpuSnapshot([process.pid, ...target.roots], pidsOf(before));
-  const load = HAVE_WRK ? startWrk(port, { connections, durationS }) : startNodeLoad(port, { connections, durationS });
-  const probe = startProbe(port, 10);
-  const t0 = performance.now();
+  const snapA = cpuSnapshot([process.pid, ...target.roots], pidsOf(before))
+  const load = HAVE_WRK ? startWrk(port, { connections, durationS }) : startNodeLoad(port, { connections, durationS })
+  const probe = startProbe(port, 10)
+  const t0 = performance.now()
   // Only the load's own connections (not the probes') count in the split.
-  const split = (workers) => connectionSplit(port, workers, { clientPid: load.child.pid });
-  const at = () => Math.round((performance.now() - t0) / 100) / 10;
-  await sleep(triggerS * 1000 - 500);
-  const spreadBefore = split(before);
-  await sleep(Math.max(0, triggerS * 1000 - (performance.now() - t0)));
+  const split = (workers) => connectionSplit(port, workers, { clientPid: load.child.pid })
+  const at = () => Math.round((performance.now() - t0) / 100) / 10
+  await sleep(triggerS * 1000 - 500)
+  const spreadBefore = split(before)
+  await sleep(Math.max(0, triggerS * 1000 - (performance.now() - t0)))
 
-  const startS = at();
-  const during = fresh ? freshStream(port, fresh) : null;
-  const result = await action();
-  const endS = at();
+  const startS = at()
+  const during = fresh ? freshStream(port, fresh) : null
+  const result = await action()
+  const endS = at()
   // After a stream ends, the next one starts (fresh connections "after" the action).
-  const freshDone = during ? during.then(async (d) => ({ during: d, after: await freshStream(port, fresh) })) : Promise.resolve(null);
+  const freshDone = during
+    ? during.then(async (d) => ({ during: d, after: await freshStream(port, fresh) }))
+    : Promise.resolve(null)
 
-  await sleep(500);
-  const justAfter = split(await target.workers());
-  const untilLate = (durationS - 1.5) * 1000 - (performance.now() - t0);
-  let late = null;
+  await sleep(500)
+  const justAfter = split(await target.workers())
+  const untilLate = (durationS - 1.5) * 1000 - (performance.now() - t0)
+  let late = null
   if (untilLate > 0) {
-    await sleep(untilLate);
-    late = split(await target.workers());
+    await sleep(untilLate)
+    late = split(await target.workers())
   }
 
-  const loadRaw = await load.done;
-  const freshResult = await freshDone;
-  const after = await target.workers();
-  const snapB = cpuSnapshot([process.pid, ...target.roots], pidsOf(after));
-  const probeResult = await probe.stop();
-  const w = HAVE_WRK ? loadRaw : loadToWrkShape(loadRaw, durationS);
+  const loadRaw = await load.done
+  const freshResult = await freshDone
+  const after = await target.workers()
+  const snapB = cpuSnapshot([process.pid, ...target.roots], pidsOf(after))
+  const probeResult = await probe.stop()
+  const w = HAVE_WRK ? loadRaw : loadToWrkShape(loadRaw, durationS)
   return {
     busyBeforePct,
     foreignCpuS: foreignCpuSeconds(snapA, snapB),
@@ -100,7 +105,7 @@ export async function runUnderLoad(target, { durationS, triggerS = 3, connection
     probe: probeResult,
     fresh: freshResult,
     workers: { before, after },
-  };
+  }
 }
 
 /**
@@ -109,12 +114,12 @@ export async function runUnderLoad(target, { durationS, triggerS = 3, connection
  * contaminated run, with a summary of the dropped ones in `discarded`.
  */
 export async function withRetries(fn, { retries = 1, limitS = 1, log = () => {}, label = '' } = {}) {
-  let r = await fn();
-  r.discarded = [];
+  let r = await fn()
+  r.discarded = []
   for (let i = 0; i < retries && r.foreignCpuS !== null && r.foreignCpuS > limitS; i++) {
-    log(`  (${label}: other processes used ${r.foreignCpuS} CPU-s during the run; re-running)`);
-    const again = await fn();
-    const [keep, drop] = again.foreignCpuS < r.foreignCpuS ? [again, r] : [r, again];
+    log(`  (${label}: other processes used ${r.foreignCpuS} CPU-s during the run; re-running)`)
+    const again = await fn()
+    const [keep, drop] = again.foreignCpuS < r.foreignCpuS ? [again, r] : [r, again]
     keep.discarded = [
       ...r.discarded,
       {
@@ -125,26 +130,30 @@ export async function withRetries(fn, { retries = 1, limitS = 1, log = () => {},
         reloadWallMs: drop.reload?.wallMs ?? null,
         outcome: drop.reload?.outcome ?? null,
       },
-    ];
-    r = keep;
+    ]
+    r = keep
   }
-  return r;
+  return r
 }
 
 /** "c / r / w / t" of wrk's socket errors, or "code×n, ..." of the node load generator's. */
 export function errorSplit(e) {
-  if (!e) return '–';
-  if ('connect' in e) return `${e.connect} / ${e.read} / ${e.write} / ${e.timeout}`;
-  return Object.entries(e).map(([k, v]) => `${k}×${v}`).join(', ') || '0';
+  if (!e) return '–'
+  if ('connect' in e) return `${e.connect} / ${e.read} / ${e.write} / ${e.timeout}`
+  return (
+    Object.entries(e)
+      .map(([k, v]) => `${k}×${v}`)
+      .join(', ') || '0'
+  )
 }
 
 /** The contamination / failed-requests footer of a report. */
 export function runsFooter(runs, limitS) {
-  const discarded = runs.flatMap((r) => r.discarded ?? []);
-  const sum = (xs, f) => xs.reduce((n, x) => n + (f(x) ?? 0), 0);
+  const discarded = runs.flatMap((r) => r.discarded ?? [])
+  const sum = (xs, f) => xs.reduce((n, x) => n + (f(x) ?? 0), 0)
   return (
     `Runs re-run because other processes used > ${limitS} CPU-s during the run: ${discarded.length}; kept runs still above the limit: ${runs.filter((r) => r.foreignCpuS > limitS).length}. ` +
     `Failed requests over all ${runs.length + discarded.length} runs, re-run ones included: ${sum(runs, (r) => r.load.socketErrors) + sum(discarded, (d) => d.socketErrors)} socket errors, ` +
     `${sum(runs, (r) => r.load.non2xx) + sum(discarded, (d) => d.non2xx)} non-2xx, ${sum(runs, (r) => r.probe.failed) + sum(discarded, (d) => d.probeFailed)} failed probes.`
-  );
+  )
 }

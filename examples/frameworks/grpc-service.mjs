@@ -10,4 +10,4 @@ export const versionService = {
     responseSerialize: (value) => Buffer.from(JSON.stringify(value)),
     responseDeserialize: (bytes) => JSON.parse(bytes.toString()),
   },
-};
+}

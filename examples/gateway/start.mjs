@@ -19,47 +19,47 @@
 //                                                  # answers now come from generation 2
 //   node examples/gateway/start.mjs status
 //   node examples/gateway/start.mjs stop
-import http from 'node:http';
-import net from 'node:net';
-import { createInterface } from 'node:readline';
+import http from 'node:http'
+import net from 'node:net'
+import { createInterface } from 'node:readline'
 
-import { Supervisor } from 'baton';
+import { Supervisor } from 'baton'
 
-const GATEWAY_PORT = Number(process.env.GATEWAY_PORT ?? 7000);
-const BUSINESS_PORT = Number(process.env.BUSINESS_PORT ?? 7001);
+const GATEWAY_PORT = Number(process.env.GATEWAY_PORT ?? 7000)
+const BUSINESS_PORT = Number(process.env.BUSINESS_PORT ?? 7001)
 
-const supervisor = new Supervisor({ name: 'gateway-example' });
+const supervisor = new Supervisor({ name: 'gateway-example' })
 
 // ---- gateway: long-lived client connections, never restarted by a reload --------------
 
-const clients = new Set();
+const clients = new Set()
 // Keep-alive connections to the business workers. A reload closes them from the business
 // side (`Connection: close` on the last response), and the agent opens new ones.
-const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+const agent = new http.Agent({ keepAlive: true, maxSockets: 64 })
 
 function askBusiness(line, attempt = 1) {
   return new Promise((resolve, reject) => {
     const req = http.request(
       { host: '127.0.0.1', port: BUSINESS_PORT, method: 'POST', path: '/message', agent },
       (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (c) => (body += c));
-        res.on('end', () => resolve(body));
-        res.on('error', reject);
+        let body = ''
+        res.setEncoding('utf8')
+        res.on('data', (c) => (body += c))
+        res.on('end', () => resolve(body))
+        res.on('error', reject)
       },
-    );
+    )
     req.on('error', (err) => {
       // A kept-alive socket can be closed by the business side just as we reuse it; the
       // message is a pure function of its input, so sending it once more is safe.
       if (attempt < 3 && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) {
-        resolve(askBusiness(line, attempt + 1));
+        resolve(askBusiness(line, attempt + 1))
       } else {
-        reject(err);
+        reject(err)
       }
-    });
-    req.end(line);
-  });
+    })
+    req.end(line)
+  })
 }
 
 supervisor.group(
@@ -68,37 +68,37 @@ supervisor.group(
   {
     async onWorkerStart(w) {
       const server = net.createServer((socket) => {
-        clients.add(socket);
-        socket.on('close', () => clients.delete(socket));
-        socket.on('error', () => undefined);
-        socket.write(`welcome, gateway pid ${process.pid}\n`);
+        clients.add(socket)
+        socket.on('close', () => clients.delete(socket))
+        socket.on('error', () => undefined)
+        socket.write(`welcome, gateway pid ${process.pid}\n`)
         // Answer lines in order: one request to the business workers at a time.
-        let chain = Promise.resolve();
+        let chain = Promise.resolve()
         createInterface({ input: socket, crlfDelay: Infinity }).on('line', (line) => {
           chain = chain.then(async () => {
             try {
-              const answer = await askBusiness(line);
-              if (!socket.destroyed) socket.write(`${answer}\n`);
+              const answer = await askBusiness(line)
+              if (!socket.destroyed) socket.write(`${answer}\n`)
             } catch (err) {
-              if (!socket.destroyed) socket.write(`error: ${err.message}\n`);
+              if (!socket.destroyed) socket.write(`error: ${err.message}\n`)
             }
-          });
-        });
-      });
-      await w.listen(server); // the worker is ready once it listens
-      console.log(`[gateway] pid ${process.pid} accepting clients on 127.0.0.1:${GATEWAY_PORT}`);
+          })
+        })
+      })
+      await w.listen(server) // the worker is ready once it listens
+      console.log(`[gateway] pid ${process.pid} accepting clients on 127.0.0.1:${GATEWAY_PORT}`)
     },
     onWorkerReload() {
       // The business workers are being replaced; the gateway keeps its connections. A real
       // gateway could reload its own configuration here.
-      console.log(`[gateway] reload: business workers are being replaced; ${clients.size} client(s) stay connected`);
+      console.log(`[gateway] reload: business workers are being replaced; ${clients.size} client(s) stay connected`)
     },
     onWorkerStop() {
       // A real stop (not a reload): say goodbye so clients can reconnect elsewhere.
-      for (const socket of clients) socket.end('gateway shutting down\n');
+      for (const socket of clients) socket.end('gateway shutting down\n')
     },
   },
-);
+)
 
 // ---- business: the application logic, replaced on every reload -------------------------
 
@@ -108,21 +108,21 @@ supervisor.group(
   {
     async onWorkerStart(w) {
       const server = http.createServer(async (req, res) => {
-        let line = '';
-        for await (const chunk of req) line += chunk;
+        let line = ''
+        for await (const chunk of req) line += chunk
         // Edit this line and run `reload`: the next answers come from the new code.
-        const answer = `[business #${w.id} gen ${w.generation} pid ${process.pid}] ${line.toUpperCase()}`;
-        res.setHeader('content-type', 'text/plain; charset=utf-8');
-        res.end(answer);
-      });
-      await w.listen(server);
+        const answer = `[business #${w.id} gen ${w.generation} pid ${process.pid}] ${line.toUpperCase()}`
+        res.setHeader('content-type', 'text/plain; charset=utf-8')
+        res.end(answer)
+      })
+      await w.listen(server)
     },
     onWorkerStop(w) {
-      console.log(`[business #${w.id}] pid ${process.pid} drained and stopping`);
+      console.log(`[business #${w.id}] pid ${process.pid} drained and stopping`)
     },
   },
-);
+)
 
 // Master: reads start [-d] | stop | restart | reload | status from argv. Worker: runs the
 // hooks of its group.
-await supervisor.runAll();
+await supervisor.runAll()

@@ -11,24 +11,24 @@
 //
 // Outside baton, `node examples/http/app.mjs` listens on $PORT (or 3000), and Ctrl-C
 // still drains open connections before exiting.
-import http from 'node:http';
+import http from 'node:http'
 
-import { worker } from 'baton';
+import { worker } from 'baton'
 
-const startedAt = new Date().toISOString();
+const startedAt = new Date().toISOString()
 
 const server = http.createServer((req, res) => {
   if (req.url === '/health') {
-    res.end('ok\n');
-    return;
+    res.end('ok\n')
+    return
   }
-  res.setHeader('content-type', 'text/plain; charset=utf-8');
+  res.setHeader('content-type', 'text/plain; charset=utf-8')
   res.end(
     `hello from worker ${worker.id} (pid ${process.pid}, generation ${worker.generation}, started ${startedAt})\n`,
-  );
-});
+  )
+})
 
 // Under baton: listens on the socket the master holds and tells the master this worker
 // is ready. On reload or stop, the runtime stops accepting, answers in-flight and
 // kept-alive requests with `Connection: close`, then exits: no client sees an error.
-await worker.listen(server);
+await worker.listen(server)
