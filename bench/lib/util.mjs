@@ -539,12 +539,24 @@ export function startWrk(port, { connections = 64, threads = 1, durationS = 12, 
 // ---------------------------------------------------------------------------------------
 // Load through the Node load generator in a separate process (wrk fallback).
 
-/** Start `node bench/lib/load.mjs` as a child; `.stop()` resolves with its JSON result. */
-export function startNodeLoad(port, { connections = 64, durationS = 12 } = {}) {
+/**
+ * Start `node bench/lib/load.mjs` as a child; `.stop()` resolves with its JSON result.
+ * `bucketMs` > 0 adds its timeline (requests per pid and failures per bucket).
+ */
+export function startNodeLoad(port, { connections = 64, durationS = 12, bucketMs = 0 } = {}) {
   const script = path.join(ROOT, 'bench', 'lib', 'load.mjs')
   const child = spawnTracked(
     process.execPath,
-    [script, '--port', String(port), '--connections', String(connections), '--duration', String(durationS)],
+    [
+      script,
+      '--port',
+      String(port),
+      '--connections',
+      String(connections),
+      '--duration',
+      String(durationS),
+      ...(bucketMs > 0 ? ['--bucket-ms', String(bucketMs)] : []),
+    ],
     {
       stdio: ['ignore', 'pipe', 'inherit'],
     },
