@@ -94,7 +94,7 @@ function message(r: () => number): Buffer {
 /**
  * Whether the master would take `stream` as a reload or a stop: its first line (up to the
  * first newline within 64 KiB, decoded like String::from_utf8_lossy) trimmed of any
- * Unicode white space, parsed as JSON, is an object whose "cmd" is "reload", "stop" or "scale".
+ * Unicode white space, parsed as JSON, is an object whose "cmd" is "reload", "stop", "scale" or "upgrade".
  * Such a stream is made invalid before it is sent, so the fuzz cannot restart the fleet.
  */
 function wouldChangeTheFleet(stream: Buffer): boolean {
@@ -108,8 +108,8 @@ function wouldChangeTheFleet(stream: Buffer): boolean {
     const v = JSON.parse(line) as unknown
     if (v === null || typeof v !== 'object' || Array.isArray(v)) return false
     const cmd = (v as { cmd?: unknown }).cmd
-    // reopen-logs and logs change nothing checked here; scale would change the workers.
-    return cmd === 'reload' || cmd === 'stop' || cmd === 'scale'
+    // reopen-logs and logs change nothing checked here; scale and upgrade would change the workers.
+    return cmd === 'reload' || cmd === 'stop' || cmd === 'scale' || cmd === 'upgrade'
   } catch {
     return false
   }

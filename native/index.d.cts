@@ -28,6 +28,11 @@ export declare class NativeSupervisor {
    * returns the ticket named by the `scale:done` / `scale:failed` event.
    */
   scale(group: string | undefined | null, count: number): number
+  /**
+   * Replace this master with a new one (`baton upgrade`); returns the ticket named by
+   * the `upgrade:done` / `upgrade:failed` event.
+   */
+  upgrade(): number
   /** Request a graceful stop, or an immediate one with `force`. */
   stop(force: boolean): void
   /**
@@ -84,6 +89,15 @@ export interface BindingFleetOptions {
    * `reopenLogs` / `baton reopen-logs` (daemon mode).
    */
   logFile?: string
+  /**
+   * `baton upgrade`: the command line that starts the next master, program first
+   * (the host's own: `process.execPath`, `execArgv`, `argv`; or `upgradeCommand`).
+   */
+  upgradeCommand?: Array<string>
+  /** The working directory of the next master. */
+  upgradeCwd?: string
+  /** This master replaces a running one: the `BATON_UPGRADE` value it was started with. */
+  handover?: string
 }
 
 /** One group of workers. */

@@ -13,6 +13,7 @@
  * baton logs [NAME] [-f] [--lines N] [--group G]
  * baton reopen-logs [NAME]
  * baton scale [NAME] [GROUP] N
+ * baton upgrade [NAME]
  * ```
  */
 import { readFileSync } from 'node:fs'
@@ -29,6 +30,7 @@ import {
   reloadCommand,
   reopenLogsCommand,
   scaleCommand,
+  upgradeCommand,
   restartCommand,
   statusCommand,
   stdio,
@@ -98,6 +100,11 @@ Usage:
                             change a group's worker count without a restart (GROUP may be
                             left out when there is one); exit 0 once the new workers are
                             ready / the removed ones exited, 1 with the cause
+  baton upgrade [NAME]      replace the master itself (new baton or Node, new options or
+                            listen addresses) with zero failed requests: the new master
+                            takes the sockets and starts its workers; once all are ready
+                            the old workers drain. Exit 1 with the cause if it fails (the
+                            old master keeps serving)
   baton startup [NAME] [--socket] [--out DIR]
                             print a systemd unit (Type=notify) that runs the fleet as it was
                             started; --socket adds .socket units so systemd holds the
@@ -289,7 +296,8 @@ async function start(args: string[]): Promise<number> {
     stdio.err(`[baton ${name}] listening on ${a.bound}${from}`)
   }
   await supervisor.stopped
-  forgetStart(runtimeDir, name)
+  // After `baton upgrade` the record is the new master's.
+  if (supervisor.successor === undefined) forgetStart(runtimeDir, name)
   return 0
 }
 
@@ -361,6 +369,11 @@ export async function main(argv: string[]): Promise<number> {
         const dir = resolveRuntimeDir()
         const options = { lines, follow: values.follow === true, group: values.group as string | undefined }
         return await logsCommand(dir, pickMaster(dir, positionals[0]), options)
+      }
+      case 'upgrade': {
+        const { positionals } = parse(rest, {})
+        const dir = resolveRuntimeDir()
+        return await upgradeCommand(dir, pickMaster(dir, positionals[0]))
       }
       case 'reopen-logs': {
         const { positionals } = parse(rest, {})

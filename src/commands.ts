@@ -237,6 +237,24 @@ export async function reopenLogsCommand(runtimeDir: string, name: string, io: Ou
   return 0
 }
 
+/**
+ * `baton upgrade [NAME]`: replace the master itself with zero failed requests (a new
+ * baton or Node version, new options from the config file, new listen addresses). Exit 0
+ * once the new master serves and the old workers have drained, 1 with the cause (the old
+ * master then keeps serving and nothing of the new one is left).
+ */
+export async function upgradeCommand(runtimeDir: string, name: string, io: Output = stdio): Promise<number> {
+  const before = await request(runtimeDir, name, { cmd: 'status' })
+  io.out(`upgrading "${name}" (master pid ${before.status?.pid ?? '?'}): starting the new master`)
+  const answer = await request(runtimeDir, name, { cmd: 'upgrade' })
+  if (!answer.ok) {
+    io.err(`baton upgrade: ${answer.error ?? 'failed'}`)
+    return 1
+  }
+  io.out(answer.message ?? `upgraded "${name}"`)
+  return 0
+}
+
 /** The most workers `baton scale` accepts (the bound of the `count` option). */
 const MAX_COUNT = 1024
 

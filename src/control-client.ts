@@ -25,6 +25,7 @@ export type ControlRequest =
   | { cmd: 'logs'; lines: number; follow: boolean; group?: string }
   | { cmd: 'reopen-logs' }
   | { cmd: 'scale'; group?: string; count: number }
+  | { cmd: 'upgrade' }
 
 /** The master's final answer. */
 export interface ControlAnswer {
@@ -39,6 +40,8 @@ export interface ControlAnswer {
   group?: string
   /** `scale`: its new count. */
   count?: number
+  /** `upgrade`: what happened (the old and new master pids). */
+  message?: string
 }
 
 /** No master of that name is running. */

@@ -143,6 +143,13 @@ export interface SupervisorOptions {
    * `--log FILE`). Default: none.
    */
   logFile?: string
+  /**
+   * The command line `upgrade()` / `baton upgrade` starts the new master with, program
+   * first. Default: this master's own (`process.execPath`, `process.execArgv`,
+   * `process.argv`), run in its working directory, so the new master is the baton and
+   * Node installed now, reading its options or config file afresh.
+   */
+  upgradeCommand?: string[]
 }
 
 /** A group after validation and defaults. */
@@ -386,6 +393,15 @@ export function resolveLogFile(raw: unknown): string | undefined {
   if (typeof raw !== 'string' || raw === '')
     throw new OptionsError('logFile', `expected a file path, got ${JSON.stringify(raw)}`)
   return logFilePath('logFile', resolve(raw))
+}
+
+/** `upgradeCommand`, or this process's own command line. */
+export function resolveUpgradeCommand(raw: unknown): string[] {
+  if (raw === undefined) return [process.execPath, ...process.execArgv, ...process.argv.slice(1)]
+  if (!Array.isArray(raw) || raw.length === 0 || !raw.every((a) => typeof a === 'string') || raw[0] === '') {
+    throw new OptionsError('upgradeCommand', 'expected a command line as an array of strings, program first')
+  }
+  return raw as string[]
 }
 
 /** A uid/gid or a name, as the string the core looks up (digits are an id). */

@@ -15,11 +15,12 @@ import {
   resolveLogFile,
   resolveName,
   resolveRuntimeDir,
+  resolveUpgradeCommand,
   type GroupOptions,
   type ResolvedGroup,
   type SupervisorOptions,
 } from './options.js'
-import type { ConfigChange, ReloadReport, Status, SupervisorEvents } from './types.js'
+import type { ConfigChange, ReloadReport, Status, SupervisorEvents, UpgradeEvent } from './types.js'
 import { worker, type Worker } from './worker.js'
 
 /** Workerman-style hooks, run inside each worker process of a group. */
@@ -116,6 +117,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   readonly #logFile: string | undefined
   #health: HealthServer | undefined
   #launching = false
+  readonly #upgradeCommand: string[]
+  readonly #upgrades = new Map<number, Waiter<UpgradeEvent>>()
+  #successor: number | undefined
   /** Settles when the native launch has (or has not) produced `#native`. */
   #launchSettled: Promise<void> | undefined
 
@@ -135,12 +139,15 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       'beforeReload',
       'health',
       'logFile',
+      'upgradeCommand',
     ])
     for (const key of Object.keys(options)) {
       if (!known.has(key)) throw new OptionsError(key, `unknown option (known: ${[...known].join(', ')})`)
     }
     this.#options = options
-    this.name = resolveName(options.name)
+    // A master started by `baton upgrade` keeps the fleet's name.
+    this.name = handoverName() ?? resolveName(options.name)
+    this.#upgradeCommand = resolveUpgradeCommand(options.upgradeCommand)
     this.runtimeDir = resolveRuntimeDir(options.runtimeDir)
     resolveBackoff(options.backoff)
     if (options.beforeReload !== undefined && typeof options.beforeReload !== 'function') {
@@ -180,7 +187,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     }
     let launchOptions: BindingFleetOptions
     try {
-      launchOptions = this.#bindingOptions(this.#groups, this.#options)
+      // Taken out of the environment first: neither workers nor child_process children see it.
+      const handover = takeHandover()
+      launchOptions = { ...this.#bindingOptions(this.#groups, this.#options), handover }
     } catch (e) {
       return Promise.reject(e)
     }
@@ -247,6 +256,31 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         throw new StartError(e.message)
       },
     )
+  }
+
+  /**
+   * Replace this master with a new one, without closing a socket or failing a request
+   * (`baton upgrade`): the new master (started with `upgradeCommand`, so the baton and
+   * Node installed now, re-reading its options) takes the listening sockets, starts its
+   * own workers, readiness-gated, and only once all are ready does this master's fleet
+   * drain and stop (`stopped` resolves; `successor` is the new pid). Resolves when the new
+   * master serves; rejects with the cause when it failed (this master keeps serving and
+   * nothing of the new one is left).
+   */
+  upgrade(): Promise<UpgradeEvent> {
+    const nat = this.#native
+    if (!nat) return Promise.reject(new Error(`supervisor "${this.name}" is not started`))
+    try {
+      const ticket = nat.upgrade()
+      return new Promise<UpgradeEvent>((resolve, reject) => this.#upgrades.set(ticket, { resolve, reject }))
+    } catch (e) {
+      return Promise.reject(e)
+    }
+  }
+
+  /** The pid of the master this one handed its fleet to (`upgrade()`), once it did. */
+  get successor(): number | undefined {
+    return this.#successor
   }
 
   /** Stop every worker gracefully (or at once with `force`); resolves when all have exited and the sockets are closed. */
@@ -389,6 +423,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       backoffResetMs: backoff.resetAfter,
       hostPreparesReloads: this.#options.beforeReload !== undefined,
       logFile: this.#logFile,
+      upgradeCommand:
+        options.upgradeCommand !== undefined ? resolveUpgradeCommand(options.upgradeCommand) : this.#upgradeCommand,
+      upgradeCwd: process.cwd(),
     }
   }
 
@@ -485,6 +522,19 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         }
         break
       }
+      case 'upgrade:done':
+      case 'upgrade:failed': {
+        const e = event as unknown as UpgradeEvent
+        if (event.type === 'upgrade:done') this.#successor = e.to
+        for (const t of e.tickets) {
+          const waiter = this.#upgrades.get(t)
+          if (!waiter) continue
+          this.#upgrades.delete(t)
+          if (event.type === 'upgrade:done') waiter.resolve(e)
+          else waiter.reject(new Error(e.message))
+        }
+        break
+      }
       case 'fleet:stopped':
         this.#onStopped()
         break
@@ -559,6 +609,28 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   }
 }
 
+/** The variable a master started by `baton upgrade` finds its handover in (the core's `upgrade::ENV`). */
+const HANDOVER_VARIABLE = 'BATON_UPGRADE'
+
+/** The fleet name in this process's handover, if `baton upgrade` started it. */
+function handoverName(): string | undefined {
+  const text = process.env[HANDOVER_VARIABLE]
+  if (!text) return undefined
+  try {
+    const name = (JSON.parse(text) as { name?: unknown }).name
+    return typeof name === 'string' ? name : undefined
+  } catch {
+    return undefined // the core reports the malformed value
+  }
+}
+
+/** The handover (for the core), removed from the environment. */
+function takeHandover(): string | undefined {
+  const text = process.env[HANDOVER_VARIABLE] || undefined
+  delete process.env[HANDOVER_VARIABLE]
+  return text
+}
+
 function clearListenVariables(): void {
   for (const k of LISTEN_VARIABLES) delete process.env[k]
 }
@@ -574,6 +646,7 @@ function toBinding(g: ResolvedGroup): BindingGroupOptions {
   // The master's socket activation variables are not the workers' (the core gives them
   // their own); leaving them out also keeps them out of config-file reload diffs.
   for (const k of LISTEN_VARIABLES) if (!(k in g.env)) delete env[k]
+  if (!(HANDOVER_VARIABLE in g.env)) delete env[HANDOVER_VARIABLE]
   if (g.waitReady) env.BATON_WAIT_READY = '1'
   return {
     name: g.name,

@@ -341,6 +341,35 @@ export interface ScaleEvent {
   message: string
 }
 
+/** `upgrade:start`: the new master was started. */
+export interface UpgradeStartEvent {
+  /** The new master's pid. */
+  pid: number
+}
+
+/**
+ * `upgrade:done`: the new master serves (this master's workers drain next, then it stops);
+ * `upgrade:failed`: it did not (`message` says why), this master keeps serving.
+ */
+export interface UpgradeEvent {
+  /** This master's pid (`upgrade:done`). */
+  from?: number
+  /** The new master's pid (`upgrade:done`). */
+  to?: number
+  /** The `upgrade()` calls it answers. */
+  tickets: number[]
+  /** A human log line; for `upgrade:failed`, the cause. */
+  message: string
+}
+
+/** `upgrade:takeover`: this master, started by `baton upgrade`, now serves the fleet. */
+export interface UpgradeTakeoverEvent {
+  /** The old master's pid. */
+  from: number
+  /** A human log line. */
+  message: string
+}
+
 /** Every event a {@link Supervisor} emits, with its argument. */
 export interface SupervisorEvents {
   'worker:spawn': [WorkerEvent]
@@ -358,6 +387,10 @@ export interface SupervisorEvents {
   'scale:start': [ScaleStartEvent]
   'scale:done': [ScaleEvent]
   'scale:failed': [ScaleEvent]
+  'upgrade:start': [UpgradeStartEvent]
+  'upgrade:done': [UpgradeEvent]
+  'upgrade:failed': [UpgradeEvent]
+  'upgrade:takeover': [UpgradeTakeoverEvent]
   log: [LogEvent]
 }
 

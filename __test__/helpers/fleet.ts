@@ -4,7 +4,7 @@
  * failing test still leaves nothing behind.
  */
 import { spawn } from 'node:child_process'
-import { writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { ExecutionContext } from 'ava'
@@ -86,6 +86,9 @@ export async function startFleet(t: ExecutionContext, options: FleetOptions): Pr
   // Workers seen in a status, with their start time (so a recycled pid is never killed).
   const seen = new Map<number, string | undefined>()
   t.teardown(async () => {
+    // A master that replaced this one (`baton upgrade`) and was never seen in a status.
+    const current = currentMaster(dir.path, name)
+    if (current !== undefined && !seen.has(current)) seen.set(current, startTime(current))
     for (const [pid, startedAt] of seen) tracker.trackPid(pid, startedAt)
     await tracker.killAll()
     await dir.cleanup()
@@ -115,6 +118,8 @@ export async function startFleet(t: ExecutionContext, options: FleetOptions): Pr
     if (r.code !== 0) throw new Error(`baton status failed (${r.code}): ${r.stderr}`)
     const s = JSON.parse(r.stdout) as Status
     for (const w of s.workers) if (w.pid !== null && !seen.has(w.pid)) seen.set(w.pid, startTime(w.pid))
+    // A master that replaced this one (`baton upgrade`) is cleaned up too.
+    if (s.pid !== master.pid && !seen.has(s.pid)) seen.set(s.pid, startTime(s.pid))
     return s
   }
   const fleet: Fleet = {
@@ -138,6 +143,16 @@ export async function startFleet(t: ExecutionContext, options: FleetOptions): Pr
     )
   }
   return fleet
+}
+
+/** The pid in the runtime dir's pid file of master `name`, if any. */
+function currentMaster(runtimeDir: string, name: string): number | undefined {
+  try {
+    const pid = Number(readFileSync(join(runtimeDir, `${name}.pid`), 'utf8').trim())
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined
+  } catch {
+    return undefined
+  }
 }
 
 /** A fleet of the test app (`fixtures/app.mjs`) whose code version can be changed. */

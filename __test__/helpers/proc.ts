@@ -100,3 +100,24 @@ export function nobody(): { uid: number; gid: number } {
   const [, , uid, gid] = entry.split(':')
   return { uid: Number(uid), gid: Number(gid) }
 }
+
+/**
+ * Every live process whose environment has `name=value` (by scanning /proc/<pid>/environ):
+ * with a test's own BATON_RUNTIME_DIR, exactly the masters and workers of its fleet.
+ */
+export function processesWithEnv(name: string, value: string): number[] {
+  const wanted = `${name}=${value}`
+  const out: number[] = []
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    let environ: string
+    try {
+      environ = readFileSync(`/proc/${entry}/environ`, 'latin1')
+    } catch {
+      continue // gone, or not ours to read
+    }
+    const state = procStat(Number(entry))?.state
+    if (state !== undefined && state !== 'Z' && environ.split('\0').includes(wanted)) out.push(Number(entry))
+  }
+  return out.sort((a, b) => a - b)
+}

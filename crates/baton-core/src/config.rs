@@ -153,6 +153,14 @@ pub struct FleetConfig {
     /// The master's own stdout and stderr go to this file (daemon mode): opened at launch
     /// and reopened by `baton reopen-logs`.
     pub master_log: Option<PathBuf>,
+    /// `baton upgrade`: the command line that starts the next master (program first; the
+    /// host passes its own, or `upgradeCommand`). Empty: upgrades are refused.
+    pub upgrade_command: Vec<String>,
+    /// The working directory of the next master.
+    pub upgrade_cwd: Option<PathBuf>,
+    /// This master replaces a running one: the handover it was given (the JSON of
+    /// `upgrade::ENV`, see `upgrade.rs`). Used by `launch` only.
+    pub handover: Option<String>,
 }
 
 #[cfg(test)]

@@ -17,6 +17,8 @@
 //! -> {"cmd":"scale","group":"web","count":4}
 //!                                     <- {"ok":true,"group":"web","count":4}   (once every
 //!                                        new worker is ready / every removed one exited)
+//! -> {"cmd":"upgrade"}                <- {"ok":true,"message":"upgraded ..."}   (once the new
+//!                                        master serves and this one's workers drained)
 //! ```
 //!
 //! `group` may be left out (or null) when the fleet has one group.
@@ -117,6 +119,9 @@ pub enum Request {
     ReopenLogs,
     /// Change a group's worker count; answer once it is reached.
     Scale { group: Option<String>, count: u32 },
+    /// Replace the master (`baton upgrade`); answer once the new one serves and the old
+    /// workers have drained.
+    Upgrade,
 }
 
 /// Parse one request line.
@@ -156,6 +161,7 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
             }))
         }
         "reopen-logs" => Ok(Request::ReopenLogs),
+        "upgrade" => Ok(Request::Upgrade),
         "scale" => {
             let count = value
                 .get("count")
@@ -176,7 +182,7 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
             })
         }
         other => Err(format!(
-            "unknown control command \"{other}\" (expected status, reload, stop, logs, reopen-logs or scale)"
+            "unknown control command \"{other}\" (expected status, reload, stop, logs, reopen-logs, scale or upgrade)"
         )),
     }
 }

@@ -18,6 +18,15 @@ use crate::addr::ListenAddr;
 use crate::config::{Balance, GroupConfig};
 use crate::listen::{self, BindOptions, Listener};
 
+/// Sockets an address starts with instead of binding (socket activation, `baton upgrade`).
+pub enum Passed {
+    /// One socket every worker of the group shares.
+    Shared(Listener),
+    /// One `SO_REUSEPORT` socket per slot, in slot order (the previous master's); slots
+    /// beyond the group's count are closed, missing ones are bound ([`GroupSockets::grow`]).
+    PerSlot(Vec<Listener>),
+}
+
 enum AddrSockets {
     Shared(Listener),
     PerSlot(Vec<Listener>),
@@ -39,16 +48,32 @@ impl GroupSockets {
     /// the group and the address.
     pub fn open(
         group: &GroupConfig,
-        inherited: Vec<Option<Listener>>,
+        inherited: Vec<Option<Passed>>,
     ) -> Result<GroupSockets, String> {
         let name = &group.rules.name;
         let fail = |e: listen::ListenError| format!("group \"{name}\": {e}");
         let mut per_addr = Vec::new();
         let mut inherited = inherited.into_iter();
         for addr in &group.listen {
-            if let Some(listener) = inherited.next().flatten() {
-                per_addr.push(AddrSockets::Shared(listener));
-                continue;
+            match inherited.next().flatten() {
+                Some(Passed::Shared(listener)) => {
+                    per_addr.push(AddrSockets::Shared(listener));
+                    continue;
+                }
+                Some(Passed::PerSlot(mut slots)) if !slots.is_empty() => {
+                    if group.balance != Balance::ReusePort {
+                        slots.truncate(1);
+                        per_addr.extend(slots.pop().map(AddrSockets::Shared));
+                        continue;
+                    }
+                    let mut sockets = AddrSockets::PerSlot(slots);
+                    if let AddrSockets::PerSlot(v) = &mut sockets {
+                        close_down_to(v, group.rules.count.max(1) as usize);
+                    }
+                    per_addr.push(sockets);
+                    continue;
+                }
+                _ => {}
             }
             let per_slot =
                 group.balance == Balance::ReusePort && matches!(addr, ListenAddr::Tcp { .. });
@@ -77,7 +102,10 @@ impl GroupSockets {
             }
             per_addr.push(AddrSockets::PerSlot(slots));
         }
-        Ok(GroupSockets { per_addr })
+        let mut sockets = GroupSockets { per_addr };
+        // Passed per-slot sockets of a previous master with fewer slots: bind the rest.
+        sockets.grow(group, group.rules.count)?;
+        Ok(sockets)
     }
 
     /// The fds a worker of `slot` inherits, in address order.
@@ -219,6 +247,23 @@ impl GroupSockets {
                 close_down_to(v, count.max(1) as usize);
             }
         }
+    }
+
+    /// Every socket with its address index and slot (`None`: shared), for the handover to
+    /// the next master (`baton upgrade`).
+    pub fn all_mut(&mut self) -> Vec<(usize, Option<u32>, &mut Listener)> {
+        let mut out = Vec::new();
+        for (i, a) in self.per_addr.iter_mut().enumerate() {
+            match a {
+                AddrSockets::Shared(l) => out.push((i, None, l)),
+                AddrSockets::PerSlot(v) => {
+                    for (slot, l) in v.iter_mut().enumerate() {
+                        out.push((i, Some(slot as u32), l));
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The first (or only) socket of each address, in address order.
@@ -457,7 +502,7 @@ mod tests {
             Some("web".into()),
         );
         let g = group(Balance::ReusePort, 3, vec![local_tcp(), local_tcp()]);
-        let s = GroupSockets::open(&g, vec![Some(inherited)]).unwrap();
+        let s = GroupSockets::open(&g, vec![Some(Passed::Shared(inherited))]).unwrap();
         // Address 0 is the inherited socket for every slot; address 1 is bound per slot.
         assert_eq!(s.fds_for(0)[0], raw);
         assert_eq!(s.fds_for(2)[0], raw);

@@ -48,3 +48,4 @@ pub mod sd_notify;
 pub mod socket_activation;
 pub mod spawn;
 pub mod steer;
+pub mod upgrade;

@@ -77,6 +77,47 @@ impl Listener {
         }
     }
 
+    /// A listening socket the previous master passed (`baton upgrade`, `upgrade.rs`):
+    /// `local` is the address it is bound to. Its Unix socket file, if any, is left in
+    /// place on drop until [`Listener::own_file`]: the previous master still serves on it.
+    pub fn adopted(addr: ListenAddr, socket: OwnedFd, local: String, origin: Origin) -> Listener {
+        let port = match crate::addr::parse(&local) {
+            Ok(ListenAddr::Tcp { port, .. }) => Some(port),
+            _ => None,
+        };
+        Listener {
+            addr,
+            local,
+            socket: Socket::from(socket),
+            port,
+            unix_path_to_remove: None,
+            origin,
+        }
+    }
+
+    /// Remove the Unix socket file now at this listener's path when it closes (the master
+    /// that bound it handed it over, `baton upgrade`). Not for a socket systemd passed.
+    pub fn own_file(&mut self) {
+        if let (ListenAddr::Unix(path), Origin::Bound) = (&self.addr, &self.origin) {
+            self.unix_path_to_remove = std::fs::symlink_metadata(path).ok().map(|m| UnixFileId {
+                path: path.clone(),
+                dev: m.dev(),
+                ino: m.ino(),
+            });
+        }
+    }
+
+    /// Leave the Unix socket file in place when this listener closes: the next master
+    /// serves on it now (`baton upgrade`).
+    pub fn disown_file(&mut self) {
+        self.unix_path_to_remove = None;
+    }
+
+    /// Whether closing this listener removes its Unix socket file (baton bound it).
+    pub fn owns_file(&self) -> bool {
+        self.unix_path_to_remove.is_some()
+    }
+
     /// Where this socket came from.
     pub fn origin(&self) -> &Origin {
         &self.origin

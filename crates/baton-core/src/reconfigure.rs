@@ -468,6 +468,9 @@ mod tests {
             backoff: Backoff::default(),
             host_prepares_reloads: false,
             master_log: None,
+            upgrade_command: Vec::new(),
+            upgrade_cwd: None,
+            handover: None,
         }
     }
 

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -268,6 +268,9 @@ fn pid_path(dir: &Path, name: &str) -> PathBuf {
 pub struct PidFile {
     path: PathBuf,
     file: File,
+    /// Dropping removes the file: false for a pid file passed on to, or not yet taken
+    /// over from, another master (`baton upgrade`).
+    remove_on_drop: bool,
 }
 
 enum LockResult {
@@ -341,7 +344,11 @@ impl PidFile {
             file.seek(SeekFrom::Start(0)).map_err(pid_err)?;
             file.write_all(format!("{}\n", std::process::id()).as_bytes())
                 .map_err(pid_err)?;
-            return Ok(PidFile { path, file });
+            return Ok(PidFile {
+                path,
+                file,
+                remove_on_drop: true,
+            });
         }
         Err(pid_err(io::Error::other(
             "the pid file keeps being replaced by another process",
@@ -352,10 +359,68 @@ impl PidFile {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The open (and locked) file's fd, to pass to the next master.
+    pub fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    /// The pid file of master `name` passed by the previous master (`baton upgrade`) as
+    /// the open file `fd`, which carries its `flock`. It must still be the file at the
+    /// path. It is left in place on drop until [`PidFile::take_over`].
+    pub fn adopt(dir: &Path, name: &str, fd: OwnedFd) -> Result<PidFile, RuntimeDirError> {
+        let path = pid_path(dir, name);
+        let pid_err = |source: io::Error| RuntimeDirError::PidFile {
+            path: path.clone(),
+            source,
+        };
+        let file = File::from(fd);
+        let ours = file.metadata().map_err(pid_err)?;
+        let now = std::fs::metadata(&path).map_err(pid_err)?;
+        if ours.dev() != now.dev() || ours.ino() != now.ino() {
+            return Err(pid_err(io::Error::other(
+                "the pid file passed by the previous master is not the one at this path",
+            )));
+        }
+        // Converting a lock this open file already holds succeeds at once; one that is not
+        // held (a stray fd) is taken, or refused when another master holds it.
+        if let LockResult::WouldBlock =
+            flock(&file, libc::LOCK_EX | libc::LOCK_NB).map_err(pid_err)?
+        {
+            return Err(RuntimeDirError::AlreadyRunning {
+                name: name.to_string(),
+                pid: read_pid(dir, name),
+            });
+        }
+        Ok(PidFile {
+            path,
+            file,
+            remove_on_drop: false,
+        })
+    }
+
+    /// This master now owns the fleet: write its pid, and remove the file on drop.
+    pub fn take_over(&mut self) -> io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.seek(SeekFrom::Start(0))?;
+        self.file
+            .write_all(format!("{}\n", std::process::id()).as_bytes())?;
+        self.remove_on_drop = true;
+        Ok(())
+    }
+
+    /// The next master owns the file now: dropping this one only closes our fd (the lock
+    /// stays with the next master's fd of the same open file).
+    pub fn hand_over(&mut self) {
+        self.remove_on_drop = false;
+    }
 }
 
 impl Drop for PidFile {
     fn drop(&mut self) {
+        if !self.remove_on_drop {
+            return;
+        }
         // Remove first, then release the lock by closing (a waiting acquirer re-checks
         // the inode). Only remove the file if it still is the one we locked.
         if let (Ok(ours), Ok(now)) = (self.file.metadata(), std::fs::metadata(&self.path)) {

@@ -233,6 +233,7 @@ const REMOVED_ENV: &[&str] = &[
     "NODE_CHANNEL_SERIALIZATION_MODE",
     "NODE_UNIQUE_ID",
     "BATON_CONTROL_FD",
+    "BATON_UPGRADE",
 ];
 
 const LISTEN_PID_PREFIX: &str = "LISTEN_PID=";

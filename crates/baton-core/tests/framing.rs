@@ -96,6 +96,7 @@ fn valid_request() -> impl Strategy<Value = (String, Request)> {
         Just(Request::Reload),
         any::<bool>().prop_map(|force| Request::Stop { force }),
         Just(Request::ReopenLogs),
+        Just(Request::Upgrade),
     ];
     (
         cmd,
@@ -111,6 +112,7 @@ fn valid_request() -> impl Strategy<Value = (String, Request)> {
                     Request::Reload => "reload",
                     Request::Stop { .. } => "stop",
                     Request::ReopenLogs => "reopen-logs",
+                    Request::Upgrade => "upgrade",
                     // Not generated above (they carry their own fields).
                     Request::Logs(_) | Request::Scale { .. } => unreachable!("not generated"),
                 }

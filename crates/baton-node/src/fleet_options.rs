@@ -31,6 +31,13 @@ pub struct BindingFleetOptions {
     /// The master's own stdout and stderr go to this file (absolute), reopened by
     /// `reopenLogs` / `baton reopen-logs` (daemon mode).
     pub log_file: Option<String>,
+    /// `baton upgrade`: the command line that starts the next master, program first
+    /// (the host's own: `process.execPath`, `execArgv`, `argv`; or `upgradeCommand`).
+    pub upgrade_command: Option<Vec<String>>,
+    /// The working directory of the next master.
+    pub upgrade_cwd: Option<String>,
+    /// This master replaces a running one: the `BATON_UPGRADE` value it was started with.
+    pub handover: Option<String>,
 }
 
 impl TryFrom<BindingFleetOptions> for FleetConfig {
@@ -53,6 +60,9 @@ impl TryFrom<BindingFleetOptions> for FleetConfig {
             },
             host_prepares_reloads: o.host_prepares_reloads.unwrap_or(false),
             master_log: o.log_file.map(PathBuf::from),
+            upgrade_command: o.upgrade_command.unwrap_or_default(),
+            upgrade_cwd: o.upgrade_cwd.map(PathBuf::from),
+            handover: o.handover,
         })
     }
 }

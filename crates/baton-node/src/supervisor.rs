@@ -163,6 +163,13 @@ impl NativeSupervisor {
             .map_err(failure)
     }
 
+    /// Replace this master with a new one (`baton upgrade`); returns the ticket named by
+    /// the `upgrade:done` / `upgrade:failed` event.
+    #[napi]
+    pub fn upgrade(&self) -> Result<i64> {
+        self.handle.upgrade().map(|t| t as i64).map_err(failure)
+    }
+
     /// Request a graceful stop, or an immediate one with `force`.
     #[napi]
     pub fn stop(&self, force: bool) -> Result<()> {

@@ -253,6 +253,7 @@ impl LoopState {
                 }
                 self.start_scale(ticket, group.as_deref(), count);
             }
+            Ok(Request::Upgrade) => self.start_upgrade(upgrade::Waiter::Client(id)),
             Ok(request @ (Request::Logs(_) | Request::ReopenLogs)) => {
                 self.hand_client_to_relay(id, request)
             }

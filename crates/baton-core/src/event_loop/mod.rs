@@ -36,14 +36,17 @@
 mod control_server;
 mod drop_in;
 mod exits;
+mod launch;
 mod output;
 mod scale;
 mod status;
 mod steering;
+mod upgrade;
 mod workers;
 
 use control_server::Client;
 use exits::Pidfd;
+pub use launch::launch;
 use steering::{Rescue, SlotSocket, Straggler, Watched, RESCUE_RETRY};
 use workers::WorkerIo;
 
@@ -117,6 +120,8 @@ enum Command {
         group: Option<String>,
         count: u32,
     },
+    /// Replace this master (`baton upgrade`); answered by an upgrade event.
+    Upgrade(Ticket),
 }
 
 enum Msg {
@@ -130,6 +135,11 @@ enum Msg {
     },
     /// The log relay has read an exited worker's output.
     Drained(Drained),
+    /// The master started by an upgrade has exited (a zombie until the loop reaps it).
+    SuccessorExited {
+        pid: i32,
+        status: io::Result<()>,
+    },
 }
 
 /// A listen address of a running fleet.
@@ -234,6 +244,15 @@ impl Handle {
         Ok(ticket)
     }
 
+    /// Replace this master with a new one started from the installed baton and Node
+    /// (`upgrade.rs`). The returned ticket appears in the `upgrade:done`/`upgrade:failed`
+    /// event that answers it; after `upgrade:done` this fleet stops (its workers drain).
+    pub fn upgrade(&self) -> Result<Ticket, String> {
+        let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
+        self.send(Command::Upgrade(ticket))?;
+        Ok(ticket)
+    }
+
     /// Request a stop (graceful, or forced).
     pub fn stop(&self, force: bool) -> Result<(), String> {
         self.send(Command::Stop { force })
@@ -280,156 +299,6 @@ impl Handle {
     }
 }
 
-/// Prepare everything that can fail on bad input, then start the fleet on its own thread.
-pub fn launch(config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchError> {
-    runtime_dir::validate_name(&config.name)
-        .map_err(|e| launch_error(format!("invalid name: {e}")))?;
-    if config.groups.is_empty() {
-        return Err(launch_error(
-            "no groups: add at least one group with a script",
-        ));
-    }
-    runtime_dir::ensure_dir(&config.runtime_dir).map_err(|e| launch_error(e.to_string()))?;
-    let pid_file = PidFile::acquire(&config.runtime_dir, &config.name)
-        .map_err(|e| launch_error(e.to_string()))?;
-
-    if cfg!(not(target_os = "linux")) {
-        if let Some(g) = config
-            .groups
-            .iter()
-            .find(|g| g.balance == Balance::ReusePort)
-        {
-            return Err(launch_error(format!(
-                "group \"{}\": balance \"reuseport\" needs Linux (other systems do not spread connections across SO_REUSEPORT sockets); use \"shared\"",
-                g.rules.name
-            )));
-        }
-    }
-    // Sockets systemd passed (LISTEN_FDS) serve their group addresses; the others are bound.
-    let activation = crate::socket_activation::activate(&config.groups).map_err(launch_error)?;
-    for line in &activation.log {
-        sink(json!({ "type": "log", "message": line }));
-    }
-    let mut listeners: Vec<GroupSockets> = Vec::new();
-    let mut bound = Vec::new();
-    for (g, inherited) in config.groups.iter().zip(activation.per_group) {
-        let sockets = GroupSockets::open(g, inherited).map_err(launch_error)?;
-        for l in sockets.first_listeners() {
-            bound.push(BoundAddress {
-                group: g.rules.name.clone(),
-                configured: l.addr.to_string(),
-                bound: l.local.clone(),
-                origin: l.origin().clone(),
-            });
-        }
-        listeners.push(sockets);
-    }
-
-    let control_path = runtime_dir::socket_path(&config.runtime_dir, &config.name);
-    let std_listener =
-        runtime_dir::bind_control_socket(&control_path).map_err(|e| launch_error(e.to_string()))?;
-    std_listener
-        .set_nonblocking(true)
-        .map_err(|e| launch_error(format!("control socket {}: {e}", control_path.display())))?;
-    let control = UnixListener::from_std(std_listener);
-
-    let notifier = match Notifier::new(std::env::var("NOTIFY_SOCKET").ok().as_deref()) {
-        None => None,
-        Some(n) => Some(n.map_err(launch_error)?),
-    };
-
-    // PID 1 of a container (or a subreaper): reap the orphans reparented to us (reaper.rs).
-    if let Some(message) = crate::reaper::start().message() {
-        sink(json!({ "type": "log", "message": message }));
-    }
-
-    let poll = Poll::new().map_err(|e| launch_error(format!("cannot create a poller: {e}")))?;
-    let waker = Arc::new(
-        Waker::new(poll.registry(), WAKER)
-            .map_err(|e| launch_error(format!("cannot create a waker: {e}")))?,
-    );
-    let (tx, rx) = mpsc::channel();
-    let tickets = Arc::new(AtomicU64::new(1));
-    let status_cache: StatusCache = Arc::new(Mutex::new(None));
-    let relay = output::start_relay(&config, tx.clone(), waker.clone())?;
-
-    let rules = config.groups.iter().map(|g| g.rules.clone()).collect();
-    let fleet = Fleet::new(rules, config.backoff);
-    let group_names = config.groups.iter().map(|g| g.rules.name.clone()).collect();
-    let rescue = config.groups.iter().map(|_| Rescue::default()).collect();
-    let mut state = LoopState {
-        fleet,
-        config,
-        listeners,
-        pid_file: Some(pid_file),
-        control: Some(control),
-        control_path: control_path.clone(),
-        poll,
-        waker: waker.clone(),
-        tx: tx.clone(),
-        rx,
-        sink,
-        group_names,
-        workers: HashMap::new(),
-        sources: HashMap::new(),
-        clients: HashMap::new(),
-        next_token: FIRST_DYNAMIC,
-        rescue,
-        watched: BTreeMap::new(),
-        pending: VecDeque::new(),
-        rescue_dirty: false,
-        rescue_backlog: false,
-        logged_once: HashSet::new(),
-        stop_waiters: Vec::new(),
-        tickets: tickets.clone(),
-        master_pid: std::process::id(),
-        uid: current_uid(),
-        notifier,
-        stopping_notified: false,
-        pending_changes: Vec::new(),
-        changes_by_ticket: HashMap::new(),
-        last_changes: (0, Vec::new()),
-        host_pending: HashMap::new(),
-        host_expired: HashSet::new(),
-        next_heartbeat: Instant::now(),
-        drop_in: Vec::new(),
-        status_cache: status_cache.clone(),
-        status_published: Cell::new(Instant::now()),
-        status_dirty: Cell::new(true),
-        relay: relay.clone(),
-        pidfd: exits::use_pidfd(),
-    };
-    let mut control = state.control.take();
-    if let Some(c) = control.as_mut() {
-        state
-            .poll
-            .registry()
-            .register(c, CONTROL, Interest::READABLE)
-            .map_err(|e| launch_error(format!("cannot watch the control socket: {e}")))?;
-    }
-    state.control = control;
-
-    thread::Builder::new()
-        .name("baton-supervisor".into())
-        .spawn(move || {
-            let mut state = state;
-            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.run()));
-            if let Err(payload) = run {
-                state.after_panic(panic_message(payload.as_ref()));
-            }
-        })
-        .map_err(|e| launch_error(format!("cannot start the supervisor thread: {e}")))?;
-    Ok(Handle {
-        tx,
-        waker,
-        tickets,
-        bound,
-        control_path,
-        status_cache,
-        relay,
-    })
-}
-
 /// The text of a panic payload (`panic!` with a message or a format string).
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
@@ -465,6 +334,10 @@ enum Source {
     Client(usize),
     /// A per-slot listening socket whose slot has no ready worker.
     Straggler(SlotSocket),
+    /// The upgrade channel to the master replacing this one.
+    Successor,
+    /// The upgrade channel to the master this one replaces.
+    Predecessor,
 }
 
 struct LoopState {
@@ -528,6 +401,14 @@ struct LoopState {
     relay: Arc<LogRelay>,
     /// Exits are watched through pidfds, not waiter threads (`exits.rs`).
     pidfd: bool,
+    /// The upgrade this master runs (`upgrade.rs`, old master's side).
+    upgrade: Option<upgrade::Outgoing>,
+    /// The master this one replaces, until it took over (new master's side).
+    incoming: Option<upgrade::Incoming>,
+    /// The fleet was handed to a new master: its sockets are not this one's to steer.
+    handed_over: bool,
+    /// Shutdown removes the control socket's file (not when another master serves it).
+    owns_control_path: bool,
 }
 
 impl LoopState {
@@ -553,9 +434,13 @@ impl LoopState {
             if self.rescue_waiting() {
                 timeout = Some(timeout.map_or(RESCUE_RETRY, |t| t.min(RESCUE_RETRY)));
             }
-            for at in [self.rebalance_at(), self.drain_deadline()]
-                .into_iter()
-                .flatten()
+            for at in [
+                self.rebalance_at(),
+                self.drain_deadline(),
+                self.upgrade_deadline(),
+            ]
+            .into_iter()
+            .flatten()
             {
                 let wait = at.saturating_duration_since(Instant::now());
                 timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
@@ -595,6 +480,8 @@ impl LoopState {
                             }
                         }
                         Some(Source::Straggler(socket)) => self.accept_stragglers(socket),
+                        Some(Source::Successor) => self.read_successor(),
+                        Some(Source::Predecessor) => self.read_predecessor(),
                         None => {}
                     },
                 }
@@ -604,6 +491,7 @@ impl LoopState {
             }
             self.rebalance_due();
             self.drain_overdue();
+            self.upgrade_due(Instant::now());
             while let Ok(msg) = self.rx.try_recv() {
                 self.on_msg(msg);
             }
@@ -646,7 +534,10 @@ impl LoopState {
         if let Some(mut c) = self.control.take() {
             let _ = self.poll.registry().deregister(&mut c);
         }
-        let _ = std::fs::remove_file(&self.control_path);
+        if self.owns_control_path {
+            let _ = std::fs::remove_file(&self.control_path);
+        }
+        self.answer_upgrade_at_exit();
         let waiters = std::mem::take(&mut self.stop_waiters);
         for id in waiters {
             self.reply(id, &json!({ "ok": true, "stopped": true }), true);
@@ -705,6 +596,10 @@ impl LoopState {
                 group,
                 count,
             }) => self.start_scale(ticket, group.as_deref(), count),
+            Msg::Command(Command::Upgrade(ticket)) => {
+                self.start_upgrade(upgrade::Waiter::Host(ticket))
+            }
+            Msg::SuccessorExited { pid, status } => self.on_successor_exit(pid, status),
             Msg::Command(Command::Status(reply)) => {
                 let _ = reply.send(self.status_json());
             }
@@ -805,6 +700,7 @@ impl LoopState {
                     self.reply(id, &answer, true);
                 }
             }
+            Event::FleetReady | Event::StartFailed { .. } => self.report_to_predecessor(&event),
             _ => {}
         }
         self.notify_systemd(&event, &value);
@@ -856,6 +752,7 @@ impl LoopState {
 
     /// Stop the fleet (API, signal or `baton stop`), telling systemd first.
     fn stop_fleet(&mut self, force: bool) {
+        self.abort_upgrade("the fleet is stopping".into());
         self.notify_stopping();
         self.fleet.handle(Instant::now(), Input::Stop { force });
     }
@@ -870,6 +767,8 @@ impl LoopState {
         let message = value["message"].as_str().unwrap_or_default().to_string();
         let status = |text: &str| sd_notify::status_line(text);
         match event {
+            // A new master is ready for systemd once it took over (`upgrade.rs`).
+            Event::FleetReady if self.incoming.is_some() => {}
             Event::FleetReady => {
                 let state = format!(
                     "READY=1\nMAINPID={}\nSTATUS={}",

@@ -54,6 +54,9 @@ impl LoopState {
 
     /// New connections of `group` go to `serving` only.
     pub(super) fn steer(&mut self, group: usize, serving: Vec<u32>) {
+        if self.handed_over {
+            return; // the new master steers these sockets now
+        }
         self.rescue_dirty = true;
         let Some(sockets) = self.listeners.get(group) else {
             return;
@@ -95,6 +98,9 @@ impl LoopState {
     /// the connections their workers report, and ask over-full workers to shed (the rules
     /// are in `balance.rs`). Called when the serving slots change and on every report.
     pub(super) fn rebalance(&mut self, group: usize) {
+        if self.handed_over {
+            return;
+        }
         let Some(sockets) = self.listeners.get(group) else {
             return;
         };
@@ -160,6 +166,9 @@ impl LoopState {
     /// loop watches.
     pub(super) fn refresh_rescue(&mut self) {
         self.rescue_dirty = false;
+        if self.handed_over {
+            return; // the new master's workers take what the sockets queue
+        }
         let per_slot: Vec<(usize, Vec<usize>)> = self
             .listeners
             .iter()

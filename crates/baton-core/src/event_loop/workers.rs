@@ -130,6 +130,7 @@ impl LoopState {
                     Source::WorkerExit(key) => format!("the pidfd of worker {key}"),
                     Source::Client(id) => format!("control client {id}"),
                     Source::Straggler(_) => "a slot's socket".to_string(),
+                    Source::Successor | Source::Predecessor => "the upgrade channel".to_string(),
                 };
                 self.log(&format!("cannot watch {what}: {e}"));
                 None

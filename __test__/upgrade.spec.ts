@@ -1,0 +1,214 @@
+/**
+ * `baton upgrade`: the master itself is replaced with zero failed requests. The new master
+ * takes the listening sockets (the very same sockets: their inodes are checked), starts its
+ * own workers, and only once they are ready do the old workers drain and the old master
+ * exit; status, reload and stop then reach the new master. A new master whose workers
+ * cannot start leaves nothing behind and the old one keeps serving; an address the new
+ * options add serves too; systemd hears MAINPID= of the new master.
+ */
+import test, { type ExecutionContext } from 'ava'
+import { existsSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { fixture, startFleet, versionedFleet, type Fleet } from './helpers/fleet.js'
+import { httpGet, portIsFree } from './helpers/http.js'
+import { startLoad } from './helpers/load.js'
+import { notifications, startNotifyListener } from './helpers/notify.js'
+import { processesWithEnv } from './helpers/proc.js'
+import { freePort, isAlive, tmpDir, waitFor, withTimeout } from './helpers/processes.js'
+import { assertNoFailedRequests } from './helpers/reload.js'
+
+const APP = fixture('app.mjs')
+
+/** The socket inode behind each worker's fd 3 (its first listening socket). */
+function listeningSockets(pids: number[]): Set<string> {
+  return new Set(pids.map((pid) => readlinkSync(`/proc/${pid}/fd/3`)))
+}
+
+/** `baton upgrade` and the checks every successful one must pass; returns the new master's pid. */
+async function upgradeAndCheck(t: ExecutionContext, fleet: Fleet, count: number): Promise<number> {
+  const before = await fleet.status()
+  const oldWorkers = before.workers.map((w) => w.pid as number)
+  const sockets = process.platform === 'linux' ? listeningSockets(oldWorkers) : new Set<string>()
+  const r = await fleet.cli(['upgrade', fleet.name])
+  t.is(r.code, 0, `baton upgrade: ${r.stdout}${r.stderr}\nmaster log:\n${fleet.log.text}`)
+  t.regex(r.stdout, new RegExp(`master ${before.pid} -> \\d+; the old workers drained`))
+  // The old master exits by itself, with 0, once its workers drained.
+  const exit = await withTimeout(fleet.exited, 15_000, 'the old master exits')
+  t.is(exit.code, 0)
+  const after = await fleet.status()
+  t.not(after.pid, before.pid, 'a new master pid')
+  t.true(isAlive(after.pid))
+  t.is(readFileSync(join(fleet.runtimeDir, `${fleet.name}.pid`), 'utf8').trim(), String(after.pid))
+  t.is(after.workers.length, count)
+  t.true(
+    after.workers.every((w) => w.state === 'ready' && !oldWorkers.includes(w.pid as number)),
+    `every worker replaced: ${JSON.stringify(after.workers)} (old ${oldWorkers.join(', ')})`,
+  )
+  t.false(
+    oldWorkers.some((pid) => isAlive(pid)),
+    'the old workers are gone',
+  )
+  if (process.platform === 'linux') {
+    const now = listeningSockets(after.workers.map((w) => w.pid as number))
+    t.deepEqual([...now].sort(), [...sockets].sort(), 'the new workers accept on the very sockets the old ones did')
+  }
+  return after.pid
+}
+
+async function upgradeUnderLoad(t: ExecutionContext, balance: 'reuseport' | 'shared'): Promise<void> {
+  const { fleet, port, deploy } = await versionedFleet(t, { count: 2, flags: ['--balance', balance] })
+  const load = startLoad({ port, connections: 16 })
+  let newPid = 0
+  try {
+    await waitFor(() => load.snapshot().ok > 200, { message: 'load warmed up' })
+    deploy('v2')
+    newPid = await upgradeAndCheck(t, fleet, 2)
+    const seen = load.snapshot().ok
+    await waitFor(() => (load.snapshot().bodies.v2 ?? 0) > 100 && load.snapshot().ok > seen + 300, {
+      message: 'the new master serves v2',
+    })
+    // The control socket follows the new master: a reload through it works.
+    deploy('v3')
+    const reload = await fleet.cli(['reload', fleet.name])
+    t.is(reload.code, 0, reload.stderr)
+    await waitFor(() => (load.snapshot().bodies.v3 ?? 0) > 100, { message: 'v3 serves after the reload' })
+  } finally {
+    const result = await load.stop()
+    if (result.errors) t.log(fleet.log.text)
+    assertNoFailedRequests(t, result)
+  }
+  const stop = await fleet.cli(['stop', fleet.name])
+  t.is(stop.code, 0, stop.stderr)
+  await waitFor(() => !isAlive(newPid), { message: 'the new master exits on baton stop' })
+  t.false(existsSync(join(fleet.runtimeDir, `${fleet.name}.sock`)), 'control socket removed')
+  t.false(existsSync(join(fleet.runtimeDir, `${fleet.name}.pid`)), 'pid file removed')
+  t.true(await portIsFree(port), 'port released')
+}
+
+test.serial(
+  'balance reuseport: baton upgrade under keep-alive load fails 0 requests; the new master serves and answers reload and stop',
+  async (t) => {
+    if (process.platform !== 'linux') return t.pass('SO_REUSEPORT balancing is Linux only')
+    await upgradeUnderLoad(t, 'reuseport')
+  },
+)
+
+test.serial(
+  'balance shared: baton upgrade under keep-alive load fails 0 requests; the new master serves and answers reload and stop',
+  async (t) => {
+    await upgradeUnderLoad(t, 'shared')
+  },
+)
+
+/** A `baton.config.mjs` of one `web` group. */
+function config(o: { script: string; listen: string[]; count?: number }): string {
+  return `export default ${JSON.stringify({ name: 'fleet', groups: { web: { script: o.script, count: o.count ?? 2, listen: o.listen } } })}\n`
+}
+
+test.serial(
+  'an upgrade whose new config names a script that throws at boot exits 1 with the cause; the old master keeps serving and nothing of the new one is left',
+  async (t) => {
+    const dir = await tmpDir('baton-upgrade-')
+    t.teardown(() => dir.cleanup())
+    const port = await freePort()
+    const file = join(dir.path, 'baton.config.mjs')
+    writeFileSync(file, config({ script: APP, listen: [`127.0.0.1:${port}`] }))
+    const mark = `upgrade-${process.pid}-${port}` // workers inherit the master's env: it marks both
+    const fleet = await startFleet(t, { cwd: dir.path, expectWorkers: 2, env: { UPGRADE_TEST_MARK: mark } })
+    const before = await fleet.status()
+    const ours = processesWithEnv('UPGRADE_TEST_MARK', mark)
+    t.is(ours.length, 3, `the master and its 2 workers: ${ours.join(', ')}`)
+
+    writeFileSync(join(dir.path, 'boom.mjs'), "throw new Error('boom: the new code cannot start')\n")
+    writeFileSync(file, config({ script: './boom.mjs', listen: [`127.0.0.1:${port}`] }))
+    const load = startLoad({ port, connections: 8 })
+    try {
+      await waitFor(() => load.snapshot().ok > 100, { message: 'load warmed up' })
+      const r = await fleet.cli(['upgrade', fleet.name])
+      t.is(r.code, 1, r.stdout + r.stderr)
+      t.regex(r.stderr, /baton upgrade: upgrade failed, the old master \(pid \d+\) keeps serving/)
+      t.regex(r.stderr, /exited with code 1 before it was ready/)
+      t.regex(r.stderr, /boom: the new code cannot start/)
+      // Answered only once the new master was gone: only the old master and its workers remain.
+      t.deepEqual(processesWithEnv('UPGRADE_TEST_MARK', mark), ours)
+      const after = await fleet.status()
+      t.is(after.pid, before.pid)
+      t.deepEqual(
+        after.workers.map((w) => w.pid),
+        before.workers.map((w) => w.pid),
+      )
+      const seen = load.snapshot().ok
+      await waitFor(() => load.snapshot().ok > seen + 100, { message: 'the old master keeps serving' })
+    } finally {
+      assertNoFailedRequests(t, await load.stop())
+    }
+    t.is(readFileSync(join(fleet.runtimeDir, 'fleet.pid'), 'utf8').trim(), String(before.pid))
+    // And it can still be upgraded once the config is good again.
+    writeFileSync(file, config({ script: APP, listen: [`127.0.0.1:${port}`] }))
+    const again = await fleet.cli(['upgrade', fleet.name])
+    t.is(again.code, 0, again.stderr)
+  },
+)
+
+test.serial('an upgrade that adds a listen address serves on both afterwards', async (t) => {
+  const dir = await tmpDir('baton-upgrade-')
+  t.teardown(() => dir.cleanup())
+  const [first, second] = [await freePort(), await freePort()]
+  const file = join(dir.path, 'baton.config.mjs')
+  const script = fixture('every-listener.mjs')
+  writeFileSync(file, config({ script, listen: [`127.0.0.1:${first}`] }))
+  const fleet = await startFleet(t, { cwd: dir.path, expectWorkers: 2 })
+  writeFileSync(file, config({ script, listen: [`127.0.0.1:${first}`, `127.0.0.1:${second}`], count: 3 }))
+  const r = await fleet.cli(['upgrade', fleet.name])
+  t.is(r.code, 0, r.stderr)
+  const s = await fleet.status()
+  t.deepEqual(s.groups[0].listen, [`127.0.0.1:${first}`, `127.0.0.1:${second}`])
+  t.is(s.workers.length, 3, 'the new count from the config')
+  for (const [port, body] of [
+    [first, 'fd 3'],
+    [second, 'fd 4'],
+  ] as const) {
+    const res = await httpGet({ port, path: '/' })
+    t.is(res.status, 200, `port ${port}`)
+    t.is(res.body, body)
+  }
+  t.regex(fleet.log.text, new RegExp(`127\\.0\\.0\\.1:${second} is new, binding it`))
+})
+
+test.serial(
+  'under systemd the new master is announced with MAINPID=, and the old master sends no STOPPING=1',
+  async (t) => {
+    const { socketPath, out } = await startNotifyListener(t)
+    const port = await freePort()
+    const fleet = await startFleet(t, {
+      script: APP,
+      count: 2,
+      listen: [`127.0.0.1:${port}`],
+      env: { NOTIFY_SOCKET: socketPath },
+    })
+    await waitFor(() => notifications(out).some((n) => n.READY === '1'), { message: 'READY=1' })
+    const r = await fleet.cli(['upgrade', fleet.name])
+    t.is(r.code, 0, r.stderr)
+    await withTimeout(fleet.exited, 15_000, 'the old master exits')
+    const newPid = (await fleet.status()).pid
+    const received = notifications(out)
+    const handover = received.findIndex((n) => n.MAINPID === String(newPid))
+    t.true(handover > 0, `MAINPID=${newPid} among ${JSON.stringify(received)}`)
+    t.false(
+      received.slice(handover).some((n) => n.STOPPING === '1'),
+      `no STOPPING=1 after the handover: ${JSON.stringify(received)}`,
+    )
+    // The new master is now the unit's: its own stop is announced.
+    const stop = await fleet.cli(['stop', fleet.name])
+    t.is(stop.code, 0)
+    await waitFor(
+      () =>
+        notifications(out)
+          .slice(handover)
+          .some((n) => n.STOPPING === '1'),
+      {
+        message: 'STOPPING=1 from the new master',
+      },
+    )
+  },
+)

@@ -1,0 +1,873 @@
+//! `baton upgrade`, the loop's side (the sequence and the data are in `crate::upgrade`).
+//!
+//! - The old master: [`LoopState::start_upgrade`] starts the successor with every socket,
+//!   the control listener, the pid file and the upgrade channel; the channel's `ready`
+//!   line hands the fleet over ([`LoopState::hand_over`]); a failure, an exit or the
+//!   deadline aborts ([`LoopState::abort_upgrade`]): the successor is stopped and reaped
+//!   before the request is answered, so nothing of it is left.
+//! - The new master: [`claim_handover`] takes the passed fds in `launch`; the loop sends
+//!   `ready` (or `failed`) when its start ends, and [`LoopState::take_over`] makes it the
+//!   master of the fleet on `takeOver` (or when the old master vanished).
+//!
+//! This module's `unsafe`: taking ownership of the passed fds ([`claim_fd`]) and clearing
+//! `FD_CLOEXEC` between fork and exec of the successor ([`spawn_successor`]).
+
+use super::*;
+use crate::listen::Listener;
+use crate::upgrade::{self as proto, Handover, PassedSocket, SocketFrom, ToNew, ToOld};
+use std::os::fd::FromRawFd;
+use std::os::unix::process::CommandExt;
+
+/// Who waits for an upgrade's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Waiter {
+    /// A control client (`baton upgrade`).
+    Client(usize),
+    /// The host (`supervisor.upgrade()`), by ticket.
+    Host(Ticket),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    /// The successor starts; it must report by the deadline.
+    Starting { deadline: Instant },
+    /// It failed; it is being stopped (SIGKILL at `kill_at`), then the waiters hear why.
+    Aborting { reason: String, kill_at: Instant },
+    /// It serves: the old master's workers drain, then it exits.
+    HandedOver,
+}
+
+/// The old master's view of the upgrade in progress.
+pub(super) struct Outgoing {
+    pid: i32,
+    channel: Option<UnixStream>,
+    inbuf: Vec<u8>,
+    phase: Phase,
+    /// The successor was reaped (with this status): no signal goes to its pid any more.
+    exited: Option<String>,
+    waiters: Vec<Waiter>,
+}
+
+/// The new master's view of the master it replaces, until it took over.
+pub(super) struct Incoming {
+    /// The old master's pid.
+    pub(super) from_pid: u32,
+    channel: Option<UnixStream>,
+    inbuf: Vec<u8>,
+    /// The control listener, served from the takeover on.
+    control: Option<UnixListener>,
+    /// `ready` was sent: waiting for `takeOver`.
+    ready_sent: bool,
+    /// The old master is gone (channel closed): take over once ready.
+    orphaned: bool,
+}
+
+/// What `launch` takes from a handover.
+pub(super) struct Claimed {
+    pub(super) incoming: Incoming,
+    pub(super) name: String,
+    pub(super) pid_file: OwnedFd,
+    /// Per group, per address: the sockets it starts with.
+    pub(super) per_group: Vec<Vec<Option<crate::group_sockets::Passed>>>,
+    /// Drop-in sockets: (group index, host, port, listener).
+    pub(super) drop_in: Vec<(usize, Option<String>, u16, Listener)>,
+    /// Lines for the log.
+    pub(super) log: Vec<String>,
+}
+
+/// Take ownership of fd `fd` passed by the old master, with `FD_CLOEXEC` set again. The
+/// error names the fd.
+fn claim_fd(fd: RawFd, what: &str) -> Result<OwnedFd, String> {
+    // SAFETY: F_GETFD only reads the flags of an fd number; one that is not open fails
+    // with EBADF.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(format!(
+            "{}: {what} (fd {fd}) is not open: {}",
+            proto::ENV,
+            io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: the fd is open and the handover names it once, for this process alone (the
+    // old master passed it at exec); `claim_handover` runs once per handover, so no other
+    // owner exists.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: F_SETFD on the fd we now own, with the flags read plus FD_CLOEXEC.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+        return Err(format!(
+            "cannot set close-on-exec on {what} (fd {fd}): {}",
+            io::Error::last_os_error()
+        ));
+    }
+    Ok(owned)
+}
+
+/// Take the fds of the handover `text` (the `BATON_UPGRADE` value) for a fleet of
+/// `groups`: each group address gets the passed sockets with its configured form, the
+/// drop-in sockets go to their groups, and the rest is closed (the old master holds them
+/// until its workers have drained). Every fd is owned on return, also on an error.
+pub(super) fn claim_handover(
+    text: &str,
+    groups: &[crate::config::GroupConfig],
+) -> Result<Claimed, String> {
+    use crate::group_sockets::Passed;
+    let handover = Handover::parse(text)?;
+    // Own every fd first, so that an error below closes them all.
+    let mut owned: HashMap<RawFd, OwnedFd> = HashMap::new();
+    for (fd, what) in [
+        (handover.channel_fd, "the upgrade channel"),
+        (handover.control_fd, "the control socket"),
+        (handover.pid_fd, "the pid file"),
+    ] {
+        owned.insert(fd, claim_fd(fd, what)?);
+    }
+    for s in &handover.sockets {
+        let what = format!("the socket of {} ({})", s.configured, s.group);
+        owned.insert(s.fd, claim_fd(s.fd, &what)?);
+    }
+    let mut take = |fd: RawFd| {
+        owned
+            .remove(&fd)
+            .ok_or_else(|| format!("{}: fd {fd} is named twice", proto::ENV))
+    };
+    let channel = std::os::unix::net::UnixStream::from(take(handover.channel_fd)?);
+    channel
+        .set_nonblocking(true)
+        .map_err(|e| format!("the upgrade channel: {e}"))?;
+    let control = std::os::unix::net::UnixListener::from(take(handover.control_fd)?);
+    control
+        .set_nonblocking(true)
+        .map_err(|e| format!("the control socket passed by the old master: {e}"))?;
+    let pid_file = take(handover.pid_fd)?;
+
+    let wanted: Vec<(&str, Vec<String>)> = groups
+        .iter()
+        .map(|g| {
+            (
+                g.rules.name.as_str(),
+                g.listen.iter().map(|a| a.to_string()).collect(),
+            )
+        })
+        .collect();
+    let assigned = proto::assign(&wanted, &handover.sockets);
+    let listener = |s: &PassedSocket, socket: OwnedFd| -> Result<Listener, String> {
+        let addr = crate::addr::parse(&s.configured).map_err(|e| {
+            format!(
+                "{}: the address {} passed for group \"{}\": {e}",
+                proto::ENV,
+                s.configured,
+                s.group
+            )
+        })?;
+        let origin = match &s.from {
+            SocketFrom::Systemd { fd, name } => Origin::Inherited {
+                fd: *fd,
+                name: name.clone(),
+            },
+            SocketFrom::Bound | SocketFrom::DropIn { .. } => Origin::Bound,
+        };
+        Ok(Listener::adopted(addr, socket, s.local.clone(), origin))
+    };
+    let mut per_group = Vec::new();
+    let mut log = Vec::new();
+    for (g, addrs) in groups.iter().zip(&assigned) {
+        let mut per_addr = Vec::new();
+        for (addr, picked) in g.listen.iter().zip(addrs) {
+            let mut ls = Vec::new();
+            for &i in picked {
+                let s = &handover.sockets[i];
+                ls.push(listener(s, take(s.fd)?)?);
+            }
+            let passed_slots = picked
+                .first()
+                .is_some_and(|i| handover.sockets[*i].slot.is_some());
+            per_addr.push(match ls.len() {
+                0 => {
+                    log.push(format!(
+                        "upgrade: group \"{}\": {addr} is new, binding it",
+                        g.rules.name
+                    ));
+                    None
+                }
+                1 if !passed_slots => ls.pop().map(Passed::Shared),
+                _ => Some(Passed::PerSlot(ls)),
+            });
+        }
+        per_group.push(per_addr);
+    }
+    let names: Vec<&str> = groups.iter().map(|g| g.rules.name.as_str()).collect();
+    let mut drop_in = Vec::new();
+    for (i, g) in proto::assign_drop_in(&names, &handover.sockets) {
+        let s = &handover.sockets[i];
+        if let SocketFrom::DropIn { host, port } = &s.from {
+            let l = listener(s, take(s.fd)?)?;
+            drop_in.push((g, host.clone(), *port, l));
+        }
+    }
+    for s in handover
+        .sockets
+        .iter()
+        .filter(|s| owned.contains_key(&s.fd))
+    {
+        log.push(format!(
+            "upgrade: group \"{}\" no longer listens on {}: it closes once the old master's workers have drained",
+            s.group, s.local
+        ));
+    }
+    drop(owned);
+    Ok(Claimed {
+        incoming: Incoming {
+            from_pid: handover.from_pid,
+            channel: Some(UnixStream::from_std(channel)),
+            inbuf: Vec::new(),
+            control: Some(UnixListener::from_std(control)),
+            ready_sent: false,
+            orphaned: false,
+        },
+        name: handover.name,
+        pid_file,
+        per_group,
+        drop_in,
+        log,
+    })
+}
+
+/// Start the successor: `command` (program first) in `cwd`, with `fds` left open across
+/// exec and the handover in its environment. Its stdin is /dev/null; stdout and stderr are
+/// the master's (in the child, `FD_CLOEXEC` is cleared on fds 1 and 2 too).
+fn spawn_successor(
+    command: &[String],
+    cwd: Option<&std::path::Path>,
+    handover: &str,
+    fds: Vec<RawFd>,
+) -> io::Result<u32> {
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| io::Error::other("no command line to start the new master with"))?;
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args)
+        .env(proto::ENV, handover)
+        .stdin(std::process::Stdio::null());
+    for k in crate::socket_activation::VARIABLES {
+        cmd.env_remove(k);
+    }
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed: it calls fcntl on fd numbers (copied into the
+    // closure before the fork) and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            // The master's stdout and stderr: Node opens them close-on-exec, yet the new
+            // master writes to the same place (a closed one is left closed).
+            for fd in [1, 2] {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags >= 0 {
+                    libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+                }
+            }
+            for &fd in &fds {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    // Dropping `Child` neither waits nor kills: the loop watches the pid itself.
+    Ok(child.id())
+}
+
+impl LoopState {
+    // ----- the old master ---------------------------------------------------------------------
+
+    /// Start an upgrade for `waiter`, or join the one in progress. Refused (answered at
+    /// once) while the fleet is not serving or a reload or scale runs.
+    pub(super) fn start_upgrade(&mut self, waiter: Waiter) {
+        if let Some(up) = self.upgrade.as_mut() {
+            if matches!(up.phase, Phase::Starting { .. }) {
+                up.waiters.push(waiter);
+                return;
+            }
+        }
+        let snapshot = self.fleet.snapshot();
+        let refusal = if self.upgrade.is_some() || self.handed_over {
+            Some("an upgrade is already under way".to_string())
+        } else if self.incoming.is_some() {
+            Some("this master has not yet taken over from the one it replaces".to_string())
+        } else if !snapshot.running {
+            Some("the fleet is not serving (starting or stopping): nothing to upgrade".into())
+        } else if snapshot.reloading {
+            Some("a reload is running: upgrade once it has finished".into())
+        } else if self.config.upgrade_command.is_empty() {
+            Some(
+                "this master has no command line to start its successor with (set upgradeCommand)"
+                    .into(),
+            )
+        } else {
+            None
+        };
+        if let Some(message) = refusal {
+            self.answer_upgrade(&[waiter], Err(message));
+            return;
+        }
+        match self.launch_successor() {
+            Ok(up) => {
+                let pid = up.pid;
+                self.upgrade = Some(Outgoing {
+                    waiters: vec![waiter],
+                    ..up
+                });
+                self.log(&format!(
+                    "upgrade: started the new master (pid {pid}): {}",
+                    self.config.upgrade_command.join(" ")
+                ));
+                (self.sink)(json!({ "type": "upgrade:start", "pid": pid }));
+            }
+            Err(message) => self.answer_upgrade(&[waiter], Err(message)),
+        }
+    }
+
+    fn launch_successor(&mut self) -> Result<Outgoing, String> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| format!("cannot create the upgrade channel: {e}"))?;
+        ours.set_nonblocking(true)
+            .map_err(|e| format!("the upgrade channel: {e}"))?;
+        let control_fd = self
+            .control
+            .as_ref()
+            .map(|c| c.as_raw_fd())
+            .ok_or_else(|| "the control socket is closed".to_string())?;
+        let pid_fd = self
+            .pid_file
+            .as_ref()
+            .map(PidFile::fd)
+            .ok_or_else(|| "the pid file is released".to_string())?;
+        let mut sockets = Vec::new();
+        for (g, group) in self.listeners.iter_mut().enumerate() {
+            let name = self.group_names.get(g).cloned().unwrap_or_default();
+            for (_, slot, l) in group.all_mut() {
+                sockets.push(passed(l, &name, slot, None));
+            }
+        }
+        for d in &self.drop_in {
+            let name = self.group_names.get(d.group).cloned().unwrap_or_default();
+            let from = SocketFrom::DropIn {
+                host: d.host.clone(),
+                port: d.port,
+            };
+            sockets.push(passed(&d.listener, &name, None, Some(from)));
+        }
+        let handover = Handover {
+            from_pid: self.master_pid,
+            name: self.config.name.clone(),
+            channel_fd: theirs.as_raw_fd(),
+            control_fd,
+            pid_fd,
+            sockets,
+        };
+        let fds = handover.fds();
+        let pid = spawn_successor(
+            &self.config.upgrade_command,
+            self.config.upgrade_cwd.as_deref(),
+            &handover.to_env(),
+            fds,
+        )
+        .map_err(|e| {
+            format!(
+                "cannot start the new master ({}): {e}",
+                self.config
+                    .upgrade_command
+                    .first()
+                    .map_or("", String::as_str)
+            )
+        })?;
+        drop(theirs);
+        let pid = pid as i32;
+        crate::reaper::track_child(pid);
+        let (tx, waker) = (self.tx.clone(), self.waker.clone());
+        let watcher = thread::Builder::new()
+            .name("baton-upgrade-wait".into())
+            .spawn(move || {
+                let status = spawn::wait_exited(pid);
+                let _ = tx.send(Msg::SuccessorExited { pid, status });
+                let _ = waker.wake();
+            });
+        if let Err(e) = watcher {
+            // Without a watcher its exit would go unseen: stop it now.
+            let _ = spawn::send_signal(pid, Signal::Kill);
+            let _ = spawn::wait_exit(pid);
+            return Err(format!("cannot watch the new master: {e}"));
+        }
+        let mut channel = UnixStream::from_std(ours);
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        self.poll
+            .registry()
+            .register(&mut channel, token, Interest::READABLE)
+            .map_err(|e| format!("cannot watch the upgrade channel: {e}"))?;
+        self.sources.insert(token, Source::Successor);
+        let longest_ready = self
+            .config
+            .groups
+            .iter()
+            .map(|g| g.rules.ready_timeout)
+            .max()
+            .unwrap_or_default();
+        Ok(Outgoing {
+            pid,
+            channel: Some(channel),
+            inbuf: Vec::new(),
+            phase: Phase::Starting {
+                deadline: Instant::now() + longest_ready + proto::BOOT_ALLOWANCE,
+            },
+            exited: None,
+            waiters: Vec::new(),
+        })
+    }
+
+    /// The successor's channel is readable.
+    pub(super) fn read_successor(&mut self) {
+        let Some(up) = self.upgrade.as_mut() else {
+            return;
+        };
+        let (lines, closed) = match up.channel.as_mut() {
+            Some(c) => read_lines(c, &mut up.inbuf),
+            None => return,
+        };
+        for line in lines {
+            match serde_json::from_str::<ToOld>(&line) {
+                Ok(ToOld::Ready) => self.hand_over(),
+                Ok(ToOld::Failed { message }) => self.abort_upgrade(message),
+                Err(_) => {} // not ours: ignore
+            }
+        }
+        if closed {
+            self.close_successor_channel();
+            if self
+                .upgrade
+                .as_ref()
+                .is_some_and(|u| matches!(u.phase, Phase::Starting { .. }))
+            {
+                self.abort_upgrade(
+                    "the new master closed the upgrade channel before it was ready".into(),
+                );
+            }
+        }
+    }
+
+    fn close_successor_channel(&mut self) {
+        if let Some(mut c) = self.upgrade.as_mut().and_then(|u| u.channel.take()) {
+            let _ = self.poll.registry().deregister(&mut c);
+        }
+        self.sources.retain(|_, s| !matches!(s, Source::Successor));
+    }
+
+    /// The successor serves: give it the fleet, and drain this master's workers.
+    fn hand_over(&mut self) {
+        let Some(up) = self.upgrade.as_mut() else {
+            return;
+        };
+        if !matches!(up.phase, Phase::Starting { .. }) {
+            return;
+        }
+        up.phase = Phase::HandedOver;
+        let (to, waiters) = (up.pid, up.waiters.clone());
+        // systemd first, so that the new master's notifications are accepted from now on.
+        let status = format!("upgraded: the new master (pid {to}) serves; the old workers drain");
+        self.notify(&format!(
+            "MAINPID={to}\nSTATUS={}",
+            sd_notify::status_line(&status)
+        ));
+        self.stopping_notified = true; // this master's stop is not the unit's
+        self.handed_over = true;
+        // The files now belong to the new master: closing ours must not remove them.
+        for group in &mut self.listeners {
+            for (_, _, l) in group.all_mut() {
+                l.disown_file();
+            }
+        }
+        for d in &mut self.drop_in {
+            d.listener.disown_file();
+        }
+        if let Some(p) = self.pid_file.as_mut() {
+            p.hand_over();
+        }
+        self.owns_control_path = false;
+        if let Some(mut c) = self.control.take() {
+            let _ = self.poll.registry().deregister(&mut c);
+        }
+        // Stop steering and rescuing: the sockets are the new master's to manage.
+        let watched: Vec<SlotSocket> = self.watched.keys().copied().collect();
+        for socket in watched {
+            self.unwatch(socket);
+        }
+        if let Some(c) = self.upgrade.as_mut().and_then(|u| u.channel.as_mut()) {
+            let _ = c.write_all(proto::line(&ToNew::TakeOver).as_bytes());
+        }
+        self.close_successor_channel();
+        self.log(&format!(
+            "upgrade: the new master (pid {to}) serves; stopping this master's workers gracefully"
+        ));
+        let tickets: Vec<Ticket> = waiters
+            .iter()
+            .filter_map(|w| match w {
+                Waiter::Host(t) => Some(*t),
+                Waiter::Client(_) => None,
+            })
+            .collect();
+        (self.sink)(json!({
+            "type": "upgrade:done", "from": self.master_pid, "to": to, "tickets": tickets,
+            "message": format!("upgraded: master {} -> {to}", self.master_pid),
+        }));
+        self.fleet
+            .handle(Instant::now(), Input::Stop { force: false });
+    }
+
+    /// The upgrade failed: stop the successor, then answer with `reason` once it is gone.
+    pub(super) fn abort_upgrade(&mut self, reason: String) {
+        let Some(up) = self.upgrade.as_mut() else {
+            return;
+        };
+        if !matches!(up.phase, Phase::Starting { .. }) {
+            return;
+        }
+        let longest_stop = self
+            .config
+            .groups
+            .iter()
+            .map(|g| g.rules.stop_timeout)
+            .max()
+            .unwrap_or_default();
+        up.phase = Phase::Aborting {
+            reason,
+            kill_at: Instant::now() + longest_stop + proto::STOP_GRACE,
+        };
+        if up.exited.is_none() {
+            let _ = spawn::send_signal(up.pid, Signal::Term);
+        } else {
+            self.finish_abort();
+        }
+    }
+
+    /// The successor's exit was seen (it is a zombie until reaped here).
+    pub(super) fn on_successor_exit(&mut self, pid: i32, waited: io::Result<()>) {
+        let Some(up) = self.upgrade.as_mut().filter(|u| u.pid == pid) else {
+            return;
+        };
+        let status = match waited.and_then(|()| spawn::wait_exit(pid)) {
+            Ok(s) => s.to_string(),
+            Err(e) => format!("its exit could not be read ({e})"),
+        };
+        up.exited = Some(status.clone());
+        match up.phase.clone() {
+            Phase::Starting { .. } => {
+                self.abort_upgrade(format!(
+                    "the new master (pid {pid}) {status} before it was ready"
+                ));
+            }
+            Phase::Aborting { .. } => self.finish_abort(),
+            Phase::HandedOver => {}
+        }
+    }
+
+    fn finish_abort(&mut self) {
+        let Some(up) = self.upgrade.take() else {
+            return;
+        };
+        self.close_successor_channel();
+        let Phase::Aborting { reason, .. } = up.phase else {
+            return;
+        };
+        let text = format!(
+            "upgrade failed, the old master (pid {}) keeps serving: {reason}",
+            self.master_pid
+        );
+        self.log(&text);
+        let _ = reason;
+        self.answer_upgrade(&up.waiters, Err(text));
+    }
+
+    /// The deadlines of an upgrade: the successor's report, or its SIGKILL.
+    pub(super) fn upgrade_deadline(&self) -> Option<Instant> {
+        match self.upgrade.as_ref()?.phase {
+            Phase::Starting { deadline } => Some(deadline),
+            Phase::Aborting { kill_at, .. } => Some(kill_at),
+            Phase::HandedOver => None,
+        }
+    }
+
+    pub(super) fn upgrade_due(&mut self, now: Instant) {
+        let Some(up) = self.upgrade.as_mut() else {
+            return;
+        };
+        match &mut up.phase {
+            Phase::Starting { deadline } if now >= *deadline => self.abort_upgrade(
+                "the new master did not report ready in time (its groups' longest readyTimeout plus 30 s)".into(),
+            ),
+            Phase::Aborting { kill_at, .. } if now >= *kill_at && up.exited.is_none() => {
+                let _ = spawn::send_signal(up.pid, Signal::Kill);
+                // Its exit comes next; nothing more to do until then.
+                *kill_at = now + Duration::from_secs(24 * 3600);
+            }
+            _ => {}
+        }
+    }
+
+    /// Answer `waiters`: `Ok(message)` once this master handed over and stopped, or the
+    /// error.
+    pub(super) fn answer_upgrade(&mut self, waiters: &[Waiter], outcome: Result<String, String>) {
+        let mut tickets = Vec::new();
+        for w in waiters {
+            match (*w, &outcome) {
+                (Waiter::Client(id), Ok(message)) => {
+                    self.reply(id, &json!({ "ok": true, "message": message }), true)
+                }
+                (Waiter::Client(id), Err(e)) => {
+                    self.reply(id, &json!({ "ok": false, "error": e }), true)
+                }
+                (Waiter::Host(t), _) => tickets.push(t),
+            }
+        }
+        if let Err(e) = &outcome {
+            (self.sink)(json!({ "type": "upgrade:failed", "message": e, "tickets": tickets }));
+        }
+    }
+
+    /// At shutdown: the control clients of a completed upgrade hear it now, when this
+    /// master's workers have drained.
+    pub(super) fn answer_upgrade_at_exit(&mut self) {
+        let Some(up) = self.upgrade.take() else {
+            return;
+        };
+        if up.phase == Phase::HandedOver {
+            let message = format!(
+                "upgraded \"{}\": master {} -> {}; the old workers drained",
+                self.config.name, self.master_pid, up.pid
+            );
+            let clients: Vec<Waiter> = up
+                .waiters
+                .iter()
+                .filter(|w| matches!(w, Waiter::Client(_)))
+                .copied()
+                .collect();
+            self.answer_upgrade(&clients, Ok(message));
+        } else if up.exited.is_none() {
+            // Stopping during an upgrade: the successor goes too.
+            let _ = spawn::send_signal(up.pid, Signal::Kill);
+            let _ = spawn::wait_exit(up.pid);
+            let reason = "the fleet stopped during the upgrade".to_string();
+            self.answer_upgrade(&up.waiters, Err(reason));
+        }
+    }
+
+    // ----- the new master ---------------------------------------------------------------------
+
+    /// Register the old master's channel (from `launch`).
+    pub(super) fn watch_predecessor(&mut self) -> io::Result<()> {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        if let Some(c) = self.incoming.as_mut().and_then(|i| i.channel.as_mut()) {
+            self.poll
+                .registry()
+                .register(c, token, Interest::READABLE)?;
+            self.sources.insert(token, Source::Predecessor);
+        }
+        Ok(())
+    }
+
+    /// The old master's channel is readable.
+    pub(super) fn read_predecessor(&mut self) {
+        let Some(inc) = self.incoming.as_mut() else {
+            return;
+        };
+        let (lines, closed) = match inc.channel.as_mut() {
+            Some(c) => read_lines(c, &mut inc.inbuf),
+            None => return,
+        };
+        let take_over = lines
+            .iter()
+            .any(|l| matches!(serde_json::from_str::<ToNew>(l), Ok(ToNew::TakeOver)));
+        if take_over {
+            self.take_over();
+            return;
+        }
+        if closed {
+            self.close_predecessor_channel();
+            if let Some(inc) = self.incoming.as_mut() {
+                inc.orphaned = true;
+                let from = inc.from_pid;
+                self.log(&format!(
+                    "upgrade: the old master (pid {from}) is gone; this master takes over once its workers are ready"
+                ));
+            }
+            if self.fleet.snapshot().running {
+                self.take_over();
+            }
+        }
+    }
+
+    fn close_predecessor_channel(&mut self) {
+        if let Some(mut c) = self.incoming.as_mut().and_then(|i| i.channel.take()) {
+            let _ = self.poll.registry().deregister(&mut c);
+        }
+        self.sources
+            .retain(|_, s| !matches!(s, Source::Predecessor));
+    }
+
+    /// Tell the old master how this master's start ended (from `emit`).
+    pub(super) fn report_to_predecessor(&mut self, event: &Event) {
+        let Some(inc) = self.incoming.as_mut() else {
+            return;
+        };
+        let message = match event {
+            Event::FleetReady if !inc.ready_sent => {
+                inc.ready_sent = true;
+                if inc.orphaned {
+                    self.take_over();
+                    return;
+                }
+                ToOld::Ready
+            }
+            Event::StartFailed { .. } => {
+                let names = Names {
+                    groups: &self.group_names,
+                };
+                let value = public_json::event(&names, event);
+                ToOld::Failed {
+                    message: value["message"]
+                        .as_str()
+                        .unwrap_or("the new master's start failed")
+                        .to_string(),
+                }
+            }
+            _ => return,
+        };
+        if let Some(c) = inc.channel.as_mut() {
+            let _ = c.write_all(proto::line(&message).as_bytes());
+        }
+    }
+
+    /// The old master stopped (or is gone): this master serves the control socket and owns
+    /// the pid file and the Unix socket files from now on.
+    fn take_over(&mut self) {
+        let Some(mut inc) = self.incoming.take() else {
+            return;
+        };
+        self.close_predecessor_channel_of(&mut inc);
+        if let Some(mut control) = inc.control.take() {
+            match self
+                .poll
+                .registry()
+                .register(&mut control, CONTROL, Interest::READABLE)
+            {
+                Ok(()) => self.control = Some(control),
+                Err(e) => self.log(&format!(
+                    "upgrade: cannot watch the control socket ({e}); baton commands cannot reach this master"
+                )),
+            }
+        }
+        self.owns_control_path = true;
+        let written = self.pid_file.as_mut().map(|p| {
+            p.take_over().map_err(|e| {
+                format!(
+                    "upgrade: cannot write this master's pid into {} ({e})",
+                    p.path().display()
+                )
+            })
+        });
+        if let Some(Err(message)) = written {
+            self.log(&message);
+        }
+        for group in &mut self.listeners {
+            for (_, _, l) in group.all_mut() {
+                l.own_file();
+            }
+        }
+        for d in &mut self.drop_in {
+            d.listener.own_file();
+        }
+        let text = format!(
+            "took over from the old master (pid {}): this master (pid {}) serves \"{}\"",
+            inc.from_pid, self.master_pid, self.config.name
+        );
+        if !self.stopping_notified {
+            self.notify(&format!(
+                "READY=1\nMAINPID={}\nSTATUS={}",
+                self.master_pid,
+                sd_notify::status_line(&text)
+            ));
+        }
+        (self.sink)(json!({ "type": "upgrade:takeover", "from": inc.from_pid, "message": text }));
+        self.publish_status();
+    }
+
+    fn close_predecessor_channel_of(&mut self, inc: &mut Incoming) {
+        if let Some(mut c) = inc.channel.take() {
+            let _ = self.poll.registry().deregister(&mut c);
+        }
+        self.sources
+            .retain(|_, s| !matches!(s, Source::Predecessor));
+    }
+}
+
+/// A passed-socket entry for `l` of group `group`.
+fn passed(
+    l: &Listener,
+    group: &str,
+    slot: Option<u32>,
+    drop_in: Option<SocketFrom>,
+) -> PassedSocket {
+    let from = drop_in.unwrap_or_else(|| match l.origin() {
+        Origin::Bound => SocketFrom::Bound,
+        Origin::Inherited { fd, name } => SocketFrom::Systemd {
+            fd: *fd,
+            name: name.clone(),
+        },
+    });
+    PassedSocket {
+        fd: l.fd(),
+        group: group.to_string(),
+        configured: l.addr.to_string(),
+        local: l.local.clone(),
+        slot,
+        from,
+    }
+}
+
+/// Read what is available: whole lines (at most 64 KiB each; longer ones are dropped) and
+/// whether the peer closed.
+fn read_lines(stream: &mut UnixStream, buf: &mut Vec<u8>) -> (Vec<String>, bool) {
+    const MAX_LINE: usize = 64 * 1024;
+    let mut chunk = [0u8; 4096];
+    let mut closed = false;
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.len() > MAX_LINE && !buf.contains(&b'\n') {
+                    buf.clear();
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    let mut lines = Vec::new();
+    while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+        let line: Vec<u8> = buf.drain(..=pos).collect();
+        lines.push(String::from_utf8_lossy(&line[..pos]).into_owned());
+    }
+    (lines, closed)
+}
