@@ -104,7 +104,12 @@ test('baton reload re-reads the file: a changed env is served by the new workers
   const reload = await fleet.cli(['reload', fleet.name])
   t.is(reload.code, 0, reload.stderr)
   t.true(reload.stdout.includes('config changes for the new workers: web.env (APP_GREETING)'), reload.stdout)
-  t.true(reload.stdout.includes('need a restart (baton restart): web.count (2 -> 3)'), reload.stdout)
+  t.true(
+    reload.stdout.includes(
+      'need a new master (baton upgrade, with 0 failed requests; or baton restart): web.count (2 -> 3)',
+    ),
+    reload.stdout,
+  )
   t.false(reload.stdout.includes('bonjour'), 'env values are not printed')
   t.deepEqual([...(await greetings(webPort))], ['bonjour'])
   const status = await fleet.status()

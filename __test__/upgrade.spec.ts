@@ -9,12 +9,12 @@
 import test, { type ExecutionContext } from 'ava'
 import { existsSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { fixture, startFleet, versionedFleet, type Fleet } from './helpers/fleet.js'
+import { fixture, runCli, startFleet, versionedFleet, type Fleet } from './helpers/fleet.js'
 import { httpGet, portIsFree } from './helpers/http.js'
 import { startLoad } from './helpers/load.js'
 import { notifications, startNotifyListener } from './helpers/notify.js'
 import { processesWithEnv } from './helpers/proc.js'
-import { freePort, isAlive, tmpDir, waitFor, withTimeout } from './helpers/processes.js'
+import { freePort, isAlive, OutputBuffer, ProcessTracker, tmpDir, waitFor, withTimeout } from './helpers/processes.js'
 import { assertNoFailedRequests } from './helpers/reload.js'
 
 const APP = fixture('app.mjs')
@@ -210,5 +210,44 @@ test.serial(
         message: 'STOPPING=1 from the new master',
       },
     )
+  },
+)
+
+test.serial(
+  'supervisor.upgrade() resolves with the old and new master pids; the old supervisor then stops with successor set',
+  async (t) => {
+    const tracker = new ProcessTracker()
+    const dir = await tmpDir('baton-upgrade-api-')
+    t.teardown(async () => {
+      // The new master is not our child: found through the pid file.
+      const pidFile = join(dir.path, 'api.pid')
+      const pid = existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8').trim()) : 0
+      if (pid > 0) tracker.trackPid(pid)
+      await tracker.killAll()
+      await dir.cleanup()
+    })
+    const port = await freePort()
+    const env = { ...process.env, BATON_RUNTIME_DIR: dir.path, FLEET_NAME: 'api', FLEET_LISTEN: `127.0.0.1:${port}` }
+    const master = tracker.spawn(process.execPath, [fixture('upgrade-master.mjs')], {
+      env,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    })
+    const out = new OutputBuffer().follow(master.stdout)
+    out.follow(master.stderr)
+    await out.waitFor(/^started \d+$/m, 20_000)
+    master.stdin?.write('upgrade\n')
+    const line = (await out.waitFor(/^(upgraded .*|upgrade failed .*)$/m, 30_000))[0]
+    t.regex(line, /^upgraded /, out.text)
+    const { from, to } = JSON.parse(line.slice('upgraded '.length)) as { from: number; to: number }
+    t.is(from, master.pid ?? -1)
+    t.not(to, from)
+    tracker.trackPid(to) // not our child: killed by the teardown if the test fails from here
+    await out.waitFor(new RegExp(`^stopped successor=${to}$`, 'm'), 15_000)
+    const status = await runCli(['status', 'api', '--json'], { BATON_RUNTIME_DIR: dir.path })
+    t.is(status.code, 0, status.stderr)
+    t.is((JSON.parse(status.stdout) as { pid: number }).pid, to)
+    t.is((await httpGet({ port, path: '/' })).status, 200)
+    const stop = await runCli(['stop', 'api'], { BATON_RUNTIME_DIR: dir.path })
+    t.is(stop.code, 0, stop.stderr)
   },
 )

@@ -185,7 +185,7 @@ export interface ConfigChange {
   group: string | null
   /** The option's name as written in the config (`env`, `script`, `count`, `group`, ...). */
   setting: string
-  /** `new-workers`: the workers this reload starts use it; `needs-restart`: kept as it was until `baton restart`. */
+  /** `new-workers`: the workers this reload starts use it; `needs-restart`: kept as it was until a new master (`baton upgrade` or `baton restart`). */
   applied: 'new-workers' | 'needs-restart'
   /** The old value, rendered (not for `env`). */
   from?: string

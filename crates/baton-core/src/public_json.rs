@@ -164,7 +164,7 @@ pub fn changes_summary(changes: &[Change]) -> Option<String> {
     }
     if !restart.is_empty() {
         parts.push(format!(
-            "not applied, these need a restart (baton restart): {restart}"
+            "not applied, these need a new master (baton upgrade, with 0 failed requests; or baton restart): {restart}"
         ));
     }
     let count_changed = changes.iter().any(|c| {
@@ -491,7 +491,7 @@ mod tests {
         assert_eq!(
             report["message"],
             "reload 2 done; config changes for the new workers: web.env (GREETING); \
-             not applied, these need a restart (baton restart): web.count (2 -> 4); \
+             not applied, these need a new master (baton upgrade, with 0 failed requests; or baton restart): web.count (2 -> 4); \
              a running group's count changes without a restart: baton scale [NAME] [GROUP] N"
         );
         assert_eq!(report["changes"][0]["keys"], json!(["GREETING"]));
