@@ -251,3 +251,24 @@ test.serial(
     t.is(stop.code, 0, stop.stderr)
   },
 )
+
+test.serial(
+  'an upgrade that removes a listen address closes it once the old master has exited, and keeps serving the other',
+  async (t) => {
+    const dir = await tmpDir('baton-upgrade-')
+    t.teardown(() => dir.cleanup())
+    const [kept, removed] = [await freePort(), await freePort()]
+    const file = join(dir.path, 'baton.config.mjs')
+    const script = fixture('every-listener.mjs')
+    writeFileSync(file, config({ script, listen: [`127.0.0.1:${kept}`, `127.0.0.1:${removed}`] }))
+    const fleet = await startFleet(t, { cwd: dir.path, expectWorkers: 2 })
+    t.is((await httpGet({ port: removed, path: '/' })).body, 'fd 4')
+    writeFileSync(file, config({ script, listen: [`127.0.0.1:${kept}`] }))
+    const r = await fleet.cli(['upgrade', fleet.name])
+    t.is(r.code, 0, r.stderr)
+    await withTimeout(fleet.exited, 15_000, 'the old master exits')
+    t.true(await portIsFree(removed), `port ${removed} is closed`)
+    t.is((await httpGet({ port: kept, path: '/' })).body, 'fd 3')
+    t.regex(fleet.log.text, new RegExp(`no longer listens on 127\\.0\\.0\\.1:${removed}`))
+  },
+)

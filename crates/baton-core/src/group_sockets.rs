@@ -24,6 +24,7 @@ pub enum Passed {
     Shared(Listener),
     /// One `SO_REUSEPORT` socket per slot, in slot order (the previous master's); slots
     /// beyond the group's count are closed, missing ones are bound ([`GroupSockets::grow`]).
+    /// They stay per slot even if the group's balance is now `shared`.
     PerSlot(Vec<Listener>),
 }
 
@@ -60,12 +61,10 @@ impl GroupSockets {
                     per_addr.push(AddrSockets::Shared(listener));
                     continue;
                 }
-                Some(Passed::PerSlot(mut slots)) if !slots.is_empty() => {
-                    if group.balance != Balance::ReusePort {
-                        slots.truncate(1);
-                        per_addr.extend(slots.pop().map(AddrSockets::Shared));
-                        continue;
-                    }
+                // Kept per slot whatever the balance says now: the previous master's other
+                // slot sockets stay in the address's reuseport group until it exits, so
+                // the kernel must go on being steered to the slots that serve.
+                Some(Passed::PerSlot(slots)) if !slots.is_empty() => {
                     let mut sockets = AddrSockets::PerSlot(slots);
                     if let AddrSockets::PerSlot(v) = &mut sockets {
                         close_down_to(v, group.rules.count.max(1) as usize);
