@@ -67,14 +67,9 @@ impl Listener {
         fd: RawFd,
         name: Option<String>,
     ) -> Listener {
-        Listener {
-            addr,
-            local,
-            socket: Socket::from(socket),
-            port,
-            unix_path_to_remove: None,
-            origin: Origin::Inherited { fd, name },
-        }
+        let mut listener = Listener::adopted(addr, socket, local, Origin::Inherited { fd, name });
+        listener.port = port;
+        listener
     }
 
     /// A listening socket the previous master passed (`baton upgrade`, `upgrade.rs`):

@@ -9,7 +9,7 @@ use super::*;
 pub fn launch(mut config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchError> {
     // A master started by `baton upgrade` takes what the old master passed (`upgrade.rs`).
     let claimed = match config.handover.take() {
-        Some(text) => Some(upgrade::claim_handover(&text, &config.groups).map_err(launch_error)?),
+        Some(text) => Some(takeover::claim_handover(&text, &config.groups).map_err(launch_error)?),
         None => None,
     };
     if let Some(c) = &claimed {

@@ -41,6 +41,7 @@ mod output;
 mod scale;
 mod status;
 mod steering;
+mod takeover;
 mod upgrade;
 mod workers;
 
@@ -404,7 +405,7 @@ struct LoopState {
     /// The upgrade this master runs (`upgrade.rs`, old master's side).
     upgrade: Option<upgrade::Outgoing>,
     /// The master this one replaces, until it took over (new master's side).
-    incoming: Option<upgrade::Incoming>,
+    incoming: Option<takeover::Incoming>,
     /// The fleet was handed to a new master: its sockets are not this one's to steer.
     handed_over: bool,
     /// Shutdown removes the control socket's file (not when another master serves it).

@@ -1,0 +1,340 @@
+//! `baton upgrade`, the new master's side (the sequence and the data are in
+//! `crate::upgrade`; the old master's side is `upgrade.rs`).
+//!
+//! [`claim_handover`] takes the passed fds in `launch`; the loop sends `ready` (or
+//! `failed`) when its start ends ([`LoopState::report_to_predecessor`]), and
+//! [`LoopState::take_over`] makes this master the fleet's on `takeOver`, or on its own
+//! once ready when the old master vanished.
+//!
+//! This module's `unsafe`: taking ownership of the passed fds ([`claim_fd`]).
+
+use super::upgrade::read_lines;
+use super::*;
+use crate::listen::Listener;
+use crate::upgrade::{self as proto, Handover, PassedSocket, SocketFrom, ToNew, ToOld};
+use std::os::fd::FromRawFd;
+
+/// The new master's view of the master it replaces, until it took over.
+pub(super) struct Incoming {
+    /// The old master's pid.
+    pub(super) from_pid: u32,
+    channel: Option<UnixStream>,
+    inbuf: Vec<u8>,
+    /// The control listener, served from the takeover on.
+    control: Option<UnixListener>,
+    /// `ready` was sent: waiting for `takeOver`.
+    ready_sent: bool,
+    /// The old master is gone (channel closed): take over once ready.
+    orphaned: bool,
+}
+
+/// What `launch` takes from a handover.
+pub(super) struct Claimed {
+    pub(super) incoming: Incoming,
+    pub(super) name: String,
+    pub(super) pid_file: OwnedFd,
+    /// Per group, per address: the sockets it starts with.
+    pub(super) per_group: Vec<Vec<Option<crate::group_sockets::Passed>>>,
+    /// Drop-in sockets: (group index, host, port, listener).
+    pub(super) drop_in: Vec<(usize, Option<String>, u16, Listener)>,
+    /// Lines for the log.
+    pub(super) log: Vec<String>,
+}
+
+/// Take ownership of fd `fd` passed by the old master, with `FD_CLOEXEC` set again. The
+/// error names the fd.
+fn claim_fd(fd: RawFd, what: &str) -> Result<OwnedFd, String> {
+    // SAFETY: F_GETFD only reads the flags of an fd number; one that is not open fails
+    // with EBADF.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(format!(
+            "{}: {what} (fd {fd}) is not open: {}",
+            proto::ENV,
+            io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: the fd is open and the handover names it once, for this process alone (the
+    // old master passed it at exec); `claim_handover` runs once per handover, so no other
+    // owner exists.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: F_SETFD on the fd we now own, with the flags read plus FD_CLOEXEC.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+        return Err(format!(
+            "cannot set close-on-exec on {what} (fd {fd}): {}",
+            io::Error::last_os_error()
+        ));
+    }
+    Ok(owned)
+}
+
+/// Take the fds of the handover `text` (the `BATON_UPGRADE` value) for a fleet of
+/// `groups`: each group address gets the passed sockets with its configured form, the
+/// drop-in sockets go to their groups, and the rest is closed (the old master holds them
+/// until its workers have drained). Every fd is owned on return, also on an error.
+pub(super) fn claim_handover(
+    text: &str,
+    groups: &[crate::config::GroupConfig],
+) -> Result<Claimed, String> {
+    use crate::group_sockets::Passed;
+    let handover = Handover::parse(text)?;
+    // Own every fd first, so that an error below closes them all.
+    let mut owned: HashMap<RawFd, OwnedFd> = HashMap::new();
+    for (fd, what) in [
+        (handover.channel_fd, "the upgrade channel"),
+        (handover.control_fd, "the control socket"),
+        (handover.pid_fd, "the pid file"),
+    ] {
+        owned.insert(fd, claim_fd(fd, what)?);
+    }
+    for s in &handover.sockets {
+        let what = format!("the socket of {} ({})", s.configured, s.group);
+        owned.insert(s.fd, claim_fd(s.fd, &what)?);
+    }
+    let mut take = |fd: RawFd| {
+        owned
+            .remove(&fd)
+            .ok_or_else(|| format!("{}: fd {fd} is named twice", proto::ENV))
+    };
+    let channel = std::os::unix::net::UnixStream::from(take(handover.channel_fd)?);
+    channel
+        .set_nonblocking(true)
+        .map_err(|e| format!("the upgrade channel: {e}"))?;
+    let control = std::os::unix::net::UnixListener::from(take(handover.control_fd)?);
+    control
+        .set_nonblocking(true)
+        .map_err(|e| format!("the control socket passed by the old master: {e}"))?;
+    let pid_file = take(handover.pid_fd)?;
+
+    let wanted: Vec<(&str, Vec<String>)> = groups
+        .iter()
+        .map(|g| {
+            (
+                g.rules.name.as_str(),
+                g.listen.iter().map(|a| a.to_string()).collect(),
+            )
+        })
+        .collect();
+    let assigned = proto::assign(&wanted, &handover.sockets);
+    let listener = |s: &PassedSocket, socket: OwnedFd| -> Result<Listener, String> {
+        let addr = crate::addr::parse(&s.configured).map_err(|e| {
+            format!(
+                "{}: the address {} passed for group \"{}\": {e}",
+                proto::ENV,
+                s.configured,
+                s.group
+            )
+        })?;
+        let origin = match &s.from {
+            SocketFrom::Systemd { fd, name } => Origin::Inherited {
+                fd: *fd,
+                name: name.clone(),
+            },
+            SocketFrom::Bound | SocketFrom::DropIn { .. } => Origin::Bound,
+        };
+        Ok(Listener::adopted(addr, socket, s.local.clone(), origin))
+    };
+    let mut per_group = Vec::new();
+    let mut log = Vec::new();
+    for (g, addrs) in groups.iter().zip(&assigned) {
+        let mut per_addr = Vec::new();
+        for (addr, picked) in g.listen.iter().zip(addrs) {
+            let mut ls = Vec::new();
+            for &i in picked {
+                let s = &handover.sockets[i];
+                ls.push(listener(s, take(s.fd)?)?);
+            }
+            let passed_slots = picked
+                .first()
+                .is_some_and(|i| handover.sockets[*i].slot.is_some());
+            per_addr.push(match ls.len() {
+                0 => {
+                    log.push(format!(
+                        "upgrade: group \"{}\": {addr} is new, binding it",
+                        g.rules.name
+                    ));
+                    None
+                }
+                1 if !passed_slots => ls.pop().map(Passed::Shared),
+                _ => Some(Passed::PerSlot(ls)),
+            });
+        }
+        per_group.push(per_addr);
+    }
+    let names: Vec<&str> = groups.iter().map(|g| g.rules.name.as_str()).collect();
+    let mut drop_in = Vec::new();
+    for (i, g) in proto::assign_drop_in(&names, &handover.sockets) {
+        let s = &handover.sockets[i];
+        if let SocketFrom::DropIn { host, port } = &s.from {
+            let l = listener(s, take(s.fd)?)?;
+            drop_in.push((g, host.clone(), *port, l));
+        }
+    }
+    for s in handover
+        .sockets
+        .iter()
+        .filter(|s| owned.contains_key(&s.fd))
+    {
+        log.push(format!(
+            "upgrade: group \"{}\" no longer listens on {}: it closes once the old master's workers have drained",
+            s.group, s.local
+        ));
+    }
+    drop(owned);
+    Ok(Claimed {
+        incoming: Incoming {
+            from_pid: handover.from_pid,
+            channel: Some(UnixStream::from_std(channel)),
+            inbuf: Vec::new(),
+            control: Some(UnixListener::from_std(control)),
+            ready_sent: false,
+            orphaned: false,
+        },
+        name: handover.name,
+        pid_file,
+        per_group,
+        drop_in,
+        log,
+    })
+}
+
+impl LoopState {
+    /// Register the old master's channel (from `launch`).
+    pub(super) fn watch_predecessor(&mut self) -> io::Result<()> {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        if let Some(c) = self.incoming.as_mut().and_then(|i| i.channel.as_mut()) {
+            self.poll
+                .registry()
+                .register(c, token, Interest::READABLE)?;
+            self.sources.insert(token, Source::Predecessor);
+        }
+        Ok(())
+    }
+
+    /// The old master's channel is readable.
+    pub(super) fn read_predecessor(&mut self) {
+        let Some(inc) = self.incoming.as_mut() else {
+            return;
+        };
+        let (lines, closed) = match inc.channel.as_mut() {
+            Some(c) => read_lines(c, &mut inc.inbuf),
+            None => return,
+        };
+        let take_over = lines
+            .iter()
+            .any(|l| matches!(serde_json::from_str::<ToNew>(l), Ok(ToNew::TakeOver)));
+        if take_over {
+            self.take_over();
+            return;
+        }
+        if closed {
+            self.close_predecessor_channel();
+            if let Some(inc) = self.incoming.as_mut() {
+                inc.orphaned = true;
+                let from = inc.from_pid;
+                self.log(&format!(
+                    "upgrade: the old master (pid {from}) is gone; this master takes over once its workers are ready"
+                ));
+            }
+            if self.fleet.snapshot().running {
+                self.take_over();
+            }
+        }
+    }
+
+    fn close_predecessor_channel(&mut self) {
+        if let Some(mut c) = self.incoming.as_mut().and_then(|i| i.channel.take()) {
+            let _ = self.poll.registry().deregister(&mut c);
+        }
+        self.sources
+            .retain(|_, s| !matches!(s, Source::Predecessor));
+    }
+
+    /// Tell the old master how this master's start ended (from `emit`).
+    pub(super) fn report_to_predecessor(&mut self, event: &Event) {
+        let Some(inc) = self.incoming.as_mut() else {
+            return;
+        };
+        let message = match event {
+            Event::FleetReady if !inc.ready_sent => {
+                inc.ready_sent = true;
+                if inc.orphaned {
+                    self.take_over();
+                    return;
+                }
+                ToOld::Ready
+            }
+            Event::StartFailed { .. } => {
+                let names = Names {
+                    groups: &self.group_names,
+                };
+                let value = public_json::event(&names, event);
+                ToOld::Failed {
+                    message: value["message"]
+                        .as_str()
+                        .unwrap_or("the new master's start failed")
+                        .to_string(),
+                }
+            }
+            _ => return,
+        };
+        if let Some(c) = inc.channel.as_mut() {
+            let _ = c.write_all(proto::line(&message).as_bytes());
+        }
+    }
+
+    /// The old master stopped (or is gone): this master serves the control socket and owns
+    /// the pid file and the Unix socket files from now on.
+    fn take_over(&mut self) {
+        self.close_predecessor_channel();
+        let Some(mut inc) = self.incoming.take() else {
+            return;
+        };
+        if let Some(mut control) = inc.control.take() {
+            match self
+                .poll
+                .registry()
+                .register(&mut control, CONTROL, Interest::READABLE)
+            {
+                Ok(()) => self.control = Some(control),
+                Err(e) => self.log(&format!(
+                    "upgrade: cannot watch the control socket ({e}); baton commands cannot reach this master"
+                )),
+            }
+        }
+        self.owns_control_path = true;
+        let written = self.pid_file.as_mut().map(|p| {
+            p.take_over().map_err(|e| {
+                format!(
+                    "upgrade: cannot write this master's pid into {} ({e})",
+                    p.path().display()
+                )
+            })
+        });
+        if let Some(Err(message)) = written {
+            self.log(&message);
+        }
+        for group in &mut self.listeners {
+            for (_, _, l) in group.all_mut() {
+                l.own_file();
+            }
+        }
+        for d in &mut self.drop_in {
+            d.listener.own_file();
+        }
+        let text = format!(
+            "took over from the old master (pid {}): this master (pid {}) serves \"{}\"",
+            inc.from_pid, self.master_pid, self.config.name
+        );
+        if !self.stopping_notified {
+            self.notify(&format!(
+                "READY=1\nMAINPID={}\nSTATUS={}",
+                self.master_pid,
+                sd_notify::status_line(&text)
+            ));
+        }
+        (self.sink)(json!({ "type": "upgrade:takeover", "from": inc.from_pid, "message": text }));
+        self.publish_status();
+    }
+}
