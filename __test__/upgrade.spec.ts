@@ -14,7 +14,17 @@ import { httpGet, portIsFree } from './helpers/http.js'
 import { startLoad } from './helpers/load.js'
 import { notifications, startNotifyListener } from './helpers/notify.js'
 import { processesWithEnv } from './helpers/proc.js'
-import { freePort, isAlive, OutputBuffer, ProcessTracker, tmpDir, waitFor, withTimeout } from './helpers/processes.js'
+import {
+  freePort,
+  isAlive,
+  OutputBuffer,
+  ProcessTracker,
+  tmpDir,
+  waitFor,
+  waitForExit,
+  withTimeout,
+} from './helpers/processes.js'
+import type { Status } from '../src/types.js'
 import { assertNoFailedRequests } from './helpers/reload.js'
 
 const APP = fixture('app.mjs')
@@ -270,5 +280,50 @@ test.serial(
     t.true(await portIsFree(removed), `port ${removed} is closed`)
     t.is((await httpGet({ port: kept, path: '/' })).body, 'fd 3')
     t.regex(fleet.log.text, new RegExp(`no longer listens on 127\\.0\\.0\\.1:${removed}`))
+  },
+)
+
+test.serial(
+  'Workerman one-script mode: `node script upgrade` replaces the master and every worker, the not-reloadable gateway too',
+  async (t) => {
+    const tracker = new ProcessTracker()
+    const dir = await tmpDir('baton-upgrade-one-')
+    t.teardown(async () => {
+      const pidFile = join(dir.path, 'one.pid')
+      if (existsSync(pidFile)) tracker.trackPid(Number(readFileSync(pidFile, 'utf8').trim()))
+      await tracker.killAll()
+      await dir.cleanup()
+    })
+    const [gatewayPort, webPort] = [await freePort(), await freePort()]
+    const script = fixture('one-script.mjs')
+    const env = {
+      ...process.env,
+      BATON_RUNTIME_DIR: dir.path,
+      ONE_NAME: 'one',
+      GATEWAY_PORT: String(gatewayPort),
+      WEB_PORT: String(webPort),
+    }
+    const run = (args: string[]) => runCli(args, env, script)
+    const master = tracker.spawn(process.execPath, [script, 'start'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    const log = new OutputBuffer().follow(master.stderr)
+    const exited = waitForExit(master)
+    const ready = async () => {
+      const r = await run(['status', '--json'])
+      const s = r.code === 0 ? (JSON.parse(r.stdout) as Status) : undefined
+      for (const w of s?.workers ?? []) if (w.pid !== null) tracker.trackPid(w.pid)
+      return s !== undefined && s.workers.length === 3 && s.workers.every((w) => w.state === 'ready') ? s : undefined
+    }
+    const before = await waitFor(ready, { timeoutMs: 20_000, message: `3 workers ready:\n${log.text}` })
+    const up = await run(['upgrade'])
+    t.is(up.code, 0, up.stdout + up.stderr)
+    t.deepEqual(await withTimeout(exited, 15_000, 'the old master exits'), { code: 0, signal: null })
+    const after = await waitFor(ready, { message: 'the new master lists 3 ready workers' })
+    t.not(after.pid, before.pid)
+    const old = before.workers.map((w) => w.pid)
+    t.true(
+      after.workers.every((w) => !old.includes(w.pid)),
+      'every worker replaced, the gateway included',
+    )
+    t.is((await run(['stop'])).code, 0)
   },
 )

@@ -1,8 +1,8 @@
 /**
  * `supervisor.runAll()` in the master: Workerman's `start [-d] | stop [-g] | restart |
- * reload | status` read from the script's own argv.
+ * reload | status` read from the script's own argv, and baton's `upgrade`.
  */
-import { CommandError, reloadCommand, statusCommand, stdio, stopCommand } from './commands.js'
+import { CommandError, reloadCommand, statusCommand, stdio, stopCommand, upgradeCommand } from './commands.js'
 import { startDaemon } from './daemon.js'
 
 /** What the commands need of the fleet: a `Supervisor` (kept structural so this module does not import supervisor.ts, which loads it lazily). */
@@ -17,7 +17,7 @@ export interface ScriptFleet {
   readonly stopped: Promise<void>
 }
 
-const USAGE = 'usage: node <script> start [-d] | stop [-g] [--force] | restart | reload | status [--json]'
+const USAGE = 'usage: node <script> start [-d] | stop [-g] [--force] | restart | reload | upgrade | status [--json]'
 
 /** Run one of the Workerman-style commands for `supervisor`; sets `process.exitCode`. */
 export async function runScriptCommand(supervisor: ScriptFleet, argv: string[]): Promise<void> {
@@ -53,6 +53,9 @@ export async function runScriptCommand(supervisor: ScriptFleet, argv: string[]):
         break
       case 'reload':
         code = await reloadCommand(runtimeDir, name)
+        break
+      case 'upgrade':
+        code = await upgradeCommand(runtimeDir, name)
         break
       case 'status':
         code = await statusCommand(runtimeDir, name, flags.includes('--json'))

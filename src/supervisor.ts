@@ -459,7 +459,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   /**
    * Workerman-style entry point for a script that is both master and workers. In a worker
    * process it runs the group's hooks; in the master it reads `start [-d] | stop | restart
-   * | reload | status` from argv.
+   * | reload | upgrade | status` from argv.
    */
   async runAll(argv: string[] = process.argv.slice(2)): Promise<void> {
     if (worker.isWorker) {

@@ -187,10 +187,10 @@ export async function versionedFleet(
   return { fleet, port, deploy: (content) => writeFileSync(versionFile, content) }
 }
 
-/** Run `baton <args>` with a given runtime dir, outside any fleet. */
-export function runCli(args: string[], env: Record<string, string | undefined>): Promise<CliResult> {
+/** Run `baton <args>` (or `node <entry> <args>`) with a given environment, outside any fleet. */
+export function runCli(args: string[], env: Record<string, string | undefined>, entry = BATON): Promise<CliResult> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BATON, ...args], {
+    const child = spawn(process.execPath, [entry, ...args], {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     })
