@@ -327,3 +327,25 @@ test.serial(
     t.is((await run(['stop'])).code, 0)
   },
 )
+
+test.serial(
+  'with --health, the new master takes the health endpoint over and answers 200 with its own status',
+  async (t) => {
+    const health = await freePort()
+    const { fleet } = await versionedFleet(t, { count: 2, flags: ['--health', `127.0.0.1:${health}`] })
+    const before = JSON.parse((await httpGet({ port: health, path: '/' })).body) as Status
+    t.is(before.pid, fleet.pid)
+    const r = await fleet.cli(['upgrade', fleet.name])
+    t.is(r.code, 0, r.stdout + r.stderr)
+    const newPid = (await fleet.status()).pid
+    const after = await waitFor(
+      async () => {
+        const res = await httpGet({ port: health, path: '/' }).catch(() => undefined)
+        const s = res?.status === 200 ? (JSON.parse(res.body) as Status) : undefined
+        return s?.pid === newPid ? s : undefined
+      },
+      { message: `the health endpoint answers for the new master:\n${fleet.log.text}` },
+    )
+    t.true(after.ready)
+  },
+)

@@ -120,6 +120,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   readonly #upgradeCommand: string[]
   readonly #upgrades = new Map<number, Waiter<UpgradeEvent>>()
   #successor: number | undefined
+  /** `fleet:stopped` arrived. */
+  #hasStopped = false
   /** Settles when the native launch has (or has not) produced `#native`. */
   #launchSettled: Promise<void> | undefined
 
@@ -193,7 +195,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     } catch (e) {
       return Promise.reject(e)
     }
-    if (this.#healthAddress === undefined) return this.#launch(launchOptions)
+    // A master started by `baton upgrade` opens the health endpoint once it took over (the
+    // old master holds the address until then).
+    if (this.#healthAddress === undefined || launchOptions.handover !== undefined) return this.#launch(launchOptions)
     // The health endpoint listens first: a port in use fails the start before any worker runs.
     const address = this.#healthAddress
     this.#launching = true
@@ -522,10 +526,17 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         }
         break
       }
+      case 'upgrade:takeover':
+        if (this.#healthAddress !== undefined) this.#takeHealth(this.#healthAddress)
+        break
       case 'upgrade:done':
       case 'upgrade:failed': {
         const e = event as unknown as UpgradeEvent
-        if (event.type === 'upgrade:done') this.#successor = e.to
+        if (event.type === 'upgrade:done') {
+          this.#successor = e.to
+          // The new master serves; its health endpoint takes the address as soon as it is free.
+          void this.#closeHealth()
+        }
         for (const t of e.tickets) {
           const waiter = this.#upgrades.get(t)
           if (!waiter) continue
@@ -559,6 +570,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   }
 
   #onStopped(): void {
+    this.#hasStopped = true
     for (const [signal, handler] of this.#signalHandlers) process.off(signal, handler)
     this.#signalHandlers = []
     if (this.#starting) {
@@ -575,6 +587,28 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     this.#scales.clear()
     // The health port is closed before `stopped` resolves (and so before the CLI exits).
     this.#closeHealth().then(() => this.#resolveStopped?.())
+  }
+
+  /**
+   * Listen on the health address the old master is releasing (after `baton upgrade`):
+   * retried every 50 ms for up to 10 s.
+   */
+  #takeHealth(address: string, tries = 200): void {
+    HealthServer.listen(address, () => this.status()).then(
+      (server) => {
+        if (this.#hasStopped || this.#health !== undefined) {
+          void server.close()
+          return
+        }
+        this.#health = server
+        this.#log(`health endpoint on ${server.address}`)
+      },
+      (e: Error) => {
+        if (this.#hasStopped) return
+        if (tries > 1) setTimeout(() => this.#takeHealth(address, tries - 1), 50).unref()
+        else this.#log(`health: cannot listen on ${address} after the upgrade: ${e.message}`)
+      },
+    )
   }
 
   #closeHealth(): Promise<void> {
