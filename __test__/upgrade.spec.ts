@@ -13,7 +13,7 @@ import { fixture, runCli, startFleet, versionedFleet, type Fleet } from './helpe
 import { httpGet, portIsFree } from './helpers/http.js'
 import { startLoad } from './helpers/load.js'
 import { notifications, startNotifyListener } from './helpers/notify.js'
-import { processesWithEnv } from './helpers/proc.js'
+import { fdCount, processesWithEnv, zombieChildren } from './helpers/proc.js'
 import {
   freePort,
   isAlive,
@@ -127,6 +127,7 @@ test.serial(
     const fleet = await startFleet(t, { cwd: dir.path, expectWorkers: 2, env: { UPGRADE_TEST_MARK: mark } })
     const before = await fleet.status()
     const ours = processesWithEnv('UPGRADE_TEST_MARK', mark)
+    const fdsBefore = fdCount(fleet.pid)
     t.is(ours.length, 3, `the master and its 2 workers: ${ours.join(', ')}`)
 
     writeFileSync(join(dir.path, 'boom.mjs'), "throw new Error('boom: the new code cannot start')\n")
@@ -141,6 +142,8 @@ test.serial(
       t.regex(r.stderr, /boom: the new code cannot start/)
       // Answered only once the new master was gone: only the old master and its workers remain.
       t.deepEqual(processesWithEnv('UPGRADE_TEST_MARK', mark), ours)
+      t.is(fdCount(fleet.pid), fdsBefore, 'the old master holds no fd of the failed upgrade')
+      t.is(zombieChildren(fleet.pid), 0, 'and no zombie')
       const after = await fleet.status()
       t.is(after.pid, before.pid)
       t.deepEqual(
