@@ -352,3 +352,46 @@ test.serial(
     t.true(after.ready)
   },
 )
+
+test.serial(
+  'supervisor.upgrade() with an upgradeCommand that exits at once rejects naming its exit; the master keeps serving',
+  async (t) => {
+    const tracker = new ProcessTracker()
+    const dir = await tmpDir('baton-upgrade-api-')
+    t.teardown(async () => {
+      await tracker.killAll()
+      await dir.cleanup()
+    })
+    const port = await freePort()
+    const env = {
+      ...process.env,
+      BATON_RUNTIME_DIR: dir.path,
+      FLEET_NAME: 'api',
+      FLEET_LISTEN: `127.0.0.1:${port}`,
+      UPGRADE_COMMAND: JSON.stringify(['/bin/sh', '-c', 'exit 3']),
+    }
+    const master = tracker.spawn(process.execPath, [fixture('upgrade-master.mjs')], {
+      env,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    })
+    const out = new OutputBuffer().follow(master.stdout)
+    out.follow(master.stderr)
+    await out.waitFor(/^started \d+$/m, 20_000)
+    const workers = (JSON.parse((await runCli(['status', 'api', '--json'], env)).stdout) as Status).workers
+    for (const w of workers) if (w.pid !== null) tracker.trackPid(w.pid)
+    master.stdin?.write('upgrade\n')
+    const line = (await out.waitFor(/^(upgraded .*|upgrade failed .*)$/m, 30_000))[0]
+    t.regex(
+      line,
+      /^upgrade failed upgrade failed, the old master \(pid \d+\) keeps serving: the new master \(pid \d+\) exited with code 3 before it was ready$/,
+    )
+    const after = JSON.parse((await runCli(['status', 'api', '--json'], env)).stdout) as Status
+    t.is(after.pid, master.pid ?? -1)
+    t.deepEqual(
+      after.workers.map((w) => w.pid),
+      workers.map((w) => w.pid),
+    )
+    t.is((await httpGet({ port, path: '/' })).status, 200)
+    t.is(zombieChildren(master.pid ?? -1), 0)
+  },
+)

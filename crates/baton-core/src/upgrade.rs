@@ -26,7 +26,7 @@
 //! own once it is ready (the channel's end of file), so the service stays up.
 
 use std::os::fd::RawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -142,6 +142,175 @@ pub enum ToOld {
 pub enum ToNew {
     /// Serve the control socket and own the pid file: the old master is stopping.
     TakeOver,
+}
+
+/// Why an upgrade failed; rendered for people by the loop (`event_loop/upgrade.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The new master reported that its start failed, with its own account of why (the
+    /// worker, its exit, its stderr tail).
+    Reported(String),
+    /// It exited before it was ready (how it ended, e.g. "exited with code 1").
+    Exited(String),
+    /// It closed the upgrade channel before it was ready.
+    ChannelClosed,
+    /// It did not report within the deadline.
+    NoReport,
+    /// The fleet is stopping.
+    Stopping,
+}
+
+/// What happens to an upgrade in progress, as the old master sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// The new master's `ready` line.
+    Ready,
+    /// Its `failed` line.
+    Failed(String),
+    /// Its end of the channel closed.
+    ChannelClosed,
+    /// It exited (and was reaped): how.
+    Exited(String),
+    /// This fleet is stopping.
+    Stop,
+}
+
+/// What the old master must do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Give the fleet to the new master (systemd, files, `takeOver`, then drain).
+    HandOver,
+    /// Ask the new master to stop (SIGTERM).
+    Terminate,
+    /// Kill it (SIGKILL): it did not stop in time.
+    Kill,
+    /// It is gone and the upgrade failed: answer the waiters.
+    Fail(Failure),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    /// The new master starts; it must report by the deadline.
+    Starting { deadline: Instant },
+    /// It failed; it is being stopped (killed at `kill_at`), then the waiters hear why.
+    Aborting {
+        failure: Failure,
+        kill_at: Option<Instant>,
+    },
+    /// It serves: the old master drains and exits.
+    HandedOver,
+    /// It failed and is gone: nothing more happens.
+    Failed,
+}
+
+/// The upgrade's rules, without I/O or a clock (time is passed in): the old master feeds
+/// it what it sees and carries out the [`Step`]s.
+///
+/// - A `ready` while starting hands over, once; nothing fails after that.
+/// - A failure while starting (the `failed` line, the channel's end, the deadline, a stop)
+///   asks the new master to stop, then kills it after `stop_grace`; the waiters hear the
+///   first failure (for a closed channel: how it exited), and only once it has exited, so
+///   nothing of it is left.
+/// - An exit while starting fails at once (nothing to stop).
+/// - No signal is asked for once it has exited.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    phase: Phase,
+    exited: bool,
+    stop_grace: Duration,
+}
+
+impl Progress {
+    /// An upgrade whose new master was started at `now`: it must report within
+    /// `report_within`; once asked to stop it has `stop_grace` before it is killed.
+    pub fn new(now: Instant, report_within: Duration, stop_grace: Duration) -> Progress {
+        Progress {
+            phase: Phase::Starting {
+                deadline: now + report_within,
+            },
+            exited: false,
+            stop_grace,
+        }
+    }
+
+    /// The new master is starting (a further request joins this upgrade).
+    pub fn is_starting(&self) -> bool {
+        matches!(self.phase, Phase::Starting { .. })
+    }
+
+    /// The fleet was handed over.
+    pub fn is_handed_over(&self) -> bool {
+        self.phase == Phase::HandedOver
+    }
+
+    /// The new master has exited.
+    pub fn has_exited(&self) -> bool {
+        self.exited
+    }
+
+    /// When [`Progress::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Starting { deadline } => Some(*deadline),
+            Phase::Aborting { kill_at, .. } => *kill_at,
+            Phase::HandedOver | Phase::Failed => None,
+        }
+    }
+
+    /// Take `input`, seen at `now`.
+    pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Step> {
+        if let Input::Exited(how) = &input {
+            self.exited = true;
+            return match std::mem::replace(&mut self.phase, Phase::Failed) {
+                Phase::Starting { .. }
+                | Phase::Aborting {
+                    failure: Failure::ChannelClosed,
+                    ..
+                } => {
+                    // A channel that closed says less than the exit that comes with it.
+                    vec![Step::Fail(Failure::Exited(how.clone()))]
+                }
+                Phase::Aborting { failure, .. } => vec![Step::Fail(failure)],
+                other => {
+                    self.phase = other;
+                    vec![]
+                }
+            };
+        }
+        if !self.is_starting() {
+            return vec![];
+        }
+        match input {
+            Input::Ready => {
+                self.phase = Phase::HandedOver;
+                vec![Step::HandOver]
+            }
+            Input::Failed(message) => self.abort(now, Failure::Reported(message)),
+            Input::ChannelClosed => self.abort(now, Failure::ChannelClosed),
+            Input::Stop => self.abort(now, Failure::Stopping),
+            Input::Exited(_) => vec![], // handled above
+        }
+    }
+
+    /// The time is `now`: a missed deadline or an overdue stop.
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<Step> {
+        match &mut self.phase {
+            Phase::Starting { deadline } if now >= *deadline => self.abort(now, Failure::NoReport),
+            Phase::Aborting { kill_at, .. } if kill_at.is_some_and(|at| now >= at) => {
+                *kill_at = None;
+                vec![Step::Kill]
+            }
+            _ => vec![],
+        }
+    }
+
+    fn abort(&mut self, now: Instant, failure: Failure) -> Vec<Step> {
+        self.phase = Phase::Aborting {
+            failure,
+            kill_at: Some(now + self.stop_grace),
+        };
+        vec![Step::Terminate]
+    }
 }
 
 /// One protocol line, newline included.
@@ -324,5 +493,127 @@ mod tests {
             assign(&[("web", vec![":8080".to_string()])], &passed),
             vec![vec![vec![1]]]
         );
+    }
+
+    mod progress {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        const REPORT: Duration = Duration::from_secs(60);
+        const GRACE: Duration = Duration::from_secs(5);
+
+        #[test]
+        fn ready_hands_over_once_and_nothing_fails_after() {
+            let t0 = Instant::now();
+            let mut p = Progress::new(t0, REPORT, GRACE);
+            assert_eq!(p.handle(t0, Input::Ready), vec![Step::HandOver]);
+            assert!(p.is_handed_over());
+            assert_eq!(p.handle(t0, Input::Ready), vec![]);
+            assert_eq!(p.handle(t0, Input::Failed("x".into())), vec![]);
+            assert_eq!(
+                p.handle(t0, Input::Exited("exited with code 0".into())),
+                vec![]
+            );
+            assert_eq!(p.handle_timeout(t0 + REPORT * 2), vec![]);
+            assert_eq!(p.poll_timeout(), None);
+        }
+
+        #[test]
+        fn a_reported_failure_stops_kills_and_answers_once_it_exited() {
+            let t0 = Instant::now();
+            let mut p = Progress::new(t0, REPORT, GRACE);
+            assert_eq!(
+                p.handle(t0, Input::Failed("boom".into())),
+                vec![Step::Terminate]
+            );
+            assert_eq!(p.poll_timeout(), Some(t0 + GRACE));
+            assert_eq!(p.handle_timeout(t0 + GRACE), vec![Step::Kill]);
+            assert_eq!(p.handle_timeout(t0 + GRACE * 2), vec![]);
+            // The first cause is the one reported, not the exit it led to.
+            assert_eq!(
+                p.handle(t0, Input::Exited("was killed by signal 9".into())),
+                vec![Step::Fail(Failure::Reported("boom".into()))]
+            );
+        }
+
+        #[test]
+        fn a_closed_channel_is_reported_as_the_exit_that_follows() {
+            let t0 = Instant::now();
+            let mut p = Progress::new(t0, REPORT, GRACE);
+            assert_eq!(p.handle(t0, Input::ChannelClosed), vec![Step::Terminate]);
+            let how = "exited with code 3".to_string();
+            assert_eq!(
+                p.handle(t0, Input::Exited(how.clone())),
+                vec![Step::Fail(Failure::Exited(how))]
+            );
+        }
+
+        #[test]
+        fn an_exit_while_starting_fails_at_once_and_a_missed_deadline_aborts() {
+            let t0 = Instant::now();
+            let mut p = Progress::new(t0, REPORT, GRACE);
+            let how = "exited with code 1".to_string();
+            assert_eq!(
+                p.handle(t0, Input::Exited(how.clone())),
+                vec![Step::Fail(Failure::Exited(how))]
+            );
+            let mut q = Progress::new(t0, REPORT, GRACE);
+            assert_eq!(q.handle_timeout(t0 + REPORT), vec![Step::Terminate]);
+            assert_eq!(
+                q.handle(t0, Input::Exited("x".into())),
+                vec![Step::Fail(Failure::NoReport)]
+            );
+        }
+
+        fn input() -> impl Strategy<Value = Option<Input>> {
+            prop_oneof![
+                Just(Some(Input::Ready)),
+                Just(Some(Input::Failed("f".into()))),
+                Just(Some(Input::ChannelClosed)),
+                Just(Some(Input::Exited("e".into()))),
+                Just(Some(Input::Stop)),
+                Just(None), // a timeout
+            ]
+        }
+
+        proptest! {
+            /// Whatever happens in whatever order: at most one hand-over, at most one
+            /// failure and never both; a failure only once the new master exited; no
+            /// signal after its exit; a kill only after a terminate.
+            #[test]
+            fn every_interleaving_has_one_coherent_outcome(
+                events in proptest::collection::vec((input(), 0u64..120), 0..24)
+            ) {
+                let t0 = Instant::now();
+                let mut p = Progress::new(t0, REPORT, GRACE);
+                let (mut now, mut exited) = (t0, false);
+                let (mut handed, mut failed, mut terminated) = (0, 0, false);
+                for (event, advance) in events {
+                    now += Duration::from_secs(advance);
+                    let steps = match event {
+                        Some(i) => {
+                            exited |= matches!(i, Input::Exited(_));
+                            p.handle(now, i)
+                        }
+                        None => p.handle_timeout(now),
+                    };
+                    for step in steps {
+                        match step {
+                            Step::HandOver => handed += 1,
+                            Step::Fail(_) => {
+                                failed += 1;
+                                prop_assert!(exited, "failed before the new master exited");
+                            }
+                            Step::Terminate => {
+                                prop_assert!(!exited);
+                                terminated = true;
+                            }
+                            Step::Kill => prop_assert!(!exited && terminated),
+                        }
+                    }
+                    prop_assert!(handed <= 1 && failed <= 1 && handed + failed <= 1);
+                }
+            }
+        }
     }
 }

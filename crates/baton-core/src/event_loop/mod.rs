@@ -753,7 +753,7 @@ impl LoopState {
 
     /// Stop the fleet (API, signal or `baton stop`), telling systemd first.
     fn stop_fleet(&mut self, force: bool) {
-        self.abort_upgrade("the fleet is stopping".into());
+        self.stop_upgrade();
         self.notify_stopping();
         self.fleet.handle(Instant::now(), Input::Stop { force });
     }

@@ -2,10 +2,10 @@
 //! `crate::upgrade`; the new master's side is `takeover.rs`).
 //!
 //! [`LoopState::start_upgrade`] starts the successor with every socket, the control
-//! listener, the pid file and the upgrade channel; the channel's `ready` line hands the
-//! fleet over ([`LoopState::hand_over`]); a failure, an exit or the deadline aborts
-//! ([`LoopState::abort_upgrade`]): the successor is stopped and reaped before the request
-//! is answered, so nothing of it is left.
+//! listener, the pid file and the upgrade channel. What it says on the channel, its exit
+//! and the deadlines go through the pure rules of `upgrade::Progress`, and the loop carries
+//! out their steps: hand the fleet over ([`LoopState::hand_over`]), SIGTERM, SIGKILL, or
+//! answer the failure once the successor was reaped, so nothing of it is left.
 //!
 //! This module's `unsafe`: clearing `FD_CLOEXEC` between fork and exec of the successor
 //! ([`spawn_successor`]).
@@ -24,24 +24,12 @@ pub(super) enum Waiter {
     Host(Ticket),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Phase {
-    /// The successor starts; it must report by the deadline.
-    Starting { deadline: Instant },
-    /// It failed; it is being stopped (SIGKILL at `kill_at`), then the waiters hear why.
-    Aborting { reason: String, kill_at: Instant },
-    /// It serves: the old master's workers drain, then it exits.
-    HandedOver,
-}
-
-/// The old master's view of the upgrade in progress.
+/// The old master's view of the upgrade in progress (the rules: `upgrade::Progress`).
 pub(super) struct Outgoing {
     pid: i32,
     channel: Option<UnixStream>,
     inbuf: Vec<u8>,
-    phase: Phase,
-    /// The successor was reaped (with this status): no signal goes to its pid any more.
-    exited: Option<String>,
+    progress: proto::Progress,
     waiters: Vec<Waiter>,
 }
 
@@ -101,7 +89,7 @@ impl LoopState {
     /// once) while the fleet is not serving or a reload or scale runs.
     pub(super) fn start_upgrade(&mut self, waiter: Waiter) {
         if let Some(up) = self.upgrade.as_mut() {
-            if matches!(up.phase, Phase::Starting { .. }) {
+            if up.progress.is_starting() {
                 up.waiters.push(waiter);
                 return;
             }
@@ -223,21 +211,20 @@ impl LoopState {
             .register(&mut channel, token, Interest::READABLE)
             .map_err(|e| format!("cannot watch the upgrade channel: {e}"))?;
         self.sources.insert(token, Source::Successor);
-        let longest_ready = self
-            .config
-            .groups
-            .iter()
-            .map(|g| g.rules.ready_timeout)
-            .max()
-            .unwrap_or_default();
+        let longest = |f: fn(&crate::config::GroupRules) -> Duration| {
+            let rules = self.config.groups.iter().map(|g| &g.rules);
+            rules.map(f).max().unwrap_or_default()
+        };
+        let progress = proto::Progress::new(
+            Instant::now(),
+            longest(|r| r.ready_timeout) + proto::BOOT_ALLOWANCE,
+            longest(|r| r.stop_timeout) + proto::STOP_GRACE,
+        );
         Ok(Outgoing {
             pid,
             channel: Some(channel),
             inbuf: Vec::new(),
-            phase: Phase::Starting {
-                deadline: Instant::now() + longest_ready + proto::BOOT_ALLOWANCE,
-            },
-            exited: None,
+            progress,
             waiters: Vec::new(),
         })
     }
@@ -253,22 +240,14 @@ impl LoopState {
         };
         for line in lines {
             match serde_json::from_str::<ToOld>(&line) {
-                Ok(ToOld::Ready) => self.hand_over(),
-                Ok(ToOld::Failed { message }) => self.abort_upgrade(message),
+                Ok(ToOld::Ready) => self.feed_upgrade(proto::Input::Ready),
+                Ok(ToOld::Failed { message }) => self.feed_upgrade(proto::Input::Failed(message)),
                 Err(_) => {} // not ours: ignore
             }
         }
         if closed {
             self.close_successor_channel();
-            if self
-                .upgrade
-                .as_ref()
-                .is_some_and(|u| matches!(u.phase, Phase::Starting { .. }))
-            {
-                self.abort_upgrade(
-                    "the new master closed the upgrade channel before it was ready".into(),
-                );
-            }
+            self.feed_upgrade(proto::Input::ChannelClosed);
         }
     }
 
@@ -279,15 +258,46 @@ impl LoopState {
         self.sources.retain(|_, s| !matches!(s, Source::Successor));
     }
 
-    /// The successor serves: give it the fleet, and drain this master's workers.
-    fn hand_over(&mut self) {
+    /// Tell the upgrade's rules what happened, and carry out what they say.
+    fn feed_upgrade(&mut self, input: proto::Input) {
         let Some(up) = self.upgrade.as_mut() else {
             return;
         };
-        if !matches!(up.phase, Phase::Starting { .. }) {
-            return;
+        let steps = up.progress.handle(Instant::now(), input);
+        self.run_upgrade_steps(steps);
+    }
+
+    fn run_upgrade_steps(&mut self, steps: Vec<proto::Step>) {
+        for step in steps {
+            let Some(up) = self.upgrade.as_ref() else {
+                return;
+            };
+            // Never a signal once it was reaped (the rules ask for none after its exit).
+            let alive = !up.progress.has_exited();
+            match step {
+                proto::Step::HandOver => self.hand_over(),
+                proto::Step::Terminate if alive => {
+                    let _ = spawn::send_signal(up.pid, Signal::Term);
+                }
+                proto::Step::Kill if alive => {
+                    let _ = spawn::send_signal(up.pid, Signal::Kill);
+                }
+                proto::Step::Terminate | proto::Step::Kill => {}
+                proto::Step::Fail(failure) => self.finish_failed(failure),
+            }
         }
-        up.phase = Phase::HandedOver;
+    }
+
+    /// The fleet is stopping: an upgrade still starting is called off.
+    pub(super) fn stop_upgrade(&mut self) {
+        self.feed_upgrade(proto::Input::Stop);
+    }
+
+    /// The successor serves: give it the fleet, and drain this master's workers.
+    fn hand_over(&mut self) {
+        let Some(up) = self.upgrade.as_ref() else {
+            return;
+        };
         let (to, waiters) = (up.pid, up.waiters.clone());
         // systemd first, so that the new master's notifications are accepted from now on.
         let status = format!("upgraded: the new master (pid {to}) serves; the old workers drain");
@@ -340,94 +350,54 @@ impl LoopState {
             .handle(Instant::now(), Input::Stop { force: false });
     }
 
-    /// The upgrade failed: stop the successor, then answer with `reason` once it is gone.
-    pub(super) fn abort_upgrade(&mut self, reason: String) {
-        let Some(up) = self.upgrade.as_mut() else {
-            return;
-        };
-        if !matches!(up.phase, Phase::Starting { .. }) {
-            return;
-        }
-        let longest_stop = self
-            .config
-            .groups
-            .iter()
-            .map(|g| g.rules.stop_timeout)
-            .max()
-            .unwrap_or_default();
-        up.phase = Phase::Aborting {
-            reason,
-            kill_at: Instant::now() + longest_stop + proto::STOP_GRACE,
-        };
-        if up.exited.is_none() {
-            let _ = spawn::send_signal(up.pid, Signal::Term);
-        } else {
-            self.finish_abort();
-        }
-    }
-
     /// The successor's exit was seen (it is a zombie until reaped here).
     pub(super) fn on_successor_exit(&mut self, pid: i32, waited: io::Result<()>) {
-        let Some(up) = self.upgrade.as_mut().filter(|u| u.pid == pid) else {
+        if self.upgrade.as_ref().is_none_or(|u| u.pid != pid) {
             return;
-        };
-        let status = match waited.and_then(|()| spawn::wait_exit(pid)) {
-            Ok(s) => s.to_string(),
-            Err(e) => format!("its exit could not be read ({e})"),
-        };
-        up.exited = Some(status.clone());
-        match up.phase.clone() {
-            Phase::Starting { .. } => {
-                self.abort_upgrade(format!(
-                    "the new master (pid {pid}) {status} before it was ready"
-                ));
-            }
-            Phase::Aborting { .. } => self.finish_abort(),
-            Phase::HandedOver => {}
         }
+        let how = match waited.and_then(|()| spawn::wait_exit(pid)) {
+            Ok(s) => s.to_string(),
+            Err(e) => format!("ended (its exit could not be read: {e})"),
+        };
+        self.feed_upgrade(proto::Input::Exited(how));
     }
 
-    fn finish_abort(&mut self) {
+    /// The successor is gone and the upgrade failed: answer every waiter with the cause.
+    fn finish_failed(&mut self, failure: proto::Failure) {
+        self.close_successor_channel();
         let Some(up) = self.upgrade.take() else {
             return;
         };
-        self.close_successor_channel();
-        let Phase::Aborting { reason, .. } = up.phase else {
-            return;
+        let reason = match failure {
+            proto::Failure::Reported(message) => message,
+            proto::Failure::Exited(how) => {
+                format!("the new master (pid {}) {how} before it was ready", up.pid)
+            }
+            proto::Failure::ChannelClosed => {
+                "the new master closed the upgrade channel before it was ready".into()
+            }
+            proto::Failure::NoReport => "the new master did not report ready within its groups' longest readyTimeout plus 30 s".into(),
+            proto::Failure::Stopping => "the fleet is stopping".into(),
         };
         let text = format!(
             "upgrade failed, the old master (pid {}) keeps serving: {reason}",
             self.master_pid
         );
         self.log(&text);
-        let _ = reason;
         self.answer_upgrade(&up.waiters, Err(text));
     }
 
-    /// The deadlines of an upgrade: the successor's report, or its SIGKILL.
+    /// The upgrade's next deadline: the successor's report, or its SIGKILL.
     pub(super) fn upgrade_deadline(&self) -> Option<Instant> {
-        match self.upgrade.as_ref()?.phase {
-            Phase::Starting { deadline } => Some(deadline),
-            Phase::Aborting { kill_at, .. } => Some(kill_at),
-            Phase::HandedOver => None,
-        }
+        self.upgrade.as_ref()?.progress.poll_timeout()
     }
 
     pub(super) fn upgrade_due(&mut self, now: Instant) {
         let Some(up) = self.upgrade.as_mut() else {
             return;
         };
-        match &mut up.phase {
-            Phase::Starting { deadline } if now >= *deadline => self.abort_upgrade(
-                "the new master did not report ready in time (its groups' longest readyTimeout plus 30 s)".into(),
-            ),
-            Phase::Aborting { kill_at, .. } if now >= *kill_at && up.exited.is_none() => {
-                let _ = spawn::send_signal(up.pid, Signal::Kill);
-                // Its exit comes next; nothing more to do until then.
-                *kill_at = now + Duration::from_secs(24 * 3600);
-            }
-            _ => {}
-        }
+        let steps = up.progress.handle_timeout(now);
+        self.run_upgrade_steps(steps);
     }
 
     /// Answer `waiters`: `Ok(message)` once this master handed over and stopped, or the
@@ -456,7 +426,7 @@ impl LoopState {
         let Some(up) = self.upgrade.take() else {
             return;
         };
-        if up.phase == Phase::HandedOver {
+        if up.progress.is_handed_over() {
             let message = format!(
                 "upgraded \"{}\": master {} -> {}; the old workers drained",
                 self.config.name, self.master_pid, up.pid
@@ -468,7 +438,7 @@ impl LoopState {
                 .copied()
                 .collect();
             self.answer_upgrade(&clients, Ok(message));
-        } else if up.exited.is_none() {
+        } else if !up.progress.has_exited() {
             // Stopping during an upgrade: the successor goes too.
             let _ = spawn::send_signal(up.pid, Signal::Kill);
             let _ = spawn::wait_exit(up.pid);
