@@ -15,6 +15,7 @@ import { startLoad } from './helpers/load.js'
 import { notifications, startNotifyListener } from './helpers/notify.js'
 import { fdCount, processesWithEnv, zombieChildren } from './helpers/proc.js'
 import {
+  type TmpDir,
   freePort,
   isAlive,
   OutputBuffer,
@@ -32,6 +33,51 @@ const APP = fixture('app.mjs')
 /** The socket inode behind each worker's fd 3 (its first listening socket). */
 function listeningSockets(pids: number[]): Set<string> {
   return new Set(pids.map((pid) => readlinkSync(`/proc/${pid}/fd/3`)))
+}
+
+/**
+ * A process tracker and a temp runtime dir, both cleaned up after the test; the teardown
+ * also kills the master the pid file of `name` names (one started by an upgrade is not our
+ * child).
+ */
+async function ownRuntime(t: ExecutionContext, name: string): Promise<{ tracker: ProcessTracker; dir: TmpDir }> {
+  const tracker = new ProcessTracker()
+  const dir = await tmpDir('baton-upgrade-own-')
+  t.teardown(async () => {
+    const pidFile = join(dir.path, `${name}.pid`)
+    if (existsSync(pidFile)) tracker.trackPid(Number(readFileSync(pidFile, 'utf8').trim()))
+    await tracker.killAll()
+    await dir.cleanup()
+  })
+  return { tracker, dir }
+}
+
+/** `fixtures/upgrade-master.mjs` (an API master named "api") running, its 2 workers tracked. */
+async function startApiMaster(t: ExecutionContext, extraEnv: Record<string, string> = {}) {
+  const { tracker, dir } = await ownRuntime(t, 'api')
+  const port = await freePort()
+  const env = {
+    ...process.env,
+    BATON_RUNTIME_DIR: dir.path,
+    FLEET_NAME: 'api',
+    FLEET_LISTEN: `127.0.0.1:${port}`,
+    ...extraEnv,
+  }
+  const master = tracker.spawn(process.execPath, [fixture('upgrade-master.mjs')], {
+    env,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  })
+  const out = new OutputBuffer().follow(master.stdout)
+  out.follow(master.stderr)
+  await out.waitFor(/^started \d+$/m, 20_000)
+  const workers = (JSON.parse((await runCli(['status', 'api', '--json'], env)).stdout) as Status).workers
+  for (const w of workers) if (w.pid !== null) tracker.trackPid(w.pid)
+  /** Ask for the upgrade; the line the master printed about its outcome. */
+  const upgrade = async (): Promise<string> => {
+    master.stdin?.write('upgrade\n')
+    return (await out.waitFor(/^(upgraded .*|upgrade failed .*)$/m, 30_000))[0]
+  }
+  return { tracker, master, out, env, port, workers, upgrade }
 }
 
 /** `baton upgrade` and the checks every successful one must pass; returns the new master's pid. */
@@ -229,38 +275,19 @@ test.serial(
 test.serial(
   'supervisor.upgrade() resolves with the old and new master pids; the old supervisor then stops with successor set',
   async (t) => {
-    const tracker = new ProcessTracker()
-    const dir = await tmpDir('baton-upgrade-api-')
-    t.teardown(async () => {
-      // The new master is not our child: found through the pid file.
-      const pidFile = join(dir.path, 'api.pid')
-      const pid = existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8').trim()) : 0
-      if (pid > 0) tracker.trackPid(pid)
-      await tracker.killAll()
-      await dir.cleanup()
-    })
-    const port = await freePort()
-    const env = { ...process.env, BATON_RUNTIME_DIR: dir.path, FLEET_NAME: 'api', FLEET_LISTEN: `127.0.0.1:${port}` }
-    const master = tracker.spawn(process.execPath, [fixture('upgrade-master.mjs')], {
-      env,
-      stdio: ['pipe', 'pipe', 'pipe'],
-    })
-    const out = new OutputBuffer().follow(master.stdout)
-    out.follow(master.stderr)
-    await out.waitFor(/^started \d+$/m, 20_000)
-    master.stdin?.write('upgrade\n')
-    const line = (await out.waitFor(/^(upgraded .*|upgrade failed .*)$/m, 30_000))[0]
+    const { tracker, master, out, env, port, upgrade } = await startApiMaster(t)
+    const line = await upgrade()
     t.regex(line, /^upgraded /, out.text)
     const { from, to } = JSON.parse(line.slice('upgraded '.length)) as { from: number; to: number }
     t.is(from, master.pid ?? -1)
     t.not(to, from)
     tracker.trackPid(to) // not our child: killed by the teardown if the test fails from here
     await out.waitFor(new RegExp(`^stopped successor=${to}$`, 'm'), 15_000)
-    const status = await runCli(['status', 'api', '--json'], { BATON_RUNTIME_DIR: dir.path })
+    const status = await runCli(['status', 'api', '--json'], env)
     t.is(status.code, 0, status.stderr)
     t.is((JSON.parse(status.stdout) as { pid: number }).pid, to)
     t.is((await httpGet({ port, path: '/' })).status, 200)
-    const stop = await runCli(['stop', 'api'], { BATON_RUNTIME_DIR: dir.path })
+    const stop = await runCli(['stop', 'api'], env)
     t.is(stop.code, 0, stop.stderr)
   },
 )
@@ -289,14 +316,7 @@ test.serial(
 test.serial(
   'Workerman one-script mode: `node script upgrade` replaces the master and every worker, the not-reloadable gateway too',
   async (t) => {
-    const tracker = new ProcessTracker()
-    const dir = await tmpDir('baton-upgrade-one-')
-    t.teardown(async () => {
-      const pidFile = join(dir.path, 'one.pid')
-      if (existsSync(pidFile)) tracker.trackPid(Number(readFileSync(pidFile, 'utf8').trim()))
-      await tracker.killAll()
-      await dir.cleanup()
-    })
+    const { tracker, dir } = await ownRuntime(t, 'one')
     const [gatewayPort, webPort] = [await freePort(), await freePort()]
     const script = fixture('one-script.mjs')
     const env = {
@@ -356,31 +376,10 @@ test.serial(
 test.serial(
   'supervisor.upgrade() with an upgradeCommand that exits at once rejects naming its exit; the master keeps serving',
   async (t) => {
-    const tracker = new ProcessTracker()
-    const dir = await tmpDir('baton-upgrade-api-')
-    t.teardown(async () => {
-      await tracker.killAll()
-      await dir.cleanup()
-    })
-    const port = await freePort()
-    const env = {
-      ...process.env,
-      BATON_RUNTIME_DIR: dir.path,
-      FLEET_NAME: 'api',
-      FLEET_LISTEN: `127.0.0.1:${port}`,
+    const { master, env, port, workers, upgrade } = await startApiMaster(t, {
       UPGRADE_COMMAND: JSON.stringify(['/bin/sh', '-c', 'exit 3']),
-    }
-    const master = tracker.spawn(process.execPath, [fixture('upgrade-master.mjs')], {
-      env,
-      stdio: ['pipe', 'pipe', 'pipe'],
     })
-    const out = new OutputBuffer().follow(master.stdout)
-    out.follow(master.stderr)
-    await out.waitFor(/^started \d+$/m, 20_000)
-    const workers = (JSON.parse((await runCli(['status', 'api', '--json'], env)).stdout) as Status).workers
-    for (const w of workers) if (w.pid !== null) tracker.trackPid(w.pid)
-    master.stdin?.write('upgrade\n')
-    const line = (await out.waitFor(/^(upgraded .*|upgrade failed .*)$/m, 30_000))[0]
+    const line = await upgrade()
     t.regex(
       line,
       /^upgrade failed upgrade failed, the old master \(pid \d+\) keeps serving: the new master \(pid \d+\) exited with code 3 before it was ready$/,
