@@ -8,8 +8,9 @@
 //!
 //! This module's `unsafe`: taking ownership of the passed fds ([`claim_fd`]).
 
-use super::upgrade::read_lines;
+use super::upgrade::{read_lines, CHANNEL_LINE_LIMIT};
 use super::*;
+use crate::lines::LineBuffer;
 use crate::listen::Listener;
 use crate::upgrade::{self as proto, Handover, PassedSocket, SocketFrom, ToNew, ToOld};
 use std::os::fd::FromRawFd;
@@ -19,7 +20,7 @@ pub(super) struct Incoming {
     /// The old master's pid.
     pub(super) from_pid: u32,
     channel: Option<UnixStream>,
-    inbuf: Vec<u8>,
+    inbuf: LineBuffer,
     /// The control listener, served from the takeover on.
     control: Option<UnixListener>,
     /// `ready` was sent: waiting for `takeOver`.
@@ -185,7 +186,7 @@ pub(super) fn claim_handover(
         incoming: Incoming {
             from_pid: handover.from_pid,
             channel: Some(UnixStream::from_std(channel)),
-            inbuf: Vec::new(),
+            inbuf: LineBuffer::new(CHANNEL_LINE_LIMIT),
             control: Some(UnixListener::from_std(control)),
             ready_sent: false,
             orphaned: false,

@@ -11,6 +11,7 @@
 //! ([`spawn_successor`]).
 
 use super::*;
+use crate::lines::LineBuffer;
 use crate::listen::Listener;
 use crate::upgrade::{self as proto, Handover, PassedSocket, SocketFrom, ToNew, ToOld};
 use std::os::unix::process::CommandExt;
@@ -28,7 +29,7 @@ pub(super) enum Waiter {
 pub(super) struct Outgoing {
     pid: i32,
     channel: Option<UnixStream>,
-    inbuf: Vec<u8>,
+    inbuf: LineBuffer,
     progress: proto::Progress,
     waiters: Vec<Waiter>,
 }
@@ -223,7 +224,7 @@ impl LoopState {
         Ok(Outgoing {
             pid,
             channel: Some(channel),
-            inbuf: Vec::new(),
+            inbuf: LineBuffer::new(CHANNEL_LINE_LIMIT),
             progress,
             waiters: Vec::new(),
         })
@@ -472,36 +473,23 @@ fn passed(
     }
 }
 
-/// Read what is available: whole lines (at most 64 KiB each; longer ones are dropped) and
-/// whether the peer closed.
-pub(super) fn read_lines(stream: &mut UnixStream, buf: &mut Vec<u8>) -> (Vec<String>, bool) {
-    const MAX_LINE: usize = 64 * 1024;
+/// The longest line of the upgrade channel (longer ones are dropped whole).
+pub(super) const CHANNEL_LINE_LIMIT: usize = 64 * 1024;
+
+/// Read what is available: the whole lines (framed by `lines::LineBuffer`, as a worker's
+/// control channel is) and whether the peer closed.
+pub(super) fn read_lines(stream: &mut UnixStream, buf: &mut LineBuffer) -> (Vec<String>, bool) {
     let mut chunk = [0u8; 4096];
-    let mut closed = false;
+    let mut lines = Vec::new();
     loop {
         match stream.read(&mut chunk) {
-            Ok(0) => {
-                closed = true;
-                break;
-            }
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                if buf.len() > MAX_LINE && !buf.contains(&b'\n') {
-                    buf.clear();
-                }
-            }
+            Ok(0) => return (lines, true),
+            Ok(n) => buf.push(&chunk[..n], |l| {
+                lines.push(String::from_utf8_lossy(l).into_owned())
+            }),
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            Err(_) => {
-                closed = true;
-                break;
-            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return (lines, false),
+            Err(_) => return (lines, true),
         }
     }
-    let mut lines = Vec::new();
-    while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-        let line: Vec<u8> = buf.drain(..=pos).collect();
-        lines.push(String::from_utf8_lossy(&line[..pos]).into_owned());
-    }
-    (lines, closed)
 }
