@@ -560,7 +560,7 @@ test('on Windows, baton throws a clear "not supported" error', async (t) => {
   const fake = "Object.defineProperty(process, 'platform', { value: 'win32' });"
   // As the brief states it: the constructor with default name and runtime dir.
   const ctor = await run(
-    `${fake} const { Supervisor } = await import('baton');
+    `${fake} const { Supervisor } = await import('batonjs');
      try { new Supervisor({ groups: {} }); console.log('NO ERROR') } catch (e) { console.log(e.name + ': ' + e.message) }`,
   )
   t.is(ctor.code, 0, ctor.stderr)
@@ -569,7 +569,7 @@ test('on Windows, baton throws a clear "not supported" error', async (t) => {
   t.regex(ctor.stdout, /Linux or macOS/)
   // With every option given (no runtime dir to resolve), the constructor still refuses.
   const start = await run(
-    `${fake} const { Supervisor } = await import('baton');
+    `${fake} const { Supervisor } = await import('batonjs');
      try {
        const s = new Supervisor({ name: 'win', runtimeDir: '/nonexistent/baton-win', log: false, handleSignals: false,
          groups: { web: { script: ${JSON.stringify(fixture('app.mjs'))} } } });

@@ -281,14 +281,14 @@ skipUnlessActivate(
     const port = await freePort()
     const master = `
     import { execFileSync } from 'node:child_process'
-    const { Supervisor } = await import('baton')
+    const { Supervisor } = await import('batonjs')
     const s = new Supervisor({ name: 'api', groups: { web: { script: ${JSON.stringify(fixture('app.mjs'))}, listen: '127.0.0.1:${port}' } } })
     await s.start()
     const seen = execFileSync('sh', ['-c', 'env | grep ^LISTEN_ ; readlink /proc/$$/fd/3 || echo no-fd-3'], { encoding: 'utf8' })
     console.log('CHILD ' + JSON.stringify(seen) + ' ' + JSON.stringify(s.addresses()))
     await s.stop()
   `
-    // From the repo, where `import('baton')` resolves to this package.
+    // From the repo, where `import('batonjs')` resolves to this package.
     const repo = new URL('..', import.meta.url).pathname
     const a = await activate(
       t,

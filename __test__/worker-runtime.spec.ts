@@ -525,7 +525,7 @@ test.serial('the graceful stop is capped: a stop hook that never ends cannot out
   const master = await MiniMaster.start(t.context.tracker)
   const hang = String.raw`
     import http from 'node:http';
-    import { worker } from 'baton';
+    import { worker } from 'batonjs';
     worker.onStop(() => { console.log('hanging stop hook'); return new Promise(() => {}); });
     await worker.listen(http.createServer((_req, res) => res.end('x')));
   `
@@ -603,7 +603,7 @@ test.serial('worker.listen errors: unknown name, fd already used, group without 
   const master = await MiniMaster.start(t.context.tracker)
   const probe = String.raw`
     import net from 'node:net';
-    import { worker } from 'baton';
+    import { worker } from 'batonjs';
     const out = {};
     const attempt = async (key, fn) => { try { await fn(); out[key] = 'ok'; } catch (e) { out[key] = e.message; } };
     await attempt('unknown', () => worker.listen(net.createServer(), 'admin'));

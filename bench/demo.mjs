@@ -44,7 +44,7 @@ const say = (line = '') => process.stdout.write(`${line}\n`)
 function appSource(version, { broken = false } = {}) {
   return `// demo app ${version}, written by bench/demo.mjs
 import http from 'node:http';
-import { worker } from ${JSON.stringify(BATON_URL)}; // i.e. import { worker } from 'baton'
+import { worker } from ${JSON.stringify(BATON_URL)}; // i.e. import { worker } from 'batonjs'
 ${broken ? "\n// v3's bug: reads a setting that is not there and throws at start.\nif (!process.env.PAYMENTS_URL) throw new Error('PAYMENTS_URL is not set');\n" : ''}
 await new Promise((r) => setTimeout(r, 250)); // pretend to warm up (connect to a database...)
 

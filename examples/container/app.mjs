@@ -8,7 +8,7 @@
 //   curl -i http://127.0.0.1:9000/ready  # 200 + the status JSON while the fleet is ready
 import http from 'node:http'
 
-import { worker } from 'baton'
+import { worker } from 'batonjs'
 
 const server = http.createServer((req, res) => {
   res.setHeader('content-type', 'text/plain; charset=utf-8')

@@ -14,7 +14,7 @@
 //   npx baton stop users
 import http from 'node:http'
 
-import { worker } from 'baton'
+import { worker } from 'batonjs'
 
 // ---- a fake database pool (stands in for pg.Pool, mysql2, a Redis client...) ------------
 

@@ -23,7 +23,7 @@ import http from 'node:http'
 import net from 'node:net'
 import { createInterface } from 'node:readline'
 
-import { Supervisor } from 'baton'
+import { Supervisor } from 'batonjs'
 
 const GATEWAY_PORT = Number(process.env.GATEWAY_PORT ?? 7000)
 const BUSINESS_PORT = Number(process.env.BUSINESS_PORT ?? 7001)

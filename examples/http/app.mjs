@@ -1,7 +1,7 @@
 // A textbook node:http app under baton. The only baton-specific line is
 // `worker.listen(server)` instead of `server.listen(port)`.
 //
-// Run it (from the repository root; in your own project, after `npm install baton`):
+// Run it (from the repository root; in your own project, after `npm install batonjs`):
 //
 //   npx baton start examples/http/app.mjs --count 4 --listen :8080
 //   curl http://127.0.0.1:8080/          # "hello from worker 2 (pid ..., generation 1)"
@@ -13,7 +13,7 @@
 // still drains open connections before exiting.
 import http from 'node:http'
 
-import { worker } from 'baton'
+import { worker } from 'batonjs'
 
 const startedAt = new Date().toISOString()
 

@@ -12,7 +12,7 @@
 // `npx baton status programmatic` works on it too: it serves the same control socket.
 import { fileURLToPath } from 'node:url'
 
-import { ReloadError, StartError, Supervisor } from 'baton'
+import { ReloadError, StartError, Supervisor } from 'batonjs'
 
 const port = Number(process.env.PORT ?? 8080)
 const reloadEveryMs = Number(process.env.RELOAD_EVERY_MS ?? 10_000)
