@@ -1,0 +1,165 @@
+/**
+ * How a worker becomes ready (`readiness`): `listen` (the default), `message` (an explicit
+ * ready only; `waitReady: true` and PM2's `wait_ready`), `uptime` (up for `minUptime`, for
+ * processes that never listen), and the worker id in `NODE_APP_INSTANCE` (PM2's
+ * `instance_var`). Unmodified apps: fixtures/pm2-app.mjs knows nothing of baton.
+ */
+import test, { type ExecutionContext } from 'ava'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { fixture, startFleet, type Fleet } from './helpers/fleet.js'
+import { resolveGroup } from '../src/options.js'
+import { freePort, tmpDir, waitFor } from './helpers/processes.js'
+
+const READY_DELAY_MS = 2000
+
+/** The pids that printed `pm2-app listening <pid>`, in order. */
+function listening(fleet: Fleet): number[] {
+  return [...fleet.log.text.matchAll(/pm2-app listening (\d+)/g)].map((m) => Number(m[1]))
+}
+
+/**
+ * A fleet of 2 workers that listen at once and send `ready` 2 s later: each is `starting`
+ * until its ready, and a reload takes at least 2 s per worker.
+ */
+async function waitsForTheMessage(t: ExecutionContext, fleet: Fleet): Promise<void> {
+  const pids = await waitFor(
+    () => {
+      const p = listening(fleet)
+      return p.length >= 2 ? p : undefined
+    },
+    { timeoutMs: 10_000, message: `both workers listening; log:\n${fleet.log.text}` },
+  )
+  const listenedAt = Date.now()
+  // Listening, but no ready message yet: still starting.
+  const early = await fleet.status()
+  t.true(
+    early.workers.every((w) => w.state === 'starting'),
+    `starting until the message: ${JSON.stringify(early.workers)}`,
+  )
+  t.is(early.groups[0]?.readiness, 'message')
+  await waitFor(async () => (await fleet.status()).workers.every((w) => w.state === 'ready'), {
+    timeoutMs: 10_000,
+    message: 'ready after the message',
+  })
+  const readyAfter = Date.now() - listenedAt
+  t.true(readyAfter >= READY_DELAY_MS - 300, `ready ${readyAfter} ms after listening (the app waits 2000 ms)`)
+  t.deepEqual(
+    (await fleet.workerPids()).sort(),
+    [...pids].sort(),
+    'the same workers: ready, not replaced after a timeout',
+  )
+
+  const started = Date.now()
+  const reload = await fleet.cli(['reload', fleet.name])
+  const took = Date.now() - started
+  t.is(reload.code, 0, reload.stderr)
+  t.true(took >= 2 * READY_DELAY_MS, `a reload of 2 workers took ${took} ms, at least 2 s per worker`)
+  t.log(`ready ${readyAfter} ms after listening; reload of 2 workers: ${took} ms`)
+}
+
+test('waitReady: true: a worker that listens at once and sends ready 2 s later is starting until then; a reload takes >= 2 s per worker', async (t) => {
+  const dir = await tmpDir('baton-ready-')
+  t.teardown(() => dir.cleanup())
+  const port = await freePort()
+  writeFileSync(
+    join(dir.path, 'baton.config.json'),
+    JSON.stringify({
+      name: 'fleet',
+      groups: {
+        web: {
+          script: fixture('pm2-app.mjs'),
+          count: 2,
+          waitReady: true,
+          env: { PORT: String(port), LISTEN_HOST: '127.0.0.1', READY_DELAY_MS: String(READY_DELAY_MS) },
+        },
+      },
+    }),
+  )
+  const fleet = await startFleet(t, { cwd: dir.path, expectWorkers: 2, noWait: true })
+  await waitsForTheMessage(t, fleet)
+})
+
+test('--readiness uptime: an unmodified queue consumer (no listen) runs as 2 ready workers; baton reload replaces them one at a time', async (t) => {
+  const fleet = await startFleet(t, {
+    script: fixture('pm2-app.mjs'),
+    count: 2,
+    env: { NO_LISTEN: '1' },
+    flags: ['--readiness', 'uptime', '--min-uptime', '800', '--ready-timeout', '5000'],
+  })
+  const before = await fleet.status()
+  t.is(before.groups[0]?.readiness, 'uptime')
+  t.is(before.groups[0]?.minUptimeMs, 800)
+  t.true(before.workers.every((w) => w.state === 'ready'))
+  const oldPids = before.workers.map((w) => w.pid)
+
+  const started = Date.now()
+  const reload = await fleet.cli(['reload', fleet.name])
+  const took = Date.now() - started
+  t.is(reload.code, 0, reload.stderr)
+  t.regex(reload.stdout, /1\/2 replaced[\s\S]*2\/2 replaced/)
+  t.regex(reload.stdout, /2 of 2 workers replaced/)
+  const after = await fleet.status()
+  t.true(
+    after.workers.every((w) => w.state === 'ready' && !oldPids.includes(w.pid)),
+    JSON.stringify(after.workers),
+  )
+  // One at a time: the second replacement started only once the first had been up 800 ms.
+  const [a, b] = after.workers.map((w) => Date.parse(w.startedAt ?? ''))
+  t.true(Math.abs((b ?? 0) - (a ?? 0)) >= 700, `replacements started ${Math.abs((b ?? 0) - (a ?? 0))} ms apart`)
+  t.true(took >= 1600, `reload took ${took} ms (2 x 800 ms uptime)`)
+  t.log(`reload of 2 uptime workers: ${took} ms; replacements started ${Math.abs((b ?? 0) - (a ?? 0))} ms apart`)
+})
+
+test('uptime: a replacement that exits before minUptime fails the reload, the old workers keep running', async (t) => {
+  const dir = await tmpDir('baton-ready-')
+  t.teardown(() => dir.cleanup())
+  const script = join(dir.path, 'consumer.mjs')
+  writeFileSync(script, `setInterval(() => undefined, 200)\n`)
+  const fleet = await startFleet(t, {
+    script,
+    count: 2,
+    flags: ['--readiness', 'uptime', '--min-uptime', '3000'],
+  })
+  const oldPids = (await fleet.workerPids()).sort()
+  // The new code exits at once: it ran, but not for minUptime (3 s leave room for a slow
+  // boot on a loaded machine).
+  writeFileSync(script, `process.exit(3)\n`)
+  const reload = await fleet.cli(['reload', fleet.name])
+  t.is(reload.code, 1, `${reload.stdout}\n${fleet.log.text}`)
+  t.regex(reload.stderr + reload.stdout, /aborted/)
+  t.deepEqual((await fleet.workerPids()).sort(), oldPids)
+})
+
+test('every worker has NODE_APP_INSTANCE = its id; the readiness option is refused with the field named', async (t) => {
+  const port = await freePort()
+  const fleet = await startFleet(t, {
+    script: fixture('pm2-app.mjs'),
+    count: 2,
+    env: { PORT: String(port), LISTEN_HOST: '127.0.0.1', NODE_APP_INSTANCE: 'from-the-master' },
+  })
+  t.regex(fleet.log.text, /instance=0 instance_id=unset id=0/)
+  t.regex(fleet.log.text, /instance=1 instance_id=unset id=1/)
+  t.is((await fleet.status()).groups[0]?.instanceVar, 'NODE_APP_INSTANCE')
+  const bad = await fleet.cli(['start', fixture('pm2-app.mjs'), '--readiness', 'sometimes'])
+  t.is(bad.code, 2)
+  t.regex(bad.stderr, /--readiness expects listen, message or uptime, got "sometimes"/)
+})
+
+test('options: readiness, minUptime, waitReady and instanceVar are checked, naming the field and the rule', (t) => {
+  const script = fixture('pm2-app.mjs')
+  t.is(resolveGroup('w', { script }).readiness, 'listen')
+  t.is(resolveGroup('w', { script, waitReady: true }).readiness, 'message')
+  t.is(resolveGroup('w', { script, readiness: 'uptime' }).minUptime, 1000)
+  t.is(resolveGroup('w', { script }).instanceVar, 'NODE_APP_INSTANCE')
+  t.throws(() => resolveGroup('w', { script, readiness: 'soon' }), {
+    message: /^groups\.w\.readiness: expected 'listen', 'message' or 'uptime', got "soon"/,
+  })
+  t.throws(() => resolveGroup('w', { script, waitReady: true, readiness: 'uptime' }), {
+    message: /^groups\.w\.waitReady: waitReady: true means readiness 'message', but readiness is 'uptime'/,
+  })
+  t.throws(() => resolveGroup('w', { script, readiness: 'uptime', minUptime: 5000, readyTimeout: 3000 }), {
+    message: /^groups\.w\.minUptime: 5000 ms is not less than readyTimeout \(3000 ms\)/,
+  })
+  t.throws(() => resolveGroup('w', { script, instanceVar: 'BATON_ID' }), { message: /^groups\.w\.instanceVar:/ })
+})
