@@ -80,6 +80,26 @@ test('waitReady: true: a worker that listens at once and sends ready 2 s later i
   await waitsForTheMessage(t, fleet)
 })
 
+test('PM2 wait_ready: true: the same, from an ecosystem file (the import prints readiness message)', async (t) => {
+  const dir = await tmpDir('baton-ready-')
+  t.teardown(() => dir.cleanup())
+  const port = await freePort()
+  writeFileSync(
+    join(dir.path, 'ecosystem.config.js'),
+    `module.exports = { apps: [{ name: 'web', script: ${JSON.stringify(fixture('pm2-app.mjs'))}, instances: 2,
+      exec_mode: 'cluster', wait_ready: true, listen_timeout: 10000,
+      env: { PORT: '${port}', LISTEN_HOST: '127.0.0.1', READY_DELAY_MS: '${READY_DELAY_MS}' } }] }\n`,
+  )
+  const fleet = await startFleet(t, {
+    cwd: dir.path,
+    expectWorkers: 2,
+    noWait: true,
+    flags: [join(dir.path, 'ecosystem.config.js'), '--name', 'fleet'],
+  })
+  await waitsForTheMessage(t, fleet)
+  t.regex(fleet.log.text, /web: readiness message/)
+})
+
 test('--readiness uptime: an unmodified queue consumer (no listen) runs as 2 ready workers; baton reload replaces them one at a time', async (t) => {
   const fleet = await startFleet(t, {
     script: fixture('pm2-app.mjs'),
