@@ -28,7 +28,7 @@ async function waitsForTheMessage(t: ExecutionContext, fleet: Fleet): Promise<vo
       const p = listening(fleet)
       return p.length >= 2 ? p : undefined
     },
-    { timeoutMs: 10_000, message: `both workers listening; log:\n${fleet.log.text}` },
+    { timeoutMs: 30_000, message: `both workers listening; log:\n${fleet.log.text}` },
   )
   const listenedAt = Date.now()
   // Listening, but no ready message yet: still starting.
@@ -39,7 +39,7 @@ async function waitsForTheMessage(t: ExecutionContext, fleet: Fleet): Promise<vo
   )
   t.is(early.groups[0]?.readiness, 'message')
   await waitFor(async () => (await fleet.status()).workers.every((w) => w.state === 'ready'), {
-    timeoutMs: 10_000,
+    timeoutMs: 30_000,
     message: 'ready after the message',
   })
   const readyAfter = Date.now() - listenedAt
@@ -111,6 +111,10 @@ test('--readiness uptime: an unmodified queue consumer (no listen) runs as 2 rea
   t.is(before.groups[0]?.readiness, 'uptime')
   t.is(before.groups[0]?.minUptimeMs, 800)
   t.true(before.workers.every((w) => w.state === 'ready'))
+  t.regex(
+    (await fleet.cli(['status', fleet.name])).stdout,
+    /group fleet: 2 workers \(no listen address\)  ready: once up 800 ms/,
+  )
   const oldPids = before.workers.map((w) => w.pid)
 
   const started = Date.now()
