@@ -155,7 +155,7 @@ test('PM2 apps map onto readiness: wait_ready -> message, a port / instances > 1
     {
       apps: [
         { name: 'waits', script: 'a.js', wait_ready: true, env: { PORT: '3000' } },
-        { name: 'port', script: 'a.js', env: { PORT: '3001' } },
+        { name: 'port', script: 'a.js', env: { PORT: '3001' }, min_uptime: 2000 },
         { name: 'many', script: 'a.js', instances: 2 },
         { name: 'cluster', script: 'a.js', exec_mode: 'cluster' },
         { name: 'queue', script: 'q.js', min_uptime: '5s', uid: 'nobody', gid: 65534, instance_var: 'INSTANCE_ID' },
@@ -193,6 +193,10 @@ test('PM2 apps map onto readiness: wait_ready -> message, a port / instances > 1
     )
   t.false(
     eco.notes.some((n) => /ignored PM2 field (uid|gid|instance_var|min_uptime)/.test(n)),
+    eco.notes.join('\n'),
+  )
+  t.true(
+    eco.notes.includes('port: min_uptime not used: it counts only for apps made ready by uptime (fork mode, no port)'),
     eco.notes.join('\n'),
   )
 })

@@ -244,6 +244,8 @@ export function fromEcosystem(value: { apps: unknown }, base: string, envName: s
         group.readyTimeout = group.minUptime + 30_000
     }
     notes.push(`${name}: readiness ${how}`)
+    if (minUptime !== undefined && group.readiness !== 'uptime')
+      notes.push(`${name}: min_uptime not used: it counts only for apps made ready by uptime (fork mode, no port)`)
     for (const key of Object.keys(a)) {
       if ((MAPPED_FIELDS as readonly string[]).includes(key) || key === 'listen' || key.startsWith('env_')) continue
       const list = ignored.get(key) ?? []
