@@ -5,99 +5,115 @@
  * `instance_var`). Unmodified apps: fixtures/pm2-app.mjs knows nothing of baton.
  */
 import test, { type ExecutionContext } from 'ava'
-import { writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { fixture, startFleet, type Fleet } from './helpers/fleet.js'
+import { fixture, startFleet } from './helpers/fleet.js'
+import { readConfig } from '../src/config-file.js'
+import { Supervisor, type GroupOptions } from '../src/index.js'
 import { resolveGroup } from '../src/options.js'
-import { freePort, tmpDir, waitFor } from './helpers/processes.js'
+import { freePort, ProcessTracker, startTime, tmpDir, waitFor, withTimeout } from './helpers/processes.js'
 
 const READY_DELAY_MS = 2000
 
-/** The pids that printed `pm2-app listening <pid>`, in order. */
-function listening(fleet: Fleet): number[] {
-  return [...fleet.log.text.matchAll(/pm2-app listening (\d+)/g)].map((m) => Number(m[1]))
+/** `pm2-app listening <pid> at <ms>` lines of `file`: when each worker was listening. */
+function listenedAt(file: string): Map<number, number> {
+  let text = ''
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch {
+    // not written yet
+  }
+  return new Map([...text.matchAll(/pm2-app listening (\d+) at (\d+)/g)].map((m) => [Number(m[1]), Number(m[2])]))
 }
 
 /**
- * A fleet of 2 workers that listen at once and send `ready` 2 s later: each is `starting`
- * until its ready, and a reload takes at least 2 s per worker.
+ * Start 2 workers (in this process, so the times are the master's own, not those of a
+ * status command that may take seconds to boot on a loaded machine) that listen at once and
+ * send `ready` 2 s later: each is `starting` until its ready, and a reload takes at least
+ * 2 s per worker. `group`: the group's options from the test (stdout is set here).
  */
-async function waitsForTheMessage(t: ExecutionContext, fleet: Fleet): Promise<void> {
-  const pids = await waitFor(
-    () => {
-      const p = listening(fleet)
-      return p.length >= 2 ? p : undefined
-    },
-    { timeoutMs: 30_000, message: `both workers listening; log:\n${fleet.log.text}` },
-  )
-  const listenedAt = Date.now()
-  // Listening, but no ready message yet: still starting.
-  const early = await fleet.status()
-  t.true(
-    early.workers.every((w) => w.state === 'starting'),
-    `starting until the message: ${JSON.stringify(early.workers)}`,
-  )
-  t.is(early.groups[0]?.readiness, 'message')
-  await waitFor(async () => (await fleet.status()).workers.every((w) => w.state === 'ready'), {
-    timeoutMs: 30_000,
-    message: 'ready after the message',
+async function waitsForTheMessage(t: ExecutionContext, group: GroupOptions): Promise<void> {
+  const dir = await tmpDir('baton-ready-')
+  const out = join(dir.path, 'out.log')
+  const sup = new Supervisor({
+    name: 'ready',
+    runtimeDir: join(dir.path, 'rt'),
+    log: false,
+    handleSignals: false,
+    groups: { web: { ...group, stdout: out } },
   })
-  const readyAfter = Date.now() - listenedAt
-  t.true(readyAfter >= READY_DELAY_MS - 300, `ready ${readyAfter} ms after listening (the app waits 2000 ms)`)
-  t.deepEqual(
-    (await fleet.workerPids()).sort(),
-    [...pids].sort(),
-    'the same workers: ready, not replaced after a timeout',
+  const readyAt = new Map<number, number>()
+  const started = new Map<number, string | undefined>()
+  sup.on('worker:ready', (e) => readyAt.set(e.pid, Date.now()))
+  sup.on('worker:spawn', (e) => started.set(e.pid, startTime(e.pid)))
+  t.teardown(async () => {
+    await withTimeout(sup.stop({ force: true }), 10_000, 'supervisor force stop').catch(() => undefined)
+    const tracker = new ProcessTracker()
+    for (const [pid, at] of started) tracker.trackPid(pid, at)
+    await tracker.killAll()
+    await dir.cleanup()
+  })
+  const starting = sup.start()
+  // Both listening, and neither ready yet where the check is early enough to tell.
+  const listened = await waitFor(
+    () => {
+      const l = listenedAt(out)
+      return l.size >= 2 ? l : undefined
+    },
+    { timeoutMs: 30_000, message: 'both workers listening', intervalMs: 20 },
   )
-
-  const started = Date.now()
-  const reload = await fleet.cli(['reload', fleet.name])
-  const took = Date.now() - started
-  t.is(reload.code, 0, reload.stderr)
+  const status = sup.status()
+  t.is(status.groups[0]?.readiness, 'message')
+  for (const w of status.workers) {
+    const at = listened.get(w.pid ?? -1)
+    if (at !== undefined && Date.now() - at < READY_DELAY_MS - 500)
+      t.is(w.state, 'starting', `pid ${w.pid} listening for ${Date.now() - at} ms: starting until its message`)
+  }
+  await starting
+  for (const [pid, at] of listened) {
+    const after = (readyAt.get(pid) ?? 0) - at
+    t.true(after >= READY_DELAY_MS - 50, `pid ${pid} ready ${after} ms after listening (it sends ready after 2000 ms)`)
+  }
+  const reloadStarted = Date.now()
+  const report = await sup.reload()
+  const took = Date.now() - reloadStarted
+  t.is(report.replaced.length, 2)
   t.true(took >= 2 * READY_DELAY_MS, `a reload of 2 workers took ${took} ms, at least 2 s per worker`)
-  t.log(`ready ${readyAfter} ms after listening; reload of 2 workers: ${took} ms`)
+  t.log(
+    `ready ${[...listened].map(([pid, at]) => (readyAt.get(pid) ?? 0) - at).join(', ')} ms after listening; reload of 2 workers: ${took} ms`,
+  )
 }
 
 test('waitReady: true: a worker that listens at once and sends ready 2 s later is starting until then; a reload takes >= 2 s per worker', async (t) => {
-  const dir = await tmpDir('baton-ready-')
-  t.teardown(() => dir.cleanup())
   const port = await freePort()
-  writeFileSync(
-    join(dir.path, 'baton.config.json'),
-    JSON.stringify({
-      name: 'fleet',
-      groups: {
-        web: {
-          script: fixture('pm2-app.mjs'),
-          count: 2,
-          waitReady: true,
-          env: { PORT: String(port), LISTEN_HOST: '127.0.0.1', READY_DELAY_MS: String(READY_DELAY_MS) },
-        },
-      },
-    }),
-  )
-  const fleet = await startFleet(t, { cwd: dir.path, expectWorkers: 2, noWait: true })
-  await waitsForTheMessage(t, fleet)
+  await waitsForTheMessage(t, {
+    script: fixture('pm2-app.mjs'),
+    count: 2,
+    waitReady: true,
+    env: { PORT: String(port), LISTEN_HOST: '127.0.0.1', READY_DELAY_MS: String(READY_DELAY_MS) },
+  })
 })
 
-test('PM2 wait_ready: true: the same, from an ecosystem file (the import prints readiness message)', async (t) => {
+test('PM2 wait_ready: true: the same, from an ecosystem file (the import maps it to readiness message and says so)', async (t) => {
   const dir = await tmpDir('baton-ready-')
   t.teardown(() => dir.cleanup())
   const port = await freePort()
+  const file = join(dir.path, 'ecosystem.config.js')
   writeFileSync(
-    join(dir.path, 'ecosystem.config.js'),
+    file,
     `module.exports = { apps: [{ name: 'web', script: ${JSON.stringify(fixture('pm2-app.mjs'))}, instances: 2,
       exec_mode: 'cluster', wait_ready: true, listen_timeout: 10000,
       env: { PORT: '${port}', LISTEN_HOST: '127.0.0.1', READY_DELAY_MS: '${READY_DELAY_MS}' } }] }\n`,
   )
-  const fleet = await startFleet(t, {
-    cwd: dir.path,
-    expectWorkers: 2,
-    noWait: true,
-    flags: [join(dir.path, 'ecosystem.config.js'), '--name', 'fleet'],
-  })
-  await waitsForTheMessage(t, fleet)
-  t.regex(fleet.log.text, /web: readiness message/)
+  const notes: string[] = []
+  const options = await readConfig(file, {}, notes)
+  t.true(
+    notes.some((n) => n.startsWith('web: readiness message')),
+    notes.join('\n'),
+  )
+  const web = options.groups?.web
+  if (web === undefined) return t.fail('no group web')
+  await waitsForTheMessage(t, web)
 })
 
 test('--readiness uptime: an unmodified queue consumer (no listen) runs as 2 ready workers; baton reload replaces them one at a time', async (t) => {
