@@ -146,6 +146,12 @@ export interface BindingGroupOptions {
   stderr?: string
   /** Prefix every output line with `group#id `. */
   logPrefix?: boolean
+  /** How a worker becomes ready: `listen` (default), `message` or `uptime`. */
+  readiness?: string
+  /** `uptime` readiness: milliseconds a worker must stay up (default 1000). */
+  minUptimeMs?: number
+  /** The variable holding the worker id (default `NODE_APP_INSTANCE`). */
+  instanceVar?: string
 }
 
 /**

@@ -3,7 +3,8 @@
  *
  * ```text
  * baton start <script> [--name N] [--count N] [--listen ADDR]... [--stop-timeout MS]
- *             [--ready-timeout MS] [--order start-first|stop-first] [--parallel N] [--balance MODE]
+ *             [--ready-timeout MS] [--readiness listen|message|uptime] [--min-uptime MS]
+ *             [--order start-first|stop-first] [--parallel N] [--balance MODE]
  *             [--health ADDR] [--stdout T] [--stderr T] [--log-prefix] [--log FILE]
  *             [--daemon] [-- script args...]
  * baton start [--config FILE] [flags]   (no script: baton.config.{mjs,js,cjs,json})
@@ -43,6 +44,7 @@ import {
   resolveRuntimeDir,
   type Balance,
   type GroupOptions,
+  type Readiness,
   type ReloadOrder,
   type SupervisorOptions,
 } from './options.js'
@@ -62,15 +64,22 @@ Usage:
                             options below override it (in every group); baton reload
                             re-reads the file
   baton start ecosystem.config.js [--env NAME] [options]
-                            PM2's format: each app is a group (instances, env, env_NAME,
-                            args, node_args, kill_timeout, listen_timeout...); prints the
-                            PM2 fields it ignores
+                            PM2's format (any *.config.js|cjs|mjs or .json file with an
+                            "apps" array): each app is a group (instances, env, env_NAME,
+                            args, node_args, kill_timeout, listen_timeout, wait_ready,
+                            min_uptime, uid, gid, instance_var...); prints how each app
+                            becomes ready and the PM2 fields it ignores
       --name N              master name (default: the script's base name)
       --count N             number of workers (default: the number of CPUs)
       --listen ADDR         address the master listens on, repeatable:
                             host:port, :port, tcp://host:port, [::1]:port, unix:/path
       --stop-timeout MS     grace period before SIGKILL (default 2000)
       --ready-timeout MS    time a new worker has to become ready (default 30000)
+      --readiness MODE      how a worker becomes ready: listen (default: once it listens),
+                            message (only when it says so: process.send('ready'),
+                            worker.ready(); PM2's wait_ready) or uptime (once up for
+                            --min-uptime MS: for processes that never listen)
+      --min-uptime MS       uptime readiness: time a worker must stay up (default 1000)
       --order ORDER         start-first (default) or stop-first
       --parallel N          workers a reload replaces at once (default 1)
       --balance MODE        reuseport (default on Linux: one SO_REUSEPORT socket per worker
@@ -168,6 +177,8 @@ async function start(args: string[]): Promise<number> {
     listen: { type: 'string', multiple: true },
     'stop-timeout': { type: 'string' },
     'ready-timeout': { type: 'string' },
+    readiness: { type: 'string' },
+    'min-uptime': { type: 'string' },
     order: { type: 'string' },
     parallel: { type: 'string' },
     balance: { type: 'string' },
@@ -198,6 +209,10 @@ async function start(args: string[]): Promise<number> {
   if (order !== undefined && order !== 'start-first' && order !== 'stop-first') {
     throw new CommandError(`--order expects start-first or stop-first, got "${order}"`, 2)
   }
+  const readiness = values.readiness as string | undefined
+  if (readiness !== undefined && readiness !== 'listen' && readiness !== 'message' && readiness !== 'uptime') {
+    throw new CommandError(`--readiness expects listen, message or uptime, got "${readiness}"`, 2)
+  }
   const int = (flag: string) => {
     const v = values[flag] as string | undefined
     return v === undefined ? undefined : positiveInt(flag, v, 0)
@@ -208,6 +223,8 @@ async function start(args: string[]): Promise<number> {
     listen: values.listen as string[] | undefined,
     stopTimeout: int('stop-timeout'),
     readyTimeout: int('ready-timeout'),
+    readiness: readiness as Readiness | undefined,
+    minUptime: int('min-uptime'),
     order: order as ReloadOrder | undefined,
     parallel: int('parallel'),
     balance: balanceFlag(values.balance as string | undefined),

@@ -6,8 +6,9 @@
  * (possibly async) returning them. Relative `script`, `cwd`, `stdout` and `stderr` paths
  * are resolved against the file's directory. Every error names the file and the key.
  *
- * A file in PM2's format (`{ apps: [...] }`, e.g. `ecosystem.config.js`) is read too: each
- * app becomes a group (see pm2-ecosystem.ts).
+ * A file in PM2's format (`{ apps: [...] }`, e.g. `ecosystem.config.js`, `e.config.js`,
+ * `apps.json`) is read too: each app becomes a group (see pm2-ecosystem.ts). YAML is not
+ * read: baton has no YAML parser, so a `.yml`/`.yaml` file is refused with what to do.
  */
 import { existsSync, readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
@@ -22,7 +23,7 @@ import {
   type GroupOptions,
   type SupervisorOptions,
 } from './options.js'
-import { EcosystemError, fromEcosystem, isEcosystem } from './pm2-ecosystem.js'
+import { EcosystemError, fromEcosystem, isEcosystem, isYamlFile } from './pm2-ecosystem.js'
 
 /** The file names `baton start` looks for, in this order. */
 export const CONFIG_NAMES = ['baton.config.mjs', 'baton.config.js', 'baton.config.cjs', 'baton.config.json'] as const
@@ -84,6 +85,13 @@ function isCommonJs(path: string): boolean {
 
 /** Load the file's exported value afresh (a re-read sees the file as it is now). */
 async function loadValue(path: string): Promise<unknown> {
+  if (isYamlFile(path)) {
+    throw new ConfigError(
+      path,
+      undefined,
+      'is YAML, which baton cannot read (it has no YAML parser): write the same apps as JSON (apps.json) or as ecosystem.config.js (module.exports = { apps: [...] })',
+    )
+  }
   if (path.endsWith('.json')) {
     try {
       return JSON.parse(readFileSync(path, 'utf8')) as unknown

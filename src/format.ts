@@ -49,6 +49,11 @@ export function formatStatus(status: Status, now = Date.now()): string {
       `  group ${g.name}: ${g.count} worker${g.count === 1 ? '' : 's'}` +
         (g.listen.length ? ` on ${listenText(g)}` : ' (no listen address)') +
         (g.reloadable ? '' : ' (not reloadable)') +
+        (g.readiness === 'message'
+          ? '  ready: on its own message'
+          : g.readiness === 'uptime'
+            ? `  ready: once up ${g.minUptimeMs ?? 0} ms`
+            : '') +
         (g.logs && g.logs.stdout !== 'inherit' ? `  stdout: ${g.logs.stdout}` : '') +
         (g.logs && g.logs.stderr !== 'inherit' ? `  stderr: ${g.logs.stderr}` : ''),
     )

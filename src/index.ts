@@ -8,7 +8,7 @@
 export { Supervisor, ReloadError, StartError } from './supervisor.js'
 export type { WorkerHooks, BoundAddress } from './supervisor.js'
 export { OptionsError } from './options.js'
-export type { SupervisorOptions, GroupOptions, BackoffOptions, ReloadOrder, Balance } from './options.js'
+export type { SupervisorOptions, GroupOptions, BackoffOptions, ReloadOrder, Balance, Readiness } from './options.js'
 export { UnsupportedPlatformError } from './native.js'
 export { worker } from './worker.js'
 export type { Worker, WorkerListenOptions, WorkerHook } from './worker.js'

@@ -10,6 +10,15 @@ import { native } from './native.js'
 /** How connections are spread across a group's workers. */
 export type Balance = 'shared' | 'reuseport'
 
+/**
+ * How a worker becomes ready: `listen` (any ready, including the drop-in preload's once the
+ * app's own `listen()` is listening), `message` (an explicit ready only:
+ * `process.send('ready')`, `worker.ready()` or `worker.listen()`; PM2's `wait_ready`), or
+ * `uptime` (once up for `minUptime` ms, whatever it says: for processes that never listen,
+ * like queue consumers; PM2's `min_uptime`).
+ */
+export type Readiness = 'listen' | 'message' | 'uptime'
+
 /** How a reload replaces one slot. */
 export type ReloadOrder = 'start-first' | 'stop-first'
 
@@ -50,10 +59,24 @@ export interface GroupOptions {
    */
   dropIn?: boolean
   /**
-   * PM2's `wait_ready`: a drop-in worker is ready only when it sends `process.send('ready')`,
-   * not when it has listened. Default false.
+   * How a worker becomes ready (see {@link Readiness}). Default `listen`. A reload of any
+   * mode is sequential and readiness-gated: under `uptime`, a replacement that exits before
+   * `minUptime` fails the reload.
+   */
+  readiness?: Readiness
+  /** `readiness: 'uptime'`: milliseconds a worker must stay up to be ready (less than `readyTimeout`). Default 1000. */
+  minUptime?: number
+  /**
+   * Alias of `readiness: 'message'` (PM2's `wait_ready`): a worker is ready only when it
+   * sends `process.send('ready')` (or calls `worker.ready()` / `worker.listen()`), not when
+   * it has listened. Default false.
    */
   waitReady?: boolean
+  /**
+   * The environment variable every worker finds its id (0, 1, ...) in. Default
+   * `NODE_APP_INSTANCE`, as under PM2; PM2's `instance_var` renames it.
+   */
+  instanceVar?: string
   /** Milliseconds a new worker has to become ready. Default 30000. */
   readyTimeout?: number
   /** Milliseconds a stopping worker has before SIGKILL. Default 2000. */
@@ -165,7 +188,9 @@ export interface ResolvedGroup {
   cwd: string
   reloadable: boolean
   dropIn: boolean
-  waitReady: boolean
+  readiness: Readiness
+  minUptime: number
+  instanceVar: string
   readyTimeout: number
   stopTimeout: number
   order: ReloadOrder
@@ -212,6 +237,9 @@ const GROUP_KEYS = new Set([
   'logPrefix',
   'dropIn',
   'waitReady',
+  'readiness',
+  'minUptime',
+  'instanceVar',
 ])
 const NAME_RE = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$/
 
@@ -332,6 +360,25 @@ export function resolveGroup(name: string, raw: unknown, defaultScript?: string)
     if (o[key] !== undefined && typeof o[key] !== 'boolean')
       throw new OptionsError(`${field}.${key}`, 'expected true or false')
   }
+  const readiness = resolveReadiness(field, o)
+  const readyTimeout = integer(`${field}.readyTimeout`, o.readyTimeout, 30_000, 1, 3_600_000)
+  const minUptime = integer(`${field}.minUptime`, o.minUptime, 1_000, 0, 3_600_000)
+  if (readiness === 'uptime' && minUptime >= readyTimeout) {
+    throw new OptionsError(
+      `${field}.minUptime`,
+      `${minUptime} ms is not less than readyTimeout (${readyTimeout} ms): a worker could never become ready; lower minUptime or raise readyTimeout`,
+    )
+  }
+  const instanceVar = o.instanceVar ?? 'NODE_APP_INSTANCE'
+  if (
+    typeof instanceVar !== 'string' ||
+    !/^[A-Za-z_][A-Za-z0-9_]*$/.test(instanceVar) ||
+    instanceVar.startsWith('BATON_')
+  )
+    throw new OptionsError(
+      `${field}.instanceVar`,
+      `expected an environment variable name (A-Z a-z 0-9 _, not starting with a digit or BATON_), got ${JSON.stringify(instanceVar)}`,
+    )
   if (o.reloadable !== undefined && typeof o.reloadable !== 'boolean') {
     throw new OptionsError(`${field}.reloadable`, 'expected true or false')
   }
@@ -350,8 +397,10 @@ export function resolveGroup(name: string, raw: unknown, defaultScript?: string)
     cwd: absCwd,
     reloadable: o.reloadable !== false,
     dropIn: o.dropIn !== false,
-    waitReady: o.waitReady === true,
-    readyTimeout: integer(`${field}.readyTimeout`, o.readyTimeout, 30_000, 1, 3_600_000),
+    readiness,
+    minUptime,
+    instanceVar,
+    readyTimeout,
     stopTimeout: integer(`${field}.stopTimeout`, o.stopTimeout, 2_000, 1, 3_600_000),
     order,
     parallel: integer(`${field}.parallel`, o.parallel, 1, 1, 1024),
@@ -363,6 +412,19 @@ export function resolveGroup(name: string, raw: unknown, defaultScript?: string)
     stderr: resolveOutputTarget(`${field}.stderr`, o.stderr, absCwd),
     logPrefix: o.logPrefix === true,
   }
+}
+
+/** `readiness`, with `waitReady: true` as `'message'`; both given must agree. */
+function resolveReadiness(field: string, o: Record<string, unknown>): Readiness {
+  const r = o.readiness
+  if (r !== undefined && r !== 'listen' && r !== 'message' && r !== 'uptime')
+    throw new OptionsError(`${field}.readiness`, `expected 'listen', 'message' or 'uptime', got ${JSON.stringify(r)}`)
+  if (o.waitReady === true && r !== undefined && r !== 'message')
+    throw new OptionsError(
+      `${field}.waitReady`,
+      `waitReady: true means readiness 'message', but readiness is '${r}': keep one of the two`,
+    )
+  return o.waitReady === true ? 'message' : ((r as Readiness | undefined) ?? 'listen')
 }
 
 /** Validate an output target: `inherit`, `ignore`, or a file path made absolute against `base`. */

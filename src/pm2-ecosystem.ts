@@ -4,13 +4,48 @@
  * that map are translated (see {@link MAPPED_FIELDS}); the others are listed in the notes
  * `baton start` prints, never dropped silently. See docs/migrating-from-pm2.md.
  */
+import { existsSync, readFileSync, statSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { basename, resolve } from 'node:path'
 import type { GroupOptions } from './options.js'
 
-/** Whether `path` names a PM2 ecosystem file (`ecosystem.config.js`, `ecosystem.json`, ...). */
+/** Names PM2 gives its files (`ecosystem.config.js`, `ecosystem.json`, ...): always PM2 files. */
+const ECOSYSTEM_NAME = /^ecosystem([.-][\w.-]*)?\.(c?js|mjs|json|ya?ml)$/
+/** Names PM2 also takes: `*.config.{js,cjs,mjs}`, `*.json`, `*.yml`/`*.yaml`, when they hold `apps`. */
+const PM2_CANDIDATE = /(\.config\.(c?js|mjs)|\.json|\.ya?ml)$/
+
+/** Whether `path` is a YAML file (`.yml`, `.yaml`). */
+export function isYamlFile(path: string): boolean {
+  return /\.ya?ml$/.test(path)
+}
+
+/**
+ * Whether `path`, given to `baton start` in place of a script, is a PM2 file: named
+ * `ecosystem*`, or any `*.config.{js,cjs,mjs}`, `.json` or `.yml`/`.yaml` file with an
+ * `apps` array, as PM2 takes them. JSON is parsed; YAML and JavaScript are not run here,
+ * their text must have an `apps` key (a script that merely ends in `.config.js` and
+ * never says `apps` still runs as a script).
+ */
 export function isEcosystemFile(path: string): boolean {
-  return /^ecosystem([.-][\w.-]*)?\.(c?js|mjs|json)$/.test(basename(path))
+  const name = basename(path)
+  if (ECOSYSTEM_NAME.test(name)) return true
+  if (!PM2_CANDIDATE.test(name) || !existsSync(path) || !statSync(path).isFile()) return false
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch {
+    return false
+  }
+  if (name.endsWith('.json')) {
+    try {
+      const value = JSON.parse(text) as unknown
+      return isEcosystem(value) && Array.isArray(value.apps)
+    } catch {
+      return false
+    }
+  }
+  if (isYamlFile(name)) return /^apps\s*:/m.test(text)
+  return /\bapps\s*:|\.apps\s*=|["']apps["']\s*:/.test(text)
 }
 
 /** Whether a loaded config value is in PM2's shape (`{ apps: [...] }`). */
@@ -33,6 +68,10 @@ export const MAPPED_FIELDS = [
   'kill_timeout',
   'listen_timeout',
   'wait_ready',
+  'min_uptime',
+  'uid',
+  'gid',
+  'instance_var',
   'out_file',
   'error_file',
 ] as const
@@ -91,6 +130,26 @@ function ms(key: string, value: unknown): number | undefined {
   return value
 }
 
+/** A duration as PM2 takes it: milliseconds, or a string `1000`, `500ms`, `5s`, `2m`, `1h`. */
+function duration(key: string, value: unknown): number | undefined {
+  if (typeof value !== 'string') return ms(key, value)
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(value.trim())
+  if (m === null)
+    throw new EcosystemError(key, `expected milliseconds or a duration like "5s", got ${JSON.stringify(value)}`)
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 'ms') as 'ms' | 's' | 'm' | 'h']
+  return Math.round(Number(m[1]) * unit)
+}
+
+/** A user or group as PM2 takes it: a name or a numeric id. */
+function userOrGroup(key: string, value: unknown): string | number | undefined {
+  if (value === undefined) return undefined
+  if (typeof value === 'number' || (typeof value === 'string' && value !== '')) return value
+  throw new EcosystemError(key, `expected a user or group name or id, got ${JSON.stringify(value)}`)
+}
+
+/** The default of PM2's `min_uptime`, and baton's `minUptime`. */
+const MIN_UPTIME = 1000
+
 /**
  * Translate PM2 `apps` into baton groups. `base` is the file's directory (relative
  * `cwd` and `script` resolve against it, as PM2 does); `envName` selects `env_<name>`,
@@ -131,7 +190,15 @@ export function fromEcosystem(value: { apps: unknown }, base: string, envName: s
     const nodeArgs = a.node_args ?? a.interpreter_args
     if (nodeArgs !== undefined)
       group.execArgv = splitArgs(`${at}.${a.node_args !== undefined ? 'node_args' : 'interpreter_args'}`, nodeArgs)
-    if (a.wait_ready === true) group.waitReady = true
+    for (const key of ['uid', 'gid'] as const) {
+      const who = userOrGroup(`${at}.${key}`, a[key])
+      if (who !== undefined) group[key] = who
+    }
+    if (a.instance_var !== undefined) {
+      if (typeof a.instance_var !== 'string' || a.instance_var === '')
+        throw new EcosystemError(`${at}.instance_var`, 'expected the name of an environment variable')
+      group.instanceVar = a.instance_var
+    }
     for (const [key, stream] of [
       ['out_file', 'stdout'],
       ['error_file', 'stderr'],
@@ -147,10 +214,38 @@ export function fromEcosystem(value: { apps: unknown }, base: string, envName: s
     if (ready !== undefined) group.readyTimeout = ready
     // baton's own keys, for apps written for both.
     if (a.listen !== undefined) group.listen = a.listen as GroupOptions['listen']
-    else if (vars.PORT !== undefined && /^\d+$/.test(vars.PORT)) {
-      group.listen = `:${vars.PORT}`
-      notes.push(`${name}: listening on :${vars.PORT} (from env.PORT)`)
+    // How each app becomes ready, as PM2 would count it started. A port in env.PORT is
+    // not turned into a listen address: the app's own listen(PORT[, host]) gets its
+    // socket from the master (drop-in), on the host it asks for, so an app meant for
+    // 127.0.0.1 stays on 127.0.0.1 as under PM2.
+    const port = vars.PORT !== undefined && /^\d+$/.test(vars.PORT) ? vars.PORT : undefined
+    const cluster = typeof a.exec_mode === 'string' && /^cluster(_mode)?$/.test(a.exec_mode)
+    const minUptime = duration(`${at}.min_uptime`, a.min_uptime)
+    let how: string
+    if (a.wait_ready === true) {
+      group.readiness = 'message'
+      how = "message: ready when it sends process.send('ready') (wait_ready)"
+    } else if (port !== undefined || a.listen !== undefined || (group.count ?? 1) > 1 || cluster) {
+      group.readiness = 'listen'
+      const why =
+        port !== undefined
+          ? `env.PORT ${port}`
+          : a.listen !== undefined
+            ? 'listen'
+            : cluster
+              ? 'cluster mode'
+              : `instances ${group.count}`
+      how = `listen: ready once it listens (${why})`
+    } else {
+      group.readiness = 'uptime'
+      group.minUptime = minUptime ?? MIN_UPTIME
+      how = `uptime: ready once up for ${group.minUptime} ms (fork mode, no port${minUptime !== undefined ? ', min_uptime' : ''})`
+      if (group.readyTimeout !== undefined && group.readyTimeout <= group.minUptime)
+        group.readyTimeout = group.minUptime + 30_000
     }
+    notes.push(`${name}: readiness ${how}`)
+    if (minUptime !== undefined && group.readiness !== 'uptime')
+      notes.push(`${name}: min_uptime not used: it counts only for apps made ready by uptime (fork mode, no port)`)
     for (const key of Object.keys(a)) {
       if ((MAPPED_FIELDS as readonly string[]).includes(key) || key === 'listen' || key.startsWith('env_')) continue
       const list = ignored.get(key) ?? []

@@ -9,8 +9,10 @@
  * address, or answers with the group's own listen address on that port, and keeps it: every
  * later worker and replacement gets the same socket, so the port never closes during a
  * reload. The socket comes back as a handle with the answer; the server listens on it, is
- * tracked for the drain, and the worker is marked ready once it listens (unless the group
- * waits for `process.send('ready')`, PM2's `wait_ready`).
+ * tracked for the drain, and the worker is marked ready once it listens when the group's
+ * readiness is `listen` (the default). Under `message` (PM2's `wait_ready`) the app says so
+ * itself (`process.send('ready')`); under `uptime` the master counts time. The master sets
+ * `BATON_READINESS` in every worker's environment (config.rs, `READINESS_ENV`).
  *
  * Outside a baton worker this module does nothing, and inside one it loads baton's worker
  * runtime only when the app makes such a `listen()` call: an app that listens on its
@@ -123,7 +125,9 @@ function install(): void {
     }
   })
   process.channel?.unref()
-  const waitReady = process.env.BATON_WAIT_READY === '1'
+  // Only `listen` groups count a drop-in listen as ready (set by the master, never by the
+  // user: the master removes every BATON_* variable from a group's env).
+  const readyOnListen = (process.env.BATON_READINESS ?? 'listen') === 'listen'
   net.Server.prototype.listen = function listen(this: net.Server, ...args: unknown[]): net.Server {
     const target = portTarget(args)
     if (target === undefined) return original.apply(this, args)
@@ -146,7 +150,7 @@ function install(): void {
         ([handle, runtime]) => {
           runtime.adoptServer(this)
           this.once('listening', () => {
-            if (!waitReady) runtime.worker.ready()
+            if (readyOnListen) runtime.worker.ready()
           })
           original.call(this, handle, target.backlog ?? Number(process.env.BATON_BACKLOG ?? 511))
           settled() // the listening handle keeps the process alive from here

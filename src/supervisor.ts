@@ -681,7 +681,6 @@ function toBinding(g: ResolvedGroup): BindingGroupOptions {
   // their own); leaving them out also keeps them out of config-file reload diffs.
   for (const k of LISTEN_VARIABLES) if (!(k in g.env)) delete env[k]
   if (!(HANDOVER_VARIABLE in g.env)) delete env[HANDOVER_VARIABLE]
-  if (g.waitReady) env.BATON_WAIT_READY = '1'
   return {
     name: g.name,
     program: process.execPath,
@@ -705,5 +704,8 @@ function toBinding(g: ResolvedGroup): BindingGroupOptions {
     stdout: g.stdout,
     stderr: g.stderr,
     logPrefix: g.logPrefix,
+    readiness: g.readiness,
+    minUptimeMs: g.minUptime,
+    instanceVar: g.instanceVar,
   }
 }

@@ -72,6 +72,12 @@ export interface GroupStatus {
   stopTimeoutMs: number
   /** Milliseconds a new worker has to become ready. */
   readyTimeoutMs: number
+  /** How a worker becomes ready (the `readiness` option). */
+  readiness: 'listen' | 'message' | 'uptime'
+  /** `readiness: 'uptime'`: milliseconds a worker must stay up; null otherwise. */
+  minUptimeMs: number | null
+  /** The environment variable holding each worker's id (`instanceVar`). */
+  instanceVar: string
   /** Where the workers' output goes, and what was lost. */
   logs: GroupLogsStatus
 }

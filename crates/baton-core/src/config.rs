@@ -28,6 +28,46 @@ pub enum Balance {
     ReusePort,
 }
 
+/// How a worker of a group becomes ready (the `readiness` group option).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Readiness {
+    /// Any ready message counts, including the drop-in preload's after the app's own
+    /// `listen()` (the default).
+    #[default]
+    Listen,
+    /// Only an explicit ready counts (`process.send('ready')`, `worker.ready()`,
+    /// `worker.listen()`): the drop-in preload sends none of its own (PM2's `wait_ready`).
+    /// The core cannot tell the two apart on the channel; the worker learns the mode from
+    /// [`READINESS_ENV`].
+    Message,
+    /// Ready once the worker has been up this long (PM2's `min_uptime`), whatever it says:
+    /// for processes that never listen. A worker that exits sooner has failed.
+    Uptime(Duration),
+}
+
+/// The variable the core sets in every worker's environment to the group's readiness
+/// (`listen`, `message` or `uptime`): the drop-in preload (`src/preload.ts`) reads it.
+pub const READINESS_ENV: &str = "BATON_READINESS";
+
+impl Readiness {
+    /// The option's value: `listen`, `message` or `uptime`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Readiness::Listen => "listen",
+            Readiness::Message => "message",
+            Readiness::Uptime(_) => "uptime",
+        }
+    }
+
+    /// `minUptime` of an `uptime` group.
+    pub fn min_uptime(&self) -> Option<Duration> {
+        match self {
+            Readiness::Uptime(d) => Some(*d),
+            _ => None,
+        }
+    }
+}
+
 /// Where one of a worker's output streams goes (`stdout` / `stderr` group options).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum LogTarget {
@@ -88,6 +128,8 @@ pub struct GroupRules {
     pub ready_timeout: Duration,
     /// A worker asked to stop is killed after this long.
     pub stop_timeout: Duration,
+    /// How a worker becomes ready.
+    pub readiness: Readiness,
 }
 
 /// One group: its rules plus how to start its workers.
@@ -123,7 +165,13 @@ pub struct GroupConfig {
     pub stderr: LogTarget,
     /// Prefix every line the workers write with `group#id ` (line-buffered).
     pub log_prefix: bool,
+    /// The variable every worker finds its id in (PM2's `instance_var`; default
+    /// `NODE_APP_INSTANCE`).
+    pub instance_var: String,
 }
+
+/// The default of [`GroupConfig::instance_var`], as PM2 names it.
+pub const DEFAULT_INSTANCE_VAR: &str = "NODE_APP_INSTANCE";
 
 impl GroupConfig {
     /// `argv[1..]` of a worker: execArgv, the script, the script's args.

@@ -17,8 +17,13 @@
 //! first readiness during start, the start has failed ([`Event::StartFailed`]) and the
 //! fleet stops: a service that cannot boot is not left half up.
 //!
-//! **Readiness.** A worker is ready when it says so ([`Input::Ready`]). A worker not ready
-//! within its group's `ready_timeout` is killed and counts as failed.
+//! **Readiness.** How a worker becomes ready is its group's [`Readiness`]: with `Listen`
+//! and `Message` when it says so ([`Input::Ready`]; the two differ in the worker, which
+//! sends no ready of its own after a drop-in listen under `Message`); with `Uptime(d)` once
+//! it has been running for `d` since [`Input::Spawned`] (its ready messages are ignored), so
+//! a process that never listens can be supervised and reloaded one slot at a time. A worker
+//! not ready within its group's `ready_timeout` is killed and counts as failed; one that
+//! exits before it is ready has failed, whatever the mode (a reload pass aborts).
 //!
 //! **Crashes.** A worker that exits without being asked to leaves its slot empty; the slot
 //! is refilled after the backoff delay ([`crate::config::Backoff`]), the slot's `restarts`
@@ -85,7 +90,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::config::{Backoff, GroupRules, Order};
+use crate::config::{Backoff, GroupRules, Order, Readiness};
 use crate::exit_status::ExitStatus;
 
 /// Identifies one worker process for its whole life, before and after it has a pid.
@@ -412,6 +417,8 @@ struct Worker {
     ready: bool,
     spawned_at: Instant,
     ready_deadline: Option<Instant>,
+    /// `Uptime` groups: the instant the worker counts as ready (set once it is running).
+    uptime_at: Option<Instant>,
     stop_requested: bool,
     stop_deadline: Option<Instant>,
     killed: bool,
@@ -592,13 +599,15 @@ impl Fleet {
     /// The earliest instant at which [`Fleet::handle_timeout`] has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let worker_deadlines = self.workers.values().flat_map(|w| {
-            let ready = if w.ready || w.killed {
-                None
+            let (ready, uptime) = if w.ready || w.killed {
+                (None, None)
+            } else if w.stop_requested {
+                (w.ready_deadline, None)
             } else {
-                w.ready_deadline
+                (w.ready_deadline, w.uptime_at)
             };
             let stop = if w.killed { None } else { w.stop_deadline };
-            ready.into_iter().chain(stop)
+            ready.into_iter().chain(uptime).chain(stop)
         });
         let respawns = self
             .groups
@@ -622,6 +631,12 @@ impl Fleet {
                     self.kill_after_stop_timeout(key);
                     continue;
                 }
+            }
+            // Up long enough counts before the ready deadline: when both have passed (a
+            // late tick), the worker did stay up.
+            if !w.ready && !w.stop_requested && w.uptime_at.is_some_and(|at| now >= at) {
+                self.mark_ready(now, key);
+                continue;
             }
             if !w.ready && w.ready_deadline.is_some_and(|d| now >= d) {
                 self.kill_after_ready_timeout(key);
@@ -647,7 +662,7 @@ impl Fleet {
     pub fn handle(&mut self, now: Instant, input: Input) {
         match input {
             Input::Start => self.start(now),
-            Input::Spawned { key, pid } => self.on_spawned(key, pid),
+            Input::Spawned { key, pid } => self.on_spawned(now, key, pid),
             Input::SpawnFailed { key, error } => self.on_exit(
                 now,
                 key,
@@ -757,7 +772,12 @@ impl Fleet {
     fn spawn_worker(&mut self, now: Instant, group: usize, slot: u32, role: Role) -> WorkerKey {
         let key = self.next_key;
         self.next_key += 1;
-        let ready_timeout = self.groups[group].rules.ready_timeout;
+        let rules = &self.groups[group].rules;
+        // An uptime group's workers get at least `min_uptime` (the edge also refuses a
+        // `ready_timeout` below it).
+        let ready_timeout = rules
+            .ready_timeout
+            .max(rules.readiness.min_uptime().unwrap_or_default());
         self.workers.insert(
             key,
             Worker {
@@ -769,6 +789,7 @@ impl Fleet {
                 ready: false,
                 spawned_at: now,
                 ready_deadline: Some(now + ready_timeout),
+                uptime_at: None,
                 stop_requested: false,
                 stop_deadline: None,
                 killed: false,
@@ -791,11 +812,16 @@ impl Fleet {
         s.current = Some(key);
     }
 
-    fn on_spawned(&mut self, key: WorkerKey, pid: i32) {
+    fn on_spawned(&mut self, now: Instant, key: WorkerKey, pid: i32) {
         let Some(w) = self.workers.get_mut(&key) else {
             return;
         };
         w.pid = Some(pid);
+        if let Some(min_uptime) = self.groups[w.group].rules.readiness.min_uptime() {
+            if w.uptime_at.is_none() {
+                w.uptime_at = Some(now + min_uptime);
+            }
+        }
         let (group, slot, generation) = (w.group, w.slot, w.generation);
         let stop_requested = w.stop_requested;
         let killed = w.killed;
@@ -815,7 +841,18 @@ impl Fleet {
 
     // ----- readiness ------------------------------------------------------------------
 
+    /// A ready message from the worker: counts unless its group waits for uptime.
     fn on_ready(&mut self, now: Instant, key: WorkerKey) {
+        let Some(w) = self.workers.get(&key) else {
+            return;
+        };
+        if matches!(self.groups[w.group].rules.readiness, Readiness::Uptime(_)) {
+            return;
+        }
+        self.mark_ready(now, key);
+    }
+
+    fn mark_ready(&mut self, now: Instant, key: WorkerKey) {
         let Some(w) = self.workers.get_mut(&key) else {
             return;
         };
@@ -824,6 +861,7 @@ impl Fleet {
         }
         w.ready = true;
         w.ready_deadline = None;
+        w.uptime_at = None;
         let (group, slot, generation, role, pid) = (w.group, w.slot, w.generation, w.role, w.pid);
         self.actions.push_back(Action::Emit(Event::WorkerReady {
             group,

@@ -313,6 +313,7 @@ mod tests {
                 parallel: 1,
                 ready_timeout: Duration::from_secs(1),
                 stop_timeout: Duration::from_secs(1),
+                readiness: Default::default(),
             },
             program: PathBuf::from("/bin/true"),
             exec_argv: vec![],
@@ -332,6 +333,7 @@ mod tests {
             stdout: Default::default(),
             stderr: Default::default(),
             log_prefix: false,
+            instance_var: crate::config::DEFAULT_INSTANCE_VAR.to_string(),
         }
     }
 

@@ -61,6 +61,10 @@ pub enum Setting {
     Stderr,
     /// Whether output lines are prefixed with `group#id`.
     LogPrefix,
+    /// How a worker becomes ready (`readiness`, `minUptime`).
+    Readiness,
+    /// The variable holding the worker id (`instanceVar`).
+    InstanceVar,
     /// The fleet's crash-restart backoff.
     Backoff,
     /// The fleet's name.
@@ -94,6 +98,8 @@ impl Setting {
             Setting::Stdout => "stdout",
             Setting::Stderr => "stderr",
             Setting::LogPrefix => "logPrefix",
+            Setting::Readiness => "readiness",
+            Setting::InstanceVar => "instanceVar",
             Setting::Backoff => "backoff",
             Setting::Name => "name",
             Setting::RuntimeDir => "runtimeDir",
@@ -217,6 +223,15 @@ impl Shown for crate::config::LogTarget {
             crate::config::LogTarget::Inherit => "inherit".into(),
             crate::config::LogTarget::Ignore => "ignore".into(),
             crate::config::LogTarget::File(path) => path.display().to_string(),
+        }
+    }
+}
+
+impl Shown for crate::config::Readiness {
+    fn shown(&self) -> String {
+        match self {
+            crate::config::Readiness::Uptime(d) => format!("uptime ({} ms)", d.as_millis()),
+            other => other.as_str().into(),
         }
     }
 }
@@ -378,6 +393,8 @@ fn compare_group(old: &GroupConfig, new: &GroupConfig) -> (GroupConfig, Vec<Chan
     per_worker!(Setting::Stdout, stdout);
     per_worker!(Setting::Stderr, stderr);
     per_worker!(Setting::LogPrefix, log_prefix);
+    per_worker!(Setting::Readiness, rules.readiness);
+    per_worker!(Setting::InstanceVar, instance_var);
     restart_only!(Setting::Count, rules.count);
     restart_only!(Setting::Reloadable, rules.reloadable);
     if old.listen != new.listen || old.listen_names != new.listen_names {
@@ -439,6 +456,7 @@ mod tests {
                 parallel: 1,
                 ready_timeout: Duration::from_secs(30),
                 stop_timeout: Duration::from_secs(2),
+                readiness: Default::default(),
             },
             program: PathBuf::from("/usr/bin/node"),
             exec_argv: vec![],
@@ -457,6 +475,7 @@ mod tests {
             stdout: LogTarget::Inherit,
             stderr: LogTarget::Inherit,
             log_prefix: false,
+            instance_var: crate::config::DEFAULT_INSTANCE_VAR.to_string(),
         }
     }
 
@@ -550,6 +569,42 @@ mod tests {
         assert_eq!(p.config.groups[0].stdout, b.groups[0].stdout);
         assert_eq!(p.config.groups[0].stderr, LogTarget::Ignore);
         assert!(p.config.groups[0].log_prefix);
+    }
+
+    #[test]
+    fn readiness_and_instance_var_apply_to_new_workers() {
+        let a = fleet(vec![group("jobs")]);
+        let mut b = a.clone();
+        b.groups[0].rules.readiness =
+            crate::config::Readiness::Uptime(std::time::Duration::from_millis(1500));
+        b.groups[0].instance_var = "INSTANCE_ID".into();
+        let p = plan(&a, &b);
+        let shown: Vec<(Setting, Effect, Detail)> = p
+            .changes
+            .iter()
+            .map(|c| (c.setting, c.effect, c.detail.clone()))
+            .collect();
+        let v = |from: &str, to: &str| Detail::Values {
+            from: from.into(),
+            to: to.into(),
+        };
+        assert_eq!(
+            shown,
+            vec![
+                (
+                    Setting::Readiness,
+                    Effect::NewWorkers,
+                    v("listen", "uptime (1500 ms)")
+                ),
+                (
+                    Setting::InstanceVar,
+                    Effect::NewWorkers,
+                    v("NODE_APP_INSTANCE", "INSTANCE_ID")
+                ),
+            ]
+        );
+        assert_eq!(p.config.groups[0].rules, b.groups[0].rules);
+        assert_eq!(p.config.groups[0].instance_var, "INSTANCE_ID");
     }
 
     #[test]

@@ -81,6 +81,7 @@ fn rules(name: &str, count: u32, reloadable: bool, order: Order) -> GroupRules {
         parallel: 1,
         ready_timeout: READY_TIMEOUT,
         stop_timeout: STOP_TIMEOUT,
+        readiness: Default::default(),
     }
 }
 

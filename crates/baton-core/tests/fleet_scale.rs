@@ -22,6 +22,7 @@ fn rules(count: u32, order: Order, parallel: u32) -> GroupRules {
         parallel,
         ready_timeout: Duration::from_millis(1000),
         stop_timeout: Duration::from_millis(2000),
+        readiness: Default::default(),
     }
 }
 

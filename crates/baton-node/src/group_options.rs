@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use baton_core::config::{Balance, GroupConfig, GroupRules, LogTarget, Order};
+use baton_core::config::{Balance, GroupConfig, GroupRules, LogTarget, Order, Readiness};
 use baton_core::identity::{self, Who};
 use napi::{Error, Status};
 use napi_derive::napi;
@@ -56,6 +56,12 @@ pub struct BindingGroupOptions {
     pub stderr: Option<String>,
     /// Prefix every output line with `group#id `.
     pub log_prefix: Option<bool>,
+    /// How a worker becomes ready: `listen` (default), `message` or `uptime`.
+    pub readiness: Option<String>,
+    /// `uptime` readiness: milliseconds a worker must stay up (default 1000).
+    pub min_uptime_ms: Option<u32>,
+    /// The variable holding the worker id (default `NODE_APP_INSTANCE`).
+    pub instance_var: Option<String>,
 }
 
 fn log_target(field: &str, group: &str, value: Option<String>) -> Result<LogTarget, Error> {
@@ -139,6 +145,37 @@ impl TryFrom<BindingGroupOptions> for GroupConfig {
             };
             invalid(field, &o.name, e.message)
         })?;
+        let readiness = match o.readiness.as_deref() {
+            None | Some("listen") => Readiness::Listen,
+            Some("message") => Readiness::Message,
+            Some("uptime") => Readiness::Uptime(Duration::from_millis(u64::from(
+                o.min_uptime_ms.unwrap_or(1000),
+            ))),
+            Some(other) => {
+                return Err(invalid(
+                    "readiness",
+                    &o.name,
+                    format!("\"{other}\" is not listen, message or uptime"),
+                ))
+            }
+        };
+        let instance_var = match o.instance_var {
+            None => baton_core::config::DEFAULT_INSTANCE_VAR.to_string(),
+            Some(v)
+                if !v.is_empty()
+                    && !v.starts_with("BATON_")
+                    && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+            {
+                v
+            }
+            Some(v) => {
+                return Err(invalid(
+                    "instanceVar",
+                    &o.name,
+                    format!("\"{v}\" is not a variable name (A-Z a-z 0-9 _, not BATON_*)"),
+                ))
+            }
+        };
         let stdout = log_target("stdout", &o.name, o.stdout)?;
         let stderr = log_target("stderr", &o.name, o.stderr)?;
         Ok(GroupConfig {
@@ -150,6 +187,7 @@ impl TryFrom<BindingGroupOptions> for GroupConfig {
                 parallel: o.parallel.max(1),
                 ready_timeout: Duration::from_millis(u64::from(o.ready_timeout_ms)),
                 stop_timeout: Duration::from_millis(u64::from(o.stop_timeout_ms)),
+                readiness,
             },
             program: PathBuf::from(o.program),
             exec_argv: o.exec_argv,
@@ -165,6 +203,7 @@ impl TryFrom<BindingGroupOptions> for GroupConfig {
             stdout,
             stderr,
             log_prefix: o.log_prefix.unwrap_or(false),
+            instance_var,
         })
     }
 }

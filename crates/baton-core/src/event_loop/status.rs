@@ -80,6 +80,9 @@ impl LoopState {
                     "balance": if g.balance == Balance::ReusePort { "reuseport" } else { "shared" },
                     "stopTimeoutMs": g.rules.stop_timeout.as_millis() as u64,
                     "readyTimeoutMs": g.rules.ready_timeout.as_millis() as u64,
+                    "readiness": g.rules.readiness.as_str(),
+                    "minUptimeMs": g.rules.readiness.min_uptime().map(|d| d.as_millis() as u64),
+                    "instanceVar": g.instance_var,
                     "logs": {
                         "stdout": target_json(&g.stdout),
                         "stderr": target_json(&g.stderr),

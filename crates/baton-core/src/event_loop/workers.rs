@@ -33,8 +33,14 @@ impl LoopState {
         let now = Instant::now();
         let g = &self.config.groups[group];
         let mut env = g.env.clone();
-        env.retain(|(k, _)| !k.starts_with("BATON_"));
+        // baton's own variables, and the worker id's, are the core's to set.
+        env.retain(|(k, _)| !k.starts_with("BATON_") && *k != g.instance_var);
         env.extend([
+            (g.instance_var.clone(), slot.to_string()),
+            (
+                crate::config::READINESS_ENV.to_string(),
+                g.rules.readiness.as_str().to_string(),
+            ),
             ("BATON_NAME".to_string(), self.config.name.clone()),
             ("BATON_GROUP".to_string(), g.rules.name.clone()),
             ("BATON_WORKER_ID".to_string(), slot.to_string()),
