@@ -299,13 +299,18 @@ test('a PM2 app that listens on 127.0.0.1 (env.PORT) is reachable on 127.0.0.1 o
   )
 })
 
-test('any PM2 file name: e.config.js and apps.json are read as PM2 files; a .yml is refused with what to do', async (t) => {
+test('any PM2 file name: e.config.js, apps.json and process.yml are read as PM2 files', async (t) => {
   const dir = await tmpDir('baton-pm2-')
   t.teardown(() => dir.cleanup())
   const app = (name: string) => ({ name, script: fixture('pm2-app.mjs'), min_uptime: 200, env: { NO_LISTEN: '1' } })
   writeFileSync(join(dir.path, 'e.config.js'), `module.exports = { apps: [${JSON.stringify(app('fromjs'))}] }\n`)
   writeFileSync(join(dir.path, 'apps.json'), JSON.stringify({ apps: [app('fromjson')] }))
-  writeFileSync(join(dir.path, 'process.yml'), 'apps:\n  - script: app.js\n')
+  const yml = app('fromyml')
+  writeFileSync(
+    join(dir.path, 'process.yml'),
+    `apps:\n  - name: ${yml.name}\n    script: ${JSON.stringify(yml.script)}\n    min_uptime: 200\n    env:\n      NO_LISTEN: '1'\n`,
+  )
+  writeFileSync(join(dir.path, 'broken.yml'), 'apps:\n  - name: [unclosed\n')
   writeFileSync(join(dir.path, 'server.config.js'), 'console.log("a script")\n')
   t.true(isEcosystemFile(join(dir.path, 'e.config.js')))
   t.true(isEcosystemFile(join(dir.path, 'apps.json')))
@@ -315,6 +320,7 @@ test('any PM2 file name: e.config.js and apps.json are read as PM2 files; a .yml
   for (const [file, group] of [
     ['e.config.js', 'fromjs'],
     ['apps.json', 'fromjson'],
+    ['process.yml', 'fromyml'],
   ] as const) {
     const fleet = await startFleet(t, {
       cwd: dir.path,
@@ -329,7 +335,7 @@ test('any PM2 file name: e.config.js and apps.json are read as PM2 files; a .yml
       file,
     )
   }
-  const yml = await runCli(['start', join(dir.path, 'process.yml')], { BATON_RUNTIME_DIR: join(dir.path, 'rt') })
-  t.is(yml.code, 2, yml.stderr)
-  t.regex(yml.stderr, /process\.yml: is YAML, which baton cannot read/)
+  const broken = await runCli(['start', join(dir.path, 'broken.yml')], { BATON_RUNTIME_DIR: join(dir.path, 'rt') })
+  t.is(broken.code, 2, broken.stderr)
+  t.regex(broken.stderr, /broken\.yml: is not valid YAML/)
 })

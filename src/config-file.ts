@@ -7,8 +7,8 @@
  * are resolved against the file's directory. Every error names the file and the key.
  *
  * A file in PM2's format (`{ apps: [...] }`, e.g. `ecosystem.config.js`, `e.config.js`,
- * `apps.json`) is read too: each app becomes a group (see pm2-ecosystem.ts). YAML is not
- * read: baton has no YAML parser, so a `.yml`/`.yaml` file is refused with what to do.
+ * `apps.json`, `ecosystem.yml`) is read too: each app becomes a group (see
+ * pm2-ecosystem.ts). YAML is parsed with the `yaml` package.
  */
 import { existsSync, readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
@@ -86,11 +86,13 @@ function isCommonJs(path: string): boolean {
 /** Load the file's exported value afresh (a re-read sees the file as it is now). */
 async function loadValue(path: string): Promise<unknown> {
   if (isYamlFile(path)) {
-    throw new ConfigError(
-      path,
-      undefined,
-      'is YAML, which baton cannot read (it has no YAML parser): write the same apps as JSON (apps.json) or as ecosystem.config.js (module.exports = { apps: [...] })',
-    )
+    // Loaded only for a YAML file, so every other start pays nothing for the parser.
+    const { parse } = await import('yaml')
+    try {
+      return parse(readFileSync(path, 'utf8')) as unknown
+    } catch (e) {
+      throw new ConfigError(path, undefined, `is not valid YAML: ${(e as Error).message}`)
+    }
   }
   if (path.endsWith('.json')) {
     try {
