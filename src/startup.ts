@@ -119,6 +119,27 @@ export function listenStream(group: string, configured: string, address: string,
   return address.startsWith('unix:') ? address.slice(5) : address
 }
 
+/**
+ * The lines that make systemd create the runtime dir when it is under /run (root's
+ * default /run/baton, or a `BATON_RUNTIME_DIR` there): mode 0700, owned by the unit's
+ * user. `RuntimeDirectoryPreserve=yes` because every fleet's unit shares that directory:
+ * without it systemd deletes the directory, with the other fleets' control sockets and pid
+ * files, whenever any one of these units stops.
+ */
+export function runtimeDirectoryLines(runtimeDir: string | undefined, user: string | undefined): string[] {
+  const dir = runtimeDir ?? (user === undefined ? '/run/baton' : undefined)
+  if (dir === undefined || !dir.startsWith('/run/')) return []
+  const rel = dir.slice('/run/'.length).replace(/\/+$/, '')
+  if (rel === '' || rel.split('/').some((c) => c === '' || c === '.' || c === '..') || !BARE.test(rel)) return []
+  return [
+    "# systemd creates the runtime dir (control sockets, pid files) for the unit's user, mode 0700,",
+    '# and keeps it when this unit stops: other fleets keep their sockets in it too.',
+    `RuntimeDirectory=${rel.replaceAll('%', '%%')}`,
+    'RuntimeDirectoryMode=0700',
+    'RuntimeDirectoryPreserve=yes',
+  ]
+}
+
 /** Seconds, rounded up. */
 const seconds = (ms: number) => Math.ceil(ms / 1000)
 
@@ -171,6 +192,7 @@ export function renderUnits(input: UnitInput): UnitFile[] {
     `ExecReload=${reload}`,
     `WorkingDirectory=${pathValue('WorkingDirectory', input.cwd)}`,
     ...(input.runtimeDir !== undefined ? [environmentLine('BATON_RUNTIME_DIR', input.runtimeDir)] : []),
+    ...runtimeDirectoryLines(input.runtimeDir, input.user),
     ...(input.user !== undefined
       ? [`User=${input.user}`]
       : ['# Runs as root; set User= to run the master (and its workers) as another user.']),
