@@ -836,6 +836,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeSupervisor = nativeBinding.NativeSupervisor
+module.exports.checkConfigWriters = nativeBinding.checkConfigWriters
 module.exports.checkRuntimePath = nativeBinding.checkRuntimePath
 module.exports.ensureRuntimeDir = nativeBinding.ensureRuntimeDir
 module.exports.launchSupervisor = nativeBinding.launchSupervisor

@@ -153,6 +153,8 @@ export interface BindingGroupOptions {
  * it (see `baton_core::writers`). Groups whose user cannot be looked up are skipped: the
  * options check reports them.
  */
+export declare function checkConfigWriters(file: string, groups: Array<ConfigGroupUser>): void
+
 /**
  * The CLI's check before it trusts a path in the runtime dir, for the CLI's effective
  * `uid`: true when it is there and trusted, false when absent; throws the refusal (path,
@@ -160,6 +162,15 @@ export interface BindingGroupOptions {
  */
 export declare function checkRuntimePath(path: string, kind: RuntimeEntry, uid: number): boolean
 
+/** A group's user, for `checkConfigWriters`. */
+export interface ConfigGroupUser {
+  /** The group's name. */
+  group: string
+  /** Its `uid` option (digits or a name), if any. */
+  uid?: string
+  /** Its `gid` option, if any. */
+  gid?: string
+}
 
 /** Create the runtime dir (mode 0700) or check an existing one, as the master does. */
 export declare function ensureRuntimeDir(dir: string): void

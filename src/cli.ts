@@ -253,8 +253,19 @@ async function start(args: string[]): Promise<number> {
     const notes: string[] = []
     options = { ...(await readConfig(file, overrides, notes)), runtimeDir }
     for (const note of notes) stdio.err(`[baton] ${note}`)
-    // Every reload (baton reload, SIGHUP, SIGUSR2) re-reads the file first.
-    options.beforeReload = async () => ({ ...(await readConfig(file, overrides)), runtimeDir })
+    // Every reload (baton reload, SIGHUP, SIGUSR2) re-reads the file first. A root master
+    // checks it against the users of every group read so far before loading it.
+    const seen: Record<string, GroupOptions> = { ...options.groups }
+    options.beforeReload = async () => {
+      const reread = { ...(await readConfig(file, { ...overrides, running: seen })), runtimeDir }
+      for (const [n, g] of Object.entries(reread.groups ?? {})) {
+        const had = seen[n]
+        if (had === undefined) seen[n] = g
+        else if (had.uid !== g.uid || had.gid !== g.gid) seen[`${n} (as read before)`] = had
+        if (had !== undefined) seen[n] = g
+      }
+      return reread
+    }
   }
   if (values.health !== undefined) options.health = values.health as string
   if (values.log !== undefined) {

@@ -1,9 +1,13 @@
 //! The runtime-dir rules exposed to JavaScript, so the master and the CLI agree on where
-//! control sockets live and on what the CLI may trust there (`baton_core::runtime_dir`).
+//! control sockets live and on what the CLI may trust there (`baton_core::runtime_dir`),
+//! and the check of who may change a config file a root master reads
+//! (`baton_core::writers`).
 
 use std::path::Path;
 
+use baton_core::identity::{self, Who};
 use baton_core::runtime_dir::Entry;
+use baton_core::writers::{self, Writer};
 use napi::{Error, Result};
 use napi_derive::napi;
 
@@ -72,6 +76,37 @@ pub fn check_runtime_path(path: String, kind: RuntimeEntry, uid: u32) -> Result<
 pub fn ensure_runtime_dir(dir: String) -> Result<()> {
     baton_core::runtime_dir::ensure_dir(Path::new(&dir))
         .map_err(|e| Error::from_reason(e.to_string()))
+}
+
+/// A group's user, for `checkConfigWriters`.
+#[napi(object)]
+pub struct ConfigGroupUser {
+    /// The group's name.
+    pub group: String,
+    /// Its `uid` option (digits or a name), if any.
+    pub uid: Option<String>,
+    /// Its `gid` option, if any.
+    pub gid: Option<String>,
+}
+
+/// Throws when a user that one of `groups` runs as may change `file` or a directory above
+/// it (see `baton_core::writers`). Groups whose user cannot be looked up are skipped: the
+/// options check reports them.
+#[napi]
+pub fn check_config_writers(file: String, groups: Vec<ConfigGroupUser>) -> Result<()> {
+    let writers: Vec<Writer> = groups
+        .into_iter()
+        .filter_map(|g| {
+            let uid = g.uid.as_deref().map(Who::parse);
+            let gid = g.gid.as_deref().map(Who::parse);
+            let credentials = identity::resolve(uid.as_ref(), gid.as_ref()).ok()??;
+            Some(Writer {
+                group: g.group,
+                credentials,
+            })
+        })
+        .collect();
+    writers::check_not_writable(Path::new(&file), &writers).map_err(Error::from_reason)
 }
 
 /// What the runtime dir says about a master (`probeMaster`).
