@@ -5,7 +5,8 @@
 import { closeSync, constants, openSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { listMasters, NotRunningError, processState, request } from './control-client.js'
-import { startDaemon } from './daemon.js'
+import { logPath, startDaemon } from './daemon.js'
+import { resolveRuntimeDir } from './options.js'
 import { dirOfMaster, readTrusted, trustPath } from './runtime-dir.js'
 import { formatOutputLine, formatStatus } from './format.js'
 import type { GroupStatus, OutputLine, ReloadProgressEvent, Status } from './types.js'
@@ -187,7 +188,10 @@ export async function restartCommand(runtimeDir: string, name: string, io: Outpu
   const code = await stopCommand(runtimeDir, name, false, io)
   if (code !== 0) return code
   process.chdir(record.cwd)
-  const pid = await startDaemon(record.args, name, runtimeDir, record.log)
+  // A fleet an older version started in an old place starts again in the runtime dir.
+  const target = resolveRuntimeDir()
+  const log = target !== runtimeDir && record.log === logPath(runtimeDir, name) ? logPath(target, name) : record.log
+  const pid = await startDaemon(record.args, name, target, log)
   io.out(`restarted "${name}" in the background (master pid ${pid})`)
   return 0
 }
