@@ -322,3 +322,60 @@ asRoot(
     t.regex(stop.stdout, new RegExp(`stopped "${name}"`))
   },
 )
+
+asRoot(
+  'baton restart of a fleet an older version left in $XDG_RUNTIME_DIR/baton starts it again in ~/.baton',
+  async (t) => {
+    const who = nobody()
+    const tracker = new ProcessTracker()
+    const base = await tmpDir('baton-move-')
+    t.teardown(async () => {
+      // Masters that no status showed (a restart that went wrong), from their pid files.
+      for (const dir of [join(base.path, 'home', '.baton'), join(base.path, 'xdg', 'baton')]) {
+        try {
+          tracker.trackPid(Number(readFileSync(join(dir, 'moving.pid'), 'utf8').trim()))
+        } catch {
+          // none there
+        }
+      }
+      await tracker.killAll()
+      await base.cleanup()
+    })
+    chmodSync(base.path, 0o755)
+    const home = join(base.path, 'home')
+    const xdg = join(base.path, 'xdg')
+    for (const d of [home, xdg]) {
+      mkdirSync(d, { mode: 0o700 })
+      chownSync(d, who.uid, who.gid)
+    }
+    const port = await freePort()
+    const name = 'moving'
+    const track = (s: Status) => {
+      tracker.trackPid(s.pid)
+      for (const w of s.workers) if (w.pid !== null) tracker.trackPid(w.pid)
+    }
+    const started = await cliAs(
+      tracker,
+      who,
+      ['start', fixture('app.mjs'), '--name', name, '--count', '1', '--listen', `127.0.0.1:${port}`, '--daemon'],
+      { HOME: home, BATON_RUNTIME_DIR: join(xdg, 'baton') },
+    )
+    t.is(started.code, 0, started.stderr)
+    const env = { HOME: home, XDG_RUNTIME_DIR: xdg }
+    const old = await cliAs(tracker, who, ['status', name, '--json'], env)
+    t.is(old.code, 0, old.stderr)
+    const before = JSON.parse(old.stdout) as Status
+    track(before)
+    const restarted = await cliAs(tracker, who, ['restart', name], env)
+    t.is(restarted.code, 0, restarted.stderr)
+    t.true(existsSync(join(home, '.baton', `${name}.sock`)), 'the new master is in ~/.baton')
+    t.false(existsSync(join(xdg, 'baton', `${name}.sock`)), 'nothing left in the old place')
+    const now = await cliAs(tracker, who, ['status', name, '--json'], env)
+    t.is(now.code, 0, now.stderr)
+    const after = JSON.parse(now.stdout) as Status
+    track(after)
+    t.not(after.pid, before.pid)
+    const stop = await cliAs(tracker, who, ['stop', name], env)
+    t.is(stop.code, 0, stop.stderr)
+  },
+)
