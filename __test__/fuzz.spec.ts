@@ -280,6 +280,12 @@ asRoot(
     t.not(refused.error, 'no close within 5 s', 'the connection is closed at once')
     const mine = await withTimeout(statusAs(path), 10_000, 'client as root')
     t.regex(mine.got, /"ok":true/, 'the same request from our uid is answered')
+    // The CLI itself refuses a runtime dir others may write (src/runtime-dir.ts).
+    const cli = await fleet.cli(['status', fleet.name])
+    t.not(cli.code, 0)
+    t.regex(cli.stderr, /mode 0777 lets group or others write it/)
+    chmodSync(fleet.runtimeDir, 0o700)
+    chmodSync(path, 0o600)
     const after = await fleet.status()
     t.deepEqual(
       after.workers.map((w) => w.pid),

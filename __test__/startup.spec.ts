@@ -7,7 +7,14 @@ import test from 'ava'
 import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { environmentLine, listenStream, renderUnits, systemdQuote, type StartupGroup } from '../src/startup.js'
+import {
+  environmentLine,
+  listenStream,
+  renderUnits,
+  runtimeDirectoryLines,
+  systemdQuote,
+  type StartupGroup,
+} from '../src/startup.js'
 import { BATON, fixture, runCli, startFleet } from './helpers/fleet.js'
 import { freePort, tmpDir, waitFor } from './helpers/processes.js'
 
@@ -77,6 +84,10 @@ test('the service runs the recorded command without --daemon; --socket adds one 
   t.true(service.includes('\nWorkingDirectory=/srv/100%% shop\n'))
   t.true(service.includes('\nEnvironment=BATON_RUNTIME_DIR=/run/baton\n'))
   t.true(service.includes('\nUser=www\n'))
+  t.true(
+    service.includes('\nRuntimeDirectory=baton\nRuntimeDirectoryMode=0700\nRuntimeDirectoryPreserve=yes\n'),
+    'BATON_RUNTIME_DIR=/run/baton: systemd makes it, and keeps it when this unit stops',
+  )
   t.true(service.includes('\nType=notify\nNotifyAccess=main\n'))
   t.true(service.includes('\nKillMode=mixed\nTimeoutStopSec=14\n'), 'the longest stop timeout (9 s) + 5 s')
   t.true(service.includes('\nRequires=shop-web.socket shop-admin.socket\nAfter=shop-web.socket shop-admin.socket\n'))
@@ -105,6 +116,42 @@ test('the service runs the recorded command without --daemon; --socket adds one 
       message: /"q" has no listen address, so there is no socket for systemd to hold/,
     },
   )
+})
+
+test("a root fleet's unit keeps the shared /run/baton when it stops, so other fleets keep their control sockets", (t) => {
+  const unit = (name: string) =>
+    renderUnits({
+      name,
+      node: '/usr/bin/node',
+      args: ['/opt/baton/bin/baton.js', 'start', `${name}.mjs`],
+      cwd: '/srv',
+      runtimeDir: undefined,
+      user: undefined,
+      groups: [group(name, [':8080'])],
+      socket: false,
+    })[0]?.text ?? ''
+  // Two fleets of root share /run/baton: a RuntimeDirectory= without Preserve=yes would be
+  // deleted, with the other fleet's socket, when either unit stops.
+  for (const text of [unit('shop'), unit('api')]) {
+    t.true(text.includes('\nRuntimeDirectory=baton\n'), text)
+    t.true(text.includes('\nRuntimeDirectoryMode=0700\n'))
+    t.true(text.includes('\nRuntimeDirectoryPreserve=yes\n'))
+  }
+  // Another user's default is ~/.baton (no RuntimeDirectory=); a dir outside /run neither.
+  t.deepEqual(runtimeDirectoryLines(undefined, 'www'), [])
+  t.deepEqual(runtimeDirectoryLines('/srv/rt', undefined), [])
+  t.deepEqual(runtimeDirectoryLines('/run/../etc', undefined), [])
+  t.true(runtimeDirectoryLines('/run/app/rt', 'www').includes('RuntimeDirectory=app/rt'))
+  // Whenever any unit asks systemd for a runtime directory, it is preserved.
+  for (const [dir, user] of [
+    [undefined, undefined],
+    ['/run/baton', 'www'],
+    ['/run/app', undefined],
+  ] as const) {
+    const lines = runtimeDirectoryLines(dir, user)
+    t.true(lines.some((l) => l.startsWith('RuntimeDirectory=')))
+    t.true(lines.includes('RuntimeDirectoryPreserve=yes'))
+  }
 })
 
 test('baton startup prints the unit of a fleet started with the CLI; with --socket --out the files pass systemd-analyze verify', async (t) => {

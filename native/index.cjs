@@ -836,8 +836,13 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeSupervisor = nativeBinding.NativeSupervisor
+module.exports.checkConfigWriters = nativeBinding.checkConfigWriters
+module.exports.checkRuntimePath = nativeBinding.checkRuntimePath
+module.exports.ensureRuntimeDir = nativeBinding.ensureRuntimeDir
 module.exports.launchSupervisor = nativeBinding.launchSupervisor
+module.exports.legacyRuntimeDirs = nativeBinding.legacyRuntimeDirs
 module.exports.MasterState = nativeBinding.MasterState
 module.exports.normalizeListenAddress = nativeBinding.normalizeListenAddress
 module.exports.probeMaster = nativeBinding.probeMaster
 module.exports.resolveRuntimeDir = nativeBinding.resolveRuntimeDir
+module.exports.RuntimeEntry = nativeBinding.RuntimeEntry

@@ -155,11 +155,44 @@ export interface BindingGroupOptions {
 }
 
 /**
+ * Throws when a user that one of `groups` runs as may change `file` or a directory above
+ * it (see `baton_core::writers`). Groups whose user cannot be looked up are skipped: the
+ * options check reports them.
+ */
+export declare function checkConfigWriters(file: string, groups: Array<ConfigGroupUser>): void
+
+/**
+ * The CLI's check before it trusts a path in the runtime dir, for the CLI's effective
+ * `uid`: true when it is there and trusted, false when absent; throws the refusal (path,
+ * owner, rule, what to do).
+ */
+export declare function checkRuntimePath(path: string, kind: RuntimeEntry, uid: number): boolean
+
+/** A group's user, for `checkConfigWriters`. */
+export interface ConfigGroupUser {
+  /** The group's name. */
+  group: string
+  /** Its `uid` option (digits or a name), if any. */
+  uid?: string
+  /** Its `gid` option, if any. */
+  gid?: string
+}
+
+/** Create the runtime dir (mode 0700) or check an existing one, as the master does. */
+export declare function ensureRuntimeDir(dir: string): void
+
+/**
  * Bind every socket, take the pid-file lock and start the workers, off the JavaScript
  * thread. Invalid options throw at once; a socket, runtime dir or name that is unusable
  * rejects the promise (nothing spawned, nothing left behind).
  */
 export declare function launchSupervisor(options: BindingFleetOptions, onEvent: (json: string) => void): Promise<NativeSupervisor>
+
+/**
+ * Where older versions kept the runtime dir (`$XDG_RUNTIME_DIR/baton`,
+ * `<tmpdir>/baton-<uid>`), searched by the CLI for fleets they started.
+ */
+export declare function legacyRuntimeDirs(xdgRuntimeDir: string | undefined | null, tmpdir: string, uid: number): Array<string>
 
 /** The answer of `probeMaster`. */
 export interface MasterProbe {
@@ -185,5 +218,11 @@ export declare function normalizeListenAddress(address: string): string
  */
 export declare function probeMaster(runtimeDir: string, name: string, clean: boolean): MasterProbe
 
-/** `BATON_RUNTIME_DIR`, else `$XDG_RUNTIME_DIR/baton`, else `<tmpdir>/baton-<uid>`. */
-export declare function resolveRuntimeDir(batonRuntimeDir: string | undefined | null, xdgRuntimeDir: string | undefined | null, tmpdir: string, uid: number): string
+/**
+ * `BATON_RUNTIME_DIR`, else `/run/baton` for root, else `~/.baton` (`home`: `$HOME`, else
+ * the user database's), else `<tmpdir>/baton-<uid>`.
+ */
+export declare function resolveRuntimeDir(batonRuntimeDir: string | undefined | null, uid: number, home: string | undefined | null, tmpdir: string): string
+
+/** What `checkRuntimePath` checks. */
+export type RuntimeEntry = 'dir' | 'socket' | 'pid' | 'file'

@@ -25,8 +25,8 @@ import { parseArgs, type ParseArgsConfig } from 'node:util'
 import {
   CommandError,
   forgetStart,
+  locateMaster,
   logsCommand,
-  pickMaster,
   recordStart,
   reloadCommand,
   reopenLogsCommand,
@@ -49,6 +49,7 @@ import {
   type SupervisorOptions,
 } from './options.js'
 import { isEcosystemFile } from './pm2-ecosystem.js'
+import { searchDirs } from './runtime-dir.js'
 import { startupCommand } from './startup.js'
 import { ReloadError, socketActivated, Supervisor } from './supervisor.js'
 import { takeWatchFlag, watchPaths } from './watch.js'
@@ -123,7 +124,11 @@ Usage:
 Under systemd socket activation (LISTEN_FDS) the master takes its listening sockets from
 systemd, matched to groups by FileDescriptorName= (the group name) or by address.
 
-The runtime dir is $BATON_RUNTIME_DIR, else $XDG_RUNTIME_DIR/baton, else <tmpdir>/baton-<uid>.`
+The runtime dir (control sockets, pid files, start records, --daemon logs) is
+$BATON_RUNTIME_DIR, else /run/baton for root, else ~/.baton (<tmpdir>/baton-<uid> when the
+home directory is unusable). The commands also find fleets that older versions started in
+$XDG_RUNTIME_DIR/baton or <tmpdir>/baton-<uid>. They refuse a runtime dir, socket, pid
+file or start record that is a link, is not yours, or is writable by group or others.`
 
 function positiveInt(flag: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback
@@ -265,8 +270,19 @@ async function start(args: string[]): Promise<number> {
     const notes: string[] = []
     options = { ...(await readConfig(file, overrides, notes)), runtimeDir }
     for (const note of notes) stdio.err(`[baton] ${note}`)
-    // Every reload (baton reload, SIGHUP, SIGUSR2) re-reads the file first.
-    options.beforeReload = async () => ({ ...(await readConfig(file, overrides)), runtimeDir })
+    // Every reload (baton reload, SIGHUP, SIGUSR2) re-reads the file first. A root master
+    // checks it against the users of every group read so far before loading it.
+    const seen: Record<string, GroupOptions> = { ...options.groups }
+    options.beforeReload = async () => {
+      const reread = { ...(await readConfig(file, { ...overrides, running: seen })), runtimeDir }
+      for (const [n, g] of Object.entries(reread.groups ?? {})) {
+        const had = seen[n]
+        if (had === undefined) seen[n] = g
+        else if (had.uid !== g.uid || had.gid !== g.gid) seen[`${n} (as read before)`] = had
+        if (had !== undefined) seen[n] = g
+      }
+      return reread
+    }
   }
   if (values.health !== undefined) options.health = values.health as string
   if (values.log !== undefined) {
@@ -355,23 +371,23 @@ export async function main(argv: string[]): Promise<number> {
         return await start(rest)
       case 'reload': {
         const { positionals } = parse(rest, {})
-        const dir = resolveRuntimeDir()
-        return await reloadCommand(dir, pickMaster(dir, positionals[0]))
+        const { dir, name } = locateMaster(searchDirs(stdio.err), positionals[0])
+        return await reloadCommand(dir, name)
       }
       case 'stop': {
         const { values, positionals } = parse(rest, { force: { type: 'boolean' } })
-        const dir = resolveRuntimeDir()
-        return await stopCommand(dir, pickMaster(dir, positionals[0]), values.force === true)
+        const { dir, name } = locateMaster(searchDirs(stdio.err), positionals[0])
+        return await stopCommand(dir, name, values.force === true)
       }
       case 'restart': {
         const { positionals } = parse(rest, {})
-        const dir = resolveRuntimeDir()
-        return await restartCommand(dir, pickMaster(dir, positionals[0]))
+        const { dir, name } = locateMaster(searchDirs(stdio.err), positionals[0])
+        return await restartCommand(dir, name)
       }
       case 'startup': {
         const { values, positionals } = parse(rest, { socket: { type: 'boolean' }, out: { type: 'string' } })
         if (positionals.length > 1) throw new CommandError(`unexpected arguments: ${positionals.slice(1).join(' ')}`, 2)
-        return await startupCommand(resolveRuntimeDir(), positionals[0], {
+        return await startupCommand(searchDirs(stdio.err), positionals[0], {
           socket: values.socket === true,
           out: values.out as string | undefined,
         })
@@ -383,30 +399,30 @@ export async function main(argv: string[]): Promise<number> {
           group: { type: 'string' },
         })
         const lines = linesFlag(values.lines as string | undefined)
-        const dir = resolveRuntimeDir()
+        const { dir, name } = locateMaster(searchDirs(stdio.err), positionals[0])
         const options = { lines, follow: values.follow === true, group: values.group as string | undefined }
-        return await logsCommand(dir, pickMaster(dir, positionals[0]), options)
+        return await logsCommand(dir, name, options)
       }
       case 'upgrade': {
         const { positionals } = parse(rest, {})
-        const dir = resolveRuntimeDir()
-        return await upgradeCommand(dir, pickMaster(dir, positionals[0]))
+        const { dir, name } = locateMaster(searchDirs(stdio.err), positionals[0])
+        return await upgradeCommand(dir, name)
       }
       case 'reopen-logs': {
         const { positionals } = parse(rest, {})
-        const dir = resolveRuntimeDir()
-        return await reopenLogsCommand(dir, pickMaster(dir, positionals[0]))
+        const { dir, name } = locateMaster(searchDirs(stdio.err), positionals[0])
+        return await reopenLogsCommand(dir, name)
       }
       case 'scale': {
         // Positionals only (a "-1" is a bad count, not an option).
         const args = rest.filter((a) => a !== '--')
         const flag = args.find((a) => a.startsWith('-') && !/^-[0-9]/.test(a))
         if (flag) throw new CommandError(`scale: unknown option ${flag}\nRun "baton --help" for usage.`, 2)
-        return await scaleCommand(resolveRuntimeDir(), args)
+        return await scaleCommand(searchDirs(stdio.err), args)
       }
       case 'status': {
         const { values, positionals } = parse(rest, { json: { type: 'boolean' } })
-        return await statusCommand(resolveRuntimeDir(), positionals[0], values.json === true)
+        return await statusCommand(searchDirs(stdio.err), positionals[0], values.json === true)
       }
       default:
         throw new CommandError(`unknown command "${command}"\nRun "baton --help" for usage.`, 2)

@@ -2,10 +2,12 @@
  * The commands that talk to a running master (reload, stop, restart, status), shared by
  * the `baton` CLI and `supervisor.runAll()`. Each returns the process exit code.
  */
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { closeSync, constants, openSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { listMasters, NotRunningError, processState, request } from './control-client.js'
-import { startDaemon } from './daemon.js'
+import { logPath, startDaemon } from './daemon.js'
+import { resolveRuntimeDir } from './options.js'
+import { dirOfMaster, readTrusted, trustPath } from './runtime-dir.js'
 import { formatOutputLine, formatStatus } from './format.js'
 import type { GroupStatus, OutputLine, ReloadProgressEvent, Status } from './types.js'
 
@@ -31,13 +33,26 @@ export class CommandError extends Error {
   }
 }
 
+/** One runtime dir, or the dirs the CLI searches (the runtime dir first, then the old places). */
+export type RuntimeDirs = string | readonly string[]
+
+function dirList(dirs: RuntimeDirs): readonly string[] {
+  return typeof dirs === 'string' ? [dirs] : dirs
+}
+
+/** The master to talk to and its runtime dir: the named one, or the only one running in `dirs`. */
+export function locateMaster(dirs: RuntimeDirs, name: string | undefined): { dir: string; name: string } {
+  const list = dirList(dirs)
+  if (name) return { dir: dirOfMaster(list, name), name }
+  const found = list.flatMap((dir) => listMasters(dir).map((n) => ({ dir, name: n })))
+  if (found.length === 1) return found[0]
+  if (found.length === 0) throw new CommandError(`no baton master is running (runtime dir ${list[0]})`)
+  throw new CommandError(`several baton masters are running (${found.map((f) => f.name).join(', ')}): name one`)
+}
+
 /** The master to talk to: the named one, or the only one running. */
 export function pickMaster(runtimeDir: string, name: string | undefined): string {
-  if (name) return name
-  const names = listMasters(runtimeDir)
-  if (names.length === 1) return names[0]
-  if (names.length === 0) throw new CommandError(`no baton master is running (runtime dir ${runtimeDir})`)
-  throw new CommandError(`several baton masters are running (${names.join(', ')}): name one`)
+  return locateMaster(runtimeDir, name).name
 }
 
 /** `baton reload`: progress lines, exit 0 on success, 1 when the reload was aborted. */
@@ -126,15 +141,31 @@ export function recordStart(
   extra: Pick<StartRecord, 'groups' | 'log'> = {},
 ): void {
   const record: StartRecord = { args, cwd: process.cwd(), ...extra }
-  writeFileSync(recordPath(runtimeDir, name), `${JSON.stringify(record)}\n`, { mode: 0o600 })
+  // Never through a link (the master checked the dir: it is ours and private).
+  const fd = openSync(
+    recordPath(runtimeDir, name),
+    constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW,
+    0o600,
+  )
+  try {
+    writeFileSync(fd, `${JSON.stringify(record)}\n`)
+  } finally {
+    closeSync(fd)
+  }
 }
 
-/** The start record of `name`, if the CLI started it (and it has not stopped since). */
+/**
+ * The start record of `name`, if the CLI started it (and it has not stopped since). The
+ * dir and the record must pass the checks of runtime-dir.ts (throws
+ * `UntrustedRuntimeError`): its `args` are what `baton restart` runs.
+ */
 export function readStartRecord(runtimeDir: string, name: string): StartRecord | undefined {
   const path = recordPath(runtimeDir, name)
-  if (!existsSync(path)) return undefined
+  if (!trustPath(runtimeDir, 'dir')) return undefined
+  const text = readTrusted(path, 'file')
+  if (text === undefined) return undefined
   try {
-    return JSON.parse(readFileSync(path, 'utf8')) as StartRecord
+    return JSON.parse(text) as StartRecord
   } catch (e) {
     throw new CommandError(
       `the start record ${path} is unreadable (${(e as Error).message}): start the fleet again with baton start`,
@@ -149,34 +180,40 @@ export function forgetStart(runtimeDir: string, name: string): void {
 
 /** `baton restart`: stop the master, then start it again, in the background, as it was started. */
 export async function restartCommand(runtimeDir: string, name: string, io: Output = stdio): Promise<number> {
-  await request(runtimeDir, name, { cmd: 'status' }) // throws NotRunningError first
-  const path = recordPath(runtimeDir, name)
-  if (!existsSync(path)) {
+  await request(runtimeDir, name, { cmd: 'status' }) // throws NotRunningError (or a refusal) first
+  const record = readStartRecord(runtimeDir, name)
+  if (record === undefined) {
     throw new CommandError(`"${name}" was not started by the baton CLI, so there is no command line to restart it with`)
   }
-  const record = JSON.parse(readFileSync(path, 'utf8')) as StartRecord
   const code = await stopCommand(runtimeDir, name, false, io)
   if (code !== 0) return code
   process.chdir(record.cwd)
-  const pid = await startDaemon(record.args, name, runtimeDir, record.log)
+  // A fleet an older version started in an old place starts again in the runtime dir.
+  const target = resolveRuntimeDir()
+  const log = target !== runtimeDir && record.log === logPath(runtimeDir, name) ? logPath(target, name) : record.log
+  const pid = await startDaemon(record.args, name, target, log)
   io.out(`restarted "${name}" in the background (master pid ${pid})`)
   return 0
 }
 
 /** `baton status`: a table, or the JSON contract with `--json`. Without a name, every master. */
 export async function statusCommand(
-  runtimeDir: string,
+  dirs: RuntimeDirs,
   name: string | undefined,
   json: boolean,
   io: Output = stdio,
 ): Promise<number> {
-  const names = name ? [name] : listMasters(runtimeDir)
-  if (names.length === 0) throw new CommandError(`no baton master is running (runtime dir ${runtimeDir})`)
+  const list = dirList(dirs)
+  const runtimeDir = list[0]
+  const masters = name
+    ? [{ dir: dirOfMaster(list, name), name }]
+    : list.flatMap((dir) => listMasters(dir).map((n) => ({ dir, name: n })))
+  if (masters.length === 0) throw new CommandError(`no baton master is running (runtime dir ${runtimeDir})`)
   const statuses: Status[] = []
   const failures: string[] = []
-  for (const n of names) {
+  for (const { dir, name: n } of masters) {
     try {
-      const answer = await request(runtimeDir, n, { cmd: 'status' })
+      const answer = await request(dir, n, { cmd: 'status' })
       if (answer.status) statuses.push(answer.status)
     } catch (e) {
       if (name) throw e
@@ -264,7 +301,8 @@ const MAX_COUNT = 1024
  * only master. Exit 0 once every new worker is ready / every removed one exited, 1 with
  * the cause, 2 on bad usage (the argument named).
  */
-export async function scaleCommand(runtimeDir: string, args: string[], io: Output = stdio): Promise<number> {
+export async function scaleCommand(dirs: RuntimeDirs, args: string[], io: Output = stdio): Promise<number> {
+  const list = dirList(dirs)
   if (args.length === 0)
     throw new CommandError('scale: missing N, the new worker count (baton scale [NAME] [GROUP] N)', 2)
   if (args.length > 3)
@@ -281,12 +319,12 @@ export async function scaleCommand(runtimeDir: string, args: string[], io: Outpu
   let group: string | undefined
   if (args.length === 3) [name, group] = args
   else if (args.length === 2) {
-    if (listMasters(runtimeDir).includes(args[0])) name = args[0]
+    if (list.some((dir) => listMasters(dir).includes(args[0]))) name = args[0]
     else group = args[0]
   }
-  const master = pickMaster(runtimeDir, name)
+  const { dir, name: master } = locateMaster(list, name)
   const answer = await request(
-    runtimeDir,
+    dir,
     master,
     group === undefined ? { cmd: 'scale', count } : { cmd: 'scale', group, count },
   )

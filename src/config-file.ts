@@ -9,11 +9,19 @@
  * A file in PM2's format (`{ apps: [...] }`, e.g. `ecosystem.config.js`, `e.config.js`,
  * `apps.json`, `ecosystem.yml`) is read too: each app becomes a group (see
  * pm2-ecosystem.ts). YAML is parsed with the `yaml` package.
+ *
+ * A root master refuses a file that a user one of its groups runs as (`uid`) may change:
+ * owned by that user, group-writable with one of its groups, or writable by everyone; the
+ * same for every directory above it (a sticky directory counts through its owner only;
+ * POSIX mode bits, no ACLs: crates/baton-core/src/writers.rs). At a reload the file is
+ * checked against the running groups' users before it is loaded (no code of it runs), and
+ * against its own groups after.
  */
 import { existsSync, readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { basename, dirname, join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
+import { native } from './native.js'
 import {
   isValidName,
   OptionsError,
@@ -54,6 +62,27 @@ export function findConfig(dir: string): string | undefined {
   return undefined
 }
 
+/**
+ * Refuse `file` when a user that one of `groups` runs as may change it or a directory
+ * above it. Only in a root master (euid 0), and only for groups with a `uid`: a master
+ * that is not root cannot switch users, and a group of root is root already. Throws a
+ * {@link ConfigError} naming the file, the path at fault, its owner or group and the rule.
+ */
+export function checkConfigWriters(file: string, groups: Record<string, GroupOptions> | undefined): void {
+  if ((process.geteuid?.() ?? -1) !== 0 || groups === undefined) return
+  const users = Object.entries(groups).flatMap(([group, g]) =>
+    g.uid === undefined || g.uid === null
+      ? []
+      : [{ group, uid: String(g.uid), gid: g.gid === undefined || g.gid === null ? undefined : String(g.gid) }],
+  )
+  if (users.length === 0) return
+  try {
+    native().checkConfigWriters(file, users)
+  } catch (e) {
+    throw new ConfigError(file, undefined, (e as Error).message)
+  }
+}
+
 /** What the file's options apply on top of, from `baton start` flags. */
 export interface ConfigOverrides {
   /** `--name`. */
@@ -62,6 +91,11 @@ export interface ConfigOverrides {
   group?: GroupOptions
   /** `--env NAME`: a PM2 ecosystem file's `env_<NAME>` is merged over `env`. */
   env?: string
+  /**
+   * The groups running now (a reload): the file is refused before it is loaded when a
+   * user one of them runs as may change it (see {@link checkConfigWriters}).
+   */
+  running?: Record<string, GroupOptions>
 }
 
 let generation = 0
@@ -140,6 +174,7 @@ export async function readConfig(
 ): Promise<SupervisorOptions> {
   const file = resolve(path)
   if (!existsSync(file)) throw new ConfigError(file, undefined, 'does not exist')
+  checkConfigWriters(file, overrides.running)
   const value = await loadValue(file)
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new ConfigError(
@@ -222,6 +257,7 @@ export async function readConfig(
     if (e instanceof OptionsError) throw new ConfigError(file, e.field, e.message.slice(e.field.length + 2))
     throw e
   }
+  checkConfigWriters(file, groups)
   return options
 }
 

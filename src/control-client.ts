@@ -7,11 +7,16 @@
  * {@link REQUEST_IDLE_TIMEOUT_MS} means it is not answering (stopped, wedged), and the
  * error says which. A control socket that a killed master left behind is recognized by
  * its unlocked pid file and removed.
+ *
+ * Nothing in the runtime dir is used before it passes the checks of runtime-dir.ts (ours,
+ * not a link, not writable by group or others): a refusal throws
+ * {@link UntrustedRuntimeError} before any connection.
  */
 import { readdirSync, readFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { join } from 'node:path'
 import { native } from './native.js'
+import { trustPath, UntrustedRuntimeError } from './runtime-dir.js'
 import type { ReloadReport, Status } from './types.js'
 
 /** Silence from the master (no answer, event or heartbeat) after which a request fails. */
@@ -109,11 +114,36 @@ export function socketPath(runtimeDir: string, name: string): string {
   return join(runtimeDir, `${name}.sock`)
 }
 
+export { UntrustedRuntimeError }
+
+/** Path of a master's pid file. */
+function pidPath(runtimeDir: string, name: string): string {
+  return join(runtimeDir, `${name}.pid`)
+}
+
+/**
+ * Check master `name`'s control socket and pid file (and the dir) before using them;
+ * throws {@link UntrustedRuntimeError}. Returns whether the socket is there.
+ */
+function trustMaster(runtimeDir: string, name: string): boolean {
+  trustPath(runtimeDir, 'dir')
+  trustPath(pidPath(runtimeDir, name), 'pid')
+  return trustPath(socketPath(runtimeDir, name), 'socket')
+}
+
+/** {@link native}'s `probeMaster` (which reads the pid file and may clean), after the checks. */
+function probe(runtimeDir: string, name: string, clean: boolean): ReturnType<ReturnType<typeof native>['probeMaster']> {
+  trustMaster(runtimeDir, name)
+  return native().probeMaster(runtimeDir, name, clean)
+}
+
 /**
  * Names of the masters running in `runtimeDir`: those with a control socket and a locked
- * pid file. What killed masters left behind is removed on the way.
+ * pid file. What killed masters left behind is removed on the way. Throws
+ * {@link UntrustedRuntimeError} when the dir or a master's files there fail the checks.
  */
 export function listMasters(runtimeDir: string): string[] {
+  if (!trustPath(runtimeDir, 'dir')) return []
   let files: string[]
   try {
     files = readdirSync(runtimeDir)
@@ -123,7 +153,7 @@ export function listMasters(runtimeDir: string): string[] {
   return files
     .filter((f) => f.endsWith('.sock'))
     .map((f) => f.slice(0, -5))
-    .filter((name) => native().probeMaster(runtimeDir, name, true).state !== 'stale')
+    .filter((name) => probe(runtimeDir, name, true).state !== 'stale')
     .sort()
 }
 
@@ -135,6 +165,8 @@ export function request(
   onEvent?: (event: Record<string, unknown>) => void,
 ): Promise<ControlAnswer> {
   return new Promise((resolve, reject) => {
+    // Before anything in the runtime dir is used (throws: the promise rejects).
+    trustMaster(runtimeDir, name)
     const socket = connect(socketPath(runtimeDir, name))
     let buffer = ''
     let settled = false
@@ -146,7 +178,12 @@ export function request(
     }
     const onSilence = (): void => {
       socket.destroy()
-      const pid = native().probeMaster(runtimeDir, name, false).pid
+      let pid: number | undefined
+      try {
+        pid = probe(runtimeDir, name, false).pid ?? undefined
+      } catch {
+        pid = undefined
+      }
       settle(() => reject(new MasterTimeoutError(name, pid, silenceCause(pid))))
     }
     let timer = setTimeout(onSilence, REQUEST_IDLE_TIMEOUT_MS)
@@ -181,9 +218,15 @@ export function request(
       if (settled) return
       if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') {
         // Nobody listens: a master that is gone. Clean what it left, if it left anything.
-        const probe = native().probeMaster(runtimeDir, name, true)
+        let found: ReturnType<typeof probe>
+        try {
+          found = probe(runtimeDir, name, true)
+        } catch (e) {
+          settle(() => reject(e as Error))
+          return
+        }
         settle(() =>
-          reject(new NotRunningError(name, runtimeDir, probe.cleaned ? (probe.pid ?? undefined) : undefined)),
+          reject(new NotRunningError(name, runtimeDir, found.cleaned ? (found.pid ?? undefined) : undefined)),
         )
       } else {
         settle(() => reject(new Error(`cannot talk to baton master "${name}": ${err.message}`)))

@@ -1,11 +1,17 @@
 /**
  * `--daemon` / `start -d`: run the master detached in the background, its output in a log
  * file in the runtime dir, and return once its workers are ready (or report why not).
+ *
+ * The runtime dir is created (0700) or checked as the master does it before anything is
+ * opened there, and the log in it is opened with `O_NOFOLLOW`: a link or a FIFO another
+ * user planted is refused, never written through.
  */
 import { spawn } from 'node:child_process'
-import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { closeSync, constants, openSync, readFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
 import { request } from './control-client.js'
+import { native } from './native.js'
+import { trustPath } from './runtime-dir.js'
 
 /** Path of a daemonized master's log file. */
 export function logPath(runtimeDir: string, name: string): string {
@@ -33,8 +39,17 @@ export async function startDaemon(
   log: string = logPath(runtimeDir, name),
   timeoutMs = 60_000,
 ): Promise<number> {
-  mkdirSync(runtimeDir, { recursive: true, mode: 0o700 })
-  const fd = openSync(log, 'a', 0o640)
+  native().ensureRuntimeDir(runtimeDir)
+  const append = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT
+  let fd: number
+  if (resolve(log) === resolve(logPath(runtimeDir, name))) {
+    // In the runtime dir: ours, a regular file, never through a link.
+    trustPath(log, 'file')
+    fd = openSync(log, append | constants.O_NOFOLLOW, 0o600)
+  } else {
+    // A file the admin named (--log FILE): as given.
+    fd = openSync(log, append, 0o640)
+  }
   const child = spawn(process.execPath, [...process.execArgv, ...args], {
     detached: true,
     stdio: ['ignore', fd, fd],

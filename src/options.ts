@@ -134,7 +134,7 @@ export interface BackoffOptions {
 export interface SupervisorOptions {
   /** Master name: names the control socket (`baton status <name>`). Default: the main script's base name. */
   name?: string
-  /** Runtime dir for the control socket and pid file. Default: `BATON_RUNTIME_DIR`, else `$XDG_RUNTIME_DIR/baton`, else `<tmpdir>/baton-<uid>`. */
+  /** Runtime dir for the control socket and pid file. Default: `BATON_RUNTIME_DIR`, else `/run/baton` for root, else `~/.baton` (`<tmpdir>/baton-<uid>` when the home directory is unusable). */
   runtimeDir?: string
   /** Groups by name. More can be added with `supervisor.group()`. */
   groups?: Record<string, GroupOptions>
@@ -486,7 +486,12 @@ export function resolveName(name: unknown): string {
   return NAME_RE.test(main) ? main : 'baton'
 }
 
-/** The runtime dir: the given one, else the documented default. */
+/**
+ * The runtime dir: the given one, else `BATON_RUNTIME_DIR`, else `/run/baton` for root,
+ * else `~/.baton` (`<tmpdir>/baton-<uid>` when the home directory is unusable). The rule
+ * itself is in the core (crates/baton-core/src/runtime_dir.rs), shared by the master and
+ * the CLI.
+ */
 export function resolveRuntimeDir(dir?: string): string {
   if (dir !== undefined) {
     if (typeof dir !== 'string' || dir === '') throw new OptionsError('runtimeDir', 'expected a directory path')
@@ -494,9 +499,9 @@ export function resolveRuntimeDir(dir?: string): string {
   }
   return native().resolveRuntimeDir(
     process.env.BATON_RUNTIME_DIR || undefined,
-    process.env.XDG_RUNTIME_DIR || undefined,
+    process.geteuid?.() ?? 0,
+    process.env.HOME || undefined,
     tmpdir(),
-    process.getuid?.() ?? 0,
   )
 }
 

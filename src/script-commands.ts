@@ -4,6 +4,8 @@
  */
 import { CommandError, reloadCommand, statusCommand, stdio, stopCommand, upgradeCommand } from './commands.js'
 import { startDaemon } from './daemon.js'
+import { resolveRuntimeDir } from './options.js'
+import { dirOfMaster, searchDirs } from './runtime-dir.js'
 
 /** What the commands need of the fleet: a `Supervisor` (kept structural so this module does not import supervisor.ts, which loads it lazily). */
 export interface ScriptFleet {
@@ -22,9 +24,15 @@ const USAGE = 'usage: node <script> start [-d] | stop [-g] [--force] | restart |
 /** Run one of the Workerman-style commands for `supervisor`; sets `process.exitCode`. */
 export async function runScriptCommand(supervisor: ScriptFleet, argv: string[]): Promise<void> {
   const [command, ...flags] = argv
-  const { name, runtimeDir } = supervisor
+  const { name } = supervisor
   let code = 0
   try {
+    // The default runtime dir: a fleet an older version started in an old place is found
+    // there (stop, reload, status...); a new one always starts in the runtime dir.
+    const runtimeDir =
+      command !== 'start' && supervisor.runtimeDir === resolveRuntimeDir()
+        ? dirOfMaster(searchDirs(stdio.err), name)
+        : supervisor.runtimeDir
     switch (command) {
       case 'start':
         if (flags.includes('-d') || flags.includes('--daemon')) {
@@ -47,7 +55,7 @@ export async function runScriptCommand(supervisor: ScriptFleet, argv: string[]):
       case 'restart':
         code = await stopCommand(runtimeDir, name, false)
         if (code === 0) {
-          const pid = await startDaemon([process.argv[1], 'start'], name, runtimeDir)
+          const pid = await startDaemon([process.argv[1], 'start'], name, supervisor.runtimeDir)
           stdio.out(`"${name}" restarted in the background (master pid ${pid})`)
         }
         break

@@ -7,10 +7,20 @@
  * one `FileDescriptorName=` per socket unit), and the service requires them.
  */
 import { mkdirSync, writeFileSync } from 'node:fs'
-import { tmpdir, userInfo } from 'node:os'
+import { userInfo } from 'node:os'
 import { isAbsolute, join, resolve } from 'node:path'
-import { CommandError, pickMaster, readStartRecord, stdio, type Output, type StartRecord } from './commands.js'
+import {
+  CommandError,
+  locateMaster,
+  readStartRecord,
+  stdio,
+  type Output,
+  type RuntimeDirs,
+  type StartRecord,
+} from './commands.js'
 import { listMasters, NotRunningError, request } from './control-client.js'
+import { resolveRuntimeDir } from './options.js'
+import { dirOfMaster } from './runtime-dir.js'
 import type { GroupStatus } from './types.js'
 
 /** A unit to install: its file name and content. */
@@ -109,6 +119,27 @@ export function listenStream(group: string, configured: string, address: string,
   return address.startsWith('unix:') ? address.slice(5) : address
 }
 
+/**
+ * The lines that make systemd create the runtime dir when it is under /run (root's
+ * default /run/baton, or a `BATON_RUNTIME_DIR` there): mode 0700, owned by the unit's
+ * user. `RuntimeDirectoryPreserve=yes` because every fleet's unit shares that directory:
+ * without it systemd deletes the directory, with the other fleets' control sockets and pid
+ * files, whenever any one of these units stops.
+ */
+export function runtimeDirectoryLines(runtimeDir: string | undefined, user: string | undefined): string[] {
+  const dir = runtimeDir ?? (user === undefined ? '/run/baton' : undefined)
+  if (dir === undefined || !dir.startsWith('/run/')) return []
+  const rel = dir.slice('/run/'.length).replace(/\/+$/, '')
+  if (rel === '' || rel.split('/').some((c) => c === '' || c === '.' || c === '..') || !BARE.test(rel)) return []
+  return [
+    "# systemd creates the runtime dir (control sockets, pid files) for the unit's user, mode 0700,",
+    '# and keeps it when this unit stops: other fleets keep their sockets in it too.',
+    `RuntimeDirectory=${rel.replaceAll('%', '%%')}`,
+    'RuntimeDirectoryMode=0700',
+    'RuntimeDirectoryPreserve=yes',
+  ]
+}
+
 /** Seconds, rounded up. */
 const seconds = (ms: number) => Math.ceil(ms / 1000)
 
@@ -161,6 +192,7 @@ export function renderUnits(input: UnitInput): UnitFile[] {
     `ExecReload=${reload}`,
     `WorkingDirectory=${pathValue('WorkingDirectory', input.cwd)}`,
     ...(input.runtimeDir !== undefined ? [environmentLine('BATON_RUNTIME_DIR', input.runtimeDir)] : []),
+    ...runtimeDirectoryLines(input.runtimeDir, input.user),
     ...(input.user !== undefined
       ? [`User=${input.user}`]
       : ['# Runs as root; set User= to run the master (and its workers) as another user.']),
@@ -258,18 +290,22 @@ function currentUser(): string | undefined {
 
 /** `baton startup [NAME] [--socket] [--out DIR]`: print (or write) the units, and say on stderr how to install them. */
 export async function startupCommand(
-  runtimeDir: string,
+  dirs: RuntimeDirs,
   name: string | undefined,
   options: { socket: boolean; out?: string },
   io: Output = stdio,
 ): Promise<number> {
+  const list = typeof dirs === 'string' ? [dirs] : dirs
   let fleet = name
+  let runtimeDir = list[0] ?? resolveRuntimeDir()
   if (fleet === undefined) {
-    fleet = listMasters(runtimeDir).length > 0 ? pickMaster(runtimeDir, undefined) : undefined
-    if (fleet === undefined)
+    if (!list.some((dir) => listMasters(dir).length > 0))
       throw new CommandError(
         `no baton master is running (runtime dir ${runtimeDir}): start the fleet with baton start, then run baton startup NAME`,
       )
+    ;({ dir: runtimeDir, name: fleet } = locateMaster(list, undefined))
+  } else {
+    runtimeDir = dirOfMaster(list, fleet)
   }
   const record: StartRecord | undefined = readStartRecord(runtimeDir, fleet)
   let groups: StartupGroup[] | undefined
@@ -327,7 +363,7 @@ export async function startupCommand(
   ]
   if (!process.env.BATON_RUNTIME_DIR) {
     hints.push(
-      `Under systemd the master keeps its control socket in ${join(tmpdir(), `baton-${process.getuid?.() ?? 0}`)} (no XDG_RUNTIME_DIR there); set BATON_RUNTIME_DIR for baton status from a shell, or add Environment=BATON_RUNTIME_DIR=... to the unit`,
+      `Under systemd the master keeps its control socket in ${resolveRuntimeDir()} (/run/baton for root, ~/.baton for another user), where baton status, reload and stop find it`,
     )
   }
   io.err(hints.join('\n'))

@@ -75,6 +75,7 @@ struct User {
     name: CString,
     uid: u32,
     gid: u32,
+    dir: std::path::PathBuf,
 }
 
 /// Look up the credentials for `uid`/`gid`; `None` when neither is set.
@@ -133,6 +134,68 @@ pub fn resolve(uid: Option<&Who>, gid: Option<&Who>) -> Result<Option<Credential
     }))
 }
 
+/// The name of user `uid` in the user database, for messages (`None` without an entry).
+pub fn user_name(uid: u32) -> Option<String> {
+    user_by_id(uid).map(|u| u.name.to_string_lossy().into_owned())
+}
+
+/// The home directory of user `uid` in the user database, if it has an entry.
+pub fn home_dir(uid: u32) -> Option<std::path::PathBuf> {
+    user_by_id(uid)
+        .map(|u| u.dir)
+        .filter(|d| !d.as_os_str().is_empty())
+}
+
+/// The name of group `gid` in the group database, for messages.
+pub fn group_name(gid: u32) -> Option<String> {
+    let mut size = BUF_START;
+    loop {
+        let mut buf: Vec<libc::c_char> = vec![0; size];
+        // SAFETY: group is plain data for which all-zero is a valid value.
+        let mut grp: libc::group = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: grp and result point to live locals; buf has buf.len() writable bytes.
+        let rc = unsafe {
+            libc::getgrgid_r(
+                gid as libc::gid_t,
+                &mut grp,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && size < BUF_MAX {
+            size *= 4;
+            continue;
+        }
+        if rc != 0 || result.is_null() || grp.gr_name.is_null() {
+            return None;
+        }
+        // SAFETY: on success gr_name points to a C string inside buf, alive here.
+        return Some(
+            unsafe { CStr::from_ptr(grp.gr_name) }
+                .to_string_lossy()
+                .into_owned(),
+        );
+    }
+}
+
+/// `uid 65534 (nobody)`, or `uid 65534` without a user entry.
+pub fn describe_uid(uid: u32) -> String {
+    match user_name(uid) {
+        Some(name) => format!("uid {uid} ({name})"),
+        None => format!("uid {uid}"),
+    }
+}
+
+/// `gid 65534 (nogroup)`, or `gid 65534` without a group entry.
+pub fn describe_gid(gid: u32) -> String {
+    match group_name(gid) {
+        Some(name) => format!("gid {gid} ({name})"),
+        None => format!("gid {gid}"),
+    }
+}
+
 const BUF_START: usize = 1024;
 const BUF_MAX: usize = 1 << 20;
 
@@ -172,10 +235,19 @@ fn lookup_user(
         }
         // SAFETY: on success pw_name points to a C string inside buf, alive here.
         let name = unsafe { CStr::from_ptr(pwd.pw_name) }.to_owned();
+        let dir = if pwd.pw_dir.is_null() {
+            std::path::PathBuf::new()
+        } else {
+            use std::os::unix::ffi::OsStrExt;
+            // SAFETY: a non-null pw_dir points to a C string inside buf, alive here.
+            let bytes = unsafe { CStr::from_ptr(pwd.pw_dir) }.to_bytes();
+            std::path::PathBuf::from(std::ffi::OsStr::from_bytes(bytes))
+        };
         return Some(User {
             name,
             uid: pwd.pw_uid as u32,
             gid: pwd.pw_gid as u32,
+            dir,
         });
     }
 }

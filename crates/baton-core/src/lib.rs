@@ -10,7 +10,8 @@
 //! - [`listen`], [`group_sockets`], [`steer`] (reuseport BPF steering), [`handoff`] (passing
 //!   a connection's fd to a worker), [`identity`] (user and group lookup), [`spawn`],
 //!   [`pidfd`] (exits and signals through process fds), [`runtime_dir`], [`peer`],
-//!   [`proc_info`]: OS plumbing, each the one place for its `unsafe`.
+//!   [`proc_info`]: OS plumbing, each the one place for its `unsafe`; [`writers`]: who may
+//!   change a file a root master reads.
 //! - [`log_relay`] (worker output off the loop, on its own thread), [`log_sink`] (bounded
 //!   buffers in front of stdout, stderr and log files), [`log_ring`] (lines and the ring of
 //!   recent output, pure).
@@ -49,3 +50,4 @@ pub mod socket_activation;
 pub mod spawn;
 pub mod steer;
 pub mod upgrade;
+pub mod writers;

@@ -10,14 +10,158 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
-/// Picks the runtime directory: `BATON_RUNTIME_DIR` if non-empty, else
-/// `$XDG_RUNTIME_DIR/baton` (if non-empty), else `<tmpdir>/baton-<uid>`.
-pub fn resolve(env_override: Option<&str>, xdg: Option<&str>, tmpdir: &Path, uid: u32) -> PathBuf {
-    match (env_override, xdg) {
-        (Some(dir), _) if !dir.is_empty() => PathBuf::from(dir),
-        (_, Some(xdg)) if !xdg.is_empty() => Path::new(xdg).join("baton"),
-        _ => tmpdir.join(format!("baton-{uid}")),
+/// Root's runtime directory (`/run/baton`; `/var/run/baton` where there is no `/run`,
+/// as on macOS).
+pub fn root_dir() -> PathBuf {
+    if Path::new("/run").is_dir() {
+        PathBuf::from("/run/baton")
+    } else {
+        PathBuf::from("/var/run/baton")
     }
+}
+
+/// Picks the runtime directory, the one rule the master and the CLI share:
+/// `BATON_RUNTIME_DIR` if non-empty, else [`default_dir`].
+pub fn resolve(
+    env_override: Option<&str>,
+    uid: u32,
+    home: Option<&Path>,
+    tmpdir: &Path,
+) -> PathBuf {
+    match env_override {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => default_dir(uid, home, tmpdir),
+    }
+}
+
+/// The default runtime directory: [`root_dir`] for root; `<home>/.baton` for other users,
+/// `home` being `$HOME` when usable, else the home directory of the user database;
+/// `<tmpdir>/baton-<uid>` when neither is usable (see [`usable_home`]).
+///
+/// Not `$XDG_RUNTIME_DIR`, which systemd-logind deletes when the user's last session ends
+/// (a fleet started over SSH lost its control socket at logout), and not a shared tmpdir
+/// for root, where another local user can create the directory first.
+pub fn default_dir(uid: u32, home: Option<&Path>, tmpdir: &Path) -> PathBuf {
+    if uid == 0 {
+        return root_dir();
+    }
+    let home = home
+        .filter(|h| usable_home(h, uid))
+        .map(Path::to_path_buf)
+        .or_else(|| crate::identity::home_dir(uid).filter(|h| usable_home(h, uid)));
+    match home {
+        Some(h) => h.join(".baton"),
+        None => tmpdir.join(format!("baton-{uid}")),
+    }
+}
+
+/// A home directory baton may keep `.baton` in: an absolute path to an existing directory
+/// owned by `uid` and writable by its owner (not `/nonexistent`, not the home of the user
+/// that `sudo` came from).
+pub fn usable_home(home: &Path, uid: u32) -> bool {
+    if !home.is_absolute() {
+        return false;
+    }
+    match std::fs::metadata(home) {
+        Ok(m) => m.is_dir() && m.uid() == uid && m.mode() & 0o200 != 0,
+        Err(_) => false,
+    }
+}
+
+/// The places older versions of baton kept their runtime directory
+/// (`$XDG_RUNTIME_DIR/baton`, then `<tmpdir>/baton-<uid>`), where the CLI still looks for
+/// fleets they started. New masters never go there unless `BATON_RUNTIME_DIR` says so.
+pub fn legacy_dirs(xdg: Option<&str>, tmpdir: &Path, uid: u32) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(xdg) = xdg.filter(|x| !x.is_empty()) {
+        dirs.push(Path::new(xdg).join("baton"));
+    }
+    let tmp = tmpdir.join(format!("baton-{uid}"));
+    if !dirs.contains(&tmp) {
+        dirs.push(tmp);
+    }
+    dirs
+}
+
+/// What a path in the runtime directory is, for [`check_trusted`] and its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// The runtime directory itself.
+    Dir,
+    /// A control socket (`<name>.sock`).
+    Socket,
+    /// A pid file (`<name>.pid`).
+    PidFile,
+    /// A start record (`<name>.start.json`) or a daemon's log (`<name>.log`).
+    File,
+}
+
+impl Entry {
+    fn noun(self) -> &'static str {
+        match self {
+            Entry::Dir => "runtime directory",
+            Entry::Socket => "control socket",
+            Entry::PidFile => "pid file",
+            Entry::File => "file",
+        }
+    }
+}
+
+/// The CLI's rule before it connects to a control socket or reads a record: `path` (never
+/// followed if it is a link) must be of the expected type, owned by `uid` (the CLI's own
+/// uid; root trusts only root's files too) and not writable by group or others. `Ok(false)`
+/// when nothing is there; `Err` names the path, its owner and the rule, and says what to do.
+pub fn check_trusted(path: &Path, uid: u32, entry: Entry) -> Result<bool, String> {
+    let noun = entry.noun();
+    let shown = path.display();
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(format!("cannot inspect {noun} {shown}: {e}")),
+    };
+    let fix = if entry == Entry::Dir {
+        format!("remove it (rm -r {shown}) or set BATON_RUNTIME_DIR to a directory you own")
+    } else {
+        format!("remove it (rm {shown}) or set BATON_RUNTIME_DIR to a directory you own")
+    };
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        return Err(format!(
+            "refusing {noun} {shown}: it is a symbolic link, which baton never follows in a runtime directory (another user could have planted it); {fix}"
+        ));
+    }
+    let right_type = match entry {
+        Entry::Dir => ft.is_dir(),
+        Entry::Socket => {
+            use std::os::unix::fs::FileTypeExt;
+            ft.is_socket()
+        }
+        Entry::PidFile | Entry::File => ft.is_file(),
+    };
+    if !right_type {
+        return Err(format!(
+            "refusing {noun} {shown}: it is not a {}; {fix}",
+            match entry {
+                Entry::Dir => "directory",
+                Entry::Socket => "socket",
+                _ => "regular file",
+            }
+        ));
+    }
+    if meta.uid() != uid {
+        return Err(format!(
+            "refusing {noun} {shown}: it belongs to {}, not to you ({}); baton trusts a runtime directory and the sockets, pid files and start records in it only when they are yours (someone else may have created it to make baton run their commands); {fix}",
+            crate::identity::describe_uid(meta.uid()),
+            crate::identity::describe_uid(uid),
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "refusing {noun} {shown}: its mode {:04o} lets group or others write it (they could replace what baton reads there); run chmod go-w {shown}, or {fix}",
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(true)
 }
 
 /// Errors about the runtime directory, pid file and control socket. Messages name the
@@ -107,8 +251,10 @@ impl fmt::Display for RuntimeDirError {
             ),
             RuntimeDirError::WrongOwner { dir, owner, uid } => write!(
                 f,
-                "runtime directory {} belongs to uid {owner}, not to you (uid {uid}); set BATON_RUNTIME_DIR to a directory you own",
-                dir.display()
+                "runtime directory {} belongs to {}, not to you ({}); baton uses a runtime directory only when it is yours (someone else may have created it first): remove it or set BATON_RUNTIME_DIR to a directory you own",
+                dir.display(),
+                crate::identity::describe_uid(*owner),
+                crate::identity::describe_uid(*uid),
             ),
             RuntimeDirError::InsecureMode { dir, mode } => write!(
                 f,
@@ -569,23 +715,98 @@ mod tests {
 
     #[test]
     fn resolve_order() {
+        let t = TempDir::new();
         let tmp = Path::new("/tmp");
+        let me = effective_uid();
+        // BATON_RUNTIME_DIR wins for everyone.
+        assert_eq!(resolve(Some("/x"), 0, None, tmp), PathBuf::from("/x"));
         assert_eq!(
-            resolve(Some("/x"), Some("/run/user/1"), tmp, 5),
+            resolve(Some("/x"), 1000, Some(&t.0), tmp),
             PathBuf::from("/x")
         );
+        // Root: /run/baton, never the shared tmpdir, whatever HOME says.
+        assert_eq!(resolve(Some(""), 0, Some(&t.0), tmp), root_dir());
+        assert_eq!(resolve(None, 0, None, tmp), root_dir());
+        if Path::new("/run").is_dir() {
+            assert_eq!(root_dir(), PathBuf::from("/run/baton"));
+        }
+        // Another user: ~/.baton when the home is theirs.
+        if me != 0 {
+            assert_eq!(resolve(None, me, Some(&t.0), tmp), t.0.join(".baton"));
+        } else {
+            std::os::unix::fs::chown(&t.0, Some(4321), None).unwrap();
+            assert_eq!(resolve(None, 4321, Some(&t.0), tmp), t.0.join(".baton"));
+        }
+        // A home that is not usable: the tmpdir (uid 4322 has no passwd entry here).
         assert_eq!(
-            resolve(Some(""), Some("/run/user/1"), tmp, 5),
-            PathBuf::from("/run/user/1/baton")
+            resolve(None, 4322, Some(Path::new("/nonexistent")), tmp),
+            PathBuf::from("/tmp/baton-4322")
         );
         assert_eq!(
-            resolve(None, Some(""), tmp, 5),
-            PathBuf::from("/tmp/baton-5")
+            resolve(None, 4322, Some(&t.0), tmp),
+            PathBuf::from("/tmp/baton-4322"),
+            "a home owned by someone else"
         );
         assert_eq!(
-            resolve(None, None, tmp, 1000),
-            PathBuf::from("/tmp/baton-1000")
+            resolve(None, 4322, Some(Path::new("relative")), tmp),
+            PathBuf::from("/tmp/baton-4322")
         );
+    }
+
+    #[test]
+    fn legacy_places() {
+        let tmp = Path::new("/tmp");
+        assert_eq!(
+            legacy_dirs(Some("/run/user/5"), tmp, 5),
+            vec![
+                PathBuf::from("/run/user/5/baton"),
+                PathBuf::from("/tmp/baton-5")
+            ]
+        );
+        assert_eq!(
+            legacy_dirs(Some(""), tmp, 0),
+            vec![PathBuf::from("/tmp/baton-0")]
+        );
+        assert_eq!(
+            legacy_dirs(None, tmp, 7),
+            vec![PathBuf::from("/tmp/baton-7")]
+        );
+    }
+
+    #[test]
+    fn trusted_entries_are_ours_and_private() {
+        let t = TempDir::new();
+        let me = effective_uid();
+        assert_eq!(
+            check_trusted(&t.0.join("absent"), me, Entry::Dir),
+            Ok(false)
+        );
+        assert_eq!(check_trusted(&t.0, me, Entry::Dir), Ok(true));
+        let file = t.0.join("web.start.json");
+        std::fs::write(&file, "{}").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(check_trusted(&file, me, Entry::File), Ok(true));
+        let e = check_trusted(&file, me, Entry::Socket).unwrap_err();
+        assert!(e.contains("not a socket"), "{e}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let e = check_trusted(&file, me, Entry::File).unwrap_err();
+        assert!(e.contains("0666") && e.contains("chmod go-w"), "{e}");
+        let link = t.0.join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let e = check_trusted(&link, me, Entry::File).unwrap_err();
+        assert!(
+            e.contains("symbolic link") && e.contains("BATON_RUNTIME_DIR"),
+            "{e}"
+        );
+        let e = check_trusted(&t.0, me + 1, Entry::Dir).unwrap_err();
+        assert!(
+            e.contains(&format!("belongs to uid {me}"))
+                && e.contains(&format!("not to you (uid {}", me + 1)),
+            "{e}"
+        );
+        std::fs::set_permissions(&t.0, std::fs::Permissions::from_mode(0o770)).unwrap();
+        let e = check_trusted(&t.0, me, Entry::Dir).unwrap_err();
+        assert!(e.contains("0770") && e.contains("rm -r"), "{e}");
     }
 
     #[test]
