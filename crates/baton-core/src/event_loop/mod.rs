@@ -476,7 +476,10 @@ impl LoopState {
                 let wait = at.saturating_duration_since(Instant::now());
                 timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
             }
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            let polled = self.poll.poll(&mut events, timeout);
+            // Awake: what this turn does next (a request, an exit) is measured from here.
+            self.beat();
+            if let Err(e) = polled {
                 if e.kind() != ErrorKind::Interrupted {
                     self.log(&format!("poll failed: {e}; stopping the fleet"));
                     self.fleet
