@@ -352,10 +352,13 @@ test.serial(
 )
 
 test.serial(
-  'with --health, the new master takes the health endpoint over and answers 200 with its own status',
+  'with --health --health-detail, the new master takes the health endpoint over and answers 200 with its own status',
   async (t) => {
     const health = await freePort()
-    const { fleet } = await versionedFleet(t, { count: 2, flags: ['--health', `127.0.0.1:${health}`] })
+    const { fleet } = await versionedFleet(t, {
+      count: 2,
+      flags: ['--health', `127.0.0.1:${health}`, '--health-detail'],
+    })
     const before = JSON.parse((await httpGet({ port: health, path: '/' })).body) as Status
     t.is(before.pid, fleet.pid)
     const r = await fleet.cli(['upgrade', fleet.name])

@@ -43,6 +43,12 @@ export declare class NativeSupervisor {
   reopenLogs(): Promise<number>
   /** The status as a JSON string (design §7 contract); never waits for the loop thread. */
   status(): string
+  /**
+   * Milliseconds since the supervisor loop last turned: the status `status()` returns is
+   * about this old. The loop turns at least once a second, so a few seconds means it is
+   * stuck (the health endpoint then answers 503).
+   */
+  statusAgeMs(): number
   /** The bound listen addresses. */
   bound(): Array<BindingBoundAddress>
   /** Path of the control socket. */

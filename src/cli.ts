@@ -5,7 +5,7 @@
  * baton start <script> [--name N] [--count N] [--listen ADDR]... [--stop-timeout MS]
  *             [--ready-timeout MS] [--readiness listen|message|uptime] [--min-uptime MS]
  *             [--order start-first|stop-first] [--parallel N] [--balance MODE]
- *             [--health ADDR] [--stdout T] [--stderr T] [--log-prefix] [--log FILE]
+ *             [--health ADDR [--health-detail]] [--stdout T] [--stderr T] [--log-prefix] [--log FILE]
  *             [--daemon] [-- script args...]
  * baton start [--config FILE] [flags]   (no script: baton.config.{mjs,js,cjs,json})
  * baton reload [NAME]          baton stop [NAME] [--force]
@@ -87,8 +87,11 @@ Usage:
                             slot, new connections only to ready workers) or shared (one
                             socket, workers race to accept; the default elsewhere)
       --health ADDR         serve a health endpoint for probes (host:port, :port, unix:/path):
-                            every GET/HEAD answers 200 + status JSON while the fleet is ready,
-                            503 while it is not (starting, stopping, a group without a ready worker)
+                            every GET/HEAD answers 200 while the fleet is ready, 503 while it
+                            is not (starting, stopping, a group without a ready worker, a stuck
+                            master), with {"ready", "groups": {NAME: {"ready", "count"}}}
+      --health-detail       the health endpoint serves the full status JSON (paths, pids,
+                            stderr of a failed reload): only where no untrusted client reaches
       --stdout TARGET       where the workers' stdout goes: inherit (default: the master's),
                             ignore, or a FILE (appended to, reopened by baton reopen-logs)
       --stderr TARGET       the same for the workers' stderr
@@ -188,6 +191,7 @@ async function start(args: string[]): Promise<number> {
     parallel: { type: 'string' },
     balance: { type: 'string' },
     health: { type: 'string' },
+    'health-detail': { type: 'boolean' },
     env: { type: 'string' },
     stdout: { type: 'string' },
     stderr: { type: 'string' },
@@ -285,6 +289,7 @@ async function start(args: string[]): Promise<number> {
     }
   }
   if (values.health !== undefined) options.health = values.health as string
+  if (values['health-detail'] === true) options.healthDetail = true
   if (values.log !== undefined) {
     if (values.log === '') throw new CommandError('--log expects a file path', 2)
     options.logFile = resolve(values.log as string)

@@ -1,7 +1,7 @@
 /**
  * Config files: `baton start` with no script reads `baton.config.{mjs,js,cjs,json}` from
  * the current directory (or `--config FILE`). The file holds {@link SupervisorOptions}
- * (`{ name, groups: { web: { script, count, listen, env, ... } }, backoff }`) as its default
+ * (`{ name, groups: { web: { script, count, listen, env, ... } }, backoff, health, healthDetail }`) as its default
  * export (`module.exports` for CommonJS, the whole document for JSON), or a function
  * (possibly async) returning them. Relative `script`, `cwd`, `stdout` and `stderr` paths
  * are resolved against the file's directory. Every error names the file and the key.
@@ -27,6 +27,8 @@ import {
   OptionsError,
   resolveBackoff,
   resolveGroup,
+  resolveHealth,
+  resolveHealthDetail,
   resolveName,
   type GroupOptions,
   type SupervisorOptions,
@@ -37,7 +39,7 @@ import { EcosystemError, fromEcosystem, isEcosystem, isYamlFile } from './pm2-ec
 export const CONFIG_NAMES = ['baton.config.mjs', 'baton.config.js', 'baton.config.cjs', 'baton.config.json'] as const
 
 /** Top-level keys a config file may hold (the rest of SupervisorOptions is for the API). */
-const FILE_KEYS = new Set(['name', 'groups', 'backoff'])
+const FILE_KEYS = new Set(['name', 'groups', 'backoff', 'health', 'healthDetail'])
 
 /** A config file that cannot be used; the message names the file and, where known, the key. */
 export class ConfigError extends Error {
@@ -249,9 +251,15 @@ export async function readConfig(
     groups,
   }
   if (raw.backoff !== undefined) options.backoff = raw.backoff as SupervisorOptions['backoff']
+  // Read at start only (a reload keeps the endpoint as it is); `--health` overrides it.
+  if (raw.health !== undefined) options.health = raw.health as string
+  if (raw.healthDetail !== undefined) options.healthDetail = raw.healthDetail as boolean
   try {
     resolveName(options.name)
     resolveBackoff(options.backoff)
+    if (typeof options.healthDetail !== 'boolean' && options.healthDetail !== undefined)
+      resolveHealthDetail(options.healthDetail, undefined)
+    resolveHealth(options.health)
     for (const [name, g] of Object.entries(groups)) resolveGroup(name, g)
   } catch (e) {
     if (e instanceof OptionsError) throw new ConfigError(file, e.field, e.message.slice(e.field.length + 2))

@@ -3,21 +3,37 @@
  * HTTP server in the master, for container orchestrators' readiness and liveness probes.
  *
  * Every `GET` (any path: `/`, `/ready`, `/healthz` all answer the same) and `HEAD` gets
- * `200` with the status JSON (`baton status --json`) while the fleet is ready, `503` with
- * the status JSON while it is not; the status's `ready` and `notReadyReason` fields say
- * which and why. Ready means: every worker has been ready once (`fleet:ready`), the fleet is
- * not stopping, and every group has at least one worker in state `ready` (computed in the
- * core, `public_json::readiness`). A start-first reload therefore stays ready throughout; a
- * stop-first reload of a group with one worker is not ready while that slot is empty.
- * Other methods get `405`.
+ * `200` while the fleet is ready, `503` while it is not. Ready means: every worker has been
+ * ready once (`fleet:ready`), the fleet is not stopping, and every group has at least one
+ * worker in state `ready` (computed in the core, `public_json::readiness`). A start-first
+ * reload therefore stays ready throughout; a stop-first reload of a group with one worker is
+ * not ready while that slot is empty. Other methods get `405`.
+ *
+ * Anyone who can reach the address may ask, so the body is minimal by default:
+ * `{"ready": bool, "groups": {"<name>": {"ready": n, "count": n}}}` (ready workers and slots
+ * per group; no path, pid or worker output). The full status JSON (`baton status --json`,
+ * with `notReadyReason`) is served only with `--health-detail` (`healthDetail: true`).
+ *
+ * A status older than {@link HEALTH_STALE_MS} (the supervisor loop in the core stopped
+ * turning; it turns at least once a second) is answered with 503, not with what it last
+ * said. At most {@link HEALTH_MAX_CONNECTIONS} connections are open at once (more are
+ * closed at once), and each is closed {@link HEALTH_CONNECTION_TIMEOUT_MS} after it opened
+ * whatever it sent, so slow or idle clients cannot hold the endpoint.
  *
  * The server listens before the first worker is spawned (so a port in use fails the start
  * and nothing runs), is unref'd (it never keeps the master alive), and is closed, with its
  * connections, once the fleet has stopped.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import type { Status } from './types.js'
+
+/** A status older than this (ms) is not served: the endpoint answers 503 (the loop is stuck). */
+export const HEALTH_STALE_MS = 5000
+/** Connections the endpoint keeps open at once; more are closed as soon as they arrive. */
+export const HEALTH_MAX_CONNECTIONS = 32
+/** A connection is closed this long (ms) after it opened, answered or not. */
+export const HEALTH_CONNECTION_TIMEOUT_MS = 2000
 
 /** What the endpoint reports before the fleet exists or after it has stopped. */
 export interface NotRunning {
@@ -27,6 +43,20 @@ export interface NotRunning {
 
 /** Returns the fleet's status, or why there is none. May throw (the fleet just stopped). */
 export type StatusSource = () => Status | NotRunning
+
+/** The default body: readiness, and ready workers and slots per group. */
+export interface HealthBody {
+  ready: boolean
+  groups: Record<string, { ready: number; count: number }>
+}
+
+/** How the endpoint answers. */
+export interface HealthOptions {
+  /** Serve the full status JSON instead of {@link HealthBody}. Default: false. */
+  detail?: boolean
+  /** Milliseconds since the status was last confirmed current. Default: always fresh. */
+  ageMs?: () => number
+}
 
 /** A listening health endpoint. */
 export class HealthServer {
@@ -43,9 +73,12 @@ export class HealthServer {
    * Listen on `address` (a canonical listen address, as `normalizeListenAddress` returns
    * it: `host:port`, `:port`, `[::1]:port`, `unix:/path`) and answer with `source()`.
    */
-  static listen(address: string, source: StatusSource): Promise<HealthServer> {
-    const server = createServer((req, res) => answer(req, res, source))
+  static listen(address: string, source: StatusSource, options: HealthOptions = {}): Promise<HealthServer> {
+    const server = createServer((req, res) => answer(req, res, source, options))
     server.keepAliveTimeout = 1000
+    // Excess connections are destroyed by net.Server as soon as they are accepted.
+    server.maxConnections = HEALTH_MAX_CONNECTIONS
+    server.on('connection', limitLifetime)
     const target = parseAddress(address)
     return new Promise((resolve, reject) => {
       server.once('error', reject)
@@ -70,7 +103,26 @@ export class HealthServer {
   }
 }
 
-function answer(req: IncomingMessage, res: ServerResponse, source: StatusSource): void {
+/** Close a connection {@link HEALTH_CONNECTION_TIMEOUT_MS} after it opened (slowloris). */
+function limitLifetime(socket: Socket): void {
+  const timer = setTimeout(() => socket.destroy(), HEALTH_CONNECTION_TIMEOUT_MS)
+  timer.unref()
+  socket.once('close', () => clearTimeout(timer))
+}
+
+/** The default body: no path, pid or worker output, only counts. */
+export function minimalBody(status: Status | NotRunning): HealthBody {
+  const groups: HealthBody['groups'] = {}
+  if ('groups' in status) {
+    for (const g of status.groups) {
+      const ready = status.workers.filter((w) => w.group === g.name && w.state === 'ready').length
+      groups[g.name] = { ready, count: g.count }
+    }
+  }
+  return { ready: status.ready, groups }
+}
+
+function answer(req: IncomingMessage, res: ServerResponse, source: StatusSource, options: HealthOptions): void {
   res.shouldKeepAlive = false
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' })
@@ -83,7 +135,12 @@ function answer(req: IncomingMessage, res: ServerResponse, source: StatusSource)
   } catch (e) {
     status = { ready: false, notReadyReason: `no status: ${(e as Error).message}` }
   }
-  const body = `${JSON.stringify(status)}\n`
+  const age = options.ageMs?.() ?? 0
+  if (age > HEALTH_STALE_MS) {
+    const notReadyReason = `the supervisor loop has not updated the status for ${Math.round(age)} ms (more than ${HEALTH_STALE_MS} ms): it is stuck`
+    status = { ...status, ready: false, notReadyReason } as Status | NotRunning
+  }
+  const body = `${JSON.stringify(options.detail ? status : minimalBody(status))}\n`
   res.writeHead(status.ready ? 200 : 503, {
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(body),

@@ -154,10 +154,18 @@ export interface SupervisorOptions {
   beforeReload?: () => SupervisorOptions | undefined | Promise<SupervisorOptions | undefined>
   /**
    * Address of a health endpoint for readiness/liveness probes (`host:port`, `:port`,
-   * `[::1]:port`, `unix:/path`): every GET or HEAD answers 200 with the status JSON while
-   * the fleet is ready, 503 while it is not (src/health.ts). Default: none.
+   * `[::1]:port`, `unix:/path`): every GET or HEAD answers 200 while the fleet is ready,
+   * 503 while it is not or while its status is stale, with
+   * `{"ready": bool, "groups": {"<name>": {"ready": n, "count": n}}}` (src/health.ts).
+   * Default: none.
    */
   health?: string
+  /**
+   * The health endpoint serves the full status JSON (`baton status --json`: paths, pids,
+   * the stderr tail of a failed reload) instead of the minimal body. Only for an address
+   * that no untrusted client can reach. Needs `health`. Default: false.
+   */
+  healthDetail?: boolean
   /**
    * Send the master's own stdout and stderr (its log lines, and the output of groups
    * whose `stdout`/`stderr` is `inherit`) to this file, appended to and reopened by
@@ -515,6 +523,19 @@ export function resolveBackoff(raw: unknown): { initial: number; max: number; re
   const max = integer('backoff.max', o.max, 30_000, initial, 3_600_000)
   const resetAfter = integer('backoff.resetAfter', o.resetAfter, 10_000, 1, 86_400_000)
   return { initial, max, resetAfter }
+}
+
+/** Validate `healthDetail` (a boolean, only with `health`); returns it, false when unset. */
+export function resolveHealthDetail(raw: unknown, health: string | undefined): boolean {
+  if (raw === undefined) return false
+  if (typeof raw !== 'boolean')
+    throw new OptionsError('healthDetail', `expected true or false, got ${JSON.stringify(raw)}`)
+  if (raw && health === undefined)
+    throw new OptionsError(
+      'healthDetail',
+      'applies to the health endpoint only: set health to an address, or remove healthDetail',
+    )
+  return raw
 }
 
 /** Validate the `health` address; returns its canonical form, or undefined when unset. */

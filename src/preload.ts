@@ -21,6 +21,7 @@
  * @module
  */
 import * as net from 'node:net'
+import { installSignalDeferral } from './app-signals.js'
 
 /** What a TCP `listen()` call asks for. */
 export interface PortTarget {
@@ -110,6 +111,8 @@ function requestSocket(target: PortTarget): Promise<unknown> {
 }
 
 function install(): void {
+  // Before the app's code: its SIGTERM listeners run after baton's drain (app-signals.ts).
+  installSignalDeferral()
   const original = net.Server.prototype.listen as (this: net.Server, ...args: unknown[]) => net.Server
   process.on('message', (msg: unknown, handle: unknown) => {
     if (!isListenAnswer(msg)) return

@@ -5,13 +5,14 @@
  */
 import { EventEmitter } from 'node:events'
 import type { BindingFleetOptions, BindingGroupOptions, NativeSupervisor } from '../native/index.cjs'
-import { HealthServer } from './health.js'
+import { HealthServer, type HealthOptions } from './health.js'
 import { assertSupportedPlatform, native } from './native.js'
 import {
   OptionsError,
   resolveBackoff,
   resolveGroup,
   resolveHealth,
+  resolveHealthDetail,
   resolveLogFile,
   resolveName,
   resolveRuntimeDir,
@@ -114,6 +115,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   #preparing: Promise<void> = Promise.resolve()
   #sigints = 0
   readonly #healthAddress: string | undefined
+  readonly #healthDetail: boolean
   readonly #logFile: string | undefined
   #health: HealthServer | undefined
   #launching = false
@@ -140,6 +142,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       'backoff',
       'beforeReload',
       'health',
+      'healthDetail',
       'logFile',
       'upgradeCommand',
     ])
@@ -156,6 +159,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       throw new OptionsError('beforeReload', 'expected a function returning the re-read options')
     }
     this.#healthAddress = resolveHealth(options.health)
+    this.#healthDetail = resolveHealthDetail(options.healthDetail, this.#healthAddress)
     // A master started by startDaemon (`--daemon`, `start -d`) writes to the log file it
     // was given, and reopens it on `baton reopen-logs`.
     const daemonLog = process.env.BATON_DAEMONIZED === '1' ? process.env.BATON_LOG_FILE : undefined
@@ -201,8 +205,10 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     // The health endpoint listens first: a port in use fails the start before any worker runs.
     const address = this.#healthAddress
     this.#launching = true
-    return HealthServer.listen(address, () =>
-      this.#native ? this.status() : { ready: false, notReadyReason: 'the fleet is starting' },
+    return HealthServer.listen(
+      address,
+      () => (this.#native ? this.status() : { ready: false, notReadyReason: 'the fleet is starting' }),
+      this.#healthOptions(),
     ).then(
       (server) => {
         this.#launching = false
@@ -594,7 +600,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
    * retried every 50 ms for up to 10 s.
    */
   #takeHealth(address: string, tries = 200): void {
-    HealthServer.listen(address, () => this.status()).then(
+    HealthServer.listen(address, () => this.status(), this.#healthOptions()).then(
       (server) => {
         if (this.#hasStopped || this.#health !== undefined) {
           void server.close()
@@ -609,6 +615,11 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         else this.#log(`health: cannot listen on ${address} after the upgrade: ${e.message}`)
       },
     )
+  }
+
+  /** How the health endpoint answers: detail or not, and the status's age from the core. */
+  #healthOptions(): HealthOptions {
+    return { detail: this.#healthDetail, ageMs: () => this.#native?.statusAgeMs() ?? 0 }
   }
 
   #closeHealth(): Promise<void> {

@@ -29,6 +29,14 @@ import {
   trackServer,
   waitForConnections,
 } from './drain.js'
+import {
+  addOwnSignalListener,
+  appSignalsHanded,
+  hasAppSignalListeners,
+  holdAppSignals,
+  installSignalDeferral,
+  releaseAppSignals,
+} from './app-signals.js'
 import { ConnectionBalance } from './rebalance.js'
 
 /** Options of {@link Worker.listen}. */
@@ -119,6 +127,14 @@ const MIN_STOP_BUDGET_MS = 500
 const DEFAULT_STOP_TIMEOUT_MS = 2000
 /** Budget once the master is gone: the port must be released within 3 s. */
 const ORPHAN_STOP_BUDGET_MS = 3000 - 500
+/**
+ * The app's own SIGTERM listeners run after the drain, or at the latest this long before
+ * the stop deadline (a quarter of the budget, from 200 ms to 1 s), so their cleanup has
+ * time (app-signals.ts).
+ */
+function appSignalMargin(budgetMs: number): number {
+  return Math.min(1000, Math.max(200, Math.floor(budgetMs / 4)))
+}
 /** Node's default listen backlog. */
 const DEFAULT_BACKLOG = 511
 /** First inherited fd (systemd's SD_LISTEN_FDS_START). */
@@ -298,6 +314,11 @@ class WorkerRuntime implements Worker {
   #stopPromise: Promise<void> | undefined
   #deadlineAt = Infinity
   #deadlineTimer: NodeJS.Timeout | undefined
+  #releaseTimer: NodeJS.Timeout | undefined
+  /** Every server was drained (set with `drained`). */
+  #isDrained = false
+  /** The exit is the runtime's own (end of the stop, or its deadline). */
+  #exitingOnPurpose = false
   readonly #abort = new AbortController()
   #resolveDrained: () => void = () => undefined
   readonly drained: Promise<void> = new Promise((resolve) => (this.#resolveDrained = resolve))
@@ -309,6 +330,8 @@ class WorkerRuntime implements Worker {
     this.group = env.group
     this.generation = env.generation
     if (env.isWorker) {
+      // The app's own SIGTERM listeners run after the drain (app-signals.ts).
+      installSignalDeferral()
       this.#installSignals()
       this.#installChannel()
     }
@@ -450,17 +473,41 @@ class WorkerRuntime implements Worker {
   }
 
   #beginStop(budgetMs: number): Promise<void> {
+    if (this.#stopPromise === undefined) {
+      holdAppSignals()
+      if (this.isWorker) process.once('exit', (code) => this.#reportEarlyExit(code))
+    }
     this.#armDeadline(budgetMs)
     if (this.#stopPromise === undefined) {
       this.#stopPromise = this.#runStop().then(
-        () => process.exit(0),
+        () => this.#finishStop(),
         (err: unknown) => {
           this.#log(`graceful stop failed: ${formatError(err)}`)
-          process.exit(0)
+          this.#finishStop()
         },
       )
     }
     return this.#stopPromise
+  }
+
+  /**
+   * The drain is over: hand the app its SIGTERM (its listeners then end the process; the
+   * deadline still bounds it), or exit 0 when it has none.
+   */
+  #finishStop(): void {
+    if (releaseAppSignals()) return
+    this.#exitingOnPurpose = true
+    process.exit(0)
+  }
+
+  /** The process exits during a stop before its connections were drained: say so. */
+  #reportEarlyExit(code: number): void {
+    if (this.#isDrained || this.#exitingOnPurpose) return
+    const open = [...this.#servers].reduce((n, server) => n + connectionCount(server), 0)
+    this.#log(
+      `exited with code ${code} before its connections were drained (${open} still open): ` +
+        'the app ended the process during the graceful stop (its own stop or SIGTERM handling?)',
+    )
   }
 
   /** Exit at `now + budgetMs` at the latest (only ever moves the deadline earlier). */
@@ -471,9 +518,18 @@ class WorkerRuntime implements Worker {
     if (this.#deadlineTimer !== undefined) clearTimeout(this.#deadlineTimer)
     this.#deadlineTimer = setTimeout(() => {
       const open = [...this.#servers].reduce((n, server) => n + connectionCount(server), 0)
-      this.#log(`graceful stop not finished after ${budgetMs} ms (${open} connections still open); exiting anyway`)
+      this.#log(
+        this.#isDrained && appSignalsHanded()
+          ? `the app's own SIGTERM handler ran after the drain but did not end the process within ${budgetMs} ms of the stop; exiting`
+          : `graceful stop not finished after ${budgetMs} ms (${open} connections still open); exiting anyway`,
+      )
+      this.#exitingOnPurpose = true
       process.exit(0)
     }, budgetMs)
+    // The app's own SIGTERM listeners get some of the budget even if the drain is slow.
+    if (this.#releaseTimer !== undefined) clearTimeout(this.#releaseTimer)
+    this.#releaseTimer = setTimeout(() => releaseAppSignals(), budgetMs - appSignalMargin(budgetMs))
+    this.#releaseTimer.unref()
   }
 
   async #runStop(): Promise<void> {
@@ -481,9 +537,10 @@ class WorkerRuntime implements Worker {
     for (const server of servers) stopAccepting(server)
     // The drain, the signal and the hooks start together: a hook (or a listener of the
     // signal) ends the streams that the drain would otherwise wait for until the deadline.
-    const drains = Promise.all(servers.filter(isDrainable).map((server) => drainServer(server))).then(() =>
-      this.#resolveDrained(),
-    )
+    const drains = Promise.all(servers.filter(isDrainable).map((server) => drainServer(server))).then(() => {
+      this.#isDrained = true
+      this.#resolveDrained()
+    })
     this.#abort.abort(new Error('baton: the worker is stopping'))
     await Promise.all([drains, this.#runStopHooks()])
     // Non-HTTP connections and upgraded sockets: the hooks may have closed them.
@@ -521,13 +578,22 @@ class WorkerRuntime implements Worker {
     const onSignal = (): void => {
       void this.#beginStop(this.#env.stopBudgetMs)
     }
-    process.on('SIGTERM', onSignal)
+    addOwnSignalListener((late) => {
+      // The app was handed SIGTERM, has no listener left, and signals itself again (NestJS
+      // does, to die by the signal): its cleanup is done.
+      if (!late && appSignalsHanded() && !hasAppSignalListeners()) {
+        this.#exitingOnPurpose = true
+        process.exit(0)
+      }
+      onSignal()
+    })
     process.on('SIGINT', onSignal)
   }
 
   #installChannel(): void {
     if (typeof process.send !== 'function' || process.channel === undefined) return
-    process.on('message', (msg: unknown, handle: unknown) => {
+    // First: a stop message starts the drain before an app listener of its own can exit.
+    process.prependListener('message', (msg: unknown, handle: unknown) => {
       const shed = shedCount(msg)
       if (shed !== undefined) this.#balance.shed(shed)
       else if (isConnectionMessage(msg)) this.#takeConnection(msg.fd, handle)

@@ -122,6 +122,10 @@ pub enum Request {
     /// Replace the master (`baton upgrade`); answer once the new one serves and the old
     /// workers have drained.
     Upgrade,
+    /// Test-only: stall the loop thread for this many milliseconds (honoured only when
+    /// the master was started with `BATON_TEST_HOOKS=1`; otherwise answered like an
+    /// unknown command). Lets __test__/health.spec.ts see a stuck loop.
+    TestFreeze { ms: u64 },
 }
 
 /// Parse one request line.
@@ -156,7 +160,10 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
             };
             Ok(Request::Logs(LogsRequest {
                 lines,
-                follow: value.get("follow").and_then(Value::as_bool).unwrap_or(false),
+                follow: value
+                    .get("follow")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
                 group,
             }))
         }
@@ -181,10 +188,18 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
                 count: count as u32,
             })
         }
-        other => Err(format!(
-            "unknown control command \"{other}\" (expected status, reload, stop, logs, reopen-logs, scale or upgrade)"
-        )),
+        "test-freeze" => Ok(Request::TestFreeze {
+            ms: value.get("ms").and_then(Value::as_u64).unwrap_or(0),
+        }),
+        other => Err(unknown_command(other)),
     }
+}
+
+/// The error for a command this master does not know.
+pub fn unknown_command(other: &str) -> String {
+    format!(
+            "unknown control command \"{other}\" (expected status, reload, stop, logs, reopen-logs, scale or upgrade)"
+    )
 }
 
 /// The final line for an error.
@@ -214,6 +229,10 @@ mod tests {
         assert_eq!(
             parse_request(r#"{"cmd":"stop"}"#),
             Ok(Request::Stop { force: false })
+        );
+        assert_eq!(
+            parse_request(r#"{"cmd":"test-freeze","ms":7}"#),
+            Ok(Request::TestFreeze { ms: 7 })
         );
         assert!(parse_request(r#"{"cmd":"dance"}"#)
             .unwrap_err()

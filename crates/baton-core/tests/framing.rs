@@ -114,7 +114,8 @@ fn valid_request() -> impl Strategy<Value = (String, Request)> {
                     Request::ReopenLogs => "reopen-logs",
                     Request::Upgrade => "upgrade",
                     // Not generated above (they carry their own fields).
-                    Request::Logs(_) | Request::Scale { .. } => unreachable!("not generated"),
+                    Request::Logs(_) | Request::Scale { .. } | Request::TestFreeze { .. } =>
+                        unreachable!("not generated"),
                 }
             )];
             if let Request::Stop { force } = req {

@@ -192,6 +192,14 @@ impl NativeSupervisor {
         self.handle.status().map(|v| v.to_string()).map_err(failure)
     }
 
+    /// Milliseconds since the supervisor loop last turned: the status `status()` returns is
+    /// about this old. The loop turns at least once a second, so a few seconds means it is
+    /// stuck (the health endpoint then answers 503).
+    #[napi]
+    pub fn status_age_ms(&self) -> f64 {
+        self.handle.status_age().as_secs_f64() * 1000.0
+    }
+
     /// The bound listen addresses.
     #[napi]
     pub fn bound(&self) -> Vec<BindingBoundAddress> {

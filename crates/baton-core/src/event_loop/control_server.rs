@@ -257,6 +257,16 @@ impl LoopState {
             Ok(request @ (Request::Logs(_) | Request::ReopenLogs)) => {
                 self.hand_client_to_relay(id, request)
             }
+            Ok(Request::TestFreeze { ms }) if self.test_hooks => {
+                // Answer first, then stall this thread: the loop publishes nothing and
+                // answers nothing until the freeze ends (a stuck loop, as a test sees it).
+                self.reply(id, &json!({ "ok": true, "frozenMs": ms }), true);
+                std::thread::sleep(Duration::from_millis(ms).min(MAX_TEST_FREEZE));
+            }
+            Ok(Request::TestFreeze { .. }) => {
+                let message = control::unknown_command("test-freeze");
+                self.reply(id, &json!({ "ok": false, "error": message }), true);
+            }
         }
     }
 

@@ -131,6 +131,7 @@ pub fn launch(mut config: FleetConfig, sink: EventSink) -> Result<Handle, Launch
     let (tx, rx) = mpsc::channel();
     let tickets = Arc::new(AtomicU64::new(1));
     let status_cache: StatusCache = Arc::new(Mutex::new(None));
+    let alive: Alive = Arc::new(Mutex::new(Instant::now()));
     let relay = output::start_relay(&config, tx.clone(), waker.clone())?;
 
     let rules = config.groups.iter().map(|g| g.rules.clone()).collect();
@@ -176,6 +177,8 @@ pub fn launch(mut config: FleetConfig, sink: EventSink) -> Result<Handle, Launch
         status_cache: status_cache.clone(),
         status_published: Cell::new(Instant::now()),
         status_dirty: Cell::new(true),
+        alive: alive.clone(),
+        test_hooks: std::env::var_os("BATON_TEST_HOOKS").is_some_and(|v| v == "1"),
         relay: relay.clone(),
         pidfd: exits::use_pidfd(),
         owns_control_path: incoming.is_none(),
@@ -222,6 +225,7 @@ pub fn launch(mut config: FleetConfig, sink: EventSink) -> Result<Handle, Launch
         bound,
         control_path,
         status_cache,
+        alive,
         relay,
     })
 }

@@ -167,6 +167,8 @@ pub struct Handle {
     pub control_path: PathBuf,
     /// The latest status, published by the loop (see [`Handle::status`]).
     status_cache: StatusCache,
+    /// When the loop last ran (see [`Handle::status_age`]).
+    alive: Alive,
     relay: Arc<LogRelay>,
 }
 
@@ -190,6 +192,9 @@ impl<T> Pending<T> {
 
 /// The status JSON as last published by the loop thread (without `rssBytes`).
 type StatusCache = Arc<Mutex<Option<Value>>>;
+
+/// When the loop thread last finished a turn (it turns at least every [`HEARTBEAT`]).
+type Alive = Arc<Mutex<Instant>>;
 
 impl Handle {
     fn send(&self, cmd: Command) -> Result<(), String> {
@@ -298,6 +303,17 @@ impl Handle {
         }
         Ok(status)
     }
+
+    /// How long ago the loop thread last finished a turn: the status [`Handle::status`]
+    /// answers with is at most this old plus [`STATUS_REFRESH`]. The loop turns at least
+    /// every [`HEARTBEAT`], so an age of several heartbeats means the loop is stuck (the
+    /// health endpoint then answers 503, src/health.ts).
+    pub fn status_age(&self) -> Duration {
+        self.alive
+            .lock()
+            .map(|at| at.elapsed())
+            .unwrap_or(Duration::MAX)
+    }
 }
 
 /// The text of a panic payload (`panic!` with a message or a format string).
@@ -326,6 +342,11 @@ const HOST_PREPARE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Least time between two status publications that no event asked for (connection
 /// counts, ready workers between events).
 const STATUS_REFRESH: Duration = Duration::from_millis(100);
+/// Longest time the loop waits without a turn, so that [`Handle::status_age`] can tell an
+/// idle loop from a stuck one.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Longest freeze the test-only `test-freeze` control request may ask for.
+const MAX_TEST_FREEZE: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy)]
 enum Source {
@@ -398,6 +419,12 @@ struct LoopState {
     status_published: Cell<Instant>,
     /// Something may have changed since the last publication.
     status_dirty: Cell<bool>,
+    /// Shared with the host's [`Handle`]: when this loop last finished a turn.
+    alive: Alive,
+    /// `BATON_TEST_HOOKS=1` at launch: the control socket honours test-only requests
+    /// (`test-freeze`, which stalls this loop to exercise the health endpoint's staleness
+    /// check in __test__/health.spec.ts). Not documented for users.
+    test_hooks: bool,
     /// Reads the workers' stdout and stderr on its own thread (`output.rs`).
     relay: Arc<LogRelay>,
     /// Exits are watched through pidfds, not waiter threads (`exits.rs`).
@@ -420,10 +447,13 @@ impl LoopState {
         self.drive();
         let mut control_due: Option<Duration> = None;
         while !self.fleet.is_stopped() {
-            let mut timeout = self
-                .fleet
-                .poll_timeout()
-                .map(|t| t.saturating_duration_since(Instant::now()));
+            self.beat();
+            let mut timeout = Some(
+                self.fleet
+                    .poll_timeout()
+                    .map_or(HEARTBEAT, |t| t.saturating_duration_since(Instant::now()))
+                    .min(HEARTBEAT),
+            );
             if let Some(wait) = control_due {
                 timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
             }
@@ -446,7 +476,10 @@ impl LoopState {
                 let wait = at.saturating_duration_since(Instant::now());
                 timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
             }
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            let polled = self.poll.poll(&mut events, timeout);
+            // Awake: what this turn does next (a request, an exit) is measured from here.
+            self.beat();
+            if let Err(e) = polled {
                 if e.kind() != ErrorKind::Interrupted {
                     self.log(&format!("poll failed: {e}; stopping the fleet"));
                     self.fleet

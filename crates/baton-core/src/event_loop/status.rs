@@ -24,6 +24,13 @@ impl LoopState {
         self.status_dirty.set(false);
     }
 
+    /// Record that the loop is turning (read by [`Handle::status_age`]).
+    pub(super) fn beat(&self) {
+        if let Ok(mut at) = self.alive.lock() {
+            *at = Instant::now();
+        }
+    }
+
     pub(super) fn status_json(&self) -> Value {
         self.status_json_with(true)
     }
