@@ -146,6 +146,11 @@ export interface BindingGroupOptions {
   stderr?: string
   /** Prefix every output line with `group#id `. */
   logPrefix?: boolean
+  /**
+   * Drop-in mode: answer the workers' `baton:listen` requests (default true; the
+   * preload is loaded by the TypeScript layer through `execArgv`).
+   */
+  dropIn?: boolean
 }
 
 /**

@@ -705,5 +705,6 @@ function toBinding(g: ResolvedGroup): BindingGroupOptions {
     stdout: g.stdout,
     stderr: g.stderr,
     logPrefix: g.logPrefix,
+    dropIn: g.dropIn,
   }
 }

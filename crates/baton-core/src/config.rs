@@ -123,6 +123,9 @@ pub struct GroupConfig {
     pub stderr: LogTarget,
     /// Prefix every line the workers write with `group#id ` (line-buffered).
     pub log_prefix: bool,
+    /// Drop-in mode (`dropIn`): the master answers its workers' `baton:listen` requests
+    /// (`event_loop/drop_in.rs`); without it every such request is refused.
+    pub drop_in: bool,
 }
 
 impl GroupConfig {

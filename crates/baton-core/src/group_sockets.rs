@@ -332,6 +332,7 @@ mod tests {
             stdout: Default::default(),
             stderr: Default::default(),
             log_prefix: false,
+            drop_in: true,
         }
     }
 

@@ -378,6 +378,8 @@ fn compare_group(old: &GroupConfig, new: &GroupConfig) -> (GroupConfig, Vec<Chan
     per_worker!(Setting::Stdout, stdout);
     per_worker!(Setting::Stderr, stderr);
     per_worker!(Setting::LogPrefix, log_prefix);
+    // Reported as the `execArgv` change it comes with (the preload's `--import`).
+    applied.drop_in = new.drop_in;
     restart_only!(Setting::Count, rules.count);
     restart_only!(Setting::Reloadable, rules.reloadable);
     if old.listen != new.listen || old.listen_names != new.listen_names {
@@ -457,6 +459,7 @@ mod tests {
             stdout: LogTarget::Inherit,
             stderr: LogTarget::Inherit,
             log_prefix: false,
+            drop_in: true,
         }
     }
 

@@ -56,6 +56,9 @@ pub struct BindingGroupOptions {
     pub stderr: Option<String>,
     /// Prefix every output line with `group#id `.
     pub log_prefix: Option<bool>,
+    /// Drop-in mode: answer the workers' `baton:listen` requests (default true; the
+    /// preload is loaded by the TypeScript layer through `execArgv`).
+    pub drop_in: Option<bool>,
 }
 
 fn log_target(field: &str, group: &str, value: Option<String>) -> Result<LogTarget, Error> {
@@ -165,6 +168,7 @@ impl TryFrom<BindingGroupOptions> for GroupConfig {
             stdout,
             stderr,
             log_prefix: o.log_prefix.unwrap_or(false),
+            drop_in: o.drop_in.unwrap_or(true),
         })
     }
 }

@@ -26,6 +26,10 @@ pub(super) struct WorkerIo {
     pub(super) group: usize,
     /// Open connections, as it last reported (`{"type":"connections","count":N}`).
     pub(super) connections: Option<u32>,
+    /// The uid it runs as (the master's when its group sets none).
+    pub(super) uid: u32,
+    /// Its `baton:listen` requests so far, for the caps of `drop_in.rs`.
+    pub(super) listen_requests: super::drop_in::ListenRequests,
 }
 
 impl LoopState {
@@ -56,6 +60,11 @@ impl LoopState {
             credentials: g.credentials.clone(),
             pidfd: self.pidfd,
         };
+        let uid = g
+            .credentials
+            .as_ref()
+            .and_then(|c| c.uid)
+            .unwrap_or(self.uid);
         match spawn::spawn(&spec) {
             Ok(child) => {
                 let pid = child.pid;
@@ -75,6 +84,8 @@ impl LoopState {
                         handoff: false,
                         group,
                         connections: None,
+                        uid,
+                        listen_requests: Default::default(),
                     },
                 );
                 self.hand_output(key, group, slot, [child.stdout, child.stderr]);
@@ -257,7 +268,7 @@ impl LoopState {
     }
 
     /// `web#2 (pid 1234)`, for log lines about one worker.
-    fn worker_label(&self, key: WorkerKey) -> String {
+    pub(super) fn worker_label(&self, key: WorkerKey) -> String {
         let snap = self.fleet.snapshot();
         match snap.workers.iter().find(|w| w.key == Some(key)) {
             Some(w) => {
