@@ -198,34 +198,17 @@ impl LoopState {
                 return;
             }
         };
-        let Some(channel) = self.workers.get(&key).and_then(|io| io.control.as_ref()) else {
-            return;
-        };
-        let sent = {
-            // SAFETY: `fd` is the fd of a listener owned by `self.listeners` or
-            // `self.drop_in`, open for the duration of this call.
-            let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-            let line = handle_line(req);
-            let mut result = handoff::send_with_fd(channel.as_fd(), line.as_bytes(), socket);
-            // A fresh worker's channel is empty; a full one clears in moments.
-            for _ in 0..50 {
-                match &result {
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        thread::sleep(Duration::from_millis(2));
-                        result = handoff::send_with_fd(channel.as_fd(), line.as_bytes(), socket);
-                    }
-                    _ => break,
-                }
+        // SAFETY: `fd` is the fd of a listener owned by `self.listeners` or `self.drop_in`,
+        // open for the duration of this call; the outbox keeps its own copy (a dup).
+        let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        match socket.try_clone_to_owned() {
+            Ok(copy) => self.send_worker_with_fd(key, handle_line(req).into_bytes(), Some(copy)),
+            Err(e) => {
+                let who = self.worker_label(key);
+                self.log(&format!(
+                    "cannot hand port {port} to {who}: {e}; it will time out as not ready"
+                ));
             }
-            result.and_then(|n| {
-                let mut rest = channel;
-                rest.write_all(&line.as_bytes()[n..]).map(|()| n)
-            })
-        };
-        if let Err(e) = sent {
-            self.log(&format!(
-                "cannot hand port {port} to worker {key}: {e}; it will time out as not ready"
-            ));
         }
     }
 

@@ -470,7 +470,14 @@ impl LoopState {
                     WAKER => {}
                     CONTROL => self.accept_clients(),
                     t => match self.sources.get(&t).copied() {
-                        Some(Source::WorkerControl(key)) => self.read_worker_control(key),
+                        Some(Source::WorkerControl(key)) => {
+                            if writable {
+                                self.flush_worker(key);
+                            }
+                            if readable {
+                                self.read_worker_control(key);
+                            }
+                        }
                         Some(Source::WorkerExit(key)) => self.on_pidfd_readable(key),
                         Some(Source::Client(id)) => {
                             if readable {
