@@ -841,3 +841,4 @@ module.exports.MasterState = nativeBinding.MasterState
 module.exports.normalizeListenAddress = nativeBinding.normalizeListenAddress
 module.exports.probeMaster = nativeBinding.probeMaster
 module.exports.resolveRuntimeDir = nativeBinding.resolveRuntimeDir
+module.exports.sealUpgradeFds = nativeBinding.sealUpgradeFds

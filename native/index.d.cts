@@ -186,3 +186,11 @@ export declare function probeMaster(runtimeDir: string, name: string, clean: boo
 
 /** `BATON_RUNTIME_DIR`, else `$XDG_RUNTIME_DIR/baton`, else `<tmpdir>/baton-<uid>`. */
 export declare function resolveRuntimeDir(batonRuntimeDir: string | undefined | null, xdgRuntimeDir: string | undefined | null, tmpdir: string, uid: number): string
+
+/**
+ * A master started by `baton upgrade`: set close-on-exec on every fd its handover (the
+ * `BATON_UPGRADE` value) names, so no process it starts before `launchSupervisor` (a
+ * config file's `child_process`) inherits the pid-file lock or a listening socket. Called
+ * when the addon is loaded (src/native.ts).
+ */
+export declare function sealUpgradeFds(handover: string): void

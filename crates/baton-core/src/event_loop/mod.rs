@@ -49,6 +49,7 @@ use control_server::Client;
 use exits::Pidfd;
 pub use launch::launch;
 use steering::{Rescue, SlotSocket, Straggler, Watched, RESCUE_RETRY};
+pub use takeover::seal_handover;
 use workers::WorkerIo;
 
 use std::cell::Cell;
