@@ -88,9 +88,10 @@ enum Kind {
 /// Check that `fd` is open and of `kind`, before it is taken. The error names the fd,
 /// what it should be and what it is.
 fn check_kind(fd: RawFd, kind: Kind, what: &str) -> Result<(), String> {
-    // SAFETY: fstat writes into a zeroed stat we own; on an fd number that is not open it
-    // fails with EBADF.
+    // SAFETY: stat is plain data; all-zero is a valid value, filled in by fstat.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into `st`, which we own; on an fd number that is not open it
+    // fails with EBADF and writes nothing.
     if unsafe { libc::fstat(fd, &mut st) } < 0 {
         return Err(format!(
             "{}: {what} (fd {fd}) is not open: {}",
@@ -102,8 +103,8 @@ fn check_kind(fd: RawFd, kind: Kind, what: &str) -> Result<(), String> {
     let int_opt = |opt: libc::c_int| -> Option<libc::c_int> {
         let mut value: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: getsockopt writes at most `len` bytes into `value`, an int we own; the
-        // fd is a socket (checked by the caller through fstat).
+        // SAFETY: getsockopt writes at most `len` bytes into `value`, an int we own; on an
+        // fd that is not a socket it fails with ENOTSOCK and writes nothing.
         let rc = unsafe {
             libc::getsockopt(
                 fd,
