@@ -1,4 +1,8 @@
 /**
+ * The worker channel gets the same treatment (issue 17): hostile workers write random,
+ * mutated, oversized and torn lines and bursts on their control channel, and one never
+ * reads it, while the master must keep answering and the other workers keep serving.
+ *
  * The control socket against hostile clients (issue 9): a live fuzz of the protocol
  * (random and mutated requests, one or many per connection, concurrently) and, as root,
  * a client of another uid that the socket's permissions were opened to on purpose: the
@@ -6,12 +10,14 @@
  */
 import test from 'ava'
 import { spawn } from 'node:child_process'
-import { chmodSync } from 'node:fs'
+import { chmodSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { join } from 'node:path'
 import { fixture, startFleet } from './helpers/fleet.js'
 import { describeResources, nobody, resources } from './helpers/proc.js'
-import { freePort, waitFor, withTimeout } from './helpers/processes.js'
+import { freePort, tmpDir, waitFor, withTimeout } from './helpers/processes.js'
+import { startLoad } from './helpers/load.js'
+import { assertNoFailedRequests } from './helpers/reload.js'
 
 const APP = fixture('app.mjs')
 
@@ -292,5 +298,145 @@ asRoot(
       before.workers.map((w) => w.pid),
     )
     t.is(after.generation, before.generation)
+  },
+)
+
+/** One `status` request on the control socket at `path`: ms until its answer line. */
+function statusRoundTrip(path: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now()
+    const s = connect(path)
+    let got = ''
+    const timer = setTimeout(() => {
+      s.destroy()
+      reject(new Error('no status answer within 5 s'))
+    }, 5000)
+    s.setEncoding('utf8')
+    s.on('data', (d: string) => {
+      got += d
+      if (got.includes('\n')) {
+        clearTimeout(timer)
+        s.destroy()
+        if (got.includes('"ok":true')) resolve(performance.now() - started)
+        else reject(new Error(`status answer: ${got.slice(0, 200)}`))
+      }
+    })
+    s.on('error', (e) => {
+      clearTimeout(timer)
+      reject(e)
+    })
+    s.on('connect', () => s.write('{"cmd":"status"}\n'))
+  })
+}
+
+/**
+ * Time the master's `status` answers on its control socket (what `baton status` asks,
+ * without the CLI's own start-up) every `everyMs` until `stop()`.
+ */
+function probeStatus(path: string, everyMs: number) {
+  const times: number[] = []
+  const failures: string[] = []
+  let running = true
+  const done = (async () => {
+    while (running) {
+      try {
+        times.push(await statusRoundTrip(path))
+      } catch (e) {
+        failures.push(String(e))
+      }
+      await new Promise((resolve) => setTimeout(resolve, everyMs))
+    }
+  })()
+  return {
+    async stop() {
+      running = false
+      await done
+      return { times, failures }
+    },
+  }
+}
+
+asRoot(
+  'worker-channel fuzz: hostile workers (random, mutated, oversized, torn lines, bursts; one never reads) leave the master answering within 1 s, its fds and RSS flat, and the other workers serving',
+  async (t) => {
+    const port = await freePort()
+    const seed = Date.now() >>> 0
+    t.log(`seed ${seed} (FUZZ_SEED; worker i uses seed + i)`)
+    const dir = await tmpDir('baton-chan-fuzz-')
+    t.teardown(() => dir.cleanup())
+    // reloadable: false everywhere: a reload then replaces nobody and sends each worker
+    // {"type":"reload"} on its channel, the deaf one included.
+    writeFileSync(
+      join(dir.path, 'baton.config.json'),
+      JSON.stringify({
+        name: 'fleet',
+        groups: {
+          web: { script: APP, count: 2, listen: `127.0.0.1:${port}`, reloadable: false },
+          fuzz: {
+            script: fixture('channel-fuzz.mjs'),
+            count: 2,
+            uid: 'nobody',
+            reloadable: false,
+            env: { FUZZ_SEED: String(seed), FUZZ_MS: '8000' },
+          },
+          deaf: {
+            script: fixture('channel-hog.mjs'),
+            count: 1,
+            uid: 'nobody',
+            dropIn: false,
+            reloadable: false,
+            env: { REQUESTS: '300' },
+          },
+        },
+      }),
+    )
+    const fleet = await startFleet(t, { cwd: dir.path, expectWorkers: 5 })
+    const res0 = resources(fleet.pid)
+    const probe = probeStatus(join(fleet.runtimeDir, `${fleet.name}.sock`), 50)
+    const load = startLoad({ port, connections: 8, pauseMs: 2 })
+    let reloads = 0
+    const fuzzing = waitFor(() => (fleet.log.text.match(/^fuzz done/gm) ?? []).length >= 2, {
+      timeoutMs: 60_000,
+      message: 'both fuzz workers finished',
+    })
+    const samples = [res0]
+    let finished = false
+    void fuzzing.then(() => (finished = true))
+    while (!finished) {
+      const r = await fleet.cli(['reload', fleet.name])
+      if (r.code === 0) reloads += 1
+      samples.push(resources(fleet.pid))
+      await new Promise((resolve) => setTimeout(resolve, 500))
+    }
+    await fuzzing
+    const result = await load.stop()
+    const { times, failures } = await probe.stop()
+    const status = await fleet.status()
+    const res1 = resources(fleet.pid)
+    const web = status.workers.filter((w) => w.group === 'web')
+    t.log(fleet.log.text.match(/^fuzz done.*$/gm)?.join('; '))
+    t.log(
+      `${times.length} status probes, slowest ${Math.max(...times).toFixed(0)} ms; ${reloads} reloads; ` +
+        `load ${result.requests} requests, ${result.errors} errors`,
+    )
+    t.log(`master before: ${describeResources(res0)}; after: ${describeResources(res1)}`)
+    t.deepEqual(failures, [], 'every status probe answered')
+    t.true(
+      times.every((ms) => ms < 1000),
+      `status round trips: max ${Math.max(...times).toFixed(0)} ms`,
+    )
+    assertNoFailedRequests(t, result)
+    t.true(
+      web.every((w) => w.state === 'ready' && w.restarts === 0),
+      JSON.stringify(web),
+    )
+    // The fuzz may have been given ephemeral drop-in sockets, kept for its group and
+    // capped at MAX_GROUP_DROP_IN_SOCKETS (32, event_loop/drop_in.rs); nothing else stays.
+    t.true(res1.fds - res0.fds <= 32, `master fds ${res0.fds} -> ${res1.fds}`)
+    t.true(
+      res1.rssBytes - res0.rssBytes < 30 * 1048576,
+      `master RSS grew ${((res1.rssBytes - res0.rssBytes) / 1048576).toFixed(1)} MiB`,
+    )
+    t.is(res1.zombies, 0)
   },
 )

@@ -7,7 +7,7 @@
  * options add serves too; systemd hears MAINPID= of the new master.
  */
 import test, { type ExecutionContext } from 'ava'
-import { existsSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fixture, runCli, startFleet, versionedFleet, type Fleet } from './helpers/fleet.js'
 import { httpGet, portIsFree } from './helpers/http.js'
@@ -395,5 +395,47 @@ test.serial(
     )
     t.is((await httpGet({ port, path: '/' })).status, 200)
     t.is(zombieChildren(master.pid ?? -1), 0)
+  },
+)
+
+test.serial(
+  "a process the new master's config file starts during an upgrade inherits none of the passed fds (sockets, pid-file lock)",
+  async (t) => {
+    const dir = await tmpDir('baton-upgrade-')
+    t.teardown(() => dir.cleanup())
+    const port = await freePort()
+    const file = join(dir.path, 'baton.config.mjs')
+    const pidOut = join(dir.path, 'sleep.pid')
+    const spawning = [
+      "import { spawn } from 'node:child_process'",
+      "import { writeFileSync } from 'node:fs'",
+      // Only in the master started by `baton upgrade`, while it loads its config.
+      'if (process.env.BATON_UPGRADE) {',
+      "  const child = spawn('sleep', ['600'], { detached: true, stdio: 'ignore' })",
+      `  writeFileSync(${JSON.stringify(pidOut)}, String(child.pid))`,
+      '  child.unref()',
+      '}',
+    ].join('\n')
+    writeFileSync(file, `${spawning}\n${config({ script: APP, listen: [`127.0.0.1:${port}`] })}`)
+    const fleet = await startFleet(t, { cwd: dir.path, expectWorkers: 2 })
+    const r = await fleet.cli(['upgrade', fleet.name])
+    t.is(r.code, 0, r.stderr)
+    const sleepPid = Number(readFileSync(pidOut, 'utf8'))
+    t.teardown(() => {
+      try {
+        process.kill(sleepPid, 'SIGKILL')
+      } catch {
+        // already gone
+      }
+    })
+    // What the handover passes: listening sockets, the control socket, the upgrade
+    // channel (sockets all) and the pid file. (An fd the test runner itself leaks into
+    // every process, such as a pipe, is not the master's to close.)
+    const held = readdirSync(`/proc/${sleepPid}/fd`)
+      .map((fd) => `${fd} -> ${readlinkSync(`/proc/${sleepPid}/fd/${fd}`)}`)
+      .filter((link) => link.includes('socket:') || link.endsWith('.pid'))
+    t.deepEqual(held, [], 'the child holds no socket and not the pid file')
+    // The new master took over (it holds the lock the child would otherwise share).
+    t.not((await fleet.status()).pid, fleet.pid)
   },
 )

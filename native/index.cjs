@@ -846,3 +846,4 @@ module.exports.normalizeListenAddress = nativeBinding.normalizeListenAddress
 module.exports.probeMaster = nativeBinding.probeMaster
 module.exports.resolveRuntimeDir = nativeBinding.resolveRuntimeDir
 module.exports.RuntimeEntry = nativeBinding.RuntimeEntry
+module.exports.sealUpgradeFds = nativeBinding.sealUpgradeFds

@@ -158,6 +158,11 @@ export interface BindingGroupOptions {
   minUptimeMs?: number
   /** The variable holding the worker id (default `NODE_APP_INSTANCE`). */
   instanceVar?: string
+  /**
+   * Drop-in mode: answer the workers' `baton:listen` requests (default true; the
+   * preload is loaded by the TypeScript layer through `execArgv`).
+   */
+  dropIn?: boolean
 }
 
 /**
@@ -232,3 +237,11 @@ export declare function resolveRuntimeDir(batonRuntimeDir: string | undefined | 
 
 /** What `checkRuntimePath` checks. */
 export type RuntimeEntry = 'dir' | 'socket' | 'pid' | 'file'
+
+/**
+ * A master started by `baton upgrade`: set close-on-exec on every fd its handover (the
+ * `BATON_UPGRADE` value) names, so no process it starts before `launchSupervisor` (a
+ * config file's `child_process`) inherits the pid-file lock or a listening socket. Called
+ * when the addon is loaded (src/native.ts).
+ */
+export declare function sealUpgradeFds(handover: string): void

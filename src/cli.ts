@@ -48,6 +48,7 @@ import {
   type ReloadOrder,
   type SupervisorOptions,
 } from './options.js'
+import { native } from './native.js'
 import { isEcosystemFile } from './pm2-ecosystem.js'
 import { searchDirs } from './runtime-dir.js'
 import { startupCommand } from './startup.js'
@@ -360,6 +361,9 @@ function watchAndReload(supervisor: Supervisor, name: string, paths: string[]): 
 /** Run the CLI with `argv` (without node and the script); resolves with the exit code. */
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv
+  // Started by `baton upgrade`: the addon seals the inherited fds as it loads (native.ts),
+  // before a config file's JavaScript runs.
+  if (process.env.BATON_UPGRADE) native()
   try {
     switch (command) {
       case undefined:

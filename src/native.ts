@@ -34,5 +34,9 @@ export function native(): NativeBinding {
   assertSupportedPlatform()
   const require = createRequire(import.meta.url)
   cached = require('../native/index.cjs') as NativeBinding
+  // A master started by `baton upgrade` inherits the old master's sockets and pid file:
+  // close-on-exec at once, before an options or config file can start a process.
+  const handover = process.env.BATON_UPGRADE
+  if (handover) cached.sealUpgradeFds(handover)
   return cached
 }

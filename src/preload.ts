@@ -20,8 +20,10 @@
  *
  * @module
  */
+import { lookup } from 'node:dns/promises'
 import * as net from 'node:net'
 import { installSignalDeferral } from './app-signals.js'
+import { constants } from 'node:os'
 
 /** What a TCP `listen()` call asks for. */
 export interface PortTarget {
@@ -87,6 +89,40 @@ interface ListenAnswer {
   readonly code?: string
 }
 
+/**
+ * The error a refused or failed `baton:listen` becomes: shaped as Node's own listen error
+ * (`code`, `errno`, `syscall: 'listen'`, `address`, `port`), the message naming the port
+ * and the master's rule (e.g. `listen EACCES: 127.0.0.1:81: port 81 is below 1024 ...`).
+ */
+export function listenError(answer: { error?: string; code?: string }, port: number, host: string | undefined): Error {
+  const code = answer.code ?? 'EINVAL'
+  const address = host ?? ''
+  const where = address === '' ? `port ${port}` : `${address}:${port}`
+  const err = new Error(
+    `listen ${code}: ${where}: ${answer.error ?? 'the master sent no socket'}`,
+  ) as NodeJS.ErrnoException & {
+    address?: string
+    port?: number
+  }
+  err.code = code
+  const errno = (constants.errno as Record<string, number | undefined>)[code]
+  if (errno !== undefined) err.errno = -errno
+  err.syscall = 'listen'
+  if (address !== '') err.address = address
+  err.port = port
+  return err
+}
+
+/**
+ * The host a `listen()` names, as the master takes it: an IP literal, or none. The master
+ * resolves no names (it would block its loop), so a name is looked up here, in the worker,
+ * as Node's own `listen(port, host)` does (the first address `dns.lookup` gives).
+ */
+async function literalHost(host: string | undefined): Promise<string | undefined> {
+  if (host === undefined || host === '' || net.isIP(host) !== 0) return host
+  return (await lookup(host)).address
+}
+
 function isListenAnswer(msg: unknown): msg is ListenAnswer {
   return typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'baton:listen'
 }
@@ -94,14 +130,18 @@ function isListenAnswer(msg: unknown): msg is ListenAnswer {
 let nextRequest = 1
 /** listen() calls waiting for their socket. */
 let pending = 0
-const waiting = new Map<number, { resolve: (handle: unknown) => void; reject: (err: Error) => void }>()
+const waiting = new Map<
+  number,
+  { resolve: (handle: unknown) => void; reject: (err: Error) => void; port: number; host: string | undefined }
+>()
 
 /** Ask the master for the socket of `target`; resolves with the listening handle. */
-function requestSocket(target: PortTarget): Promise<unknown> {
+async function requestSocket(target: PortTarget): Promise<unknown> {
   const req = nextRequest++
+  const host = await literalHost(target.host)
   return new Promise((resolve, reject) => {
-    waiting.set(req, { resolve, reject })
-    const message = { type: 'baton:listen', req, port: target.port, host: target.host ?? null }
+    waiting.set(req, { resolve, reject, port: target.port, host })
+    const message = { type: 'baton:listen', req, port: target.port, host: host ?? null }
     ;(process.send as NonNullable<typeof process.send>)(message, undefined, undefined, (err) => {
       if (err === null || err === undefined) return
       waiting.delete(req)
@@ -120,9 +160,7 @@ function install(): void {
     if (w === undefined) return
     waiting.delete(msg.req)
     if (msg.error !== undefined || handle === undefined) {
-      const err = new Error(msg.error ?? 'the master sent no socket') as NodeJS.ErrnoException
-      if (msg.code !== undefined) err.code = msg.code
-      w.reject(err)
+      w.reject(listenError(msg, w.port, w.host))
     } else {
       w.resolve(handle)
     }

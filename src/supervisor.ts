@@ -718,5 +718,6 @@ function toBinding(g: ResolvedGroup): BindingGroupOptions {
     readiness: g.readiness,
     minUptimeMs: g.minUptime,
     instanceVar: g.instanceVar,
+    dropIn: g.dropIn,
   }
 }

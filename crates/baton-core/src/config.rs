@@ -168,6 +168,9 @@ pub struct GroupConfig {
     /// The variable every worker finds its id in (PM2's `instance_var`; default
     /// `NODE_APP_INSTANCE`).
     pub instance_var: String,
+    /// Drop-in mode (`dropIn`): the master answers its workers' `baton:listen` requests
+    /// (`event_loop/drop_in.rs`); without it every such request is refused.
+    pub drop_in: bool,
 }
 
 /// The default of [`GroupConfig::instance_var`], as PM2 names it.

@@ -334,6 +334,7 @@ mod tests {
             stderr: Default::default(),
             log_prefix: false,
             instance_var: crate::config::DEFAULT_INSTANCE_VAR.to_string(),
+            drop_in: true,
         }
     }
 

@@ -395,6 +395,8 @@ fn compare_group(old: &GroupConfig, new: &GroupConfig) -> (GroupConfig, Vec<Chan
     per_worker!(Setting::LogPrefix, log_prefix);
     per_worker!(Setting::Readiness, rules.readiness);
     per_worker!(Setting::InstanceVar, instance_var);
+    // Reported as the `execArgv` change it comes with (the preload's `--import`).
+    applied.drop_in = new.drop_in;
     restart_only!(Setting::Count, rules.count);
     restart_only!(Setting::Reloadable, rules.reloadable);
     if old.listen != new.listen || old.listen_names != new.listen_names {
@@ -476,6 +478,7 @@ mod tests {
             stderr: LogTarget::Inherit,
             log_prefix: false,
             instance_var: crate::config::DEFAULT_INSTANCE_VAR.to_string(),
+            drop_in: true,
         }
     }
 

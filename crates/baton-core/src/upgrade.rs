@@ -115,6 +115,46 @@ impl Handover {
         serde_json::to_string(self).unwrap_or_default()
     }
 
+    /// Every fd it names with what it is, for messages: the upgrade channel, the control
+    /// socket, the pid file, then each listening socket.
+    pub fn named_fds(&self) -> Vec<(RawFd, String)> {
+        let mut fds = vec![
+            (self.channel_fd, "the upgrade channel".to_string()),
+            (self.control_fd, "the control socket".to_string()),
+            (self.pid_fd, "the pid file".to_string()),
+        ];
+        fds.extend(self.sockets.iter().map(|s| {
+            (
+                s.fd,
+                format!("the socket of {} (group \"{}\")", s.configured, s.group),
+            )
+        }));
+        fds
+    }
+
+    /// The rule the new master checks before it takes any fd: each fd is named once and
+    /// is not stdin, stdout or stderr. A number named twice would be taken twice, and
+    /// closing one of the two owners would close a socket still in use. The error names
+    /// the fd, both uses and the rule.
+    pub fn check_distinct_fds(&self) -> Result<(), String> {
+        let named = self.named_fds();
+        for (i, (fd, what)) in named.iter().enumerate() {
+            if *fd < 3 {
+                return Err(format!(
+                    "{ENV}: {what} is fd {fd}, one of stdin, stdout and stderr: a handover passes fds 3 and up; \
+                     it is set by baton upgrade only, unset it"
+                ));
+            }
+            if let Some((_, first)) = named[..i].iter().find(|(f, _)| f == fd) {
+                return Err(format!(
+                    "{ENV}: fd {fd} is named twice ({first} and {what}): every passed fd must be distinct; \
+                     it is set by baton upgrade only, unset it"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Every fd it names (the new master takes each, or closes it).
     pub fn fds(&self) -> Vec<RawFd> {
         let mut fds = vec![self.channel_fd, self.control_fd, self.pid_fd];
@@ -424,8 +464,34 @@ mod tests {
         };
         assert_eq!(Handover::parse(&h.to_env()), Ok(h.clone()));
         assert_eq!(h.fds(), vec![7, 8, 9, 10, 11, 12]);
+        assert_eq!(h.check_distinct_fds(), Ok(()));
         let err = Handover::parse("{").unwrap_err();
         assert!(err.starts_with("BATON_UPGRADE is not"), "{err}");
+    }
+
+    #[test]
+    fn a_handover_naming_an_fd_twice_or_stdio_is_refused() {
+        let mut h = Handover {
+            from_pid: 42,
+            name: "api".into(),
+            channel_fd: 7,
+            control_fd: 8,
+            pid_fd: 9,
+            sockets: vec![
+                sock(10, "web", "127.0.0.1:3000", None),
+                sock(8, "web", "127.0.0.1:3001", None),
+            ],
+        };
+        let err = h.check_distinct_fds().unwrap_err();
+        assert!(
+            err.contains("fd 8 is named twice (the control socket and the socket of 127.0.0.1:3001 (group \"web\"))"),
+            "{err}"
+        );
+        assert!(err.contains("every passed fd must be distinct"), "{err}");
+        h.sockets.pop();
+        h.pid_fd = 2;
+        let err = h.check_distinct_fds().unwrap_err();
+        assert!(err.contains("the pid file is fd 2"), "{err}");
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub struct BindingGroupOptions {
     pub min_uptime_ms: Option<u32>,
     /// The variable holding the worker id (default `NODE_APP_INSTANCE`).
     pub instance_var: Option<String>,
+    /// Drop-in mode: answer the workers' `baton:listen` requests (default true; the
+    /// preload is loaded by the TypeScript layer through `execArgv`).
+    pub drop_in: Option<bool>,
 }
 
 fn log_target(field: &str, group: &str, value: Option<String>) -> Result<LogTarget, Error> {
@@ -204,6 +207,7 @@ impl TryFrom<BindingGroupOptions> for GroupConfig {
             stderr,
             log_prefix: o.log_prefix.unwrap_or(false),
             instance_var,
+            drop_in: o.drop_in.unwrap_or(true),
         })
     }
 }

@@ -77,6 +77,15 @@ impl Task for LaunchTask {
     }
 }
 
+/// A master started by `baton upgrade`: set close-on-exec on every fd its handover (the
+/// `BATON_UPGRADE` value) names, so no process it starts before `launchSupervisor` (a
+/// config file's `child_process`) inherits the pid-file lock or a listening socket. Called
+/// when the addon is loaded (src/native.ts).
+#[napi]
+pub fn seal_upgrade_fds(handover: String) {
+    event_loop::seal_handover(&handover);
+}
+
 /// Bind every socket, take the pid-file lock and start the workers, off the JavaScript
 /// thread. Invalid options throw at once; a socket, runtime dir or name that is unusable
 /// rejects the promise (nothing spawned, nothing left behind).

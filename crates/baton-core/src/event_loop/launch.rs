@@ -100,12 +100,16 @@ pub fn launch(mut config: FleetConfig, sink: EventSink) -> Result<Handle, Launch
     }
 
     let control_path = runtime_dir::socket_path(&config.runtime_dir, &config.name);
+    // Until the loop thread runs, a failure removes the socket file bound here (a file left
+    // behind would be taken for another master by `baton stop` and `baton status`).
+    let mut bound_control = BoundControlPath(None);
     // A new master serves the old one's control socket once it took over.
     let control = match incoming {
         Some(_) => None,
         None => {
             let std_listener = runtime_dir::bind_control_socket(&control_path)
                 .map_err(|e| launch_error(e.to_string()))?;
+            bound_control.arm(&control_path);
             std_listener.set_nonblocking(true).map_err(|e| {
                 launch_error(format!("control socket {}: {e}", control_path.display()))
             })?;
@@ -218,6 +222,8 @@ pub fn launch(mut config: FleetConfig, sink: EventSink) -> Result<Handle, Launch
             }
         })
         .map_err(|e| launch_error(format!("cannot start the supervisor thread: {e}")))?;
+    // The loop owns the file now (its shutdown removes it).
+    bound_control.disarm();
     Ok(Handle {
         tx,
         waker,
@@ -228,4 +234,106 @@ pub fn launch(mut config: FleetConfig, sink: EventSink) -> Result<Handle, Launch
         alive,
         relay,
     })
+}
+
+/// The control socket file [`launch`] bound (its path, device and inode), removed when
+/// dropped armed: on every error return after the bind. Only the file bound here is
+/// removed, not one a later master bound at the same path.
+struct BoundControlPath(Option<(PathBuf, u64, u64)>);
+
+impl BoundControlPath {
+    fn arm(&mut self, path: &std::path::Path) {
+        use std::os::unix::fs::MetadataExt;
+        self.0 = std::fs::symlink_metadata(path)
+            .ok()
+            .map(|m| (path.to_path_buf(), m.dev(), m.ino()));
+    }
+
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for BoundControlPath {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        if let Some((path, dev, ino)) = self.0.take() {
+            if let Ok(m) = std::fs::symlink_metadata(&path) {
+                if m.dev() == dev && m.ino() == ino {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{GroupConfig, GroupRules, LogTarget};
+
+    fn group(stdout: LogTarget) -> GroupConfig {
+        GroupConfig {
+            rules: GroupRules {
+                name: "web".into(),
+                count: 1,
+                reloadable: true,
+                order: Order::StartFirst,
+                parallel: 1,
+                ready_timeout: Duration::from_secs(1),
+                stop_timeout: Duration::from_secs(1),
+                readiness: Default::default(),
+            },
+            program: PathBuf::from("/bin/true"),
+            exec_argv: vec![],
+            script: PathBuf::new(),
+            args: vec![],
+            env: vec![],
+            cwd: None,
+            listen: vec![crate::addr::parse("127.0.0.1:0").expect("an address")],
+            listen_names: vec!["listen0".into()],
+            backlog: 16,
+            credentials: None,
+            balance: Balance::Shared,
+            stdout,
+            stderr: LogTarget::Inherit,
+            log_prefix: false,
+            instance_var: crate::config::DEFAULT_INSTANCE_VAR.to_string(),
+            drop_in: true,
+        }
+    }
+
+    #[test]
+    fn a_launch_that_fails_after_binding_the_control_socket_leaves_no_file() {
+        let dir = std::env::temp_dir().join(format!("baton-launch-fail-{}", std::process::id()));
+        let runtime = dir.join("run");
+        std::fs::create_dir_all(&runtime).unwrap();
+        // The log relay opens the group's stdout after the control socket is bound: a
+        // directory there fails the launch at that point.
+        let not_a_file = dir.join("a-directory");
+        std::fs::create_dir_all(&not_a_file).unwrap();
+        let config = FleetConfig {
+            name: "fleet".into(),
+            runtime_dir: runtime.clone(),
+            groups: vec![group(LogTarget::File(not_a_file))],
+            backoff: Default::default(),
+            host_prepares_reloads: false,
+            master_log: None,
+            upgrade_command: vec![],
+            upgrade_cwd: None,
+            handover: None,
+        };
+        let err = match launch(config, Box::new(|_| {})) {
+            Ok(_) => panic!("the launch should fail on the group's stdout"),
+            Err(e) => e,
+        };
+        assert!(err.message.contains("stdout"), "{err}");
+        let left: Vec<String> = std::fs::read_dir(&runtime)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(left.is_empty(), "left in the runtime dir: {left:?}");
+    }
 }

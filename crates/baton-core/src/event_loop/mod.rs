@@ -49,6 +49,7 @@ use control_server::Client;
 use exits::Pidfd;
 pub use launch::launch;
 use steering::{Rescue, SlotSocket, Straggler, Watched, RESCUE_RETRY};
+pub use takeover::seal_handover;
 use workers::WorkerIo;
 
 use std::cell::Cell;
@@ -503,7 +504,14 @@ impl LoopState {
                     WAKER => {}
                     CONTROL => self.accept_clients(),
                     t => match self.sources.get(&t).copied() {
-                        Some(Source::WorkerControl(key)) => self.read_worker_control(key),
+                        Some(Source::WorkerControl(key)) => {
+                            if writable {
+                                self.flush_worker(key);
+                            }
+                            if readable {
+                                self.read_worker_control(key);
+                            }
+                        }
                         Some(Source::WorkerExit(key)) => self.on_pidfd_readable(key),
                         Some(Source::Client(id)) => {
                             if readable {

@@ -364,26 +364,36 @@ impl LoopState {
     /// Send `s` to the next serving worker of its group that can take it; give it back
     /// when none can right now.
     pub(super) fn hand_off(&mut self, s: Straggler) -> Result<(), Straggler> {
-        let Some(r) = self.rescue.get_mut(s.from.group) else {
+        let Some(r) = self.rescue.get(s.from.group) else {
             return Err(s);
         };
         let line = handoff::handle_line(3 + s.from.addr as i32);
-        let n = r.targets.len();
+        let (targets, next) = (r.targets.clone(), r.next);
+        let n = targets.len();
         for i in 0..n {
-            let at = (r.next + i) % n;
-            let key = r.targets[at];
-            let Some(channel) = self.workers.get(&key).and_then(|io| io.control.as_ref()) else {
+            let at = (next + i) % n;
+            let key = targets[at];
+            // Only a worker with nothing queued: a connection never waits behind a full
+            // channel while another worker could take it now.
+            let Some(channel) = self
+                .workers
+                .get(&key)
+                .filter(|io| io.outbox.is_empty())
+                .and_then(|io| io.control.as_ref())
+            else {
                 continue;
             };
             match handoff::send_with_fd(channel.as_fd(), line.as_bytes(), s.conn.as_fd()) {
                 Ok(sent) => {
                     if sent < line.len() {
-                        // Never seen for ~100 bytes on a Unix stream socket, but the rest of
-                        // the line must follow or the channel's JSON stream breaks.
-                        let mut stream = channel;
-                        let _ = stream.write_all(&line.as_bytes()[sent..]);
+                        // The rest of the line must follow, or the channel's JSON stream
+                        // breaks: it waits in the outbox (the fd went with the first byte).
+                        let rest = line.as_bytes()[sent..].to_vec();
+                        self.send_worker_with_fd(key, rest, None);
                     }
-                    r.next = (at + 1) % n;
+                    if let Some(r) = self.rescue.get_mut(s.from.group) {
+                        r.next = (at + 1) % n;
+                    }
                     if let Some(w) = self.watched.get_mut(&s.from) {
                         w.handed += 1;
                     }

@@ -6,7 +6,20 @@
 //! [`LoopState::take_over`] makes this master the fleet's on `takeOver`, or on its own
 //! once ready when the old master vanished.
 //!
-//! This module's `unsafe`: taking ownership of the passed fds ([`claim_fd`]).
+//! The passed fds arrive inheritable (they had to survive the exec), and the new master
+//! runs its options or config file (JavaScript that may start processes) before
+//! [`claim_handover`]: [`seal_handover`], called by the host as soon as the addon is
+//! loaded, sets `FD_CLOEXEC` on each of them at once, so no `child_process` of the new
+//! master inherits the pid-file lock or a listening socket. Workers get their sockets by
+//! `dup2` into place between fork and exec (`spawn.rs`), which clears the flag on the copy.
+//!
+//! Before taking any fd, [`claim_handover`] checks the handover: each fd named once
+//! ([`Handover::check_distinct_fds`]), open, and of the kind it is said to be ([`check_kind`]);
+//! otherwise it refuses it, taking nothing (and so closing nothing).
+//!
+//! This module's `unsafe`: taking ownership of the passed fds ([`claim_fd`]), setting
+//! `FD_CLOEXEC` on them ([`seal_handover`]) and `fstat`/`getsockopt` on them
+//! ([`check_kind`]).
 
 use super::upgrade::{read_lines, CHANNEL_LINE_LIMIT};
 use super::*;
@@ -40,6 +53,99 @@ pub(super) struct Claimed {
     pub(super) drop_in: Vec<(usize, Option<String>, u16, Listener)>,
     /// Lines for the log.
     pub(super) log: Vec<String>,
+}
+
+/// Set `FD_CLOEXEC` on every fd the handover `text` (the `BATON_UPGRADE` value) names
+/// that is open, without taking them (see the module documentation). A malformed handover
+/// is left for `launch` to report.
+pub fn seal_handover(text: &str) {
+    let Ok(handover) = Handover::parse(text) else {
+        return;
+    };
+    for fd in handover.fds().into_iter().filter(|fd| *fd > 2) {
+        // SAFETY: fcntl F_GETFD/F_SETFD only read and set the descriptor flags of an fd
+        // number; on one that is not open they fail with EBADF and change nothing.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
+/// What a passed fd must be.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// A connected stream socket (the upgrade channel).
+    Channel,
+    /// A listening socket (the control socket, a group's or drop-in address).
+    Listener,
+    /// A regular file (the pid file).
+    File,
+}
+
+/// Check that `fd` is open and of `kind`, before it is taken. The error names the fd,
+/// what it should be and what it is.
+fn check_kind(fd: RawFd, kind: Kind, what: &str) -> Result<(), String> {
+    // SAFETY: stat is plain data; all-zero is a valid value, filled in by fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into `st`, which we own; on an fd number that is not open it
+    // fails with EBADF and writes nothing.
+    if unsafe { libc::fstat(fd, &mut st) } < 0 {
+        return Err(format!(
+            "{}: {what} (fd {fd}) is not open: {}",
+            proto::ENV,
+            io::Error::last_os_error()
+        ));
+    }
+    let format = st.st_mode & libc::S_IFMT;
+    let int_opt = |opt: libc::c_int| -> Option<libc::c_int> {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `value`, an int we own; on an
+        // fd that is not a socket it fails with ENOTSOCK and writes nothing.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        (rc == 0).then_some(value)
+    };
+    let is = match kind {
+        Kind::File => format == libc::S_IFREG,
+        Kind::Channel => {
+            format == libc::S_IFSOCK
+                && int_opt(libc::SO_TYPE) == Some(libc::SOCK_STREAM)
+                && int_opt(libc::SO_ACCEPTCONN) != Some(1)
+        }
+        Kind::Listener => format == libc::S_IFSOCK && int_opt(libc::SO_ACCEPTCONN) == Some(1),
+    };
+    if is {
+        return Ok(());
+    }
+    let expected = match kind {
+        Kind::File => "a regular file",
+        Kind::Channel => "a connected stream socket",
+        Kind::Listener => "a listening socket",
+    };
+    let actual = match format {
+        libc::S_IFREG => "a regular file",
+        libc::S_IFSOCK if int_opt(libc::SO_ACCEPTCONN) == Some(1) => "a listening socket",
+        libc::S_IFSOCK => "a socket that is not listening",
+        libc::S_IFDIR => "a directory",
+        libc::S_IFIFO => "a pipe",
+        _ => "another kind of file",
+    };
+    Err(format!(
+        "{}: {what} (fd {fd}) is {actual}, not {expected}: the handover does not match the fds this process has; \
+         it is set by baton upgrade only, unset it",
+        proto::ENV
+    ))
 }
 
 /// Take ownership of fd `fd` passed by the old master, with `FD_CLOEXEC` set again. The
@@ -79,6 +185,15 @@ pub(super) fn claim_handover(
 ) -> Result<Claimed, String> {
     use crate::group_sockets::Passed;
     let handover = Handover::parse(text)?;
+    // Check every fd before taking any: a refused handover takes (and closes) nothing.
+    handover.check_distinct_fds()?;
+    check_kind(handover.channel_fd, Kind::Channel, "the upgrade channel")?;
+    check_kind(handover.control_fd, Kind::Listener, "the control socket")?;
+    check_kind(handover.pid_fd, Kind::File, "the pid file")?;
+    for s in &handover.sockets {
+        let what = format!("the socket of {} ({})", s.configured, s.group);
+        check_kind(s.fd, Kind::Listener, &what)?;
+    }
     // Own every fd first, so that an error below closes them all.
     let mut owned: HashMap<RawFd, OwnedFd> = HashMap::new();
     for (fd, what) in [
@@ -337,5 +452,74 @@ impl LoopState {
         }
         (self.sink)(json!({ "type": "upgrade:takeover", "from": inc.from_pid, "message": text }));
         self.publish_status();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upgrade::{PassedSocket, SocketFrom};
+    use std::os::fd::AsRawFd;
+
+    fn is_open(fd: RawFd) -> bool {
+        // SAFETY: F_GETFD only reads the flags of an fd number.
+        unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+    }
+
+    fn passed(fd: RawFd, configured: &str) -> PassedSocket {
+        PassedSocket {
+            fd,
+            group: "web".into(),
+            configured: configured.into(),
+            local: configured.into(),
+            slot: None,
+            from: SocketFrom::Bound,
+        }
+    }
+
+    #[test]
+    fn a_handover_naming_an_fd_twice_is_refused_and_closes_nothing() {
+        let (channel, _old_end) = std::os::unix::net::UnixStream::pair().unwrap();
+        let dir = std::env::temp_dir().join(format!("baton-takeover-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let control = std::os::unix::net::UnixListener::bind(dir.join("c.sock")).unwrap();
+        let pid_file = std::fs::File::create(dir.join("fleet.pid")).unwrap();
+        let web = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let handover = Handover {
+            from_pid: 1,
+            name: "fleet".into(),
+            channel_fd: channel.as_raw_fd(),
+            control_fd: control.as_raw_fd(),
+            pid_fd: pid_file.as_raw_fd(),
+            sockets: vec![
+                passed(web.as_raw_fd(), "127.0.0.1:1"),
+                passed(web.as_raw_fd(), "127.0.0.1:2"),
+            ],
+        };
+        let err = claim_handover(&handover.to_env(), &[])
+            .err()
+            .expect("refused");
+        assert!(err.contains("is named twice"), "{err}");
+        for fd in handover.fds() {
+            assert!(is_open(fd), "fd {fd} was closed");
+        }
+
+        // Of the wrong kind: the pid file where a listening socket should be.
+        let wrong = Handover {
+            sockets: vec![passed(pid_file.as_raw_fd(), "127.0.0.1:1")],
+            pid_fd: web.as_raw_fd(),
+            ..handover.clone()
+        };
+        let err = claim_handover(&wrong.to_env(), &[]).err().expect("refused");
+        assert!(
+            err.contains("the pid file (fd")
+                && err.contains("is a listening socket, not a regular file"),
+            "{err}"
+        );
+        for fd in wrong.fds() {
+            assert!(is_open(fd), "fd {fd} was closed");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

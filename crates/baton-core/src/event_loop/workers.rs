@@ -2,12 +2,21 @@
 //! `mio::net::UnixStream` (read, written and registered through its own safe impls; only
 //! `handoff.rs`'s `sendmsg` borrows its fd). Their output goes to the log relay
 //! (`output.rs`), their exits to `exits.rs`.
+//!
+//! Everything the master writes to a channel goes through the channel's [`Outbox`]: a
+//! message the socket does not take at once waits there, whole and in order, and the
+//! channel is registered for `WRITABLE` until it is flushed. The loop never sleeps or
+//! blocks on a worker. A worker that lets [`CHANNEL_QUEUE_LIMIT`] bytes pile up (it never
+//! reads its channel) loses its channel and is stopped (SIGTERM), with a logged reason.
 
 use super::*;
 use crate::lines::LineBuffer;
+use crate::outbox::Outbox;
 
 /// Longest message accepted on a worker's control channel; longer lines are dropped whole.
 const CONTROL_LINE_LIMIT: usize = 64 * 1024;
+/// Most bytes the master queues for one worker's channel beyond what its socket holds.
+pub(super) const CHANNEL_QUEUE_LIMIT: usize = 1024 * 1024;
 
 pub(super) struct WorkerIo {
     pub(super) pid: i32,
@@ -26,6 +35,14 @@ pub(super) struct WorkerIo {
     pub(super) group: usize,
     /// Open connections, as it last reported (`{"type":"connections","count":N}`).
     pub(super) connections: Option<u32>,
+    /// The uid it runs as (the master's when its group sets none).
+    pub(super) uid: u32,
+    /// Its `baton:listen` requests so far, for the caps of `drop_in.rs`.
+    pub(super) listen_requests: super::drop_in::ListenRequests,
+    /// What waits to be written to its channel.
+    pub(super) outbox: Outbox,
+    /// The channel is registered for `WRITABLE` too (the outbox holds something).
+    pub(super) want_writable: bool,
 }
 
 impl LoopState {
@@ -62,6 +79,11 @@ impl LoopState {
             credentials: g.credentials.clone(),
             pidfd: self.pidfd,
         };
+        let uid = g
+            .credentials
+            .as_ref()
+            .and_then(|c| c.uid)
+            .unwrap_or(self.uid);
         match spawn::spawn(&spec) {
             Ok(child) => {
                 let pid = child.pid;
@@ -81,6 +103,10 @@ impl LoopState {
                         handoff: false,
                         group,
                         connections: None,
+                        uid,
+                        listen_requests: Default::default(),
+                        outbox: Outbox::new(CHANNEL_QUEUE_LIMIT),
+                        want_writable: false,
                     },
                 );
                 self.hand_output(key, group, slot, [child.stdout, child.stderr]);
@@ -170,15 +196,94 @@ impl LoopState {
         }
     }
 
+    /// Queue `line` for worker `key`'s channel and write what its socket takes now.
     pub(super) fn send_worker(&mut self, key: WorkerKey, line: &str) {
-        let Some(io) = self.workers.get(&key) else {
+        self.send_worker_with_fd(key, line.as_bytes().to_vec(), None);
+    }
+
+    /// Queue a message (with an fd, `SCM_RIGHTS`) for worker `key`'s channel and flush.
+    /// A worker whose outbox is full loses its channel and is stopped (logged).
+    pub(super) fn send_worker_with_fd(
+        &mut self,
+        key: WorkerKey,
+        bytes: Vec<u8>,
+        fd: Option<OwnedFd>,
+    ) {
+        let Some(io) = self.workers.get_mut(&key) else {
             return;
         };
-        let Some(mut stream) = io.control.as_ref() else {
+        if io.control.is_none() {
+            return;
+        }
+        match io.outbox.push(bytes, fd) {
+            Ok(()) => self.flush_worker(key),
+            Err(full) => self.give_up_channel(
+                key,
+                &format!(
+                    "{} bytes wait unread on its control channel, the most the master queues for one worker \
+                     ({} KiB): it does not read its channel",
+                    full.queued,
+                    CHANNEL_QUEUE_LIMIT / 1024
+                ),
+            ),
+        }
+    }
+
+    /// Write what worker `key`'s channel takes now; watch it for `WRITABLE` while
+    /// something is left.
+    pub(super) fn flush_worker(&mut self, key: WorkerKey) {
+        let Some(io) = self.workers.get_mut(&key) else {
             return;
         };
-        // Best effort: a few bytes into an idle socket; the stop path also sends SIGTERM.
-        let _ = stream.write_all(line.as_bytes());
+        let Some(stream) = io.control.as_mut() else {
+            return;
+        };
+        let flushed = io.outbox.flush(&*stream);
+        let want = matches!(flushed, Ok(false));
+        if want != io.want_writable {
+            if let Some(token) = io.control_token {
+                let interest = if want {
+                    Interest::READABLE | Interest::WRITABLE
+                } else {
+                    Interest::READABLE
+                };
+                if self
+                    .poll
+                    .registry()
+                    .reregister(stream, token, interest)
+                    .is_ok()
+                {
+                    io.want_writable = want;
+                }
+            }
+        }
+        if let Err(e) = flushed {
+            // The worker closed its end (its exit or EOF follows): nothing more goes out.
+            io.outbox = Outbox::new(CHANNEL_QUEUE_LIMIT);
+            if e.kind() != ErrorKind::BrokenPipe && e.kind() != ErrorKind::ConnectionReset {
+                let who = self.worker_label(key);
+                self.log_once(format!("{who}: cannot write to its control channel: {e}"));
+            }
+        }
+    }
+
+    /// Close worker `key`'s channel and stop it (SIGTERM): it cannot be talked to.
+    fn give_up_channel(&mut self, key: WorkerKey, why: &str) {
+        let who = self.worker_label(key);
+        self.log(&format!(
+            "{who}: {why}; closing its channel and stopping it (SIGTERM). The rest of the fleet goes on"
+        ));
+        let Some(io) = self.workers.get_mut(&key) else {
+            return;
+        };
+        let pid = io.pid;
+        let (mut stream, token) = (io.control.take(), io.control_token.take());
+        io.outbox = Outbox::new(CHANNEL_QUEUE_LIMIT);
+        io.want_writable = false;
+        self.deregister_source(stream.as_mut(), token);
+        drop(stream);
+        self.rescue_dirty = true;
+        self.signal_worker(key, pid, Signal::Term);
     }
 
     pub(super) fn read_worker_control(&mut self, key: WorkerKey) {
@@ -238,6 +343,8 @@ impl LoopState {
         }
         if eof {
             if let Some(io) = self.workers.get_mut(&key) {
+                io.outbox = Outbox::new(CHANNEL_QUEUE_LIMIT);
+                io.want_writable = false;
                 let (mut stream, token) = (io.control.take(), io.control_token.take());
                 self.deregister_source(stream.as_mut(), token);
                 self.rescue_dirty = true;
@@ -263,7 +370,7 @@ impl LoopState {
     }
 
     /// `web#2 (pid 1234)`, for log lines about one worker.
-    fn worker_label(&self, key: WorkerKey) -> String {
+    pub(super) fn worker_label(&self, key: WorkerKey) -> String {
         let snap = self.fleet.snapshot();
         match snap.workers.iter().find(|w| w.key == Some(key)) {
             Some(w) => {
