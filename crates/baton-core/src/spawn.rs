@@ -1192,6 +1192,8 @@ mod tests {
             uid: Some(65534),
             gid: 65534,
             groups: vec![65534],
+            user_env: Vec::new(),
+            master_env: Vec::new(),
         });
         let (out, status) = run(&spec);
         assert!(status.success(), "{out}");
