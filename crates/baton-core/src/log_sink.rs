@@ -391,7 +391,7 @@ impl Dir {
             if e.raw_os_error() == Some(libc::ENXIO) {
                 return Err(io::Error::new(
                     e.kind(),
-                    "it is a FIFO or socket that nobody reads (baton does not wait for a reader)",
+                    "it is a FIFO that nobody reads (baton does not wait for a reader), or a socket, which cannot be opened as a file",
                 ));
             }
             return Err(e);
