@@ -52,6 +52,7 @@ import { native } from './native.js'
 import { isEcosystemFile } from './pm2-ecosystem.js'
 import { searchDirs } from './runtime-dir.js'
 import { startupCommand } from './startup.js'
+import { visible } from './format.js'
 import { ReloadError, socketActivated, Supervisor } from './supervisor.js'
 import { takeWatchFlag, watchPaths } from './watch.js'
 
@@ -346,11 +347,11 @@ function watchAndReload(supervisor: Supervisor, name: string, paths: string[]): 
     const shown = files.length > 5 ? `${files.slice(0, 5).join(', ')} and ${files.length - 5} more` : files.join(', ')
     stdio.err(`[baton ${name}] changed: ${shown}; reloading`)
     supervisor.reload().then(
-      (report) => stdio.err(`[baton ${name}] ${report.message}`),
+      (report) => stdio.err(`[baton ${name}] ${visible(report.message)}`),
       (e: Error) => {
-        stdio.err(`[baton ${name}] the new code failed, the old workers keep serving: ${e.message}`)
+        stdio.err(`[baton ${name}] the new code failed, the old workers keep serving: ${visible(e.message)}`)
         const f = e instanceof ReloadError ? e.report.failure : undefined
-        if (f?.stderrTail.trim()) stdio.err(f.stderrTail.trimEnd())
+        if (f?.stderrTail.trim()) stdio.err(visible(f.stderrTail.trimEnd()))
       },
     )
   })
@@ -438,7 +439,7 @@ export async function main(argv: string[]): Promise<number> {
     }
   } catch (e) {
     const err = e as Error
-    stdio.err(`baton: ${err.message}`)
+    stdio.err(`baton: ${visible(err.message)}`)
     if (e instanceof CommandError) return e.exitCode
     if (e instanceof OptionsError || e instanceof ConfigError) return 2
     return 1

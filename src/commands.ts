@@ -8,7 +8,7 @@ import { listMasters, NotRunningError, processState, request } from './control-c
 import { logPath, startDaemon } from './daemon.js'
 import { resolveRuntimeDir } from './options.js'
 import { dirOfMaster, readTrusted, trustPath } from './runtime-dir.js'
-import { formatOutputLine, formatStatus } from './format.js'
+import { formatOutputLine, formatStatus, visible } from './format.js'
 import type { GroupStatus, OutputLine, ReloadProgressEvent, Status } from './types.js'
 
 /** Where a command's output goes. */
@@ -62,16 +62,17 @@ export async function reloadCommand(runtimeDir: string, name: string, io: Output
       const e = event as unknown as ReloadProgressEvent
       io.out(`${e.group} ${e.replaced}/${e.due} replaced`)
     } else if (event.type === 'reload:start') {
-      io.out(String(event.message))
+      io.out(visible(String(event.message)))
     }
   })
   if (answer.ok) {
-    io.out(answer.report?.message ?? 'reload done')
+    io.out(visible(answer.report?.message ?? 'reload done'))
     return 0
   }
-  io.err(`baton reload: ${answer.error ?? 'failed'}`)
+  io.err(`baton reload: ${visible(answer.error ?? 'failed')}`)
   const f = answer.report?.failure
-  if (f?.stderrTail.trim()) io.err(`stderr of ${f.group}#${f.id} (pid ${f.pid ?? '-'}):\n${f.stderrTail.trimEnd()}`)
+  if (f?.stderrTail.trim())
+    io.err(`stderr of ${f.group}#${f.id} (pid ${f.pid ?? '-'}):\n${visible(f.stderrTail.trimEnd())}`)
   return 1
 }
 
@@ -285,10 +286,10 @@ export async function upgradeCommand(runtimeDir: string, name: string, io: Outpu
   io.out(`upgrading "${name}" (master pid ${before.status?.pid ?? '?'}): starting the new master`)
   const answer = await request(runtimeDir, name, { cmd: 'upgrade' })
   if (!answer.ok) {
-    io.err(`baton upgrade: ${answer.error ?? 'failed'}`)
+    io.err(`baton upgrade: ${visible(answer.error ?? 'failed')}`)
     return 1
   }
-  io.out(answer.message ?? `upgraded "${name}"`)
+  io.out(visible(answer.message ?? `upgraded "${name}"`))
   return 0
 }
 

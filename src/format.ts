@@ -32,9 +32,25 @@ function size(bytes: number): string {
   return `${(bytes / 1024 / 1024).toFixed(1)} MiB`
 }
 
-/** One line of `baton logs`: `web#0 out | text` (`err` for stderr). */
+/**
+ * `text` with every control character made visible, so that bytes a worker wrote cannot
+ * drive the admin's terminal (set its title, clear it, move the cursor, answer back):
+ * C0 controls and DEL as `\xHH` (ESC is `\x1b`, BEL `\x07`, CR `\x0d`), C1 controls
+ * (U+0080 to U+009F; U+009B is a one-character CSI) as `\uHHHH`. Tab and newline are
+ * kept (a stderr tail spans lines). Used for every worker-written text the CLI prints:
+ * `baton logs` lines, a failed start's or reload's stderr tail and error messages, the
+ * master's own log lines.
+ */
+export function visible(text: string): string {
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, (c) => {
+    const n = c.charCodeAt(0)
+    return n < 0x80 ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`
+  })
+}
+
+/** One line of `baton logs`: `web#0 out | text` (`err` for stderr), controls made visible. */
 export function formatOutputLine(line: OutputLine): string {
-  return `${line.group}#${line.id} ${line.stream === 'stderr' ? 'err' : 'out'} | ${line.text}`
+  return `${line.group}#${line.id} ${line.stream === 'stderr' ? 'err' : 'out'} | ${visible(line.text)}`
 }
 
 /** A table of groups and workers, with a header line for the master. */

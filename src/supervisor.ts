@@ -21,6 +21,7 @@ import {
   type ResolvedGroup,
   type SupervisorOptions,
 } from './options.js'
+import { visible } from './format.js'
 import type { ConfigChange, ReloadReport, Status, SupervisorEvents, UpgradeEvent } from './types.js'
 import { worker, type Worker } from './worker.js'
 
@@ -490,7 +491,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     const log = this.#options.log
     if (log === false) return
     if (log) log(line)
-    else process.stderr.write(`[baton ${this.name}] ${line}\n`)
+    // Event messages may quote a worker's stderr: no control bytes reach a terminal.
+    else process.stderr.write(`[baton ${this.name}] ${visible(line)}\n`)
   }
 
   #onNativeEvent(json: string): void {

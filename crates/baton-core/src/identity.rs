@@ -44,6 +44,50 @@ pub struct Credentials {
     pub gid: u32,
     /// Every group the worker is in (the primary one included), for `setgroups`.
     pub groups: Vec<u32>,
+    /// With a uid: the target user's [`USER_VARIABLES`] from its passwd entry (`None`
+    /// without an entry). Empty for a `gid`-only switch.
+    pub user_env: Vec<(String, Option<String>)>,
+    /// The master's own values of [`USER_VARIABLES`] when resolved: a worker value equal
+    /// to one of them was inherited from the master (root's), not set by the group.
+    pub master_env: Vec<(String, String)>,
+}
+
+/// The variables that name the user: a worker whose uid changes gets its user's.
+pub const USER_VARIABLES: [&str; 4] = ["HOME", "USER", "LOGNAME", "SHELL"];
+
+impl Credentials {
+    /// The environment of a worker that runs as another user (a no-op without a uid):
+    /// every `SUDO_*` variable removed (`SUDO_USER`, `SUDO_UID`, `SUDO_GID`,
+    /// `SUDO_COMMAND`: they describe the admin's session, not the worker's), and `HOME`,
+    /// `USER`, `LOGNAME`, `SHELL` set from the target user's passwd entry (removed when it
+    /// has none) unless the group's `env` set them to a value of its own.
+    pub fn apply_env(&self, env: &mut Vec<(String, String)>) {
+        if self.uid.is_none() {
+            return;
+        }
+        env.retain(|(k, _)| !k.starts_with("SUDO_"));
+        for (name, value) in &self.user_env {
+            let master = self
+                .master_env
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v);
+            let current = env.iter().position(|(k, _)| k == name);
+            let inherited = match current {
+                None => true,
+                Some(i) => Some(&env[i].1) == master,
+            };
+            if !inherited {
+                continue;
+            }
+            if let Some(i) = current {
+                env.remove(i);
+            }
+            if let Some(v) = value {
+                env.push((name.clone(), v.clone()));
+            }
+        }
+    }
 }
 
 /// Which option an error is about.
@@ -75,7 +119,8 @@ struct User {
     name: CString,
     uid: u32,
     gid: u32,
-    dir: std::path::PathBuf,
+    home: String,
+    shell: String,
 }
 
 /// Look up the credentials for `uid`/`gid`; `None` when neither is set.
@@ -127,10 +172,36 @@ pub fn resolve(uid: Option<&Who>, gid: Option<&Who>) -> Result<Option<Credential
             }
         }
     }
+    let user_env = match (uid_value, &user) {
+        (None, _) => Vec::new(),
+        (Some(_), None) => USER_VARIABLES
+            .iter()
+            .map(|k| (k.to_string(), None))
+            .collect(),
+        (Some(_), Some(u)) => {
+            let name = u.name.to_string_lossy().into_owned();
+            let shell = Some(u.shell.clone()).filter(|s| !s.is_empty());
+            vec![
+                (
+                    "HOME".to_string(),
+                    Some(u.home.clone()).filter(|h| !h.is_empty()),
+                ),
+                ("USER".to_string(), Some(name.clone())),
+                ("LOGNAME".to_string(), Some(name)),
+                ("SHELL".to_string(), shell),
+            ]
+        }
+    };
+    let master_env = USER_VARIABLES
+        .iter()
+        .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?)))
+        .collect();
     Ok(Some(Credentials {
         uid: uid_value,
         gid: primary,
         groups,
+        user_env,
+        master_env,
     }))
 }
 
@@ -142,7 +213,7 @@ pub fn user_name(uid: u32) -> Option<String> {
 /// The home directory of user `uid` in the user database, if it has an entry.
 pub fn home_dir(uid: u32) -> Option<std::path::PathBuf> {
     user_by_id(uid)
-        .map(|u| u.dir)
+        .map(|u| std::path::PathBuf::from(u.home))
         .filter(|d| !d.as_os_str().is_empty())
 }
 
@@ -235,19 +306,20 @@ fn lookup_user(
         }
         // SAFETY: on success pw_name points to a C string inside buf, alive here.
         let name = unsafe { CStr::from_ptr(pwd.pw_name) }.to_owned();
-        let dir = if pwd.pw_dir.is_null() {
-            std::path::PathBuf::new()
-        } else {
-            use std::os::unix::ffi::OsStrExt;
-            // SAFETY: a non-null pw_dir points to a C string inside buf, alive here.
-            let bytes = unsafe { CStr::from_ptr(pwd.pw_dir) }.to_bytes();
-            std::path::PathBuf::from(std::ffi::OsStr::from_bytes(bytes))
+        let text = |p: *const libc::c_char| {
+            if p.is_null() {
+                String::new()
+            } else {
+                // SAFETY: a non-null pw_dir/pw_shell points to a C string inside buf.
+                unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+            }
         };
         return Some(User {
+            home: text(pwd.pw_dir),
+            shell: text(pwd.pw_shell),
             name,
             uid: pwd.pw_uid as u32,
             gid: pwd.pw_gid as u32,
-            dir,
         });
     }
 }
@@ -372,25 +444,84 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(
-            c,
-            Credentials {
-                uid: Some(3_999_999_999),
-                gid: 3_999_999_998,
-                groups: vec![3_999_999_998]
-            }
+            (c.uid, c.gid, c.groups.clone()),
+            (Some(3_999_999_999), 3_999_999_998, vec![3_999_999_998])
         );
+        // No passwd entry: root's HOME, USER, LOGNAME and SHELL are removed.
+        assert!(c.user_env.iter().all(|(_, v)| v.is_none()));
     }
 
     #[test]
     fn gid_alone_is_the_only_group() {
         let c = resolve(None, Some(&Who::Id(4242))).unwrap().unwrap();
+        assert_eq!((c.uid, c.gid, c.groups.clone()), (None, 4242, vec![4242]));
+        assert!(c.user_env.is_empty());
+    }
+
+    fn env_of(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// A worker switched to another user gets that user's HOME, USER, LOGNAME and SHELL
+    /// instead of root's, keeps what its group set itself, and loses SUDO_*.
+    #[test]
+    fn a_worker_of_another_user_gets_its_user_env_and_no_sudo() {
+        let c = Credentials {
+            uid: Some(65534),
+            gid: 65534,
+            groups: vec![65534],
+            user_env: vec![
+                ("HOME".into(), Some("/nonexistent".into())),
+                ("USER".into(), Some("nobody".into())),
+                ("LOGNAME".into(), Some("nobody".into())),
+                ("SHELL".into(), None),
+            ],
+            master_env: env_of(&[("HOME", "/root"), ("USER", "root"), ("SHELL", "/bin/bash")]),
+        };
+        let mut env = env_of(&[
+            ("HOME", "/root"),
+            ("USER", "root"),
+            ("LOGNAME", "app-set"),
+            ("SHELL", "/bin/bash"),
+            ("SUDO_USER", "admin"),
+            ("SUDO_UID", "1000"),
+            ("SUDO_GID", "1000"),
+            ("SUDO_COMMAND", "/usr/bin/baton start"),
+            ("PATH", "/usr/bin"),
+        ]);
+        c.apply_env(&mut env);
+        env.sort();
         assert_eq!(
-            c,
-            Credentials {
-                uid: None,
-                gid: 4242,
-                groups: vec![4242]
-            }
+            env,
+            env_of(&[
+                ("HOME", "/nonexistent"),
+                ("LOGNAME", "app-set"),
+                ("PATH", "/usr/bin"),
+                ("USER", "nobody"),
+            ])
         );
+        // gid only: nothing changes.
+        let gid_only = Credentials {
+            uid: None,
+            ..c.clone()
+        };
+        let mut env = env_of(&[("HOME", "/root"), ("SUDO_USER", "admin")]);
+        gid_only.apply_env(&mut env);
+        assert_eq!(env, env_of(&[("HOME", "/root"), ("SUDO_USER", "admin")]));
+    }
+
+    #[test]
+    fn the_user_env_comes_from_the_passwd_entry() {
+        let Some(root) = user_by_id(0) else { return };
+        let c = resolve(Some(&Who::Id(0)), None).unwrap().unwrap();
+        assert!(c
+            .user_env
+            .contains(&("HOME".to_string(), Some(root.home.clone()))));
+        assert!(c
+            .user_env
+            .contains(&("USER".to_string(), Some("root".to_string()))));
     }
 }

@@ -131,11 +131,13 @@ pub struct LogRelay {
 impl LogRelay {
     /// Start the relay thread for a fleet of `groups` groups. `master_log` is the file the
     /// master's own fds 1 and 2 were redirected to (reopened with the sinks). `on_drained`
-    /// runs on the relay thread.
+    /// runs on the relay thread, and so does `on_log`, with a line for the master's log
+    /// (a file a reopen refused).
     pub fn start(
         groups: usize,
         master_log: Option<PathBuf>,
         on_drained: Box<dyn Fn(Drained) + Send>,
+        on_log: Box<dyn Fn(String) + Send>,
     ) -> io::Result<LogRelay> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -150,6 +152,7 @@ impl LogRelay {
             rx,
             shared: shared.clone(),
             on_drained,
+            on_log,
             workers: HashMap::new(),
             pipes: HashMap::new(),
             followers: HashMap::new(),
@@ -304,6 +307,8 @@ struct Relay {
     rx: Receiver<Cmd>,
     shared: Arc<Shared>,
     on_drained: Box<dyn Fn(Drained) + Send>,
+    /// A line for the master's log.
+    on_log: Box<dyn Fn(String) + Send>,
     workers: HashMap<u64, Worker>,
     pipes: HashMap<Token, (u64, Stream)>,
     followers: HashMap<Token, Follower>,
@@ -730,7 +735,12 @@ impl Relay {
         if let Some(path) = &self.shared.master_log {
             match log_sink::redirect_stdio(path) {
                 Ok(()) => reopened += 1,
-                Err(e) => errors.push(e.to_string()),
+                Err(e) => {
+                    (self.on_log)(format!(
+                        "reopen-logs: {e}; the master keeps writing its own output to the file it had open"
+                    ));
+                    errors.push(e.to_string());
+                }
             }
         }
         let files: Vec<Arc<Sink>> = {
@@ -744,7 +754,12 @@ impl Relay {
         for sink in files {
             match sink.reopen() {
                 Ok(()) => reopened += 1,
-                Err(e) => errors.push(e.to_string()),
+                Err(e) => {
+                    (self.on_log)(format!(
+                        "reopen-logs: {e}; that output keeps going to the file opened before (under its old name, or unlinked if it was removed) until a reopen succeeds"
+                    ));
+                    errors.push(e.to_string());
+                }
             }
         }
         if errors.is_empty() {

@@ -38,8 +38,11 @@ pub struct SpawnSpec {
     pub listen_fds: Vec<RawFd>,
     /// One name per listening socket (no ':'); joined with ':' into `LISTEN_FDNAMES`.
     pub listen_names: Vec<String>,
-    /// Run as this user and group: `setgroups` (when the master is root), `setgid`, then
-    /// `setuid`, and only then the death signal (a credential change clears it).
+    /// Run as this user and group: `setgroups`, `setgid`, then `setuid`; then, when the uid
+    /// is given (Linux), every capability set is emptied and `PR_SET_NO_NEW_PRIVS` set;
+    /// only then the death
+    /// signal (a credential change clears it). `setgroups` failing for lack of privilege
+    /// is skipped only when the uid and gid are the master's own (nothing changes).
     pub credentials: Option<crate::identity::Credentials>,
     /// Open a pidfd for the child right after fork ([`SpawnedChild::pidfd`], Linux ≥ 5.3).
     pub pidfd: bool,
@@ -250,6 +253,8 @@ const CHILD_STEPS: &[&str] = &[
     "setgroups",
     "setuid",
     "execve",
+    "capset",
+    "no_new_privs",
 ];
 const STEP_DUP: u32 = 0;
 const STEP_SETPGID: u32 = 1;
@@ -260,6 +265,10 @@ const STEP_SETGID: u32 = 4;
 const STEP_SETGROUPS: u32 = 5;
 const STEP_SETUID: u32 = 6;
 const STEP_EXECVE: u32 = 7;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const STEP_CAPS: u32 = 8;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const STEP_NNP: u32 = 9;
 
 /// Highest signal number whose disposition the child resets.
 const MAX_SIGNAL: libc::c_int = if cfg!(any(target_os = "linux", target_os = "android")) {
@@ -408,8 +417,14 @@ fn spawn_inner(spec: &SpawnSpec, force_close_loop: bool) -> Result<SpawnedChild,
         .as_ref()
         .map(|c| c.groups.iter().map(|g| *g as libc::gid_t).collect())
         .unwrap_or_default();
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let may_setgroups = unsafe { libc::geteuid() } == 0 && !groups.is_empty();
+    // An unprivileged master may only keep its own identity; then a failing setgroups
+    // (EPERM: no CAP_SETGID) is no loss, as the worker keeps the master's own groups.
+    // SAFETY: getuid/getgid have no preconditions and cannot fail.
+    let (my_uid, my_gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let own_identity = spec
+        .credentials
+        .as_ref()
+        .is_some_and(|c| c.uid.is_none_or(|u| u == my_uid) && c.gid == my_gid);
 
     let plan = ChildPlan {
         program: program.as_ptr(),
@@ -420,7 +435,9 @@ fn spawn_inner(spec: &SpawnSpec, force_close_loop: bool) -> Result<SpawnedChild,
         gid: spec.credentials.as_ref().map(|c| c.gid),
         uid: spec.credentials.as_ref().and_then(|c| c.uid),
         groups: &groups,
-        may_setgroups,
+        set_groups: spec.credentials.is_some(),
+        drop_privileges: spec.credentials.as_ref().is_some_and(|c| c.uid.is_some()),
+        own_identity,
         sources: &sources,
         targets: &targets,
         exec_err_fd: exec_w.as_raw_fd(),
@@ -605,9 +622,14 @@ struct ChildPlan<'a> {
     uid: Option<u32>,
     /// Every group of the worker (primary first), for `setgroups`.
     groups: &'a [libc::gid_t],
-    /// The master is root: set the groups (an unprivileged master keeps its own, which
-    /// are those of the same user).
-    may_setgroups: bool,
+    /// Credentials were given: set the groups.
+    set_groups: bool,
+    /// A uid was given: after the switch clear every capability set and set
+    /// `PR_SET_NO_NEW_PRIVS` (a `gid`-only worker stays the master's user, root included).
+    drop_privileges: bool,
+    /// The credentials are the master's own uid and gid: a `setgroups` refused for lack
+    /// of privilege (EPERM) is skipped, the worker keeps the master's (same user's) groups.
+    own_identity: bool,
     sources: &'a [RawFd],
     targets: &'a [RawFd],
     exec_err_fd: RawFd,
@@ -751,7 +773,10 @@ unsafe fn child_after_fork(plan: &ChildPlan<'_>, scratch: &mut [RawFd]) -> ! {
     if !plan.cwd.is_null() && libc::chdir(plan.cwd) != 0 {
         child_fail(report_fd, errno_now(), STEP_CHDIR);
     }
-    if plan.may_setgroups && libc::setgroups(plan.groups.len() as _, plan.groups.as_ptr()) != 0 {
+    if plan.set_groups
+        && libc::setgroups(plan.groups.len() as _, plan.groups.as_ptr()) != 0
+        && !(plan.own_identity && errno_now() == libc::EPERM)
+    {
         child_fail(report_fd, errno_now(), STEP_SETGROUPS);
     }
     if let Some(gid) = plan.gid {
@@ -762,6 +787,19 @@ unsafe fn child_after_fork(plan: &ChildPlan<'_>, scratch: &mut [RawFd]) -> ! {
     if let Some(uid) = plan.uid {
         if libc::setuid(uid as libc::uid_t) != 0 {
             child_fail(report_fd, errno_now(), STEP_SETUID);
+        }
+    }
+
+    // 5b. Nothing of the master's privileges survives the switch (Linux): every
+    //     capability set emptied (a non-root master given ambient capabilities keeps its
+    //     permitted set across a setuid to another non-root uid, and would pass ambient
+    //     and inheritable ones through exec), and no exec may gain privileges again
+    //     (set-user-ID binaries, file capabilities).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if plan.drop_privileges {
+        clear_capabilities(report_fd);
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) != 0 {
+            child_fail(report_fd, errno_now(), STEP_NNP);
         }
     }
 
@@ -781,6 +819,63 @@ unsafe fn child_after_fork(plan: &ChildPlan<'_>, scratch: &mut [RawFd]) -> ! {
     libc::sigprocmask(libc::SIG_SETMASK, &plan.empty_set, std::ptr::null_mut());
     libc::execve(plan.program, plan.argv, plan.envp);
     child_fail(report_fd, errno_now(), STEP_EXECVE)
+}
+
+/// `struct __user_cap_header_struct` of `capset(2)`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+/// `struct __user_cap_data_struct` of `capset(2)`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Empty the effective, permitted and inheritable capability sets (`capset`, version 3:
+/// two 32-bit words) and the ambient set (`PR_CAP_AMBIENT_CLEAR_ALL`; `EINVAL` before
+/// Linux 4.3, which had no ambient set, is fine). Dropping capabilities needs none.
+///
+/// # Safety
+/// Child only; async-signal-safe (raw system calls on stack memory).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+unsafe fn clear_capabilities(report_fd: RawFd) {
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    if libc::syscall(
+        libc::SYS_capset,
+        &mut header as *mut CapHeader,
+        data.as_ptr(),
+    ) != 0
+    {
+        child_fail(report_fd, errno_now(), STEP_CAPS);
+    }
+    if libc::prctl(
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+        0 as libc::c_ulong,
+        0 as libc::c_ulong,
+        0 as libc::c_ulong,
+    ) != 0
+        && errno_now() != libc::EINVAL
+    {
+        child_fail(report_fd, errno_now(), STEP_CAPS);
+    }
 }
 
 /// # Safety
@@ -1187,15 +1282,29 @@ mod tests {
             eprintln!("skipping: not root");
             return;
         }
-        let mut spec = sh("echo $(id -u) $(id -g) $(id -G) >&2");
+        let mut spec = sh(
+            "echo $(id -u) $(id -g) $(id -G) >&2; grep -E '^(Cap(Inh|Prm|Eff|Amb)|NoNewPrivs):' /proc/self/status >&2",
+        );
         spec.credentials = Some(crate::identity::Credentials {
             uid: Some(65534),
             gid: 65534,
             groups: vec![65534],
+            user_env: Vec::new(),
+            master_env: Vec::new(),
         });
         let (out, status) = run(&spec);
         assert!(status.success(), "{out}");
-        assert_eq!(out, "65534 65534 65534\n");
+        let mut lines = out.lines();
+        assert_eq!(lines.next(), Some("65534 65534 65534"));
+        // No capability left in any set, and no exec may gain privileges back.
+        let rest: Vec<&str> = lines.collect();
+        for set in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+            assert!(
+                rest.contains(&format!("{set}:\t0000000000000000").as_str()),
+                "{set}: {out}"
+            );
+        }
+        assert!(rest.contains(&"NoNewPrivs:\t1"), "{out}");
     }
 
     #[test]

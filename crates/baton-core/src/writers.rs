@@ -157,6 +157,8 @@ mod tests {
                 uid: Some(uid),
                 gid: groups.first().copied().unwrap_or(uid),
                 groups,
+                user_env: vec![],
+                master_env: vec![],
             },
         }
     }

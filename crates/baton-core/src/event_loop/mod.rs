@@ -137,6 +137,8 @@ enum Msg {
     },
     /// The log relay has read an exited worker's output.
     Drained(Drained),
+    /// A line for the master's log from another thread (the log relay's refusals).
+    Log(String),
     /// The master started by an upgrade has exited (a zombie until the loop reaps it).
     SuccessorExited {
         pid: i32,
@@ -648,6 +650,7 @@ impl LoopState {
             // Reported once the relay has read what it wrote (its stderr tail).
             Msg::Exited { key, pid, status } => self.reap(key, pid, status),
             Msg::Drained(drained) => self.on_drained(drained),
+            Msg::Log(line) => self.log(&line),
         }
     }
 

@@ -28,8 +28,15 @@ pub(super) fn start_relay(
     let relay = LogRelay::start(
         config.groups.len(),
         config.master_log.clone(),
-        Box::new(move |drained| {
-            let _ = tx.send(Msg::Drained(drained));
+        {
+            let (tx, waker) = (tx.clone(), waker.clone());
+            Box::new(move |drained| {
+                let _ = tx.send(Msg::Drained(drained));
+                let _ = waker.wake();
+            })
+        },
+        Box::new(move |line| {
+            let _ = tx.send(Msg::Log(line));
             let _ = waker.wake();
         }),
     )

@@ -69,6 +69,9 @@ impl LoopState {
             ),
             ("BATON_BACKLOG".to_string(), g.backlog.to_string()),
         ]);
+        if let Some(c) = &g.credentials {
+            c.apply_env(&mut env);
+        }
         let spec = SpawnSpec {
             program: g.program.clone(),
             args: g.argv(),

@@ -36,6 +36,7 @@ fn setup() -> Setup {
         Box::new(move |d| {
             let _ = tx.lock().unwrap().send(d);
         }),
+        Box::new(|_| {}),
     )
     .unwrap();
     Setup { relay, drained: rx }
