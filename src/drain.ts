@@ -1,7 +1,7 @@
 /**
  * Connection tracking and graceful draining for `net.Server`s, HTTP-aware.
  *
- * The rules (design §3 "HTTP draining", §8 pitfalls), tuned for zero failed requests for
+ * The rules (`docs/design.md#http-draining` and `#pitfalls`), tuned for zero failed requests for
  * keep-alive clients under load:
  *
  * - Stop accepting with `net.Server.prototype.close` only. `http.Server#close()` on
