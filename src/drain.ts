@@ -311,11 +311,6 @@ export function connectionCount(server: net.Server): number {
   return tracked.get(server)?.conns.size ?? 0
 }
 
-/** Whether {@link drainServer} has been called for `server`. */
-export function isDraining(server: net.Server): boolean {
-  return tracked.get(server)?.draining ?? false
-}
-
 function checkUpgrades(upgrades: string): 'close' | 'keep' {
   if (upgrades !== 'close' && upgrades !== 'keep') {
     throw new RangeError(`upgrades must be 'close' or 'keep', got ${JSON.stringify(upgrades)}`)

@@ -109,11 +109,6 @@ impl Listener {
         self.unix_path_to_remove = None;
     }
 
-    /// Whether closing this listener removes its Unix socket file (baton bound it).
-    pub fn owns_file(&self) -> bool {
-        self.unix_path_to_remove.is_some()
-    }
-
     /// Where this socket came from.
     pub fn origin(&self) -> &Origin {
         &self.origin
