@@ -1,9 +1,10 @@
 /**
  * The repo stands alone: no tracked file under src/, crates/, bench/, docs/, __test__/,
- * examples/ or README.md names a path of one machine (a checkout, a home directory, one
- * run's temp dir) or a document outside the repo (the old "design §N" citations: the rules
- * they meant are in docs/design.md now), every `docs/design.md#anchor` cited exists, and no
- * comment names a Rust file that became a folder. A hit fails with `file:line: the rule`.
+ * examples/, README.md or CONTRIBUTING.md names a path of one machine (a checkout, a home
+ * directory, one run's temp dir) or a document outside the repo (the old "design §N"
+ * citations: the rules they meant are in docs/design.md now), every
+ * `docs/design.md#anchor` cited exists, and no comment names a Rust file that became a
+ * folder. A hit fails with `file:line: the rule`.
  */
 import test from 'ava'
 import { execFileSync } from 'node:child_process'
@@ -12,7 +13,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url))
-const SCOPE = ['src', 'crates', 'bench', 'docs', '__test__', 'examples', 'README.md']
+const SCOPE = ['src', 'crates', 'bench', 'docs', '__test__', 'examples', 'README.md', 'CONTRIBUTING.md']
 const SELF = '__test__/repo-standalone.spec.ts'
 
 /** The tracked files of {@link SCOPE}, relative to the repo root (a plain walk without git). */
