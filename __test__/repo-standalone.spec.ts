@@ -51,6 +51,7 @@ const LINE_RULES: { re: RegExp; rule: string }[] = [
     rule: 'a citation of the design guide outside the repo (cite docs/design.md)',
   },
   { re: /\breference notes\b/i, rule: 'a citation of reference notes outside the repo' },
+  { re: /\b(?:as|per|in|by) the (?:design )?brief\b/i, rule: 'a citation of a brief outside the repo' },
   { re: /(?:\.\.\/)+shared\/|\bshared\/(?:design|reference)\b/, rule: 'a document outside the repo (shared/...)' },
   { re: /\bevent_loop\.rs\b/, rule: 'a stale name: event_loop.rs is the folder event_loop/' },
   { re: /\bsocket_activation\.rs\b/, rule: 'a stale name: socket_activation.rs is the folder socket_activation/' },
@@ -120,6 +121,7 @@ test('the checks catch what they are meant to', (t) => {
     'This is how baton is built; `../shared/design.md` (the design guide) is the brief',
     '    at file:///tmp/baton-rul-2QA0Ui/app-4/app.mjs:9:40',
     'see `event_loop.rs`',
+    '// As the brief states it: the constructor with default name',
     'const cfg = "/home/alice/app/baton.config.js"',
   ]) {
     t.true(hit(bad), bad)
