@@ -53,8 +53,6 @@ const LINE_RULES: { re: RegExp; rule: string }[] = [
   { re: /\breference notes\b/i, rule: 'a citation of reference notes outside the repo' },
   { re: /\b(?:as|per|in|by) the (?:design )?brief\b/i, rule: 'a citation of a brief outside the repo' },
   { re: /(?:\.\.\/)+shared\/|\bshared\/(?:design|reference)\b/, rule: 'a document outside the repo (shared/...)' },
-  { re: /\bevent_loop\.rs\b/, rule: 'a stale name: event_loop.rs is the folder event_loop/' },
-  { re: /\bsocket_activation\.rs\b/, rule: 'a stale name: socket_activation.rs is the folder socket_activation/' },
 ]
 
 /** One run's temp dir, e.g. `/tmp/baton-rul-w04LJF` (mkdtemp's six random characters). */
@@ -64,6 +62,29 @@ function runTempDir(line: string): string | undefined {
     if (/[A-Z]/.test(suffix) && /[a-z0-9]/.test(suffix)) return m[0]
   }
   return undefined
+}
+
+/**
+ * A check for stale names in a line: a `name.rs` that is no Rust file of the repo (renamed,
+ * or now the folder `name/`), a `src/....ts` path that is no file of the repo.
+ */
+function staleNameCheck(files: readonly string[]): (line: string) => string[] {
+  const tracked = new Set(files)
+  const rust = new Set(files.filter((f) => f.endsWith('.rs')).map((f) => path.basename(f)))
+  const rustFolders = new Set(files.filter((f) => f.endsWith('.rs')).map((f) => path.basename(path.dirname(f))))
+  return (line) => {
+    const stale: string[] = []
+    for (const [name] of line.matchAll(/\b[a-z0-9_]+\.rs\b/g)) {
+      if (rust.has(name)) continue
+      const folder = name.slice(0, -3)
+      const hint = rustFolders.has(folder) ? ` (${folder}/ is a folder now)` : ''
+      stale.push(`a stale name: ${name} is no file of the repo${hint}`)
+    }
+    for (const [p] of line.matchAll(/(?<![\w/.])src\/[\w/-]+\.ts\b/g)) {
+      if (!tracked.has(p)) stale.push(`a stale name: ${p} is no file of the repo`)
+    }
+    return stale
+  }
 }
 
 /** The anchors of docs/design.md's headings, as GitHub derives them. */
@@ -86,7 +107,9 @@ function designAnchors(): Set<string> {
 function violations(): string[] {
   const anchors = designAnchors()
   const found: string[] = []
-  for (const file of trackedFiles()) {
+  const files = trackedFiles()
+  const staleNames = staleNameCheck(files)
+  for (const file of files) {
     if (file === SELF) continue
     const buf = readFileSync(path.join(ROOT, file))
     if (buf.includes(0)) continue // binary
@@ -98,6 +121,7 @@ function violations(): string[] {
         const m = re.exec(line)
         if (m) found.push(`${at}: ${rule}: ${quote(line)}`)
       }
+      for (const stale of staleNames(line)) found.push(`${at}: ${stale}: ${quote(line)}`)
       const tmp = runTempDir(line)
       if (tmp) found.push(`${at}: one run's temp dir (${tmp}): ${quote(line)}`)
       for (const m of line.matchAll(/design\.md#([\w-]+)/g)) {
@@ -114,13 +138,16 @@ test('no file names a machine path, an outside document or a stale file name', (
 })
 
 test('the checks catch what they are meant to', (t) => {
-  const hit = (line: string) => LINE_RULES.some(({ re }) => re.test(line)) || runTempDir(line) !== undefined
+  const staleNames = staleNameCheck(trackedFiles())
+  const hit = (line: string) =>
+    LINE_RULES.some(({ re }) => re.test(line)) || runTempDir(line) !== undefined || staleNames(line).length > 0
   for (const bad of [
     ' * PM2 as the anchors ran it (/work/shared/reference/anchors-measured.md)',
     '//! themselves (design §8). The one exception',
     'This is how baton is built; `../shared/design.md` (the design guide) is the brief',
     '    at file:///tmp/baton-rul-2QA0Ui/app-4/app.mjs:9:40',
     'see `event_loop.rs`',
+    'the drain (src/drainer.ts)',
     '// As the brief states it: the constructor with default name',
     'const cfg = "/home/alice/app/baton.config.js"',
   ]) {
@@ -132,7 +159,7 @@ test('the checks catch what they are meant to', (t) => {
     'PathBuf::from("/tmp/baton-4322")',
     'the rules in `docs/design.md#pitfalls`',
     'REFUSED_STREAM: the server did not process it (HTTP/2 §8.1.4)',
-    'see `event_loop/steering.rs`',
+    'see `event_loop/steering.rs` and `spawn.rs`, src/drain.ts',
   ]) {
     t.false(hit(fine), fine)
   }
