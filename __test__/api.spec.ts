@@ -558,7 +558,7 @@ test('on Windows, baton throws a clear "not supported" error', async (t) => {
     return { ...exit, stdout: out.text, stderr: err.text }
   }
   const fake = "Object.defineProperty(process, 'platform', { value: 'win32' });"
-  // As the brief states it: the constructor with default name and runtime dir.
+  // The plainest use: the constructor with default name and runtime dir.
   const ctor = await run(
     `${fake} const { Supervisor } = await import('batonjs');
      try { new Supervisor({ groups: {} }); console.log('NO ERROR') } catch (e) { console.log(e.name + ': ' + e.message) }`,

@@ -193,7 +193,7 @@ function listenSocketFlags(pid: number, port: number): number | undefined {
     }
   }
   for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    let target = ''
+    let target: string
     try {
       target = readlinkSync(`/proc/${pid}/fd/${fd}`)
     } catch {

@@ -37,7 +37,7 @@ function accepts(host: string, port: number): Promise<boolean> {
 function listeningOn(port: number): string[] {
   const out: string[] = []
   for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    let text = ''
+    let text: string
     try {
       text = readFileSync(file, 'utf8')
     } catch {

@@ -156,7 +156,7 @@ function h2Load(port: number, lanes: number) {
       let req: http2.ClientHttp2Stream
       try {
         req = current().request({ ':path': '/?ms=5' })
-      } catch (e) {
+      } catch {
         // The session got GOAWAY before this request was sent: it was never processed.
         session = undefined
         counts.retried += 1

@@ -129,7 +129,7 @@ test('--readiness uptime: an unmodified queue consumer (no listen) runs as 2 rea
   t.true(before.workers.every((w) => w.state === 'ready'))
   t.regex(
     (await fleet.cli(['status', fleet.name])).stdout,
-    /group fleet: 2 workers \(no listen address\)  ready: once up 800 ms/,
+    /group fleet: 2 workers \(no listen address\) {2}ready: once up 800 ms/,
   )
   const oldPids = before.workers.map((w) => w.pid)
 

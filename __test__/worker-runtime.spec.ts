@@ -52,10 +52,10 @@ const fixture = (name: string): string => path.join(here, 'fixtures', name)
 // ---------------------------------------------------------------------------------------
 // A minimal master in JS.
 //
-// The listening socket must be held by a process that never accepts on it (design §8: the
-// master never polls its listening sockets), otherwise that process would steal
-// connections from the workers. A Node process accepts on every `net.Server` it listens
-// with, so the test process cannot be that holder. Instead:
+// The listening socket must be held by a process that never accepts on it (the master
+// never polls its listening sockets: docs/design.md#pitfalls), otherwise that process
+// would steal connections from the workers. A Node process accepts on every `net.Server`
+// it listens with, so the test process cannot be that holder. Instead:
 //
 // 1. the test process listens on 127.0.0.1:0 (an ephemeral port nobody knows yet, so no
 //    client can connect during this step);

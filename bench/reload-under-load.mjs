@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
- * Reload under load, head to head with the anchors (docs/benchmarks.md,
- * /work/shared/reference/anchors-measured.md): same app, same load, same trigger.
+ * Reload under load, head to head with the anchors (their figures are in
+ * docs/benchmarks.md, "Reload under load"): same app, same load, same trigger.
  *
  * - app: node:http, sha256 of 1 KiB per request, 300 ms boot delay, version read at start;
  *   textbook under baton (no drain code: it only calls `worker.listen(server)`);
@@ -147,7 +147,13 @@ async function runOnce(workDir, { kind, count, order, rep, balance }) {
         expected,
         expectedCount: served.versions[expected] ?? 0,
       },
-      masterLogTail: fleet.log().trim().split('\n').slice(-8),
+      // The temp dir is one run's name: the saved results say `<work dir>` instead.
+      masterLogTail: fleet
+        .log()
+        .trim()
+        .split('\n')
+        .slice(-8)
+        .map((l) => l.replaceAll(workDir, '<work dir>')),
     }
     if (kind === 'crash') {
       const slot0 = status.workers.find((w) => w.id === 0)

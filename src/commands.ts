@@ -6,6 +6,7 @@ import { closeSync, constants, openSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { listMasters, NotRunningError, processState, request } from './control-client.js'
 import { logPath, startDaemon } from './daemon.js'
+import { MAX_WORKERS } from './defaults.js'
 import { resolveRuntimeDir } from './options.js'
 import { dirOfMaster, readTrusted, trustPath } from './runtime-dir.js'
 import { formatOutputLine, formatStatus, visible } from './format.js'
@@ -294,7 +295,6 @@ export async function upgradeCommand(runtimeDir: string, name: string, io: Outpu
 }
 
 /** The most workers `baton scale` accepts (the bound of the `count` option). */
-const MAX_COUNT = 1024
 
 /**
  * `baton scale [NAME] [GROUP] N`: change a group's worker count without a restart. With
@@ -312,8 +312,8 @@ export async function scaleCommand(dirs: RuntimeDirs, args: string[], io: Output
       2,
     )
   const raw = args[args.length - 1]
-  if (!/^[0-9]+$/.test(raw) || Number(raw) < 1 || Number(raw) > MAX_COUNT) {
-    throw new CommandError(`scale: count: expected a whole number of workers from 1 to ${MAX_COUNT}, got "${raw}"`, 2)
+  if (!/^[0-9]+$/.test(raw) || Number(raw) < 1 || Number(raw) > MAX_WORKERS) {
+    throw new CommandError(`scale: count: expected a whole number of workers from 1 to ${MAX_WORKERS}, got "${raw}"`, 2)
   }
   const count = Number(raw)
   let name: string | undefined

@@ -1,7 +1,7 @@
 /**
  * Connection tracking and graceful draining for `net.Server`s, HTTP-aware.
  *
- * The rules (design §3 "HTTP draining", §8 pitfalls), tuned for zero failed requests for
+ * The rules (`docs/design.md#http-draining` and `#pitfalls`), tuned for zero failed requests for
  * keep-alive clients under load:
  *
  * - Stop accepting with `net.Server.prototype.close` only. `http.Server#close()` on
@@ -309,11 +309,6 @@ export function shedConnections(server: net.Server, count: number): void {
 /** Number of open tracked connections of `server` (0 when it is not tracked). */
 export function connectionCount(server: net.Server): number {
   return tracked.get(server)?.conns.size ?? 0
-}
-
-/** Whether {@link drainServer} has been called for `server`. */
-export function isDraining(server: net.Server): boolean {
-  return tracked.get(server)?.draining ?? false
 }
 
 function checkUpgrades(upgrades: string): 'close' | 'keep' {

@@ -6,6 +6,7 @@ import { existsSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { basename, dirname, extname, resolve } from 'node:path'
 import { native } from './native.js'
+import { DEFAULT_BACKLOG, DEFAULT_READY_TIMEOUT_MS, DEFAULT_STOP_TIMEOUT_MS, MAX_WORKERS } from './defaults.js'
 
 /** How connections are spread across a group's workers. */
 export type Balance = 'shared' | 'reuseport'
@@ -369,7 +370,7 @@ export function resolveGroup(name: string, raw: unknown, defaultScript?: string)
       throw new OptionsError(`${field}.${key}`, 'expected true or false')
   }
   const readiness = resolveReadiness(field, o)
-  const readyTimeout = integer(`${field}.readyTimeout`, o.readyTimeout, 30_000, 1, 3_600_000)
+  const readyTimeout = integer(`${field}.readyTimeout`, o.readyTimeout, DEFAULT_READY_TIMEOUT_MS, 1, 3_600_000)
   const minUptime = integer(`${field}.minUptime`, o.minUptime, 1_000, 0, 3_600_000)
   if (readiness === 'uptime' && minUptime >= readyTimeout) {
     throw new OptionsError(
@@ -396,7 +397,7 @@ export function resolveGroup(name: string, raw: unknown, defaultScript?: string)
   return {
     name,
     script,
-    count: integer(`${field}.count`, o.count, 1, 1, 1024),
+    count: integer(`${field}.count`, o.count, 1, 1, MAX_WORKERS),
     listen,
     listenNames: names,
     env: (o.env ?? {}) as Record<string, string | undefined>,
@@ -409,10 +410,10 @@ export function resolveGroup(name: string, raw: unknown, defaultScript?: string)
     minUptime,
     instanceVar,
     readyTimeout,
-    stopTimeout: integer(`${field}.stopTimeout`, o.stopTimeout, 2_000, 1, 3_600_000),
+    stopTimeout: integer(`${field}.stopTimeout`, o.stopTimeout, DEFAULT_STOP_TIMEOUT_MS, 1, 3_600_000),
     order,
-    parallel: integer(`${field}.parallel`, o.parallel, 1, 1, 1024),
-    backlog: integer(`${field}.backlog`, o.backlog, 511, 1, 65_535),
+    parallel: integer(`${field}.parallel`, o.parallel, 1, 1, MAX_WORKERS),
+    backlog: integer(`${field}.backlog`, o.backlog, DEFAULT_BACKLOG, 1, 65_535),
     balance,
     uid: userOrGroup(`${field}.uid`, o.uid, 'user'),
     gid: userOrGroup(`${field}.gid`, o.gid, 'group'),

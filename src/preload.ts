@@ -23,6 +23,7 @@
 import { lookup } from 'node:dns/promises'
 import * as net from 'node:net'
 import { installSignalDeferral } from './app-signals.js'
+import { DEFAULT_BACKLOG } from './defaults.js'
 import { constants } from 'node:os'
 
 /** What a TCP `listen()` call asks for. */
@@ -193,7 +194,7 @@ function install(): void {
           this.once('listening', () => {
             if (readyOnListen) runtime.worker.ready()
           })
-          original.call(this, handle, target.backlog ?? Number(process.env.BATON_BACKLOG ?? 511))
+          original.call(this, handle, target.backlog ?? Number(process.env.BATON_BACKLOG ?? DEFAULT_BACKLOG))
           settled() // the listening handle keeps the process alive from here
         },
         (err: Error) => {

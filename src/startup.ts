@@ -19,6 +19,7 @@ import {
   type StartRecord,
 } from './commands.js'
 import { listMasters, NotRunningError, request } from './control-client.js'
+import { DEFAULT_READY_TIMEOUT_MS, DEFAULT_STOP_TIMEOUT_MS } from './defaults.js'
 import { resolveRuntimeDir } from './options.js'
 import { dirOfMaster } from './runtime-dir.js'
 import type { GroupStatus } from './types.js'
@@ -164,8 +165,14 @@ export function renderUnits(input: UnitInput): UnitFile[] {
         streams: g.sockets.map((s) => listenStream(g.name, s.configured, s.address, input.cwd)),
       }))
     : []
-  const stopMs = Math.max(2000, ...input.groups.map((g) => g.stopTimeoutMs ?? 2000))
-  const readyMs = Math.max(30_000, ...input.groups.map((g) => g.readyTimeoutMs ?? 30_000))
+  const stopMs = Math.max(
+    DEFAULT_STOP_TIMEOUT_MS,
+    ...input.groups.map((g) => g.stopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS),
+  )
+  const readyMs = Math.max(
+    DEFAULT_READY_TIMEOUT_MS,
+    ...input.groups.map((g) => g.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS),
+  )
   const baton = args[0] ?? ''
   const exec = [input.node, ...args].map(systemdQuote).join(' ')
   const reload = [input.node, baton, 'reload', name].map(systemdQuote).join(' ')
@@ -249,8 +256,8 @@ function groupsFromArgs(name: string, args: string[]): StartupGroup[] | undefine
   const flags = own >= 0 ? args.slice(2, own) : args.slice(2)
   const listen: string[] = []
   let script: string | undefined
-  let stop = 2000
-  let ready = 30_000
+  let stop = DEFAULT_STOP_TIMEOUT_MS
+  let ready = DEFAULT_READY_TIMEOUT_MS
   for (let i = 0; i < flags.length; i++) {
     const f = flags[i] ?? ''
     const value = (): string => flags[++i] ?? ''

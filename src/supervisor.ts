@@ -6,6 +6,7 @@
 import { EventEmitter } from 'node:events'
 import type { BindingFleetOptions, BindingGroupOptions, NativeSupervisor } from '../native/index.cjs'
 import { HealthServer, type HealthOptions } from './health.js'
+import { MAX_WORKERS } from './defaults.js'
 import { assertSupportedPlatform, native } from './native.js'
 import {
   OptionsError,
@@ -336,9 +337,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   scale(group: string, count: number): Promise<void> {
     const nat = this.#native
     if (!nat) return Promise.reject(new Error(`supervisor "${this.name}" is not started`))
-    if (!Number.isInteger(count) || count < 1 || count > 1024) {
+    if (!Number.isInteger(count) || count < 1 || count > MAX_WORKERS) {
       return Promise.reject(
-        new OptionsError('count', `expected a whole number of workers from 1 to 1024, got ${String(count)}`),
+        new OptionsError('count', `expected a whole number of workers from 1 to ${MAX_WORKERS}, got ${String(count)}`),
       )
     }
     if (!this.#groups.has(group)) {

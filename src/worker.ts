@@ -20,6 +20,7 @@
  */
 import * as net from 'node:net'
 
+import { DEFAULT_BACKLOG, DEFAULT_STOP_TIMEOUT_MS } from './defaults.js'
 import {
   connectionCount,
   DEFAULT_IDLE_MS,
@@ -123,8 +124,6 @@ export interface Worker {
 const STOP_MARGIN_MS = 200
 /** Smallest graceful-stop budget. */
 const MIN_STOP_BUDGET_MS = 500
-/** Default `BATON_STOP_TIMEOUT`. */
-const DEFAULT_STOP_TIMEOUT_MS = 2000
 /** Budget once the master is gone: the port must be released within 3 s. */
 const ORPHAN_STOP_BUDGET_MS = 3000 - 500
 /**
@@ -135,8 +134,6 @@ const ORPHAN_STOP_BUDGET_MS = 3000 - 500
 function appSignalMargin(budgetMs: number): number {
   return Math.min(1000, Math.max(200, Math.floor(budgetMs / 4)))
 }
-/** Node's default listen backlog. */
-const DEFAULT_BACKLOG = 511
 /** First inherited fd (systemd's SD_LISTEN_FDS_START). */
 const LISTEN_FDS_START = 3
 

@@ -1,5 +1,5 @@
 /**
- * PM2 as the anchors ran it (/work/shared/reference/anchors-measured.md): PM2 7.0.4,
+ * PM2 as the anchors ran it (their figures: docs/benchmarks.md, "Reload under load"): PM2 7.0.4,
  * cluster mode `-i N`, `wait_ready` (the app sends 'ready' once listening), default
  * `listen_timeout` 3000 ms and `kill_timeout` 1600 ms, the same app with its own 'close'
  * shutdown (`writeBenchApp(dir, v, { flavor: 'close' })`), reloads through `pm2 reload`.

@@ -153,7 +153,7 @@ pub struct GroupConfig {
     pub listen: Vec<ListenAddr>,
     /// One name per address, passed in `LISTEN_FDNAMES`.
     pub listen_names: Vec<String>,
-    /// Listen backlog, restored by the worker runtime.
+    /// Listen backlog, restored by the worker runtime (default [`DEFAULT_BACKLOG`]).
     pub backlog: i32,
     /// Run the workers as this user and group (`identity.rs`); `None`: as the master.
     pub credentials: Option<Credentials>,
@@ -175,6 +175,10 @@ pub struct GroupConfig {
 
 /// The default of [`GroupConfig::instance_var`], as PM2 names it.
 pub const DEFAULT_INSTANCE_VAR: &str = "NODE_APP_INSTANCE";
+
+/// The default listen backlog of a group: Node's own default for `server.listen()`
+/// (`DEFAULT_BACKLOG` in src/defaults.ts, which fills in a group's `backlog`).
+pub const DEFAULT_BACKLOG: i32 = 511;
 
 impl GroupConfig {
     /// `argv[1..]` of a worker: execArgv, the script, the script's args.

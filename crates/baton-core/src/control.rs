@@ -101,7 +101,8 @@ pub const DEFAULT_LOG_LINES: usize = 15;
 /// The most `lines` a `logs` request may ask for.
 pub const MAX_LOG_LINES: u64 = 1_000_000;
 
-/// The most workers a group can be scaled to (the same bound as the `count` option).
+/// The most workers a group can be scaled to (the same bound as the `count` option:
+/// `MAX_WORKERS` in src/defaults.ts).
 pub const MAX_COUNT: u64 = 1024;
 
 /// A parsed client request.

@@ -7,9 +7,9 @@
 //! connections across them, [steered](GroupSockets::steer_weighted) to the slots with a ready
 //! worker (`steer.rs`), and since the master keeps each slot's socket across
 //! replacements, connections queued for a slot wait for its next worker instead of being
-//! reset (or are handed to a ready worker by the master, see `event_loop.rs`).
+//! reset (or are handed to a ready worker by the master, see `event_loop/steering.rs`).
 //!
-//! An address whose socket systemd passed (`socket_activation.rs`) is not bound: that one
+//! An address whose socket systemd passed (`socket_activation/`) is not bound: that one
 //! socket is shared by every worker of the group, whatever the balance.
 
 use std::os::fd::RawFd;

@@ -1,9 +1,10 @@
 //! Listening sockets, created once in the master and kept for its whole life.
 //!
 //! The master binds and listens; workers inherit the sockets as fds 3.. and accept
-//! themselves (design §8). The one exception is [`Listener::accept_pending`]: a per-slot
-//! socket (`balance: 'reuseport'`) whose slot has no ready worker has its stragglers
-//! accepted by the master and handed to a ready worker (see `event_loop.rs`).
+//! themselves (`docs/design.md#pitfalls`). The one exception is
+//! [`Listener::accept_pending`]: a per-slot socket (`balance: 'reuseport'`) whose slot has
+//! no ready worker has its stragglers accepted by the master and handed to a ready worker
+//! (see `event_loop/steering.rs`).
 
 use std::fmt;
 use std::io;
@@ -38,7 +39,7 @@ pub struct Listener {
 pub enum Origin {
     /// baton bound it.
     Bound,
-    /// systemd passed it (socket activation, `socket_activation.rs`).
+    /// systemd passed it (socket activation, `socket_activation/`).
     Inherited {
         /// The fd number it was passed as.
         fd: RawFd,
@@ -106,11 +107,6 @@ impl Listener {
     /// serves on it now (`baton upgrade`).
     pub fn disown_file(&mut self) {
         self.unix_path_to_remove = None;
-    }
-
-    /// Whether closing this listener removes its Unix socket file (baton bound it).
-    pub fn owns_file(&self) -> bool {
-        self.unix_path_to_remove.is_some()
     }
 
     /// Where this socket came from.
@@ -310,7 +306,7 @@ pub struct BindOptions {
     /// The `listen()` backlog.
     pub backlog: i32,
     /// Set `SO_REUSEPORT` before binding (TCP only; for one socket per worker slot on
-    /// Linux, design §2). Ignored for Unix sockets.
+    /// Linux, `docs/design.md#process-model`). Ignored for Unix sockets.
     pub reuse_port: bool,
 }
 

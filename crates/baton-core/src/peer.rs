@@ -1,5 +1,6 @@
 //! The uid of the process on the other end of a Unix domain socket, used to check that
-//! only the master's own user talks to its control socket (design §4).
+//! only the master's own user talks to its control socket
+//! (`docs/design.md#control-socket-and-runtime-dir`).
 
 use std::io;
 use std::os::fd::AsRawFd;

@@ -1,4 +1,5 @@
-//! The JSON shapes users see: events, reload reports and status (design §7 contract).
+//! The JSON shapes users see: events, reload reports and status (the contract in
+//! `docs/design.md#contracts`).
 //!
 //! One place turns the state machine's index-based values into named, documented JSON, so
 //! the JavaScript API, the control socket and the CLI all show the same thing.
@@ -410,9 +411,10 @@ pub fn readiness(names: &Names, snap: &FleetSnapshot) -> Result<(), String> {
     Ok(())
 }
 
-/// The status JSON (design §7): `{ name, pid, generation, reloading, workers: [...] }` plus
-/// additive fields (`stopping`, `ready` and `notReadyReason` (see [`readiness`]), `groups`,
-/// `lastReload`, per-worker `lastExit`, `restartInMs`, `connections`).
+/// The status JSON (`docs/design.md#contracts`): `{ name, pid, generation, reloading,
+/// workers: [...] }` plus additive fields (`stopping`, `ready` and `notReadyReason` (see
+/// [`readiness`]), `groups`, `lastReload`, per-worker `lastExit`, `restartInMs`,
+/// `connections`).
 pub fn status(
     names: &Names,
     fleet_name: &str,

@@ -6,7 +6,7 @@
 //! pid table. The same holds for a master that declared itself a child subreaper
 //! (`prctl(PR_SET_CHILD_SUBREAPER)`, or a parent that set it for a process manager).
 //!
-//! A plain `waitpid(-1)` would fix that and break two other waiters (design §8):
+//! A plain `waitpid(-1)` would fix that and break two other waiters (`docs/design.md#pitfalls`):
 //! - libuv reaps only the children it spawned (`child_process` in the master), with
 //!   `waitpid(pid, WNOHANG)` from its `SIGCHLD` handler; a child stolen from it never
 //!   reports its exit, and its handle keeps Node's loop alive forever;

@@ -1,6 +1,6 @@
 //! The runtime directory: where a master keeps its control socket (`<name>.sock`) and its
 //! locked pid file (`<name>.pid`), so that the CLI can find it and two masters of one name
-//! cannot run (design §4).
+//! cannot run (`docs/design.md#control-socket-and-runtime-dir`).
 
 use std::fmt;
 use std::fs::{File, OpenOptions};

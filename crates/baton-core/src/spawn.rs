@@ -4,9 +4,10 @@
 //! our event loop), so between `fork` and `execve` the child runs only async-signal-safe
 //! calls on memory prepared before the fork: no allocation, no locks, no panics.
 //!
-//! Worker fd layout (design §5): 0 = `/dev/null`, 1 and 2 = pipes the master relays
-//! (`log_relay.rs`), 3..3+n = the listening sockets in order (systemd `LISTEN_FDS` style),
-//! 3+n = the control channel (an `AF_UNIX` stream socketpair, also Node's IPC channel).
+//! Worker fd layout (`docs/design.md#worker-protocol`): 0 = `/dev/null`, 1 and 2 = pipes
+//! the master relays (`log_relay.rs`), 3..3+n = the listening sockets in order (systemd
+//! `LISTEN_FDS` style), 3+n = the control channel (an `AF_UNIX` stream socketpair, also
+//! Node's IPC channel).
 //! Every other fd is closed.
 
 use std::ffi::{CString, OsStr};
@@ -200,7 +201,7 @@ pub fn wait_exited(pid: i32) -> io::Result<()> {
 /// Blocks until the process `pid` (a child of this process) exits and reaps it.
 ///
 /// Waits on exactly that pid (never `waitpid(-1)`, which would steal libuv's children;
-/// design §8), retrying on `EINTR`.
+/// `docs/design.md#pitfalls`), retrying on `EINTR`.
 pub fn wait_exit(pid: i32) -> io::Result<ExitStatus> {
     if pid <= 0 {
         return Err(io::Error::new(
@@ -736,7 +737,7 @@ unsafe fn child_after_fork(plan: &ChildPlan<'_>, scratch: &mut [RawFd]) -> ! {
     // 4. fds. First copy every source (and the error pipe) above all targets, so that no
     //    dup2 below can clobber a source that happens to sit on a target number. Each
     //    dup2 then has distinct old/new fds and so always yields a fresh fd without
-    //    FD_CLOEXEC (the dup2(3, 3) pitfall, design §8); we clear the flag anyway.
+    //    FD_CLOEXEC (the dup2(3, 3) pitfall, docs/design.md#pitfalls); we clear the flag anyway.
     let above = plan.err_target + 1;
     let err_tmp = libc::fcntl(plan.exec_err_fd, libc::F_DUPFD, above);
     if err_tmp < 0 {

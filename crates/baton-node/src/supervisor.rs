@@ -195,7 +195,7 @@ impl NativeSupervisor {
         })
     }
 
-    /// The status as a JSON string (design §7 contract); never waits for the loop thread.
+    /// The status as a JSON string (`docs/design.md#contracts`); never waits for the loop thread.
     #[napi]
     pub fn status(&self) -> Result<String> {
         self.handle.status().map(|v| v.to_string()).map_err(failure)

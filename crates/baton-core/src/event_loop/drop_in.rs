@@ -320,7 +320,11 @@ impl LoopState {
             host: host.clone().unwrap_or_default(),
             port,
         };
-        let backlog = self.config.groups.get(group).map_or(511, |g| g.backlog);
+        let backlog = self
+            .config
+            .groups
+            .get(group)
+            .map_or(crate::config::DEFAULT_BACKLOG, |g| g.backlog);
         match listen::bind(&addr, backlog) {
             Ok(listener) => {
                 let group_name = self.group_names.get(group).cloned().unwrap_or_default();

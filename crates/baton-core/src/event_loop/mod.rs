@@ -82,6 +82,10 @@ use crate::runtime_dir::{self, PidFile};
 use crate::sd_notify::{self, Notifier};
 use crate::spawn::{self, Signal, SpawnSpec};
 
+/// How long a host-side call ([`Handle::reconfigure`], [`Handle::status`] before the first
+/// publication, [`Handle::reopen_logs`]) waits for the loop or log relay thread to answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Receives every event as JSON (see [`public_json::event`]); called on the loop thread.
 pub type EventSink = Box<dyn Fn(Value) + Send + 'static>;
 
@@ -236,7 +240,7 @@ impl Handle {
     pub fn reconfigure(&self, config: FleetConfig) -> Result<Value, String> {
         let (tx, rx) = mpsc::channel();
         self.send(Command::Reconfigure(Box::new(config), tx))?;
-        rx.recv_timeout(Duration::from_secs(5))
+        rx.recv_timeout(ANSWER_TIMEOUT)
             .map_err(|_| "the supervisor loop did not answer".to_string())
     }
 
@@ -277,7 +281,7 @@ impl Handle {
         self.relay.reopen(crate::log_relay::Reply::Channel(tx));
         Pending {
             rx,
-            timeout: Duration::from_secs(5),
+            timeout: ANSWER_TIMEOUT,
             silent: "the log relay did not answer",
         }
     }
@@ -292,7 +296,7 @@ impl Handle {
             let (tx, rx) = mpsc::channel();
             self.send(Command::Status(tx))?;
             return rx
-                .recv_timeout(Duration::from_secs(5))
+                .recv_timeout(ANSWER_TIMEOUT)
                 .map_err(|_| "the supervisor loop did not answer".to_string());
         };
         if let Some(rows) = status["workers"].as_array_mut() {
