@@ -41,7 +41,7 @@ export declare class NativeSupervisor {
    * worker thread, not the JavaScript thread.
    */
   reopenLogs(): Promise<number>
-  /** The status as a JSON string (design §7 contract); never waits for the loop thread. */
+  /** The status as a JSON string (`docs/design.md#contracts`); never waits for the loop thread. */
   status(): string
   /**
    * Milliseconds since the supervisor loop last turned: the status `status()` returns is
