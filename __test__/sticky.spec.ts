@@ -9,7 +9,7 @@ import test, { type ExecutionContext } from 'ava'
 import * as http from 'node:http'
 import { io as connect, type Socket } from 'socket.io-client'
 import { fixture, runCli, startFleet, versionedFleet } from './helpers/fleet.js'
-import { freePort } from './helpers/processes.js'
+import { freePort, tmpDir } from './helpers/processes.js'
 import { reloadAll } from './helpers/reload.js'
 
 const CLIENTS = 20
@@ -76,6 +76,19 @@ test('--balance names the three modes when it is given another', async (t) => {
   const r = await runCli(['start', fixture('app.mjs'), '--balance', 'round-robin'], { ...process.env })
   t.is(r.code, 2)
   t.regex(r.stderr, /--balance expects shared, reuseport or sticky, got "round-robin"/)
+})
+
+test('sticky without a TCP listen address (a drop-in app alone) is refused at start, saying what to add', async (t) => {
+  const dir = await tmpDir('baton-test-')
+  t.teardown(() => dir.cleanup())
+  const port = await freePort()
+  const r = await runCli(['start', fixture('socketio-echo.mjs'), '--name', 'nolisten', '--balance', 'sticky'], {
+    ...process.env,
+    PORT: String(port),
+    BATON_RUNTIME_DIR: dir.path,
+  })
+  t.not(r.code, 0)
+  t.regex(r.stderr, /group "nolisten": balance "sticky" needs a TCP listen address of the group \(--listen :PORT/)
 })
 
 /** Outcome of 20 Socket.IO clients echoing for `ms`. */

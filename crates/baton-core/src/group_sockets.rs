@@ -117,6 +117,14 @@ impl GroupSockets {
     /// fails when the kernel refuses the program: attach it once, then detach it until a
     /// slot serves.
     fn probe_sticky(&self, name: &str) -> Result<(), String> {
+        if !self.has_per_slot() {
+            return Err(format!(
+                "group \"{name}\": balance \"sticky\" needs a TCP listen address of the group \
+                 (--listen :PORT, the port the app listens on): the socket of an app's own \
+                 listen(PORT) without it, like a socket systemd passed, is shared by every \
+                 worker and cannot be steered; add the port to the group's listen, or use balance \"reuseport\" or \"shared\""
+            ));
+        }
         let all: Vec<u32> = (0..self.slot_count()).collect();
         let mut errors = self.steer_sticky(&all);
         errors.extend(self.steer_sticky(&[]));
@@ -435,6 +443,18 @@ mod tests {
             }
         }
         assert_eq!(counts[home as usize], 10, "{counts:?}");
+    }
+
+    #[test]
+    fn sticky_without_a_tcp_address_is_refused() {
+        let err = match GroupSockets::bind(&group(Balance::Sticky, 2, vec![])) {
+            Err(e) => e,
+            Ok(_) => panic!("sticky with no address was accepted"),
+        };
+        assert!(
+            err.contains("group \"web\"") && err.contains("--listen :PORT"),
+            "{err}"
+        );
     }
 
     #[test]
