@@ -114,8 +114,10 @@ impl GroupSockets {
 
     /// Sticky balance is steering or nothing (the kernel's hash would spread one client's
     /// connections over every slot, which is what it exists to prevent), so the start
-    /// fails when the kernel refuses the program: attach it once, then detach it until a
-    /// slot serves.
+    /// fails when the kernel refuses the program: attach it with every slot serving. It
+    /// stays until the first steer: connections that arrive before any worker is ready
+    /// wait in their home slot's queue (as they would in the hash's), and sockets passed
+    /// by a previous master (`baton upgrade`) keep their clients' slots meanwhile.
     fn probe_sticky(&self, name: &str) -> Result<(), String> {
         if !self.has_per_slot() {
             return Err(format!(
@@ -126,9 +128,7 @@ impl GroupSockets {
             ));
         }
         let all: Vec<u32> = (0..self.slot_count()).collect();
-        let mut errors = self.steer_sticky(&all);
-        errors.extend(self.steer_sticky(&[]));
-        match errors.into_iter().next() {
+        match self.steer_sticky(&all).into_iter().next() {
             None => Ok(()),
             Some(e) => Err(format!(
                 "group \"{name}\": balance \"sticky\": {e}; sticky needs a kernel that takes \
