@@ -8,6 +8,7 @@
 import test, { type ExecutionContext } from 'ava'
 import * as http from 'node:http'
 import { io as connect, type Socket } from 'socket.io-client'
+import { Supervisor } from '../src/index.js'
 import { fixture, runCli, startFleet, versionedFleet } from './helpers/fleet.js'
 import { freePort, tmpDir } from './helpers/processes.js'
 import { reloadAll } from './helpers/reload.js'
@@ -71,6 +72,30 @@ test.serial(
     await vf.fleet.cli(['stop', vf.fleet.name])
   },
 )
+
+test('Supervisor option balance: sticky: status shows it and each client address sticks to one worker', async (t) => {
+  const dir = await tmpDir('baton-api-')
+  const port = await freePort()
+  const sup = new Supervisor({
+    name: 'sticky-api',
+    runtimeDir: dir.path,
+    log: false,
+    handleSignals: false,
+    groups: { web: { script: fixture('app.mjs'), count: 2, listen: `127.0.0.1:${port}`, balance: 'sticky' } },
+  })
+  t.teardown(async () => {
+    await sup.stop({ force: true }).catch(() => undefined)
+    await dir.cleanup()
+  })
+  await sup.start()
+  t.is(sup.status().groups[0]?.balance, 'sticky')
+  for (const i of [1, 2, 3, 4]) {
+    const pids = new Set<number>()
+    for (let k = 0; k < 4; k++) pids.add(await freshPid(port, source(i)))
+    t.is(pids.size, 1, `${source(i)}: ${[...pids].join('/')}`)
+  }
+  await sup.stop()
+})
 
 test('--balance names the three modes when it is given another', async (t) => {
   const r = await runCli(['start', fixture('app.mjs'), '--balance', 'round-robin'], { ...process.env })
