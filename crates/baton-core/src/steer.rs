@@ -863,6 +863,34 @@ mod tests {
         }
 
         #[test]
+        fn sticky_reads_an_ipv6_source_address() {
+            // Only ::1 is a local IPv6 source here: every connection from it lands on the
+            // socket the Rust rule names, for several slot counts (so not by chance).
+            let Ok(probe) = std::net::TcpListener::bind("[::1]:0") else {
+                return; // no IPv6 loopback in this environment
+            };
+            drop(probe);
+            for slots in [3usize, 5, 7] {
+                let mut socks: Vec<Socket> = Vec::new();
+                let mut addr: SocketAddr = "[::1]:0".parse().unwrap();
+                for _ in 0..slots {
+                    let s = Socket::new(Domain::IPV6, Type::STREAM, None).unwrap();
+                    s.set_reuse_port(true).unwrap();
+                    s.bind(&SockAddr::from(addr)).unwrap();
+                    addr = s.local_addr().unwrap().as_socket().unwrap();
+                    s.set_nonblocking(true).unwrap();
+                    s.listen(64).unwrap();
+                    socks.push(s);
+                }
+                let all: Vec<u32> = (0..slots as u32).collect();
+                apply(socks[0].as_fd(), &sticky(slots as u32, &all).unwrap()).unwrap();
+                let want = sticky_slot("::1".parse().unwrap(), slots as u32, &all).unwrap();
+                let counts = spread(&socks, addr, 10);
+                assert_eq!(counts[want as usize], 10, "{slots} slots: {counts:?}");
+            }
+        }
+
+        #[test]
         fn all_serving_spreads_over_all() {
             let (socks, addr) = listening(3);
             steer(&socks, &[0, 1, 2]);
