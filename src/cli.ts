@@ -86,8 +86,11 @@ Usage:
       --order ORDER         start-first (default) or stop-first
       --parallel N          workers a reload replaces at once (default 1)
       --balance MODE        reuseport (default on Linux: one SO_REUSEPORT socket per worker
-                            slot, new connections only to ready workers) or shared (one
-                            socket, workers race to accept; the default elsewhere)
+                            slot, new connections only to ready workers), sticky (the same
+                            sockets, each client address always to the same worker slot
+                            while it serves: Socket.IO long-polling, in-memory sessions;
+                            Linux) or shared (one socket, workers race to accept; the
+                            default elsewhere)
       --health ADDR         serve a health endpoint for probes (host:port, :port, unix:/path):
                             every GET/HEAD answers 200 while the fleet is ready, 503 while it
                             is not (starting, stopping, a group without a ready worker, a stuck
@@ -158,8 +161,8 @@ function linesFlag(value: string | undefined): number {
 }
 
 function balanceFlag(value: string | undefined): Balance | undefined {
-  if (value === undefined || value === 'shared' || value === 'reuseport') return value
-  throw new CommandError(`--balance expects shared or reuseport, got "${value}"`, 2)
+  if (value === undefined || value === 'shared' || value === 'reuseport' || value === 'sticky') return value
+  throw new CommandError(`--balance expects shared, reuseport or sticky, got "${value}"`, 2)
 }
 
 function version(): string {

@@ -9,7 +9,7 @@ import { native } from './native.js'
 import { DEFAULT_BACKLOG, DEFAULT_READY_TIMEOUT_MS, DEFAULT_STOP_TIMEOUT_MS, MAX_WORKERS } from './defaults.js'
 
 /** How connections are spread across a group's workers. */
-export type Balance = 'shared' | 'reuseport'
+export type Balance = 'shared' | 'reuseport' | 'sticky'
 
 /**
  * How a worker becomes ready: `listen` (any ready, including the drop-in preload's once the
@@ -98,6 +98,11 @@ export interface GroupOptions {
    * held by the master; new connections go only to slots with a ready worker, weighted
    * towards the workers with fewer connections, and over-full workers shed keep-alive
    * connections after a reload (docs/architecture.md, "Balancing").
+   * `sticky` (Linux): the sockets of `reuseport`, but the kernel picks the slot from the
+   * client's source address only, so every connection of one client address goes to the
+   * same worker slot while it serves (Socket.IO's long-polling, sessions held in memory;
+   * clients behind one NAT share a worker). The start fails if the kernel refuses the
+   * steering program.
    * `shared` (default elsewhere): one socket per address that every worker accepts on.
    */
   balance?: Balance
@@ -356,13 +361,16 @@ export function resolveGroup(name: string, raw: unknown, defaultScript?: string)
     throw new OptionsError(`${field}.order`, `expected 'start-first' or 'stop-first', got ${JSON.stringify(order)}`)
   }
   const balance = o.balance ?? defaultBalance()
-  if (balance !== 'shared' && balance !== 'reuseport') {
-    throw new OptionsError(`${field}.balance`, `expected 'shared' or 'reuseport', got ${JSON.stringify(balance)}`)
-  }
-  if (balance === 'reuseport' && process.platform !== 'linux') {
+  if (balance !== 'shared' && balance !== 'reuseport' && balance !== 'sticky') {
     throw new OptionsError(
       `${field}.balance`,
-      `'reuseport' needs Linux (${process.platform} does not spread connections across SO_REUSEPORT sockets); use 'shared'`,
+      `expected 'shared', 'reuseport' or 'sticky', got ${JSON.stringify(balance)}`,
+    )
+  }
+  if (balance !== 'shared' && process.platform !== 'linux') {
+    throw new OptionsError(
+      `${field}.balance`,
+      `'${balance}' needs Linux (${process.platform} does not spread connections across SO_REUSEPORT sockets); use 'shared'`,
     )
   }
   for (const key of ['dropIn', 'waitReady'] as const) {

@@ -235,9 +235,9 @@ export function renderUnits(input: UnitInput): UnitFile[] {
         '# The master matches the socket to its group by this name.',
         `FileDescriptorName=${s.group.name}`,
         `Service=${name}.service`,
-        ...(s.group.balance === 'reuseport'
+        ...(s.group.balance !== 'shared'
           ? [
-              '# The workers share this socket (balance reuseport needs per-worker sockets, which would not outlive a restart).',
+              `# The workers share this socket (balance ${s.group.balance} needs per-worker sockets, which would not outlive a restart).`,
             ]
           : []),
         '',

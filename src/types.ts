@@ -67,7 +67,7 @@ export interface GroupStatus {
   /** Each listen address and where its socket came from, in the order of `listen`. */
   sockets: SocketStatus[]
   /** How connections are spread across the workers. */
-  balance: 'shared' | 'reuseport'
+  balance: 'shared' | 'reuseport' | 'sticky'
   /** Milliseconds a stopping worker has before SIGKILL. */
   stopTimeoutMs: number
   /** Milliseconds a new worker has to become ready. */

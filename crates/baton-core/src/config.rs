@@ -26,6 +26,26 @@ pub enum Balance {
     /// One `SO_REUSEPORT` socket per address and slot (Linux): the kernel spreads
     /// connections by hash.
     ReusePort,
+    /// The sockets of [`Balance::ReusePort`], steered by the client's source address
+    /// (`steer::sticky`): every connection of one client address goes to the same slot
+    /// while it serves (Socket.IO's long-polling, sessions held in memory).
+    Sticky,
+}
+
+impl Balance {
+    /// Whether TCP addresses get one `SO_REUSEPORT` socket per slot.
+    pub fn per_slot(self) -> bool {
+        matches!(self, Balance::ReusePort | Balance::Sticky)
+    }
+
+    /// The option's value as the user writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Balance::Shared => "shared",
+            Balance::ReusePort => "reuseport",
+            Balance::Sticky => "sticky",
+        }
+    }
 }
 
 /// How a worker of a group becomes ready (the `readiness` group option).

@@ -36,6 +36,8 @@ enum AddrSockets {
 /// Every listening socket of one group.
 pub struct GroupSockets {
     per_addr: Vec<AddrSockets>,
+    /// `balance: 'sticky'`: steered by source address ([`GroupSockets::steer_sticky`]).
+    sticky: bool,
 }
 
 impl GroupSockets {
@@ -74,8 +76,7 @@ impl GroupSockets {
                 }
                 _ => {}
             }
-            let per_slot =
-                group.balance == Balance::ReusePort && matches!(addr, ListenAddr::Tcp { .. });
+            let per_slot = group.balance.per_slot() && matches!(addr, ListenAddr::Tcp { .. });
             if !per_slot {
                 per_addr.push(AddrSockets::Shared(
                     listen::bind(addr, group.backlog).map_err(fail)?,
@@ -101,10 +102,40 @@ impl GroupSockets {
             }
             per_addr.push(AddrSockets::PerSlot(slots));
         }
-        let mut sockets = GroupSockets { per_addr };
+        let sticky = group.balance == Balance::Sticky;
+        let mut sockets = GroupSockets { per_addr, sticky };
         // Passed per-slot sockets of a previous master with fewer slots: bind the rest.
         sockets.grow(group, group.rules.count)?;
+        if sticky {
+            sockets.probe_sticky(name)?;
+        }
         Ok(sockets)
+    }
+
+    /// Sticky balance is steering or nothing (the kernel's hash would spread one client's
+    /// connections over every slot, which is what it exists to prevent), so the start
+    /// fails when the kernel refuses the program: attach it with every slot serving. It
+    /// stays until the first steer: connections that arrive before any worker is ready
+    /// wait in their home slot's queue (as they would in the hash's), and sockets passed
+    /// by a previous master (`baton upgrade`) keep their clients' slots meanwhile.
+    fn probe_sticky(&self, name: &str) -> Result<(), String> {
+        if !self.has_per_slot() {
+            return Err(format!(
+                "group \"{name}\": balance \"sticky\" needs a TCP listen address of the group \
+                 (--listen :PORT, the port the app listens on): the socket of an app's own \
+                 listen(PORT) without it, like a socket systemd passed, is shared by every \
+                 worker and cannot be steered; add the port to the group's listen, or use balance \"reuseport\" or \"shared\""
+            ));
+        }
+        let all: Vec<u32> = (0..self.slot_count()).collect();
+        match self.steer_sticky(&all).into_iter().next() {
+            None => Ok(()),
+            Some(e) => Err(format!(
+                "group \"{name}\": balance \"sticky\": {e}; sticky needs a kernel that takes \
+                 reuseport steering programs (SO_ATTACH_REUSEPORT_CBPF, Linux >= 4.5, not \
+                 forbidden by a seccomp filter); use balance \"reuseport\" or \"shared\""
+            )),
+        }
     }
 
     /// The fds a worker of `slot` inherits, in address order.
@@ -163,6 +194,39 @@ impl GroupSockets {
             if let Err(e) = apply_steering(first, &steering) {
                 errors.push(format!(
                     "cannot steer new connections on {} to the slots with a ready worker ({e})",
+                    first.local
+                ));
+            }
+        }
+        errors
+    }
+
+    /// Whether new connections are steered by source address (`balance: 'sticky'`).
+    pub fn is_sticky(&self) -> bool {
+        self.sticky
+    }
+
+    /// Send each new connection of every per-slot address to a slot chosen from its
+    /// source address ([`crate::steer::sticky`]), among `serving` (none: the kernel's
+    /// hash). Returns one sentence per address where the kernel refused.
+    pub fn steer_sticky(&self, serving: &[u32]) -> Vec<String> {
+        let mut errors = Vec::new();
+        for a in &self.per_addr {
+            let AddrSockets::PerSlot(v) = a else { continue };
+            let Some(first) = v.first() else { continue };
+            let steering = match crate::steer::sticky(v.len() as u32, serving) {
+                Ok(s) => s,
+                Err(e) => {
+                    errors.push(format!(
+                        "cannot steer new connections on {}: {e}",
+                        first.local
+                    ));
+                    continue;
+                }
+            };
+            if let Err(e) = apply_steering(first, &steering) {
+                errors.push(format!(
+                    "cannot steer new connections on {} by client address ({e})",
                     first.local
                 ));
             }
@@ -353,6 +417,46 @@ mod tests {
     }
 
     #[cfg(target_os = "linux")]
+    #[test]
+    fn sticky_binds_per_slot_sockets_and_steers_by_source_address() {
+        use std::net::{SocketAddr, TcpStream};
+        let s = GroupSockets::bind(&group(Balance::Sticky, 3, vec![local_tcp()])).unwrap();
+        assert!(s.is_sticky() && s.has_per_slot());
+        assert_eq!(s.slot_count(), 3);
+        assert!(s.steer_sticky(&[0, 1, 2]).is_empty());
+        let port = s.bound()[0].1.rsplit(':').next().unwrap().to_string();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        // 127.0.0.1's slot takes every connection from it, whatever the source port.
+        let home = crate::steer::sticky_slot("127.0.0.1".parse().unwrap(), 3, &[0, 1, 2]).unwrap();
+        let _conns: Vec<TcpStream> = (0..10).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        for slot in 0..3 {
+            s.slot_socket(0, slot).unwrap().set_nonblocking().unwrap();
+        }
+        let mut counts = [0; 3];
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while counts.iter().sum::<usize>() < 10 {
+            assert!(std::time::Instant::now() < deadline, "{counts:?}");
+            for slot in 0..3 {
+                while let Some(_c) = s.slot_socket(0, slot).unwrap().accept_pending().unwrap() {
+                    counts[slot as usize] += 1;
+                }
+            }
+        }
+        assert_eq!(counts[home as usize], 10, "{counts:?}");
+    }
+
+    #[test]
+    fn sticky_without_a_tcp_address_is_refused() {
+        let err = match GroupSockets::bind(&group(Balance::Sticky, 2, vec![])) {
+            Err(e) => e,
+            Ok(_) => panic!("sticky with no address was accepted"),
+        };
+        assert!(
+            err.contains("group \"web\"") && err.contains("--listen :PORT"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn reuseport_gives_each_slot_its_own_socket_on_one_port() {
         let s = GroupSockets::bind(&group(Balance::ReusePort, 3, vec![local_tcp()])).unwrap();

@@ -210,10 +210,7 @@ impl Shown for crate::config::Order {
 
 impl Shown for crate::config::Balance {
     fn shown(&self) -> String {
-        match self {
-            crate::config::Balance::Shared => "shared".into(),
-            crate::config::Balance::ReusePort => "reuseport".into(),
-        }
+        self.name().into()
     }
 }
 

@@ -64,8 +64,22 @@ const BPF_ABS: u16 = 0x20;
 const BPF_MOD: u16 = 0x90;
 const BPF_JGE: u16 = 0x30;
 const BPF_K: u16 = 0x00;
-#[cfg(test)]
+const BPF_X: u16 = 0x08;
+const BPF_B: u16 = 0x10;
+const BPF_ST: u16 = 0x02;
+const BPF_MISC: u16 = 0x07;
+const BPF_MEM: u16 = 0x60;
+const BPF_MUL: u16 = 0x20;
+const BPF_RSH: u16 = 0x70;
+const BPF_XOR: u16 = 0xa0;
+const BPF_JA: u16 = 0x00;
+const BPF_JEQ: u16 = 0x10;
+const BPF_TAX: u16 = 0x00;
 const BPF_A: u16 = 0x10;
+/// `SKF_NET_OFF`: loads relative to the packet's network (IP) header. The reuseport
+/// program runs with the packet's data at the TCP payload, so absolute offsets cannot
+/// reach the addresses; this negative base can.
+const NET: u32 = (-0x100000i32) as u32;
 /// `SKF_AD_OFF + SKF_AD_RANDOM`: the ancillary load of a random u32.
 const LOAD_RANDOM: u32 = (-0x1000i32 + 56) as u32;
 /// `BPF_MAXINSNS`: the kernel refuses longer classic programs.
@@ -156,6 +170,147 @@ pub fn weighted(shares: &[(u32, u32)]) -> Result<Steering, String> {
     }
     insns.push(stmt(BPF_RET | BPF_K, shares[n - 1].0));
     Ok(Steering::Program(insns))
+}
+
+/// The steering of `balance: 'sticky'`: each new connection goes to a slot chosen from
+/// its **source address only** (not its port), so every connection of one client address
+/// lands on the same slot while that slot serves.
+///
+/// `slots` is the number of sockets in the reuseport group (socket index = slot id) and
+/// `serving` the slots with a ready worker. The program hashes the source address
+/// ([`source_hash`]: IPv4, or the 4 words of an IPv6 source xored, then murmur3's
+/// finalizer), takes `hash % slots` as the client's **home slot** and returns it when it
+/// serves. A client whose home slot does not serve goes to a serving slot chosen by
+/// other bits of the same hash (`(hash >> 16) % serving.len()`), so it is still steady
+/// while the serving set stays the same, and returns home once the slot serves again.
+/// Consequences: a slot that stops serving moves only its own clients; a change in the
+/// number of slots (`baton scale`) moves most clients. No serving slot:
+/// [`Steering::Hash`]. Fails when the program would exceed the kernel's size limit.
+pub fn sticky(slots: u32, serving: &[u32]) -> Result<Steering, String> {
+    let mut serving: Vec<u32> = serving.iter().copied().filter(|s| *s < slots).collect();
+    serving.sort_unstable();
+    serving.dedup();
+    let n = serving.len();
+    if n == 0 {
+        return Ok(Steering::Hash);
+    }
+    let down: Vec<u32> = (0..slots)
+        .filter(|s| serving.binary_search(s).is_err())
+        .collect();
+    let mut p = vec![
+        // A = the IP version nibble.
+        stmt(BPF_LD | BPF_B | BPF_ABS, NET),
+        stmt(BPF_ALU | BPF_RSH | BPF_K, 4),
+        // IPv6: skip the IPv4 load and its jump.
+        Insn {
+            code: BPF_JMP | BPF_JEQ | BPF_K,
+            jt: 2,
+            jf: 0,
+            k: 6,
+        },
+        stmt(BPF_LD | BPF_W | BPF_ABS, NET + 12), // IPv4 source address
+        stmt(BPF_JMP | BPF_JA, 10),               // over the IPv6 block
+        // IPv6 source address (bytes 8..24): its 4 words xored.
+        stmt(BPF_LD | BPF_W | BPF_ABS, NET + 8),
+    ];
+    for off in [12, 16, 20] {
+        p.push(stmt(BPF_MISC | BPF_TAX, 0));
+        p.push(stmt(BPF_LD | BPF_W | BPF_ABS, NET + off));
+        p.push(stmt(BPF_ALU | BPF_XOR | BPF_X, 0));
+    }
+    // murmur3's fmix32: h ^= h >> 16; h *= c1; h ^= h >> 13; h *= c2; h ^= h >> 16.
+    let xorshift = |p: &mut Vec<Insn>, by: u32| {
+        p.push(stmt(BPF_MISC | BPF_TAX, 0));
+        p.push(stmt(BPF_ALU | BPF_RSH | BPF_K, by));
+        p.push(stmt(BPF_ALU | BPF_XOR | BPF_X, 0));
+    };
+    xorshift(&mut p, 16);
+    p.push(stmt(BPF_ALU | BPF_MUL | BPF_K, FMIX_C1));
+    xorshift(&mut p, 13);
+    p.push(stmt(BPF_ALU | BPF_MUL | BPF_K, FMIX_C2));
+    xorshift(&mut p, 16);
+    p.push(stmt(BPF_ST, 0)); // M[0] = hash
+    p.push(stmt(BPF_ALU | BPF_MOD | BPF_K, slots));
+    // Home slot not serving: jump to the fallback (after the `ret A` below).
+    let fallback_at = p.len() + 2 * down.len() + 1;
+    for s in &down {
+        p.push(Insn {
+            code: BPF_JMP | BPF_JEQ | BPF_K,
+            jt: 0,
+            jf: 1,
+            k: *s,
+        });
+        let here = p.len() + 1;
+        p.push(stmt(BPF_JMP | BPF_JA, (fallback_at - here) as u32));
+    }
+    p.push(stmt(BPF_RET | BPF_A, 0));
+    debug_assert_eq!(p.len(), fallback_at);
+    p.push(stmt(BPF_LD | BPF_MEM, 0));
+    p.push(stmt(BPF_ALU | BPF_RSH | BPF_K, 16));
+    if n > 1 {
+        p.push(stmt(BPF_ALU | BPF_MOD | BPF_K, n as u32));
+    }
+    for (i, slot) in serving[..n - 1].iter().enumerate() {
+        p.push(Insn {
+            code: BPF_JMP | BPF_JGE | BPF_K,
+            jt: 1,
+            jf: 0,
+            k: i as u32 + 1,
+        });
+        p.push(stmt(BPF_RET | BPF_K, *slot));
+    }
+    p.push(stmt(BPF_RET | BPF_K, serving[n - 1]));
+    if p.len() > MAX_INSNS {
+        return Err(format!(
+            "{slots} slots: a sticky steering program would need {} instructions, more than the \
+             kernel's {MAX_INSNS}",
+            p.len()
+        ));
+    }
+    Ok(Steering::Program(p))
+}
+
+const FMIX_C1: u32 = 0x85eb_ca6b;
+const FMIX_C2: u32 = 0xc2b2_ae35;
+
+/// The hash the [`sticky`] program computes from a source address (IPv4-mapped IPv6
+/// addresses hash as their IPv4 address, which is what the kernel sees on the wire).
+pub fn source_hash(ip: std::net::IpAddr) -> u32 {
+    let mut h = match ip {
+        std::net::IpAddr::V4(v4) => u32::from(v4),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => u32::from(v4),
+            None => {
+                let o = v6.octets();
+                (0..4).fold(0u32, |acc, i| {
+                    acc ^ u32::from_be_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
+                })
+            }
+        },
+    };
+    h ^= h >> 16;
+    h = h.wrapping_mul(FMIX_C1);
+    h ^= h >> 13;
+    h = h.wrapping_mul(FMIX_C2);
+    h ^= h >> 16;
+    h
+}
+
+/// The slot [`sticky`]'s program picks for a client at `ip` (the same rule, for tests and
+/// documentation); `None` when no slot serves.
+pub fn sticky_slot(ip: std::net::IpAddr, slots: u32, serving: &[u32]) -> Option<u32> {
+    let mut serving: Vec<u32> = serving.iter().copied().filter(|s| *s < slots).collect();
+    serving.sort_unstable();
+    serving.dedup();
+    if serving.is_empty() {
+        return None;
+    }
+    let h = source_hash(ip);
+    let home = h % slots;
+    if serving.binary_search(&home).is_ok() {
+        return Some(home);
+    }
+    Some(serving[((h >> 16) % serving.len() as u32) as usize])
 }
 
 // SO_ATTACH_REUSEPORT_CBPF / SO_DETACH_REUSEPORT_BPF (asm-generic/socket.h; sparc has its
@@ -274,21 +429,42 @@ mod tests {
     /// Runs the subset of classic BPF that [`program`] emits, with `random` as the random
     /// load, and returns the program's result.
     fn run(insns: &[Insn], random: u32) -> u32 {
+        run_on(insns, random, &[])
+    }
+
+    /// Runs the subset of classic BPF that [`program`], [`weighted`] and [`sticky`] emit,
+    /// with `random` as the random load and `net` as the bytes from the network header on.
+    fn run_on(insns: &[Insn], random: u32, net: &[u8]) -> u32 {
         let mut a: u32 = 0;
+        let mut x: u32 = 0;
+        let mut mem = [0u32; 16];
         let mut pc = 0;
+        let at = |k: u32| (k - NET) as usize;
         loop {
             let i = insns[pc];
             match i.code {
+                c if c == BPF_LD | BPF_W | BPF_ABS && i.k == LOAD_RANDOM => a = random,
                 c if c == BPF_LD | BPF_W | BPF_ABS => {
-                    assert_eq!(i.k, LOAD_RANDOM, "only the random ancillary load is used");
-                    a = random;
+                    let o = at(i.k);
+                    a = u32::from_be_bytes(net[o..o + 4].try_into().unwrap());
                 }
+                c if c == BPF_LD | BPF_B | BPF_ABS => a = u32::from(net[at(i.k)]),
+                c if c == BPF_LD | BPF_MEM => a = mem[i.k as usize],
+                c if c == BPF_ST => mem[i.k as usize] = a,
+                c if c == BPF_MISC | BPF_TAX => x = a,
                 c if c == BPF_ALU | BPF_MOD | BPF_K => {
                     assert_ne!(i.k, 0);
                     a %= i.k;
                 }
+                c if c == BPF_ALU | BPF_RSH | BPF_K => a >>= i.k,
+                c if c == BPF_ALU | BPF_MUL | BPF_K => a = a.wrapping_mul(i.k),
+                c if c == BPF_ALU | BPF_XOR | BPF_X => a ^= x,
+                c if c == BPF_JMP | BPF_JA => pc += i.k as usize,
                 c if c == BPF_JMP | BPF_JGE | BPF_K => {
                     pc += if a >= i.k { i.jt } else { i.jf } as usize;
+                }
+                c if c == BPF_JMP | BPF_JEQ | BPF_K => {
+                    pc += if a == i.k { i.jt } else { i.jf } as usize;
                 }
                 c if c == BPF_RET | BPF_K => return i.k,
                 c if c == BPF_RET | BPF_A => return a,
@@ -296,6 +472,114 @@ mod tests {
             }
             pc += 1;
         }
+    }
+
+    /// The network header of a TCP packet from `src` (only what the program reads).
+    fn header(src: std::net::IpAddr) -> Vec<u8> {
+        match src {
+            std::net::IpAddr::V4(v4) => {
+                let mut h = vec![0x45u8; 20];
+                h[12..16].copy_from_slice(&v4.octets());
+                h
+            }
+            std::net::IpAddr::V6(v6) => {
+                let mut h = vec![0x60u8; 40];
+                h[8..24].copy_from_slice(&v6.octets());
+                h
+            }
+        }
+    }
+
+    fn sticky_insns(slots: u32, serving: &[u32]) -> Vec<Insn> {
+        match sticky(slots, serving).unwrap() {
+            Steering::Program(p) => p,
+            Steering::Hash => panic!("expected a program for {serving:?}"),
+        }
+    }
+
+    fn loopback(i: u32) -> std::net::IpAddr {
+        std::net::Ipv4Addr::from(0x7f00_0000 + i).into()
+    }
+
+    #[test]
+    fn sticky_program_picks_the_slot_of_sticky_slot() {
+        let v6: Vec<std::net::IpAddr> = (0..200u128)
+            .map(|i| std::net::Ipv6Addr::from((0x2001_0db8_u128 << 96) | (i * 7919)).into())
+            .collect();
+        let addrs: Vec<std::net::IpAddr> = (1..300).map(loopback).chain(v6).collect();
+        for (slots, serving) in [
+            (1, vec![0]),
+            (2, vec![0, 1]),
+            (2, vec![1]),
+            (4, vec![0, 1, 2, 3]),
+            (4, vec![0, 3]),
+            (8, vec![5]),
+            (7, vec![6, 2, 4]),
+        ] {
+            let p = sticky_insns(slots, &serving);
+            for ip in &addrs {
+                // The random value plays no part: only the source address does.
+                let got: Vec<u32> = [0, 17, u32::MAX]
+                    .iter()
+                    .map(|r| run_on(&p, *r, &header(*ip)))
+                    .collect();
+                let want = sticky_slot(*ip, slots, &serving).unwrap();
+                assert_eq!(got, [want; 3], "{ip}, {slots} slots, serving {serving:?}");
+                assert!(serving.contains(&want));
+            }
+        }
+        assert_eq!(sticky(4, &[]).unwrap(), Steering::Hash);
+        assert_eq!(sticky(2, &[5]).unwrap(), Steering::Hash);
+        assert!(sticky(5000, &[0]).is_err());
+    }
+
+    #[test]
+    fn sticky_spreads_addresses_and_keeps_clients_of_serving_slots_home() {
+        let addrs: Vec<std::net::IpAddr> = (1..=4000).map(loopback).collect();
+        for slots in [2u32, 3, 4, 8] {
+            let all: Vec<u32> = (0..slots).collect();
+            let mut counts = vec![0usize; slots as usize];
+            for ip in &addrs {
+                counts[sticky_slot(*ip, slots, &all).unwrap() as usize] += 1;
+            }
+            let fair = addrs.len() / slots as usize;
+            assert!(
+                counts
+                    .iter()
+                    .all(|c| *c > fair * 8 / 10 && *c < fair * 12 / 10),
+                "{slots} slots: {counts:?}"
+            );
+            // One slot down (a stop-first reload): only its clients move, spread over the
+            // others, and they come back when it serves again.
+            let down = slots - 1;
+            let rest: Vec<u32> = all.iter().copied().filter(|s| *s != down).collect();
+            let mut moved_to = vec![0usize; slots as usize];
+            for ip in &addrs {
+                let home = sticky_slot(*ip, slots, &all).unwrap();
+                let now = sticky_slot(*ip, slots, &rest).unwrap();
+                if home == down {
+                    moved_to[now as usize] += 1;
+                } else {
+                    assert_eq!(now, home, "{ip} moved although its slot serves");
+                }
+            }
+            assert_eq!(moved_to[down as usize], 0);
+            if slots > 2 {
+                assert!(
+                    rest.iter().all(|s| moved_to[*s as usize] > 0),
+                    "{moved_to:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn sticky_ipv4_mapped_hashes_as_ipv4() {
+        let v4: std::net::Ipv4Addr = "127.0.0.9".parse().unwrap();
+        assert_eq!(
+            source_hash(v4.to_ipv6_mapped().into()),
+            source_hash(v4.into())
+        );
     }
 
     fn insns(serving: &[u32]) -> Vec<Insn> {
@@ -518,6 +802,92 @@ mod tests {
             attach(socks[0].as_fd(), &[stmt(BPF_RET | BPF_K, u32::MAX)]).unwrap();
             let counts = spread(&socks, addr, 200);
             assert!(counts.iter().all(|c| *c > 0), "hashed over all: {counts:?}");
+        }
+
+        /// Each of `sources` (127.0.0.x) connects `per` times from fresh ports; returns
+        /// the socket index that accepted each source's connections (all the same one).
+        fn sticky_spread(
+            socks: &[Socket],
+            addr: SocketAddr,
+            sources: &[u32],
+            per: usize,
+        ) -> Vec<usize> {
+            let mut homes = Vec::new();
+            for &x in sources {
+                let mut seen = Vec::new();
+                for _ in 0..per {
+                    let c = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+                    let local: SocketAddr = format!("127.0.0.{x}:0").parse().unwrap();
+                    c.bind(&SockAddr::from(local)).unwrap();
+                    c.connect(&SockAddr::from(addr)).unwrap();
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    let got = loop {
+                        if let Some(i) = socks.iter().position(|s| s.accept().is_ok()) {
+                            break i;
+                        }
+                        assert!(Instant::now() < deadline, "127.0.0.{x}: not accepted");
+                        std::thread::sleep(Duration::from_millis(1));
+                    };
+                    seen.push(got);
+                }
+                seen.dedup();
+                assert_eq!(seen.len(), 1, "127.0.0.{x} landed on {seen:?}");
+                homes.push(seen[0]);
+            }
+            homes
+        }
+
+        #[test]
+        fn sticky_sends_one_source_address_to_one_socket() {
+            let (socks, addr) = listening(4);
+            let sources: Vec<u32> = (2..42).collect();
+            apply(socks[2].as_fd(), &sticky(4, &[0, 1, 2, 3]).unwrap()).unwrap();
+            let homes = sticky_spread(&socks, addr, &sources, 4);
+            for (x, home) in sources.iter().zip(&homes) {
+                let ip = format!("127.0.0.{x}").parse().unwrap();
+                assert_eq!(Some(*home as u32), sticky_slot(ip, 4, &[0, 1, 2, 3]));
+            }
+            let mut used = homes.clone();
+            used.sort_unstable();
+            used.dedup();
+            assert_eq!(used, [0, 1, 2, 3], "40 addresses over 4 sockets: {homes:?}");
+            // Slot 1 down: its clients go elsewhere, the others stay home.
+            apply(socks[0].as_fd(), &sticky(4, &[0, 2, 3]).unwrap()).unwrap();
+            let now = sticky_spread(&socks, addr, &sources, 2);
+            for (home, now) in homes.iter().zip(&now) {
+                assert_ne!(*now, 1);
+                if *home != 1 {
+                    assert_eq!(home, now);
+                }
+            }
+        }
+
+        #[test]
+        fn sticky_reads_an_ipv6_source_address() {
+            // Only ::1 is a local IPv6 source here: every connection from it lands on the
+            // socket the Rust rule names, for several slot counts (so not by chance).
+            let Ok(probe) = std::net::TcpListener::bind("[::1]:0") else {
+                return; // no IPv6 loopback in this environment
+            };
+            drop(probe);
+            for slots in [3usize, 5, 7] {
+                let mut socks: Vec<Socket> = Vec::new();
+                let mut addr: SocketAddr = "[::1]:0".parse().unwrap();
+                for _ in 0..slots {
+                    let s = Socket::new(Domain::IPV6, Type::STREAM, None).unwrap();
+                    s.set_reuse_port(true).unwrap();
+                    s.bind(&SockAddr::from(addr)).unwrap();
+                    addr = s.local_addr().unwrap().as_socket().unwrap();
+                    s.set_nonblocking(true).unwrap();
+                    s.listen(64).unwrap();
+                    socks.push(s);
+                }
+                let all: Vec<u32> = (0..slots as u32).collect();
+                apply(socks[0].as_fd(), &sticky(slots as u32, &all).unwrap()).unwrap();
+                let want = sticky_slot("::1".parse().unwrap(), slots as u32, &all).unwrap();
+                let counts = spread(&socks, addr, 10);
+                assert_eq!(counts[want as usize], 10, "{slots} slots: {counts:?}");
+            }
         }
 
         #[test]

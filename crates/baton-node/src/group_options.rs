@@ -105,11 +105,12 @@ impl TryFrom<BindingGroupOptions> for GroupConfig {
         let balance = match o.balance.as_str() {
             "shared" => Balance::Shared,
             "reuseport" => Balance::ReusePort,
+            "sticky" => Balance::Sticky,
             other => {
                 return Err(invalid(
                     "balance",
                     &o.name,
-                    format!("\"{other}\" is not shared or reuseport"),
+                    format!("\"{other}\" is not shared, reuseport or sticky"),
                 ))
             }
         };

@@ -46,14 +46,11 @@ pub fn launch(mut config: FleetConfig, sink: EventSink) -> Result<Handle, Launch
     .map_err(|e| launch_error(e.to_string()))?;
 
     if cfg!(not(target_os = "linux")) {
-        if let Some(g) = config
-            .groups
-            .iter()
-            .find(|g| g.balance == Balance::ReusePort)
-        {
+        if let Some(g) = config.groups.iter().find(|g| g.balance.per_slot()) {
             return Err(launch_error(format!(
-                "group \"{}\": balance \"reuseport\" needs Linux (other systems do not spread connections across SO_REUSEPORT sockets); use \"shared\"",
-                g.rules.name
+                "group \"{}\": balance \"{}\" needs Linux (other systems do not spread connections across SO_REUSEPORT sockets); use \"shared\"",
+                g.rules.name,
+                g.balance.name()
             )));
         }
     }
@@ -294,7 +291,7 @@ mod tests {
             listen_names: vec!["listen0".into()],
             backlog: 16,
             credentials: None,
-            balance: Balance::Shared,
+            balance: crate::config::Balance::Shared,
             stdout,
             stderr: LogTarget::Inherit,
             log_prefix: false,

@@ -68,7 +68,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use serde_json::{json, Value};
 
-use crate::config::{Balance, FleetConfig, Order};
+use crate::config::{FleetConfig, Order};
 use crate::control::{self, Request};
 use crate::exit_status::ExitStatus;
 use crate::fleet::{Action, Event, Fleet, Input, ReloadOutcome, Ticket, WorkerKey, WorkerState};

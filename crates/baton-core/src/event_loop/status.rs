@@ -84,7 +84,7 @@ impl LoopState {
                     "parallel": g.rules.parallel,
                     "listen": listen,
                     "sockets": sockets,
-                    "balance": if g.balance == Balance::ReusePort { "reuseport" } else { "shared" },
+                    "balance": g.balance.name(),
                     "stopTimeoutMs": g.rules.stop_timeout.as_millis() as u64,
                     "readyTimeoutMs": g.rules.ready_timeout.as_millis() as u64,
                     "readiness": g.rules.readiness.as_str(),

@@ -110,6 +110,25 @@ impl LoopState {
         let Some(r) = self.rescue.get(group) else {
             return;
         };
+        if sockets.is_sticky() {
+            // By source address: no weights (they would move clients) and no sheds (a
+            // shed client comes back to the same slot).
+            let shares: Vec<(u32, u32)> = r.serving.iter().map(|s| (*s, 1)).collect();
+            if shares != r.shares {
+                let errors = sockets.steer_sticky(&r.serving);
+                let name = self.group_names.get(group).cloned().unwrap_or_default();
+                for e in errors {
+                    self.log_once(format!(
+                        "group \"{name}\": {e}; the kernel's hash goes on spreading them over every \
+                         slot, so one client's connections may reach different workers"
+                    ));
+                }
+                if let Some(r) = self.rescue.get_mut(group) {
+                    r.shares = shares;
+                }
+            }
+            return;
+        }
         let snapshot = self.fleet.snapshot();
         // The serving worker of each serving slot (its replacement, once ready, is current).
         let serving: Vec<(u32, Option<WorkerKey>)> = r

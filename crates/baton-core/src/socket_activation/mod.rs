@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use socket2::SockRef;
 
 use crate::addr::ListenAddr;
-use crate::config::{Balance, GroupConfig};
+use crate::config::GroupConfig;
 use crate::listen::Listener;
 use matching::{AddrTarget, FdInfo, GroupTargets, MatchedBy, SockName, Target};
 
@@ -382,8 +382,8 @@ pub fn activate(groups: &[GroupConfig]) -> Result<Activation, String> {
                 "group \"{}\": {} is the socket systemd passed as {info} (matched {by}); baton does not bind it",
                 group.rules.name, t.shown
             );
-            if group.balance == Balance::ReusePort && matches!(info.local, SockName::Inet(_)) {
-                line.push_str("; its workers share it (balance \"reuseport\" needs one socket per worker, and sockets baton added would not outlive a restart of the master)");
+            if group.balance.per_slot() && matches!(info.local, SockName::Inet(_)) {
+                line.push_str(&format!("; its workers share it (balance \"{}\" needs one socket per worker, and sockets baton added would not outlive a restart of the master)", group.balance.name()));
             }
             out.log.push(line);
             let port = match info.local {
