@@ -10,8 +10,9 @@
 // .2.17 glibc floor, macOS with MACOSX_DEPLOYMENT_TARGET=11.0) and records the tool
 // versions in release/tools.json. Then run `npm run verify:targets`.
 //
-//   node scripts/pack-all.mjs [--only linux-x64-gnu,darwin-arm64] [--no-build]
-// --no-build packs the binaries a previous run left in release/.build/.
+//   node scripts/pack-all.mjs [--only linux-x64-gnu,darwin-arm64] [--no-build] [--no-pack]
+// --no-build packs the binaries a previous run left in release/.build/; --no-pack only
+// builds (runs with disjoint --only lists and BATON_CROSS_TARGET_DIR can build in parallel).
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { packPlatform, packRoot } from './lib/packages.mjs'
@@ -21,6 +22,7 @@ const args = process.argv.slice(2)
 const onlyArg = args.includes('--only') ? args[args.indexOf('--only') + 1] : null
 const only = onlyArg ? onlyArg.split(',') : null
 const build = !args.includes('--no-build')
+const pack = !args.includes('--no-pack')
 const RELEASE = join(ROOT, 'release')
 const BUILD = join(RELEASE, '.build')
 const version = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version
@@ -50,7 +52,6 @@ try {
 
   // Old tarballs out; the per-target build dirs stay unless rebuilt.
   mkdirSync(BUILD, { recursive: true })
-  for (const f of readdirSync(RELEASE)) if (f.endsWith('.tgz')) rmSync(join(RELEASE, f))
 
   const timings = {}
   for (const t of targets) {
@@ -83,6 +84,7 @@ try {
         { cwd: ROOT, env },
       )
       timings[t.platform] = Math.round((Date.now() - t0) / 1000)
+      writeFileSync(join(out, 'build.json'), JSON.stringify({ seconds: timings[t.platform], tools: versions }) + '\n')
       console.log(`  ${t.platform}: ${timings[t.platform]} s`)
     }
     if (!existsSync(node)) {
@@ -90,18 +92,34 @@ try {
     }
   }
 
+  if (!pack) {
+    console.log(`\npack:all built ${targets.map((t) => t.platform).join(', ')} (--no-pack)`)
+    process.exit(0)
+  }
   log('pack')
+  for (const f of readdirSync(RELEASE)) if (f.endsWith('.tgz')) rmSync(join(RELEASE, f))
   sh('npm', ['run', 'build:ts'], { cwd: ROOT })
   const tarballs = []
+  // With --no-build, the tool versions the binaries were built with.
+  let builtWith = versions
   for (const t of TARGETS) {
     const node = join(BUILD, t.platform, `baton.${t.platform}.node`)
     if (!existsSync(node)) continue
+    const rec = join(BUILD, t.platform, 'build.json')
+    if (!build && existsSync(rec)) builtWith = JSON.parse(readFileSync(rec, 'utf8')).tools ?? builtWith
     tarballs.push(packPlatform(t.platform, node, RELEASE, version))
+    const record = join(BUILD, t.platform, 'build.json')
+    if (!timings[t.platform] && existsSync(record))
+      timings[t.platform] = JSON.parse(readFileSync(record, 'utf8')).seconds
   }
   tarballs.push(packRoot(RELEASE, version))
   writeFileSync(
     join(RELEASE, 'tools.json'),
-    JSON.stringify({ date: new Date().toISOString(), version, tools: versions, buildSeconds: timings }, null, 2) + '\n',
+    JSON.stringify(
+      { date: new Date().toISOString(), version, tools: build ? versions : builtWith, buildSeconds: timings },
+      null,
+      2,
+    ) + '\n',
   )
   for (const f of tarballs) console.log(`  release/${f}`)
   console.log(`\npack:all wrote ${tarballs.length} tarballs in ${Math.round((Date.now() - started) / 1000)} s`)

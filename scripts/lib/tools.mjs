@@ -148,7 +148,7 @@ export function crossEnv() {
     PATH: `${bin}:/usr/bin:${process.env.PATH}`,
     RUSTC: '/usr/bin/rustc',
     RUSTC_BOOTSTRAP: '1',
-    CARGO_TARGET_DIR: join(ROOT, 'target', 'cross'),
+    CARGO_TARGET_DIR: process.env.BATON_CROSS_TARGET_DIR ?? join(ROOT, 'target', 'cross'),
     MACOSX_DEPLOYMENT_TARGET,
   }
 }
