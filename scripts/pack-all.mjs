@@ -16,7 +16,17 @@
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { packPlatform, packRoot } from './lib/packages.mjs'
-import { ROOT, TARGETS, crossEnv, ensureDebianRust, ensureVenv, log, sh, toolVersions } from './lib/tools.mjs'
+import {
+  ROOT,
+  TARGETS,
+  crossEnv,
+  ensureDebianRust,
+  ensureRustObjcopy,
+  ensureVenv,
+  log,
+  sh,
+  toolVersions,
+} from './lib/tools.mjs'
 
 const args = process.argv.slice(2)
 const onlyArg = args.includes('--only') ? args[args.indexOf('--only') + 1] : null
@@ -43,6 +53,7 @@ try {
   log('tools')
   if (build) {
     ensureDebianRust()
+    ensureRustObjcopy()
     ensureVenv()
   }
   // --no-build (the release workflow packs the binaries its build jobs made) needs no tools.

@@ -2,7 +2,7 @@
 // .ci/run install, every one pinned, and where they go: Debian packages system-wide
 // (apt-get), the rest under .tools/ in the repository (gitignored).
 import { spawnSync } from 'node:child_process'
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -96,6 +96,20 @@ export function ensureDebianRust() {
   aptInstall(['rustc-web', 'cargo-web', 'rust-web-src', 'rust-web-clippy'].map((n) => [n, PINS.RUST_DEB]))
 }
 
+/**
+ * rustc strips Mach-O output (the release profile's `strip`) with `rust-objcopy`, which
+ * rustup ships and Debian's rustc-web does not: LLVM's llvm-objcopy (Debian llvm-14) under
+ * that name, in .tools/bin, which crossEnv() puts on PATH.
+ */
+export function ensureRustObjcopy() {
+  aptInstall([['llvm-14', null]])
+  const link = join(TOOLS, 'bin', 'rust-objcopy')
+  if (!existsSync(link)) {
+    mkdirSync(join(TOOLS, 'bin'), { recursive: true })
+    symlinkSync('/usr/bin/llvm-objcopy-14', link)
+  }
+}
+
 /** The Python venv under .tools/ with the pinned PyPI tools; returns its bin/. */
 export function ensureVenv() {
   const venv = join(TOOLS, 'venv')
@@ -145,7 +159,7 @@ export function crossEnv() {
   const bin = ensureVenv()
   return {
     ...process.env,
-    PATH: `${bin}:/usr/bin:${process.env.PATH}`,
+    PATH: `${bin}:${join(TOOLS, 'bin')}:/usr/bin:${process.env.PATH}`,
     RUSTC: '/usr/bin/rustc',
     RUSTC_BOOTSTRAP: '1',
     CARGO_TARGET_DIR: process.env.BATON_CROSS_TARGET_DIR ?? join(ROOT, 'target', 'cross'),
@@ -164,6 +178,7 @@ export function toolVersions(env = crossEnv()) {
     zig: out(join(bin, 'python3'), ['-m', 'ziglang', 'version']),
     'cargo-zigbuild': out(join(bin, 'cargo-zigbuild'), ['--version']),
     'napi-rs cli': napi,
+    'llvm-objcopy (rust-objcopy, darwin strip)': out('dpkg-query', ['-W', '-f=${Version}', 'llvm-14']),
     node: process.version,
     npm: out('npm', ['--version']),
     MACOSX_DEPLOYMENT_TARGET,
