@@ -582,6 +582,31 @@ test('on Windows, baton throws a clear "not supported" error', async (t) => {
   t.false(existsSync('/nonexistent/baton-win'))
 })
 
+test('on an architecture without a prebuilt binary, the error names it and the supported targets', async (t) => {
+  const tracker = new ProcessTracker()
+  t.teardown(() => tracker.killAll())
+  // Linux on riscv64: no native/baton.linux-riscv64-gnu.node and no batonjs-linux-riscv64-gnu.
+  const fake = "Object.defineProperty(process, 'arch', { value: 'riscv64' });"
+  const child = tracker.spawn(
+    process.execPath,
+    [
+      '--input-type=module',
+      '-e',
+      `${fake} const { Supervisor } = await import('batonjs');
+       try { new Supervisor({ groups: {} }); console.log('NO ERROR') } catch (e) { console.log(e.name + ': ' + e.message) }`,
+    ],
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+  )
+  const out = new OutputBuffer().follow(child.stdout)
+  const err = new OutputBuffer().follow(child.stderr)
+  const exit = await withTimeout(waitForExit(child), 20_000, 'riscv64 probe exits')
+  t.is(exit.code, 0, err.text)
+  t.notRegex(out.text, /NO ERROR/)
+  t.regex(out.text, /^UnsupportedPlatformError: baton has no prebuilt binary for linux-riscv64-gnu/)
+  t.regex(out.text, /linux-x64-gnu, linux-arm64-gnu, linux-x64-musl, linux-arm64-musl, darwin-x64, darwin-arm64/)
+  t.regex(out.text, /build from source/)
+})
+
 // ---------------------------------------------------------------------------------------
 // The examples that use the API, run as a user would.
 // ---------------------------------------------------------------------------------------

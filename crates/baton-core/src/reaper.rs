@@ -104,6 +104,9 @@ pub fn untrack_child(pid: i32) {
     }
 }
 
+/// Whether baton forked `pid` (and waits for it itself). Only Linux's reaper scans for
+/// zombies, so elsewhere only the tests use it.
+#[cfg(any(target_os = "linux", test))]
 fn is_tracked(pid: i32) -> bool {
     CHILDREN
         .lock()
