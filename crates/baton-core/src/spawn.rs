@@ -627,6 +627,9 @@ struct ChildPlan<'a> {
     set_groups: bool,
     /// A uid was given: after the switch clear every capability set and set
     /// `PR_SET_NO_NEW_PRIVS` (a `gid`-only worker stays the master's user, root included).
+    /// Read on Linux only: macOS has neither capability sets nor `no_new_privs`, the
+    /// `setuid` to another user is the whole drop there.
+    #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
     drop_privileges: bool,
     /// The credentials are the master's own uid and gid: a `setgroups` refused for lack
     /// of privilege (EPERM) is skipped, the worker keeps the master's (same user's) groups.
