@@ -50,5 +50,7 @@ pub mod sd_notify;
 pub mod socket_activation;
 pub mod spawn;
 pub mod steer;
+#[cfg(test)]
+mod test_dir;
 pub mod upgrade;
 pub mod writers;

@@ -686,36 +686,12 @@ pub fn bind_control_socket(path: &Path) -> Result<UnixListener, RuntimeDirError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_dir::TempDir;
     use std::os::unix::net::UnixStream;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// A unique temporary directory removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> TempDir {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "baton-rt-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::SeqCst)
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir(&dir).unwrap();
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     #[test]
     fn resolve_order() {
-        let t = TempDir::new();
+        let t = TempDir::new("rt", 0o700);
         let tmp = Path::new("/tmp");
         let me = effective_uid();
         // BATON_RUNTIME_DIR wins for everyone.
@@ -775,7 +751,7 @@ mod tests {
 
     #[test]
     fn trusted_entries_are_ours_and_private() {
-        let t = TempDir::new();
+        let t = TempDir::new("rt", 0o700);
         let me = effective_uid();
         assert_eq!(
             check_trusted(&t.0.join("absent"), me, Entry::Dir),
@@ -811,7 +787,7 @@ mod tests {
 
     #[test]
     fn ensure_dir_creates_0700_and_accepts_0755() {
-        let t = TempDir::new();
+        let t = TempDir::new("rt", 0o700);
         let dir = t.0.join("a/b");
         ensure_dir(&dir).unwrap();
         let mode = std::fs::metadata(&dir).unwrap().mode() & 0o777;
@@ -823,7 +799,7 @@ mod tests {
 
     #[test]
     fn ensure_dir_rejects_writable_by_others_and_files() {
-        let t = TempDir::new();
+        let t = TempDir::new("rt", 0o700);
         let dir = t.0.join("open");
         std::fs::create_dir(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -839,7 +815,7 @@ mod tests {
 
     #[test]
     fn ensure_dir_never_follows_a_symlink() {
-        let t = TempDir::new();
+        let t = TempDir::new("rt", 0o700);
         let real = t.0.join("real");
         std::fs::create_dir(&real).unwrap();
         std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -869,7 +845,7 @@ mod tests {
             assert!(matches!(e, RuntimeDirError::WrongOwner { .. }), "{e:?}");
             return;
         }
-        let t = TempDir::new();
+        let t = TempDir::new("rt", 0o700);
         let dir = t.0.join("foreign");
         std::fs::create_dir(&dir).unwrap();
         std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
@@ -900,7 +876,7 @@ mod tests {
 
     #[test]
     fn a_dead_masters_files_are_stale_and_cleaned_but_a_live_ones_are_not() {
-        let t = TempDir::new();
+        let t = TempDir::new("rt", 0o700);
         assert_eq!(probe_master(&t.0, "web", true), MasterProbe::Absent);
         let live = PidFile::acquire(&t.0, "web").unwrap();
         let sock = socket_path(&t.0, "web");
@@ -937,7 +913,7 @@ mod tests {
 
     #[test]
     fn pid_file_lock_lifecycle() {
-        let t = TempDir::new();
+        let t = TempDir::new("rt", 0o700);
         assert!(!is_locked(&t.0, "web"));
         assert_eq!(read_pid(&t.0, "web"), None);
         let pf = PidFile::acquire(&t.0, "web").unwrap();
@@ -975,7 +951,7 @@ mod tests {
 
     #[test]
     fn stale_pid_file_is_taken_over() {
-        let t = TempDir::new();
+        let t = TempDir::new("rt", 0o700);
         std::fs::write(t.0.join("web.pid"), "999999\n").unwrap();
         assert!(!is_locked(&t.0, "web"));
         assert_eq!(read_pid(&t.0, "web"), Some(999999));
@@ -986,7 +962,7 @@ mod tests {
 
     #[test]
     fn acquire_validates_name() {
-        let t = TempDir::new();
+        let t = TempDir::new("rt", 0o700);
         assert!(matches!(
             PidFile::acquire(&t.0, "../x"),
             Err(RuntimeDirError::InvalidName(_))
@@ -995,7 +971,7 @@ mod tests {
 
     #[test]
     fn control_socket_is_0600_and_replaces_stale() {
-        let t = TempDir::new();
+        let t = TempDir::new("rt", 0o700);
         let path = socket_path(&t.0, "web");
         assert_eq!(path, t.0.join("web.sock"));
         drop(UnixListener::bind(&path).unwrap());

@@ -126,29 +126,8 @@ pub fn check_not_writable(file: &Path, writers: &[Writer]) -> Result<(), String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_dir::TempDir;
     use std::os::unix::fs::PermissionsExt;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new() -> TempDir {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "baton-writers-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::SeqCst)
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir(&dir).unwrap();
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-            TempDir(dir)
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     fn writer(uid: u32, groups: Vec<u32>) -> Writer {
         Writer {
@@ -169,7 +148,7 @@ mod tests {
 
     #[test]
     fn owner_group_and_others_bits() {
-        let t = TempDir::new();
+        let t = TempDir::new("writers", 0o755);
         let file = t.0.join("baton.config.json");
         std::fs::write(&file, "{}").unwrap();
         chmod(&file, 0o644);
@@ -212,7 +191,7 @@ mod tests {
 
     #[test]
     fn a_link_is_judged_by_what_it_points_to() {
-        let t = TempDir::new();
+        let t = TempDir::new("writers", 0o755);
         let real_dir = t.0.join("real");
         std::fs::create_dir(&real_dir).unwrap();
         chmod(&real_dir, 0o777);
