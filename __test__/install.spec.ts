@@ -72,12 +72,29 @@ onLinuxX64Gnu(
     const [rootTarball, platformTarball] = pack.stdout.trim().split('\n')
     t.regex(platformTarball ?? '', /batonjs-linux-x64-gnu-\d+\.\d+\.\d+\.tgz$/)
 
+    // batonjs's own runtime dependencies, packed from this repository's node_modules, so
+    // the install stays offline (npm would otherwise look for them in the registry).
+    const dependencies = Object.keys(
+      (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { dependencies?: Record<string, string> })
+        .dependencies ?? {},
+    )
+    const dependencyTarballs: string[] = []
+    for (const name of dependencies) {
+      const packed = await run(
+        'npm',
+        ['pack', '--silent', '--pack-destination', join(dir.path, 'tarballs'), join(ROOT, 'node_modules', name)],
+        ROOT,
+      )
+      t.is(packed.code, 0, packed.stderr)
+      dependencyTarballs.push(join(dir.path, 'tarballs', packed.stdout.trim().split('\n').pop() ?? ''))
+    }
+
     const project = join(dir.path, 'project')
     mkdirSync(project)
     writeFileSync(join(project, 'package.json'), '{ "name": "install-test", "private": true, "type": "module" }\n')
     const install = await run(
       'npm',
-      ['install', '--offline', '--no-audit', '--no-fund', rootTarball!, platformTarball!],
+      ['install', '--offline', '--no-audit', '--no-fund', rootTarball!, platformTarball!, ...dependencyTarballs],
       project,
     )
     t.is(install.code, 0, install.stderr)
