@@ -219,36 +219,11 @@ pub fn home_dir(uid: u32) -> Option<std::path::PathBuf> {
 
 /// The name of group `gid` in the group database, for messages.
 pub fn group_name(gid: u32) -> Option<String> {
-    let mut size = BUF_START;
-    loop {
-        let mut buf: Vec<libc::c_char> = vec![0; size];
-        // SAFETY: group is plain data for which all-zero is a valid value.
-        let mut grp: libc::group = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::group = std::ptr::null_mut();
+    lookup_group(|grp, buf, result| {
         // SAFETY: grp and result point to live locals; buf has buf.len() writable bytes.
-        let rc = unsafe {
-            libc::getgrgid_r(
-                gid as libc::gid_t,
-                &mut grp,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc == libc::ERANGE && size < BUF_MAX {
-            size *= 4;
-            continue;
-        }
-        if rc != 0 || result.is_null() || grp.gr_name.is_null() {
-            return None;
-        }
-        // SAFETY: on success gr_name points to a C string inside buf, alive here.
-        return Some(
-            unsafe { CStr::from_ptr(grp.gr_name) }
-                .to_string_lossy()
-                .into_owned(),
-        );
-    }
+        unsafe { libc::getgrgid_r(gid as libc::gid_t, grp, buf.as_mut_ptr(), buf.len(), result) }
+    })
+    .map(|(_, name)| name)
 }
 
 /// `uid 65534 (nobody)`, or `uid 65534` without a user entry.
@@ -326,31 +301,37 @@ fn lookup_user(
 
 fn group_by_name(name: &str) -> Option<u32> {
     let cname = CString::new(name).ok()?;
+    lookup_group(|grp, buf, result| {
+        // SAFETY: cname is a C string; grp and result point to live locals; buf has
+        // buf.len() writable bytes.
+        unsafe { libc::getgrnam_r(cname.as_ptr(), grp, buf.as_mut_ptr(), buf.len(), result) }
+    })
+    .map(|(gid, _)| gid)
+}
+
+/// Call a `getgr*_r` function, growing the buffer on ERANGE: the group's id and name.
+fn lookup_group(
+    call: impl Fn(*mut libc::group, &mut [libc::c_char], *mut *mut libc::group) -> libc::c_int,
+) -> Option<(u32, String)> {
     let mut size = BUF_START;
     loop {
         let mut buf: Vec<libc::c_char> = vec![0; size];
         // SAFETY: group is plain data for which all-zero is a valid value.
         let mut grp: libc::group = unsafe { std::mem::zeroed() };
         let mut result: *mut libc::group = std::ptr::null_mut();
-        // SAFETY: cname is a C string; grp and result point to live locals; buf has
-        // buf.len() writable bytes.
-        let rc = unsafe {
-            libc::getgrnam_r(
-                cname.as_ptr(),
-                &mut grp,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut result,
-            )
-        };
+        let rc = call(&mut grp, &mut buf, &mut result);
         if rc == libc::ERANGE && size < BUF_MAX {
             size *= 4;
             continue;
         }
-        if rc != 0 || result.is_null() {
+        if rc != 0 || result.is_null() || grp.gr_name.is_null() {
             return None;
         }
-        return Some(grp.gr_gid as u32);
+        // SAFETY: on success gr_name points to a C string inside buf, alive here.
+        let name = unsafe { CStr::from_ptr(grp.gr_name) }
+            .to_string_lossy()
+            .into_owned();
+        return Some((grp.gr_gid as u32, name));
     }
 }
 
