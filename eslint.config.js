@@ -18,7 +18,7 @@ export default defineConfig(
     rules: {
       // Control characters in a regular expression are what this rule reports, and here
       // they are the point: the CLI makes worker-written control characters visible
-      // (src/format.ts), unit files refuse them (src/startup.ts), tests check both.
+      // (src/format.ts), unit files refuse them (src/cli/startup.ts), tests check both.
       'no-control-regex': 'off',
     },
   },

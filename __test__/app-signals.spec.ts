@@ -106,7 +106,7 @@ test.serial('an app that exits before its connections are drained is named in th
 })
 
 test("the wrapped SIGTERM listeners look like the app's own; without the runtime they run at once", async (t) => {
-  const url = new URL('../dist/app-signals.js', import.meta.url).href
+  const url = new URL('../dist/worker/app-signals.js', import.meta.url).href
   const script = `
     import { installSignalDeferral } from ${JSON.stringify(url)};
     installSignalDeferral();

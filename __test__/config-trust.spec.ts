@@ -1,6 +1,6 @@
 /**
  * A root master refuses a config file that a user one of its groups runs as may change
- * (src/config-file.ts checkConfigWriters, crates/baton-core/src/writers.rs): at start, and
+ * (src/master/config-file.ts checkConfigWriters, crates/baton-core/src/writers.rs): at start, and
  * at each reload before the file is loaded, while the old workers keep serving.
  */
 import test from 'ava'

@@ -124,7 +124,7 @@ test.serial(
 )
 
 test('which listen() calls drop-in mode takes: TCP ports in every argument form; paths, fds and handles are left to Node', async (t) => {
-  const { portTarget } = await import('../src/preload.js')
+  const { portTarget } = await import('../src/worker/preload.js')
   const cb = (): void => undefined
   t.like(portTarget([3000]), { port: 3000, host: undefined })
   t.like(portTarget(['3000', '127.0.0.1', cb]), { port: 3000, host: '127.0.0.1', callback: cb })

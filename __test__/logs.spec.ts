@@ -7,7 +7,7 @@
 import test, { type ExecutionContext } from 'ava'
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { request } from '../src/control-client.js'
+import { request } from '../src/cli/control-client.js'
 import type { Status } from '../src/types.js'
 import { BATON, fixture, startFleet, type Fleet } from './helpers/fleet.js'
 import { OutputBuffer, ProcessTracker, tmpDir, waitFor, waitForExit, withTimeout } from './helpers/processes.js'

@@ -12,7 +12,7 @@ import { fixture, runCli, startFleet } from './helpers/fleet.js'
 import { httpGet } from './helpers/http.js'
 import { nobody } from './helpers/proc.js'
 import { freePort, tmpDir } from './helpers/processes.js'
-import { fromEcosystem, isEcosystemFile } from '../src/pm2-ecosystem.js'
+import { fromEcosystem, isEcosystemFile } from '../src/master/pm2-ecosystem.js'
 
 const asRoot = process.getuid?.() === 0 ? test : test.skip
 

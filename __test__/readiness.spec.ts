@@ -8,9 +8,9 @@ import test, { type ExecutionContext } from 'ava'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fixture, startFleet } from './helpers/fleet.js'
-import { readConfig } from '../src/config-file.js'
+import { readConfig } from '../src/master/config-file.js'
 import { Supervisor, type GroupOptions } from '../src/index.js'
-import { resolveGroup } from '../src/options.js'
+import { resolveGroup } from '../src/master/options.js'
 import { freePort, ProcessTracker, startTime, tmpDir, waitFor, withTimeout } from './helpers/processes.js'
 
 const READY_DELAY_MS = 2000

@@ -159,7 +159,7 @@ test('the checks catch what they are meant to', (t) => {
     'PathBuf::from("/tmp/baton-4322")',
     'the rules in `docs/design.md#pitfalls`',
     'REFUSED_STREAM: the server did not process it (HTTP/2 §8.1.4)',
-    'see `event_loop/steering.rs` and `spawn.rs`, src/drain.ts',
+    'see `event_loop/steering.rs` and `spawn.rs`, src/worker/drain.ts',
   ]) {
     t.false(hit(fine), fine)
   }

@@ -21,7 +21,7 @@ import {
 import { statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { resolveRuntimeDir } from '../src/options.js'
+import { resolveRuntimeDir } from '../src/master/options.js'
 import { BATON, fixture, runCli } from './helpers/fleet.js'
 import { nobody } from './helpers/proc.js'
 import { freePort, OutputBuffer, ProcessTracker, tmpDir, waitFor, type TmpDir } from './helpers/processes.js'

@@ -1,23 +1,47 @@
 /**
- * The house rule "no import circles in src/", checked on the sources: every relative import
- * of a module in src/ (static, `import type` and dynamic `import()` alike) forms a graph
- * that must have no cycle. A cycle fails with its path, e.g. `a.ts → b.ts → a.ts`.
+ * How src/ is laid out, checked on the sources. src/ holds three programs, one folder each:
+ * - src/master/: the Supervisor API, config files, the PM2 import, the health endpoint;
+ * - src/worker/: the runtime every worker loads (the drain, the drop-in preload);
+ * - src/cli/: the `baton` command;
+ * plus the modules all three share at src/'s root (the native loader, defaults, types,
+ * the runtime dir, formatting) and the package entry src/index.ts.
+ *
+ * The rules: no import circles anywhere (a cycle fails with its path, e.g.
+ * `a.ts → b.ts → a.ts`); the shared modules import no role folder; the worker runtime
+ * imports only itself and src/defaults.ts (it is loaded into every worker, so it stays
+ * small, and no npm package); the master reaches the CLI only through the one-script
+ * mode's lazy `import()`.
  */
 import test from 'ava'
-import { readdirSync, readFileSync } from 'node:fs'
+import { readdirSync, readFileSync, statSync } from 'node:fs'
+import { dirname, join, normalize, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const SRC = fileURLToPath(new URL('../src/', import.meta.url))
 
-/** The src/ modules each module imports (by file name). */
-function importGraph(): Map<string, string[]> {
-  const graph = new Map<string, string[]>()
-  for (const file of readdirSync(SRC).filter((f) => f.endsWith('.ts'))) {
-    const text = readFileSync(`${SRC}${file}`, 'utf8')
-    const deps = [...text.matchAll(/(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+)'\.\/([\w.-]+)\.js'/g)].map(
-      (m) => `${m[1]}.ts`,
-    )
-    graph.set(file, [...new Set(deps)])
+interface Edge {
+  to: string
+  dynamic: boolean
+}
+
+/** Every .ts file under src/, as a path relative to src/ (`master/supervisor.ts`). */
+function sources(dir = SRC): string[] {
+  return readdirSync(dir).flatMap((entry) => {
+    const path = join(dir, entry)
+    if (statSync(path).isDirectory()) return sources(path)
+    return path.endsWith('.ts') ? [relative(SRC, path)] : []
+  })
+}
+
+/** The src/ modules each module imports (static, `import type` and dynamic `import()`). */
+function importGraph(): Map<string, Edge[]> {
+  const graph = new Map<string, Edge[]>()
+  for (const file of sources()) {
+    const text = readFileSync(join(SRC, file), 'utf8')
+    const edges = [...text.matchAll(/(\bfrom\s*|\bimport\s*\(\s*|\bimport\s+)'(\.\.?\/[\w./-]+)\.js'/g)]
+      .map((m) => ({ to: normalize(join(dirname(file), `${m[2]}.ts`)), dynamic: m[1].includes('(') }))
+      .filter((e) => !e.to.startsWith('..'))
+    graph.set(file, edges)
   }
   return graph
 }
@@ -46,11 +70,32 @@ function findCycle(graph: Map<string, string[]>): string[] | undefined {
   return undefined
 }
 
-test('the graph reader sees static, type-only and dynamic imports', (t) => {
+const targets = (graph: Map<string, Edge[]>): Map<string, string[]> =>
+  new Map([...graph].map(([file, edges]) => [file, [...new Set(edges.map((e) => e.to))]]))
+
+/** Everything `start` loads, itself included, following static and dynamic imports. */
+function closure(graph: Map<string, Edge[]>, start: string): Set<string> {
+  const seen = new Set<string>()
+  const walk = (file: string): void => {
+    if (seen.has(file)) return
+    seen.add(file)
+    for (const e of graph.get(file) ?? []) walk(e.to)
+  }
+  walk(start)
+  return seen
+}
+
+const role = (file: string): string => (file.includes('/') ? file.split('/')[0] : 'shared')
+
+test('the graph reader sees static, type-only and dynamic imports across folders', (t) => {
   const graph = importGraph()
-  t.true(graph.get('cli.ts')?.includes('supervisor.ts'), 'static import')
-  t.true(graph.get('supervisor.ts')?.includes('types.ts'), 'import type')
-  t.true(graph.get('supervisor.ts')?.includes('script-commands.ts'), 'dynamic import()')
+  const to = (file: string): string[] => (graph.get(file) ?? []).map((e) => e.to)
+  t.true(to('cli/main.ts').includes('master/supervisor.ts'), 'static import')
+  t.true(to('master/supervisor.ts').includes('types.ts'), 'import type')
+  t.true(
+    graph.get('master/supervisor.ts')?.some((e) => e.to === 'cli/script-commands.ts' && e.dynamic),
+    'dynamic import()',
+  )
   t.deepEqual(
     findCycle(
       new Map([
@@ -63,6 +108,43 @@ test('the graph reader sees static, type-only and dynamic imports', (t) => {
 })
 
 test('no import circles in src/', (t) => {
-  const cycle = findCycle(importGraph())
+  const cycle = findCycle(targets(importGraph()))
   t.is(cycle, undefined, `import cycle: ${cycle?.join(' → ')}`)
+})
+
+test('src/ is split by role: every module is in master/, worker/, cli/ or shared at the root', (t) => {
+  const roles = new Set(sources().map(role))
+  t.deepEqual([...roles].sort(), ['cli', 'master', 'shared', 'worker'])
+  t.true(sources().filter((f) => role(f) === 'shared').length <= 7, 'the shared root stays a handful of modules')
+})
+
+test('the shared modules import no role folder', (t) => {
+  for (const [file, edges] of importGraph()) {
+    if (role(file) !== 'shared' || file === 'index.ts') continue
+    const into = edges.filter((e) => role(e.to) !== 'shared')
+    t.deepEqual(into, [], `${file} imports ${into.map((e) => e.to).join(', ')}`)
+  }
+})
+
+test('the worker runtime loads only itself and src/defaults.ts, and no npm package', (t) => {
+  const graph = importGraph()
+  for (const entry of ['worker/preload.ts', 'worker/worker.ts']) {
+    const loaded = [...closure(graph, entry)]
+    const outside = loaded.filter((f) => role(f) !== 'worker' && f !== 'defaults.ts')
+    t.deepEqual(outside, [], `${entry} loads ${outside.join(', ')}`)
+    for (const file of loaded) {
+      const bare = [...readFileSync(join(SRC, file), 'utf8').matchAll(/\bfrom\s*'([^'.][^']*)'/g)]
+        .map((m) => m[1])
+        .filter((spec) => !spec.startsWith('node:'))
+      t.deepEqual(bare, [], `${file} imports the npm package(s) ${bare.join(', ')}`)
+    }
+  }
+})
+
+test('the master reaches the CLI only through the lazy import of one-script mode', (t) => {
+  for (const [file, edges] of importGraph()) {
+    if (role(file) !== 'master') continue
+    const eager = edges.filter((e) => role(e.to) === 'cli' && !e.dynamic)
+    t.deepEqual(eager, [], `${file} imports ${eager.map((e) => e.to).join(', ')}`)
+  }
 })

@@ -14,7 +14,7 @@ import {
   runtimeDirectoryLines,
   systemdQuote,
   type StartupGroup,
-} from '../src/startup.js'
+} from '../src/cli/startup.js'
 import { BATON, fixture, runCli, startFleet } from './helpers/fleet.js'
 import { freePort, tmpDir, waitFor } from './helpers/processes.js'
 

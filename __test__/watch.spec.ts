@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { fixture, startFleet } from './helpers/fleet.js'
 import { httpGet } from './helpers/http.js'
 import { freePort, tmpDir, waitFor } from './helpers/processes.js'
-import { isIgnored, takeWatchFlag } from '../src/watch.js'
+import { isIgnored, takeWatchFlag } from '../src/cli/watch.js'
 
 test('--watch: one edit gives exactly one reload; a broken edit keeps the old code serving; the next good edit reloads', async (t) => {
   const dir = await tmpDir('baton-watch-')

@@ -1,5 +1,5 @@
 /**
- * Real-process tests of the worker runtime (src/worker.ts + src/drain.ts), without the
+ * Real-process tests of the worker runtime (src/worker/worker.ts + src/worker/drain.ts), without the
  * Rust master: the test plays a minimal master in JS (see MiniMaster below).
  *
  * The fixtures import `baton`, i.e. dist/index.js: run `npm run build:ts` first.
@@ -21,8 +21,8 @@ import {
   shedConnections,
   trackServer,
   waitForConnections,
-} from '../src/drain.js'
-import { parseListenFdNames } from '../src/worker.js'
+} from '../src/worker/drain.js'
+import { parseListenFdNames } from '../src/worker/worker.js'
 import { httpGet, type HttpResponse } from './helpers/http.js'
 import { startLoad } from './helpers/load.js'
 import {
@@ -662,7 +662,7 @@ test.serial('outside baton: PORT=<free> node app.mjs serves, and SIGTERM drains 
 })
 
 // ---------------------------------------------------------------------------------------
-// Tests: drain rules in-process (src/drain.ts)
+// Tests: drain rules in-process (src/worker/drain.ts)
 // ---------------------------------------------------------------------------------------
 
 async function listenLocal(server: net.Server): Promise<number> {

@@ -1,7 +1,7 @@
 /**
  * What the CLI trusts in a runtime dir, and where it looks for masters.
  *
- * The runtime dir (see `resolveRuntimeDir` in options.ts, the rule itself in
+ * The runtime dir (`defaultRuntimeDir` below, the rule itself in
  * crates/baton-core/src/runtime_dir.rs) holds each master's control socket, pid file and
  * start record (`<name>.start.json`, the command line `baton restart` runs again and
  * `baton startup` writes into a unit). A CLI run as root that talked to a socket or ran a
@@ -19,7 +19,20 @@ import { closeSync, constants, lstatSync, openSync, readFileSync } from 'node:fs
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { native } from './native.js'
-import { resolveRuntimeDir } from './options.js'
+
+/**
+ * The default runtime dir: `BATON_RUNTIME_DIR`, else `/run/baton` for root, else
+ * `~/.baton` (`<tmpdir>/baton-<uid>` when the home directory is unusable). The rule itself
+ * is in the core (crates/baton-core/src/runtime_dir.rs), shared by the master and the CLI.
+ */
+export function defaultRuntimeDir(): string {
+  return native().resolveRuntimeDir(
+    process.env.BATON_RUNTIME_DIR || undefined,
+    process.geteuid?.() ?? 0,
+    process.env.HOME || undefined,
+    tmpdir(),
+  )
+}
 
 /** What a runtime-dir path is expected to be. */
 export type RuntimeEntryKind = 'dir' | 'socket' | 'pid' | 'file'
@@ -80,7 +93,7 @@ export function readTrusted(path: string, kind: 'file' | 'pid'): string | undefi
  * do not. The runtime dir itself is checked by the commands, which refuse it.
  */
 export function searchDirs(warn: (line: string) => void): string[] {
-  const primary = resolveRuntimeDir()
+  const primary = defaultRuntimeDir()
   if (process.env.BATON_RUNTIME_DIR) return [primary]
   const dirs = [primary]
   const legacy = native().legacyRuntimeDirs(process.env.XDG_RUNTIME_DIR || undefined, tmpdir(), process.getuid?.() ?? 0)
@@ -100,5 +113,5 @@ export function dirOfMaster(dirs: readonly string[], name: string): string {
   for (const dir of dirs) {
     if (['sock', 'pid', 'start.json'].some((ext) => present(join(dir, `${name}.${ext}`)))) return dir
   }
-  return dirs[0] ?? resolveRuntimeDir()
+  return dirs[0] ?? defaultRuntimeDir()
 }

@@ -66,7 +66,7 @@ pub enum Readiness {
 }
 
 /// The variable the core sets in every worker's environment to the group's readiness
-/// (`listen`, `message` or `uptime`): the drop-in preload (`src/preload.ts`) reads it.
+/// (`listen`, `message` or `uptime`): the drop-in preload (`src/worker/preload.ts`) reads it.
 pub const READINESS_ENV: &str = "BATON_READINESS";
 
 impl Readiness {

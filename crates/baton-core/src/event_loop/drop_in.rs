@@ -1,5 +1,5 @@
 //! Drop-in mode: a worker whose app calls plain `listen(port)` asks for the socket
-//! (`src/preload.ts` sends `{"type":"baton:listen","req":N,"port":P,"host":H}`), as a
+//! (`src/worker/preload.ts` sends `{"type":"baton:listen","req":N,"port":P,"host":H}`), as a
 //! node:cluster worker asks its primary.
 //!
 //! The answer is, in order:
@@ -27,7 +27,7 @@
 //!   master exits, so a worker replaced again and again could otherwise grow them);
 //! - a host that is not an IP literal, `localhost` (taken as 127.0.0.1) or empty (all
 //!   interfaces; `EINVAL`): names are never resolved on the loop thread, the preload
-//!   resolves them in the worker (`src/preload.ts`).
+//!   resolves them in the worker (`src/worker/preload.ts`).
 
 use super::*;
 use crate::addr::ListenAddr;

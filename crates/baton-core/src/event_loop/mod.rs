@@ -314,7 +314,7 @@ impl Handle {
     /// How long ago the loop thread last finished a turn: the status [`Handle::status`]
     /// answers with is at most this old plus [`STATUS_REFRESH`]. The loop turns at least
     /// every [`HEARTBEAT`], so an age of several heartbeats means the loop is stuck (the
-    /// health endpoint then answers 503, src/health.ts).
+    /// health endpoint then answers 503, src/master/health.ts).
     pub fn status_age(&self) -> Duration {
         self.alive
             .lock()

@@ -23,7 +23,7 @@
 //! socket (sockets baton would add with `SO_REUSEPORT` would close with the master and
 //! reset the connections queued on them), so its workers share the inherited socket; the
 //! master logs it. The master's own environment is cleared of `LISTEN_*` by the host once
-//! [`activate`] ran (`src/supervisor.ts`), so its `child_process` children do not see them.
+//! [`activate`] ran (`src/master/supervisor.ts`), so its `child_process` children do not see them.
 //!
 //! This module's `unsafe`: `fcntl` and `getsockopt` on the inherited fds, and taking
 //! ownership of them ([`claim`]).

@@ -4,8 +4,7 @@
  */
 import { CommandError, reloadCommand, statusCommand, stdio, stopCommand, upgradeCommand } from './commands.js'
 import { startDaemon } from './daemon.js'
-import { resolveRuntimeDir } from './options.js'
-import { dirOfMaster, searchDirs } from './runtime-dir.js'
+import { defaultRuntimeDir, dirOfMaster, searchDirs } from '../runtime-dir.js'
 
 /** What the commands need of the fleet: a `Supervisor` (kept structural so this module does not import supervisor.ts, which loads it lazily). */
 export interface ScriptFleet {
@@ -30,7 +29,7 @@ export async function runScriptCommand(supervisor: ScriptFleet, argv: string[]):
     // The default runtime dir: a fleet an older version started in an old place is found
     // there (stop, reload, status...); a new one always starts in the runtime dir.
     const runtimeDir =
-      command !== 'start' && supervisor.runtimeDir === resolveRuntimeDir()
+      command !== 'start' && supervisor.runtimeDir === defaultRuntimeDir()
         ? dirOfMaster(searchDirs(stdio.err), name)
         : supervisor.runtimeDir
     switch (command) {

@@ -6,11 +6,10 @@ import { closeSync, constants, openSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { listMasters, NotRunningError, processState, request } from './control-client.js'
 import { logPath, startDaemon } from './daemon.js'
-import { MAX_WORKERS } from './defaults.js'
-import { resolveRuntimeDir } from './options.js'
-import { dirOfMaster, readTrusted, trustPath } from './runtime-dir.js'
-import { formatOutputLine, formatStatus, visible } from './format.js'
-import type { GroupStatus, OutputLine, ReloadProgressEvent, Status } from './types.js'
+import { MAX_WORKERS } from '../defaults.js'
+import { defaultRuntimeDir, dirOfMaster, readTrusted, trustPath } from '../runtime-dir.js'
+import { formatOutputLine, formatStatus, visible } from '../format.js'
+import type { GroupStatus, OutputLine, ReloadProgressEvent, Status } from '../types.js'
 
 /** Where a command's output goes. */
 export interface Output {
@@ -191,7 +190,7 @@ export async function restartCommand(runtimeDir: string, name: string, io: Outpu
   if (code !== 0) return code
   process.chdir(record.cwd)
   // A fleet an older version started in an old place starts again in the runtime dir.
-  const target = resolveRuntimeDir()
+  const target = defaultRuntimeDir()
   const log = target !== runtimeDir && record.log === logPath(runtimeDir, name) ? logPath(target, name) : record.log
   const pid = await startDaemon(record.args, name, target, log)
   io.out(`restarted "${name}" in the background (master pid ${pid})`)

@@ -23,7 +23,7 @@
 import { lookup } from 'node:dns/promises'
 import * as net from 'node:net'
 import { installSignalDeferral } from './app-signals.js'
-import { DEFAULT_BACKLOG } from './defaults.js'
+import { DEFAULT_BACKLOG } from '../defaults.js'
 import { constants } from 'node:os'
 
 /** What a TCP `listen()` call asks for. */

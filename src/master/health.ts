@@ -26,7 +26,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
-import type { Status } from './types.js'
+import type { Status } from '../types.js'
 
 /** A status older than this (ms) is not served: the endpoint answers 503 (the loop is stuck). */
 export const HEALTH_STALE_MS = 5000

@@ -15,9 +15,9 @@
 import { readdirSync, readFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { join } from 'node:path'
-import { native } from './native.js'
-import { trustPath, UntrustedRuntimeError } from './runtime-dir.js'
-import type { ReloadReport, Status } from './types.js'
+import { native } from '../native.js'
+import { trustPath, UntrustedRuntimeError } from '../runtime-dir.js'
+import type { ReloadReport, Status } from '../types.js'
 
 /** Silence from the master (no answer, event or heartbeat) after which a request fails. */
 export const REQUEST_IDLE_TIMEOUT_MS = 3000

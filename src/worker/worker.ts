@@ -20,7 +20,7 @@
  */
 import * as net from 'node:net'
 
-import { DEFAULT_BACKLOG, DEFAULT_STOP_TIMEOUT_MS } from './defaults.js'
+import { DEFAULT_BACKLOG, DEFAULT_STOP_TIMEOUT_MS } from '../defaults.js'
 import {
   connectionCount,
   DEFAULT_IDLE_MS,

@@ -4,10 +4,10 @@
  * signals and turns the core's JSON events into typed events and promises.
  */
 import { EventEmitter } from 'node:events'
-import type { BindingFleetOptions, BindingGroupOptions, NativeSupervisor } from '../native/index.cjs'
+import type { BindingFleetOptions, BindingGroupOptions, NativeSupervisor } from '../../native/index.cjs'
 import { HealthServer, type HealthOptions } from './health.js'
-import { MAX_WORKERS } from './defaults.js'
-import { assertSupportedPlatform, native } from './native.js'
+import { MAX_WORKERS } from '../defaults.js'
+import { assertSupportedPlatform, native } from '../native.js'
 import {
   OptionsError,
   resolveBackoff,
@@ -22,9 +22,9 @@ import {
   type ResolvedGroup,
   type SupervisorOptions,
 } from './options.js'
-import { visible } from './format.js'
-import type { ConfigChange, ReloadReport, Status, SupervisorEvents, UpgradeEvent } from './types.js'
-import { worker, type Worker } from './worker.js'
+import { visible } from '../format.js'
+import type { ConfigChange, ReloadReport, Status, SupervisorEvents, UpgradeEvent } from '../types.js'
+import { worker, type Worker } from '../worker/worker.js'
 
 /** Workerman-style hooks, run inside each worker process of a group. */
 export interface WorkerHooks {
@@ -484,7 +484,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       worker.ready()
       return
     }
-    const { runScriptCommand } = await import('./script-commands.js')
+    const { runScriptCommand } = await import('../cli/script-commands.js')
     await runScriptCommand(this, argv)
   }
 
@@ -687,7 +687,7 @@ function clearListenVariables(): void {
  * The drop-in preload (preload.ts) as `--import` takes it: the built one in dist/, from
  * dist/ and from src/ alike (so workers share the `baton` module that apps import).
  */
-const PRELOAD = new URL('../dist/preload.js', import.meta.url).href
+const PRELOAD = new URL('../../dist/worker/preload.js', import.meta.url).href
 
 function toBinding(g: ResolvedGroup): BindingGroupOptions {
   const env: Record<string, string | undefined> = { ...process.env, ...g.env }

@@ -10,8 +10,8 @@ import { spawn } from 'node:child_process'
 import { closeSync, constants, openSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { request } from './control-client.js'
-import { native } from './native.js'
-import { trustPath } from './runtime-dir.js'
+import { native } from '../native.js'
+import { trustPath } from '../runtime-dir.js'
 
 /** Path of a daemonized master's log file. */
 export function logPath(runtimeDir: string, name: string): string {

@@ -21,7 +21,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { basename, dirname, join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { native } from './native.js'
+import { native } from '../native.js'
 import {
   isValidName,
   OptionsError,

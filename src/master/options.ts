@@ -3,10 +3,10 @@
  * the field (`groups.web.count`) and says what is expected.
  */
 import { existsSync, statSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { basename, dirname, extname, resolve } from 'node:path'
-import { native } from './native.js'
-import { DEFAULT_BACKLOG, DEFAULT_READY_TIMEOUT_MS, DEFAULT_STOP_TIMEOUT_MS, MAX_WORKERS } from './defaults.js'
+import { native } from '../native.js'
+import { defaultRuntimeDir } from '../runtime-dir.js'
+import { DEFAULT_BACKLOG, DEFAULT_READY_TIMEOUT_MS, DEFAULT_STOP_TIMEOUT_MS, MAX_WORKERS } from '../defaults.js'
 
 /** How connections are spread across a group's workers. */
 export type Balance = 'shared' | 'reuseport' | 'sticky'
@@ -162,7 +162,7 @@ export interface SupervisorOptions {
    * Address of a health endpoint for readiness/liveness probes (`host:port`, `:port`,
    * `[::1]:port`, `unix:/path`): every GET or HEAD answers 200 while the fleet is ready,
    * 503 while it is not or while its status is stale, with
-   * `{"ready": bool, "groups": {"<name>": {"ready": n, "count": n}}}` (src/health.ts).
+   * `{"ready": bool, "groups": {"<name>": {"ready": n, "count": n}}}` (src/master/health.ts).
    * Default: none.
    */
   health?: string
@@ -504,22 +504,15 @@ export function resolveName(name: unknown): string {
 }
 
 /**
- * The runtime dir: the given one, else `BATON_RUNTIME_DIR`, else `/run/baton` for root,
- * else `~/.baton` (`<tmpdir>/baton-<uid>` when the home directory is unusable). The rule
- * itself is in the core (crates/baton-core/src/runtime_dir.rs), shared by the master and
- * the CLI.
+ * The `runtimeDir` option checked and made absolute; without it, the default runtime dir
+ * (`defaultRuntimeDir` in runtime-dir.ts).
  */
 export function resolveRuntimeDir(dir?: string): string {
   if (dir !== undefined) {
     if (typeof dir !== 'string' || dir === '') throw new OptionsError('runtimeDir', 'expected a directory path')
     return resolve(dir)
   }
-  return native().resolveRuntimeDir(
-    process.env.BATON_RUNTIME_DIR || undefined,
-    process.geteuid?.() ?? 0,
-    process.env.HOME || undefined,
-    tmpdir(),
-  )
+  return defaultRuntimeDir()
 }
 
 /** Validate the backoff options. */

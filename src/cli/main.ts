@@ -37,7 +37,7 @@ import {
   stdio,
   stopCommand,
 } from './commands.js'
-import { CONFIG_NAMES, ConfigError, findConfig, readConfig } from './config-file.js'
+import { CONFIG_NAMES, ConfigError, findConfig, readConfig } from '../master/config-file.js'
 import { logPath, startDaemon } from './daemon.js'
 import {
   OptionsError,
@@ -47,13 +47,13 @@ import {
   type Readiness,
   type ReloadOrder,
   type SupervisorOptions,
-} from './options.js'
-import { native } from './native.js'
-import { isEcosystemFile } from './pm2-ecosystem.js'
-import { searchDirs } from './runtime-dir.js'
+} from '../master/options.js'
+import { native } from '../native.js'
+import { isEcosystemFile } from '../master/pm2-ecosystem.js'
+import { searchDirs } from '../runtime-dir.js'
 import { startupCommand } from './startup.js'
-import { visible } from './format.js'
-import { ReloadError, socketActivated, Supervisor } from './supervisor.js'
+import { visible } from '../format.js'
+import { ReloadError, socketActivated, Supervisor } from '../master/supervisor.js'
 import { takeWatchFlag, watchPaths } from './watch.js'
 
 const USAGE = `baton: graceful sequential reloads for Node.js services
@@ -166,7 +166,7 @@ function balanceFlag(value: string | undefined): Balance | undefined {
 }
 
 function version(): string {
-  const pkg = fileURLToPath(new URL('../package.json', import.meta.url))
+  const pkg = fileURLToPath(new URL('../../package.json', import.meta.url))
   return (JSON.parse(readFileSync(pkg, 'utf8')) as { version: string }).version
 }
 
@@ -311,7 +311,7 @@ async function start(args: string[]): Promise<number> {
     const again = ['start', ...own.filter((a) => a !== '--daemon'), ...(dash >= 0 ? ['--', ...scriptArgs] : [])]
     const log = options.logFile ?? logPath(runtimeDir, name)
     const pid = await startDaemon(
-      [fileURLToPath(new URL('../bin/baton.js', import.meta.url)), ...again],
+      [fileURLToPath(new URL('../../bin/baton.js', import.meta.url)), ...again],
       name,
       runtimeDir,
       log,
@@ -330,7 +330,7 @@ async function start(args: string[]): Promise<number> {
   }))
   const daemonLog = process.env.BATON_DAEMONIZED === '1' ? process.env.BATON_LOG_FILE : undefined
   const log = options.logFile ?? daemonLog
-  recordStart(runtimeDir, name, [fileURLToPath(new URL('../bin/baton.js', import.meta.url)), 'start', ...args], {
+  recordStart(runtimeDir, name, [fileURLToPath(new URL('../../bin/baton.js', import.meta.url)), 'start', ...args], {
     groups,
     log,
   })

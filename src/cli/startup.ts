@@ -19,10 +19,9 @@ import {
   type StartRecord,
 } from './commands.js'
 import { listMasters, NotRunningError, request } from './control-client.js'
-import { DEFAULT_READY_TIMEOUT_MS, DEFAULT_STOP_TIMEOUT_MS } from './defaults.js'
-import { resolveRuntimeDir } from './options.js'
-import { dirOfMaster } from './runtime-dir.js'
-import type { GroupStatus } from './types.js'
+import { DEFAULT_READY_TIMEOUT_MS, DEFAULT_STOP_TIMEOUT_MS } from '../defaults.js'
+import { defaultRuntimeDir, dirOfMaster } from '../runtime-dir.js'
+import type { GroupStatus } from '../types.js'
 
 /** A unit to install: its file name and content. */
 export interface UnitFile {
@@ -304,7 +303,7 @@ export async function startupCommand(
 ): Promise<number> {
   const list = typeof dirs === 'string' ? [dirs] : dirs
   let fleet = name
-  let runtimeDir = list[0] ?? resolveRuntimeDir()
+  let runtimeDir = list[0] ?? defaultRuntimeDir()
   if (fleet === undefined) {
     if (!list.some((dir) => listMasters(dir).length > 0))
       throw new CommandError(
@@ -370,7 +369,7 @@ export async function startupCommand(
   ]
   if (!process.env.BATON_RUNTIME_DIR) {
     hints.push(
-      `Under systemd the master keeps its control socket in ${resolveRuntimeDir()} (/run/baton for root, ~/.baton for another user), where baton status, reload and stop find it`,
+      `Under systemd the master keeps its control socket in ${defaultRuntimeDir()} (/run/baton for root, ~/.baton for another user), where baton status, reload and stop find it`,
     )
   }
   io.err(hints.join('\n'))
