@@ -835,6 +835,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.Order = nativeBinding.Order
 module.exports.NativeSupervisor = nativeBinding.NativeSupervisor
 module.exports.checkConfigWriters = nativeBinding.checkConfigWriters
 module.exports.checkRuntimePath = nativeBinding.checkRuntimePath

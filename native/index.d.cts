@@ -9,6 +9,9 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** The order in which a reload replaces the workers of one slot. */
+export type Order = 'start-first' | 'stop-first'
+
 /** A running fleet in this process (the master). */
 export declare class NativeSupervisor {
   /** Request a reload; returns the ticket named by the `reload:done` / `reload:failed` event. */
@@ -130,8 +133,8 @@ export interface BindingGroupOptions {
   listenNames: Array<string>
   /** Whether a reload replaces this group's workers. */
   reloadable: boolean
-  /** `start-first` or `stop-first`. */
-  order: string
+  /** The order in which a reload replaces the workers of one slot. */
+  order: Order
   /** Workers a reload replaces at once (>= 1). */
   parallel: number
   /** Milliseconds a new worker has to become ready. */

@@ -9,14 +9,7 @@ use std::time::Duration;
 use crate::addr::ListenAddr;
 use crate::identity::Credentials;
 
-/// The order in which a reload replaces the workers of one slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Order {
-    /// Spawn the replacement, wait until it is ready, then stop the old worker (default).
-    StartFirst,
-    /// Stop the old worker, wait for its exit, then spawn the replacement (Workerman's order).
-    StopFirst,
-}
+pub use baton_contract::options::Order;
 
 /// How connections are spread across the workers of a group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

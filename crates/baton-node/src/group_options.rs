@@ -34,8 +34,8 @@ pub struct BindingGroupOptions {
     pub listen_names: Vec<String>,
     /// Whether a reload replaces this group's workers.
     pub reloadable: bool,
-    /// `start-first` or `stop-first`.
-    pub order: String,
+    /// The order in which a reload replaces the workers of one slot.
+    pub order: Order,
     /// Workers a reload replaces at once (>= 1).
     pub parallel: u32,
     /// Milliseconds a new worker has to become ready.
@@ -91,17 +91,6 @@ impl TryFrom<BindingGroupOptions> for GroupConfig {
     type Error = Error;
 
     fn try_from(o: BindingGroupOptions) -> Result<Self, Error> {
-        let order = match o.order.as_str() {
-            "start-first" => Order::StartFirst,
-            "stop-first" => Order::StopFirst,
-            other => {
-                return Err(invalid(
-                    "order",
-                    &o.name,
-                    format!("\"{other}\" is not start-first or stop-first"),
-                ))
-            }
-        };
         let balance = match o.balance.as_str() {
             "shared" => Balance::Shared,
             "reuseport" => Balance::ReusePort,
@@ -187,7 +176,7 @@ impl TryFrom<BindingGroupOptions> for GroupConfig {
                 name: o.name,
                 count: o.count,
                 reloadable: o.reloadable,
-                order,
+                order: o.order,
                 parallel: o.parallel.max(1),
                 ready_timeout: Duration::from_millis(u64::from(o.ready_timeout_ms)),
                 stop_timeout: Duration::from_millis(u64::from(o.stop_timeout_ms)),
