@@ -835,16 +835,21 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.Balance = nativeBinding.Balance
 module.exports.Order = nativeBinding.Order
+module.exports.Readiness = nativeBinding.Readiness
 module.exports.NativeSupervisor = nativeBinding.NativeSupervisor
 module.exports.checkConfigWriters = nativeBinding.checkConfigWriters
 module.exports.checkRuntimePath = nativeBinding.checkRuntimePath
 module.exports.ensureRuntimeDir = nativeBinding.ensureRuntimeDir
+module.exports.isValidName = nativeBinding.isValidName
 module.exports.launchSupervisor = nativeBinding.launchSupervisor
 module.exports.legacyRuntimeDirs = nativeBinding.legacyRuntimeDirs
 module.exports.MasterState = nativeBinding.MasterState
 module.exports.normalizeListenAddress = nativeBinding.normalizeListenAddress
 module.exports.probeMaster = nativeBinding.probeMaster
+module.exports.resolveBackoffOptions = nativeBinding.resolveBackoffOptions
+module.exports.resolveGroupOptions = nativeBinding.resolveGroupOptions
 module.exports.resolveRuntimeDir = nativeBinding.resolveRuntimeDir
 module.exports.RuntimeEntry = nativeBinding.RuntimeEntry
 module.exports.sealUpgradeFds = nativeBinding.sealUpgradeFds

@@ -9,8 +9,209 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** Crash-restart backoff. */
+export interface BackoffOptions {
+  /** First restart delay in ms. Default 100. */
+  initial?: number
+  /** Largest restart delay in ms (at least `initial`). Default 30000. */
+  max?: number
+  /** A worker up this many ms no longer counts as crash-looping. Default 10000. */
+  resetAfter?: number
+}
+
+/** How connections are spread across a group's workers. */
+export type Balance = 'shared' | 'reuseport' | 'sticky'
+
+/**
+ * Options of one group of workers, as users write them. Validated by
+ * [`validate_group`], which fills in every default: a group's status carries the result
+ * as its `options`.
+ */
+export interface GroupOptions {
+  /**
+   * The worker script (resolved against `cwd`). Defaults, in `supervisor.group()`, to
+   * the current script.
+   */
+  script?: string
+  /** Number of workers. Default 1. */
+  count?: number
+  /**
+   * Addresses the master listens on for this group: `host:port`, `:port`,
+   * `tcp://host:port`, `[::1]:port`, `unix:/path`.
+   */
+  listen?: Array<string>
+  /** Extra environment variables for the workers (on top of the master's). */
+  env?: Record<string, string>
+  /** Arguments passed to the script. */
+  args?: Array<string>
+  /** Node options for the workers (e.g. `['--max-old-space-size=512']`). Default: none. */
+  execArgv?: Array<string>
+  /** Working directory of the workers. Default: the master's. */
+  cwd?: string
+  /**
+   * Whether a reload replaces these workers. `false`: they get `onWorkerReload` instead
+   * (the gateway pattern). Default true.
+   */
+  reloadable?: boolean
+  /**
+   * Drop-in mode: a worker's plain `listen(port)` (an app that does not import baton)
+   * gets a socket the master creates on first request and keeps across reloads
+   * (preload.ts, loaded with `--import`). Default true; `false` loads nothing into the
+   * workers.
+   */
+  dropIn?: boolean
+  /**
+   * How a worker becomes ready (see {@link Readiness}). Default `listen`. A reload of any
+   * mode is sequential and readiness-gated: under `uptime`, a replacement that exits
+   * before `minUptime` fails the reload.
+   */
+  readiness?: Readiness
+  /**
+   * `readiness: 'uptime'`: milliseconds a worker must stay up to be ready (less than
+   * `readyTimeout`). Default 1000.
+   */
+  minUptime?: number
+  /**
+   * Alias of `readiness: 'message'` (PM2's `wait_ready`): a worker is ready only when it
+   * sends `process.send('ready')` (or calls `worker.ready()` / `worker.listen()`), not
+   * when it has listened. Default false.
+   */
+  waitReady?: boolean
+  /**
+   * The environment variable every worker finds its id (0, 1, ...) in. Default
+   * `NODE_APP_INSTANCE`, as under PM2; PM2's `instance_var` renames it.
+   */
+  instanceVar?: string
+  /** Milliseconds a new worker has to become ready. Default 30000. */
+  readyTimeout?: number
+  /** Milliseconds a stopping worker has before SIGKILL. Default 2000. */
+  stopTimeout?: number
+  /** Reload order. Default `start-first`. */
+  order?: Order
+  /**
+   * Workers a reload replaces at once, each readiness-gated. Default 1. `start-first`
+   * keeps at least `count` workers ready (at most `count + 2 × parallel` processes while
+   * old ones drain); `stop-first` keeps at least `count - parallel` ready (at most
+   * `count` processes). Values above `count` act as `count`.
+   */
+  parallel?: number
+  /** Listen backlog. Default 511. */
+  backlog?: number
+  /**
+   * `reuseport` (default on Linux): one `SO_REUSEPORT` socket per address and worker
+   * slot, held by the master; new connections go only to slots with a ready worker,
+   * weighted towards the workers with fewer connections, and over-full workers shed
+   * keep-alive connections after a reload (docs/architecture.md, "Balancing").
+   * `sticky` (Linux): the sockets of `reuseport`, but the kernel picks the slot from the
+   * client's source address only, so every connection of one client address goes to the
+   * same worker slot while it serves (Socket.IO's long-polling, sessions held in memory;
+   * clients behind one NAT share a worker). The start fails if the kernel refuses the
+   * steering program.
+   * `shared` (default elsewhere): one socket per address that every worker accepts on.
+   */
+  balance?: Balance
+  /**
+   * Run the workers as this user: a uid or a user name (the master must be root). Its
+   * primary group and supplementary groups come from the user database unless `gid` is
+   * given.
+   */
+  uid?: string
+  /**
+   * Run the workers as this group: a gid or a group name (the master must be root for
+   * another group).
+   */
+  gid?: string
+  /**
+   * Where the workers' stdout goes: `inherit` (the master's own stdout), `ignore`
+   * (discarded; `baton logs` and failure reports still see it), or a file path
+   * (appended to, created 0640, reopened by `baton reopen-logs`; relative paths are
+   * resolved like `script`). A file literally named `inherit` or `ignore` needs a `./`.
+   * Default `inherit`.
+   */
+  stdout?: string
+  /** Where the workers' stderr goes (as `stdout`). Default `inherit`. */
+  stderr?: string
+  /**
+   * Prefix every line the workers write with `group#id ` (e.g. `web#2 listening`), on
+   * stdout and stderr alike. Lines are then buffered per worker: a last line without a
+   * newline is written when the worker exits (or once 16 KiB long). Default false.
+   */
+  logPrefix?: boolean
+}
+
+/**
+ * An option that is not valid: `field` names it as users write it (`groups.web.count`),
+ * `message` says what is expected.
+ */
+export interface OptionProblem {
+  /** The offending option, e.g. `groups.web.count`. */
+  field: string
+  /** What is wrong and what is expected. */
+  message: string
+}
+
 /** The order in which a reload replaces the workers of one slot. */
 export type Order = 'start-first' | 'stop-first'
+
+/** How a worker becomes ready. */
+export type Readiness = 'listen' | 'message' | 'uptime'
+
+/**
+ * Options of a Supervisor (a fleet) as users write them. The TypeScript
+ * `SupervisorOptions` adds what only JavaScript has (`log`, `beforeReload`) and the
+ * groups' JavaScript form.
+ */
+export interface SupervisorOptions {
+  /**
+   * Master name: names the control socket (`baton status <name>`). Default: the main
+   * script's base name.
+   */
+  name?: string
+  /**
+   * Runtime dir for the control socket and pid file. Default: `BATON_RUNTIME_DIR`, else
+   * `/run/baton` for root, else `~/.baton` (`<tmpdir>/baton-<uid>` when the home
+   * directory is unusable).
+   */
+  runtimeDir?: string
+  /** Groups by name. More can be added with `supervisor.group()`. */
+  groups?: Record<string, GroupOptions>
+  /**
+   * Handle SIGTERM/SIGINT (stop), a second SIGINT (force), SIGHUP/SIGUSR2 (reload).
+   * Default true.
+   */
+  handleSignals?: boolean
+  /** Crash-restart backoff. */
+  backoff?: BackoffOptions
+  /**
+   * Address of a health endpoint for readiness/liveness probes (`host:port`, `:port`,
+   * `[::1]:port`, `unix:/path`): every GET or HEAD answers 200 while the fleet is ready,
+   * 503 while it is not or while its status is stale, with
+   * `{"ready": bool, "groups": {"<name>": {"ready": n, "count": n}}}`
+   * (src/master/health.ts). Default: none.
+   */
+  health?: string
+  /**
+   * The health endpoint serves the full status JSON (`baton status --json`: paths, pids,
+   * the stderr tail of a failed reload) instead of the minimal body. Only for an address
+   * that no untrusted client can reach. Needs `health`. Default: false.
+   */
+  healthDetail?: boolean
+  /**
+   * Send the master's own stdout and stderr (its log lines, and the output of groups
+   * whose `stdout`/`stderr` is `inherit`) to this file, appended to and reopened by
+   * `reopenLogs()` / `baton reopen-logs`. A master started in the background
+   * (`baton start --daemon`, `start -d`) uses `<runtime dir>/<name>.log` (or
+   * `--log FILE`). Default: none.
+   */
+  logFile?: string
+  /**
+   * The command line `upgrade()` / `baton upgrade` starts the new master with, program
+   * first. Default: this master's own (`process.execPath`, `process.execArgv`,
+   * `process.argv`), run in its working directory, so the new master is the baton and
+   * Node installed now, reading its options or config file afresh.
+   */
+  upgradeCommand?: Array<string>
+}
 
 /** A running fleet in this process (the master). */
 export declare class NativeSupervisor {
@@ -58,6 +259,17 @@ export declare class NativeSupervisor {
   get controlPath(): string
 }
 
+/**
+ * The result of `resolveBackoffOptions`: the backoff with every default filled in, or the
+ * problem.
+ */
+export interface BackoffCheck {
+  /** The validated backoff. */
+  backoff?: BackoffOptions
+  /** What is wrong, naming the field (`backoff.initial`). */
+  problem?: OptionProblem
+}
+
 /** One bound listen address. */
 export interface BindingBoundAddress {
   /** Group name. */
@@ -82,12 +294,8 @@ export interface BindingFleetOptions {
   runtimeDir: string
   /** Groups in definition order. */
   groups: Array<BindingGroupOptions>
-  /** First crash-restart delay in milliseconds. */
-  backoffInitialMs: number
-  /** Largest crash-restart delay in milliseconds. */
-  backoffMaxMs: number
-  /** Uptime in milliseconds after which the backoff resets. */
-  backoffResetMs: number
+  /** Crash-restart backoff (validated by `resolveBackoffOptions` again here). */
+  backoff?: BackoffOptions
   /**
    * The host re-reads its configuration before every reload (`baton start` from a
    * config file): control-socket reloads wait for `reloadTicket` / `failReload`.
@@ -109,63 +317,23 @@ export interface BindingFleetOptions {
   handover?: string
 }
 
-/** One group of workers. */
+/** One group of workers, ready to launch. */
 export interface BindingGroupOptions {
   /** Group name. */
   name: string
   /** Program to execute (the master's `process.execPath`). */
   program: string
-  /** Node options before the script. */
+  /**
+   * Node options before the script: the drop-in preload's `--import` (when `dropIn`),
+   * then the options' `execArgv`.
+   */
   execArgv: Array<string>
-  /** The worker script (absolute). */
-  script: string
-  /** Arguments after the script. */
-  args: Array<string>
   /** Full environment of the workers as `[key, value]` pairs. */
   env: Array<Array<string>>
-  /** Working directory. */
-  cwd?: string
-  /** Number of worker slots. */
-  count: number
-  /** Listen addresses. */
-  listen: Array<string>
   /** One name per listen address (`LISTEN_FDNAMES`). */
   listenNames: Array<string>
-  /** Whether a reload replaces this group's workers. */
-  reloadable: boolean
-  /** The order in which a reload replaces the workers of one slot. */
-  order: Order
-  /** Workers a reload replaces at once (>= 1). */
-  parallel: number
-  /** Milliseconds a new worker has to become ready. */
-  readyTimeoutMs: number
-  /** Milliseconds a stopping worker has before SIGKILL. */
-  stopTimeoutMs: number
-  /** Listen backlog. */
-  backlog: number
-  /** Run workers as this user: a numeric uid or a user name. */
-  uid?: string
-  /** Run workers as this group: a numeric gid or a group name. */
-  gid?: string
-  /** `shared` (one socket per address) or `reuseport` (one per address and slot, Linux). */
-  balance: string
-  /** Workers' stdout: `inherit` (default), `ignore` or an absolute file path. */
-  stdout?: string
-  /** Workers' stderr: `inherit` (default), `ignore` or an absolute file path. */
-  stderr?: string
-  /** Prefix every output line with `group#id `. */
-  logPrefix?: boolean
-  /** How a worker becomes ready: `listen` (default), `message` or `uptime`. */
-  readiness?: string
-  /** `uptime` readiness: milliseconds a worker must stay up (default 1000). */
-  minUptimeMs?: number
-  /** The variable holding the worker id (default `NODE_APP_INSTANCE`). */
-  instanceVar?: string
-  /**
-   * Drop-in mode: answer the workers' `baton:listen` requests (default true; the
-   * preload is loaded by the TypeScript layer through `execArgv`).
-   */
-  dropIn?: boolean
+  /** The options as `resolveGroupOptions` returned them (paths absolute). */
+  options: GroupOptions
 }
 
 /**
@@ -194,6 +362,23 @@ export interface ConfigGroupUser {
 
 /** Create the runtime dir (mode 0700) or check an existing one, as the master does. */
 export declare function ensureRuntimeDir(dir: string): void
+
+/**
+ * The result of `resolveGroupOptions`: the options with every default filled in, or the
+ * first problem.
+ */
+export interface GroupCheck {
+  /** The validated options (listen addresses in canonical form). */
+  options?: GroupOptions
+  /** What is wrong, naming the field. */
+  problem?: OptionProblem
+}
+
+/**
+ * Whether `value` is usable as a master or group name (1-64 characters of A-Z a-z 0-9
+ * . _ -, not starting with '.').
+ */
+export declare function isValidName(value: string): boolean
 
 /**
  * Bind every socket, take the pid-file lock and start the workers, off the JavaScript
@@ -231,6 +416,17 @@ export declare function normalizeListenAddress(address: string): string
  * and control socket a killed master left behind.
  */
 export declare function probeMaster(runtimeDir: string, name: string, clean: boolean): MasterProbe
+
+/** Validate the `backoff` option (its JSON; `undefined` for none) and fill in the defaults. */
+export declare function resolveBackoffOptions(backoffJson?: string | undefined | null): BackoffCheck
+
+/**
+ * Validate a group's options and fill in every default: the one check of every group
+ * option (crates/baton-contract/src/options.rs), plus the listen addresses parsed into
+ * their canonical form. `optionsJson` is the group's options as JSON, after the
+ * TypeScript layer resolved relative paths and the `listen` shorthands.
+ */
+export declare function resolveGroupOptions(name: string, optionsJson: string): GroupCheck
 
 /**
  * `BATON_RUNTIME_DIR`, else `/run/baton` for root, else `~/.baton` (`home`: `$HOME`, else

@@ -1,9 +1,10 @@
 /**
  * Numbers that the master's options, the CLI and the worker runtime must agree on, named
  * once. No imports: the worker runtime and the drop-in preload load this module too, and
- * what a worker loads stays small. The Rust core keeps two of them on its side, which must
- * stay equal: `control::MAX_COUNT` (crates/baton-core/src/control.rs) = {@link MAX_WORKERS},
- * `config::DEFAULT_BACKLOG` (crates/baton-core/src/config.rs) = {@link DEFAULT_BACKLOG}.
+ * what a worker loads stays small. The option defaults and ranges themselves are declared
+ * in crates/baton-contract/src/options.rs (`MAX_WORKERS`, `DEFAULT_BACKLOG`, ...), which
+ * validates every option; these copies serve `baton scale` and the worker runtime and must
+ * stay equal to them.
  */
 
 /** Most workers a group may have (`count`, `baton scale`), and most replaced at once (`parallel`). */

@@ -4,7 +4,8 @@
  * ```text
  * baton start <script> [--name N] [--count N] [--listen ADDR]... [--stop-timeout MS]
  *             [--ready-timeout MS] [--readiness listen|message|uptime] [--min-uptime MS]
- *             [--order start-first|stop-first] [--parallel N] [--balance MODE]
+ *             [--wait-ready] [--instance-var NAME] [--order start-first|stop-first]
+ *             [--parallel N] [--backlog N] [--balance MODE] [--no-drop-in] [--uid U] [--gid G]
  *             [--health ADDR [--health-detail]] [--stdout T] [--stderr T] [--log-prefix] [--log FILE]
  *             [--daemon] [-- script args...]
  * baton start [--config FILE] [flags]   (no script: baton.config.{mjs,js,cjs,json})
@@ -44,8 +45,6 @@ import {
   resolveRuntimeDir,
   type Balance,
   type GroupOptions,
-  type Readiness,
-  type ReloadOrder,
   type SupervisorOptions,
 } from '../master/options.js'
 import { native } from '../native.js'
@@ -55,6 +54,7 @@ import { startupCommand } from './startup.js'
 import { visible } from '../format.js'
 import { ReloadError, socketActivated, Supervisor } from '../master/supervisor.js'
 import { takeWatchFlag, watchPaths } from './watch.js'
+import { GROUP_FLAGS } from './group-flags.js'
 
 const USAGE = `baton: graceful sequential reloads for Node.js services
 
@@ -83,8 +83,16 @@ Usage:
                             worker.ready(); PM2's wait_ready) or uptime (once up for
                             --min-uptime MS: for processes that never listen)
       --min-uptime MS       uptime readiness: time a worker must stay up (default 1000)
+      --wait-ready          the same as --readiness message (PM2's wait_ready)
+      --instance-var NAME   the variable each worker finds its id in (default NODE_APP_INSTANCE)
       --order ORDER         start-first (default) or stop-first
       --parallel N          workers a reload replaces at once (default 1)
+      --backlog N           listen backlog (default 511)
+      --no-drop-in          load nothing into the workers: a plain listen(port) of an app
+                            that does not import baton binds its own socket
+      --uid USER, --gid GROUP
+                            run the workers as this user / group (a name or a number; the
+                            master must be root)
       --balance MODE        reuseport (default on Linux: one SO_REUSEPORT socket per worker
                             slot, new connections only to ready workers), sticky (the same
                             sockets, each client address always to the same worker slot
@@ -183,24 +191,17 @@ async function start(args: string[]): Promise<number> {
   const own = dash >= 0 ? args.slice(0, dash) : args
   const scriptArgs = dash >= 0 ? args.slice(dash + 1) : []
   const { rest: ownFlags, paths: watched } = takeWatchFlag(own)
+  const groupFlags: NonNullable<ParseArgsConfig['options']> = {}
+  for (const { flag, takes } of Object.values(GROUP_FLAGS))
+    groupFlags[flag.slice(2)] =
+      typeof takes === 'boolean' ? { type: 'boolean' } : { type: 'string', multiple: takes === 'list' }
   const { values, positionals } = parse(ownFlags, {
     config: { type: 'string' },
     name: { type: 'string' },
-    count: { type: 'string' },
-    listen: { type: 'string', multiple: true },
-    'stop-timeout': { type: 'string' },
-    'ready-timeout': { type: 'string' },
-    readiness: { type: 'string' },
-    'min-uptime': { type: 'string' },
-    order: { type: 'string' },
-    parallel: { type: 'string' },
-    balance: { type: 'string' },
+    ...groupFlags,
     health: { type: 'string' },
     'health-detail': { type: 'boolean' },
     env: { type: 'string' },
-    stdout: { type: 'string' },
-    stderr: { type: 'string' },
-    'log-prefix': { type: 'boolean' },
     log: { type: 'string' },
     daemon: { type: 'boolean' },
   })
@@ -227,24 +228,17 @@ async function start(args: string[]): Promise<number> {
   if (readiness !== undefined && readiness !== 'listen' && readiness !== 'message' && readiness !== 'uptime') {
     throw new CommandError(`--readiness expects listen, message or uptime, got "${readiness}"`, 2)
   }
-  const int = (flag: string) => {
-    const v = values[flag] as string | undefined
-    return v === undefined ? undefined : positiveInt(flag, v, 0)
-  }
-  // Group options given as flags: only those present, so a config file keeps the rest.
-  const flags: GroupOptions = {
-    count: int('count'),
-    listen: values.listen as string[] | undefined,
-    stopTimeout: int('stop-timeout'),
-    readyTimeout: int('ready-timeout'),
-    readiness: readiness as Readiness | undefined,
-    minUptime: int('min-uptime'),
-    order: order as ReloadOrder | undefined,
-    parallel: int('parallel'),
-    balance: balanceFlag(values.balance as string | undefined),
-    stdout: outputFlag(values.stdout as string | undefined),
-    stderr: outputFlag(values.stderr as string | undefined),
-    logPrefix: values['log-prefix'] === true ? true : undefined,
+  balanceFlag(values.balance as string | undefined)
+  // Group options given as flags (the table in group-flags.ts): only those present, so a
+  // config file keeps the rest. Their values are checked with the group's options.
+  const flags: Record<string, unknown> & GroupOptions = {}
+  for (const [option, { flag, takes }] of Object.entries(GROUP_FLAGS)) {
+    const value = values[flag.slice(2)] as string | string[] | boolean | undefined
+    if (value === undefined || value === false) continue
+    if (typeof takes === 'boolean') flags[option] = takes
+    else if (takes === 'integer') flags[option] = positiveInt(flag.slice(2), value as string, 0)
+    else if (option === 'stdout' || option === 'stderr') flags[option] = outputFlag(value as string)
+    else flags[option] = value
   }
   const runtimeDir = resolveRuntimeDir()
   let options: SupervisorOptions

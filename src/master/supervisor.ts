@@ -71,6 +71,21 @@ export interface BoundAddress {
   fdName?: string
 }
 
+/** Every key of {@link SupervisorOptions}: a key added to the generated type fails to compile until it is here. */
+const SUPERVISOR_KEYS: Record<keyof SupervisorOptions, true> = {
+  name: true,
+  runtimeDir: true,
+  groups: true,
+  handleSignals: true,
+  log: true,
+  backoff: true,
+  beforeReload: true,
+  health: true,
+  healthDetail: true,
+  logFile: true,
+  upgradeCommand: true,
+}
+
 /** The variables of systemd's socket activation protocol (never passed on to workers by the core either). */
 const LISTEN_VARIABLES = ['LISTEN_PID', 'LISTEN_FDS', 'LISTEN_FDNAMES', 'LISTEN_PIDFDID']
 
@@ -135,19 +150,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     if (typeof options !== 'object' || options === null) {
       throw new OptionsError('options', 'expected an object')
     }
-    const known = new Set([
-      'name',
-      'runtimeDir',
-      'groups',
-      'handleSignals',
-      'log',
-      'backoff',
-      'beforeReload',
-      'health',
-      'healthDetail',
-      'logFile',
-      'upgradeCommand',
-    ])
+    const known = new Set(Object.keys(SUPERVISOR_KEYS))
     for (const key of Object.keys(options)) {
       if (!known.has(key)) throw new OptionsError(key, `unknown option (known: ${[...known].join(', ')})`)
     }
@@ -425,14 +428,11 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     const resolved: ResolvedGroup[] = [...groups].map(([name, g]) =>
       resolveGroup(name, g.options, g.hooks ? process.argv[1] : undefined),
     )
-    const backoff = resolveBackoff(options.backoff)
     return {
       name: resolveName(options.name),
       runtimeDir: resolveRuntimeDir(options.runtimeDir),
       groups: resolved.map((g) => toBinding(g)),
-      backoffInitialMs: backoff.initial,
-      backoffMaxMs: backoff.max,
-      backoffResetMs: backoff.resetAfter,
+      backoff: resolveBackoff(options.backoff),
       hostPreparesReloads: this.#options.beforeReload !== undefined,
       logFile: this.#logFile,
       upgradeCommand:
@@ -690,37 +690,20 @@ function clearListenVariables(): void {
 const PRELOAD = new URL('../../dist/worker/preload.js', import.meta.url).href
 
 function toBinding(g: ResolvedGroup): BindingGroupOptions {
-  const env: Record<string, string | undefined> = { ...process.env, ...g.env }
+  const { name, listenNames, ...options } = g
+  const own = options.env ?? {}
+  const env: Record<string, string | undefined> = { ...process.env, ...own }
   // The master's socket activation variables are not the workers' (the core gives them
   // their own); leaving them out also keeps them out of config-file reload diffs.
-  for (const k of LISTEN_VARIABLES) if (!(k in g.env)) delete env[k]
-  if (!(HANDOVER_VARIABLE in g.env)) delete env[HANDOVER_VARIABLE]
+  for (const k of LISTEN_VARIABLES) if (!(k in own)) delete env[k]
+  if (!(HANDOVER_VARIABLE in own)) delete env[HANDOVER_VARIABLE]
+  const execArgv = options.execArgv ?? []
   return {
-    name: g.name,
+    name,
     program: process.execPath,
-    execArgv: g.dropIn ? ['--import', PRELOAD, ...g.execArgv] : g.execArgv,
-    script: g.script,
-    args: g.args,
+    execArgv: options.dropIn !== false ? ['--import', PRELOAD, ...execArgv] : execArgv,
     env: Object.entries(env).flatMap(([k, v]) => (v === undefined ? [] : [[k, v]])),
-    cwd: g.cwd,
-    count: g.count,
-    listen: g.listen,
-    listenNames: g.listenNames,
-    reloadable: g.reloadable,
-    order: g.order,
-    parallel: g.parallel,
-    readyTimeoutMs: g.readyTimeout,
-    stopTimeoutMs: g.stopTimeout,
-    backlog: g.backlog,
-    balance: g.balance,
-    uid: g.uid,
-    gid: g.gid,
-    stdout: g.stdout,
-    stderr: g.stderr,
-    logPrefix: g.logPrefix,
-    readiness: g.readiness,
-    minUptimeMs: g.minUptime,
-    instanceVar: g.instanceVar,
-    dropIn: g.dropIn,
+    listenNames,
+    options,
   }
 }

@@ -1,7 +1,8 @@
 //! Plain configuration data for a fleet: what the binding hands to the core.
 //!
-//! Validation of user input (field names, ranges) happens at the edge (TypeScript options
-//! and the binding's `TryFrom` conversions); these types hold already-checked values.
+//! Validation of user input (field names, ranges) happens once, at the edge
+//! (`baton_contract::options::validate_group`, called by the binding's `TryFrom`
+//! conversions); these types hold already-checked values.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use crate::addr::ListenAddr;
 use crate::identity::Credentials;
 
-pub use baton_contract::options::Order;
+pub use baton_contract::options::{GroupOptions, Order};
 
 /// How connections are spread across the workers of a group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,14 +185,17 @@ pub struct GroupConfig {
     /// Drop-in mode (`dropIn`): the master answers its workers' `baton:listen` requests
     /// (`event_loop/drop_in.rs`); without it every such request is refused.
     pub drop_in: bool,
+    /// The group's options as validated, every default filled in (`validate_group`): the
+    /// group's status shows them as its `options`.
+    pub options: GroupOptions,
 }
 
 /// The default of [`GroupConfig::instance_var`], as PM2 names it.
-pub const DEFAULT_INSTANCE_VAR: &str = "NODE_APP_INSTANCE";
+pub const DEFAULT_INSTANCE_VAR: &str = baton_contract::options::DEFAULT_INSTANCE_VAR;
 
 /// The default listen backlog of a group: Node's own default for `server.listen()`
-/// (`DEFAULT_BACKLOG` in src/defaults.ts, which fills in a group's `backlog`).
-pub const DEFAULT_BACKLOG: i32 = 511;
+/// (`DEFAULT_BACKLOG` in crates/baton-contract/src/options.rs).
+pub const DEFAULT_BACKLOG: i32 = baton_contract::options::DEFAULT_BACKLOG as i32;
 
 impl GroupConfig {
     /// `argv[1..]` of a worker: execArgv, the script, the script's args.

@@ -1207,10 +1207,10 @@ impl Fleet {
         }
     }
 
-    /// The group's `parallel`, within `1..=count`.
+    /// The group's `parallel` (validated `>= 1`), at most `count`.
     fn parallel(&self, group: usize) -> usize {
         let rules = &self.groups[group].rules;
-        rules.parallel.clamp(1, rules.count.max(1)) as usize
+        rules.parallel.min(rules.count) as usize
     }
 
     /// Whether `slot` of `group` has a ready worker that was not asked to stop.

@@ -398,6 +398,7 @@ mod tests {
             stderr: Default::default(),
             log_prefix: false,
             instance_var: crate::config::DEFAULT_INSTANCE_VAR.to_string(),
+            options: Default::default(),
             drop_in: true,
         }
     }

@@ -416,6 +416,16 @@ fn compare_group(old: &GroupConfig, new: &GroupConfig) -> (GroupConfig, Vec<Chan
     }
     restart_only!(Setting::Balance, balance);
     restart_only!(Setting::Backlog, backlog);
+    // The status shows the options in force: the re-read ones, but those that need a
+    // restart as they still are.
+    applied.options = crate::config::GroupOptions {
+        count: old.options.count,
+        reloadable: old.options.reloadable,
+        listen: old.options.listen.clone(),
+        balance: old.options.balance,
+        backlog: old.options.backlog,
+        ..new.options.clone()
+    };
     (applied, changes)
 }
 
@@ -475,6 +485,7 @@ mod tests {
             stderr: LogTarget::Inherit,
             log_prefix: false,
             instance_var: crate::config::DEFAULT_INSTANCE_VAR.to_string(),
+            options: Default::default(),
             drop_in: true,
         }
     }

@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use baton_contract::options::{self as contract, BackoffOptions, OptionProblem};
 use baton_core::config::{Backoff, FleetConfig, GroupConfig};
-use napi::Error;
+use napi::{Error, Status};
 use napi_derive::napi;
 
 use crate::group_options::BindingGroupOptions;
@@ -19,12 +20,8 @@ pub struct BindingFleetOptions {
     pub runtime_dir: String,
     /// Groups in definition order.
     pub groups: Vec<BindingGroupOptions>,
-    /// First crash-restart delay in milliseconds.
-    pub backoff_initial_ms: u32,
-    /// Largest crash-restart delay in milliseconds.
-    pub backoff_max_ms: u32,
-    /// Uptime in milliseconds after which the backoff resets.
-    pub backoff_reset_ms: u32,
+    /// Crash-restart backoff (validated by `resolveBackoffOptions` again here).
+    pub backoff: Option<BackoffOptions>,
     /// The host re-reads its configuration before every reload (`baton start` from a
     /// config file): control-socket reloads wait for `reloadTicket` / `failReload`.
     pub host_prepares_reloads: Option<bool>,
@@ -40,6 +37,47 @@ pub struct BindingFleetOptions {
     pub handover: Option<String>,
 }
 
+/// The result of `resolveBackoffOptions`: the backoff with every default filled in, or the
+/// problem.
+#[napi(object)]
+pub struct BackoffCheck {
+    /// The validated backoff.
+    pub backoff: Option<BackoffOptions>,
+    /// What is wrong, naming the field (`backoff.initial`).
+    pub problem: Option<OptionProblem>,
+}
+
+/// Validate the `backoff` option (its JSON; `undefined` for none) and fill in the defaults.
+#[napi]
+pub fn resolve_backoff_options(backoff_json: Option<String>) -> BackoffCheck {
+    let raw = backoff_json.map(|j| serde_json::from_str::<serde_json::Value>(&j));
+    let result = match raw {
+        Some(Err(e)) => Err(OptionProblem {
+            field: "backoff".into(),
+            message: e.to_string(),
+        }),
+        Some(Ok(v)) => contract::validate_backoff(Some(&v)),
+        None => contract::validate_backoff(None),
+    };
+    match result {
+        Ok(b) => BackoffCheck {
+            backoff: Some(b),
+            problem: None,
+        },
+        Err(p) => BackoffCheck {
+            backoff: None,
+            problem: Some(p),
+        },
+    }
+}
+
+/// Whether `value` is usable as a master or group name (1-64 characters of A-Z a-z 0-9
+/// . _ -, not starting with '.').
+#[napi]
+pub fn is_valid_name(value: String) -> bool {
+    contract::is_valid_name(&value)
+}
+
 impl TryFrom<BindingFleetOptions> for FleetConfig {
     type Error = Error;
 
@@ -49,14 +87,24 @@ impl TryFrom<BindingFleetOptions> for FleetConfig {
             .into_iter()
             .map(GroupConfig::try_from)
             .collect::<Result<Vec<_>, _>>()?;
+        let raw = o.backoff.map(|b| {
+            let mut v = serde_json::to_value(b).unwrap_or_default();
+            if let Some(fields) = v.as_object_mut() {
+                fields.retain(|_, v| !v.is_null());
+            }
+            v
+        });
+        let b = contract::validate_backoff(raw.as_ref())
+            .map_err(|p| Error::new(Status::InvalidArg, p.to_string()))?;
+        let ms = |v: Option<u32>| Duration::from_millis(u64::from(v.unwrap_or(0)));
         Ok(FleetConfig {
             name: o.name,
             runtime_dir: PathBuf::from(o.runtime_dir),
             groups,
             backoff: Backoff {
-                initial: Duration::from_millis(u64::from(o.backoff_initial_ms)),
-                max: Duration::from_millis(u64::from(o.backoff_max_ms)),
-                reset_after: Duration::from_millis(u64::from(o.backoff_reset_ms)),
+                initial: ms(b.initial),
+                max: ms(b.max),
+                reset_after: ms(b.reset_after),
             },
             host_prepares_reloads: o.host_prepares_reloads.unwrap_or(false),
             master_log: o.log_file.map(PathBuf::from),

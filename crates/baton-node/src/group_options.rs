@@ -1,74 +1,102 @@
-//! `BindingGroupOptions`: one group as JavaScript passes it (already validated by the
-//! TypeScript layer), converted into `baton_core::config::GroupConfig`.
+//! One group as JavaScript passes it: the options users write ([`GroupOptions`], declared
+//! once in crates/baton-contract/src/options.rs) plus what only the host knows (the
+//! program, the full environment, the listen names), converted into
+//! `baton_core::config::GroupConfig`. The options are validated here, once, by
+//! [`resolve`]: `resolveGroupOptions` runs it when a group is added (so errors come before
+//! anything starts) and the conversion runs it again on what it returned.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use baton_core::config::{Balance, GroupConfig, GroupRules, LogTarget, Order, Readiness};
+use baton_contract::options::{self as contract, GroupOptions, OptionProblem};
+use baton_core::addr::ListenAddr;
+use baton_core::config::{Balance, GroupConfig, GroupRules, LogTarget, Readiness};
 use baton_core::identity::{self, Who};
 use napi::{Error, Status};
 use napi_derive::napi;
+use serde_json::Value;
 
-/// One group of workers.
+/// One group of workers, ready to launch.
 #[napi(object, object_to_js = false)]
 pub struct BindingGroupOptions {
     /// Group name.
     pub name: String,
     /// Program to execute (the master's `process.execPath`).
     pub program: String,
-    /// Node options before the script.
+    /// Node options before the script: the drop-in preload's `--import` (when `dropIn`),
+    /// then the options' `execArgv`.
     pub exec_argv: Vec<String>,
-    /// The worker script (absolute).
-    pub script: String,
-    /// Arguments after the script.
-    pub args: Vec<String>,
     /// Full environment of the workers as `[key, value]` pairs.
     pub env: Vec<Vec<String>>,
-    /// Working directory.
-    pub cwd: Option<String>,
-    /// Number of worker slots.
-    pub count: u32,
-    /// Listen addresses.
-    pub listen: Vec<String>,
     /// One name per listen address (`LISTEN_FDNAMES`).
     pub listen_names: Vec<String>,
-    /// Whether a reload replaces this group's workers.
-    pub reloadable: bool,
-    /// The order in which a reload replaces the workers of one slot.
-    pub order: Order,
-    /// Workers a reload replaces at once (>= 1).
-    pub parallel: u32,
-    /// Milliseconds a new worker has to become ready.
-    pub ready_timeout_ms: u32,
-    /// Milliseconds a stopping worker has before SIGKILL.
-    pub stop_timeout_ms: u32,
-    /// Listen backlog.
-    pub backlog: i32,
-    /// Run workers as this user: a numeric uid or a user name.
-    pub uid: Option<String>,
-    /// Run workers as this group: a numeric gid or a group name.
-    pub gid: Option<String>,
-    /// `shared` (one socket per address) or `reuseport` (one per address and slot, Linux).
-    pub balance: String,
-    /// Workers' stdout: `inherit` (default), `ignore` or an absolute file path.
-    pub stdout: Option<String>,
-    /// Workers' stderr: `inherit` (default), `ignore` or an absolute file path.
-    pub stderr: Option<String>,
-    /// Prefix every output line with `group#id `.
-    pub log_prefix: Option<bool>,
-    /// How a worker becomes ready: `listen` (default), `message` or `uptime`.
-    pub readiness: Option<String>,
-    /// `uptime` readiness: milliseconds a worker must stay up (default 1000).
-    pub min_uptime_ms: Option<u32>,
-    /// The variable holding the worker id (default `NODE_APP_INSTANCE`).
-    pub instance_var: Option<String>,
-    /// Drop-in mode: answer the workers' `baton:listen` requests (default true; the
-    /// preload is loaded by the TypeScript layer through `execArgv`).
-    pub drop_in: Option<bool>,
+    /// The options as `resolveGroupOptions` returned them (paths absolute).
+    pub options: GroupOptions,
 }
 
-fn log_target(field: &str, group: &str, value: Option<String>) -> Result<LogTarget, Error> {
-    match value.as_deref() {
+/// The result of `resolveGroupOptions`: the options with every default filled in, or the
+/// first problem.
+#[napi(object)]
+pub struct GroupCheck {
+    /// The validated options (listen addresses in canonical form).
+    pub options: Option<GroupOptions>,
+    /// What is wrong, naming the field.
+    pub problem: Option<OptionProblem>,
+}
+
+/// Validate a group's options and fill in every default: the one check of every group
+/// option (crates/baton-contract/src/options.rs), plus the listen addresses parsed into
+/// their canonical form. `optionsJson` is the group's options as JSON, after the
+/// TypeScript layer resolved relative paths and the `listen` shorthands.
+#[napi]
+pub fn resolve_group_options(name: String, options_json: String) -> GroupCheck {
+    let result = serde_json::from_str::<Value>(&options_json)
+        .map_err(|e| OptionProblem {
+            field: format!("groups.{name}"),
+            message: e.to_string(),
+        })
+        .and_then(|raw| resolve(&name, &raw));
+    match result {
+        Ok((options, _)) => GroupCheck {
+            options: Some(options),
+            problem: None,
+        },
+        Err(problem) => GroupCheck {
+            options: None,
+            problem: Some(problem),
+        },
+    }
+}
+
+/// [`contract::validate_group`], then every listen address parsed (errors name
+/// `groups.<name>.listen[i]`) and written back in canonical form.
+pub fn resolve(name: &str, raw: &Value) -> Result<(GroupOptions, Vec<ListenAddr>), OptionProblem> {
+    let mut options = contract::validate_group(name, raw)?;
+    let listen = options
+        .listen
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, a)| {
+            baton_core::addr::parse(a).map_err(|e| OptionProblem {
+                field: format!("groups.{name}.listen[{i}]"),
+                message: e.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    options.listen = Some(listen.iter().map(ListenAddr::to_string).collect());
+    Ok((options, listen))
+}
+
+fn invalid(field: &str, group: &str, reason: impl std::fmt::Display) -> Error {
+    Error::new(
+        Status::InvalidArg,
+        format!("groups.{group}.{field}: {reason}"),
+    )
+}
+
+fn log_target(field: &str, group: &str, value: Option<&str>) -> Result<LogTarget, Error> {
+    match value {
         None | Some("inherit") => Ok(LogTarget::Inherit),
         Some("ignore") => Ok(LogTarget::Ignore),
         Some(path) if path.starts_with('/') => Ok(LogTarget::File(PathBuf::from(path))),
@@ -80,49 +108,37 @@ fn log_target(field: &str, group: &str, value: Option<String>) -> Result<LogTarg
     }
 }
 
-fn invalid(field: &str, group: &str, reason: impl std::fmt::Display) -> Error {
-    Error::new(
-        Status::InvalidArg,
-        format!("groups[\"{group}\"].{field}: {reason}"),
-    )
+fn millis(ms: Option<u32>) -> Duration {
+    Duration::from_millis(u64::from(ms.unwrap_or(0)))
 }
 
 impl TryFrom<BindingGroupOptions> for GroupConfig {
     type Error = Error;
 
-    fn try_from(o: BindingGroupOptions) -> Result<Self, Error> {
-        let balance = match o.balance.as_str() {
-            "shared" => Balance::Shared,
-            "reuseport" => Balance::ReusePort,
-            "sticky" => Balance::Sticky,
-            other => {
-                return Err(invalid(
-                    "balance",
-                    &o.name,
-                    format!("\"{other}\" is not shared, reuseport or sticky"),
-                ))
-            }
-        };
-        let listen = o
-            .listen
-            .iter()
-            .map(|a| baton_core::addr::parse(a).map_err(|e| invalid("listen", &o.name, e)))
-            .collect::<Result<Vec<_>, _>>()?;
-        if o.listen_names.len() != listen.len() {
+    fn try_from(g: BindingGroupOptions) -> Result<Self, Error> {
+        let mut raw = serde_json::to_value(&g.options)
+            .map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
+        // Unset fields serialize as null; to the check, unset is absent.
+        if let Some(fields) = raw.as_object_mut() {
+            fields.retain(|_, v| !v.is_null());
+        }
+        let (o, listen) =
+            resolve(&g.name, &raw).map_err(|p| Error::new(Status::InvalidArg, p.to_string()))?;
+        if g.listen_names.len() != listen.len() {
             return Err(invalid(
                 "listen",
-                &o.name,
+                &g.name,
                 "one name is needed per listen address",
             ));
         }
-        let env = o
+        let env = g
             .env
             .into_iter()
             .map(|pair| match <[String; 2]>::try_from(pair) {
                 Ok([k, v]) => Ok((k, v)),
                 Err(_) => Err(invalid(
                     "env",
-                    &o.name,
+                    &g.name,
                     "each entry must be a [key, value] pair",
                 )),
             })
@@ -136,68 +152,58 @@ impl TryFrom<BindingGroupOptions> for GroupConfig {
                 identity::Field::Uid => "uid",
                 identity::Field::Gid => "gid",
             };
-            invalid(field, &o.name, e.message)
+            invalid(field, &g.name, e.message)
         })?;
-        let readiness = match o.readiness.as_deref() {
-            None | Some("listen") => Readiness::Listen,
-            Some("message") => Readiness::Message,
-            Some("uptime") => Readiness::Uptime(Duration::from_millis(u64::from(
-                o.min_uptime_ms.unwrap_or(1000),
-            ))),
-            Some(other) => {
-                return Err(invalid(
-                    "readiness",
-                    &o.name,
-                    format!("\"{other}\" is not listen, message or uptime"),
-                ))
-            }
+        let readiness = match o.readiness.unwrap_or_default() {
+            contract::Readiness::Listen => Readiness::Listen,
+            contract::Readiness::Message => Readiness::Message,
+            contract::Readiness::Uptime => Readiness::Uptime(millis(o.min_uptime)),
         };
-        let instance_var = match o.instance_var {
-            None => baton_core::config::DEFAULT_INSTANCE_VAR.to_string(),
-            Some(v)
-                if !v.is_empty()
-                    && !v.starts_with("BATON_")
-                    && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
-            {
-                v
-            }
-            Some(v) => {
-                return Err(invalid(
-                    "instanceVar",
-                    &o.name,
-                    format!("\"{v}\" is not a variable name (A-Z a-z 0-9 _, not BATON_*)"),
-                ))
-            }
+        let balance = match o.balance {
+            Some(contract::Balance::Shared) => Balance::Shared,
+            Some(contract::Balance::Reuseport) => Balance::ReusePort,
+            Some(contract::Balance::Sticky) => Balance::Sticky,
+            None => Balance::Shared,
         };
-        let stdout = log_target("stdout", &o.name, o.stdout)?;
-        let stderr = log_target("stderr", &o.name, o.stderr)?;
+        let stdout = log_target("stdout", &g.name, o.stdout.as_deref())?;
+        let stderr = log_target("stderr", &g.name, o.stderr.as_deref())?;
+        let script = o
+            .script
+            .clone()
+            .ok_or_else(|| invalid("script", &g.name, "expected the path of the worker script"))?;
         Ok(GroupConfig {
             rules: GroupRules {
-                name: o.name,
-                count: o.count,
-                reloadable: o.reloadable,
-                order: o.order,
-                parallel: o.parallel.max(1),
-                ready_timeout: Duration::from_millis(u64::from(o.ready_timeout_ms)),
-                stop_timeout: Duration::from_millis(u64::from(o.stop_timeout_ms)),
+                name: g.name,
+                count: o.count.unwrap_or(1),
+                reloadable: o.reloadable.unwrap_or(true),
+                order: o.order.unwrap_or_default(),
+                parallel: o.parallel.unwrap_or(1),
+                ready_timeout: millis(o.ready_timeout),
+                stop_timeout: millis(o.stop_timeout),
                 readiness,
             },
-            program: PathBuf::from(o.program),
-            exec_argv: o.exec_argv,
-            script: PathBuf::from(o.script),
-            args: o.args,
+            program: PathBuf::from(g.program),
+            exec_argv: g.exec_argv,
+            script: PathBuf::from(script),
+            args: o.args.clone().unwrap_or_default(),
             env,
-            cwd: o.cwd.map(PathBuf::from),
+            cwd: o.cwd.as_ref().map(PathBuf::from),
             listen,
-            listen_names: o.listen_names,
-            backlog: o.backlog,
+            listen_names: g.listen_names,
+            backlog: o
+                .backlog
+                .map_or(baton_core::config::DEFAULT_BACKLOG, |b| b as i32),
             credentials,
             balance,
             stdout,
             stderr,
             log_prefix: o.log_prefix.unwrap_or(false),
-            instance_var,
+            instance_var: o
+                .instance_var
+                .clone()
+                .unwrap_or_else(|| contract::DEFAULT_INSTANCE_VAR.to_string()),
             drop_in: o.drop_in.unwrap_or(true),
+            options: o,
         })
     }
 }

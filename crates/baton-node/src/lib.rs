@@ -1,10 +1,13 @@
 //! napi-rs binding for baton. It converts, nothing else: JavaScript options into
-//! `baton_core` configuration (`TryFrom`, errors naming the field), and the core's JSON
+//! `baton_core` configuration (validated once by crates/baton-contract, errors naming the
+//! field), and the core's JSON
 //! events and status back to JavaScript. All behaviour lives in `baton-core`.
 //!
 //! One binding type per file:
-//! - [`group_options`]: `BindingGroupOptions` → `baton_core::config::GroupConfig`
-//! - [`fleet_options`]: `BindingFleetOptions` → `baton_core::config::FleetConfig`
+//! - [`group_options`]: `resolveGroupOptions`, the check of a group's options, and
+//!   `BindingGroupOptions` → `baton_core::config::GroupConfig`
+//! - [`fleet_options`]: `resolveBackoffOptions`, `isValidName`, and
+//!   `BindingFleetOptions` → `baton_core::config::FleetConfig`
 //! - [`supervisor`]: `NativeSupervisor`, a running fleet
 //! - [`listen_address`]: `normalizeListenAddress`, the address parser for option validation
 //! - [`runtime_dir`]: `resolveRuntimeDir`, where control sockets live, and `probeMaster`,

@@ -296,6 +296,7 @@ mod tests {
             stderr: LogTarget::Inherit,
             log_prefix: false,
             instance_var: crate::config::DEFAULT_INSTANCE_VAR.to_string(),
+            options: Default::default(),
             drop_in: true,
         }
     }

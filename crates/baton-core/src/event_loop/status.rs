@@ -90,6 +90,7 @@ impl LoopState {
                     "readiness": g.rules.readiness.as_str(),
                     "minUptimeMs": g.rules.readiness.min_uptime().map(|d| d.as_millis() as u64),
                     "instanceVar": g.instance_var,
+                    "options": options_json(&g.options, g.rules.count),
                     "logs": {
                         "stdout": target_json(&g.stdout),
                         "stderr": target_json(&g.stderr),
@@ -135,4 +136,16 @@ impl LoopState {
         });
         status
     }
+}
+
+/// A group's `options` in its status: as validated (every default filled in), with the
+/// live `count` (`baton scale` changes it) and the `env` values hidden (`<hidden>`: the
+/// status reaches more readers than the config does).
+fn options_json(options: &crate::config::GroupOptions, count: u32) -> Value {
+    let mut shown = options.clone();
+    shown.count = Some(count);
+    if let Some(env) = shown.env.as_mut() {
+        env.values_mut().for_each(|v| *v = "<hidden>".to_string());
+    }
+    serde_json::to_value(shown).unwrap_or(Value::Null)
 }

@@ -1,0 +1,48 @@
+/**
+ * Which group option each `baton start` flag sets, and why the others have none. Every
+ * option of the generated `GroupOptions` (crates/baton-contract/src/options.rs) is in
+ * exactly one of the two tables: __test__/option-contract.spec.ts checks it, and that each
+ * flag is in `baton --help` and reaches the group's options in the status.
+ */
+import type { GroupOptions } from '../master/options.js'
+
+/** A `baton start` flag that sets a group option. */
+export interface GroupFlag {
+  /** The flag, as typed. */
+  flag: string
+  /** `value`: the flag takes a value; `true`/`false`: a flag without value sets the option to it. */
+  takes: 'value' | 'integer' | 'list' | true | false
+}
+
+/** The group options `baton start` takes as flags (a config file's groups take them all). */
+export const GROUP_FLAGS = {
+  count: { flag: '--count', takes: 'integer' },
+  listen: { flag: '--listen', takes: 'list' },
+  dropIn: { flag: '--no-drop-in', takes: false },
+  readiness: { flag: '--readiness', takes: 'value' },
+  minUptime: { flag: '--min-uptime', takes: 'integer' },
+  waitReady: { flag: '--wait-ready', takes: true },
+  instanceVar: { flag: '--instance-var', takes: 'value' },
+  readyTimeout: { flag: '--ready-timeout', takes: 'integer' },
+  stopTimeout: { flag: '--stop-timeout', takes: 'integer' },
+  order: { flag: '--order', takes: 'value' },
+  parallel: { flag: '--parallel', takes: 'integer' },
+  backlog: { flag: '--backlog', takes: 'integer' },
+  balance: { flag: '--balance', takes: 'value' },
+  uid: { flag: '--uid', takes: 'value' },
+  gid: { flag: '--gid', takes: 'value' },
+  stdout: { flag: '--stdout', takes: 'value' },
+  stderr: { flag: '--stderr', takes: 'value' },
+  logPrefix: { flag: '--log-prefix', takes: true },
+} as const satisfies Partial<Record<keyof GroupOptions, GroupFlag>>
+
+/** The group options that are no `baton start` flag, each with the reason. */
+export const NOT_CLI_OPTIONS = {
+  script: 'the positional <script> of baton start',
+  args: 'the script arguments after --',
+  env: "the workers inherit baton's own environment; --env NAME picks a PM2 ecosystem file's env_NAME",
+  execArgv: 'node options go in NODE_OPTIONS or a config file',
+  cwd: 'the current directory of baton start (relative paths resolve against it)',
+  reloadable:
+    'a fleet started from flags is one group, and reloading it is what baton reload is for; a config file mixes groups',
+} as const satisfies Partial<Record<keyof GroupOptions, string>>
