@@ -171,7 +171,7 @@ export interface Status {
 
 /** Counters kept by the master since it started ({@link Status.counters}); a new master (`baton upgrade`) starts them again at 0. */
 export interface StatusCounters {
-  /** Per group: workers that exited on their own or failed to become ready (each one is restarted). */
+  /** Per group: workers that exited without being asked to (a crash, or not ready in time); their slot is refilled unless the fleet is stopping. */
   restarts: Record<string, number>
   /** Reloads by how they ended; `failed` also counts a reload refused before it started (config error). */
   reloads: { done: number; failed: number; cancelled: number }

@@ -107,7 +107,7 @@ export function formatMetrics(status: Status, master: MasterProcess): string {
     out.family(
       'baton_worker_restarts_total',
       'counter',
-      'Workers that exited on their own or failed to become ready, by group (each is restarted).',
+      'Workers that exited without being asked to (a crash, or not ready in time), by group; the slot is refilled.',
     )
     for (const [group, n] of Object.entries(counters.restarts)) out.sample('baton_worker_restarts_total', { group }, n)
 

@@ -56,8 +56,9 @@ impl Counters {
         }
     }
 
-    /// A worker of `group` exited on its own or failed to become ready (its slot is
-    /// refilled: the status's per-worker `restarts` grows by one too).
+    /// A worker of `group` exited without being asked to (a crash, or not ready in time).
+    /// Counted in every phase, so it can exceed the sum of the status's per-worker
+    /// `restarts` (which a crash during a reload or a stop does not raise).
     pub fn restart(&mut self, group: &str) {
         *self.restarts.entry(group.to_string()).or_default() += 1;
     }
