@@ -2,11 +2,12 @@
 // Installs one pinned tool for .ci/run (the pins are in scripts/lib/tools.mjs) and prints
 // what .ci/run needs:
 //   node scripts/ci-tools.mjs debian-rust   Debian's Rust 1.96 + std source + clippy (apt-get)
+//   node scripts/ci-tools.mjs promtool      Debian's prometheus package (apt-get), for promtool
 //   node scripts/ci-tools.mjs node24        prints a directory whose `node` is Node 24 (PyPI wheel)
 //   node scripts/ci-tools.mjs actionlint    prints the path of actionlint (go install)
 import { existsSync, mkdirSync, rmSync, symlinkSync } from 'node:fs'
 import { join } from 'node:path'
-import { PINS, TOOLS, ensureDebianRust, hostNode24, out, sh } from './lib/tools.mjs'
+import { PINS, TOOLS, ensureDebianRust, ensurePromtool, hostNode24, out, sh } from './lib/tools.mjs'
 
 const ACTIONLINT = 'v1.7.12'
 
@@ -15,6 +16,10 @@ try {
     case 'debian-rust':
       ensureDebianRust()
       console.log(out('/usr/bin/rustc', ['--version']))
+      break
+    case 'promtool':
+      ensurePromtool()
+      console.log(out('promtool', ['--version'])?.split('\n')[0] ?? 'promtool: not found after installing prometheus')
       break
     case 'node24': {
       const node = hostNode24()
@@ -49,7 +54,7 @@ try {
       break
     }
     default:
-      console.error('usage: node scripts/ci-tools.mjs debian-rust | node24 | actionlint')
+      console.error('usage: node scripts/ci-tools.mjs debian-rust | promtool | node24 | actionlint')
       process.exit(2)
   }
 } catch (e) {

@@ -15,6 +15,10 @@ function memory(bytes: number | null): string {
   return `${(bytes / 1024 / 1024).toFixed(1)} MiB`
 }
 
+function cpu(percent: number | null | undefined): string {
+  return percent === null || percent === undefined ? '-' : `${percent.toFixed(1)}%`
+}
+
 function listenText(g: GroupStatus): string {
   const sockets = g.sockets ?? []
   return g.listen
@@ -57,6 +61,7 @@ export function formatOutputLine(line: OutputLine): string {
 export function formatStatus(status: Status, now = Date.now()): string {
   const header = [
     `baton "${status.name}"  master pid ${status.pid}  generation ${status.generation}` +
+      `  cpu ${cpu(status.cpu)}  memory ${memory(status.rssBytes ?? null)}` +
       (status.reloading ? '  RELOADING' : '') +
       (status.stopping ? '  STOPPING' : ''),
   ]
@@ -74,7 +79,7 @@ export function formatStatus(status: Status, now = Date.now()): string {
         (g.logs && g.logs.stderr !== 'inherit' ? `  stderr: ${g.logs.stderr}` : ''),
     )
   }
-  const rows = [['GROUP', 'ID', 'PID', 'GEN', 'STATE', 'UPTIME', 'RESTARTS', 'MEMORY', 'NOTE']]
+  const rows = [['GROUP', 'ID', 'PID', 'GEN', 'STATE', 'UPTIME', 'RESTARTS', 'CPU', 'MEMORY', 'NOTE']]
   for (const w of status.workers) {
     let note = ''
     if (w.pid === null && w.restartInMs !== null) {
@@ -90,6 +95,7 @@ export function formatStatus(status: Status, now = Date.now()): string {
       w.state,
       uptime(w.startedAt, now),
       String(w.restarts),
+      cpu(w.cpu),
       memory(w.rssBytes),
       note,
     ])

@@ -22,6 +22,14 @@ export interface WorkerStatus {
   restarts: number
   /** Resident memory in bytes, when known. */
   rssBytes: number | null
+  /**
+   * CPU use over the last sample interval (about a second), in percent of one core as
+   * `pm2 status` and `top` count it (a worker busy on two cores shows 200); null until the
+   * worker was sampled twice, and where the OS is not supported.
+   */
+  cpu: number | null
+  /** CPU time (user + system) the worker has used since it started, in seconds; null when unknown. */
+  cpuSeconds: number | null
   /** When the worker was started (ISO-8601), null for an empty slot. */
   startedAt: string | null
   /** How the slot's previous worker ended, e.g. "exited with code 1", when it crashed. */
@@ -149,6 +157,26 @@ export interface Status {
   workers: WorkerStatus[]
   /** The last finished reload, if any. */
   lastReload: ReloadReport | null
+  /** The master's CPU use over the last sample interval, in percent of one core (see {@link WorkerStatus.cpu}). */
+  cpu: number | null
+  /** CPU time the master has used since it started, in seconds. */
+  cpuSeconds: number | null
+  /** The master's resident memory in bytes, when known. */
+  rssBytes: number | null
+  /** File descriptors the master has open, when known. */
+  openFds: number | null
+  /** What the master counted since it started (`GET /metrics` on the health endpoint serves them). */
+  counters: StatusCounters
+}
+
+/** Counters kept by the master since it started ({@link Status.counters}); a new master (`baton upgrade`) starts them again at 0. */
+export interface StatusCounters {
+  /** Per group: workers that exited without being asked to (a crash, or not ready in time); their slot is refilled unless the fleet is stopping. */
+  restarts: Record<string, number>
+  /** Reloads by how they ended; `failed` also counts a reload refused before it started (config error). */
+  reloads: { done: number; failed: number; cancelled: number }
+  /** Histogram of reload durations: cumulative bucket counts by upper bound `le` (seconds), their count and sum. */
+  reloadSeconds: { buckets: Array<{ le: number; count: number }>; count: number; sum: number }
 }
 
 /** One slot replaced by a reload. */

@@ -2,6 +2,7 @@
  * What /proc says about a process (Linux): its children, open fds, memory, and zombies.
  * Used by the fault, fuzz and soak tests to check that the master keeps no leftovers.
  */
+import { execFileSync } from 'node:child_process'
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs'
 
 /** One line of /proc/<pid>/stat, the fields the tests need. */
@@ -120,4 +121,24 @@ export function processesWithEnv(name: string, value: string): number[] {
     if (state !== undefined && state !== 'Z' && environ.split('\0').includes(wanted)) out.push(Number(entry))
   }
   return out.sort((a, b) => a - b)
+}
+
+/** CPU time (utime + stime, fields 14 and 15 of /proc/<pid>/stat) in seconds; null when the process is gone. */
+export function cpuSeconds(pid: number): number | null {
+  let text: string
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  } catch {
+    return null
+  }
+  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ')
+  // rest[0] is field 3 (state): utime and stime are rest[11] and rest[12], in clock ticks.
+  return (Number(rest[11]) + Number(rest[12])) / clockTicks()
+}
+
+let hz: number | undefined
+/** Clock ticks per second (`getconf CLK_TCK`). */
+function clockTicks(): number {
+  hz ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100
+  return hz
 }

@@ -13,6 +13,8 @@ export const TOOLS = join(ROOT, '.tools')
 export const PINS = {
   /** rustc-web, cargo-web, rust-web-src, rust-web-clippy (bookworm-security). */
   RUST_DEB: '1.96.0+dfsg1-1~deb12u2',
+  /** prometheus (bookworm): its `promtool check metrics` checks `/metrics` in the tests. */
+  PROMETHEUS_DEB: '2.42.0+ds-5+deb12u1',
   /** PyPI ziglang: the linker for every cross target. */
   ZIG: '0.17.1',
   /** PyPI cargo-zigbuild. */
@@ -81,7 +83,7 @@ export function aptInstall(pkgs) {
         .filter(Boolean)
       throw new Error(
         `the package mirror no longer serves ${name} ${version} (it serves: ${versions.join(', ') || 'nothing'}). ` +
-          `Debian security updates replace it: set PINS.RUST_DEB in scripts/lib/tools.mjs to the new version and retry.`,
+          `Debian security updates replace it: set its pin in PINS (scripts/lib/tools.mjs) to the new version and retry.`,
       )
     }
   }
@@ -94,6 +96,11 @@ export function aptInstall(pkgs) {
 /** Debian's Rust 1.96 with its std source (for -Zbuild-std) and clippy. */
 export function ensureDebianRust() {
   aptInstall(['rustc-web', 'cargo-web', 'rust-web-src', 'rust-web-clippy'].map((n) => [n, PINS.RUST_DEB]))
+}
+
+/** Debian's prometheus package, for its `promtool` (__test__/metrics.spec.ts runs `promtool check metrics`). */
+export function ensurePromtool() {
+  aptInstall([['prometheus', PINS.PROMETHEUS_DEB]])
 }
 
 /**

@@ -2,8 +2,8 @@
  * The health endpoint (`baton start --health ADDR`, the `health` supervisor option): a tiny
  * HTTP server in the master, for container orchestrators' readiness and liveness probes.
  *
- * Every `GET` (any path: `/`, `/ready`, `/healthz` all answer the same) and `HEAD` gets
- * `200` while the fleet is ready, `503` while it is not. Ready means: every worker has been
+ * Every `GET` (any path but `/metrics`: `/`, `/ready`, `/healthz` all answer the same) and
+ * `HEAD` gets `200` while the fleet is ready, `503` while it is not. Ready means: every worker has been
  * ready once (`fleet:ready`), the fleet is not stopping, and every group has at least one
  * worker in state `ready` (computed in the core, `public_json::readiness`). A start-first
  * reload therefore stays ready throughout; a stop-first reload of a group with one worker is
@@ -13,6 +13,12 @@
  * `{"ready": bool, "groups": {"<name>": {"ready": n, "count": n}}}` (ready workers and slots
  * per group; no path, pid or worker output). The full status JSON (`baton status --json`,
  * with `notReadyReason`) is served only with `--health-detail` (`healthDetail: true`).
+ *
+ * `GET /metrics` answers the fleet's metrics in the Prometheus text format
+ * (src/master/metrics.ts): `200` whenever there is a status (readiness is the
+ * `baton_ready` gauge), `503` with a one-line reason when there is none or it is stale.
+ * They are numbers only (label values: group names, worker ids, states, outcomes), so
+ * they are served whether or not `--health-detail` is on.
  *
  * A status older than {@link HEALTH_STALE_MS} (the supervisor loop in the core stopped
  * turning; it turns at least once a second) is answered with 503, not with what it last
@@ -27,6 +33,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import type { Status } from '../types.js'
+import { METRICS_CONTENT_TYPE, formatMetrics } from './metrics.js'
 
 /** A status older than this (ms) is not served: the endpoint answers 503 (the loop is stuck). */
 export const HEALTH_STALE_MS = 5000
@@ -136,13 +143,45 @@ function answer(req: IncomingMessage, res: ServerResponse, source: StatusSource,
     status = { ready: false, notReadyReason: `no status: ${(e as Error).message}` }
   }
   const age = options.ageMs?.() ?? 0
-  if (age > HEALTH_STALE_MS) {
+  const stale = age > HEALTH_STALE_MS
+  if (stale) {
     const notReadyReason = `the supervisor loop has not updated the status for ${Math.round(age)} ms (more than ${HEALTH_STALE_MS} ms): it is stuck`
     status = { ...status, ready: false, notReadyReason } as Status | NotRunning
+  }
+  if (pathOf(req.url) === '/metrics') {
+    metrics(req, res, status, stale)
+    return
   }
   const body = `${JSON.stringify(options.detail ? status : minimalBody(status))}\n`
   res.writeHead(status.ready ? 200 : 503, {
     'content-type': 'application/json',
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+  })
+  res.end(req.method === 'HEAD' ? undefined : body)
+}
+
+/** The path of a request target, without its query string. */
+function pathOf(url: string | undefined): string {
+  const target = url ?? '/'
+  const q = target.indexOf('?')
+  return q < 0 ? target : target.slice(0, q)
+}
+
+/** When the master started (seconds since the epoch), for `process_start_time_seconds`. */
+const MASTER_START_SECONDS = Math.round(Date.now() / 1000 - process.uptime())
+
+/** `GET /metrics`: the metrics text, or 503 with why there is none (no status, a stuck loop). */
+function metrics(req: IncomingMessage, res: ServerResponse, status: Status | NotRunning, stale: boolean): void {
+  if (!('workers' in status) || stale) {
+    const body = `no metrics: ${status.notReadyReason ?? 'no status'}\n`
+    res.writeHead(503, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' })
+    res.end(req.method === 'HEAD' ? undefined : body)
+    return
+  }
+  const body = formatMetrics(status, { startTimeSeconds: MASTER_START_SECONDS })
+  res.writeHead(200, {
+    'content-type': METRICS_CONTENT_TYPE,
     'content-length': Buffer.byteLength(body),
     'cache-control': 'no-store',
   })

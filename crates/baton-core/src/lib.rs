@@ -38,6 +38,7 @@ pub mod listen;
 pub mod log_relay;
 pub mod log_ring;
 pub mod log_sink;
+pub mod metrics;
 pub mod outbox;
 pub mod peer;
 pub mod pidfd;

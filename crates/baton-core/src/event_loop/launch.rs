@@ -137,7 +137,8 @@ pub fn launch(mut config: FleetConfig, sink: EventSink) -> Result<Handle, Launch
 
     let rules = config.groups.iter().map(|g| g.rules.clone()).collect();
     let fleet = Fleet::new(rules, config.backoff);
-    let group_names = config.groups.iter().map(|g| g.rules.name.clone()).collect();
+    let group_names: Vec<String> = config.groups.iter().map(|g| g.rules.name.clone()).collect();
+    let counters = crate::metrics::Counters::new(&group_names);
     let rescue = config.groups.iter().map(|_| Rescue::default()).collect();
     let mut state = LoopState {
         fleet,
@@ -186,6 +187,8 @@ pub fn launch(mut config: FleetConfig, sink: EventSink) -> Result<Handle, Launch
         upgrade: None,
         incoming,
         handed_over: false,
+        cpu: crate::proc_info::CpuSampler::new(Instant::now()),
+        counters,
     };
     state.drop_in = drop_in
         .into_iter()

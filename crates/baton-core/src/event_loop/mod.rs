@@ -288,7 +288,8 @@ impl Handle {
 
     /// The current status JSON, without waiting for the loop thread: the loop publishes
     /// it whenever something changed (before each event it emits, so an event handler
-    /// sees the status that event describes), and `rssBytes` is read here, fresh.
+    /// sees the status that event describes), and `rssBytes` (per worker and the master's)
+    /// and the master's `openFds` are read here, fresh.
     pub fn status(&self) -> Result<Value, String> {
         let cached = self.status_cache.lock().ok().and_then(|c| c.clone());
         let Some(mut status) = cached else {
@@ -308,6 +309,7 @@ impl Handle {
                 row["rssBytes"] = json!(rss);
             }
         }
+        status::add_master_resources(&mut status);
         Ok(status)
     }
 
@@ -444,6 +446,10 @@ struct LoopState {
     handed_over: bool,
     /// Shutdown removes the control socket's file (not when another master serves it).
     owns_control_path: bool,
+    /// CPU use of the workers and the master, sampled about once a second (`status.rs`).
+    cpu: crate::proc_info::CpuSampler,
+    /// Restarts and reloads since this master started (`counters` in the status).
+    counters: crate::metrics::Counters,
 }
 
 impl LoopState {
@@ -476,6 +482,7 @@ impl LoopState {
                 self.rebalance_at(),
                 self.drain_deadline(),
                 self.upgrade_deadline(),
+                Some(self.cpu.next_at()),
             ]
             .into_iter()
             .flatten()
@@ -540,6 +547,7 @@ impl LoopState {
             self.rebalance_due();
             self.drain_overdue();
             self.upgrade_due(Instant::now());
+            self.sample_cpu(Instant::now());
             while let Ok(msg) = self.rx.try_recv() {
                 self.on_msg(msg);
             }
@@ -696,6 +704,7 @@ impl LoopState {
         if event == Event::Stopped {
             return; // announced by `shutdown`, once the sockets are released
         }
+        self.count(&event);
         let names = Names {
             groups: &self.group_names,
         };
@@ -776,6 +785,7 @@ impl LoopState {
     /// Also tells systemd, so a `Type=notify-reload` unit's `systemctl reload` ends (with the
     /// reason in its status) instead of waiting for a reload that never starts.
     fn fail_ticket(&mut self, ticket: Ticket, message: &str) {
+        self.counters.reload_refused();
         let text = format!("reload not started: {message}");
         self.log(&text);
         if !self.stopping_notified {

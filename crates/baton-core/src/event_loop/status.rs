@@ -13,6 +13,14 @@ fn target_json(target: &LogTarget) -> Value {
     }
 }
 
+/// The master's own resident memory (`rssBytes`) and open file descriptors (`openFds`),
+/// top-level additive fields of the status, read fresh (like the workers' `rssBytes`).
+pub(super) fn add_master_resources(status: &mut Value) {
+    let master = status["pid"].as_i64().and_then(|p| i32::try_from(p).ok());
+    status["rssBytes"] = json!(master.and_then(crate::proc_info::rss_bytes));
+    status["openFds"] = json!(master.and_then(crate::proc_info::open_fds));
+}
+
 impl LoopState {
     /// Publish the status for [`Handle::status`] (without `rssBytes`, read by the reader).
     pub(super) fn publish_status(&self) {
@@ -128,6 +136,10 @@ impl LoopState {
             let same = last["generation"].as_u64() == Some(u64::from(*generation));
             public_json::add_changes(last, if same { found } else { &[] });
         }
+        self.add_cpu_and_counters(&mut status);
+        if rss {
+            add_master_resources(&mut status);
+        }
         status["reapedOrphans"] = json!(crate::reaper::reaped());
         status["logs"] = json!({
             "droppedBytes": dropped_total,
@@ -135,6 +147,78 @@ impl LoopState {
             "file": self.relay.master_log().map(|p| p.display().to_string()),
         });
         status
+    }
+
+    /// Sample the CPU time of every worker and of the master, when a sample is due (about
+    /// once a second, on the loop's timer: `run` wakes for `cpu.next_at()`).
+    pub(super) fn sample_cpu(&mut self, now: Instant) {
+        if now < self.cpu.next_at() {
+            return;
+        }
+        let mut pids: Vec<i32> = self
+            .fleet
+            .snapshot()
+            .workers
+            .iter()
+            .filter_map(|w| w.pid)
+            .collect();
+        pids.extend(i32::try_from(self.master_pid).ok());
+        if self
+            .cpu
+            .sample_if_due(now, pids, crate::proc_info::cpu_time)
+        {
+            self.status_dirty.set(true);
+        }
+    }
+
+    /// Count what `event` says for the monitoring counters (`counters` in the status).
+    pub(super) fn count(&mut self, event: &Event) {
+        use crate::metrics::Outcome;
+        match event {
+            Event::WorkerExit {
+                group,
+                cause: crate::fleet::ExitCause::Crashed,
+                ..
+            } => {
+                if let Some(name) = self.group_names.get(*group) {
+                    self.counters.restart(name);
+                }
+            }
+            Event::ReloadDone(r) | Event::ReloadFailed(r) => {
+                let outcome = match r.outcome {
+                    ReloadOutcome::Done => Outcome::Done,
+                    ReloadOutcome::Failed => Outcome::Failed,
+                    ReloadOutcome::Cancelled => Outcome::Cancelled,
+                };
+                self.counters.reload(outcome, r.duration);
+            }
+            _ => {}
+        }
+    }
+
+    /// The CPU figures and the counters of the status JSON (additive fields):
+    /// per worker `cpu` (percent of one core over the last sample interval, null until a
+    /// worker was sampled twice) and `cpuSeconds` (CPU time since it started); top level
+    /// `cpu` (the master's), `cpuSeconds` (the master's) and `counters`
+    /// ([`crate::metrics::Counters::json`]). The master's `rssBytes` is read fresh by
+    /// [`Handle::status`].
+    fn add_cpu_and_counters(&self, status: &mut Value) {
+        let round = |p: f64| (p * 10.0).round() / 10.0;
+        let cpu = |pid: Option<i64>| {
+            pid.and_then(|p| i32::try_from(p).ok())
+                .and_then(|p| self.cpu.get(p))
+        };
+        if let Some(rows) = status["workers"].as_array_mut() {
+            for row in rows {
+                let c = cpu(row["pid"].as_i64());
+                row["cpu"] = json!(c.and_then(|c| c.percent).map(round));
+                row["cpuSeconds"] = json!(c.map(|c| c.seconds));
+            }
+        }
+        let master = cpu(Some(i64::from(self.master_pid)));
+        status["cpu"] = json!(master.and_then(|c| c.percent).map(round));
+        status["cpuSeconds"] = json!(master.map(|c| c.seconds));
+        status["counters"] = self.counters.json();
     }
 }
 
