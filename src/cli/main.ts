@@ -15,6 +15,7 @@
  * baton reopen-logs [NAME]
  * baton scale [NAME] [GROUP] N
  * baton upgrade [NAME]
+ * baton monit [NAME]
  * ```
  */
 import { readFileSync } from 'node:fs'
@@ -52,6 +53,7 @@ import { native } from '../native.js'
 import { isEcosystemFile } from '../master/pm2-ecosystem.js'
 import { searchDirs } from '../runtime-dir.js'
 import { startupCommand } from './startup.js'
+import { monitCommand } from './monit.js'
 import { visible } from '../format.js'
 import { ReloadError, socketActivated, Supervisor } from '../master/supervisor.js'
 import { takeWatchFlag, watchPaths } from './watch.js'
@@ -66,6 +68,9 @@ Usage:
                             { name, groups: { web: { script, count, listen, env } } }); the
                             options below override it (in every group); baton reload
                             re-reads the file
+  baton start [--config FILE] --env NAME [options]
+                            env_NAME of each group (beside env, as in PM2) is merged over
+                            its env; refused when no group has env_NAME
   baton start ecosystem.config.js [--env NAME] [options]
                             PM2's format (any *.config.js|cjs|mjs or .json file with an
                             "apps" array): each app is a group (instances, env, env_NAME,
@@ -123,6 +128,11 @@ Usage:
                             takes the sockets and starts its workers; once all are ready
                             the old workers drain. Exit 1 with the cause if it fails (the
                             old master keeps serving)
+  baton monit [NAME]        live view, refreshed every second: each worker's pid, state,
+                            generation, CPU, memory, connections, restarts and uptime, the
+                            progress of a reload or scale, the latest log lines; keys: r
+                            reload, +/- scale the selected group (tab/arrows select), q quit.
+                            Not on a terminal: a plain table every second
   baton startup [NAME] [--socket] [--out DIR]
                             print a systemd unit (Type=notify) that runs the fleet as it was
                             started; --socket adds .socket units so systemd holds the
@@ -210,9 +220,9 @@ async function start(args: string[]): Promise<number> {
   // `baton start ecosystem.config.js`: PM2's file, read like a config file.
   const ecosystem = positionals[0] !== undefined && isEcosystemFile(positionals[0]) ? positionals[0] : undefined
   const script = ecosystem === undefined ? positionals[0] : undefined
-  if (values.env !== undefined && ecosystem === undefined && values.config === undefined) {
+  if (values.env !== undefined && script !== undefined) {
     throw new CommandError(
-      '--env NAME selects env_NAME of a PM2 ecosystem file: baton start ecosystem.config.js --env NAME',
+      `--env NAME selects the env_NAME blocks of a config file (baton.config.*, --config FILE or a PM2 ecosystem file), not of a script: set variables for ${script} in its environment`,
       2,
     )
   }
@@ -420,6 +430,12 @@ export async function main(argv: string[]): Promise<number> {
         const { positionals } = parse(rest, {})
         const { dir, name } = locateMaster(searchDirs(stdio.err), positionals[0])
         return await upgradeCommand(dir, name)
+      }
+      case 'monit': {
+        const { positionals } = parse(rest, {})
+        if (positionals.length > 1) throw new CommandError(`unexpected arguments: ${positionals.slice(1).join(' ')}`, 2)
+        const { dir, name } = locateMaster(searchDirs(stdio.err), positionals[0])
+        return await monitCommand(dir, name)
       }
       case 'reopen-logs': {
         const { positionals } = parse(rest, {})
