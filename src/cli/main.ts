@@ -20,7 +20,7 @@
  */
 import { readFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
-import { basename, extname, resolve } from 'node:path'
+import { basename, extname, isAbsolute, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import {
@@ -56,7 +56,7 @@ import { startupCommand } from './startup.js'
 import { monitCommand } from './monit.js'
 import { visible } from '../format.js'
 import { ReloadError, socketActivated, Supervisor } from '../master/supervisor.js'
-import { takeWatchFlag, watchPaths } from './watch.js'
+import { ownOutputs, SOURCE_EXTENSIONS, takeWatchFlag, WATCH_DEBOUNCE_MS, watchPaths } from './watch.js'
 
 const USAGE = `baton: graceful sequential reloads for Node.js services
 
@@ -107,8 +107,13 @@ Usage:
       --stderr TARGET       the same for the workers' stderr
       --log-prefix          prefix every line the workers write with "group#id "
       --log FILE            the master's own output (and inherited worker output) goes to FILE
-      --watch [PATH...]     dev mode: reload gracefully when files under PATH (default .)
-                            change; node_modules and dot folders are ignored
+      --watch [PATH...]     dev mode: reload gracefully when code under PATH (default .)
+                            changes: files Node loads (.js .mjs .cjs .ts .mts .cts .jsx
+                            .tsx .json; a PATH that is a file counts whatever its name);
+                            node_modules, dot files and the fleet's own outputs (log files,
+                            the master's redirected stdout/stderr, the runtime dir) never
+      --watch-ignore GLOB   with --watch: also ignore what GLOB matches (repeatable; e.g.
+                            'dist/**', '*.generated.ts', tmp)
       --daemon              run in the background; output goes to --log FILE, else to
                             <runtime dir>/<name>.log
   baton reload [NAME]       replace every worker one at a time; exit 1 if the new code fails
@@ -213,7 +218,12 @@ async function start(args: string[]): Promise<number> {
     'log-prefix': { type: 'boolean' },
     log: { type: 'string' },
     daemon: { type: 'boolean' },
+    'watch-ignore': { type: 'string', multiple: true },
   })
+  const watchIgnore = (values['watch-ignore'] as string[] | undefined) ?? []
+  if (watchIgnore.length > 0 && watched === undefined) {
+    throw new CommandError('--watch-ignore GLOB only applies with --watch: add --watch [PATH...]', 2)
+  }
   if (positionals.length > 1) {
     throw new CommandError(`unexpected arguments: ${positionals.slice(1).join(' ')} (script arguments go after --)`, 2)
   }
@@ -330,7 +340,7 @@ async function start(args: string[]): Promise<number> {
     return 0
   }
   await supervisor.start()
-  if (watched !== undefined) watchAndReload(supervisor, name, watched)
+  if (watched !== undefined) watchAndReload(supervisor, name, watched, watchIgnore)
   const groups = supervisor.status().groups.map(({ name, sockets, stopTimeoutMs, readyTimeoutMs, balance }) => ({
     name,
     sockets,
@@ -355,20 +365,39 @@ async function start(args: string[]): Promise<number> {
 }
 
 /** `--watch`: reload on file changes, printing what changed and how the reload ended. */
-function watchAndReload(supervisor: Supervisor, name: string, paths: string[]): void {
-  const watcher = watchPaths(paths, (files) => {
-    const shown = files.length > 5 ? `${files.slice(0, 5).join(', ')} and ${files.length - 5} more` : files.join(', ')
-    stdio.err(`[baton ${name}] changed: ${shown}; reloading`)
-    supervisor.reload().then(
-      (report) => stdio.err(`[baton ${name}] ${visible(report.message)}`),
-      (e: Error) => {
-        stdio.err(`[baton ${name}] the new code failed, the old workers keep serving: ${visible(e.message)}`)
-        const f = e instanceof ReloadError ? e.report.failure : undefined
-        if (f?.stderrTail.trim()) stdio.err(visible(f.stderrTail.trimEnd()))
-      },
-    )
-  })
-  stdio.err(`[baton ${name}] watching ${paths.join(', ')} (node_modules and dot folders ignored)`)
+function watchAndReload(supervisor: Supervisor, name: string, paths: string[], ignore: string[]): void {
+  // The fleet's own outputs never count as a change (else each reload's log lines would
+  // trigger the next): the groups' log files, the master's log file, the runtime dir and
+  // wherever this process's stdout and stderr are redirected.
+  const own = ownOutputs()
+  const outputs = (): string[] => {
+    const status = supervisor.status()
+    const files = status.groups.flatMap((g) => [g.logs.stdout, g.logs.stderr])
+    if (status.logs.file) files.push(status.logs.file)
+    return [...files.filter((f) => isAbsolute(f)), supervisor.runtimeDir, ...own.paths]
+  }
+  const filter = { ignore, outputs, inodes: own.inodes }
+  const watcher = watchPaths(
+    paths,
+    (files) => {
+      const shown = files.length > 5 ? `${files.slice(0, 5).join(', ')} and ${files.length - 5} more` : files.join(', ')
+      stdio.err(`[baton ${name}] changed: ${shown}; reloading`)
+      supervisor.reload().then(
+        (report) => stdio.err(`[baton ${name}] ${visible(report.message)}`),
+        (e: Error) => {
+          stdio.err(`[baton ${name}] the new code failed, the old workers keep serving: ${visible(e.message)}`)
+          const f = e instanceof ReloadError ? e.report.failure : undefined
+          if (f?.stderrTail.trim()) stdio.err(visible(f.stderrTail.trimEnd()))
+        },
+      )
+    },
+    WATCH_DEBOUNCE_MS,
+    filter,
+  )
+  const ignoring = ignore.length > 0 ? `, ${ignore.join(', ')}` : ''
+  stdio.err(
+    `[baton ${name}] watching ${paths.join(', ')} for changes to ${SOURCE_EXTENSIONS.join(' ')} files (ignored: node_modules, dot files, the fleet's own logs${ignoring})`,
+  )
   void supervisor.stopped.then(() => watcher.close())
 }
 
