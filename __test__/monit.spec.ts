@@ -3,7 +3,7 @@
  * capture-pane) against a real fleet, and through a pipe (the plain table).
  */
 import test, { type ExecutionContext } from 'ava'
-import { execFile, spawn } from 'node:child_process'
+import { execFile, spawn, spawnSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -11,6 +11,11 @@ import { BATON, fixture, startFleet, type Fleet } from './helpers/fleet.js'
 import { freePort, OutputBuffer, tmpDir, waitFor, waitForExit } from './helpers/processes.js'
 
 const run = promisify(execFile)
+
+/** The terminal tests need tmux (Debian/Ubuntu: apt-get install tmux). */
+const hasTmux = spawnSync('tmux', ['-V']).status === 0
+const inTmux = hasTmux ? test : test.skip
+if (!hasTmux) test('baton monit in a terminal (needs tmux): skipped', (t) => t.log('tmux is not installed'))
 
 /** A tmux server of its own (its own socket), killed by the teardown. */
 async function tmux(t: ExecutionContext, env: Record<string, string>) {
@@ -48,93 +53,97 @@ async function twoGroups(t: ExecutionContext): Promise<{ fleet: Fleet; webPort: 
   return { fleet, webPort }
 }
 
-test('baton monit in an 80x24 tmux pane: every worker, a reload started with r shows its progress then the new pids, tab and + scale the selected group, q exits 0 and restores the terminal', async (t) => {
-  const { fleet } = await twoGroups(t)
-  const before = await fleet.status()
-  const term = await tmux(t, { BATON_RUNTIME_DIR: fleet.runtimeDir })
-  await term.keys('echo prior-screen-marker', 'Enter')
-  await waitFor(async () => (await term.pane()).includes('prior-screen-marker\n$'), { message: 'the shell ran echo' })
-  await term.keys(`${process.execPath} ${BATON} monit shop; echo "monit-exit=$?"; stty -a`, 'Enter')
+inTmux(
+  'baton monit in an 80x24 tmux pane: every worker, a reload started with r shows its progress then the new pids, tab and + scale the selected group, q exits 0 and restores the terminal',
+  async (t) => {
+    const { fleet } = await twoGroups(t)
+    const before = await fleet.status()
+    const term = await tmux(t, { BATON_RUNTIME_DIR: fleet.runtimeDir })
+    await term.keys('echo prior-screen-marker', 'Enter')
+    await waitFor(async () => (await term.pane()).includes('prior-screen-marker\n$'), { message: 'the shell ran echo' })
+    await term.keys(`${process.execPath} ${BATON} monit shop; echo "monit-exit=$?"; stty -a`, 'Enter')
 
-  // Every worker, with its pid, group, state and generation, in the 80x24 view.
-  const row = (pane: string, group: string, id: number, pid: number | null, gen: number) =>
-    new RegExp(`^${group} +${id} +${pid} +ready +${gen} `, 'm').test(pane)
-  await waitFor(
-    async () => {
-      const pane = await term.pane()
-      return before.workers.every((w) => row(pane, w.group, w.id, w.pid, 1)) && pane.includes('-- latest log lines')
-    },
-    { message: `every worker shown; pane:\n${await term.pane()}` },
-  )
-  t.is(await term.alternate(), '1', 'the view is on the alternate screen')
-  let pane = await term.pane()
-  t.false(pane.includes('prior-screen-marker'), pane)
-  t.regex(pane, /GROUP +ID +PID +STATE +GEN +CPU +MEM +CONN +RST +UPTIME/)
-  t.regex(pane, /r reload {2}\+\/- scale group/)
-  t.true(pane.trimEnd().split('\n').length <= 24)
-  // The escapes a worker wrote are shown as text: no title set, no screen cleared.
-  await waitFor(
-    async () => (await term.pane()).includes('esc#0 out | hello \\x1b]0;pwned\\x07\\x1b[2J\\u009b31m end'),
-    {
-      message: `the escape worker's line shown visibly; pane:\n${await term.pane()}`,
-    },
-  )
-  t.not(await term.title(), 'pwned')
+    // Every worker, with its pid, group, state and generation, in the 80x24 view.
+    const row = (pane: string, group: string, id: number, pid: number | null, gen: number) =>
+      new RegExp(`^${group} +${id} +${pid} +ready +${gen} `, 'm').test(pane)
+    await waitFor(
+      async () => {
+        const pane = await term.pane()
+        return before.workers.every((w) => row(pane, w.group, w.id, w.pid, 1)) && pane.includes('-- latest log lines')
+      },
+      { message: `every worker shown; pane:\n${await term.pane()}` },
+    )
+    t.is(await term.alternate(), '1', 'the view is on the alternate screen')
+    let pane = await term.pane()
+    t.false(pane.includes('prior-screen-marker'), pane)
+    t.regex(pane, /GROUP +ID +PID +STATE +GEN +CPU +MEM +CONN +RST +UPTIME/)
+    t.regex(pane, /r reload {2}\+\/- scale group/)
+    t.true(pane.trimEnd().split('\n').length <= 24)
+    // The escapes a worker wrote are shown as text: no title set, no screen cleared.
+    await waitFor(
+      async () => (await term.pane()).includes('esc#0 out | hello \\x1b]0;pwned\\x07\\x1b[2J\\u009b31m end'),
+      {
+        message: `the escape worker's line shown visibly; pane:\n${await term.pane()}`,
+      },
+    )
+    t.not(await term.title(), 'pwned')
 
-  // r: the reload's progress while it runs, then the new pids.
-  await term.keys('r')
-  await waitFor(async () => /RELOADING to generation 2: [01]\/3 replaced/.test(await term.pane()), {
-    intervalMs: 10,
-    message: `reload progress shown; pane:\n${await term.pane()}`,
-  })
-  await waitFor(async () => /reload done: reload 2 done/.test(await term.pane()), {
-    timeoutMs: 20_000,
-    message: `reload outcome shown; pane:\n${await term.pane()}`,
-  })
-  const reloaded = await fleet.status()
-  t.is(reloaded.generation, 2)
-  await waitFor(
-    async () => {
-      const p = await term.pane()
-      return reloaded.workers.every((w) => row(p, w.group, w.id, w.pid, 2))
-    },
-    { message: `new pids shown; pane:\n${await term.pane()}` },
-  )
-  for (const w of before.workers) t.false(new RegExp(`\\b${w.pid}\\b`).test(await term.pane()), `old pid ${w.pid} gone`)
+    // r: the reload's progress while it runs, then the new pids.
+    await term.keys('r')
+    await waitFor(async () => /RELOADING to generation 2: [01]\/3 replaced/.test(await term.pane()), {
+      intervalMs: 10,
+      message: `reload progress shown; pane:\n${await term.pane()}`,
+    })
+    await waitFor(async () => /reload done: reload 2 done/.test(await term.pane()), {
+      timeoutMs: 20_000,
+      message: `reload outcome shown; pane:\n${await term.pane()}`,
+    })
+    const reloaded = await fleet.status()
+    t.is(reloaded.generation, 2)
+    await waitFor(
+      async () => {
+        const p = await term.pane()
+        return reloaded.workers.every((w) => row(p, w.group, w.id, w.pid, 2))
+      },
+      { message: `new pids shown; pane:\n${await term.pane()}` },
+    )
+    for (const w of before.workers)
+      t.false(new RegExp(`\\b${w.pid}\\b`).test(await term.pane()), `old pid ${w.pid} gone`)
 
-  // tab selects the next group (esc); + scales it by one worker.
-  await term.keys('Tab')
-  await waitFor(async () => (await term.pane()).includes('[esc 1/1]'), { message: 'esc selected' })
-  await term.keys('+')
-  await waitFor(async () => /scaled esc to 2 workers, all ready/.test(await term.pane()), {
-    timeoutMs: 20_000,
-    message: `scale shown; pane:\n${await term.pane()}`,
-  })
-  await waitFor(async () => /^esc +1 +\d+ +ready/m.test(await term.pane()), { message: 'the new worker listed' })
-  const scaled = await fleet.status()
-  t.is(scaled.groups.find((g) => g.name === 'esc')?.count, 2)
-  t.is(scaled.groups.find((g) => g.name === 'web')?.count, 2, 'the unselected group is left alone')
-  // - scales it back.
-  await term.keys('-')
-  await waitFor(async () => (await fleet.status()).workers.filter((w) => w.group === 'esc').length === 1, {
-    message: 'esc back to 1 worker',
-  })
+    // tab selects the next group (esc); + scales it by one worker.
+    await term.keys('Tab')
+    await waitFor(async () => (await term.pane()).includes('[esc 1/1]'), { message: 'esc selected' })
+    await term.keys('+')
+    await waitFor(async () => /scaled esc to 2 workers, all ready/.test(await term.pane()), {
+      timeoutMs: 20_000,
+      message: `scale shown; pane:\n${await term.pane()}`,
+    })
+    await waitFor(async () => /^esc +1 +\d+ +ready/m.test(await term.pane()), { message: 'the new worker listed' })
+    const scaled = await fleet.status()
+    t.is(scaled.groups.find((g) => g.name === 'esc')?.count, 2)
+    t.is(scaled.groups.find((g) => g.name === 'web')?.count, 2, 'the unselected group is left alone')
+    // - scales it back.
+    await term.keys('-')
+    await waitFor(async () => (await fleet.status()).workers.filter((w) => w.group === 'esc').length === 1, {
+      message: 'esc back to 1 worker',
+    })
 
-  // q: exit 0, the shell's screen is back, the terminal is out of raw mode.
-  await term.keys('q')
-  await waitFor(async () => /monit-exit=\d+/.test(await term.pane()), { message: 'monit exited' })
-  pane = await term.pane()
-  t.regex(pane, /monit-exit=0\n/)
-  t.true(pane.includes('prior-screen-marker'), `the shell's screen is back:\n${pane}`)
-  t.is(await term.alternate(), '0')
-  await waitFor(async () => / icanon /.test(` ${(await term.pane()).replace(/\n/g, ' ')} `), { message: 'stty ran' })
-  pane = (await term.pane()).replace(/\n/g, ' ')
-  t.regex(pane, /(^|\s)icanon(\s|$)/, 'canonical mode back (raw mode off)')
-  t.regex(pane, /(^|\s)echo(\s|$)/, 'echo back')
-  t.false(/-icanon|(^|\s)-echo(\s|$)/.test(pane), pane)
-})
+    // q: exit 0, the shell's screen is back, the terminal is out of raw mode.
+    await term.keys('q')
+    await waitFor(async () => /monit-exit=\d+/.test(await term.pane()), { message: 'monit exited' })
+    pane = await term.pane()
+    t.regex(pane, /monit-exit=0\n/)
+    t.true(pane.includes('prior-screen-marker'), `the shell's screen is back:\n${pane}`)
+    t.is(await term.alternate(), '0')
+    await waitFor(async () => / icanon /.test(` ${(await term.pane()).replace(/\n/g, ' ')} `), { message: 'stty ran' })
+    pane = (await term.pane()).replace(/\n/g, ' ')
+    t.regex(pane, /(^|\s)icanon(\s|$)/, 'canonical mode back (raw mode off)')
+    t.regex(pane, /(^|\s)echo(\s|$)/, 'echo back')
+    t.false(/-icanon|(^|\s)-echo(\s|$)/.test(pane), pane)
+  },
+)
 
-test('baton monit restores the terminal on Ctrl-C and on SIGTERM', async (t) => {
+inTmux('baton monit restores the terminal on Ctrl-C and on SIGTERM', async (t) => {
   const { fleet } = await twoGroups(t)
   const term = await tmux(t, { BATON_RUNTIME_DIR: fleet.runtimeDir })
   for (const how of ['ctrl-c', 'sigterm'] as const) {
