@@ -174,6 +174,43 @@ inTmux('baton monit restores the terminal on Ctrl-C and on SIGTERM', async (t) =
   }
 })
 
+inTmux(
+  'baton monit shows a baton upgrade while it runs (the new master and its workers starting), then the master it replaced and the new workers',
+  async (t) => {
+    const { fleet } = await twoGroups(t)
+    const before = await fleet.status()
+    const term = await tmux(t, { BATON_RUNTIME_DIR: fleet.runtimeDir })
+    await term.keys(`${process.execPath} ${BATON} monit shop --interval 200`, 'Enter')
+    await waitFor(async () => (await term.pane()).includes('-- latest log lines'), { message: 'monit drawn' })
+    const upgrade = fleet.cli(['upgrade', 'shop'])
+    await waitFor(
+      async () => /UPGRADING: new master pid \d+ started, \d+ of its workers running/.test(await term.pane()),
+      {
+        intervalMs: 10,
+        timeoutMs: 20_000,
+        message: `upgrade progress shown; pane:\n${await term.pane()}`,
+      },
+    )
+    const done = await upgrade
+    t.is(done.code, 0, done.stderr)
+    const after = await fleet.status()
+    t.not(after.pid, before.pid)
+    await waitFor(
+      async () => {
+        const p = await term.pane()
+        return (
+          p.includes(`master replaced (baton upgrade): pid ${before.pid} -> ${after.pid}`) &&
+          after.workers.every((w) => new RegExp(`^${w.group} +${w.id} +${w.pid} +ready`, 'm').test(p)) &&
+          !p.includes('UPGRADING')
+        )
+      },
+      { message: `the new master and workers shown; pane:\n${await term.pane()}` },
+    )
+    await term.keys('q')
+    await waitFor(async () => (await term.alternate()) === '0', { message: 'monit left the alternate screen' })
+  },
+)
+
 test('baton monit NAME | head: a plain table without escapes, every worker; the closed pipe ends it', async (t) => {
   const { fleet } = await twoGroups(t)
   const status = await fleet.status()

@@ -15,7 +15,7 @@
  * baton reopen-logs [NAME]
  * baton scale [NAME] [GROUP] N
  * baton upgrade [NAME]
- * baton monit [NAME]
+ * baton monit [NAME] [--interval MS]
  * ```
  */
 import { readFileSync } from 'node:fs'
@@ -133,9 +133,10 @@ Usage:
                             takes the sockets and starts its workers; once all are ready
                             the old workers drain. Exit 1 with the cause if it fails (the
                             old master keeps serving)
-  baton monit [NAME]        live view, refreshed every second: each worker's pid, state,
+  baton monit [NAME] [--interval MS]
+                            live view, refreshed every second (MS): each worker's pid, state,
                             generation, CPU, memory, connections, restarts and uptime, the
-                            progress of a reload or scale, the latest log lines; keys: r
+                            progress of a reload, scale or upgrade, the latest log lines; keys: r
                             reload, +/- scale the selected group (tab/arrows select), q quit.
                             Not on a terminal: a plain table every second
   baton startup [NAME] [--socket] [--out DIR]
@@ -461,10 +462,14 @@ export async function main(argv: string[]): Promise<number> {
         return await upgradeCommand(dir, name)
       }
       case 'monit': {
-        const { positionals } = parse(rest, {})
+        const { values, positionals } = parse(rest, { interval: { type: 'string' } })
         if (positionals.length > 1) throw new CommandError(`unexpected arguments: ${positionals.slice(1).join(' ')}`, 2)
+        const interval = values.interval as string | undefined
+        if (interval !== undefined && (!/^[0-9]+$/.test(interval) || Number(interval) < 100)) {
+          throw new CommandError(`--interval expects milliseconds, 100 or more, got "${interval}"`, 2)
+        }
         const { dir, name } = locateMaster(searchDirs(stdio.err), positionals[0])
-        return await monitCommand(dir, name)
+        return await monitCommand(dir, name, { intervalMs: interval === undefined ? undefined : Number(interval) })
       }
       case 'reopen-logs': {
         const { positionals } = parse(rest, {})

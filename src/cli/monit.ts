@@ -7,7 +7,8 @@
  * its id, pid, state, generation, CPU, memory, open connections, restarts and uptime; the
  * progress of a reload or scale while it runs (from the events of the request it started,
  * else from the status: workers of the new generation, ready workers against the count);
- * a master replaced by `baton upgrade`; and the latest log lines (a `logs` follow request).
+ * a `baton upgrade` while it runs (Linux: {@link upgradeProgress}) and the master it
+ * replaced; and the latest log lines (a `logs` follow request).
  * The screen is written in place (cursor home, each line cleared to its end), cut to the
  * terminal's width and height: an 80x24 terminal shows the header, up to 12 workers, the
  * latest log lines and the key line.
@@ -25,6 +26,7 @@
  * Every text that comes from the fleet (group names, log lines, messages) goes through
  * {@link visible}, so no worker can drive the terminal.
  */
+import { readdirSync, readFileSync } from 'node:fs'
 import { request, type ControlAnswer } from './control-client.js'
 import { CommandError } from './commands.js'
 import { MAX_WORKERS } from '../defaults.js'
@@ -76,6 +78,8 @@ export interface MonitView {
   logs: string[]
   /** Master pid changes seen (an upgrade), as a line. */
   upgrade?: string
+  /** An upgrade running now (see {@link upgradeProgress}), as a line. */
+  upgrading?: string
   now: number
 }
 
@@ -196,6 +200,51 @@ export function statusProgress(status: MonitStatus): string | undefined {
   return undefined
 }
 
+/** Child pids of `pid` (every thread's, from /proc/PID/task/TID/children); empty without them. */
+function childrenOf(pid: number): number[] {
+  const found: number[] = []
+  let tasks: string[]
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`)
+  } catch {
+    return found
+  }
+  for (const task of tasks) {
+    try {
+      for (const c of readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').split(' ')) {
+        if (/^[0-9]+$/.test(c)) found.push(Number(c))
+      }
+    } catch {
+      // the thread ended, or a kernel without the children file
+    }
+  }
+  return found
+}
+
+/**
+ * An upgrade that runs now, on Linux: the master's status does not say, but the new
+ * master is its child with the handover variable (`BATON_UPGRADE`, removed from the
+ * workers' environment) and its new workers are that child's children. Readable for the
+ * master's own user (and root); undefined otherwise.
+ */
+export function upgradeProgress(status: Status): string | undefined {
+  if (process.platform !== 'linux') return undefined
+  const workers = new Set(status.workers.map((w) => w.pid))
+  for (const child of childrenOf(status.pid)) {
+    if (workers.has(child)) continue
+    let environ: string
+    try {
+      environ = readFileSync(`/proc/${child}/environ`, 'utf8')
+    } catch {
+      continue
+    }
+    if (!environ.split('\0').some((kv) => kv.startsWith('BATON_UPGRADE='))) continue
+    const started = childrenOf(child).length
+    return `UPGRADING: new master pid ${child} started, ${started} of its workers running; the old workers drain once it serves`
+  }
+  return undefined
+}
+
 /** The group selector line: every group with its ready/count, the selected one in inverse video. */
 function groupLine(status: MonitStatus, selected: number, color: boolean): string {
   const parts = status.groups.map((g, i) => {
@@ -214,6 +263,7 @@ export function renderMonit(view: MonitView, cols: number, rows: number, color =
   lines.push(color ? `${ESC.bold}${headerLine(status, view.now)}${ESC.reset}` : headerLine(status, view.now))
   const progress =
     view.error ??
+    view.upgrading ??
     (view.activity.busy ? view.activity.line : status ? statusProgress(status) : undefined) ??
     view.activity.line
   lines.push(progress ? safe(progress) : status ? 'all workers ready' : '')
@@ -243,7 +293,7 @@ export function renderMonit(view: MonitView, cols: number, rows: number, color =
 /** The plain table printed when stdout is not a terminal. */
 export function plainSnapshot(view: MonitView): string {
   const lines = [headerLine(view.status, view.now)]
-  const progress = view.error ?? (view.status ? statusProgress(view.status) : undefined)
+  const progress = view.error ?? view.upgrading ?? (view.status ? statusProgress(view.status) : undefined)
   if (progress) lines.push(safe(progress))
   if (view.upgrade) lines.push(safe(view.upgrade))
   if (view.status) lines.push(...workerTable(view.status, view.now))
@@ -252,7 +302,7 @@ export function plainSnapshot(view: MonitView): string {
 
 /** Options of {@link monitCommand}. */
 export interface MonitOptions {
-  /** Refresh period (default {@link MONIT_INTERVAL_MS}). */
+  /** Refresh period (default {@link MONIT_INTERVAL_MS}; `--interval MS`). */
   intervalMs?: number
 }
 
@@ -267,6 +317,7 @@ export async function monitCommand(runtimeDir: string, name: string, options: Mo
   if (!first.status) throw new CommandError(`baton master "${name}" answered without a status`)
   const view: MonitView = {
     status: first.status,
+    upgrading: upgradeProgress(first.status),
     selected: 0,
     activity: { line: '', busy: false },
     logs: [],
@@ -307,6 +358,7 @@ export async function monitCommand(runtimeDir: string, name: string, options: Mo
           masterPid = answer.status.pid
         }
         view.status = answer.status
+        view.upgrading = upgradeProgress(answer.status)
         view.error = undefined
         view.selected = Math.min(view.selected, Math.max(answer.status.groups.length - 1, 0))
       }
