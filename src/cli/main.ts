@@ -370,12 +370,23 @@ function watchAndReload(supervisor: Supervisor, name: string, paths: string[], i
   // The fleet's own outputs never count as a change (else each reload's log lines would
   // trigger the next): the groups' log files, the master's log file, the runtime dir and
   // wherever this process's stdout and stderr are redirected.
+  // Taken from the status at most once a second (a log file in the watched folder changes
+  // with every line; a reload of a config file may change the targets).
   const own = ownOutputs()
+  let cached: { at: number; paths: string[] } | undefined
   const outputs = (): string[] => {
-    const status = supervisor.status()
-    const files = status.groups.flatMap((g) => [g.logs.stdout, g.logs.stderr])
-    if (status.logs.file) files.push(status.logs.file)
-    return [...files.filter((f) => isAbsolute(f)), supervisor.runtimeDir, ...own.paths]
+    if (cached && Date.now() - cached.at < 1000) return cached.paths
+    let files: string[]
+    try {
+      const status = supervisor.status()
+      files = status.groups.flatMap((g) => [g.logs.stdout, g.logs.stderr])
+      if (status.logs.file) files.push(status.logs.file)
+    } catch {
+      // the fleet stopping: its files as last seen
+      files = cached?.paths ?? []
+    }
+    cached = { at: Date.now(), paths: [...files.filter((f) => isAbsolute(f)), supervisor.runtimeDir, ...own.paths] }
+    return cached.paths
   }
   const filter = { ignore, outputs, inodes: own.inodes }
   const watcher = watchPaths(
