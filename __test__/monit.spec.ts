@@ -9,6 +9,8 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { BATON, fixture, startFleet, type Fleet } from './helpers/fleet.js'
 import { freePort, OutputBuffer, tmpDir, waitFor, waitForExit } from './helpers/processes.js'
+import { renderMonit } from '../src/cli/monit.js'
+import type { Status } from '../src/types.js'
 
 const run = promisify(execFile)
 
@@ -234,4 +236,55 @@ test('baton monit NAME | head: a plain table without escapes, every worker; the 
   // Refreshed: the table twice.
   t.is(out.text.match(/^baton "shop"/gm)?.length, 2, out.text)
   t.regex(out.text, /rc=0/, 'monit ended with 0 once head closed the pipe')
+})
+
+test('the monit screen is exactly the terminal size: 30 workers in 80x24 (the rest counted), a 40x8 terminal, long names cut', (t) => {
+  const worker = (i: number) => ({
+    group: i < 20 ? 'web' : 'a-very-long-group-name-that-does-not-fit',
+    id: i,
+    pid: 100000 + i,
+    generation: 3,
+    state: 'ready' as const,
+    restarts: 0,
+    rssBytes: 50 * 1024 * 1024,
+    startedAt: new Date(Date.now() - 90_000).toISOString(),
+    lastExit: null,
+    restartInMs: null,
+    connections: i,
+    cpu: 12.5,
+  })
+  const status = {
+    name: 'big',
+    pid: 99999,
+    generation: 3,
+    reloading: false,
+    stopping: false,
+    groups: [
+      { name: 'web', count: 20 },
+      { name: 'a-very-long-group-name-that-does-not-fit', count: 10 },
+    ],
+    workers: Array.from({ length: 30 }, (_, i) => worker(i)),
+  } as unknown as Status
+  const view = {
+    status,
+    selected: 1,
+    activity: { line: '', busy: false },
+    logs: Array.from({ length: 50 }, (_, i) => `web#0 out | line ${i} ${'x'.repeat(100)}`),
+    now: Date.now(),
+  }
+  const plainWidth = (l: string) => [...l.replace(/\x1b\[[0-9;]*m/g, '')].length
+  for (const [cols, rows] of [
+    [80, 24],
+    [40, 8],
+    [120, 50],
+  ] as const) {
+    const lines = renderMonit(view, cols, rows)
+    t.is(lines.length, rows, `${cols}x${rows}`)
+    for (const l of lines) t.true(plainWidth(l) <= cols, `${cols}x${rows}: ${l}`)
+  }
+  const screen = renderMonit(view, 80, 24).join('\n')
+  t.regex(screen, /\.\.\. \d+ more workers/)
+  t.regex(screen, /web +0 100000 ready +3 12\.5% 50\.0M +0 +0 +1m30s/)
+  t.regex(screen, /line 49/, 'the latest log line is shown')
+  t.regex(renderMonit(view, 120, 50).join('\n'), /a-very-long-gro~ +29 100029/)
 })
