@@ -111,7 +111,7 @@ Usage:
                             changes: files Node loads (.js .mjs .cjs .ts .mts .cts .jsx
                             .tsx .json; a PATH that is a file counts whatever its name);
                             node_modules, dot files and the fleet's own outputs (log files,
-                            the master's redirected stdout/stderr, the runtime dir) never
+                            the master's redirected stdout/stderr, the runtime dir) never count
       --watch-ignore GLOB   with --watch: also ignore what GLOB matches (repeatable; e.g.
                             'dist/**', '*.generated.ts', tmp)
       --daemon              run in the background; output goes to --log FILE, else to
