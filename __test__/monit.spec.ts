@@ -19,12 +19,16 @@ const hasTmux = spawnSync('tmux', ['-V']).status === 0
 const inTmux = hasTmux ? test : test.skip
 if (!hasTmux) test('baton monit in a terminal (needs tmux): skipped', (t) => t.log('tmux is not installed'))
 
-/** A tmux server of its own (its own socket), killed by the teardown. */
+/** A tmux server of its own (its own socket in a temp dir), killed and removed by the teardown. */
 async function tmux(t: ExecutionContext, env: Record<string, string>) {
-  const socket = `baton-monit-${process.pid}-${Math.random().toString(36).slice(2)}`
+  const dir = await tmpDir('baton-tmux-')
+  const socket = join(dir.path, 'tmux.sock')
   const tm = async (...args: string[]): Promise<string> =>
-    (await run('tmux', ['-L', socket, '-f', '/dev/null', ...args], { env: { ...process.env, ...env } })).stdout
-  t.teardown(() => tm('kill-server').catch(() => undefined))
+    (await run('tmux', ['-S', socket, '-f', '/dev/null', ...args], { env: { ...process.env, ...env } })).stdout
+  t.teardown(async () => {
+    await tm('kill-server').catch(() => undefined)
+    await dir.cleanup()
+  })
   // A plain shell, so its prompt and screen are known.
   await tm('new-session', '-d', '-x', '80', '-y', '24', '-s', 'm', 'env', 'PS1=$ ', 'bash', '--norc', '--noprofile')
   return {
