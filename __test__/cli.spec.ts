@@ -234,7 +234,7 @@ test('start --daemon returns once ready; the detached master shows in status, re
   t.regex(readFileSync(logFile, 'utf8'), /all workers stopped/)
 })
 
-test('reload, stop and status of a name that is not running fail with a clear message', async (t) => {
+test('reload, stop and status of a name that is not running fail with a clear message, said once', async (t) => {
   const rt = await runtime(t)
   // Another master runs meanwhile: the message is about the name asked for.
   await rt.master('alive', { count: 1 })
@@ -247,7 +247,12 @@ test('reload, stop and status of a name that is not running fail with a clear me
   ]) {
     const r = await rt.cli(args)
     t.is(r.code, 1, args.join(' '))
-    t.regex(r.stderr, /no baton master named "ghost" is running/, args.join(' '))
+    // Said once, on a line of its own (issue 21: it was printed twice, run together).
+    t.regex(
+      r.stderr,
+      /^baton: no baton master named "ghost" is running \(no control socket in [^\n]*\)\n$/,
+      args.join(' '),
+    )
     t.is(r.stdout, '', args.join(' '))
   }
   const restart = await rt.cli(['restart', 'ghost'])

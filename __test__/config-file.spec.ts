@@ -5,7 +5,7 @@
  * and what needs a restart.
  */
 import test, { type ExecutionContext } from 'ava'
-import { writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fixture, runCli, startFleet, type Fleet } from './helpers/fleet.js'
 import { httpGet } from './helpers/http.js'
@@ -242,4 +242,63 @@ test('supervisor.reconfigure() applies per-worker settings to the next reload an
   t.true(report.message.includes('group extra (added)'), report.message)
   t.is((await httpGet({ port, path: '/greeting' })).body, 'b')
   t.is(sup.status().workers.length, 1)
+})
+
+test('baton start --env production with a baton.config.mjs: a group with env_production gets it merged over env, X=1; a misspelt --env is refused naming the file', async (t) => {
+  const dir = await tmpDir('baton-config-env-')
+  t.teardown(() => dir.cleanup())
+  const [webPort, jobsPort] = [await freePort(), await freePort()]
+  const file = join(dir.path, 'baton.config.mjs')
+  const config = {
+    name: 'fleet',
+    groups: {
+      web: {
+        script: APP,
+        count: 2,
+        listen: `127.0.0.1:${webPort}`,
+        env: { APP_GREETING: 'dev', KEEP: 'k' },
+        env_production: { X: '1', APP_GREETING: 'prod' },
+        env_staging: { APP_GREETING: 'staging' },
+      },
+      // No env_production: its env is used as it is.
+      jobs: { script: APP, count: 1, listen: `127.0.0.1:${jobsPort}`, env: { APP_GREETING: 'jobs' } },
+    },
+  }
+  writeFileSync(file, `export default ${JSON.stringify(config)}\n`)
+
+  // A name no group has: refused before anything starts, naming the file, the flag and the groups.
+  const typo = await runCli(['start', '--config', file, '--env', 'prodution'], {
+    BATON_RUNTIME_DIR: join(dir.path, 'rt'),
+  })
+  t.is(typo.code, 2, typo.stderr)
+  t.true(typo.stderr.includes(file), typo.stderr)
+  t.regex(typo.stderr, /--env prodution: no group has env_prodution \(groups: web, jobs\)/)
+
+  const fleet = await startFleet(t, { cwd: dir.path, expectWorkers: 3, flags: ['--env', 'production'] })
+  /** The variables a worker process sees (its /proc/<pid>/environ). */
+  const environ = (pid: number): Map<string, string> =>
+    new Map(
+      readFileSync(`/proc/${pid}/environ`, 'utf8')
+        .split('\0')
+        .filter(Boolean)
+        .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+    )
+  const check = async (): Promise<void> => {
+    if (process.platform !== 'linux') return // no /proc: the greetings below tell
+    for (const w of (await fleet.status()).workers) {
+      const vars = environ(w.pid as number)
+      if (w.group === 'web') {
+        t.is(vars.get('X'), '1', `web#${w.id}`)
+        t.is(vars.get('KEEP'), 'k', 'env_production is merged over env')
+      } else t.false(vars.has('X'), 'a group without env_production keeps its env')
+    }
+  }
+  await check()
+  t.deepEqual([...(await greetings(webPort, 4))], ['prod'])
+  t.is((await httpGet({ port: jobsPort, path: '/greeting' })).body, 'jobs')
+  // A reload re-reads the file with the same --env.
+  const reload = await fleet.cli(['reload', 'fleet'])
+  t.is(reload.code, 0, reload.stderr)
+  await check()
+  t.deepEqual([...(await greetings(webPort, 4))], ['prod'])
 })

@@ -133,7 +133,7 @@ test('ecosystem translation: instances max and -1, args and node_args strings, i
   t.throws(() => fromEcosystem({ apps: [{ name: 'x' }] }, '/', undefined), { message: /is required/ })
 })
 
-test('a bad ecosystem field fails at start naming the file and apps[i].field; --env needs an ecosystem file', async (t) => {
+test('a bad ecosystem field fails at start naming the file and apps[i].field; --env needs a config file, not a script', async (t) => {
   const dir = await tmpDir('baton-pm2-')
   t.teardown(() => dir.cleanup())
   const env = { BATON_RUNTIME_DIR: join(dir.path, 'rt') }
@@ -147,7 +147,7 @@ test('a bad ecosystem field fails at start naming the file and apps[i].field; --
   t.true(bad.stderr.includes(`${file}: apps[0].instances: expected a number or "max", got "lots"`), bad.stderr)
   const noEco = await runCli(['start', fixture('app.mjs'), '--env', 'production'], env)
   t.is(noEco.code, 2)
-  t.regex(noEco.stderr, /--env NAME selects env_NAME of a PM2 ecosystem file/)
+  t.regex(noEco.stderr, /--env NAME selects the env_NAME blocks of a config file .* not of a script/)
 })
 
 test('PM2 apps map onto readiness: wait_ready -> message, a port / instances > 1 / cluster -> listen, fork mode -> uptime (min_uptime); env.PORT is no listen address; uid, gid, instance_var', (t) => {

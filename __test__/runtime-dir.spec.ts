@@ -15,6 +15,7 @@ import {
   mkdirSync,
   readFileSync,
   renameSync,
+  rmSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs'
@@ -376,6 +377,65 @@ asRoot(
     track(after)
     t.not(after.pid, before.pid)
     const stop = await cliAs(tracker, who, ['stop', name], env)
+    t.is(stop.code, 0, stop.stderr)
+  },
+)
+
+asRoot(
+  'a fleet started by a non-root user whose XDG_RUNTIME_DIR is then removed (logind at logout) is still found by that user’s baton status',
+  async (t) => {
+    const who = nobody()
+    const tracker = new ProcessTracker()
+    const base = await tmpDir('baton-logout-')
+    t.teardown(async () => {
+      await tracker.killAll()
+      await base.cleanup()
+    })
+    chmodSync(base.path, 0o755)
+    const home = join(base.path, 'home')
+    const xdg = join(base.path, 'run-user')
+    for (const d of [home, xdg]) {
+      mkdirSync(d, { mode: 0o700 })
+      chownSync(d, who.uid, who.gid)
+    }
+    // An SSH session of nobody: HOME and XDG_RUNTIME_DIR set, no BATON_RUNTIME_DIR.
+    const env = { HOME: home, XDG_RUNTIME_DIR: xdg }
+    const port = await freePort()
+    const master = tracker.spawn(
+      process.execPath,
+      [BATON, 'start', fixture('app.mjs'), '--name', 'kept', '--count', '1', '--listen', `127.0.0.1:${port}`],
+      { ...who, env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
+    )
+    const log = new OutputBuffer().follow(master.stderr)
+    log.follow(master.stdout)
+    const ready = async (e: Record<string, string>): Promise<Status | undefined> => {
+      const r = await cliAs(tracker, who, ['status', 'kept', '--json'], e)
+      if (r.code !== 0) return undefined
+      const s = JSON.parse(r.stdout) as Status
+      for (const w of s.workers) if (w.pid !== null) tracker.trackPid(w.pid)
+      return s.workers.length === 1 && s.workers.every((w) => w.state === 'ready') ? s : undefined
+    }
+    const before = await waitFor(() => ready(env), {
+      timeoutMs: 20_000,
+      message: `the fleet of nobody to be ready (${log.text})`,
+    })
+    // The session ends: logind removes XDG_RUNTIME_DIR with everything in it.
+    rmSync(xdg, { recursive: true, force: true })
+    // The next login: the same variables (a new, empty XDG_RUNTIME_DIR, or none at all).
+    for (const e of [env, { HOME: home }]) {
+      const r = await cliAs(tracker, who, ['status', 'kept', '--json'], e)
+      t.is(r.code, 0, r.stderr)
+      const after = JSON.parse(r.stdout) as Status
+      t.is(after.pid, before.pid)
+      t.deepEqual(
+        after.workers.map((w) => w.pid),
+        before.workers.map((w) => w.pid),
+      )
+    }
+    const table = await cliAs(tracker, who, ['status'], env)
+    t.is(table.code, 0, table.stderr)
+    t.regex(table.stdout, /baton "kept"/)
+    const stop = await cliAs(tracker, who, ['stop', 'kept'], { HOME: home })
     t.is(stop.code, 0, stop.stderr)
   },
 )

@@ -157,17 +157,30 @@ export function listMasters(runtimeDir: string): string[] {
     .sort()
 }
 
-/** Send one request; `onEvent` receives progress events; resolves with the final answer. */
+/**
+ * Send one request; `onEvent` receives progress events; resolves with the final answer.
+ * Aborting `signal` closes the connection (a `logs` follower) and rejects.
+ */
 export function request(
   runtimeDir: string,
   name: string,
   req: ControlRequest,
   onEvent?: (event: Record<string, unknown>) => void,
+  signal?: AbortSignal,
 ): Promise<ControlAnswer> {
   return new Promise((resolve, reject) => {
     // Before anything in the runtime dir is used (throws: the promise rejects).
     trustMaster(runtimeDir, name)
+    if (signal?.aborted) throw new Error('request aborted')
     const socket = connect(socketPath(runtimeDir, name))
+    signal?.addEventListener(
+      'abort',
+      () => {
+        socket.destroy()
+        settle(() => reject(new Error('request aborted')))
+      },
+      { once: true },
+    )
     let buffer = ''
     let settled = false
     const settle = (fn: () => void): void => {

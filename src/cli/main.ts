@@ -16,11 +16,12 @@
  * baton reopen-logs [NAME]
  * baton scale [NAME] [GROUP] N
  * baton upgrade [NAME]
+ * baton monit [NAME] [--interval MS]
  * ```
  */
 import { readFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
-import { basename, extname, resolve } from 'node:path'
+import { basename, extname, isAbsolute, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import {
@@ -51,9 +52,10 @@ import { native } from '../native.js'
 import { isEcosystemFile } from '../master/pm2-ecosystem.js'
 import { searchDirs } from '../runtime-dir.js'
 import { startupCommand } from './startup.js'
+import { monitCommand } from './monit.js'
 import { visible } from '../format.js'
 import { ReloadError, socketActivated, Supervisor } from '../master/supervisor.js'
-import { takeWatchFlag, watchPaths } from './watch.js'
+import { ownOutputs, SOURCE_EXTENSIONS, takeWatchFlag, WATCH_DEBOUNCE_MS, watchPaths } from './watch.js'
 import { GROUP_FLAGS } from './group-flags.js'
 
 const USAGE = `baton: graceful sequential reloads for Node.js services
@@ -66,6 +68,9 @@ Usage:
                             { name, groups: { web: { script, count, listen, env } } }); the
                             options below override it (in every group); baton reload
                             re-reads the file
+  baton start [--config FILE] --env NAME [options]
+                            env_NAME of each group (beside env, as in PM2) is merged over
+                            its env; refused when no group has env_NAME
   baton start ecosystem.config.js [--env NAME] [options]
                             PM2's format (any *.config.js|cjs|mjs or .json file with an
                             "apps" array): each app is a group (instances, env, env_NAME,
@@ -110,8 +115,13 @@ Usage:
       --stderr TARGET       the same for the workers' stderr
       --log-prefix          prefix every line the workers write with "group#id "
       --log FILE            the master's own output (and inherited worker output) goes to FILE
-      --watch [PATH...]     dev mode: reload gracefully when files under PATH (default .)
-                            change; node_modules and dot folders are ignored
+      --watch [PATH...]     dev mode: reload gracefully when code under PATH (default .)
+                            changes: files Node loads (.js .mjs .cjs .ts .mts .cts .jsx
+                            .tsx .json; a PATH that is a file counts whatever its name);
+                            node_modules, dot files and the fleet's own outputs (log files,
+                            the master's redirected stdout/stderr, the runtime dir) never count
+      --watch-ignore GLOB   with --watch: also ignore what GLOB matches (repeatable; e.g.
+                            'dist/**', '*.generated.ts', tmp)
       --daemon              run in the background; output goes to --log FILE, else to
                             <runtime dir>/<name>.log
   baton reload [NAME]       replace every worker one at a time; exit 1 if the new code fails
@@ -131,6 +141,12 @@ Usage:
                             takes the sockets and starts its workers; once all are ready
                             the old workers drain. Exit 1 with the cause if it fails (the
                             old master keeps serving)
+  baton monit [NAME] [--interval MS]
+                            live view, refreshed every second (MS): each worker's pid, state,
+                            generation, CPU, memory, connections, restarts and uptime, the
+                            progress of a reload, scale or upgrade, the latest log lines; keys: r
+                            reload, +/- scale the selected group (tab/arrows select), q quit.
+                            Not on a terminal: a plain table every second
   baton startup [NAME] [--socket] [--out DIR]
                             print a systemd unit (Type=notify) that runs the fleet as it was
                             started; --socket adds .socket units so systemd holds the
@@ -204,16 +220,21 @@ async function start(args: string[]): Promise<number> {
     env: { type: 'string' },
     log: { type: 'string' },
     daemon: { type: 'boolean' },
+    'watch-ignore': { type: 'string', multiple: true },
   })
+  const watchIgnore = (values['watch-ignore'] as string[] | undefined) ?? []
+  if (watchIgnore.length > 0 && watched === undefined) {
+    throw new CommandError('--watch-ignore GLOB only applies with --watch: add --watch [PATH...]', 2)
+  }
   if (positionals.length > 1) {
     throw new CommandError(`unexpected arguments: ${positionals.slice(1).join(' ')} (script arguments go after --)`, 2)
   }
   // `baton start ecosystem.config.js`: PM2's file, read like a config file.
   const ecosystem = positionals[0] !== undefined && isEcosystemFile(positionals[0]) ? positionals[0] : undefined
   const script = ecosystem === undefined ? positionals[0] : undefined
-  if (values.env !== undefined && ecosystem === undefined && values.config === undefined) {
+  if (values.env !== undefined && script !== undefined) {
     throw new CommandError(
-      '--env NAME selects env_NAME of a PM2 ecosystem file: baton start ecosystem.config.js --env NAME',
+      `--env NAME selects the env_NAME blocks of a config file (baton.config.*, --config FILE or a PM2 ecosystem file), not of a script: set variables for ${script} in its environment`,
       2,
     )
   }
@@ -314,7 +335,7 @@ async function start(args: string[]): Promise<number> {
     return 0
   }
   await supervisor.start()
-  if (watched !== undefined) watchAndReload(supervisor, name, watched)
+  if (watched !== undefined) watchAndReload(supervisor, name, watched, watchIgnore)
   const groups = supervisor.status().groups.map(({ name, sockets, stopTimeoutMs, readyTimeoutMs, balance }) => ({
     name,
     sockets,
@@ -339,20 +360,50 @@ async function start(args: string[]): Promise<number> {
 }
 
 /** `--watch`: reload on file changes, printing what changed and how the reload ended. */
-function watchAndReload(supervisor: Supervisor, name: string, paths: string[]): void {
-  const watcher = watchPaths(paths, (files) => {
-    const shown = files.length > 5 ? `${files.slice(0, 5).join(', ')} and ${files.length - 5} more` : files.join(', ')
-    stdio.err(`[baton ${name}] changed: ${shown}; reloading`)
-    supervisor.reload().then(
-      (report) => stdio.err(`[baton ${name}] ${visible(report.message)}`),
-      (e: Error) => {
-        stdio.err(`[baton ${name}] the new code failed, the old workers keep serving: ${visible(e.message)}`)
-        const f = e instanceof ReloadError ? e.report.failure : undefined
-        if (f?.stderrTail.trim()) stdio.err(visible(f.stderrTail.trimEnd()))
-      },
-    )
-  })
-  stdio.err(`[baton ${name}] watching ${paths.join(', ')} (node_modules and dot folders ignored)`)
+function watchAndReload(supervisor: Supervisor, name: string, paths: string[], ignore: string[]): void {
+  // The fleet's own outputs never count as a change (else each reload's log lines would
+  // trigger the next): the groups' log files, the master's log file, the runtime dir and
+  // wherever this process's stdout and stderr are redirected.
+  // Taken from the status at most once a second (a log file in the watched folder changes
+  // with every line; a reload of a config file may change the targets).
+  const own = ownOutputs()
+  let cached: { at: number; paths: string[] } | undefined
+  const outputs = (): string[] => {
+    if (cached && Date.now() - cached.at < 1000) return cached.paths
+    let files: string[]
+    try {
+      const status = supervisor.status()
+      files = status.groups.flatMap((g) => [g.logs.stdout, g.logs.stderr])
+      if (status.logs.file) files.push(status.logs.file)
+    } catch {
+      // the fleet stopping: its files as last seen
+      files = cached?.paths ?? []
+    }
+    cached = { at: Date.now(), paths: [...files.filter((f) => isAbsolute(f)), supervisor.runtimeDir, ...own.paths] }
+    return cached.paths
+  }
+  const filter = { ignore, outputs, inodes: own.inodes }
+  const watcher = watchPaths(
+    paths,
+    (files) => {
+      const shown = files.length > 5 ? `${files.slice(0, 5).join(', ')} and ${files.length - 5} more` : files.join(', ')
+      stdio.err(`[baton ${name}] changed: ${shown}; reloading`)
+      supervisor.reload().then(
+        (report) => stdio.err(`[baton ${name}] ${visible(report.message)}`),
+        (e: Error) => {
+          stdio.err(`[baton ${name}] the new code failed, the old workers keep serving: ${visible(e.message)}`)
+          const f = e instanceof ReloadError ? e.report.failure : undefined
+          if (f?.stderrTail.trim()) stdio.err(visible(f.stderrTail.trimEnd()))
+        },
+      )
+    },
+    WATCH_DEBOUNCE_MS,
+    filter,
+  )
+  const ignoring = ignore.length > 0 ? `, ${ignore.join(', ')}` : ''
+  stdio.err(
+    `[baton ${name}] watching ${paths.join(', ')} for changes to ${SOURCE_EXTENSIONS.join(' ')} files (ignored: node_modules, dot files, the fleet's own logs${ignoring})`,
+  )
   void supervisor.stopped.then(() => watcher.close())
 }
 
@@ -414,6 +465,16 @@ export async function main(argv: string[]): Promise<number> {
         const { positionals } = parse(rest, {})
         const { dir, name } = locateMaster(searchDirs(stdio.err), positionals[0])
         return await upgradeCommand(dir, name)
+      }
+      case 'monit': {
+        const { values, positionals } = parse(rest, { interval: { type: 'string' } })
+        if (positionals.length > 1) throw new CommandError(`unexpected arguments: ${positionals.slice(1).join(' ')}`, 2)
+        const interval = values.interval as string | undefined
+        if (interval !== undefined && (!/^[0-9]+$/.test(interval) || Number(interval) < 100)) {
+          throw new CommandError(`--interval expects milliseconds, 100 or more, got "${interval}"`, 2)
+        }
+        const { dir, name } = locateMaster(searchDirs(stdio.err), positionals[0])
+        return await monitCommand(dir, name, { intervalMs: interval === undefined ? undefined : Number(interval) })
       }
       case 'reopen-logs': {
         const { positionals } = parse(rest, {})

@@ -91,7 +91,10 @@ export interface ConfigOverrides {
   name?: string
   /** Group options given as flags (`--count`, `--listen`, ...), applied to every group. */
   group?: GroupOptions
-  /** `--env NAME`: a PM2 ecosystem file's `env_<NAME>` is merged over `env`. */
+  /**
+   * `--env NAME`: `env_<NAME>` is merged over `env`, in a PM2 ecosystem file's apps as in
+   * a baton config file's groups (see {@link selectEnv}).
+   */
   env?: string
   /**
    * The groups running now (a reload): the file is refused before it is loaded when a
@@ -196,12 +199,6 @@ export async function readConfig(
       if (e instanceof EcosystemError) throw new ConfigError(file, e.key, e.message)
       throw e
     }
-  } else if (overrides.env !== undefined) {
-    throw new ConfigError(
-      file,
-      undefined,
-      '--env selects env_<name> of a PM2 ecosystem file; this file is not one (no "apps")',
-    )
   }
   for (const key of Object.keys(raw)) {
     if (!FILE_KEYS.has(key)) throw new ConfigError(file, key, `unknown option (known: ${[...FILE_KEYS].join(', ')})`)
@@ -235,7 +232,7 @@ export async function readConfig(
     if (typeof g !== 'object' || g === null || Array.isArray(g)) {
       throw new ConfigError(file, `groups.${name}`, 'expected an object of group options')
     }
-    const options = { ...(g as GroupOptions), ...flags }
+    const options = { ...selectEnv(file, name, g as Record<string, unknown>, overrides.env), ...flags }
     // Paths in the file are relative to the file, not to wherever baton was started.
     options.cwd =
       typeof options.cwd === 'string' ? resolve(base, options.cwd) : options.cwd === undefined ? base : options.cwd
@@ -245,6 +242,16 @@ export async function readConfig(
         options[key] = resolve(base, target)
     }
     groups[name] = options
+  }
+  if (overrides.env !== undefined && !isEcosystem(value)) {
+    const key = `env_${overrides.env}`
+    if (!Object.values(groupsRaw as Record<string, Record<string, unknown>>).some((g) => key in g)) {
+      throw new ConfigError(
+        file,
+        undefined,
+        `--env ${overrides.env}: no group has ${key} (groups: ${Object.keys(groupsRaw).join(', ')}); add ${key}: { ... } next to env in a group, or leave --env out`,
+      )
+    }
   }
   const options: SupervisorOptions = {
     name: overrides.name ?? (raw.name as string | undefined) ?? defaultName(file),
@@ -267,6 +274,36 @@ export async function readConfig(
   }
   checkConfigWriters(file, groups)
   return options
+}
+
+/**
+ * A group of a baton config file with its `env_<NAME>` blocks taken out (as in PM2, a
+ * group may hold several: `env_production`, `env_staging`), and with `--env NAME`,
+ * `env_<NAME>` merged over `env` (its variables win). A group without that block keeps
+ * its `env`; a file where no group has it is refused by {@link readConfig} (a misspelt
+ * `--env` must not start production with the development environment).
+ */
+function selectEnv(file: string, group: string, g: Record<string, unknown>, envName: string | undefined): GroupOptions {
+  const options: Record<string, unknown> = {}
+  for (const [key, value] of Object.entries(g)) {
+    if (!key.startsWith('env_')) {
+      options[key] = value
+      continue
+    }
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      throw new ConfigError(file, `groups.${group}.${key}`, 'expected an object of environment variables, like env')
+    }
+  }
+  const selected = envName === undefined ? undefined : g[`env_${envName}`]
+  const base = g.env
+  // A malformed env is left as it is, for the group's validation to name it.
+  if (
+    selected !== undefined &&
+    (base === undefined || (typeof base === 'object' && base !== null && !Array.isArray(base)))
+  ) {
+    options.env = { ...(base as Record<string, unknown> | undefined), ...(selected as Record<string, unknown>) }
+  }
+  return options as GroupOptions
 }
 
 /** The fleet's name when the file gives none: its directory's name (`baton` if unusable). */
