@@ -15,9 +15,13 @@ import type { Status } from '../src/types.js'
 const run = promisify(execFile)
 
 /** The terminal tests need tmux (Debian/Ubuntu: apt-get install tmux). */
+// CI installs tmux (`node scripts/ci-tools.mjs tmux` in .ci/run): without it these tests
+// fail, saying so, rather than skip.
 const hasTmux = spawnSync('tmux', ['-V']).status === 0
-const inTmux = hasTmux ? test : test.skip
-if (!hasTmux) test('baton monit in a terminal (needs tmux): skipped', (t) => t.log('tmux is not installed'))
+
+if (!hasTmux)
+  test('baton monit in a terminal needs tmux', (t) =>
+    t.fail('tmux is not installed: run `node scripts/ci-tools.mjs tmux`'))
 
 /** A tmux server of its own (its own socket in a temp dir), killed and removed by the teardown. */
 async function tmux(t: ExecutionContext, env: Record<string, string>) {
@@ -59,97 +63,93 @@ async function twoGroups(t: ExecutionContext): Promise<{ fleet: Fleet; webPort: 
   return { fleet, webPort }
 }
 
-inTmux(
-  'baton monit in an 80x24 tmux pane: every worker, a reload started with r shows its progress then the new pids, tab and + scale the selected group, q exits 0 and restores the terminal',
-  async (t) => {
-    const { fleet } = await twoGroups(t)
-    const before = await fleet.status()
-    const term = await tmux(t, { BATON_RUNTIME_DIR: fleet.runtimeDir })
-    await term.keys('echo prior-screen-marker', 'Enter')
-    await waitFor(async () => (await term.pane()).includes('prior-screen-marker\n$'), { message: 'the shell ran echo' })
-    await term.keys(`${process.execPath} ${BATON} monit shop; echo "monit-exit=$?"; stty -a`, 'Enter')
+test('baton monit in an 80x24 tmux pane: every worker, a reload started with r shows its progress then the new pids, tab and + scale the selected group, q exits 0 and restores the terminal', async (t) => {
+  const { fleet } = await twoGroups(t)
+  const before = await fleet.status()
+  const term = await tmux(t, { BATON_RUNTIME_DIR: fleet.runtimeDir })
+  await term.keys('echo prior-screen-marker', 'Enter')
+  await waitFor(async () => (await term.pane()).includes('prior-screen-marker\n$'), { message: 'the shell ran echo' })
+  await term.keys(`${process.execPath} ${BATON} monit shop; echo "monit-exit=$?"; stty -a`, 'Enter')
 
-    // Every worker, with its pid, group, state and generation, in the 80x24 view.
-    const row = (pane: string, group: string, id: number, pid: number | null, gen: number) =>
-      new RegExp(`^${group} +${id} +${pid} +ready +${gen} `, 'm').test(pane)
-    await waitFor(
-      async () => {
-        const pane = await term.pane()
-        return before.workers.every((w) => row(pane, w.group, w.id, w.pid, 1)) && pane.includes('-- latest log lines')
-      },
-      { message: `every worker shown; pane:\n${await term.pane()}` },
-    )
-    t.is(await term.alternate(), '1', 'the view is on the alternate screen')
-    let pane = await term.pane()
-    t.false(pane.includes('prior-screen-marker'), pane)
-    t.regex(pane, /GROUP +ID +PID +STATE +GEN +CPU +MEM +CONN +RST +UPTIME/)
-    t.regex(pane, /r reload {2}\+\/- scale group/)
-    t.true(pane.trimEnd().split('\n').length <= 24)
-    // The escapes a worker wrote are shown as text: no title set, no screen cleared.
-    await waitFor(
-      async () => (await term.pane()).includes('esc#0 out | hello \\x1b]0;pwned\\x07\\x1b[2J\\u009b31m end'),
-      {
-        message: `the escape worker's line shown visibly; pane:\n${await term.pane()}`,
-      },
-    )
-    t.not(await term.title(), 'pwned')
+  // Every worker, with its pid, group, state and generation, in the 80x24 view.
+  const row = (pane: string, group: string, id: number, pid: number | null, gen: number) =>
+    new RegExp(`^${group} +${id} +${pid} +ready +${gen} `, 'm').test(pane)
+  await waitFor(
+    async () => {
+      const pane = await term.pane()
+      return before.workers.every((w) => row(pane, w.group, w.id, w.pid, 1)) && pane.includes('-- latest log lines')
+    },
+    { message: `every worker shown; pane:\n${await term.pane()}` },
+  )
+  t.is(await term.alternate(), '1', 'the view is on the alternate screen')
+  let pane = await term.pane()
+  t.false(pane.includes('prior-screen-marker'), pane)
+  t.regex(pane, /GROUP +ID +PID +STATE +GEN +CPU +MEM +CONN +RST +UPTIME/)
+  t.regex(pane, /r reload {2}\+\/- scale group/)
+  t.true(pane.trimEnd().split('\n').length <= 24)
+  // The escapes a worker wrote are shown as text: no title set, no screen cleared.
+  await waitFor(
+    async () => (await term.pane()).includes('esc#0 out | hello \\x1b]0;pwned\\x07\\x1b[2J\\u009b31m end'),
+    {
+      message: `the escape worker's line shown visibly; pane:\n${await term.pane()}`,
+    },
+  )
+  t.not(await term.title(), 'pwned')
 
-    // r: the reload's progress while it runs, then the new pids.
-    await term.keys('r')
-    await waitFor(async () => /RELOADING to generation 2: [01]\/3 replaced/.test(await term.pane()), {
-      intervalMs: 10,
-      message: `reload progress shown; pane:\n${await term.pane()}`,
-    })
-    await waitFor(async () => /reload done: reload 2 done/.test(await term.pane()), {
-      timeoutMs: 20_000,
-      message: `reload outcome shown; pane:\n${await term.pane()}`,
-    })
-    const reloaded = await fleet.status()
-    t.is(reloaded.generation, 2)
-    await waitFor(
-      async () => {
-        const p = await term.pane()
-        return reloaded.workers.every((w) => row(p, w.group, w.id, w.pid, 2))
-      },
-      { message: `new pids shown; pane:\n${await term.pane()}` },
-    )
-    for (const w of before.workers)
-      t.false(new RegExp(`\\b${w.pid}\\b`).test(await term.pane()), `old pid ${w.pid} gone`)
+  // r: the reload's progress while it runs, then the new pids.
+  await term.keys('r')
+  await waitFor(async () => /RELOADING to generation 2: [01]\/3 replaced/.test(await term.pane()), {
+    intervalMs: 10,
+    message: `reload progress shown; pane:\n${await term.pane()}`,
+  })
+  await waitFor(async () => /reload done: reload 2 done/.test(await term.pane()), {
+    timeoutMs: 20_000,
+    message: `reload outcome shown; pane:\n${await term.pane()}`,
+  })
+  const reloaded = await fleet.status()
+  t.is(reloaded.generation, 2)
+  await waitFor(
+    async () => {
+      const p = await term.pane()
+      return reloaded.workers.every((w) => row(p, w.group, w.id, w.pid, 2))
+    },
+    { message: `new pids shown; pane:\n${await term.pane()}` },
+  )
+  for (const w of before.workers) t.false(new RegExp(`\\b${w.pid}\\b`).test(await term.pane()), `old pid ${w.pid} gone`)
 
-    // tab selects the next group (esc); + scales it by one worker.
-    await term.keys('Tab')
-    await waitFor(async () => (await term.pane()).includes('[esc 1/1]'), { message: 'esc selected' })
-    await term.keys('+')
-    await waitFor(async () => /scaled esc to 2 workers, all ready/.test(await term.pane()), {
-      timeoutMs: 20_000,
-      message: `scale shown; pane:\n${await term.pane()}`,
-    })
-    await waitFor(async () => /^esc +1 +\d+ +ready/m.test(await term.pane()), { message: 'the new worker listed' })
-    const scaled = await fleet.status()
-    t.is(scaled.groups.find((g) => g.name === 'esc')?.count, 2)
-    t.is(scaled.groups.find((g) => g.name === 'web')?.count, 2, 'the unselected group is left alone')
-    // - scales it back.
-    await term.keys('-')
-    await waitFor(async () => (await fleet.status()).workers.filter((w) => w.group === 'esc').length === 1, {
-      message: 'esc back to 1 worker',
-    })
+  // tab selects the next group (esc); + scales it by one worker.
+  await term.keys('Tab')
+  await waitFor(async () => (await term.pane()).includes('[esc 1/1]'), { message: 'esc selected' })
+  await term.keys('+')
+  await waitFor(async () => /scaled esc to 2 workers, all ready/.test(await term.pane()), {
+    timeoutMs: 20_000,
+    message: `scale shown; pane:\n${await term.pane()}`,
+  })
+  await waitFor(async () => /^esc +1 +\d+ +ready/m.test(await term.pane()), { message: 'the new worker listed' })
+  const scaled = await fleet.status()
+  t.is(scaled.groups.find((g) => g.name === 'esc')?.count, 2)
+  t.is(scaled.groups.find((g) => g.name === 'web')?.count, 2, 'the unselected group is left alone')
+  // - scales it back.
+  await term.keys('-')
+  await waitFor(async () => (await fleet.status()).workers.filter((w) => w.group === 'esc').length === 1, {
+    message: 'esc back to 1 worker',
+  })
 
-    // q: exit 0, the shell's screen is back, the terminal is out of raw mode.
-    await term.keys('q')
-    await waitFor(async () => /monit-exit=\d+/.test(await term.pane()), { message: 'monit exited' })
-    pane = await term.pane()
-    t.regex(pane, /monit-exit=0\n/)
-    t.true(pane.includes('prior-screen-marker'), `the shell's screen is back:\n${pane}`)
-    t.is(await term.alternate(), '0')
-    await waitFor(async () => / icanon /.test(` ${(await term.pane()).replace(/\n/g, ' ')} `), { message: 'stty ran' })
-    pane = (await term.pane()).replace(/\n/g, ' ')
-    t.regex(pane, /(^|\s)icanon(\s|$)/, 'canonical mode back (raw mode off)')
-    t.regex(pane, /(^|\s)echo(\s|$)/, 'echo back')
-    t.false(/-icanon|(^|\s)-echo(\s|$)/.test(pane), pane)
-  },
-)
+  // q: exit 0, the shell's screen is back, the terminal is out of raw mode.
+  await term.keys('q')
+  await waitFor(async () => /monit-exit=\d+/.test(await term.pane()), { message: 'monit exited' })
+  pane = await term.pane()
+  t.regex(pane, /monit-exit=0\n/)
+  t.true(pane.includes('prior-screen-marker'), `the shell's screen is back:\n${pane}`)
+  t.is(await term.alternate(), '0')
+  await waitFor(async () => / icanon /.test(` ${(await term.pane()).replace(/\n/g, ' ')} `), { message: 'stty ran' })
+  pane = (await term.pane()).replace(/\n/g, ' ')
+  t.regex(pane, /(^|\s)icanon(\s|$)/, 'canonical mode back (raw mode off)')
+  t.regex(pane, /(^|\s)echo(\s|$)/, 'echo back')
+  t.false(/-icanon|(^|\s)-echo(\s|$)/.test(pane), pane)
+})
 
-inTmux('baton monit restores the terminal on Ctrl-C and on SIGTERM', async (t) => {
+test('baton monit restores the terminal on Ctrl-C and on SIGTERM', async (t) => {
   const { fleet } = await twoGroups(t)
   const term = await tmux(t, { BATON_RUNTIME_DIR: fleet.runtimeDir })
   for (const how of ['ctrl-c', 'sigterm'] as const) {
@@ -180,42 +180,39 @@ inTmux('baton monit restores the terminal on Ctrl-C and on SIGTERM', async (t) =
   }
 })
 
-inTmux(
-  'baton monit shows a baton upgrade while it runs (the new master and its workers starting), then the master it replaced and the new workers',
-  async (t) => {
-    const { fleet } = await twoGroups(t)
-    const before = await fleet.status()
-    const term = await tmux(t, { BATON_RUNTIME_DIR: fleet.runtimeDir })
-    await term.keys(`${process.execPath} ${BATON} monit shop --interval 200`, 'Enter')
-    await waitFor(async () => (await term.pane()).includes('-- latest log lines'), { message: 'monit drawn' })
-    const upgrade = fleet.cli(['upgrade', 'shop'])
-    await waitFor(
-      async () => /UPGRADING: new master pid \d+ started, \d+ of its workers running/.test(await term.pane()),
-      {
-        intervalMs: 10,
-        timeoutMs: 20_000,
-        message: `upgrade progress shown; pane:\n${await term.pane()}`,
-      },
-    )
-    const done = await upgrade
-    t.is(done.code, 0, done.stderr)
-    const after = await fleet.status()
-    t.not(after.pid, before.pid)
-    await waitFor(
-      async () => {
-        const p = await term.pane()
-        return (
-          p.includes(`master replaced (baton upgrade): pid ${before.pid} -> ${after.pid}`) &&
-          after.workers.every((w) => new RegExp(`^${w.group} +${w.id} +${w.pid} +ready`, 'm').test(p)) &&
-          !p.includes('UPGRADING')
-        )
-      },
-      { message: `the new master and workers shown; pane:\n${await term.pane()}` },
-    )
-    await term.keys('q')
-    await waitFor(async () => (await term.alternate()) === '0', { message: 'monit left the alternate screen' })
-  },
-)
+test('baton monit shows a baton upgrade while it runs (the new master and its workers starting), then the master it replaced and the new workers', async (t) => {
+  const { fleet } = await twoGroups(t)
+  const before = await fleet.status()
+  const term = await tmux(t, { BATON_RUNTIME_DIR: fleet.runtimeDir })
+  await term.keys(`${process.execPath} ${BATON} monit shop --interval 200`, 'Enter')
+  await waitFor(async () => (await term.pane()).includes('-- latest log lines'), { message: 'monit drawn' })
+  const upgrade = fleet.cli(['upgrade', 'shop'])
+  await waitFor(
+    async () => /UPGRADING: new master pid \d+ started, \d+ of its workers running/.test(await term.pane()),
+    {
+      intervalMs: 10,
+      timeoutMs: 20_000,
+      message: `upgrade progress shown; pane:\n${await term.pane()}`,
+    },
+  )
+  const done = await upgrade
+  t.is(done.code, 0, done.stderr)
+  const after = await fleet.status()
+  t.not(after.pid, before.pid)
+  await waitFor(
+    async () => {
+      const p = await term.pane()
+      return (
+        p.includes(`master replaced (baton upgrade): pid ${before.pid} -> ${after.pid}`) &&
+        after.workers.every((w) => new RegExp(`^${w.group} +${w.id} +${w.pid} +ready`, 'm').test(p)) &&
+        !p.includes('UPGRADING')
+      )
+    },
+    { message: `the new master and workers shown; pane:\n${await term.pane()}` },
+  )
+  await term.keys('q')
+  await waitFor(async () => (await term.alternate()) === '0', { message: 'monit left the alternate screen' })
+})
 
 test('baton monit NAME | head: a plain table without escapes, every worker; the closed pipe ends it', async (t) => {
   const { fleet } = await twoGroups(t)

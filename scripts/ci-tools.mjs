@@ -3,11 +3,21 @@
 // what .ci/run needs:
 //   node scripts/ci-tools.mjs debian-rust   Debian's Rust 1.96 + std source + clippy (apt-get)
 //   node scripts/ci-tools.mjs promtool      Debian's prometheus package (apt-get), for promtool
+//   node scripts/ci-tools.mjs tmux          Debian's tmux (apt-get), for __test__/monit.spec.ts
 //   node scripts/ci-tools.mjs node24        prints a directory whose `node` is Node 24 (PyPI wheel)
 //   node scripts/ci-tools.mjs actionlint    prints the path of actionlint (go install)
 import { existsSync, mkdirSync, rmSync, symlinkSync } from 'node:fs'
 import { join } from 'node:path'
-import { PINS, TOOLS, ensureDebianRust, ensurePromtool, hostNode24, out, sh } from './lib/tools.mjs'
+import {
+  PINS,
+  TOOLS,
+  ensureDebianRust,
+  ensurePromtool,
+  ensureTmux,
+  hostNode24,
+  out,
+  sh,
+} from './lib/tools.mjs'
 
 const ACTIONLINT = 'v1.7.12'
 
@@ -20,6 +30,10 @@ try {
     case 'promtool':
       ensurePromtool()
       console.log(out('promtool', ['--version'])?.split('\n')[0] ?? 'promtool: not found after installing prometheus')
+      break
+    case 'tmux':
+      ensureTmux()
+      console.log(out('tmux', ['-V']) ?? 'tmux: not found after installing it')
       break
     case 'node24': {
       const node = hostNode24()
@@ -54,7 +68,7 @@ try {
       break
     }
     default:
-      console.error('usage: node scripts/ci-tools.mjs debian-rust | promtool | node24 | actionlint')
+      console.error('usage: node scripts/ci-tools.mjs debian-rust | promtool | tmux | node24 | actionlint')
       process.exit(2)
   }
 } catch (e) {

@@ -15,6 +15,8 @@ export const PINS = {
   RUST_DEB: '1.96.0+dfsg1-1~deb12u2',
   /** prometheus (bookworm): its `promtool check metrics` checks `/metrics` in the tests. */
   PROMETHEUS_DEB: '2.42.0+ds-5+deb12u1',
+  /** Debian's tmux: __test__/monit.spec.ts drives `baton monit` in a real terminal. */
+  TMUX_DEB: '3.3a-3',
   /** PyPI ziglang: the linker for every cross target. */
   ZIG: '0.17.1',
   /** PyPI cargo-zigbuild. */
@@ -101,6 +103,11 @@ export function ensureDebianRust() {
 /** Debian's prometheus package, for its `promtool` (__test__/metrics.spec.ts runs `promtool check metrics`). */
 export function ensurePromtool() {
   aptInstall([['prometheus', PINS.PROMETHEUS_DEB]])
+}
+
+/** Debian's tmux, the real terminal __test__/monit.spec.ts drives `baton monit` in. */
+export function ensureTmux() {
+  aptInstall([['tmux', PINS.TMUX_DEB]])
 }
 
 /**
