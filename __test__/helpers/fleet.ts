@@ -199,3 +199,12 @@ export function runCli(args: string[], env: Record<string, string | undefined>, 
     child.on('close', (code) => resolve({ code, stdout: out.text, stderr: err.text }))
   })
 }
+
+/**
+ * How each worker ended, read from a master log (`web#0 (pid 123) exited with code 0`):
+ * pid → `exited with code N` or `killed by SIGNAME`.
+ */
+export function workerExits(log: string): Map<number, string> {
+  const lines = log.matchAll(/\(pid (\d+)\) (exited with code \d+|killed by \S+)/g)
+  return new Map([...lines].map((m) => [Number(m[1]), m[2] as string]))
+}
