@@ -21,9 +21,16 @@ import { createRequire } from 'node:module'
 import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
-import { fixture, startFleet, workerExits, type FleetOptions, type VersionedFleet } from './helpers/fleet.js'
+import {
+  fixture,
+  startFleet,
+  startVersioned,
+  workerExits,
+  type FleetOptions,
+  type VersionedFleet,
+} from './helpers/fleet.js'
 import { startLoad, type Load } from './helpers/load.js'
-import { freePort, tmpDir, waitFor } from './helpers/processes.js'
+import { tmpDir, waitFor } from './helpers/processes.js'
 import { assertNoFailedRequests, reloadAll } from './helpers/reload.js'
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url))
@@ -32,6 +39,14 @@ const NEXT_BIN = join(ROOT, 'node_modules', '.bin', 'next')
 /** Written into the build output once `next build` succeeded: what it was built from. */
 const NEXT_BUILD_KEY = join(NEXT_APP, '.next', 'baton-build-key')
 const require = createRequire(import.meta.url)
+/**
+ * Next.js and NestJS workers get 10 s to stop (as under an orchestrator's usual grace
+ * period) instead of the default 2 s: on a machine shared by many test runs their cleanup
+ * after the drain was seen to take more than 2 s, and a SIGKILL cuts connections. The
+ * order of the stop is what these tests prove; without the deferral they fail whatever the
+ * timeout.
+ */
+const SLOW_STOP = ['--stop-timeout', '10000']
 
 /** Every file `next build` reads from this repo, and the versions of what it builds with. */
 function nextBuildKey(): string {
@@ -80,23 +95,20 @@ function buildNextOnce(): Promise<string> {
   return nextBuild
 }
 
-/** An unmodified app started by `baton start` in drop-in mode on a free port. */
-async function startApp(
+/**
+ * An unmodified app started by `baton start` in drop-in mode with 2 workers on a free port:
+ * `PORT` in its env, or (`portEnv: false`) `$PORT` in its args replaced by the port.
+ */
+function startApp(
   t: ExecutionContext,
   { portEnv = true, ...options }: Omit<FleetOptions, 'count'> & { portEnv?: boolean },
 ): Promise<VersionedFleet> {
-  const dir = await tmpDir('baton-real-app-')
-  t.teardown(() => dir.cleanup())
-  const versionFile = join(dir.path, 'version.txt')
-  writeFileSync(versionFile, 'v1')
-  const port = await freePort()
-  const fleet = await startFleet(t, {
+  return startVersioned(t, (port) => ({
     ...options,
     count: 2,
-    env: { ...options.env, ...(portEnv ? { PORT: String(port) } : {}), APP_VERSION_FILE: versionFile },
+    env: { ...options.env, ...(portEnv ? { PORT: String(port) } : {}) },
     args: options.args?.map((a) => a.replace('$PORT', String(port))),
-  })
-  return { fleet, port, deploy: (v) => writeFileSync(versionFile, v) }
+  }))
 }
 
 /**
@@ -126,6 +138,8 @@ async function threeReloadsUnderLoad(
   t.log(
     `reloads ${ms.join(', ')} ms; requests ${main.requests}, errors ${main.errors} ${JSON.stringify(main.errorCodes)}`,
   )
+  // What the workers said, when a request failed.
+  if (main.errors + main.non2xx > 0) t.log(app.fleet.log.text)
   assertNoFailedRequests(t, main)
   for (const other of others) {
     t.log(`other load: requests ${other.requests}, errors ${other.errors} ${JSON.stringify(other.errorCodes)}`)
@@ -154,6 +168,7 @@ test.serial(
     // As a user runs it, from the app's directory: baton start node_modules/.bin/next --count 2 -- start -p PORT
     const app = await startApp(t, {
       script: NEXT_BIN,
+      flags: SLOW_STOP,
       cwd: NEXT_APP,
       args: ['start', '-p', '$PORT'],
       portEnv: false,
@@ -171,7 +186,7 @@ test.serial(
 test.serial(
   'NestJS with enableShutdownHooks(), unmodified: 2 workers, 3 reloads under keep-alive load, 0 failed, old workers exit 0',
   async (t) => {
-    const app = await startApp(t, { script: join(ROOT, 'examples', 'frameworks', 'nest.mjs') })
+    const app = await startApp(t, { script: join(ROOT, 'examples', 'frameworks', 'nest.mjs'), flags: SLOW_STOP })
     await threeReloadsUnderLoad(t, app, { main: startLoad({ port: app.port, connections: 16, pauseMs: 5 }) })
   },
 )
