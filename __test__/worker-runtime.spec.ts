@@ -781,6 +781,40 @@ test.serial('drain: upgraded sockets are left to the application', async (t) => 
   t.pass()
 })
 
+test.serial(
+  'drain: a request that arrived while the loop was busy past the idle window is answered, not reset',
+  async (t) => {
+    const server = http.createServer((_req, res) => res.end('ok'))
+    trackServer(server)
+    const port = await listenLocal(server)
+    t.teardown(() => void server.close())
+    const conn = new RawConnection(port)
+    await conn.connected()
+    conn.request('/first')
+    await conn.data.waitFor(/\r\n\r\nok/)
+    void drainServer(server, { idleMs: 50 })
+    // In the check phase: the request reaches the server's socket buffer, then the loop is
+    // busy past the idle window. The next phase to run is the timers one (the idle timer is
+    // due) and only after it the poll phase that reads the request.
+    await new Promise<void>((resolve) =>
+      setImmediate(() => {
+        conn.request('/second')
+        const until = Date.now() + 200
+        while (Date.now() < until) {
+          // busy, as a worker rendering a page is
+        }
+        resolve()
+      }),
+    )
+    const closed = await withTimeout(conn.closed, 5000, 'the connection to close')
+    t.is(conn.error, undefined, `no reset: ${String(conn.error)}`)
+    t.false(closed.hadError)
+    const answers = conn.data.text.match(/HTTP\/1\.1 200 OK/g) ?? []
+    t.is(answers.length, 2, conn.data.text)
+    t.regex(conn.data.text, /Connection: close\r\n[\s\S]*ok$/i)
+  },
+)
+
 test('parseListenFdNames splits names and rejects a count mismatch', (t) => {
   t.deepEqual(parseListenFdNames('http', 1), ['http'])
   t.deepEqual(parseListenFdNames('http:admin', 2), ['http', 'admin'])

@@ -23,7 +23,8 @@
  * - A socket with no request in flight (including one just accepted that has not sent a
  *   request yet) is closed only after it has stayed idle for `idleMs`; a request arriving
  *   in the meantime cancels the timer (and is answered with `Connection: close`), and so
- *   does any byte received (a request still being sent).
+ *   does any byte received (a request still being sent), including bytes that arrived
+ *   while the event loop was busy past the window and are read only after the timer fired.
  * - Sockets taken over through `'upgrade'` (WebSocket) or `'connect'` belong to the
  *   application: the HTTP drain does not wait for them (`waitForConnections` does). A
  *   WebSocket (`Upgrade: websocket`) is sent a close frame with code 1012 ("service
@@ -432,17 +433,24 @@ function onRequestStart(t: Tracked, req: http.IncomingMessage, res: http.ServerR
 function armIdle(t: Tracked, conn: Conn): void {
   clearIdle(conn)
   conn.bytesAtIdle = conn.socket.bytesRead
-  conn.idleTimer = setTimeout(() => {
-    conn.idleTimer = undefined
-    if (conn.detached || conn.responses.size > 0 || conn.socket.destroyed) return
-    // Bytes arrived but no request yet: a request is being received. Wait again.
-    if (conn.socket.bytesRead !== conn.bytesAtIdle) {
-      armIdle(t, conn)
-      return
-    }
-    conn.socket.destroy()
+  const timer = setTimeout(() => {
+    // Timers run before the loop reads its sockets: a request that arrived while the loop
+    // was busy (an app rendering a page) past the idle window is still unread, and closing
+    // now would reset it. Decide after this iteration's poll phase has read it.
+    setImmediate(() => {
+      if (conn.idleTimer !== timer) return // cleared, or armed again
+      conn.idleTimer = undefined
+      if (conn.detached || conn.responses.size > 0 || conn.socket.destroyed) return
+      // Bytes arrived but no request yet: a request is being received. Wait again.
+      if (conn.socket.bytesRead !== conn.bytesAtIdle) {
+        armIdle(t, conn)
+        return
+      }
+      conn.socket.destroy()
+    }).unref()
   }, t.idleMs)
-  conn.idleTimer.unref()
+  conn.idleTimer = timer
+  timer.unref()
 }
 
 function clearIdle(conn: Conn): void {
