@@ -7,8 +7,12 @@
 import test, { type ExecutionContext } from 'ava'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
+import * as http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { promisify } from 'node:util'
+import { drainServer } from '../src/drain.js'
 import { join } from 'node:path'
-import { fixture, startFleet, type Fleet } from './helpers/fleet.js'
+import { fixture, startFleet, workerExits, type Fleet } from './helpers/fleet.js'
 import { startLoad } from './helpers/load.js'
 import { freePort, tmpDir, waitFor } from './helpers/processes.js'
 import { assertNoFailedRequests } from './helpers/reload.js'
@@ -57,8 +61,9 @@ for (const [shutdown, what] of [
   ['snippet', "process.on('SIGTERM', () => server.close(() => process.exit(0)))"],
   ['grace', "close-with-grace style process.once('SIGTERM', async cleanup; exit)"],
   ['nest', 'NestJS style: close, remove the listener, send itself SIGTERM again'],
+  ['next', 'Next.js style: close (logging a close error), then process.exit(143)'],
 ] as const) {
-  test.serial(`${what}: 2 workers, 16 keep-alive clients, 3 reloads, 0 failed; its cleanup runs`, async (t) => {
+  test.serial(`${what}: 2 workers, 16 keep-alive clients, 3 reloads, 0 failed; its cleanup runs, exit 0`, async (t) => {
     const f = await ownSigtermFleet(t, shutdown)
     const load = startLoad({ port: f.port, connections: 16 })
     t.teardown(() => load.stop())
@@ -75,9 +80,42 @@ for (const [shutdown, what] of [
       message: `cleanup of ${replaced.length} workers: ${cleanups(f).join(', ')}`,
     })
     t.deepEqual(cleanups(f).sort(), replaced.map((pid) => `cleanup ${pid}`).sort())
+    // Every replaced worker ended the stop cleanly: exit 0 (an exit 143 after the drain,
+    // "terminated by SIGTERM", is the stop baton asked for), and the app's own close of the
+    // server baton had closed did not fail.
+    await waitFor(() => replaced.every((pid) => workerExits(f.fleet.log.text).has(pid)), {
+      message: `every replaced worker's exit in the log:\n${f.fleet.log.text}`,
+    })
+    const exits = workerExits(f.fleet.log.text)
+    t.deepEqual(
+      replaced.map((pid) => `${pid} ${exits.get(pid)}`),
+      replaced.map((pid) => `${pid} exited with code 0`),
+    )
     t.notRegex(f.fleet.log.text, /before its connections were drained|ERR_SERVER_NOT_RUNNING/)
   })
 }
+
+test("the app's own close() of a server baton stopped succeeds (no ERR_SERVER_NOT_RUNNING)", async (t) => {
+  const server = http.createServer((_req, res) => res.end('ok'))
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  // A keep-alive connection with a request answered: the close waits for it to end.
+  const agent = new http.Agent({ keepAlive: true })
+  t.teardown(() => agent.destroy())
+  await new Promise<void>((resolve, reject) =>
+    http.get({ port, host: '127.0.0.1', agent }, (res) => res.resume().on('end', resolve)).on('error', reject),
+  )
+  await drainServer(server, { idleMs: 50 })
+  t.false(server.listening)
+  // As Next.js's cleanup and `util.promisify(server.close)` call it.
+  const err = await new Promise<Error | undefined>((resolve) => server.close((e) => resolve(e)))
+  t.is(err, undefined)
+  await t.notThrowsAsync(promisify(server.close.bind(server))())
+  // A server that never listened still reports Node's own error.
+  const never = http.createServer()
+  const neverErr = await new Promise<Error | undefined>((resolve) => never.close((e) => resolve(e)))
+  t.is((neverErr as NodeJS.ErrnoException | undefined)?.code, 'ERR_SERVER_NOT_RUNNING')
+})
 
 test.serial('the stop still ends within stopTimeout when the app handler never exits', async (t) => {
   const f = await ownSigtermFleet(t, 'stay', ['--stop-timeout', '1500'])

@@ -27,7 +27,7 @@ function trackedFiles(): string[] {
       const abs = path.join(ROOT, rel)
       if (statSync(abs).isFile()) return void files.push(rel)
       for (const name of readdirSync(abs)) {
-        if (name !== 'node_modules' && name !== 'target') walk(`${rel}/${name}`)
+        if (name !== 'node_modules' && name !== 'target' && name !== '.next') walk(`${rel}/${name}`)
       }
     }
     for (const entry of SCOPE) walk(entry)

@@ -670,12 +670,17 @@ async function listenLocal(server: net.Server): Promise<number> {
   return (server.address() as net.AddressInfo).port
 }
 
+/** A tracked HTTP server answering `ok`, listening on a free 127.0.0.1 port. */
+async function okServer(): Promise<{ server: http.Server; port: number }> {
+  const server = http.createServer((_req, res) => res.end('ok'))
+  trackServer(server)
+  return { server, port: await listenLocal(server) }
+}
+
 test.serial(
   'drain: idle sockets are closed only after idleMs; a request in the window gets Connection: close',
   async (t) => {
-    const server = http.createServer((_req, res) => res.end('ok'))
-    trackServer(server)
-    const port = await listenLocal(server)
+    const { server, port } = await okServer()
     t.teardown(() => server.closeAllConnections())
 
     const busy = new RawConnection(port)
@@ -710,9 +715,7 @@ test.serial(
 test.serial(
   'shedConnections: the next response on exactly that many connections carries Connection: close; the server keeps accepting',
   async (t) => {
-    const server = http.createServer((_req, res) => res.end('ok'))
-    trackServer(server)
-    const port = await listenLocal(server)
+    const { server, port } = await okServer()
     t.teardown(() => {
       server.close()
       server.closeAllConnections()
@@ -743,9 +746,7 @@ test.serial('drain: zero errors for a keep-alive load when one of two servers dr
   // Two in-process servers on one port would need SO_REUSEPORT; instead drain a server
   // under load and check that every request issued before and during the drain succeeds
   // or is refused at connect time only (no reset/hang-up on a kept-alive socket).
-  const server = http.createServer((_req, res) => res.end('ok'))
-  trackServer(server)
-  const port = await listenLocal(server)
+  const { server, port } = await okServer()
   const load = startLoad({ port, connections: 16 })
   await waitFor(() => load.snapshot().ok > 1000)
   await drainServer(server, { idleMs: DEFAULT_IDLE_MS })
@@ -780,6 +781,38 @@ test.serial('drain: upgraded sockets are left to the application', async (t) => 
   await withTimeout(waited, 2000, 'waitForConnections to resolve')
   t.pass()
 })
+
+test.serial(
+  'drain: a request that arrived while the loop was busy past the idle window is answered, not reset',
+  async (t) => {
+    const { server, port } = await okServer()
+    t.teardown(() => void server.close())
+    const conn = new RawConnection(port)
+    await conn.connected()
+    conn.request('/first')
+    await conn.data.waitFor(/\r\n\r\nok/)
+    void drainServer(server, { idleMs: 50 })
+    // In the check phase: the request reaches the server's socket buffer, then the loop is
+    // busy past the idle window. The next phase to run is the timers one (the idle timer is
+    // due) and only after it the poll phase that reads the request.
+    await new Promise<void>((resolve) =>
+      setImmediate(() => {
+        conn.request('/second')
+        const until = Date.now() + 200
+        while (Date.now() < until) {
+          // busy, as a worker rendering a page is
+        }
+        resolve()
+      }),
+    )
+    const closed = await withTimeout(conn.closed, 5000, 'the connection to close')
+    t.is(conn.error, undefined, `no reset: ${String(conn.error)}`)
+    t.false(closed.hadError)
+    const answers = conn.data.text.match(/HTTP\/1\.1 200 OK/g) ?? []
+    t.is(answers.length, 2, conn.data.text)
+    t.regex(conn.data.text, /Connection: close\r\n[\s\S]*ok$/i)
+  },
+)
 
 test('parseListenFdNames splits names and rejects a count mismatch', (t) => {
   t.deepEqual(parseListenFdNames('http', 1), ['http'])

@@ -172,18 +172,31 @@ export async function versionedFleet(
   t: ExecutionContext,
   options: { count: number; flags?: string[]; env?: Record<string, string> },
 ): Promise<VersionedFleet> {
+  return startVersioned(t, (port) => ({
+    script: fixture('app.mjs'),
+    count: options.count,
+    listen: [`127.0.0.1:${port}`],
+    env: options.env,
+    flags: options.flags ?? [],
+  }))
+}
+
+/**
+ * Start a fleet on a free port (`options(port)`) whose app reads its version from
+ * `APP_VERSION_FILE` (`v1`, in a temp dir removed by `t.teardown`), as
+ * examples/frameworks/version.mjs does.
+ */
+export async function startVersioned(
+  t: ExecutionContext,
+  options: (port: number) => FleetOptions,
+): Promise<VersionedFleet> {
   const dir = await tmpDir('baton-app-')
   t.teardown(() => dir.cleanup())
   const versionFile = join(dir.path, 'version.txt')
   writeFileSync(versionFile, 'v1')
   const port = await freePort()
-  const fleet = await startFleet(t, {
-    script: fixture('app.mjs'),
-    count: options.count,
-    listen: [`127.0.0.1:${port}`],
-    env: { ...options.env, APP_VERSION_FILE: versionFile },
-    flags: options.flags ?? [],
-  })
+  const given = options(port)
+  const fleet = await startFleet(t, { ...given, env: { ...given.env, APP_VERSION_FILE: versionFile } })
   return { fleet, port, deploy: (content) => writeFileSync(versionFile, content) }
 }
 
@@ -198,4 +211,13 @@ export function runCli(args: string[], env: Record<string, string | undefined>, 
     const err = new OutputBuffer().follow(child.stderr)
     child.on('close', (code) => resolve({ code, stdout: out.text, stderr: err.text }))
   })
+}
+
+/**
+ * How each worker ended, read from a master log (`web#0 (pid 123) exited with code 0`):
+ * pid → `exited with code N` or `killed by SIGNAME`.
+ */
+export function workerExits(log: string): Map<number, string> {
+  const lines = log.matchAll(/\(pid (\d+)\) (exited with code \d+|killed by \S+)/g)
+  return new Map([...lines].map((m) => [Number(m[1]), m[2] as string]))
 }

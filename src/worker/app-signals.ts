@@ -9,7 +9,10 @@
  * for `SIGTERM` are wrapped: while the worker runtime (worker.ts) runs a graceful stop they
  * are held, and the runtime releases them once the drain has finished (or shortly before
  * its stop deadline). Then they run, once, with `'SIGTERM'`, and the app's own cleanup ends
- * the process; the runtime's deadline still bounds the stop.
+ * the process; the runtime's deadline still bounds the stop. The cleanup may close the
+ * server baton already stopped (drain.ts makes that `close(cb)` succeed), and an exit with
+ * 143 ("terminated by SIGTERM", Next.js's) after the drain counts as the clean stop it is:
+ * the worker exits 0 (worker.ts).
  *
  * Without the runtime (an app that never listens on a port baton gives it), nothing is
  * held: the listeners run when the signal arrives, as in plain Node. `listeners()`,

@@ -23,7 +23,8 @@
  * - A socket with no request in flight (including one just accepted that has not sent a
  *   request yet) is closed only after it has stayed idle for `idleMs`; a request arriving
  *   in the meantime cancels the timer (and is answered with `Connection: close`), and so
- *   does any byte received (a request still being sent).
+ *   does any byte received (a request still being sent), including bytes that arrived
+ *   while the event loop was busy past the window and are read only after the timer fired.
  * - Sockets taken over through `'upgrade'` (WebSocket) or `'connect'` belong to the
  *   application: the HTTP drain does not wait for them (`waitForConnections` does). A
  *   WebSocket (`Upgrade: websocket`) is sent a close frame with code 1012 ("service
@@ -241,10 +242,46 @@ export function trackServer(server: net.Server, options: DrainOptions = {}): voi
  * Stop accepting new connections on `server` without touching the open ones
  * (`net.Server.prototype.close`, deliberately not `http.Server#close`). No-op when the
  * server is not listening.
+ *
+ * The application may close the same server itself afterwards (its own `SIGTERM` handler
+ * runs after the drain, see app-signals.ts): `server.close(cb)` then calls `cb` without an
+ * error once the server has closed, as it would have had baton not closed it first, instead
+ * of Node's `ERR_SERVER_NOT_RUNNING` (Next.js's `next start` logs that error, and
+ * `util.promisify(server.close)` would reject with it).
  */
 export function stopAccepting(server: net.Server): void {
   if (!server.listening) return
+  quietAppClose(server)
   net.Server.prototype.close.call(server)
+}
+
+type CloseCallback = (err?: Error) => void
+
+/** Servers whose `close` is wrapped by {@link quietAppClose}. */
+const quietClose = new WeakSet<net.Server>()
+
+/**
+ * Make the application's `close(cb)` of a server that baton stopped succeed: while the
+ * server is not listening, `cb` is called with no error on the server's next `'close'`
+ * (Node emits it once no connection is left), and the server's own `close` still runs
+ * (for an HTTP server it closes idle connections). Once the server listens again, `close`
+ * is Node's own.
+ */
+function quietAppClose(server: net.Server): void {
+  if (quietClose.has(server)) return
+  quietClose.add(server)
+  // The close the application would call (its class's, or one it installed itself).
+  const own = server.close as (this: net.Server, cb?: CloseCallback) => net.Server
+  Object.defineProperty(server, 'close', {
+    configurable: true,
+    writable: true,
+    value: function close(this: net.Server, ...args: unknown[]): net.Server {
+      const [cb] = args
+      if (this.listening || typeof cb !== 'function') return own.apply(this, args as [CloseCallback?])
+      this.once('close', () => (cb as CloseCallback)())
+      return own.call(this)
+    },
+  })
 }
 
 /**
@@ -396,17 +433,24 @@ function onRequestStart(t: Tracked, req: http.IncomingMessage, res: http.ServerR
 function armIdle(t: Tracked, conn: Conn): void {
   clearIdle(conn)
   conn.bytesAtIdle = conn.socket.bytesRead
-  conn.idleTimer = setTimeout(() => {
-    conn.idleTimer = undefined
-    if (conn.detached || conn.responses.size > 0 || conn.socket.destroyed) return
-    // Bytes arrived but no request yet: a request is being received. Wait again.
-    if (conn.socket.bytesRead !== conn.bytesAtIdle) {
-      armIdle(t, conn)
-      return
-    }
-    conn.socket.destroy()
+  const timer = setTimeout(() => {
+    // Timers run before the loop reads its sockets: a request that arrived while the loop
+    // was busy (an app rendering a page) past the idle window is still unread, and closing
+    // now would reset it. Decide after this iteration's poll phase has read it.
+    setImmediate(() => {
+      if (conn.idleTimer !== timer) return // cleared, or armed again
+      conn.idleTimer = undefined
+      if (conn.detached || conn.responses.size > 0 || conn.socket.destroyed) return
+      // Bytes arrived but no request yet: a request is being received. Wait again.
+      if (conn.socket.bytesRead !== conn.bytesAtIdle) {
+        armIdle(t, conn)
+        return
+      }
+      conn.socket.destroy()
+    }).unref()
   }, t.idleMs)
-  conn.idleTimer.unref()
+  conn.idleTimer = timer
+  timer.unref()
 }
 
 function clearIdle(conn: Conn): void {

@@ -134,6 +134,8 @@ const ORPHAN_STOP_BUDGET_MS = 3000 - 500
 function appSignalMargin(budgetMs: number): number {
   return Math.min(1000, Math.max(200, Math.floor(budgetMs / 4)))
 }
+/** The exit code of a process that reports it ended because of SIGTERM (128 + 15). */
+const EXIT_CODE_SIGTERM = 143
 /** First inherited fd (systemd's SD_LISTEN_FDS_START). */
 const LISTEN_FDS_START = 3
 
@@ -472,7 +474,7 @@ class WorkerRuntime implements Worker {
   #beginStop(budgetMs: number): Promise<void> {
     if (this.#stopPromise === undefined) {
       holdAppSignals()
-      if (this.isWorker) process.once('exit', (code) => this.#reportEarlyExit(code))
+      if (this.isWorker) process.once('exit', (code) => this.#onStopExit(code))
     }
     this.#armDeadline(budgetMs)
     if (this.#stopPromise === undefined) {
@@ -497,8 +499,17 @@ class WorkerRuntime implements Worker {
     process.exit(0)
   }
 
-  /** The process exits during a stop before its connections were drained: say so. */
-  #reportEarlyExit(code: number): void {
+  /**
+   * The process exits during a stop. After a complete drain, an app's own SIGTERM cleanup
+   * that ends with `process.exit(143)` (128 + SIGTERM: "terminated by SIGTERM", as Next.js's
+   * `next start` does) finished the stop baton asked for: the worker exits 0. Before the
+   * drain is over, whatever the code, the log says so.
+   */
+  #onStopExit(code: number): void {
+    if (code === EXIT_CODE_SIGTERM && this.#isDrained && appSignalsHanded()) {
+      process.exitCode = 0
+      return
+    }
     if (this.#isDrained || this.#exitingOnPurpose) return
     const open = [...this.#servers].reduce((n, server) => n + connectionCount(server), 0)
     this.#log(
