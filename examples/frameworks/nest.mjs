@@ -2,7 +2,7 @@
 // step: plain JavaScript, the decorators applied by calling them. Run with
 //   PORT=3000 baton start examples/frameworks/nest.mjs --count 4
 // `app.enableShutdownHooks()` makes Nest close the app on SIGTERM and then signal itself
-// again; under baton that handler runs after baton's drain (src/app-signals.ts).
+// again; under baton that handler runs after baton's drain (src/worker/app-signals.ts).
 import 'reflect-metadata'
 import { Controller, Get, Header, Module } from '@nestjs/common'
 import { NestFactory } from '@nestjs/core'

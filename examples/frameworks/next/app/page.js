@@ -3,7 +3,7 @@
 //   cd examples/frameworks/next && ../../../node_modules/.bin/next build
 //   baton start ../../../node_modules/.bin/next --count 4 -- start -p 3000
 // (in an app of your own: baton start node_modules/.bin/next --count 4 -- start -p 3000).
-// Next's own SIGTERM handler runs after baton's drain (src/app-signals.ts).
+// Next's own SIGTERM handler runs after baton's drain (src/worker/app-signals.ts).
 import { version } from '../../version.mjs'
 
 // Rendered per request, so every worker answers with the version it started with.
