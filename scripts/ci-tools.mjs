@@ -8,16 +8,7 @@
 //   node scripts/ci-tools.mjs actionlint    prints the path of actionlint (go install)
 import { existsSync, mkdirSync, rmSync, symlinkSync } from 'node:fs'
 import { join } from 'node:path'
-import {
-  PINS,
-  TOOLS,
-  ensureDebianRust,
-  ensurePromtool,
-  ensureTmux,
-  hostNode24,
-  out,
-  sh,
-} from './lib/tools.mjs'
+import { PINS, TOOLS, ensureDebianRust, ensurePromtool, ensureTmux, hostNode24, out, sh } from './lib/tools.mjs'
 
 const ACTIONLINT = 'v1.7.12'
 
