@@ -224,8 +224,11 @@ impl LoopState {
                 self.flush_client(id);
             }
             Ok(Request::Status) => {
-                let status = self.status_json();
-                self.reply(id, &json!({ "ok": true, "status": status }), true);
+                let answer = ControlAnswer {
+                    status: Some(self.status(true)),
+                    ..ControlAnswer::ok()
+                };
+                self.answer(id, &answer);
             }
             Ok(Request::Reload) => {
                 let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
@@ -234,8 +237,9 @@ impl LoopState {
                 }
                 if self.config.host_prepares_reloads {
                     // The host re-reads its config first, then answers with reload_ticket.
+                    // A private request: never on the public event stream.
                     self.host_pending.insert(ticket, Instant::now());
-                    (self.sink)(json!({ "type": "reload:requested", "ticket": ticket }));
+                    (self.host.prepare_reload)(ticket);
                 } else {
                     self.fleet.handle(Instant::now(), Input::Reload { ticket });
                     self.drive();
@@ -260,19 +264,29 @@ impl LoopState {
             Ok(Request::TestFreeze { ms }) if self.test_hooks => {
                 // Answer first, then stall this thread: the loop publishes nothing and
                 // answers nothing until the freeze ends (a stuck loop, as a test sees it).
-                self.reply(id, &json!({ "ok": true, "frozenMs": ms }), true);
+                let answer = ControlAnswer {
+                    frozen_ms: Some(i64::try_from(ms).unwrap_or(i64::MAX)),
+                    ..ControlAnswer::ok()
+                };
+                self.answer(id, &answer);
                 std::thread::sleep(Duration::from_millis(ms).min(MAX_TEST_FREEZE));
             }
             Ok(Request::TestFreeze { .. }) => {
                 let message = control::unknown_command("test-freeze");
-                self.reply(id, &json!({ "ok": false, "error": message }), true);
+                self.answer(id, &ControlAnswer::error(message));
             }
         }
     }
 
-    pub(super) fn reply(&mut self, id: usize, value: &Value, close: bool) {
+    /// Send a client its final answer and close once it is written.
+    pub(super) fn answer(&mut self, id: usize, answer: &ControlAnswer) {
+        self.send_line(id, &public_json::line(answer), true);
+    }
+
+    /// Queue one protocol line for a client (`close`: it is the last).
+    pub(super) fn send_line(&mut self, id: usize, line: &str, close: bool) {
         if let Some(c) = self.clients.get_mut(&id) {
-            c.outbuf.extend_from_slice(control::line(value).as_bytes());
+            c.outbuf.extend_from_slice(line.as_bytes());
             c.closing |= close;
         }
         self.flush_client(id);

@@ -1,27 +1,83 @@
-//! The status JSON (`baton status --json`): the state machine's snapshot, the bound
-//! addresses, per-worker extras, and the log relay's counters.
+//! Status and readiness, published: [`StatusPublisher`] owns what the host and systemd see
+//! of the fleet's state (the status [`Handle::status`] answers with, when the loop last
+//! turned for the health endpoint's staleness check, systemd's `READY`/`RELOADING`/
+//! `STOPPING`/`STATUS=`), and [`LoopState::status`] puts the status together from the
+//! loop's parts (`public_json::status` is the one place it is assembled).
+
+use std::cell::Cell;
 
 use super::*;
 use crate::config::LogTarget;
 use crate::listen::Origin;
+use crate::public_json::{
+    GroupLogsStatus, GroupStatus, LogsStatus, SocketOrigin, SocketStatus, Status, StatusParts,
+};
+use crate::sd_notify;
 
-fn target_json(target: &LogTarget) -> Value {
-    match target {
-        LogTarget::Inherit => json!("inherit"),
-        LogTarget::Ignore => json!("ignore"),
-        LogTarget::File(path) => json!(path.display().to_string()),
-    }
+/// The status as last published by the loop thread (without `rssBytes`).
+pub(super) type StatusCache = Arc<Mutex<Option<Status>>>;
+
+/// When the loop thread last finished a turn (it turns at least every [`HEARTBEAT`]).
+pub(super) type Alive = Arc<Mutex<Instant>>;
+
+/// Publishes the fleet's state: to the host (a cached status and a heartbeat, shared with
+/// its [`Handle`]) and to systemd (`NOTIFY_SOCKET`).
+pub(super) struct StatusPublisher {
+    /// Shared with the host's [`Handle`]: the status it answers with.
+    cache: StatusCache,
+    /// When it was last published (a `Cell`: published from `&self` paths).
+    published: Cell<Instant>,
+    /// Something may have changed since the last publication.
+    dirty: Cell<bool>,
+    /// Shared with the host's [`Handle`]: when this loop last finished a turn.
+    alive: Alive,
+    /// systemd's notify socket, when the master runs under a notify unit.
+    notifier: Option<Notifier>,
+    /// `STOPPING=1` was sent (nothing is announced as ready after it), or this master's
+    /// stop is not the unit's (it handed the fleet to a new master).
+    stopping_notified: bool,
 }
 
-impl LoopState {
-    /// Publish the status for [`Handle::status`] (without `rssBytes`, read by the reader).
-    pub(super) fn publish_status(&self) {
-        let status = self.status_json_with(false);
-        if let Ok(mut cache) = self.status_cache.lock() {
+impl StatusPublisher {
+    /// A publisher, and the cache and heartbeat its [`Handle`] reads.
+    pub(super) fn new(notifier: Option<Notifier>) -> (StatusPublisher, StatusCache, Alive) {
+        let cache: StatusCache = Arc::new(Mutex::new(None));
+        let alive: Alive = Arc::new(Mutex::new(Instant::now()));
+        let publisher = StatusPublisher {
+            cache: cache.clone(),
+            published: Cell::new(Instant::now()),
+            dirty: Cell::new(true),
+            alive: alive.clone(),
+            notifier,
+            stopping_notified: false,
+        };
+        (publisher, cache, alive)
+    }
+
+    /// Make `status` the one [`Handle::status`] answers with.
+    pub(super) fn publish(&self, status: Status) {
+        if let Ok(mut cache) = self.cache.lock() {
             *cache = Some(status);
         }
-        self.status_published.set(Instant::now());
-        self.status_dirty.set(false);
+        self.published.set(Instant::now());
+        self.dirty.set(false);
+    }
+
+    /// Something may have changed (connection counts, ready workers between events).
+    pub(super) fn mark_dirty(&self) {
+        self.dirty.set(true);
+    }
+
+    /// Whether a publication nobody asked for is due ([`STATUS_REFRESH`] since the last).
+    pub(super) fn refresh_due(&self) -> bool {
+        self.published.get().elapsed() >= STATUS_REFRESH
+    }
+
+    /// How long the loop may wait before the next refresh, when something changed.
+    pub(super) fn refresh_wait(&self) -> Option<Duration> {
+        self.dirty.get().then(|| {
+            (self.published.get() + STATUS_REFRESH).saturating_duration_since(Instant::now())
+        })
     }
 
     /// Record that the loop is turning (read by [`Handle::status_age`]).
@@ -31,18 +87,98 @@ impl LoopState {
         }
     }
 
-    pub(super) fn status_json(&self) -> Value {
-        self.status_json_with(true)
+    /// Whether the master runs under a systemd notify unit.
+    pub(super) fn has_systemd(&self) -> bool {
+        self.notifier.is_some()
     }
 
-    /// The status JSON; `rss`: read each worker's memory use (a /proc read per worker).
-    fn status_json_with(&self, rss: bool) -> Value {
+    /// Whether `STOPPING=1` was sent (or this master's stop is not the unit's).
+    pub(super) fn stopping_notified(&self) -> bool {
+        self.stopping_notified
+    }
+
+    /// From now on nothing is announced to systemd as ready: an upgrade handed the fleet
+    /// to a new master, whose state the unit follows.
+    pub(super) fn hand_over_systemd(&mut self) {
+        self.stopping_notified = true;
+    }
+
+    /// `READY=1`, `MAINPID=` and a status line: the fleet serves.
+    pub(super) fn systemd_ready(&mut self, master_pid: u32, text: &str) -> Result<(), String> {
+        self.notify(&format!(
+            "READY=1\nMAINPID={master_pid}\nSTATUS={}",
+            sd_notify::status_line(text)
+        ))
+    }
+
+    /// `RELOADING=1` with the monotonic time systemd asks for, and a status line.
+    pub(super) fn systemd_reloading(&mut self, text: &str) -> Result<(), String> {
+        self.notify(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS={}",
+            sd_notify::monotonic_usec(),
+            sd_notify::status_line(text)
+        ))
+    }
+
+    /// `READY=1` again after a reload (or a reload that did not start), unless stopping.
+    pub(super) fn systemd_ready_again(&mut self, text: &str) -> Result<(), String> {
+        if self.stopping_notified {
+            return Ok(());
+        }
+        self.notify(&format!("READY=1\nSTATUS={}", sd_notify::status_line(text)))
+    }
+
+    /// `MAINPID=` of the master that serves from now on (an upgrade), with a status line.
+    pub(super) fn systemd_main_pid(&mut self, pid: u32, text: &str) -> Result<(), String> {
+        self.notify(&format!(
+            "MAINPID={pid}\nSTATUS={}",
+            sd_notify::status_line(text)
+        ))
+    }
+
+    /// `STOPPING=1`, once.
+    pub(super) fn systemd_stopping(&mut self) -> Result<(), String> {
+        if self.notifier.is_none() || self.stopping_notified {
+            return Ok(());
+        }
+        self.stopping_notified = true;
+        self.notify("STOPPING=1\nSTATUS=stopping")
+    }
+
+    fn notify(&mut self, state: &str) -> Result<(), String> {
+        let Some(n) = self.notifier.as_ref() else {
+            return Ok(());
+        };
+        n.send(state).map_err(|e| {
+            format!(
+                "cannot notify systemd through NOTIFY_SOCKET ({e}); the unit may not see the fleet's state"
+            )
+        })
+    }
+}
+
+fn target_name(target: &LogTarget) -> String {
+    match target {
+        LogTarget::Inherit => "inherit".to_string(),
+        LogTarget::Ignore => "ignore".to_string(),
+        LogTarget::File(path) => path.display().to_string(),
+    }
+}
+
+impl LoopState {
+    /// Publish the status for [`Handle::status`] (without `rssBytes`, read by the reader).
+    pub(super) fn publish_status(&self) {
+        self.publisher.publish(self.status(false));
+    }
+
+    /// The status; `rss`: read each worker's memory use (a /proc read per worker).
+    pub(super) fn status(&self, rss: bool) -> Status {
         let names = Names {
             groups: &self.group_names,
         };
         let snap = self.fleet.snapshot();
         let mut dropped_total = 0;
-        let groups: Vec<Value> = self
+        let groups: Vec<GroupStatus> = self
             .config
             .groups
             .iter()
@@ -59,44 +195,49 @@ impl LoopState {
                         .filter(|s| s.group == i)
                         .map(|s| s.listener.local.clone()),
                 );
-                let mut sockets: Vec<Value> = sockets_of
+                let mut sockets: Vec<SocketStatus> = sockets_of
                     .into_iter()
                     .flat_map(|l| l.first_listeners())
-                    .map(|l| match l.origin() {
-                        Origin::Bound => json!({
-                            "address": l.local, "configured": l.addr.to_string(),
-                            "from": "bound", "fd": null, "fdName": null,
-                        }),
-                        Origin::Inherited { fd, name } => json!({
-                            "address": l.local, "configured": l.addr.to_string(),
-                            "from": "inherited", "fd": fd, "fdName": name,
-                        }),
+                    .map(|l| {
+                        let (from, fd, fd_name) = match l.origin() {
+                            Origin::Bound => (SocketOrigin::Bound, None, None),
+                            Origin::Inherited { fd, name } => {
+                                (SocketOrigin::Inherited, Some(*fd), name.clone())
+                            }
+                        };
+                        SocketStatus {
+                            address: l.local.clone(),
+                            configured: l.addr.to_string(),
+                            from,
+                            fd,
+                            fd_name,
+                        }
                     })
                     .collect();
                 sockets.extend(self.drop_in_status(i));
                 let dropped = self.relay.dropped(i);
                 dropped_total += dropped;
-                json!({
-                    "name": g.rules.name,
-                    "count": g.rules.count,
-                    "reloadable": g.rules.reloadable,
-                    "order": if g.rules.order == Order::StopFirst { "stop-first" } else { "start-first" },
-                    "parallel": g.rules.parallel,
-                    "listen": listen,
-                    "sockets": sockets,
-                    "balance": g.balance.name(),
-                    "stopTimeoutMs": g.rules.stop_timeout.as_millis() as u64,
-                    "readyTimeoutMs": g.rules.ready_timeout.as_millis() as u64,
-                    "readiness": g.rules.readiness.as_str(),
-                    "minUptimeMs": g.rules.readiness.min_uptime().map(|d| d.as_millis() as u64),
-                    "instanceVar": g.instance_var,
-                    "logs": {
-                        "stdout": target_json(&g.stdout),
-                        "stderr": target_json(&g.stderr),
-                        "prefix": g.log_prefix,
-                        "droppedBytes": dropped,
+                GroupStatus {
+                    name: g.rules.name.clone(),
+                    count: g.rules.count,
+                    reloadable: g.rules.reloadable,
+                    order: g.rules.order,
+                    parallel: g.rules.parallel,
+                    listen,
+                    sockets,
+                    balance: g.balance.name().to_string(),
+                    stop_timeout_ms: public_json::ms(g.rules.stop_timeout),
+                    ready_timeout_ms: public_json::ms(g.rules.ready_timeout),
+                    readiness: g.rules.readiness.as_str().to_string(),
+                    min_uptime_ms: g.rules.readiness.min_uptime().map(public_json::ms),
+                    instance_var: g.instance_var.clone(),
+                    logs: GroupLogsStatus {
+                        stdout: target_name(&g.stdout),
+                        stderr: target_name(&g.stderr),
+                        prefix: g.log_prefix,
+                        dropped_bytes: public_json::bytes(dropped),
                     },
-                })
+                }
             })
             .collect();
         let extras = |key: Option<WorkerKey>, pid: Option<i32>| RowExtras {
@@ -112,27 +253,25 @@ impl LoopState {
                 .and_then(|k| self.workers.get(&k))
                 .and_then(|io| io.connections),
         };
-        let mut status = public_json::status(
-            &names,
-            &self.config.name,
-            self.master_pid,
-            Value::Array(groups),
-            &snap,
-            Instant::now(),
-            &extras,
-        );
-        let last = &mut status["lastReload"];
-        if last.is_object() {
-            let (generation, found) = &self.last_changes;
-            let same = last["generation"].as_u64() == Some(u64::from(*generation));
-            public_json::add_changes(last, if same { found } else { &[] });
-        }
-        status["reapedOrphans"] = json!(crate::reaper::reaped());
-        status["logs"] = json!({
-            "droppedBytes": dropped_total,
-            "failedBytes": self.relay.failed(),
-            "file": self.relay.master_log().map(|p| p.display().to_string()),
-        });
-        status
+        let (generation, found) = &self.last_changes;
+        let reported = snap.last_reload.as_ref().map(|r| r.generation);
+        let last_changes: &[Change] = if reported == Some(*generation) {
+            found
+        } else {
+            &[]
+        };
+        let parts = StatusParts {
+            fleet_name: &self.config.name,
+            master_pid: self.master_pid,
+            groups,
+            reaped_orphans: crate::reaper::reaped(),
+            logs: LogsStatus {
+                dropped_bytes: public_json::bytes(dropped_total),
+                failed_bytes: public_json::bytes(self.relay.failed()),
+                file: self.relay.master_log().map(|p| p.display().to_string()),
+            },
+            last_changes,
+        };
+        public_json::status(&names, parts, &snap, Instant::now(), &extras)
     }
 }
