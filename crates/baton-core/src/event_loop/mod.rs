@@ -45,7 +45,7 @@ mod takeover;
 mod upgrade;
 mod workers;
 
-use control_server::Client;
+use control_server::ControlClients;
 use exits::Pidfd;
 pub use launch::launch;
 use status::{Alive, StatusCache, StatusPublisher};
@@ -390,7 +390,8 @@ struct LoopState {
     group_names: Vec<String>,
     workers: HashMap<WorkerKey, WorkerIo>,
     sources: HashMap<Token, Source>,
-    clients: HashMap<usize, Client>,
+    /// The connected control clients (`control_server.rs`).
+    clients: ControlClients,
     next_token: usize,
     /// Per group (see the module documentation, **Stragglers**).
     rescue: Vec<Rescue>,
@@ -402,7 +403,6 @@ struct LoopState {
     rescue_backlog: bool,
     /// Log lines already written (repeated failures are logged once).
     logged_once: HashSet<String>,
-    stop_waiters: Vec<usize>,
     /// Shared with the host's [`Handle`], so CLI and API reload tickets never collide.
     tickets: Arc<AtomicU64>,
     master_pid: u32,
@@ -418,8 +418,6 @@ struct LoopState {
     /// Tickets failed because the host did not prepare them in time (a late answer is
     /// ignored).
     host_expired: HashSet<Ticket>,
-    /// When the next heartbeat goes to the control clients waiting for an answer.
-    next_heartbeat: Instant,
     /// Sockets bound for workers' plain `listen(port)` (drop_in.rs), kept until exit.
     drop_in: Vec<drop_in::DropInSocket>,
     /// Status, readiness and systemd's view of the fleet (`status.rs`).
@@ -580,8 +578,7 @@ impl LoopState {
             let _ = std::fs::remove_file(&self.control_path);
         }
         self.answer_upgrade_at_exit();
-        let waiters = std::mem::take(&mut self.stop_waiters);
-        for id in waiters {
+        for id in self.clients.take_stop_waiters() {
             let answer = ControlAnswer {
                 stopped: Some(true),
                 ..ControlAnswer::ok()
@@ -718,13 +715,7 @@ impl LoopState {
         match (&event, &public) {
             (Event::ReloadStart { .. } | Event::ReloadProgress { .. }, _) => {
                 let line = public_json::event_line(&public);
-                let ids: Vec<usize> = self
-                    .clients
-                    .iter()
-                    .filter(|(_, c)| c.ticket.is_some())
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in ids {
+                for id in self.clients.reload_waiters(|_| true) {
                     self.send_line(id, &line, false);
                 }
             }
@@ -746,13 +737,7 @@ impl LoopState {
                         ..ControlAnswer::error(r.message.clone())
                     }
                 };
-                let ids: Vec<usize> = self
-                    .clients
-                    .iter()
-                    .filter(|(_, c)| c.ticket.is_some_and(|t| report.tickets.contains(&t)))
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in ids {
+                for id in self.clients.reload_waiters(|t| report.tickets.contains(&t)) {
                     self.answer(id, &answer);
                 }
             }
@@ -793,13 +778,7 @@ impl LoopState {
             let ready = self.publisher.systemd_ready_again(&text);
             self.systemd_result(ready);
         }
-        let ids: Vec<usize> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| c.ticket == Some(ticket))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
+        for id in self.clients.reload_waiters(|t| t == ticket) {
             self.answer(id, &ControlAnswer::error(message));
         }
     }

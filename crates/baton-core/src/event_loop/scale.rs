@@ -73,13 +73,7 @@ impl LoopState {
 
     /// Reply to the control clients waiting for `ticket`.
     fn answer_scale(&mut self, ticket: Ticket, answer: &ControlAnswer) {
-        let ids: Vec<usize> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| c.scale_ticket == Some(ticket))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
+        for id in self.clients.scale_waiters(ticket) {
             self.answer(id, answer);
         }
     }
