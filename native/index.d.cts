@@ -132,6 +132,27 @@ export interface LogsStatus {
 /** The order in which a reload replaces the workers of one slot. */
 export type Order = 'start-first' | 'stop-first'
 
+/**
+ * One line of worker output, as `baton logs` receives it (in an `{"event": ...}` line of
+ * the control socket). The core writes it without copying the line
+ * (crates/baton-core/src/log_ring.rs, `OutputEvent`); a test there checks that what it
+ * writes reads back as this type.
+ */
+export interface OutputLine {
+  /** Always `output`. */
+  type: 'output'
+  /** Group name. */
+  group: string
+  /** Slot id. */
+  id: number
+  /** The stream it was written to. */
+  stream: 'stdout' | 'stderr'
+  /** When the master read it (ISO-8601). */
+  time: string
+  /** The line, without its newline (invalid UTF-8 replaced). */
+  text: string
+}
+
 /** Why a reload was aborted: the replacement that failed. */
 export interface ReloadFailure {
   /** Group name. */

@@ -29,6 +29,7 @@ export type {
   GroupStatus,
   LogEvent,
   LogsStatus,
+  OutputLine,
   ReloadFailure,
   ReloadOutcome,
   ReloadProgressEvent,
@@ -50,22 +51,6 @@ export type {
   WorkerStatus,
   WorkerTimeoutEvent,
 } from '../native/index.cjs'
-
-/** One line of worker output, as `baton logs` receives it. */
-export interface OutputLine {
-  /** Always `output`. */
-  type: 'output'
-  /** Group name. */
-  group: string
-  /** Slot id. */
-  id: number
-  /** The stream it was written to. */
-  stream: 'stdout' | 'stderr'
-  /** When the master read it (ISO-8601). */
-  time: string
-  /** The line, without its newline. */
-  text: string
-}
 
 /** Every event a {@link Supervisor} emits, with its argument (the payload, plus its `type`). */
 export interface SupervisorEvents {

@@ -292,3 +292,28 @@ impl SupervisorEvent {
         })
     }
 }
+
+/// One line of worker output, as `baton logs` receives it (in an `{"event": ...}` line of
+/// the control socket). The core writes it without copying the line
+/// (crates/baton-core/src/log_ring.rs, `OutputEvent`); a test there checks that what it
+/// writes reads back as this type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "napi", napi(object))]
+pub struct OutputLine {
+    /// Always `output`.
+    #[serde(rename = "type")]
+    #[cfg_attr(feature = "napi", napi(js_name = "type", ts_type = "'output'"))]
+    pub kind: String,
+    /// Group name.
+    pub group: String,
+    /// Slot id.
+    pub id: u32,
+    /// The stream it was written to.
+    #[cfg_attr(feature = "napi", napi(ts_type = "'stdout' | 'stderr'"))]
+    pub stream: String,
+    /// When the master read it (ISO-8601).
+    pub time: String,
+    /// The line, without its newline (invalid UTF-8 replaced).
+    pub text: String,
+}
