@@ -733,6 +733,82 @@ mod tests {
     }
 
     #[test]
+    fn the_status_json_has_every_contract_field_with_null_for_unknowns() {
+        let groups = ["web".to_string()];
+        let names = Names { groups: &groups };
+        let mut empty = row(0, 1, WorkerState::Starting);
+        empty.key = None;
+        empty.pid = None;
+        let snapshot = snap(true, false, vec![row(0, 0, WorkerState::Ready), empty]);
+        let parts = StatusParts {
+            fleet_name: "fleet",
+            master_pid: 7,
+            groups: vec![],
+            reaped_orphans: None,
+            logs: LogsStatus {
+                dropped_bytes: 0,
+                failed_bytes: 0,
+                file: None,
+            },
+            last_changes: &[],
+        };
+        let extras = |_: Option<u64>, _: Option<i32>| RowExtras {
+            started_at: None,
+            rss_bytes: None,
+            connections: None,
+        };
+        let value = serde_json::to_value(status(&names, parts, &snapshot, Instant::now(), &extras))
+            .unwrap();
+        let keys = |v: &serde_json::Value| {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort_unstable();
+            k
+        };
+        assert_eq!(
+            keys(&value),
+            [
+                "generation",
+                "groups",
+                "lastReload",
+                "logs",
+                "name",
+                "notReadyReason",
+                "pid",
+                "ready",
+                "reapedOrphans",
+                "reloading",
+                "stopping",
+                "workers"
+            ]
+        );
+        assert!(value["lastReload"].is_null() && value["reapedOrphans"].is_null());
+        assert_eq!(value["ready"], true);
+        let worker = &value["workers"][1];
+        assert_eq!(
+            keys(worker),
+            [
+                "connections",
+                "generation",
+                "group",
+                "id",
+                "lastExit",
+                "pid",
+                "restartInMs",
+                "restarts",
+                "rssBytes",
+                "startedAt",
+                "state"
+            ]
+        );
+        assert!(worker["pid"].is_null() && worker["rssBytes"].is_null());
+        assert_eq!(worker["state"], "starting");
+        assert_eq!(
+            keys(&value["logs"]),
+            ["droppedBytes", "failedBytes", "file"]
+        );
+    }
+
+    #[test]
     fn iso8601_formats_known_instants() {
         assert_eq!(iso8601(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let t = UNIX_EPOCH + Duration::from_millis(1_795_316_645_678);

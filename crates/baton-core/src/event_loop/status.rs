@@ -275,3 +275,93 @@ impl LoopState {
         public_json::status(&names, parts, &snap, Instant::now(), &extras)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixDatagram;
+
+    fn status(name: &str) -> Status {
+        Status {
+            name: name.into(),
+            pid: 1,
+            generation: 1,
+            reloading: false,
+            stopping: false,
+            ready: true,
+            not_ready_reason: None,
+            groups: vec![],
+            workers: vec![],
+            last_reload: None,
+            reaped_orphans: None,
+            logs: LogsStatus {
+                dropped_bytes: 0,
+                failed_bytes: 0,
+                file: None,
+            },
+        }
+    }
+
+    #[test]
+    fn the_publisher_hands_the_last_status_to_the_handle_and_tracks_refreshes() {
+        let (publisher, cache, alive) = StatusPublisher::new(None);
+        assert!(cache.lock().unwrap().is_none());
+        publisher.publish(status("a"));
+        publisher.publish(status("b"));
+        assert_eq!(
+            cache.lock().unwrap().as_ref().map(|s| s.name.as_str()),
+            Some("b")
+        );
+        // Published just now and nothing changed since: no refresh to wait for.
+        assert_eq!(publisher.refresh_wait(), None);
+        assert!(!publisher.refresh_due());
+        publisher.mark_dirty();
+        assert!(publisher
+            .refresh_wait()
+            .is_some_and(|w| w <= STATUS_REFRESH));
+        let before = *alive.lock().unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        publisher.beat();
+        assert!(*alive.lock().unwrap() > before);
+    }
+
+    #[test]
+    fn systemd_hears_ready_reloading_and_stopping_and_no_ready_after_stopping() {
+        let path = std::env::temp_dir().join(format!("baton-publisher-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let unit = UnixDatagram::bind(&path).unwrap();
+        unit.set_nonblocking(true).unwrap();
+        let notifier = Notifier::new(path.to_str()).unwrap().unwrap();
+        let (mut publisher, _, _) = StatusPublisher::new(Some(notifier));
+        let next = || {
+            let mut buf = [0u8; 512];
+            unit.recv(&mut buf)
+                .ok()
+                .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+        };
+        assert!(publisher.has_systemd());
+        publisher.systemd_ready(42, "all workers ready").unwrap();
+        assert_eq!(
+            next().as_deref(),
+            Some("READY=1\nMAINPID=42\nSTATUS=all workers ready")
+        );
+        publisher.systemd_reloading("reload 2 started").unwrap();
+        let reloading = next().unwrap();
+        assert!(
+            reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+            "{reloading}"
+        );
+        assert!(
+            reloading.ends_with("\nSTATUS=reload 2 started"),
+            "{reloading}"
+        );
+        publisher.systemd_stopping().unwrap();
+        assert_eq!(next().as_deref(), Some("STOPPING=1\nSTATUS=stopping"));
+        assert!(publisher.stopping_notified());
+        // Once stopping, a reload that ends says nothing, and STOPPING is sent once.
+        publisher.systemd_ready_again("reload 2 done").unwrap();
+        publisher.systemd_stopping().unwrap();
+        assert_eq!(next(), None);
+        let _ = std::fs::remove_file(&path);
+    }
+}
