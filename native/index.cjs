@@ -836,8 +836,12 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.Balance = nativeBinding.Balance
+module.exports.ChangeApplied = nativeBinding.ChangeApplied
 module.exports.Order = nativeBinding.Order
 module.exports.Readiness = nativeBinding.Readiness
+module.exports.ReloadOutcome = nativeBinding.ReloadOutcome
+module.exports.SocketOrigin = nativeBinding.SocketOrigin
+module.exports.WorkerState = nativeBinding.WorkerState
 module.exports.NativeSupervisor = nativeBinding.NativeSupervisor
 module.exports.checkConfigWriters = nativeBinding.checkConfigWriters
 module.exports.checkRuntimePath = nativeBinding.checkRuntimePath

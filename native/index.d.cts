@@ -22,6 +22,94 @@ export interface BackoffOptions {
 /** How connections are spread across a group's workers. */
 export type Balance = 'shared' | 'reuseport' | 'sticky'
 
+/** When a changed setting takes effect. */
+export type ChangeApplied = 'new-workers' | 'needs-restart'
+
+/**
+ * A setting that a re-read configuration changed (`beforeReload`, or `baton reload` of a
+ * fleet started from a config file). Environment changes name the variables, never their
+ * values. The optional fields are left out when they do not apply.
+ */
+export interface ConfigChange {
+  /**
+   * The group, or null for a fleet-level setting (`backoff`, `name`, `runtimeDir`).
+   * Always present in the JSON.
+   */
+  group?: string | null
+  /** The option's name as written in the config (`env`, `script`, `count`, `group`, ...). */
+  setting: string
+  /**
+   * `new-workers`: the workers this reload starts use it; `needs-restart`: kept as it
+   * was until a new master (`baton upgrade` or `baton restart`).
+   */
+  applied: ChangeApplied
+  /** The old value, rendered (not for `env`). */
+  from?: string
+  /** The new value, rendered (not for `env`). */
+  to?: string
+  /** For `env`: the variables added, removed or changed. */
+  keys?: Array<string>
+  /** For `group`: the re-read config adds this group. */
+  added?: boolean
+  /** For `group`: the re-read config no longer has this group. */
+  removed?: boolean
+}
+
+/**
+ * The last line a control request is answered with. Only `ok` is always present; the
+ * other fields are left out unless the request's answer has them.
+ */
+export interface ControlAnswer {
+  /** Whether the request succeeded. */
+  ok: boolean
+  /** Why it did not (a sentence naming the field or state and what to do). */
+  error?: string
+  /** `status`: the fleet's status. */
+  status?: Status
+  /** `reload`: the reload's report (also on a failed reload). */
+  report?: ReloadReport
+  /** `stop` (and a followed `logs`): the fleet has stopped. */
+  stopped?: boolean
+  /** `reopen-logs`: how many files were reopened. */
+  reopened?: number
+  /** `scale`: the group scaled. */
+  group?: string
+  /** `scale`: its new count. */
+  count?: number
+  /** `upgrade`: what happened, for humans. */
+  message?: string
+  /** Test-only `test-freeze`: how long the loop was stalled. */
+  frozenMs?: number
+}
+
+/**
+ * Counters the master keeps for monitoring, from its start (a `baton upgrade` starts them
+ * again from 0, which Prometheus reads as a counter reset).
+ */
+export interface Counters {
+  /**
+   * Crash restarts per group (a worker that exited without being asked to), every
+   * group listed.
+   */
+  restarts: Record<string, number>
+  /** Reload passes by how they ended. */
+  reloads: ReloadCounts
+  /** The reload durations, as a Prometheus histogram. */
+  reloadSeconds: ReloadSeconds
+}
+
+/** Where a group's output goes (`GroupStatus.logs`). */
+export interface GroupLogsStatus {
+  /** `inherit` (the master's stdout), `ignore`, or the file's absolute path. */
+  stdout: string
+  /** `inherit` (the master's stderr), `ignore`, or the file's absolute path. */
+  stderr: string
+  /** Whether lines are prefixed with `group#id `. */
+  prefix: boolean
+  /** Bytes of this group's output dropped because its destination did not keep up. */
+  droppedBytes: number
+}
+
 /**
  * Options of one group of workers, as users write them. Validated by
  * [`validate_group`], which fills in every default: a group's status carries the result
@@ -139,6 +227,68 @@ export interface GroupOptions {
   logPrefix?: boolean
 }
 
+/** A group as shown in status. */
+export interface GroupStatus {
+  /** Group name. */
+  name: string
+  /** Number of slots. */
+  count: number
+  /** Whether a reload replaces its workers. */
+  reloadable: boolean
+  /** Reload order. */
+  order: Order
+  /** Workers a reload replaces at once. */
+  parallel: number
+  /** Addresses actually bound (a real port for `:0`). */
+  listen: Array<string>
+  /** Each listen address and where its socket came from, in the order of `listen`. */
+  sockets: Array<SocketStatus>
+  /** How connections are spread across the workers. */
+  balance: 'shared' | 'reuseport' | 'sticky'
+  /** Milliseconds a stopping worker has before SIGKILL. */
+  stopTimeoutMs: number
+  /** Milliseconds a new worker has to become ready. */
+  readyTimeoutMs: number
+  /** How a worker becomes ready (the `readiness` option). */
+  readiness: 'listen' | 'message' | 'uptime'
+  /** `readiness: 'uptime'`: milliseconds a worker must stay up; null otherwise. */
+  minUptimeMs: number | null
+  /** The environment variable holding each worker's id (`instanceVar`). */
+  instanceVar: string
+  /** Where the workers' output goes, and what was lost. */
+  logs: GroupLogsStatus
+  /**
+   * The group's options as validated, every default filled in, with the live `count`
+   * (`baton scale` changes it) and the values of `env` hidden (`<hidden>`: the status
+   * reaches more readers than the config does).
+   */
+  options: GroupOptions
+}
+
+/** One bucket of [`ReloadSeconds`]. */
+export interface HistogramBucket {
+  /** The bucket's upper bound in seconds. */
+  le: number
+  /** Reloads that took at most `le` seconds. */
+  count: number
+}
+
+/** `log`, `fleet:ready`, `fleet:stopped`: a message without further structure. */
+export interface LogEvent {
+  /** A human log line. */
+  message: string
+}
+
+/** The fleet's output counters (`Status.logs`). */
+export interface LogsStatus {
+  /** Bytes of worker output dropped because a destination did not keep up (every group). */
+  droppedBytes: number
+  /** Bytes a destination refused (a closed pipe, a full disk). */
+  failedBytes: number
+  /** The master's own log file (daemon mode, `--log`), or null. */
+  file: string | null
+}
+
 /**
  * An option that is not valid: `field` names it as users write it (`groups.web.count`),
  * `message` says what is expected.
@@ -153,8 +303,235 @@ export interface OptionProblem {
 /** The order in which a reload replaces the workers of one slot. */
 export type Order = 'start-first' | 'stop-first'
 
+/**
+ * One line of worker output, as `baton logs` receives it (in an `{"event": ...}` line of
+ * the control socket). The core writes it without copying the line
+ * (crates/baton-core/src/log_ring.rs, `OutputEvent`); a test there checks that what it
+ * writes reads back as this type.
+ */
+export interface OutputLine {
+  /** Always `output`. */
+  type: 'output'
+  /** Group name. */
+  group: string
+  /** Slot id. */
+  id: number
+  /** The stream it was written to. */
+  stream: 'stdout' | 'stderr'
+  /** When the master read it (ISO-8601). */
+  time: string
+  /** The line, without its newline (invalid UTF-8 replaced). */
+  text: string
+}
+
 /** How a worker becomes ready. */
 export type Readiness = 'listen' | 'message' | 'uptime'
+
+/** Reload passes by outcome. */
+export interface ReloadCounts {
+  /** Every due worker was replaced. */
+  done: number
+  /**
+   * A new worker failed (the old ones kept serving), or the reload was refused before it
+   * started.
+   */
+  failed: number
+  /** The fleet began stopping during the reload. */
+  cancelled: number
+}
+
+/** Why a reload was aborted: the replacement that failed. */
+export interface ReloadFailure {
+  /** Group name. */
+  group: string
+  /** Slot id. */
+  id: number
+  /** Pid of the failed replacement, if it started. */
+  pid: number | null
+  /** A sentence, e.g. "exited with code 1 before it was ready" or "not ready within 5000 ms". */
+  reason: string
+  /** Exit code, when it exited normally. */
+  exitCode: number | null
+  /** Signal name, when it was killed by a signal. */
+  signal: string | null
+  /** The last bytes the replacement wrote to stderr. */
+  stderrTail: string
+}
+
+/** How a reload ended. */
+export type ReloadOutcome = 'done' | 'failed' | 'cancelled'
+
+/** `reload:progress`: a slot was replaced during a reload. */
+export interface ReloadProgressEvent {
+  /** Group name. */
+  group: string
+  /** Slot id. */
+  id: number
+  /** Slots replaced so far in this reload. */
+  replaced: number
+  /** Slots due in this reload. */
+  due: number
+  /** Generation of the reload. */
+  generation: number
+  /** A human log line, e.g. "web 2/4 replaced". */
+  message: string
+}
+
+/** The outcome of a reload. */
+export interface ReloadReport {
+  /** Internal request tickets this reload answered. */
+  tickets: Array<number>
+  /** Generation of this reload. */
+  generation: number
+  /**
+   * `done`: every worker replaced; `failed`: aborted, old workers still serving;
+   * `cancelled`: the fleet stopped.
+   */
+  outcome: ReloadOutcome
+  /** Replaced slots, in order. */
+  replaced: Array<ReplacedWorker>
+  /** Number of slots that were due for replacement. */
+  due: number
+  /** Workers of non-reloadable groups that were sent a `reload` message. */
+  notified: number
+  /** Duration of the reload in milliseconds. */
+  durationMs: number
+  /** Set when the outcome is `failed`. */
+  failure: ReloadFailure | null
+  /** A one-line human summary (it lists the config changes, if any). */
+  message: string
+  /** Config changes this reload picked up (empty unless the config was re-read and differed). */
+  changes: Array<ConfigChange>
+}
+
+/** A histogram of reload durations in seconds. */
+export interface ReloadSeconds {
+  /** Cumulative buckets: reloads that took at most `le` seconds. */
+  buckets: Array<HistogramBucket>
+  /** Reloads observed (the `+Inf` bucket). */
+  count: number
+  /** Their durations added up, in seconds. */
+  sum: number
+}
+
+/** `reload:start`: a reload began. */
+export interface ReloadStartEvent {
+  /** Generation of the reload. */
+  generation: number
+  /** The request tickets this reload answers. */
+  tickets: Array<number>
+  /** Slots to replace. */
+  due: number
+  /** A human log line. */
+  message: string
+}
+
+/** One slot replaced by a reload. */
+export interface ReplacedWorker {
+  /** Group name. */
+  group: string
+  /** Slot id. */
+  id: number
+  /** Pid of the worker it replaced (null if the slot was empty). */
+  oldPid: number | null
+  /** Pid of the new worker. */
+  newPid: number
+}
+
+/** `scale:done`: a scale reached its count; `scale:failed`: it did not (`message` says why). */
+export interface ScaleEvent {
+  /** Group name (null when the request named no group and the fleet has several). */
+  group: string | null
+  /** The count asked for. */
+  count: number
+  /** The request's ticket. */
+  ticket: number
+  /** A human log line; for `scale:failed`, the cause. */
+  message: string
+}
+
+/** `scale:start`: a scale began. */
+export interface ScaleStartEvent {
+  /** Group name. */
+  group: string
+  /** The count before. */
+  from: number
+  /** The new count. */
+  count: number
+  /** The request's ticket. */
+  ticket: number
+  /** A human log line. */
+  message: string
+}
+
+/** Where a listening socket came from. */
+export type SocketOrigin = 'bound' | 'inherited' | 'drop-in'
+
+/** One listen address of a group and where its socket came from. */
+export interface SocketStatus {
+  /** The address listened on (a real port for `:0`; systemd's socket's address when inherited). */
+  address: string
+  /** The address as configured. */
+  configured: string
+  /** Where the socket came from. */
+  from: SocketOrigin
+  /** The fd number systemd passed it as; null unless inherited. */
+  fd: number | null
+  /** Its `LISTEN_FDNAMES` name (`FileDescriptorName=`); null unless inherited and named. */
+  fdName: string | null
+}
+
+/** `fleet:start-failed`: the initial start failed. */
+export interface StartFailedEvent {
+  /** Why, including the failing worker's stderr tail. */
+  reason: string
+  /** A human log line. */
+  message: string
+}
+
+/** The fleet's status: `baton status --json`. */
+export interface Status {
+  /** Master name. */
+  name: string
+  /** Master pid. */
+  pid: number
+  /** Current generation. */
+  generation: number
+  /** Whether a reload is running. */
+  reloading: boolean
+  /** Whether the fleet is stopping. */
+  stopping: boolean
+  /**
+   * Whether the fleet serves: every worker has been ready once, it is not stopping, and
+   * every group has a worker in state `ready` (what the health endpoint answers 200 for).
+   */
+  ready: boolean
+  /** Why `ready` is false (a sentence); null when ready. */
+  notReadyReason: string | null
+  /** Groups in definition order. */
+  groups: Array<GroupStatus>
+  /** Workers, in group and slot order. */
+  workers: Array<WorkerStatus>
+  /** The last finished reload, if any. */
+  lastReload: ReloadReport | null
+  /** Orphaned processes reaped so far when the master is PID 1 or a subreaper; null otherwise. */
+  reapedOrphans: number | null
+  /** Worker output counters and the master's own log file. */
+  logs: LogsStatus
+  /**
+   * The master's CPU use: percent of one core over the last sample interval (about a
+   * second; can exceed 100 as PM2 counts it); null until it was sampled twice.
+   */
+  cpu: number | null
+  /** The master's CPU time in seconds since it started (user + system). */
+  cpuSeconds: number | null
+  /** The master's resident memory in bytes, read when the status is asked for. */
+  rssBytes: number | null
+  /** The master's open file descriptors, read when the status is asked for. */
+  openFds: number | null
+  /** Monitoring counters since the master started (served as `GET /metrics`). */
+  counters: Counters
+}
 
 /**
  * Options of a Supervisor (a fleet) as users write them. The TypeScript
@@ -213,18 +590,140 @@ export interface SupervisorOptions {
   upgradeCommand?: Array<string>
 }
 
+/**
+ * `upgrade:done`: the new master serves (this master's workers drain next, then it
+ * stops); `upgrade:failed`: it did not (`message` says why), this master keeps serving.
+ */
+export interface UpgradeEvent {
+  /** This master's pid (`upgrade:done` only). */
+  from?: number
+  /** The new master's pid (`upgrade:done` only). */
+  to?: number
+  /** The `upgrade()` calls it answers. */
+  tickets: Array<number>
+  /** A human log line; for `upgrade:failed`, the cause. */
+  message: string
+}
+
+/** `upgrade:start`: the new master was started. */
+export interface UpgradeStartEvent {
+  /** The new master's pid. */
+  pid: number
+}
+
+/** `upgrade:takeover`: this master, started by `baton upgrade`, now serves the fleet. */
+export interface UpgradeTakeoverEvent {
+  /** The old master's pid. */
+  from: number
+  /** A human log line. */
+  message: string
+}
+
+/** `worker:spawn` and `worker:ready`. */
+export interface WorkerEvent {
+  /** Group name. */
+  group: string
+  /** Slot id. */
+  id: number
+  /** Process id. */
+  pid: number
+  /** Generation. */
+  generation: number
+  /** A human log line. */
+  message: string
+}
+
+/** `worker:exit`: a worker exited. */
+export interface WorkerExitEvent {
+  /** Group name. */
+  group: string
+  /** Slot id. */
+  id: number
+  /** Process id (null if it never started). */
+  pid: number | null
+  /** Generation. */
+  generation: number
+  /** Exit code, when it exited normally. */
+  exitCode: number | null
+  /** Signal name, when killed by a signal. */
+  signal: string | null
+  /** True when baton asked it to stop. */
+  expected: boolean
+  /** Decoded reason, e.g. "exited with code 1" or "killed by SIGSEGV". */
+  reason: string
+  /** Milliseconds until the slot is restarted, when it will be. */
+  restartInMs: number | null
+  /** A human log line. */
+  message: string
+}
+
+/** Lifecycle state of a worker. An empty slot waiting for its restart shows as `starting`. */
+export type WorkerState = 'starting' | 'ready' | 'stopping'
+
+/** One row of `Status.workers`: a worker, or an empty slot waiting for its restart. */
+export interface WorkerStatus {
+  /** Group name. */
+  group: string
+  /** Slot id, 0..count-1; kept across replacements. */
+  id: number
+  /** Process id; null for a slot waiting to be restarted after a crash. */
+  pid: number | null
+  /** Generation the worker was started in (grows by one per reload). */
+  generation: number
+  /** Lifecycle state. */
+  state: WorkerState
+  /** Crash restarts of this slot. */
+  restarts: number
+  /** Resident memory in bytes, when known. */
+  rssBytes: number | null
+  /**
+   * CPU use: percent of one core over the last sample interval (about a second; can
+   * exceed 100); null until the worker was sampled twice.
+   */
+  cpu: number | null
+  /** CPU time in seconds since the worker started (user + system). */
+  cpuSeconds: number | null
+  /**
+   * Open connections on the listen sockets, as baton's runtime in the worker reports
+   * them; null otherwise.
+   */
+  connections: number | null
+  /** When the worker was started (ISO-8601), null for an empty slot. */
+  startedAt: string | null
+  /** How the slot's previous worker ended, e.g. "exited with code 1", when it crashed. */
+  lastExit: string | null
+  /** For an empty slot: milliseconds until its restart. */
+  restartInMs: number | null
+}
+
+/**
+ * `worker:ready-timeout` / `worker:stop-timeout`: a worker is being killed for not being
+ * ready, or not stopping, in time.
+ */
+export interface WorkerTimeoutEvent {
+  /** Group name. */
+  group: string
+  /** Slot id. */
+  id: number
+  /** Process id. */
+  pid: number
+  /** The timeout that passed, in milliseconds. */
+  timeoutMs: number
+  /** A human log line. */
+  message: string
+}
+
 /** A running fleet in this process (the master). */
 export declare class NativeSupervisor {
   /** Request a reload; returns the ticket named by the `reload:done` / `reload:failed` event. */
   reload(): number
-  /** Run the reload announced by a `reload:requested` event, once the host prepared it. */
+  /** Run the reload whose ticket `onReloadRequest` received, once the host prepared it. */
   reloadTicket(ticket: number): void
-  /** Answer the reload announced by a `reload:requested` event with an error. */
+  /** Answer the reload whose ticket `onReloadRequest` received with an error. */
   failReload(ticket: number, message: string): void
   /**
    * Apply a re-read configuration to the workers started from now on. Returns the
-   * changes found as JSON (`[{ group, setting, applied, from?, to?, keys? }]`); the next
-   * reload's report carries them too.
+   * changes found as JSON (`ConfigChange[]`); the next reload's report carries them too.
    */
   reconfigure(options: BindingFleetOptions): string
   /**
@@ -245,7 +744,10 @@ export declare class NativeSupervisor {
    * worker thread, not the JavaScript thread.
    */
   reopenLogs(): Promise<number>
-  /** The status as a JSON string (`docs/design.md#contracts`); never waits for the loop thread. */
+  /**
+   * The status as a JSON string (a `Status`, the same JSON as `baton status --json`);
+   * never waits for the loop thread.
+   */
   status(): string
   /**
    * Milliseconds since the supervisor loop last turned: the status `status()` returns is
@@ -383,9 +885,11 @@ export declare function isValidName(value: string): boolean
 /**
  * Bind every socket, take the pid-file lock and start the workers, off the JavaScript
  * thread. Invalid options throw at once; a socket, runtime dir or name that is unusable
- * rejects the promise (nothing spawned, nothing left behind).
+ * rejects the promise (nothing spawned, nothing left behind). `onEvent` receives every
+ * public event as a JSON `SupervisorEvent`; `onReloadRequest` receives the ticket of each
+ * `baton reload` the host prepares itself (never a public event).
  */
-export declare function launchSupervisor(options: BindingFleetOptions, onEvent: (json: string) => void): Promise<NativeSupervisor>
+export declare function launchSupervisor(options: BindingFleetOptions, onEvent: (json: string) => void, onReloadRequest: (ticket: number) => void): Promise<NativeSupervisor>
 
 /**
  * Where older versions kept the runtime dir (`$XDG_RUNTIME_DIR/baton`,

@@ -17,7 +17,7 @@ import { connect } from 'node:net'
 import { join } from 'node:path'
 import { native } from '../native.js'
 import { trustPath, UntrustedRuntimeError } from '../runtime-dir.js'
-import type { ReloadReport, Status } from '../types.js'
+import type { ControlAnswer } from '../types.js'
 
 /** Silence from the master (no answer, event or heartbeat) after which a request fails. */
 export const REQUEST_IDLE_TIMEOUT_MS = 3000
@@ -32,22 +32,8 @@ export type ControlRequest =
   | { cmd: 'scale'; group?: string; count: number }
   | { cmd: 'upgrade' }
 
-/** The master's final answer. */
-export interface ControlAnswer {
-  ok: boolean
-  error?: string
-  status?: Status
-  report?: ReloadReport
-  stopped?: boolean
-  /** `reopen-logs`: the number of files reopened. */
-  reopened?: number
-  /** `scale`: the group scaled. */
-  group?: string
-  /** `scale`: its new count. */
-  count?: number
-  /** `upgrade`: what happened (the old and new master pids). */
-  message?: string
-}
+/** The master's final answer (declared in crates/baton-contract/src/control.rs). */
+export type { ControlAnswer }
 
 /** No master of that name is running. */
 export class NotRunningError extends Error {

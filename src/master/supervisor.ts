@@ -23,7 +23,7 @@ import {
   type SupervisorOptions,
 } from './options.js'
 import { visible } from '../format.js'
-import type { ConfigChange, ReloadReport, Status, SupervisorEvents, UpgradeEvent } from '../types.js'
+import type { ConfigChange, ReloadReport, Status, SupervisorEvent, SupervisorEvents, UpgradeEvent } from '../types.js'
 import { worker, type Worker } from '../worker/worker.js'
 
 /** Workerman-style hooks, run inside each worker process of a group. */
@@ -114,6 +114,15 @@ type Waiter<T> = { resolve: (value: T) => void; reject: (error: Error) => void }
  * const report = await sup.reload() // throws ReloadError if the new code cannot start
  * ```
  */
+/**
+ * A value the core hands over as JSON: one of the contract types of crates/baton-contract
+ * (serialized by crates/baton-core/src/public_json.rs, declared for TypeScript by napi in
+ * native/index.d.cts). The one place such JSON is parsed.
+ */
+function fromCore<T>(json: string): T {
+  return JSON.parse(json) as T
+}
+
 export class Supervisor extends EventEmitter<SupervisorEvents> {
   /** The master's name (control socket and pid file). */
   readonly name: string
@@ -233,17 +242,23 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     const ready = new Promise<void>((resolve, reject) => (this.#starting = { resolve, reject }))
     // Binding (and resolving host names) runs off this thread. Events that come before the
     // native handle are held, then handled in order once `#native` is set.
-    const early: string[] = []
+    const early: Array<() => void> = []
     let launched = false
     const onEvent = (json: string): void => {
       if (launched) this.#onNativeEvent(json)
-      else early.push(json)
+      else early.push(() => this.#onNativeEvent(json))
+    }
+    // `baton reload` of a fleet whose reloads this host prepares: a private request, never
+    // a public event.
+    const onReloadRequest = (ticket: number): void => {
+      if (launched) this.#onReloadRequested(ticket)
+      else early.push(() => this.#onReloadRequested(ticket))
     }
     const activated = socketActivated()
     this.#launching = true
     let pending: Promise<NativeSupervisor>
     try {
-      pending = native().launchSupervisor(launchOptions, onEvent)
+      pending = native().launchSupervisor(launchOptions, onEvent, onReloadRequest)
     } catch (e) {
       pending = Promise.reject(e)
     }
@@ -260,7 +275,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         this.#native = nat
         if (this.#options.handleSignals !== false) this.#installSignals()
         launched = true
-        for (const json of early.splice(0)) this.#onNativeEvent(json)
+        for (const handle of early.splice(0)) handle()
         return ready
       },
       (e: Error) => {
@@ -420,7 +435,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       name: options.name ?? this.name,
       runtimeDir: options.runtimeDir ?? this.runtimeDir,
     })
-    return JSON.parse(nat.reconfigure(next)) as ConfigChange[]
+    return fromCore<ConfigChange[]>(nat.reconfigure(next))
   }
 
   /** Validate groups and options into what the core takes (throws OptionsError). */
@@ -444,7 +459,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   /** The fleet's status (the `baton status --json` shape). */
   status(): Status {
     if (!this.#native) throw new Error(`supervisor "${this.name}" is not started`)
-    return JSON.parse(this.#native.status()) as Status
+    return fromCore<Status>(this.#native.status())
   }
 
   /**
@@ -497,25 +512,25 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   }
 
   #onNativeEvent(json: string): void {
-    let event: { type: string; message?: string; tickets?: number[]; reason?: string }
+    let event: SupervisorEvent
     try {
-      event = JSON.parse(json) as typeof event
+      event = fromCore<SupervisorEvent>(json)
     } catch {
       return
     }
-    if (event.message && event.type !== 'worker:spawn') this.#log(event.message)
+    if ('message' in event && event.type !== 'worker:spawn') this.#log(event.message)
     switch (event.type) {
       case 'fleet:ready':
         this.#starting?.resolve()
         this.#starting = undefined
         break
       case 'fleet:start-failed':
-        this.#startFailure = event.reason ?? 'a worker failed to start'
+        this.#startFailure = event.reason
         break
       case 'reload:done':
       case 'reload:failed': {
-        const report = event as unknown as ReloadReport
-        for (const t of report.tickets ?? []) {
+        const report: ReloadReport = event
+        for (const t of report.tickets) {
           const waiter = this.#reloads.get(t)
           if (!waiter) continue
           this.#reloads.delete(t)
@@ -526,12 +541,11 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       }
       case 'scale:done':
       case 'scale:failed': {
-        const ticket = (event as unknown as { ticket: number }).ticket
-        const waiter = this.#scales.get(ticket)
+        const waiter = this.#scales.get(event.ticket)
         if (waiter) {
-          this.#scales.delete(ticket)
+          this.#scales.delete(event.ticket)
           if (event.type === 'scale:done') waiter.resolve()
-          else waiter.reject(new Error(event.message ?? 'the scale failed'))
+          else waiter.reject(new Error(event.message))
         }
         break
       }
@@ -540,7 +554,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         break
       case 'upgrade:done':
       case 'upgrade:failed': {
-        const e = event as unknown as UpgradeEvent
+        const e: UpgradeEvent = event
         if (event.type === 'upgrade:done') {
           this.#successor = e.to
           // The new master serves; its health endpoint takes the address as soon as it is free.
@@ -558,9 +572,6 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       case 'fleet:stopped':
         this.#onStopped()
         break
-      case 'reload:requested':
-        this.#onReloadRequested((event as unknown as { ticket: number }).ticket)
-        return // internal: not a public event
     }
     // Listener errors must not break the supervisor's bookkeeping above.
     try {

@@ -16,4 +16,8 @@
 //! - a doc comment on the type and every field: it becomes the TypeScript doc.
 #![deny(clippy::all)]
 
+pub mod control;
+pub mod events;
 pub mod options;
+pub mod reports;
+pub mod status;

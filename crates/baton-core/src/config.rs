@@ -219,8 +219,9 @@ pub struct FleetConfig {
     /// Crash-restart backoff.
     pub backoff: Backoff,
     /// The host prepares every reload (it re-reads a config file): a `baton reload` from
-    /// the control socket is announced with a `reload:requested` event and runs when the
-    /// host answers with `Handle::reload_ticket` (or `Handle::fail_reload`).
+    /// the control socket is handed to the host's `Host::prepare_reload` (a private
+    /// callback, not an event) and runs when the host answers with `Handle::reload_ticket`
+    /// (or `Handle::fail_reload`).
     pub host_prepares_reloads: bool,
     /// The master's own stdout and stderr go to this file (daemon mode): opened at launch
     /// and reopened by `baton reopen-logs`.

@@ -36,7 +36,9 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
+
+use crate::public_json::{self, ControlAnswer};
 
 /// Longest request line accepted, newline included.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -94,7 +96,16 @@ impl RequestBuffer {
 pub fn too_long_message() -> String {
     format!("control request longer than {MAX_REQUEST_BYTES} bytes: send one JSON line")
 }
-use crate::log_relay::LogsRequest;
+/// A `baton logs` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogsRequest {
+    /// Recent lines to send first.
+    pub lines: usize,
+    /// Keep sending new lines until the client or the master goes.
+    pub follow: bool,
+    /// Only this group's lines.
+    pub group: Option<String>,
+}
 
 /// `lines` of a `logs` request when it gives none.
 pub const DEFAULT_LOG_LINES: usize = 15;
@@ -205,14 +216,7 @@ pub fn unknown_command(other: &str) -> String {
 
 /// The final line for an error.
 pub fn error_line(message: &str) -> String {
-    line(&json!({ "ok": false, "error": message }))
-}
-
-/// Serialize a JSON value as one protocol line.
-pub fn line(value: &Value) -> String {
-    let mut s = value.to_string();
-    s.push('\n');
-    s
+    public_json::line(&ControlAnswer::error(message))
 }
 
 #[cfg(test)]
@@ -343,6 +347,6 @@ mod tests {
 
     #[test]
     fn lines_end_with_newline() {
-        assert_eq!(error_line("x"), "{\"error\":\"x\",\"ok\":false}\n");
+        assert_eq!(error_line("x"), "{\"ok\":false,\"error\":\"x\"}\n");
     }
 }

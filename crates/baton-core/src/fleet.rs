@@ -271,16 +271,9 @@ pub enum Event {
     },
 }
 
-/// How a reload pass ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReloadOutcome {
-    /// Every due slot was replaced.
-    Done,
-    /// A replacement failed; the remaining old workers keep serving.
-    Failed,
-    /// The fleet was stopped during the pass.
-    Cancelled,
-}
+/// How a reload pass ended (`done`, `failed`: the remaining old workers keep serving,
+/// `cancelled`: the fleet was stopped during the pass).
+pub use baton_contract::reports::ReloadOutcome;
 
 /// One replaced slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -336,15 +329,7 @@ pub struct ReloadReport {
 }
 
 /// Lifecycle state of a worker, as shown in status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkerState {
-    /// Spawned (or being spawned), not ready yet; also an empty slot waiting to restart.
-    Starting,
-    /// Ready and serving.
-    Ready,
-    /// Asked to stop, not exited yet.
-    Stopping,
-}
+pub use baton_contract::status::WorkerState;
 
 /// One row of the fleet's status: a worker, or an empty slot waiting for its restart.
 #[derive(Debug, Clone, PartialEq, Eq)]

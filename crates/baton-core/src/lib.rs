@@ -21,7 +21,9 @@
 //! - [`event_loop`]: the driver thread that runs a [`fleet::Fleet`] against real processes.
 //! - [`control`]: the control-socket protocol served to the `baton` CLI; [`lines`]: newline
 //!   framing with a limit for the workers' control channels.
-//! - [`public_json`]: the JSON users see (events, reload reports, status).
+//! - [`public_json`]: what users see (events, reload reports, status, control answers),
+//!   built as the contract types of `baton-contract` and serialized there, the one place
+//!   the core writes JSON.
 
 pub mod addr;
 pub mod balance;

@@ -32,11 +32,13 @@ use std::time::{Duration, Instant, SystemTime};
 use mio::net::UnixStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
-use serde_json::json;
 
 use crate::config::LogTarget;
+pub use crate::control::LogsRequest;
+use crate::control::{HEARTBEAT_INTERVAL, HEARTBEAT_LINE};
 use crate::log_ring::{LineBuf, OutputEvent, Ring, Stream};
 use crate::log_sink::{self, Sink};
+use crate::public_json::{self, ControlAnswer};
 
 /// Bytes of stderr kept per worker for failure reports.
 pub const STDERR_TAIL_BYTES: usize = 4096;
@@ -77,17 +79,6 @@ pub struct Drained {
     pub key: u64,
     /// The last bytes it wrote to stderr.
     pub stderr_tail: String,
-}
-
-/// A `baton logs` request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogsRequest {
-    /// Recent lines to send first.
-    pub lines: usize,
-    /// Keep sending new lines until the client or the master goes.
-    pub follow: bool,
-    /// Only this group's lines.
-    pub group: Option<String>,
 }
 
 /// Where the answer to a reopen goes: a control client, or the host (API).
@@ -277,9 +268,12 @@ impl Follower {
             return;
         }
         if self.dropped > 0 {
-            let note = json!({ "event": { "type": "output:dropped", "lines": self.dropped } });
+            let note = OutputDropped {
+                kind: "output:dropped",
+                lines: self.dropped,
+            };
             self.out
-                .extend_from_slice(crate::control::line(&note).as_bytes());
+                .extend_from_slice(public_json::event_line(&note).as_bytes());
             self.dropped = 0;
         }
         self.out.extend_from_slice(line);
@@ -323,8 +317,15 @@ struct Relay {
 }
 
 fn event_line(line: &crate::log_ring::Line) -> Vec<u8> {
-    let value = json!({ "event": OutputEvent::of(line) });
-    crate::control::line(&value).into_bytes()
+    public_json::event_line(&OutputEvent::of(line)).into_bytes()
+}
+
+/// `{"type":"output:dropped","lines":N}`: a follower read too slowly and lost lines.
+#[derive(serde::Serialize)]
+struct OutputDropped {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    lines: u64,
 }
 
 impl Relay {
@@ -373,15 +374,14 @@ impl Relay {
             self.drain_due();
             let beat = Instant::now() >= self.next_heartbeat;
             if beat {
-                self.next_heartbeat = Instant::now() + crate::control::HEARTBEAT_INTERVAL;
+                self.next_heartbeat = Instant::now() + HEARTBEAT_INTERVAL;
             }
             let tokens: Vec<Token> = self.followers.keys().copied().collect();
             for token in tokens {
                 if beat {
                     if let Some(f) = self.followers.get_mut(&token) {
                         if f.follow && !f.closing && f.out.len() < FOLLOWER_BUFFER_BYTES {
-                            f.out
-                                .extend_from_slice(crate::control::HEARTBEAT_LINE.as_bytes());
+                            f.out.extend_from_slice(HEARTBEAT_LINE.as_bytes());
                         }
                     }
                 }
@@ -426,12 +426,15 @@ impl Relay {
                     }
                     Reply::Client(mut stream) => {
                         let answer = match result {
-                            Ok(n) => json!({ "ok": true, "reopened": n }),
-                            Err(e) => json!({ "ok": false, "error": e }),
+                            Ok(n) => ControlAnswer {
+                                reopened: Some(u32::try_from(n).unwrap_or(u32::MAX)),
+                                ..ControlAnswer::ok()
+                            },
+                            Err(e) => ControlAnswer::error(e),
                         };
                         // A short line on a fresh connection: it fits the socket buffer.
                         let _ = stream.set_nonblocking(true);
-                        let _ = stream.write_all(crate::control::line(&answer).as_bytes());
+                        let _ = stream.write_all(public_json::line(&answer).as_bytes());
                     }
                 }
             }
@@ -681,7 +684,7 @@ impl Relay {
         }
         let closing = !request.follow;
         if closing {
-            out.extend_from_slice(crate::control::line(&json!({ "ok": true })).as_bytes());
+            out.extend_from_slice(public_json::line(&ControlAnswer::ok()).as_bytes());
         }
         self.followers.insert(
             token,
@@ -783,7 +786,10 @@ impl Relay {
                 self.close_pipes(w);
             }
         }
-        let stopped = crate::control::line(&json!({ "ok": true, "stopped": true }));
+        let stopped = public_json::line(&ControlAnswer {
+            stopped: Some(true),
+            ..ControlAnswer::ok()
+        });
         let tokens: Vec<Token> = self.followers.keys().copied().collect();
         for token in tokens {
             if let Some(f) = self.followers.get_mut(&token) {

@@ -187,7 +187,9 @@ impl Ring {
     }
 }
 
-/// A line as the control socket sends it (`baton logs`): `{"type":"output",...}`.
+/// A line as the control socket sends it (`baton logs`): `{"type":"output",...}`, the
+/// contract's `OutputLine` (crates/baton-contract/src/events.rs) written without copying
+/// the line.
 #[derive(Debug, Serialize)]
 pub struct OutputEvent<'a> {
     /// Always `"output"`.
@@ -303,6 +305,10 @@ mod tests {
                 "time": "1970-01-01T00:00:00.000Z", "text": "j1"
             })
         );
+        // It is the contract's OutputLine, field for field (unknown fields are refused).
+        let line: baton_contract::events::OutputLine =
+            serde_json::from_value(event.clone()).unwrap();
+        assert_eq!(serde_json::to_value(line).unwrap(), event);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! src/master/health.ts): crash restarts per group, reloads by outcome and a histogram of
 //! reload durations. They count from the master's start (a `baton upgrade` starts a new
 //! master, so they start again from 0, which Prometheus reads as a counter reset), and
-//! are published in the status JSON under `counters` ([`Counters::json`]).
+//! are published in the status JSON under `counters` ([`Counters::snapshot`]).
 //!
 //! Pure: the event loop calls [`Counters::restart`], [`Counters::reload`] and
 //! [`Counters::reload_refused`] as the events happen.
@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use baton_contract::status::{
+    Counters as StatusCounters, HistogramBucket, ReloadCounts, ReloadSeconds,
+};
 
 /// Upper bounds (seconds) of the reload-duration histogram's buckets. A reload takes about
 /// a worker's start time per batch of `parallel` workers: from under a second (one small
@@ -87,31 +89,57 @@ impl Counters {
         }
     }
 
-    /// `{"restarts": {"<group>": n}, "reloads": {"done": n, "failed": n, "cancelled": n},
-    /// "reloadSeconds": {"buckets": [{"le": 0.25, "count": n}, ...], "count": n, "sum": s}}`:
-    /// bucket counts are cumulative (reloads that took at most `le` seconds), as Prometheus
-    /// histograms are; `count` is the `+Inf` bucket.
-    pub fn json(&self) -> Value {
+    /// The counters as the status shows them (`counters`): bucket counts are cumulative
+    /// (reloads that took at most `le` seconds), as Prometheus histograms are; `count` is
+    /// the `+Inf` bucket.
+    pub fn snapshot(&self) -> StatusCounters {
         let mut cumulative = 0;
-        let buckets: Vec<Value> = RELOAD_BUCKETS
+        let buckets = RELOAD_BUCKETS
             .iter()
             .zip(self.buckets)
-            .map(|(le, n)| {
+            .map(|(&le, n)| {
                 cumulative += n;
-                json!({ "le": le, "count": cumulative })
+                HistogramBucket {
+                    le,
+                    count: count(cumulative),
+                }
             })
             .collect();
-        json!({
-            "restarts": self.restarts,
-            "reloads": { "done": self.done, "failed": self.failed, "cancelled": self.cancelled },
-            "reloadSeconds": { "buckets": buckets, "count": self.observed, "sum": self.seconds },
-        })
+        StatusCounters {
+            restarts: self
+                .restarts
+                .iter()
+                .map(|(g, n)| (g.clone(), count(*n)))
+                .collect(),
+            reloads: ReloadCounts {
+                done: count(self.done),
+                failed: count(self.failed),
+                cancelled: count(self.cancelled),
+            },
+            reload_seconds: ReloadSeconds {
+                buckets,
+                count: count(self.observed),
+                sum: self.seconds,
+            },
+        }
     }
+}
+
+/// A counter as the contract's integer.
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
+
+    impl Counters {
+        fn json(&self) -> Value {
+            serde_json::to_value(self.snapshot()).unwrap_or(Value::Null)
+        }
+    }
 
     #[test]
     fn counts_restarts_per_group_and_reloads_per_outcome() {

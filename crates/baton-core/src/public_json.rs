@@ -1,15 +1,25 @@
-//! The JSON shapes users see: events, reload reports and status (the contract in
-//! `docs/design.md#contracts`).
+//! The values users see: events, reload reports, status and control answers, as the
+//! contract types of crates/baton-contract, and their one serialization to JSON lines.
 //!
-//! One place turns the state machine's index-based values into named, documented JSON, so
-//! the JavaScript API, the control socket and the CLI all show the same thing.
+//! One place turns the state machine's index-based values into named, documented values,
+//! so the JavaScript API, the control socket and the CLI all show the same thing. Nothing
+//! else in the core writes JSON by hand: it builds a contract value and calls [`line`].
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::json;
+use serde::Serialize;
 
-/// JSON values, re-exported so hosts need no serde_json dependency of their own.
-pub use serde_json::Value;
+pub use baton_contract::control::ControlAnswer;
+pub use baton_contract::events::{
+    LogEvent, ReloadProgressEvent, ReloadStartEvent, ScaleEvent, ScaleStartEvent, StartFailedEvent,
+    SupervisorEvent, UpgradeEvent, UpgradeStartEvent, UpgradeTakeoverEvent, WorkerEvent,
+    WorkerExitEvent, WorkerTimeoutEvent,
+};
+pub use baton_contract::reports::{ChangeApplied, ConfigChange, ReloadFailure, ReplacedWorker};
+pub use baton_contract::status::{
+    Counters, GroupLogsStatus, GroupStatus, LogsStatus, SocketOrigin, SocketStatus, Status,
+    WorkerStatus,
+};
 
 use crate::exit_status::ExitStatus;
 use crate::fleet::{
@@ -24,48 +34,60 @@ pub struct Names<'a> {
 }
 
 impl Names<'_> {
-    fn group(&self, index: usize) -> &str {
-        self.groups.get(index).map(String::as_str).unwrap_or("?")
+    fn group(&self, index: usize) -> String {
+        self.groups
+            .get(index)
+            .map(String::as_str)
+            .unwrap_or("?")
+            .to_string()
     }
 }
 
-fn exit_fields(status: Option<ExitStatus>) -> (Value, Value) {
+/// One protocol line (the control socket, a worker's control channel, the upgrade
+/// channel): the value as JSON, then a newline.
+pub fn line<T: Serialize + ?Sized>(value: &T) -> String {
+    // Contract types have string keys and no maps of other keys: this cannot fail.
+    let mut s = serde_json::to_string(value).unwrap_or_else(|_| "null".to_string());
+    s.push('\n');
+    s
+}
+
+/// The value as one JSON string (no newline): what the binding hands to JavaScript.
+pub fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_string())
+}
+
+/// An `{"event": ...}` line of the control socket (reload and scale progress, `baton logs`).
+pub fn event_line<T: Serialize + ?Sized>(event: &T) -> String {
+    #[derive(Serialize)]
+    struct Frame<'a, T: ?Sized> {
+        event: &'a T,
+    }
+    line(&Frame { event })
+}
+
+fn exit_fields(status: Option<ExitStatus>) -> (Option<i32>, Option<String>) {
     match status {
-        Some(ExitStatus::Code(c)) => (json!(c), Value::Null),
-        Some(ExitStatus::Signal(s)) => (Value::Null, json!(crate::exit_status::signal_name(s))),
-        None => (Value::Null, Value::Null),
+        Some(ExitStatus::Code(c)) => (Some(c), None),
+        Some(ExitStatus::Signal(s)) => (None, Some(crate::exit_status::signal_name(s))),
+        None => (None, None),
     }
 }
 
-fn ms(d: Duration) -> u64 {
-    d.as_millis().min(u128::from(u64::MAX)) as u64
+/// Milliseconds, as the contract's integer.
+pub fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// A reload report as JSON, with a one-line human summary in `message`.
-pub fn report(names: &Names, r: &ReloadReport) -> Value {
-    let replaced: Vec<Value> = r
-        .replaced
-        .iter()
-        .map(|x| json!({ "group": names.group(x.group), "id": x.slot, "oldPid": x.old_pid, "newPid": x.new_pid }))
-        .collect();
-    let failure = r.failure.as_ref().map(|f| {
-        let (code, signal) = exit_fields(f.status);
-        json!({
-            "group": names.group(f.group),
-            "id": f.slot,
-            "pid": f.pid,
-            "reason": f.reason,
-            "exitCode": code,
-            "signal": signal,
-            "stderrTail": f.stderr_tail,
-        })
-    });
-    let outcome = match r.outcome {
-        ReloadOutcome::Done => "done",
-        ReloadOutcome::Failed => "failed",
-        ReloadOutcome::Cancelled => "cancelled",
-    };
-    let message = match (&r.outcome, &r.failure) {
+fn tickets(t: &[u64]) -> Vec<i64> {
+    t.iter()
+        .map(|t| i64::try_from(*t).unwrap_or(i64::MAX))
+        .collect()
+}
+
+/// The human summary of a reload, without its config changes.
+fn report_message(names: &Names, r: &ReloadReport) -> String {
+    match (&r.outcome, &r.failure) {
         (ReloadOutcome::Done, _) => format!(
             "reload {} done: {} of {} workers replaced in {} ms",
             r.generation,
@@ -87,48 +109,87 @@ pub fn report(names: &Names, r: &ReloadReport) -> Value {
             "reload cancelled: {}",
             r.cancel_reason.as_deref().unwrap_or("the fleet is stopping")
         ),
-    };
-    json!({
-        "tickets": r.tickets,
-        "generation": r.generation,
-        "outcome": outcome,
-        "replaced": replaced,
-        "due": r.due,
-        "notified": r.notified,
-        "durationMs": ms(r.duration),
-        "failure": failure,
-        "message": message,
-    })
+    }
 }
 
-/// Config changes picked up by a reload:
-/// `[{ "group", "setting", "applied": "new-workers" | "needs-restart", "from"?, "to"?, "keys"? }]`
-/// (`group` is null for fleet-level settings; `keys` names changed environment variables).
-pub fn changes(changes: &[Change]) -> Value {
-    let rows: Vec<Value> = changes
+/// A reload report with the config changes it picked up (`found`, empty when none): the
+/// one-line human summary in `message` lists them.
+pub fn report(
+    names: &Names,
+    r: &ReloadReport,
+    found: &[Change],
+) -> baton_contract::reports::ReloadReport {
+    let replaced = r
+        .replaced
+        .iter()
+        .map(|x| ReplacedWorker {
+            group: names.group(x.group),
+            id: x.slot,
+            old_pid: x.old_pid,
+            new_pid: x.new_pid,
+        })
+        .collect();
+    let failure = r.failure.as_ref().map(|f| {
+        let (exit_code, signal) = exit_fields(f.status);
+        ReloadFailure {
+            group: names.group(f.group),
+            id: f.slot,
+            pid: f.pid,
+            reason: f.reason.clone(),
+            exit_code,
+            signal,
+            stderr_tail: f.stderr_tail.clone(),
+        }
+    });
+    let mut message = report_message(names, r);
+    if let Some(summary) = changes_summary(found) {
+        message = format!("{message}; {summary}");
+    }
+    baton_contract::reports::ReloadReport {
+        tickets: tickets(&r.tickets),
+        generation: r.generation,
+        outcome: r.outcome,
+        replaced,
+        due: r.due,
+        notified: r.notified,
+        duration_ms: ms(r.duration),
+        failure,
+        message,
+        changes: changes(found),
+    }
+}
+
+/// Config changes picked up by a reload (`group` is null for fleet-level settings; `keys`
+/// names changed environment variables).
+pub fn changes(changes: &[Change]) -> Vec<ConfigChange> {
+    changes
         .iter()
         .map(|c| {
-            let mut row = json!({
-                "group": c.group,
-                "setting": c.setting.key(),
-                "applied": match c.effect {
-                    Effect::NewWorkers => "new-workers",
-                    Effect::NeedsRestart => "needs-restart",
+            let mut row = ConfigChange {
+                group: c.group.clone(),
+                setting: c.setting.key().to_string(),
+                applied: match c.effect {
+                    Effect::NewWorkers => ChangeApplied::NewWorkers,
+                    Effect::NeedsRestart => ChangeApplied::NeedsRestart,
                 },
-            });
+                from: None,
+                to: None,
+                keys: None,
+                added: None,
+                removed: None,
+            };
             match &c.detail {
                 Detail::Values { from, to } => {
-                    row["from"] = json!(from);
-                    row["to"] = json!(to);
+                    row.from = Some(from.clone());
+                    row.to = Some(to.clone());
                 }
-                Detail::EnvKeys(keys) => row["keys"] = json!(keys),
-                Detail::Added => row["added"] = json!(true),
-                Detail::Removed => row["removed"] = json!(true),
+                Detail::EnvKeys(keys) => row.keys = Some(keys.clone()),
+                Detail::Added => row.added = Some(true),
+                Detail::Removed => row.removed = Some(true),
             }
             row
         })
-        .collect();
-    Value::Array(rows)
+        .collect()
 }
 
 /// `web.env (GREETING)`, `web.count (2 -> 4)`, `group jobs (removed)`.
@@ -180,38 +241,42 @@ pub fn changes_summary(changes: &[Change]) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("; "))
 }
 
-/// Add a reload's config changes to its report (or `reload:*` event) JSON: the `changes`
-/// array, and the summary appended to `message`.
-pub fn add_changes(report: &mut Value, found: &[Change]) {
-    report["changes"] = changes(found);
-    if let Some(summary) = changes_summary(found) {
-        let message = report["message"].as_str().unwrap_or_default().to_string();
-        report["message"] = json!(format!("{message}; {summary}"));
-    }
-}
-
-/// An event as JSON: `type` plus its fields, and a human `message`.
-pub fn event(names: &Names, e: &Event) -> Value {
+/// An event as users see it: its fields and a human `message`. A reload's report carries
+/// the config changes `found` for it (ignored by the other events).
+pub fn event(names: &Names, e: &Event, found: &[Change]) -> SupervisorEvent {
+    use SupervisorEvent as E;
     match e {
         Event::WorkerSpawned {
             group,
             slot,
             pid,
             generation,
-        } => json!({
-            "type": "worker:spawn", "group": names.group(*group), "id": slot, "pid": pid,
-            "generation": generation,
-            "message": format!("{}#{} started (pid {pid}, generation {generation})", names.group(*group), slot),
+        } => E::WorkerSpawn(WorkerEvent {
+            group: names.group(*group),
+            id: *slot,
+            pid: *pid,
+            generation: *generation,
+            message: format!(
+                "{}#{} started (pid {pid}, generation {generation})",
+                names.group(*group),
+                slot
+            ),
         }),
         Event::WorkerReady {
             group,
             slot,
             pid,
             generation,
-        } => json!({
-            "type": "worker:ready", "group": names.group(*group), "id": slot, "pid": pid,
-            "generation": generation,
-            "message": format!("{}#{} ready (pid {pid}, generation {generation})", names.group(*group), slot),
+        } => E::WorkerReady(WorkerEvent {
+            group: names.group(*group),
+            id: *slot,
+            pid: *pid,
+            generation: *generation,
+            message: format!(
+                "{}#{} ready (pid {pid}, generation {generation})",
+                names.group(*group),
+                slot
+            ),
         }),
         Event::WorkerExit {
             group,
@@ -223,7 +288,7 @@ pub fn event(names: &Names, e: &Event) -> Value {
             detail,
             restart_in,
         } => {
-            let (code, signal) = exit_fields(*status);
+            let (exit_code, signal) = exit_fields(*status);
             let who = match pid {
                 Some(p) => format!("{}#{} (pid {p})", names.group(*group), slot),
                 None => format!("{}#{}", names.group(*group), slot),
@@ -232,11 +297,17 @@ pub fn event(names: &Names, e: &Event) -> Value {
             if let Some(d) = restart_in {
                 message.push_str(&format!("; restarting in {} ms", ms(*d)));
             }
-            json!({
-                "type": "worker:exit", "group": names.group(*group), "id": slot, "pid": pid,
-                "generation": generation, "exitCode": code, "signal": signal,
-                "expected": *cause == ExitCause::Requested, "reason": detail,
-                "restartInMs": restart_in.map(ms), "message": message,
+            E::WorkerExit(WorkerExitEvent {
+                group: names.group(*group),
+                id: *slot,
+                pid: *pid,
+                generation: *generation,
+                exit_code,
+                signal,
+                expected: *cause == ExitCause::Requested,
+                reason: detail.clone(),
+                restart_in_ms: restart_in.map(ms),
+                message,
             })
         }
         Event::WorkerReadyTimeout {
@@ -244,32 +315,51 @@ pub fn event(names: &Names, e: &Event) -> Value {
             slot,
             pid,
             timeout,
-        } => json!({
-            "type": "worker:ready-timeout", "group": names.group(*group), "id": slot, "pid": pid,
-            "timeoutMs": ms(*timeout),
-            "message": format!("{}#{} (pid {pid}) not ready within {} ms: killing it", names.group(*group), slot, ms(*timeout)),
+        } => E::WorkerReadyTimeout(WorkerTimeoutEvent {
+            group: names.group(*group),
+            id: *slot,
+            pid: *pid,
+            timeout_ms: ms(*timeout),
+            message: format!(
+                "{}#{} (pid {pid}) not ready within {} ms: killing it",
+                names.group(*group),
+                slot,
+                ms(*timeout)
+            ),
         }),
         Event::WorkerStopTimeout {
             group,
             slot,
             pid,
             timeout,
-        } => json!({
-            "type": "worker:stop-timeout", "group": names.group(*group), "id": slot, "pid": pid,
-            "timeoutMs": ms(*timeout),
-            "message": format!("{}#{} (pid {pid}) still running {} ms after stop: sending SIGKILL", names.group(*group), slot, ms(*timeout)),
+        } => E::WorkerStopTimeout(WorkerTimeoutEvent {
+            group: names.group(*group),
+            id: *slot,
+            pid: *pid,
+            timeout_ms: ms(*timeout),
+            message: format!(
+                "{}#{} (pid {pid}) still running {} ms after stop: sending SIGKILL",
+                names.group(*group),
+                slot,
+                ms(*timeout)
+            ),
         }),
-        Event::FleetReady => json!({ "type": "fleet:ready", "message": "all workers ready" }),
-        Event::StartFailed { reason } => json!({
-            "type": "fleet:start-failed", "reason": reason, "message": format!("start failed: {reason}"),
+        Event::FleetReady => E::FleetReady(LogEvent {
+            message: "all workers ready".into(),
+        }),
+        Event::StartFailed { reason } => E::StartFailed(StartFailedEvent {
+            reason: reason.clone(),
+            message: format!("start failed: {reason}"),
         }),
         Event::ReloadStart {
             generation,
-            tickets,
+            tickets: t,
             due,
-        } => json!({
-            "type": "reload:start", "generation": generation, "tickets": tickets, "due": due,
-            "message": format!("reload {generation} started: {due} workers to replace"),
+        } => E::ReloadStart(ReloadStartEvent {
+            generation: *generation,
+            tickets: tickets(t),
+            due: *due,
+            message: format!("reload {generation} started: {due} workers to replace"),
         }),
         Event::ReloadProgress {
             group,
@@ -277,53 +367,74 @@ pub fn event(names: &Names, e: &Event) -> Value {
             replaced,
             due,
             generation,
-        } => json!({
-            "type": "reload:progress", "group": names.group(*group), "id": slot, "replaced": replaced,
-            "due": due, "generation": generation,
-            "message": format!("{} {replaced}/{due} replaced", names.group(*group)),
+        } => E::ReloadProgress(ReloadProgressEvent {
+            group: names.group(*group),
+            id: *slot,
+            replaced: *replaced,
+            due: *due,
+            generation: *generation,
+            message: format!("{} {replaced}/{due} replaced", names.group(*group)),
         }),
-        Event::ReloadDone(r) => {
-            let mut v = report(names, r);
-            v["type"] = json!("reload:done");
-            v
-        }
-        Event::ReloadFailed(r) => {
-            let mut v = report(names, r);
-            v["type"] = json!("reload:failed");
-            v
-        }
-        Event::Stopped => json!({ "type": "fleet:stopped", "message": "all workers stopped" }),
+        Event::ReloadDone(r) => E::ReloadDone(report(names, r, found)),
+        Event::ReloadFailed(r) => E::ReloadFailed(report(names, r, found)),
+        Event::Stopped => E::Stopped(LogEvent {
+            message: "all workers stopped".into(),
+        }),
         Event::ScaleStart {
             group,
             from,
             to,
             ticket,
-        } => json!({
-            "type": "scale:start", "group": names.group(*group), "from": from, "count": to,
-            "ticket": ticket,
-            "message": format!("scaling {} from {from} to {to} workers", names.group(*group)),
+        } => E::ScaleStart(ScaleStartEvent {
+            group: names.group(*group),
+            from: *from,
+            count: *to,
+            ticket: tickets(&[*ticket])[0],
+            message: format!(
+                "scaling {} from {from} to {to} workers",
+                names.group(*group)
+            ),
         }),
         Event::ScaleDone {
             group,
             count,
             ticket,
-        } => json!({
-            "type": "scale:done", "group": names.group(*group), "count": count, "ticket": ticket,
-            "message": format!("{} scaled to {count} workers, all ready", names.group(*group)),
+        } => E::ScaleDone(ScaleEvent {
+            group: Some(names.group(*group)),
+            count: *count,
+            ticket: tickets(&[*ticket])[0],
+            message: format!(
+                "{} scaled to {count} workers, all ready",
+                names.group(*group)
+            ),
         }),
         Event::ScaleFailed {
             group,
             count,
             ticket,
             error,
-        } => {
-            let message = scale_error_message(names, *group, *count, error);
-            json!({
-                "type": "scale:failed", "group": names.group(*group), "count": count,
-                "ticket": ticket, "message": message,
-            })
-        }
+        } => E::ScaleFailed(ScaleEvent {
+            group: Some(names.group(*group)),
+            count: *count,
+            ticket: tickets(&[*ticket])[0],
+            message: scale_error_message(names, *group, *count, error),
+        }),
     }
+}
+
+/// A scale refused before it started: `scale:failed` (`group` as the request named it).
+pub fn scale_refused(
+    group: Option<String>,
+    count: u32,
+    ticket: u64,
+    message: String,
+) -> SupervisorEvent {
+    SupervisorEvent::ScaleFailed(ScaleEvent {
+        group,
+        count,
+        ticket: tickets(&[ticket])[0],
+        message,
+    })
 }
 
 /// The sentence for a scale that was refused or did not complete.
@@ -384,6 +495,8 @@ pub struct RowExtras {
     pub rss_bytes: Option<u64>,
     /// Open connections, as baton's runtime in the worker last reported them.
     pub connections: Option<u32>,
+    /// CPU figures, once sampled.
+    pub cpu: Option<CpuFigures>,
 }
 
 /// Whether the fleet serves: it has been ready (`fleet:ready`), is not stopping, and every
@@ -411,57 +524,97 @@ pub fn readiness(names: &Names, snap: &FleetSnapshot) -> Result<(), String> {
     Ok(())
 }
 
-/// The status JSON (`docs/design.md#contracts`): `{ name, pid, generation, reloading,
+/// What the status shows besides the state machine's snapshot: the loop's own parts.
+pub struct StatusParts<'a> {
+    /// The fleet's name.
+    pub fleet_name: &'a str,
+    /// The master's pid.
+    pub master_pid: u32,
+    /// Every group, in definition order.
+    pub groups: Vec<GroupStatus>,
+    /// Orphans reaped by the master (`None` unless it is PID 1 or a subreaper).
+    pub reaped_orphans: Option<u64>,
+    /// The fleet's output counters.
+    pub logs: LogsStatus,
+    /// The config changes the last finished reload picked up.
+    pub last_changes: &'a [Change],
+    /// The master's CPU figures, once sampled.
+    pub master_cpu: Option<CpuFigures>,
+    /// The monitoring counters.
+    pub counters: Counters,
+}
+
+/// A process's CPU figures as the status shows them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuFigures {
+    /// Percent of one core over the last sample interval (`None` until sampled twice).
+    pub percent: Option<f64>,
+    /// CPU seconds since the process started.
+    pub seconds: f64,
+}
+
+/// The status (`docs/design.md#contracts`): `{ name, pid, generation, reloading,
 /// workers: [...] }` plus additive fields (`stopping`, `ready` and `notReadyReason` (see
-/// [`readiness`]), `groups`, `lastReload`, per-worker `lastExit`, `restartInMs`,
-/// `connections`).
+/// [`readiness`]), `groups`, `lastReload`, `reapedOrphans`, `logs`, per-worker
+/// `lastExit`, `restartInMs`, `connections`). The one place a status is put together.
 pub fn status(
     names: &Names,
-    fleet_name: &str,
-    master_pid: u32,
-    groups: Value,
+    parts: StatusParts,
     snap: &FleetSnapshot,
     now: Instant,
     extras: &dyn Fn(Option<u64>, Option<i32>) -> RowExtras,
-) -> Value {
-    let workers: Vec<Value> = snap
+) -> Status {
+    let workers = snap
         .workers
         .iter()
         .map(|w| {
             let x = extras(w.key, w.pid);
-            let state = match w.state {
-                WorkerState::Starting => "starting",
-                WorkerState::Ready => "ready",
-                WorkerState::Stopping => "stopping",
-            };
-            json!({
-                "group": names.group(w.group),
-                "id": w.slot,
-                "pid": w.pid,
-                "generation": w.generation,
-                "state": state,
-                "restarts": w.restarts,
-                "rssBytes": x.rss_bytes,
-                "connections": x.connections,
-                "startedAt": x.started_at.map(iso8601),
-                "lastExit": w.last_exit,
-                "restartInMs": w.restart_at.map(|at| ms(at.saturating_duration_since(now))),
-            })
+            WorkerStatus {
+                group: names.group(w.group),
+                id: w.slot,
+                pid: w.pid,
+                generation: w.generation,
+                state: w.state,
+                restarts: w.restarts,
+                rss_bytes: x.rss_bytes.map(bytes),
+                cpu: x.cpu.and_then(|c| c.percent),
+                cpu_seconds: x.cpu.map(|c| c.seconds),
+                connections: x.connections,
+                started_at: x.started_at.map(iso8601),
+                last_exit: w.last_exit.clone(),
+                restart_in_ms: w.restart_at.map(|at| ms(at.saturating_duration_since(now))),
+            }
         })
         .collect();
     let readiness = readiness(names, snap);
-    json!({
-        "name": fleet_name,
-        "pid": master_pid,
-        "generation": snap.generation,
-        "reloading": snap.reloading,
-        "stopping": snap.stopping,
-        "ready": readiness.is_ok(),
-        "notReadyReason": readiness.err(),
-        "groups": groups,
-        "workers": workers,
-        "lastReload": snap.last_reload.as_ref().map(|r| report(names, r)),
-    })
+    Status {
+        name: parts.fleet_name.to_string(),
+        pid: parts.master_pid,
+        generation: snap.generation,
+        reloading: snap.reloading,
+        stopping: snap.stopping,
+        ready: readiness.is_ok(),
+        not_ready_reason: readiness.err(),
+        groups: parts.groups,
+        workers,
+        last_reload: snap
+            .last_reload
+            .as_ref()
+            .map(|r| report(names, r, parts.last_changes)),
+        reaped_orphans: parts.reaped_orphans.map(bytes),
+        logs: parts.logs,
+        cpu: parts.master_cpu.and_then(|c| c.percent),
+        cpu_seconds: parts.master_cpu.map(|c| c.seconds),
+        // Read when the status is asked for (`Handle::status`), not when it is published.
+        rss_bytes: None,
+        open_fds: None,
+        counters: parts.counters,
+    }
+}
+
+/// A count of bytes (or anything else counted in `u64`), as the contract's integer.
+pub fn bytes(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -488,16 +641,58 @@ mod tests {
                 },
             },
         ];
-        let mut report = json!({ "message": "reload 2 done" });
-        add_changes(&mut report, &found);
+        let groups = ["web".to_string()];
+        let names = Names { groups: &groups };
+        let done = ReloadReport {
+            tickets: vec![7],
+            generation: 2,
+            outcome: ReloadOutcome::Done,
+            replaced: vec![],
+            due: 0,
+            notified: 0,
+            duration: Duration::from_millis(5),
+            failure: None,
+            cancel_reason: None,
+        };
+        let report = serde_json::to_value(report(&names, &done, &found)).unwrap();
         assert_eq!(
             report["message"],
-            "reload 2 done; config changes for the new workers: web.env (GREETING); \
+            "reload 2 done: 0 of 0 workers replaced in 5 ms; config changes for the new workers: web.env (GREETING); \
              not applied, these need a new master (baton upgrade, with 0 failed requests; or baton restart): web.count (2 -> 4); \
              a running group's count changes without a restart: baton scale [NAME] [GROUP] N"
         );
-        assert_eq!(report["changes"][0]["keys"], json!(["GREETING"]));
+        assert_eq!(
+            report["changes"][0]["keys"],
+            serde_json::json!(["GREETING"])
+        );
+        assert_eq!(report["changes"][0]["group"], "web");
+        assert!(report["changes"][0].get("from").is_none());
         assert_eq!(report["changes"][1]["applied"], "needs-restart");
+        assert_eq!(report["changes"][1]["from"], "2");
+        // Every field of the report is present; unknown values are null.
+        let mut keys: Vec<&str> = report
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "changes",
+                "due",
+                "durationMs",
+                "failure",
+                "generation",
+                "message",
+                "notified",
+                "outcome",
+                "replaced",
+                "tickets"
+            ]
+        );
+        assert!(report["failure"].is_null());
         assert_eq!(changes_summary(&[]), None);
     }
 
@@ -558,6 +753,92 @@ mod tests {
         assert_eq!(
             readiness(&names, &snap(true, false, emptied)),
             Err("group \"jobs\" has no ready worker".to_string())
+        );
+    }
+
+    #[test]
+    fn the_status_json_has_every_contract_field_with_null_for_unknowns() {
+        let groups = ["web".to_string()];
+        let names = Names { groups: &groups };
+        let mut empty = row(0, 1, WorkerState::Starting);
+        empty.key = None;
+        empty.pid = None;
+        let snapshot = snap(true, false, vec![row(0, 0, WorkerState::Ready), empty]);
+        let parts = StatusParts {
+            fleet_name: "fleet",
+            master_pid: 7,
+            groups: vec![],
+            reaped_orphans: None,
+            logs: LogsStatus {
+                dropped_bytes: 0,
+                failed_bytes: 0,
+                file: None,
+            },
+            last_changes: &[],
+            master_cpu: None,
+            counters: crate::metrics::Counters::new(&groups).snapshot(),
+        };
+        let extras = |_: Option<u64>, _: Option<i32>| RowExtras {
+            started_at: None,
+            rss_bytes: None,
+            connections: None,
+            cpu: None,
+        };
+        let value = serde_json::to_value(status(&names, parts, &snapshot, Instant::now(), &extras))
+            .unwrap();
+        let keys = |v: &serde_json::Value| {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort_unstable();
+            k
+        };
+        assert_eq!(
+            keys(&value),
+            [
+                "counters",
+                "cpu",
+                "cpuSeconds",
+                "generation",
+                "groups",
+                "lastReload",
+                "logs",
+                "name",
+                "notReadyReason",
+                "openFds",
+                "pid",
+                "ready",
+                "reapedOrphans",
+                "reloading",
+                "rssBytes",
+                "stopping",
+                "workers"
+            ]
+        );
+        assert!(value["lastReload"].is_null() && value["reapedOrphans"].is_null());
+        assert_eq!(value["ready"], true);
+        let worker = &value["workers"][1];
+        assert_eq!(
+            keys(worker),
+            [
+                "connections",
+                "cpu",
+                "cpuSeconds",
+                "generation",
+                "group",
+                "id",
+                "lastExit",
+                "pid",
+                "restartInMs",
+                "restarts",
+                "rssBytes",
+                "startedAt",
+                "state"
+            ]
+        );
+        assert!(worker["pid"].is_null() && worker["rssBytes"].is_null());
+        assert_eq!(worker["state"], "starting");
+        assert_eq!(
+            keys(&value["logs"]),
+            ["droppedBytes", "failedBytes", "file"]
         );
     }
 

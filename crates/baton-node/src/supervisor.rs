@@ -1,9 +1,12 @@
-//! `NativeSupervisor`: a running fleet. Events reach JavaScript as JSON strings through a
-//! thread-safe function; commands go to the core's loop thread.
+//! `NativeSupervisor`: a running fleet. Events reach JavaScript as JSON strings (the
+//! contract types of crates/baton-contract, serialized once by the core's `public_json`)
+//! through a thread-safe function; the reloads the host prepares itself reach it through
+//! another, private one; commands go to the core's loop thread.
 
 use baton_core::config::FleetConfig;
-use baton_core::event_loop::{self, Handle, Pending};
+use baton_core::event_loop::{self, Handle, Host, Pending};
 use baton_core::listen::Origin;
+use baton_core::public_json;
 use napi::bindgen_prelude::AsyncTask;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Error, Result, Status, Task};
@@ -11,8 +14,12 @@ use napi_derive::napi;
 
 use crate::fleet_options::BindingFleetOptions;
 
-/// Event callback: receives each event as a JSON string.
+/// Event callback: receives each event as a JSON string (a `SupervisorEvent`).
 pub type EventCallback = ThreadsafeFunction<String, (), String, Status, false>;
+
+/// Reload-request callback: receives the ticket of each `baton reload` the host prepares
+/// itself (`hostPreparesReloads`); it answers with `reloadTicket` or `failReload`.
+pub type ReloadRequestCallback = ThreadsafeFunction<i64, (), i64, Status, false>;
 
 /// One bound listen address.
 #[napi(object)]
@@ -54,7 +61,7 @@ fn failure(message: String) -> Error {
 /// The work of `launchSupervisor`, run on a libuv worker thread: binding listen
 /// addresses may resolve host names, which must not block the JavaScript thread.
 pub struct LaunchTask {
-    job: Option<(FleetConfig, EventCallback)>,
+    job: Option<(FleetConfig, EventCallback, ReloadRequestCallback)>,
 }
 
 impl Task for LaunchTask {
@@ -62,14 +69,21 @@ impl Task for LaunchTask {
     type JsValue = NativeSupervisor;
 
     fn compute(&mut self) -> Result<Handle> {
-        let (config, on_event) = self
+        let (config, on_event, on_reload_request) = self
             .job
             .take()
             .ok_or_else(|| failure("this launch already ran".to_string()))?;
-        let sink = Box::new(move |value: baton_core::public_json::Value| {
-            on_event.call(value.to_string(), ThreadsafeFunctionCallMode::NonBlocking);
-        });
-        event_loop::launch(config, sink).map_err(|e| failure(e.message))
+        let host = Host {
+            events: Box::new(move |event| {
+                let json = public_json::to_json(&event);
+                on_event.call(json, ThreadsafeFunctionCallMode::NonBlocking);
+            }),
+            prepare_reload: Box::new(move |ticket| {
+                let ticket = i64::try_from(ticket).unwrap_or(i64::MAX);
+                on_reload_request.call(ticket, ThreadsafeFunctionCallMode::NonBlocking);
+            }),
+        };
+        event_loop::launch(config, host).map_err(|e| failure(e.message))
     }
 
     fn resolve(&mut self, _env: Env, handle: Handle) -> Result<NativeSupervisor> {
@@ -88,18 +102,21 @@ pub fn seal_upgrade_fds(handover: String) {
 
 /// Bind every socket, take the pid-file lock and start the workers, off the JavaScript
 /// thread. Invalid options throw at once; a socket, runtime dir or name that is unusable
-/// rejects the promise (nothing spawned, nothing left behind).
+/// rejects the promise (nothing spawned, nothing left behind). `onEvent` receives every
+/// public event as a JSON `SupervisorEvent`; `onReloadRequest` receives the ticket of each
+/// `baton reload` the host prepares itself (never a public event).
 #[napi(
-    ts_args_type = "options: BindingFleetOptions, onEvent: (json: string) => void",
+    ts_args_type = "options: BindingFleetOptions, onEvent: (json: string) => void, onReloadRequest: (ticket: number) => void",
     ts_return_type = "Promise<NativeSupervisor>"
 )]
 pub fn launch_supervisor(
     options: BindingFleetOptions,
     on_event: EventCallback,
+    on_reload_request: ReloadRequestCallback,
 ) -> Result<AsyncTask<LaunchTask>> {
     let config = FleetConfig::try_from(options)?;
     Ok(AsyncTask::new(LaunchTask {
-        job: Some((config, on_event)),
+        job: Some((config, on_event, on_reload_request)),
     }))
 }
 
@@ -134,7 +151,7 @@ impl NativeSupervisor {
         self.handle.reload().map(|t| t as i64).map_err(failure)
     }
 
-    /// Run the reload announced by a `reload:requested` event, once the host prepared it.
+    /// Run the reload whose ticket `onReloadRequest` received, once the host prepared it.
     #[napi]
     pub fn reload_ticket(&self, ticket: i64) -> Result<()> {
         self.handle
@@ -142,7 +159,7 @@ impl NativeSupervisor {
             .map_err(failure)
     }
 
-    /// Answer the reload announced by a `reload:requested` event with an error.
+    /// Answer the reload whose ticket `onReloadRequest` received with an error.
     #[napi]
     pub fn fail_reload(&self, ticket: i64, message: String) -> Result<()> {
         self.handle
@@ -151,14 +168,13 @@ impl NativeSupervisor {
     }
 
     /// Apply a re-read configuration to the workers started from now on. Returns the
-    /// changes found as JSON (`[{ group, setting, applied, from?, to?, keys? }]`); the next
-    /// reload's report carries them too.
+    /// changes found as JSON (`ConfigChange[]`); the next reload's report carries them too.
     #[napi]
     pub fn reconfigure(&self, options: BindingFleetOptions) -> Result<String> {
         let config = FleetConfig::try_from(options)?;
         self.handle
             .reconfigure(config)
-            .map(|v| v.to_string())
+            .map(|changes| public_json::to_json(&changes))
             .map_err(failure)
     }
 
@@ -195,10 +211,14 @@ impl NativeSupervisor {
         })
     }
 
-    /// The status as a JSON string (`docs/design.md#contracts`); never waits for the loop thread.
+    /// The status as a JSON string (a `Status`, the same JSON as `baton status --json`);
+    /// never waits for the loop thread.
     #[napi]
     pub fn status(&self) -> Result<String> {
-        self.handle.status().map(|v| v.to_string()).map_err(failure)
+        self.handle
+            .status()
+            .map(|status| public_json::to_json(&status))
+            .map_err(failure)
     }
 
     /// Milliseconds since the supervisor loop last turned: the status `status()` returns is

@@ -32,6 +32,7 @@
 use super::*;
 use crate::addr::ListenAddr;
 use crate::listen::{self, ListenErrorKind, Listener};
+use crate::public_json::{SocketOrigin, SocketStatus};
 
 /// Most `baton:listen` requests one worker may make in its life (an app listens on a few
 /// ports, once each); later ones are refused.
@@ -48,6 +49,19 @@ const FIRST_UNPRIVILEGED_PORT: u16 = 1024;
 pub(super) struct Refusal {
     pub(super) code: &'static str,
     pub(super) rule: String,
+}
+
+/// The answer to a refused `baton:listen` request, on the worker's control channel.
+#[derive(serde::Serialize)]
+struct ListenRefused<'a> {
+    /// Always `baton:listen`.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    req: u64,
+    error: &'a str,
+    code: &'static str,
+    port: u16,
+    host: &'a str,
 }
 
 fn refuse(code: &'static str, rule: impl Into<String>) -> Refusal {
@@ -253,10 +267,14 @@ impl LoopState {
     /// Tell the worker its request is refused (its `listen()` fails with `code`) and log
     /// why, naming the worker, the port and the rule.
     fn refuse_listen(&mut self, key: WorkerKey, req: u64, port: u16, host: &str, r: Refusal) {
-        let line = control::line(&json!({
-            "type": "baton:listen", "req": req, "error": r.rule, "code": r.code,
-            "port": port, "host": host,
-        }));
+        let line = public_json::line(&ListenRefused {
+            kind: "baton:listen",
+            req,
+            error: &r.rule,
+            code: r.code,
+            port,
+            host,
+        });
         self.send_worker(key, &line);
         let count = self
             .workers
@@ -346,15 +364,16 @@ impl LoopState {
     }
 
     /// The drop-in sockets of `group`, as status `sockets` entries.
-    pub(super) fn drop_in_status(&self, group: usize) -> Vec<Value> {
+    pub(super) fn drop_in_status(&self, group: usize) -> Vec<SocketStatus> {
         self.drop_in
             .iter()
             .filter(|s| s.group == group)
-            .map(|s| {
-                json!({
-                    "address": s.listener.local, "configured": s.listener.addr.to_string(),
-                    "from": "drop-in", "fd": null, "fdName": null,
-                })
+            .map(|s| SocketStatus {
+                address: s.listener.local.clone(),
+                configured: s.listener.addr.to_string(),
+                from: SocketOrigin::DropIn,
+                fd: None,
+                fd_name: None,
             })
             .collect()
     }

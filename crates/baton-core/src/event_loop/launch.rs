@@ -6,7 +6,8 @@
 use super::*;
 
 /// Prepare everything that can fail on bad input, then start the fleet on its own thread.
-pub fn launch(mut config: FleetConfig, sink: EventSink) -> Result<Handle, LaunchError> {
+pub fn launch(mut config: FleetConfig, host: Host) -> Result<Handle, LaunchError> {
+    let sink = &host.events;
     // A master started by `baton upgrade` takes what the old master passed (`upgrade.rs`).
     let claimed = match config.handover.take() {
         Some(text) => Some(takeover::claim_handover(&text, &config.groups).map_err(launch_error)?),
@@ -14,10 +15,10 @@ pub fn launch(mut config: FleetConfig, sink: EventSink) -> Result<Handle, Launch
     };
     if let Some(c) = &claimed {
         if c.name != config.name {
-            sink(json!({ "type": "log", "message": format!(
+            sink(SupervisorEvent::log(format!(
                 "upgrade: the fleet keeps its name \"{}\" (the new options say \"{}\"; renaming needs baton stop and start)",
                 c.name, config.name
-            ) }));
+            )));
             config.name = c.name.clone();
         }
     }
@@ -59,7 +60,7 @@ pub fn launch(mut config: FleetConfig, sink: EventSink) -> Result<Handle, Launch
     let per_group = match passed {
         Some(per_group) => {
             for line in &handover_log {
-                sink(json!({ "type": "log", "message": line }));
+                sink(SupervisorEvent::log(line.clone()));
             }
             per_group
         }
@@ -67,7 +68,7 @@ pub fn launch(mut config: FleetConfig, sink: EventSink) -> Result<Handle, Launch
             let activation =
                 crate::socket_activation::activate(&config.groups).map_err(launch_error)?;
             for line in &activation.log {
-                sink(json!({ "type": "log", "message": line }));
+                sink(SupervisorEvent::log(line.clone()));
             }
             activation
                 .per_group
@@ -121,7 +122,7 @@ pub fn launch(mut config: FleetConfig, sink: EventSink) -> Result<Handle, Launch
 
     // PID 1 of a container (or a subreaper): reap the orphans reparented to us (reaper.rs).
     if let Some(message) = crate::reaper::start().message() {
-        sink(json!({ "type": "log", "message": message }));
+        sink(SupervisorEvent::log(message));
     }
 
     let poll = Poll::new().map_err(|e| launch_error(format!("cannot create a poller: {e}")))?;
@@ -131,8 +132,7 @@ pub fn launch(mut config: FleetConfig, sink: EventSink) -> Result<Handle, Launch
     );
     let (tx, rx) = mpsc::channel();
     let tickets = Arc::new(AtomicU64::new(1));
-    let status_cache: StatusCache = Arc::new(Mutex::new(None));
-    let alive: Alive = Arc::new(Mutex::new(Instant::now()));
+    let (publisher, status_cache, alive) = StatusPublisher::new(notifier);
     let relay = output::start_relay(&config, tx.clone(), waker.clone())?;
 
     let rules = config.groups.iter().map(|g| g.rules.clone()).collect();
@@ -151,11 +151,11 @@ pub fn launch(mut config: FleetConfig, sink: EventSink) -> Result<Handle, Launch
         waker: waker.clone(),
         tx: tx.clone(),
         rx,
-        sink,
+        host,
         group_names,
         workers: HashMap::new(),
         sources: HashMap::new(),
-        clients: HashMap::new(),
+        clients: ControlClients::new(),
         next_token: FIRST_DYNAMIC,
         rescue,
         watched: BTreeMap::new(),
@@ -163,23 +163,16 @@ pub fn launch(mut config: FleetConfig, sink: EventSink) -> Result<Handle, Launch
         rescue_dirty: false,
         rescue_backlog: false,
         logged_once: HashSet::new(),
-        stop_waiters: Vec::new(),
         tickets: tickets.clone(),
         master_pid: std::process::id(),
         uid: current_uid(),
-        notifier,
-        stopping_notified: false,
         pending_changes: Vec::new(),
         changes_by_ticket: HashMap::new(),
         last_changes: (0, Vec::new()),
         host_pending: HashMap::new(),
         host_expired: HashSet::new(),
-        next_heartbeat: Instant::now(),
         drop_in: Vec::new(),
-        status_cache: status_cache.clone(),
-        status_published: Cell::new(Instant::now()),
-        status_dirty: Cell::new(true),
-        alive: alive.clone(),
+        publisher,
         test_hooks: std::env::var_os("BATON_TEST_HOOKS").is_some_and(|v| v == "1"),
         relay: relay.clone(),
         pidfd: exits::use_pidfd(),
@@ -270,7 +263,7 @@ impl Drop for BoundControlPath {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{GroupConfig, GroupRules, LogTarget};
+    use crate::config::{GroupConfig, GroupRules, LogTarget, Order};
 
     fn group(stdout: LogTarget) -> GroupConfig {
         GroupConfig {
@@ -324,7 +317,13 @@ mod tests {
             upgrade_cwd: None,
             handover: None,
         };
-        let err = match launch(config, Box::new(|_| {})) {
+        let err = match launch(
+            config,
+            Host {
+                events: Box::new(|_| {}),
+                prepare_reload: Box::new(|_| {}),
+            },
+        ) {
             Ok(_) => panic!("the launch should fail on the group's stdout"),
             Err(e) => e,
         };

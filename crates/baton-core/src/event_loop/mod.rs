@@ -45,14 +45,14 @@ mod takeover;
 mod upgrade;
 mod workers;
 
-use control_server::Client;
+use control_server::ControlClients;
 use exits::Pidfd;
 pub use launch::launch;
+use status::{Alive, StatusCache, StatusPublisher};
 use steering::{Rescue, SlotSocket, Straggler, Watched, RESCUE_RETRY};
 pub use takeover::seal_handover;
 use workers::WorkerIo;
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -66,9 +66,8 @@ use std::time::{Duration, Instant, SystemTime};
 use mio::net::{UnixListener, UnixStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
-use serde_json::{json, Value};
 
-use crate::config::{FleetConfig, Order};
+use crate::config::FleetConfig;
 use crate::control::{self, Request};
 use crate::exit_status::ExitStatus;
 use crate::fleet::{Action, Event, Fleet, Input, ReloadOutcome, Ticket, WorkerKey, WorkerState};
@@ -76,18 +75,34 @@ use crate::group_sockets::GroupSockets;
 use crate::handoff;
 use crate::listen::Origin;
 use crate::log_relay::{Drained, LogRelay};
-use crate::public_json::{self, Names, RowExtras};
+use crate::public_json::{
+    self, ConfigChange, ControlAnswer, Names, RowExtras, Status, SupervisorEvent, UpgradeEvent,
+    UpgradeStartEvent, UpgradeTakeoverEvent,
+};
 use crate::reconfigure::{self, Change};
 use crate::runtime_dir::{self, PidFile};
-use crate::sd_notify::{self, Notifier};
+use crate::sd_notify::Notifier;
 use crate::spawn::{self, Signal, SpawnSpec};
 
 /// How long a host-side call ([`Handle::reconfigure`], [`Handle::status`] before the first
 /// publication, [`Handle::reopen_logs`]) waits for the loop or log relay thread to answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Receives every event as JSON (see [`public_json::event`]); called on the loop thread.
-pub type EventSink = Box<dyn Fn(Value) + Send + 'static>;
+/// Receives every public event (see [`public_json::event`]); called on the loop thread.
+pub type EventSink = Box<dyn Fn(SupervisorEvent) + Send + 'static>;
+
+/// Receives the ticket of each `baton reload` the host prepares itself (a fleet started
+/// from a config file re-reads it first): the host answers with [`Handle::reload_ticket`]
+/// or [`Handle::fail_reload`]. Called on the loop thread; never a public event.
+pub type ReloadRequestSink = Box<dyn Fn(Ticket) + Send + 'static>;
+
+/// Where the loop's news goes: the public events, and the private requests to the host.
+pub struct Host {
+    /// Every public event.
+    pub events: EventSink,
+    /// Control-socket reloads for the host to prepare (`hostPreparesReloads`).
+    pub prepare_reload: ReloadRequestSink,
+}
 
 /// Why a fleet could not be launched. Nothing was spawned and nothing is left behind.
 #[derive(Debug)]
@@ -113,13 +128,13 @@ fn launch_error(message: impl Into<String>) -> LaunchError {
 enum Command {
     Reload(Ticket),
     /// Take a re-read configuration; answer with the changes found (JSON).
-    Reconfigure(Box<FleetConfig>, Sender<Value>),
+    Reconfigure(Box<FleetConfig>, Sender<Vec<ConfigChange>>),
     /// The host could not prepare the reload of this ticket: answer its waiters.
     FailReload(Ticket, String),
     Stop {
         force: bool,
     },
-    Status(Sender<Value>),
+    Status(Sender<Status>),
     /// Scale a group (`None`: the only one) to a count; answered by a scale event.
     Scale {
         ticket: Ticket,
@@ -197,12 +212,6 @@ impl<T> Pending<T> {
     }
 }
 
-/// The status JSON as last published by the loop thread (without `rssBytes`).
-type StatusCache = Arc<Mutex<Option<Value>>>;
-
-/// When the loop thread last finished a turn (it turns at least every [`HEARTBEAT`]).
-type Alive = Arc<Mutex<Instant>>;
-
 impl Handle {
     fn send(&self, cmd: Command) -> Result<(), String> {
         self.tx
@@ -221,13 +230,13 @@ impl Handle {
         Ok(ticket)
     }
 
-    /// Run the reload of a ticket announced by a `reload:requested` event (the host has
+    /// Run the reload of a ticket handed to [`Host::prepare_reload`] (the host has
     /// prepared it).
     pub fn reload_ticket(&self, ticket: Ticket) -> Result<(), String> {
         self.send(Command::Reload(ticket))
     }
 
-    /// Answer a ticket announced by `reload:requested` with an error: the host could not
+    /// Answer a ticket handed to [`Host::prepare_reload`] with an error: the host could not
     /// prepare the reload (e.g. the config file has an error). Nothing is replaced.
     pub fn fail_reload(&self, ticket: Ticket, message: String) -> Result<(), String> {
         self.send(Command::FailReload(ticket, message))
@@ -235,9 +244,9 @@ impl Handle {
 
     /// Apply a re-read configuration (see `reconfigure.rs`): per-worker settings take
     /// effect for the workers started from now on, the rest is reported as needing a
-    /// restart. The changes (the `changes` JSON of `public_json`) are attached to the
-    /// report of the next reload requested, and returned.
-    pub fn reconfigure(&self, config: FleetConfig) -> Result<Value, String> {
+    /// restart. The changes are attached to the report of the next reload requested, and
+    /// returned.
+    pub fn reconfigure(&self, config: FleetConfig) -> Result<Vec<ConfigChange>, String> {
         let (tx, rx) = mpsc::channel();
         self.send(Command::Reconfigure(Box::new(config), tx))?;
         rx.recv_timeout(ANSWER_TIMEOUT)
@@ -286,11 +295,11 @@ impl Handle {
         }
     }
 
-    /// The current status JSON, without waiting for the loop thread: the loop publishes
-    /// it whenever something changed (before each event it emits, so an event handler
-    /// sees the status that event describes), and `rssBytes` (per worker and the master's)
-    /// and the master's `openFds` are read here, fresh.
-    pub fn status(&self) -> Result<Value, String> {
+    /// The current status, without waiting for the loop thread: the loop publishes it
+    /// whenever something changed (before each event it emits, so an event handler sees
+    /// the status that event describes), and `rssBytes` (per worker and the master's) and
+    /// the master's `openFds` are read here, fresh.
+    pub fn status(&self) -> Result<Status, String> {
         let cached = self.status_cache.lock().ok().and_then(|c| c.clone());
         let Some(mut status) = cached else {
             // Before the loop's first publication (it publishes before anything else).
@@ -300,14 +309,11 @@ impl Handle {
                 .recv_timeout(ANSWER_TIMEOUT)
                 .map_err(|_| "the supervisor loop did not answer".to_string());
         };
-        if let Some(rows) = status["workers"].as_array_mut() {
-            for row in rows {
-                let rss = row["pid"]
-                    .as_i64()
-                    .and_then(|p| i32::try_from(p).ok())
-                    .and_then(crate::proc_info::rss_bytes);
-                row["rssBytes"] = json!(rss);
-            }
+        for row in &mut status.workers {
+            row.rss_bytes = row
+                .pid
+                .and_then(crate::proc_info::rss_bytes)
+                .map(public_json::bytes);
         }
         status::add_master_resources(&mut status);
         Ok(status)
@@ -382,11 +388,12 @@ struct LoopState {
     waker: Arc<Waker>,
     tx: Sender<Msg>,
     rx: Receiver<Msg>,
-    sink: EventSink,
+    host: Host,
     group_names: Vec<String>,
     workers: HashMap<WorkerKey, WorkerIo>,
     sources: HashMap<Token, Source>,
-    clients: HashMap<usize, Client>,
+    /// The connected control clients (`control_server.rs`).
+    clients: ControlClients,
     next_token: usize,
     /// Per group (see the module documentation, **Stragglers**).
     rescue: Vec<Rescue>,
@@ -398,38 +405,25 @@ struct LoopState {
     rescue_backlog: bool,
     /// Log lines already written (repeated failures are logged once).
     logged_once: HashSet<String>,
-    stop_waiters: Vec<usize>,
     /// Shared with the host's [`Handle`], so CLI and API reload tickets never collide.
     tickets: Arc<AtomicU64>,
     master_pid: u32,
     uid: u32,
-    /// systemd's notify socket, when the master runs under a notify unit.
-    notifier: Option<Notifier>,
-    /// `STOPPING=1` was sent (nothing is announced as ready after it).
-    stopping_notified: bool,
     /// Config changes of the last reconfigure, for the next reload ticket.
     pending_changes: Vec<Change>,
     /// Config changes by the ticket whose reload picked them up.
     changes_by_ticket: HashMap<Ticket, Vec<Change>>,
     /// The changes of the last reported reload, by its generation (for status).
     last_changes: (u32, Vec<Change>),
-    /// Control-socket reloads handed to the host to prepare (`reload:requested`), since.
+    /// Control-socket reloads handed to the host to prepare (`Host::prepare_reload`), since.
     host_pending: HashMap<Ticket, Instant>,
     /// Tickets failed because the host did not prepare them in time (a late answer is
     /// ignored).
     host_expired: HashSet<Ticket>,
-    /// When the next heartbeat goes to the control clients waiting for an answer.
-    next_heartbeat: Instant,
     /// Sockets bound for workers' plain `listen(port)` (drop_in.rs), kept until exit.
     drop_in: Vec<drop_in::DropInSocket>,
-    /// Shared with the host's [`Handle`]: the status it answers with.
-    status_cache: StatusCache,
-    /// When it was last published (a `Cell`: published from `&self` paths like `emit`).
-    status_published: Cell<Instant>,
-    /// Something may have changed since the last publication.
-    status_dirty: Cell<bool>,
-    /// Shared with the host's [`Handle`]: when this loop last finished a turn.
-    alive: Alive,
+    /// Status, readiness and systemd's view of the fleet (`status.rs`).
+    publisher: StatusPublisher,
     /// `BATON_TEST_HOOKS=1` at launch: the control socket honours test-only requests
     /// (`test-freeze`, which stalls this loop to exercise the health endpoint's staleness
     /// check in __test__/health.spec.ts). Not documented for users.
@@ -460,7 +454,7 @@ impl LoopState {
         self.drive();
         let mut control_due: Option<Duration> = None;
         while !self.fleet.is_stopped() {
-            self.beat();
+            self.publisher.beat();
             let mut timeout = Some(
                 self.fleet
                     .poll_timeout()
@@ -470,9 +464,7 @@ impl LoopState {
             if let Some(wait) = control_due {
                 timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
             }
-            if self.status_dirty.get() {
-                let wait = (self.status_published.get() + STATUS_REFRESH)
-                    .saturating_duration_since(Instant::now());
+            if let Some(wait) = self.publisher.refresh_wait() {
                 timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
             }
             if self.rescue_waiting() {
@@ -492,7 +484,7 @@ impl LoopState {
             }
             let polled = self.poll.poll(&mut events, timeout);
             // Awake: what this turn does next (a request, an exit) is measured from here.
-            self.beat();
+            self.publisher.beat();
             if let Err(e) = polled {
                 if e.kind() != ErrorKind::Interrupted {
                     self.log(&format!("poll failed: {e}; stopping the fleet"));
@@ -554,8 +546,8 @@ impl LoopState {
             self.fleet.handle_timeout(Instant::now());
             self.drive();
             control_due = self.control_tick(Instant::now());
-            self.status_dirty.set(true);
-            if self.status_published.get().elapsed() >= STATUS_REFRESH {
+            self.publisher.mark_dirty();
+            if self.publisher.refresh_due() {
                 self.publish_status();
             }
         }
@@ -594,9 +586,12 @@ impl LoopState {
             let _ = std::fs::remove_file(&self.control_path);
         }
         self.answer_upgrade_at_exit();
-        let waiters = std::mem::take(&mut self.stop_waiters);
-        for id in waiters {
-            self.reply(id, &json!({ "ok": true, "stopped": true }), true);
+        for id in self.clients.take_stop_waiters() {
+            let answer = ControlAnswer {
+                stopped: Some(true),
+                ..ControlAnswer::ok()
+            };
+            self.answer(id, &answer);
             self.flush_client(id);
         }
         self.clients.clear();
@@ -607,11 +602,11 @@ impl LoopState {
         let names = Names {
             groups: &self.group_names,
         };
-        (self.sink)(public_json::event(&names, &Event::Stopped));
+        (self.host.events)(public_json::event(&names, &Event::Stopped, &[]));
     }
 
     fn log(&self, message: &str) {
-        (self.sink)(json!({ "type": "log", "message": message }));
+        (self.host.events)(SupervisorEvent::log(message));
     }
 
     /// Log `message` unless it was logged before (failures that repeat on every change).
@@ -657,7 +652,7 @@ impl LoopState {
             }
             Msg::SuccessorExited { pid, status } => self.on_successor_exit(pid, status),
             Msg::Command(Command::Status(reply)) => {
-                let _ = reply.send(self.status_json());
+                let _ = reply.send(self.status(true));
             }
             // Reported once the relay has read what it wrote (its stderr tail).
             Msg::Exited { key, pid, status } => self.reap(key, pid, status),
@@ -705,63 +700,62 @@ impl LoopState {
             return; // announced by `shutdown`, once the sockets are released
         }
         self.count(&event);
-        let names = Names {
-            groups: &self.group_names,
-        };
-        let value = public_json::event(&names, &event);
-        if !matches!(event, Event::ReloadDone(_) | Event::ReloadFailed(_)) {
-            self.publish_status();
-            (self.sink)(value.clone());
-        }
-        match &event {
-            Event::ReloadStart { .. } | Event::ReloadProgress { .. } => {
-                let ids: Vec<usize> = self
-                    .clients
-                    .iter()
-                    .filter(|(_, c)| c.ticket.is_some())
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in ids {
-                    self.reply(id, &json!({ "event": value }), false);
-                }
-            }
-            Event::ScaleStart { .. } | Event::ScaleDone { .. } | Event::ScaleFailed { .. } => {
-                self.on_scale_event(&event, &value)
-            }
+        // A reload's report carries the config changes its tickets picked up.
+        let found: Vec<Change> = match &event {
             Event::ReloadDone(report) | Event::ReloadFailed(report) => {
-                let found: Vec<Change> = report
+                let found = report
                     .tickets
                     .iter()
                     .filter_map(|t| self.changes_by_ticket.remove(t))
                     .flatten()
                     .collect();
-                let ids: Vec<usize> = self
-                    .clients
-                    .iter()
-                    .filter(|(_, c)| c.ticket.is_some_and(|t| report.tickets.contains(&t)))
-                    .map(|(id, _)| *id)
-                    .collect();
-                // Every report carries `changes` (empty unless a re-read config changed).
-                let mut report_json = public_json::report(&names, report);
-                public_json::add_changes(&mut report_json, &found);
-                let mut with_changes = value.clone();
-                public_json::add_changes(&mut with_changes, &found);
                 self.last_changes = (report.generation, found);
-                self.publish_status();
-                (self.sink)(with_changes);
-                for id in ids {
-                    let answer = if report.outcome == ReloadOutcome::Done {
-                        json!({ "ok": true, "report": report_json })
-                    } else {
-                        json!({ "ok": false, "error": report_json["message"], "report": report_json })
-                    };
-                    self.reply(id, &answer, true);
+                self.last_changes.1.clone()
+            }
+            _ => Vec::new(),
+        };
+        let names = Names {
+            groups: &self.group_names,
+        };
+        let public = public_json::event(&names, &event, &found);
+        // Published first, so an event handler sees the status the event describes.
+        self.publish_status();
+        (self.host.events)(public.clone());
+        match (&event, &public) {
+            (Event::ReloadStart { .. } | Event::ReloadProgress { .. }, _) => {
+                let line = public_json::event_line(&public);
+                for id in self.clients.reload_waiters(|_| true) {
+                    self.send_line(id, &line, false);
                 }
             }
-            Event::FleetReady | Event::StartFailed { .. } => self.report_to_predecessor(&event),
+            (Event::ScaleStart { .. } | Event::ScaleDone { .. } | Event::ScaleFailed { .. }, _) => {
+                self.on_scale_event(&event, &public)
+            }
+            (
+                Event::ReloadDone(report) | Event::ReloadFailed(report),
+                SupervisorEvent::ReloadDone(r) | SupervisorEvent::ReloadFailed(r),
+            ) => {
+                let answer = if report.outcome == ReloadOutcome::Done {
+                    ControlAnswer {
+                        report: Some(r.clone()),
+                        ..ControlAnswer::ok()
+                    }
+                } else {
+                    ControlAnswer {
+                        report: Some(r.clone()),
+                        ..ControlAnswer::error(r.message.clone())
+                    }
+                };
+                for id in self.clients.reload_waiters(|t| report.tickets.contains(&t)) {
+                    self.answer(id, &answer);
+                }
+            }
+            (Event::FleetReady | Event::StartFailed { .. }, _) => {
+                self.report_to_predecessor(&event, &public)
+            }
             _ => {}
         }
-        self.notify_systemd(&event, &value);
+        self.notify_systemd(&event, &public);
     }
 
     /// Take a re-read configuration: what a reload can apply goes into the config the next
@@ -788,24 +782,14 @@ impl LoopState {
         self.counters.reload_refused();
         let text = format!("reload not started: {message}");
         self.log(&text);
-        if !self.stopping_notified {
-            self.notify(&format!(
-                "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading",
-                sd_notify::monotonic_usec()
-            ));
-            self.notify(&format!(
-                "READY=1\nSTATUS={}",
-                sd_notify::status_line(&text)
-            ));
+        if !self.publisher.stopping_notified() {
+            let reloading = self.publisher.systemd_reloading("reloading");
+            self.systemd_result(reloading);
+            let ready = self.publisher.systemd_ready_again(&text);
+            self.systemd_result(ready);
         }
-        let ids: Vec<usize> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| c.ticket == Some(ticket))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            self.reply(id, &json!({ "ok": false, "error": message }), true);
+        for id in self.clients.reload_waiters(|t| t == ticket) {
+            self.answer(id, &ControlAnswer::error(message));
         }
     }
 
@@ -816,66 +800,38 @@ impl LoopState {
         self.fleet.handle(Instant::now(), Input::Stop { force });
     }
 
-    // ----- systemd (sd_notify.rs) ------------------------------------------------------------
+    // ----- systemd (sd_notify.rs, through the publisher) ----------------------------------
 
     /// Tell systemd what `event` means for the unit: ready, reloading, ready again, stopping.
-    fn notify_systemd(&mut self, event: &Event, value: &Value) {
-        if self.notifier.is_none() {
+    fn notify_systemd(&mut self, event: &Event, public: &SupervisorEvent) {
+        if !self.publisher.has_systemd() {
             return;
         }
-        let message = value["message"].as_str().unwrap_or_default().to_string();
-        let status = |text: &str| sd_notify::status_line(text);
-        match event {
+        let message = public.message().unwrap_or_default();
+        let sent = match event {
             // A new master is ready for systemd once it took over (`upgrade.rs`).
-            Event::FleetReady if self.incoming.is_some() => {}
-            Event::FleetReady => {
-                let state = format!(
-                    "READY=1\nMAINPID={}\nSTATUS={}",
-                    self.master_pid,
-                    status(&message)
-                );
-                self.notify(&state);
+            Event::FleetReady if self.incoming.is_some() => Ok(()),
+            Event::FleetReady => self.publisher.systemd_ready(self.master_pid, message),
+            Event::ReloadStart { .. } => self.publisher.systemd_reloading(message),
+            // A pass cancelled by a stop ends in STOPPING, never in READY.
+            Event::ReloadDone(_) | Event::ReloadFailed(_) => {
+                self.publisher.systemd_ready_again(message)
             }
-            Event::ReloadStart { .. } => {
-                let state = format!(
-                    "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS={}",
-                    sd_notify::monotonic_usec(),
-                    status(&message)
-                );
-                self.notify(&state);
-            }
-            Event::ReloadDone(report) | Event::ReloadFailed(report) => {
-                // A pass cancelled by a stop ends in STOPPING, never in READY.
-                if self.stopping_notified {
-                    return;
-                }
-                let names = Names {
-                    groups: &self.group_names,
-                };
-                let outcome = public_json::report(&names, report);
-                let text = outcome["message"].as_str().unwrap_or_default().to_string();
-                self.notify(&format!("READY=1\nSTATUS={}", status(&text)));
-            }
-            Event::StartFailed { .. } => self.notify_stopping(),
-            _ => {}
-        }
+            Event::StartFailed { .. } => self.publisher.systemd_stopping(),
+            _ => Ok(()),
+        };
+        self.systemd_result(sent);
     }
 
     fn notify_stopping(&mut self) {
-        if self.notifier.is_some() && !self.stopping_notified {
-            self.stopping_notified = true;
-            self.notify("STOPPING=1\nSTATUS=stopping");
-        }
+        let sent = self.publisher.systemd_stopping();
+        self.systemd_result(sent);
     }
 
-    fn notify(&mut self, state: &str) {
-        let Some(n) = self.notifier.as_ref() else {
-            return;
-        };
-        if let Err(e) = n.send(state) {
-            self.log_once(format!(
-                "cannot notify systemd through NOTIFY_SOCKET ({e}); the unit may not see the fleet's state"
-            ));
+    /// Log (once) that systemd could not be told.
+    fn systemd_result(&mut self, sent: Result<(), String>) {
+        if let Err(message) = sent {
+            self.log_once(message);
         }
     }
 }

@@ -177,13 +177,11 @@ impl LoopState {
 
     /// A `logs` or `reopen-logs` client: the relay serves it from now on.
     pub(super) fn hand_client_to_relay(&mut self, id: usize, request: Request) {
-        let Some(mut c) = self.clients.remove(&id) else {
+        let Some(stream) = self.clients.remove(id, self.poll.registry()) else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut c.stream);
         self.sources.remove(&Token(id));
-        self.stop_waiters.retain(|w| *w != id);
-        let stream = std::os::unix::net::UnixStream::from(c.stream);
+        let stream = std::os::unix::net::UnixStream::from(stream);
         match request {
             Request::Logs(request) => self.relay.logs(stream, request),
             _ => self.relay.reopen(Reply::Client(stream)),

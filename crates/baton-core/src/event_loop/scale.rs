@@ -61,28 +61,25 @@ impl LoopState {
 
     /// Answer a scale refused before the state machine saw it.
     fn scale_refused(&mut self, ticket: Ticket, group: Option<&str>, count: u32, message: &str) {
-        (self.sink)(json!({
-            "type": "scale:failed", "group": group, "count": count, "ticket": ticket,
-            "message": message,
-        }));
-        self.answer_scale(ticket, &json!({ "ok": false, "error": message }));
+        let event = public_json::scale_refused(
+            group.map(str::to_string),
+            count,
+            ticket,
+            message.to_string(),
+        );
+        (self.host.events)(event);
+        self.answer_scale(ticket, &ControlAnswer::error(message));
     }
 
     /// Reply to the control clients waiting for `ticket`.
-    fn answer_scale(&mut self, ticket: Ticket, answer: &Value) {
-        let ids: Vec<usize> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| c.scale_ticket == Some(ticket))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            self.reply(id, answer, true);
+    fn answer_scale(&mut self, ticket: Ticket, answer: &ControlAnswer) {
+        for id in self.clients.scale_waiters(ticket) {
+            self.answer(id, answer);
         }
     }
 
     /// The driver's part of a scale event (after it went to the host).
-    pub(super) fn on_scale_event(&mut self, event: &Event, value: &Value) {
+    pub(super) fn on_scale_event(&mut self, event: &Event, public: &SupervisorEvent) {
         match event {
             Event::ScaleStart { group, to, .. } => {
                 if let Some(g) = self.config.groups.get_mut(*group) {
@@ -94,12 +91,15 @@ impl LoopState {
                 count,
                 ticket,
             } => {
-                let name = self.group_names.get(*group).cloned();
-                let answer = json!({ "ok": true, "group": name, "count": count });
+                let answer = ControlAnswer {
+                    group: self.group_names.get(*group).cloned(),
+                    count: Some(*count),
+                    ..ControlAnswer::ok()
+                };
                 self.answer_scale(*ticket, &answer);
             }
             Event::ScaleFailed { ticket, .. } => {
-                let answer = json!({ "ok": false, "error": value["message"] });
+                let answer = ControlAnswer::error(public.message().unwrap_or_default());
                 self.answer_scale(*ticket, &answer);
             }
             _ => {}

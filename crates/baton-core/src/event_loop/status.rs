@@ -1,35 +1,83 @@
-//! The status JSON (`baton status --json`): the state machine's snapshot, the bound
-//! addresses, per-worker extras, and the log relay's counters.
+//! Status and readiness, published: [`StatusPublisher`] owns what the host and systemd see
+//! of the fleet's state (the status [`Handle::status`] answers with, when the loop last
+//! turned for the health endpoint's staleness check, systemd's `READY`/`RELOADING`/
+//! `STOPPING`/`STATUS=`), and [`LoopState::status`] puts the status together from the
+//! loop's parts (`public_json::status` is the one place it is assembled).
+
+use std::cell::Cell;
 
 use super::*;
 use crate::config::LogTarget;
 use crate::listen::Origin;
+use crate::public_json::{
+    GroupLogsStatus, GroupStatus, LogsStatus, SocketOrigin, SocketStatus, Status, StatusParts,
+};
+use crate::sd_notify;
 
-fn target_json(target: &LogTarget) -> Value {
-    match target {
-        LogTarget::Inherit => json!("inherit"),
-        LogTarget::Ignore => json!("ignore"),
-        LogTarget::File(path) => json!(path.display().to_string()),
+/// The status as last published by the loop thread (without `rssBytes`).
+pub(super) type StatusCache = Arc<Mutex<Option<Status>>>;
+
+/// When the loop thread last finished a turn (it turns at least every [`HEARTBEAT`]).
+pub(super) type Alive = Arc<Mutex<Instant>>;
+
+/// Publishes the fleet's state: to the host (a cached status and a heartbeat, shared with
+/// its [`Handle`]) and to systemd (`NOTIFY_SOCKET`).
+pub(super) struct StatusPublisher {
+    /// Shared with the host's [`Handle`]: the status it answers with.
+    cache: StatusCache,
+    /// When it was last published (a `Cell`: published from `&self` paths).
+    published: Cell<Instant>,
+    /// Something may have changed since the last publication.
+    dirty: Cell<bool>,
+    /// Shared with the host's [`Handle`]: when this loop last finished a turn.
+    alive: Alive,
+    /// systemd's notify socket, when the master runs under a notify unit.
+    notifier: Option<Notifier>,
+    /// `STOPPING=1` was sent (nothing is announced as ready after it), or this master's
+    /// stop is not the unit's (it handed the fleet to a new master).
+    stopping_notified: bool,
+}
+
+impl StatusPublisher {
+    /// A publisher, and the cache and heartbeat its [`Handle`] reads.
+    pub(super) fn new(notifier: Option<Notifier>) -> (StatusPublisher, StatusCache, Alive) {
+        let cache: StatusCache = Arc::new(Mutex::new(None));
+        let alive: Alive = Arc::new(Mutex::new(Instant::now()));
+        let publisher = StatusPublisher {
+            cache: cache.clone(),
+            published: Cell::new(Instant::now()),
+            dirty: Cell::new(true),
+            alive: alive.clone(),
+            notifier,
+            stopping_notified: false,
+        };
+        (publisher, cache, alive)
     }
-}
 
-/// The master's own resident memory (`rssBytes`) and open file descriptors (`openFds`),
-/// top-level additive fields of the status, read fresh (like the workers' `rssBytes`).
-pub(super) fn add_master_resources(status: &mut Value) {
-    let master = status["pid"].as_i64().and_then(|p| i32::try_from(p).ok());
-    status["rssBytes"] = json!(master.and_then(crate::proc_info::rss_bytes));
-    status["openFds"] = json!(master.and_then(crate::proc_info::open_fds));
-}
-
-impl LoopState {
-    /// Publish the status for [`Handle::status`] (without `rssBytes`, read by the reader).
-    pub(super) fn publish_status(&self) {
-        let status = self.status_json_with(false);
-        if let Ok(mut cache) = self.status_cache.lock() {
+    /// Make `status` the one [`Handle::status`] answers with.
+    pub(super) fn publish(&self, status: Status) {
+        if let Ok(mut cache) = self.cache.lock() {
             *cache = Some(status);
         }
-        self.status_published.set(Instant::now());
-        self.status_dirty.set(false);
+        self.published.set(Instant::now());
+        self.dirty.set(false);
+    }
+
+    /// Something may have changed (connection counts, ready workers between events).
+    pub(super) fn mark_dirty(&self) {
+        self.dirty.set(true);
+    }
+
+    /// Whether a publication nobody asked for is due ([`STATUS_REFRESH`] since the last).
+    pub(super) fn refresh_due(&self) -> bool {
+        self.published.get().elapsed() >= STATUS_REFRESH
+    }
+
+    /// How long the loop may wait before the next refresh, when something changed.
+    pub(super) fn refresh_wait(&self) -> Option<Duration> {
+        self.dirty.get().then(|| {
+            (self.published.get() + STATUS_REFRESH).saturating_duration_since(Instant::now())
+        })
     }
 
     /// Record that the loop is turning (read by [`Handle::status_age`]).
@@ -39,18 +87,98 @@ impl LoopState {
         }
     }
 
-    pub(super) fn status_json(&self) -> Value {
-        self.status_json_with(true)
+    /// Whether the master runs under a systemd notify unit.
+    pub(super) fn has_systemd(&self) -> bool {
+        self.notifier.is_some()
     }
 
-    /// The status JSON; `rss`: read each worker's memory use (a /proc read per worker).
-    fn status_json_with(&self, rss: bool) -> Value {
+    /// Whether `STOPPING=1` was sent (or this master's stop is not the unit's).
+    pub(super) fn stopping_notified(&self) -> bool {
+        self.stopping_notified
+    }
+
+    /// From now on nothing is announced to systemd as ready: an upgrade handed the fleet
+    /// to a new master, whose state the unit follows.
+    pub(super) fn hand_over_systemd(&mut self) {
+        self.stopping_notified = true;
+    }
+
+    /// `READY=1`, `MAINPID=` and a status line: the fleet serves.
+    pub(super) fn systemd_ready(&mut self, master_pid: u32, text: &str) -> Result<(), String> {
+        self.notify(&format!(
+            "READY=1\nMAINPID={master_pid}\nSTATUS={}",
+            sd_notify::status_line(text)
+        ))
+    }
+
+    /// `RELOADING=1` with the monotonic time systemd asks for, and a status line.
+    pub(super) fn systemd_reloading(&mut self, text: &str) -> Result<(), String> {
+        self.notify(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS={}",
+            sd_notify::monotonic_usec(),
+            sd_notify::status_line(text)
+        ))
+    }
+
+    /// `READY=1` again after a reload (or a reload that did not start), unless stopping.
+    pub(super) fn systemd_ready_again(&mut self, text: &str) -> Result<(), String> {
+        if self.stopping_notified {
+            return Ok(());
+        }
+        self.notify(&format!("READY=1\nSTATUS={}", sd_notify::status_line(text)))
+    }
+
+    /// `MAINPID=` of the master that serves from now on (an upgrade), with a status line.
+    pub(super) fn systemd_main_pid(&mut self, pid: u32, text: &str) -> Result<(), String> {
+        self.notify(&format!(
+            "MAINPID={pid}\nSTATUS={}",
+            sd_notify::status_line(text)
+        ))
+    }
+
+    /// `STOPPING=1`, once.
+    pub(super) fn systemd_stopping(&mut self) -> Result<(), String> {
+        if self.notifier.is_none() || self.stopping_notified {
+            return Ok(());
+        }
+        self.stopping_notified = true;
+        self.notify("STOPPING=1\nSTATUS=stopping")
+    }
+
+    fn notify(&mut self, state: &str) -> Result<(), String> {
+        let Some(n) = self.notifier.as_ref() else {
+            return Ok(());
+        };
+        n.send(state).map_err(|e| {
+            format!(
+                "cannot notify systemd through NOTIFY_SOCKET ({e}); the unit may not see the fleet's state"
+            )
+        })
+    }
+}
+
+fn target_name(target: &LogTarget) -> String {
+    match target {
+        LogTarget::Inherit => "inherit".to_string(),
+        LogTarget::Ignore => "ignore".to_string(),
+        LogTarget::File(path) => path.display().to_string(),
+    }
+}
+
+impl LoopState {
+    /// Publish the status for [`Handle::status`] (without `rssBytes`, read by the reader).
+    pub(super) fn publish_status(&self) {
+        self.publisher.publish(self.status(false));
+    }
+
+    /// The status; `rss`: read each worker's memory use (a /proc read per worker).
+    pub(super) fn status(&self, rss: bool) -> Status {
         let names = Names {
             groups: &self.group_names,
         };
         let snap = self.fleet.snapshot();
         let mut dropped_total = 0;
-        let groups: Vec<Value> = self
+        let groups: Vec<GroupStatus> = self
             .config
             .groups
             .iter()
@@ -67,45 +195,50 @@ impl LoopState {
                         .filter(|s| s.group == i)
                         .map(|s| s.listener.local.clone()),
                 );
-                let mut sockets: Vec<Value> = sockets_of
+                let mut sockets: Vec<SocketStatus> = sockets_of
                     .into_iter()
                     .flat_map(|l| l.first_listeners())
-                    .map(|l| match l.origin() {
-                        Origin::Bound => json!({
-                            "address": l.local, "configured": l.addr.to_string(),
-                            "from": "bound", "fd": null, "fdName": null,
-                        }),
-                        Origin::Inherited { fd, name } => json!({
-                            "address": l.local, "configured": l.addr.to_string(),
-                            "from": "inherited", "fd": fd, "fdName": name,
-                        }),
+                    .map(|l| {
+                        let (from, fd, fd_name) = match l.origin() {
+                            Origin::Bound => (SocketOrigin::Bound, None, None),
+                            Origin::Inherited { fd, name } => {
+                                (SocketOrigin::Inherited, Some(*fd), name.clone())
+                            }
+                        };
+                        SocketStatus {
+                            address: l.local.clone(),
+                            configured: l.addr.to_string(),
+                            from,
+                            fd,
+                            fd_name,
+                        }
                     })
                     .collect();
                 sockets.extend(self.drop_in_status(i));
                 let dropped = self.relay.dropped(i);
                 dropped_total += dropped;
-                json!({
-                    "name": g.rules.name,
-                    "count": g.rules.count,
-                    "reloadable": g.rules.reloadable,
-                    "order": if g.rules.order == Order::StopFirst { "stop-first" } else { "start-first" },
-                    "parallel": g.rules.parallel,
-                    "listen": listen,
-                    "sockets": sockets,
-                    "balance": g.balance.name(),
-                    "stopTimeoutMs": g.rules.stop_timeout.as_millis() as u64,
-                    "readyTimeoutMs": g.rules.ready_timeout.as_millis() as u64,
-                    "readiness": g.rules.readiness.as_str(),
-                    "minUptimeMs": g.rules.readiness.min_uptime().map(|d| d.as_millis() as u64),
-                    "instanceVar": g.instance_var,
-                    "options": options_json(&g.options, g.rules.count),
-                    "logs": {
-                        "stdout": target_json(&g.stdout),
-                        "stderr": target_json(&g.stderr),
-                        "prefix": g.log_prefix,
-                        "droppedBytes": dropped,
+                GroupStatus {
+                    name: g.rules.name.clone(),
+                    count: g.rules.count,
+                    reloadable: g.rules.reloadable,
+                    order: g.rules.order,
+                    parallel: g.rules.parallel,
+                    listen,
+                    sockets,
+                    balance: g.balance.name().to_string(),
+                    stop_timeout_ms: public_json::ms(g.rules.stop_timeout),
+                    ready_timeout_ms: public_json::ms(g.rules.ready_timeout),
+                    readiness: g.rules.readiness.as_str().to_string(),
+                    min_uptime_ms: g.rules.readiness.min_uptime().map(public_json::ms),
+                    instance_var: g.instance_var.clone(),
+                    logs: GroupLogsStatus {
+                        stdout: target_name(&g.stdout),
+                        stderr: target_name(&g.stderr),
+                        prefix: g.log_prefix,
+                        dropped_bytes: public_json::bytes(dropped),
                     },
-                })
+                    options: shown_options(&g.options, g.rules.count),
+                }
             })
             .collect();
         let extras = |key: Option<WorkerKey>, pid: Option<i32>| RowExtras {
@@ -120,33 +253,33 @@ impl LoopState {
             connections: key
                 .and_then(|k| self.workers.get(&k))
                 .and_then(|io| io.connections),
+            cpu: pid.and_then(|p| self.cpu.get(p)).map(cpu_figures),
         };
-        let mut status = public_json::status(
-            &names,
-            &self.config.name,
-            self.master_pid,
-            Value::Array(groups),
-            &snap,
-            Instant::now(),
-            &extras,
-        );
-        let last = &mut status["lastReload"];
-        if last.is_object() {
-            let (generation, found) = &self.last_changes;
-            let same = last["generation"].as_u64() == Some(u64::from(*generation));
-            public_json::add_changes(last, if same { found } else { &[] });
-        }
-        self.add_cpu_and_counters(&mut status);
-        if rss {
-            add_master_resources(&mut status);
-        }
-        status["reapedOrphans"] = json!(crate::reaper::reaped());
-        status["logs"] = json!({
-            "droppedBytes": dropped_total,
-            "failedBytes": self.relay.failed(),
-            "file": self.relay.master_log().map(|p| p.display().to_string()),
-        });
-        status
+        let (generation, found) = &self.last_changes;
+        let reported = snap.last_reload.as_ref().map(|r| r.generation);
+        let last_changes: &[Change] = if reported == Some(*generation) {
+            found
+        } else {
+            &[]
+        };
+        let parts = StatusParts {
+            fleet_name: &self.config.name,
+            master_pid: self.master_pid,
+            groups,
+            reaped_orphans: crate::reaper::reaped(),
+            logs: LogsStatus {
+                dropped_bytes: public_json::bytes(dropped_total),
+                failed_bytes: public_json::bytes(self.relay.failed()),
+                file: self.relay.master_log().map(|p| p.display().to_string()),
+            },
+            last_changes,
+            master_cpu: i32::try_from(self.master_pid)
+                .ok()
+                .and_then(|p| self.cpu.get(p))
+                .map(cpu_figures),
+            counters: self.counters.snapshot(),
+        };
+        public_json::status(&names, parts, &snap, Instant::now(), &extras)
     }
 
     /// Sample the CPU time of every worker and of the master, when a sample is due (about
@@ -167,7 +300,7 @@ impl LoopState {
             .cpu
             .sample_if_due(now, pids, crate::proc_info::cpu_time)
         {
-            self.status_dirty.set(true);
+            self.publisher.mark_dirty();
         }
     }
 
@@ -195,41 +328,132 @@ impl LoopState {
             _ => {}
         }
     }
+}
 
-    /// The CPU figures and the counters of the status JSON (additive fields):
-    /// per worker `cpu` (percent of one core over the last sample interval, null until a
-    /// worker was sampled twice) and `cpuSeconds` (CPU time since it started); top level
-    /// `cpu` (the master's), `cpuSeconds` (the master's) and `counters`
-    /// ([`crate::metrics::Counters::json`]). The master's `rssBytes` is read fresh by
-    /// [`Handle::status`].
-    fn add_cpu_and_counters(&self, status: &mut Value) {
-        let round = |p: f64| (p * 10.0).round() / 10.0;
-        let cpu = |pid: Option<i64>| {
-            pid.and_then(|p| i32::try_from(p).ok())
-                .and_then(|p| self.cpu.get(p))
-        };
-        if let Some(rows) = status["workers"].as_array_mut() {
-            for row in rows {
-                let c = cpu(row["pid"].as_i64());
-                row["cpu"] = json!(c.and_then(|c| c.percent).map(round));
-                row["cpuSeconds"] = json!(c.map(|c| c.seconds));
-            }
-        }
-        let master = cpu(Some(i64::from(self.master_pid)));
-        status["cpu"] = json!(master.and_then(|c| c.percent).map(round));
-        status["cpuSeconds"] = json!(master.map(|c| c.seconds));
-        status["counters"] = self.counters.json();
+/// A CPU sample as the status shows it: the percentage rounded to one decimal, and the
+/// CPU seconds.
+fn cpu_figures(c: crate::proc_info::CpuUse) -> public_json::CpuFigures {
+    public_json::CpuFigures {
+        percent: c.percent.map(|p| (p * 10.0).round() / 10.0),
+        seconds: c.seconds,
     }
+}
+
+/// The master's resident memory (`rssBytes`) and open file descriptors (`openFds`), read
+/// fresh when the status is asked for (like the workers' `rssBytes`).
+pub(super) fn add_master_resources(status: &mut Status) {
+    let master = i32::try_from(status.pid).ok();
+    status.rss_bytes = master
+        .and_then(crate::proc_info::rss_bytes)
+        .map(public_json::bytes);
+    status.open_fds = master
+        .and_then(crate::proc_info::open_fds)
+        .map(public_json::bytes);
 }
 
 /// A group's `options` in its status: as validated (every default filled in), with the
 /// live `count` (`baton scale` changes it) and the `env` values hidden (`<hidden>`: the
 /// status reaches more readers than the config does).
-fn options_json(options: &crate::config::GroupOptions, count: u32) -> Value {
+fn shown_options(options: &crate::config::GroupOptions, count: u32) -> crate::config::GroupOptions {
     let mut shown = options.clone();
     shown.count = Some(count);
     if let Some(env) = shown.env.as_mut() {
         env.values_mut().for_each(|v| *v = "<hidden>".to_string());
     }
-    serde_json::to_value(shown).unwrap_or(Value::Null)
+    shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixDatagram;
+
+    fn status(name: &str) -> Status {
+        Status {
+            name: name.into(),
+            pid: 1,
+            generation: 1,
+            reloading: false,
+            stopping: false,
+            ready: true,
+            not_ready_reason: None,
+            groups: vec![],
+            workers: vec![],
+            last_reload: None,
+            reaped_orphans: None,
+            logs: LogsStatus {
+                dropped_bytes: 0,
+                failed_bytes: 0,
+                file: None,
+            },
+            cpu: None,
+            cpu_seconds: None,
+            rss_bytes: None,
+            open_fds: None,
+            counters: crate::metrics::Counters::new(&[]).snapshot(),
+        }
+    }
+
+    #[test]
+    fn the_publisher_hands_the_last_status_to_the_handle_and_tracks_refreshes() {
+        let (publisher, cache, alive) = StatusPublisher::new(None);
+        assert!(cache.lock().unwrap().is_none());
+        publisher.publish(status("a"));
+        publisher.publish(status("b"));
+        assert_eq!(
+            cache.lock().unwrap().as_ref().map(|s| s.name.as_str()),
+            Some("b")
+        );
+        // Published just now and nothing changed since: no refresh to wait for.
+        assert_eq!(publisher.refresh_wait(), None);
+        assert!(!publisher.refresh_due());
+        publisher.mark_dirty();
+        assert!(publisher
+            .refresh_wait()
+            .is_some_and(|w| w <= STATUS_REFRESH));
+        let before = *alive.lock().unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        publisher.beat();
+        assert!(*alive.lock().unwrap() > before);
+    }
+
+    #[test]
+    fn systemd_hears_ready_reloading_and_stopping_and_no_ready_after_stopping() {
+        let path = std::env::temp_dir().join(format!("baton-publisher-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let unit = UnixDatagram::bind(&path).unwrap();
+        unit.set_nonblocking(true).unwrap();
+        let notifier = Notifier::new(path.to_str()).unwrap().unwrap();
+        let (mut publisher, _, _) = StatusPublisher::new(Some(notifier));
+        let next = || {
+            let mut buf = [0u8; 512];
+            unit.recv(&mut buf)
+                .ok()
+                .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+        };
+        assert!(publisher.has_systemd());
+        publisher.systemd_ready(42, "all workers ready").unwrap();
+        assert_eq!(
+            next().as_deref(),
+            Some("READY=1\nMAINPID=42\nSTATUS=all workers ready")
+        );
+        publisher.systemd_reloading("reload 2 started").unwrap();
+        let reloading = next().unwrap();
+        assert!(
+            reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+            "{reloading}"
+        );
+        assert!(
+            reloading.ends_with("\nSTATUS=reload 2 started"),
+            "{reloading}"
+        );
+        publisher.systemd_stopping().unwrap();
+        assert_eq!(next().as_deref(), Some("STOPPING=1\nSTATUS=stopping"));
+        assert!(publisher.stopping_notified());
+        // Once stopping, a reload that ends says nothing, and STOPPING is sent once.
+        publisher.systemd_ready_again("reload 2 done").unwrap();
+        publisher.systemd_stopping().unwrap();
+        assert_eq!(next(), None);
+        let _ = std::fs::remove_file(&path);
+    }
 }

@@ -368,7 +368,7 @@ impl LoopState {
     }
 
     /// Tell the old master how this master's start ended (from `emit`).
-    pub(super) fn report_to_predecessor(&mut self, event: &Event) {
+    pub(super) fn report_to_predecessor(&mut self, event: &Event, public: &SupervisorEvent) {
         let Some(inc) = self.incoming.as_mut() else {
             return;
         };
@@ -381,18 +381,12 @@ impl LoopState {
                 }
                 ToOld::Ready
             }
-            Event::StartFailed { .. } => {
-                let names = Names {
-                    groups: &self.group_names,
-                };
-                let value = public_json::event(&names, event);
-                ToOld::Failed {
-                    message: value["message"]
-                        .as_str()
-                        .unwrap_or("the new master's start failed")
-                        .to_string(),
-                }
-            }
+            Event::StartFailed { .. } => ToOld::Failed {
+                message: public
+                    .message()
+                    .unwrap_or("the new master's start failed")
+                    .to_string(),
+            },
             _ => return,
         };
         if let Some(c) = inc.channel.as_mut() {
@@ -443,14 +437,14 @@ impl LoopState {
             "took over from the old master (pid {}): this master (pid {}) serves \"{}\"",
             inc.from_pid, self.master_pid, self.config.name
         );
-        if !self.stopping_notified {
-            self.notify(&format!(
-                "READY=1\nMAINPID={}\nSTATUS={}",
-                self.master_pid,
-                sd_notify::status_line(&text)
-            ));
+        if !self.publisher.stopping_notified() {
+            let sent = self.publisher.systemd_ready(self.master_pid, &text);
+            self.systemd_result(sent);
         }
-        (self.sink)(json!({ "type": "upgrade:takeover", "from": inc.from_pid, "message": text }));
+        (self.host.events)(SupervisorEvent::UpgradeTakeover(UpgradeTakeoverEvent {
+            from: inc.from_pid,
+            message: text,
+        }));
         self.publish_status();
     }
 }

@@ -127,7 +127,9 @@ impl LoopState {
                     "upgrade: started the new master (pid {pid}): {}",
                     self.config.upgrade_command.join(" ")
                 ));
-                (self.sink)(json!({ "type": "upgrade:start", "pid": pid }));
+                (self.host.events)(SupervisorEvent::UpgradeStart(UpgradeStartEvent {
+                    pid: u32::try_from(pid).unwrap_or_default(),
+                }));
             }
             Err(message) => self.answer_upgrade(&[waiter], Err(message)),
         }
@@ -302,11 +304,11 @@ impl LoopState {
         let (to, waiters) = (up.pid, up.waiters.clone());
         // systemd first, so that the new master's notifications are accepted from now on.
         let status = format!("upgraded: the new master (pid {to}) serves; the old workers drain");
-        self.notify(&format!(
-            "MAINPID={to}\nSTATUS={}",
-            sd_notify::status_line(&status)
-        ));
-        self.stopping_notified = true; // this master's stop is not the unit's
+        let sent = self
+            .publisher
+            .systemd_main_pid(u32::try_from(to).unwrap_or_default(), &status);
+        self.systemd_result(sent);
+        self.publisher.hand_over_systemd(); // this master's stop is not the unit's
         self.handed_over = true;
         // The files now belong to the new master: closing ours must not remove them.
         for group in &mut self.listeners {
@@ -343,9 +345,11 @@ impl LoopState {
                 Waiter::Client(_) => None,
             })
             .collect();
-        (self.sink)(json!({
-            "type": "upgrade:done", "from": self.master_pid, "to": to, "tickets": tickets,
-            "message": format!("upgraded: master {} -> {to}", self.master_pid),
+        (self.host.events)(SupervisorEvent::UpgradeDone(UpgradeEvent {
+            from: Some(self.master_pid),
+            to: u32::try_from(to).ok(),
+            tickets: tickets.iter().map(|t| *t as i64).collect(),
+            message: format!("upgraded: master {} -> {to}", self.master_pid),
         }));
         self.fleet
             .handle(Instant::now(), Input::Stop { force: false });
@@ -408,16 +412,23 @@ impl LoopState {
         for w in waiters {
             match (*w, &outcome) {
                 (Waiter::Client(id), Ok(message)) => {
-                    self.reply(id, &json!({ "ok": true, "message": message }), true)
+                    let answer = ControlAnswer {
+                        message: Some(message.clone()),
+                        ..ControlAnswer::ok()
+                    };
+                    self.answer(id, &answer)
                 }
-                (Waiter::Client(id), Err(e)) => {
-                    self.reply(id, &json!({ "ok": false, "error": e }), true)
-                }
+                (Waiter::Client(id), Err(e)) => self.answer(id, &ControlAnswer::error(e.clone())),
                 (Waiter::Host(t), _) => tickets.push(t),
             }
         }
         if let Err(e) = &outcome {
-            (self.sink)(json!({ "type": "upgrade:failed", "message": e, "tickets": tickets }));
+            (self.host.events)(SupervisorEvent::UpgradeFailed(UpgradeEvent {
+                from: None,
+                to: None,
+                tickets: tickets.iter().map(|t| *t as i64).collect(),
+                message: e.clone(),
+            }));
         }
     }
 

@@ -411,6 +411,7 @@ pub(super) enum ControlLine {
 }
 
 pub(super) fn parse_control_line(line: &[u8]) -> ControlLine {
+    use serde_json::Value;
     match serde_json::from_slice::<Value>(line) {
         Ok(Value::String(s)) if s == "ready" => ControlLine::Ready { handoff: false },
         Ok(Value::Object(map)) => {

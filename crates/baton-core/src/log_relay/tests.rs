@@ -1,6 +1,7 @@
 //! The relay against real pipes, sinks and Unix sockets.
 
 use super::*;
+use serde_json::json;
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream as StdUnixStream;
 
