@@ -29,6 +29,8 @@ test('the schema of the generated Status type is strict: an added or a missing f
     state: 'starting',
     restarts: 0,
     rssBytes: null,
+    cpu: null,
+    cpuSeconds: null,
     connections: null,
     startedAt: null,
     lastExit: null,
@@ -36,8 +38,8 @@ test('the schema of the generated Status type is strict: an added or a missing f
   }
   const rowSchema = { $ref: '#/$defs/WorkerStatus', $defs: schemaOf(DTS, 'WorkerStatus').$defs }
   t.deepEqual(validate(rowSchema, row), [])
-  t.deepEqual(validate(rowSchema, { ...row, cpu: 0 }), [
-    '$.cpu: in the value, not in the type (additionalProperties: false)',
+  t.deepEqual(validate(rowSchema, { ...row, heapBytes: 0 }), [
+    '$.heapBytes: in the value, not in the type (additionalProperties: false)',
   ])
   const missing: Partial<typeof row> = { ...row }
   delete missing.restarts

@@ -23,6 +23,7 @@ export type Schema =
       required: string[]
       additionalProperties: false
     }
+  | { type: 'object'; additionalProperties: Schema }
   | { $ref: string }
 
 /** A schema with its definitions (`$defs`), one per interface or type alias used. */
@@ -89,6 +90,13 @@ export function schemaOf(dts: string, name: string): RootSchema {
       if (refName === 'Array' && node.typeArguments?.length === 1) {
         return { type: 'array', items: typeOf(node.typeArguments[0]!) }
       }
+      // `Record<string, V>` (a Rust map): an object of any keys, every value a V.
+      if (refName === 'Record' && node.typeArguments?.length === 2) {
+        if (node.typeArguments[0]!.kind !== ts.SyntaxKind.StringKeyword) {
+          throw new Error(`${dts}: only Record<string, V> is supported, not ${node.getText(source)}`)
+        }
+        return { type: 'object', additionalProperties: typeOf(node.typeArguments[1]!) }
+      }
       return define(refName)
     }
     throw new Error(`${dts}: unsupported type ${node.getText(source)}`)
@@ -148,6 +156,10 @@ export function validate(root: RootSchema, value: unknown): string[] {
           return
         }
         const record = v as Record<string, unknown>
+        if (!('properties' in s)) {
+          for (const [key, item] of Object.entries(record)) check(s.additionalProperties, item, `${path}.${key}`, out)
+          return
+        }
         for (const key of s.required) {
           if (!(key in record)) out.push(`${path}.${key}: required by the type, missing from the value`)
         }

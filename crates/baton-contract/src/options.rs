@@ -166,9 +166,11 @@ pub struct GroupOptions {
     /// Run the workers as this user: a uid or a user name (the master must be root). Its
     /// primary group and supplementary groups come from the user database unless `gid` is
     /// given.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
     /// Run the workers as this group: a gid or a group name (the master must be root for
     /// another group).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub gid: Option<String>,
     /// Where the workers' stdout goes: `inherit` (the master's own stdout), `ignore`
     /// (discarded; `baton logs` and failure reports still see it), or a file path

@@ -279,7 +279,11 @@ impl LoopState {
                 .map(cpu_figures),
             counters: self.counters.snapshot(),
         };
-        public_json::status(&names, parts, &snap, Instant::now(), &extras)
+        let mut status = public_json::status(&names, parts, &snap, Instant::now(), &extras);
+        if rss {
+            add_master_resources(&mut status);
+        }
+        status
     }
 
     /// Sample the CPU time of every worker and of the master, when a sample is due (about
