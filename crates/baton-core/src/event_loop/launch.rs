@@ -95,6 +95,13 @@ pub fn launch(mut config: FleetConfig, sink: EventSink) -> Result<Handle, Launch
         }
         listeners.push(sockets);
     }
+    // The old master's drop-in sockets (`baton upgrade`); missing slots are bound.
+    for (group, host, port, passed) in drop_in {
+        if let (Some(sockets), Some(g)) = (listeners.get_mut(group), config.groups.get(group)) {
+            sockets.adopt_drop_in(host, port, passed, g.rules.count);
+            sockets.grow(g, g.rules.count).map_err(launch_error)?;
+        }
+    }
 
     let control_path = runtime_dir::socket_path(&config.runtime_dir, &config.name);
     // Until the loop thread runs, a failure removes the socket file bound here (a file left
@@ -174,7 +181,6 @@ pub fn launch(mut config: FleetConfig, sink: EventSink) -> Result<Handle, Launch
         host_pending: HashMap::new(),
         host_expired: HashSet::new(),
         next_heartbeat: Instant::now(),
-        drop_in: Vec::new(),
         status_cache: status_cache.clone(),
         status_published: Cell::new(Instant::now()),
         status_dirty: Cell::new(true),
@@ -187,15 +193,6 @@ pub fn launch(mut config: FleetConfig, sink: EventSink) -> Result<Handle, Launch
         incoming,
         handed_over: false,
     };
-    state.drop_in = drop_in
-        .into_iter()
-        .map(|(group, host, port, listener)| drop_in::DropInSocket {
-            group,
-            host,
-            port,
-            listener,
-        })
-        .collect();
     state
         .watch_predecessor()
         .map_err(|e| launch_error(format!("cannot watch the upgrade channel: {e}")))?;

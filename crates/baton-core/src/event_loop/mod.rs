@@ -418,8 +418,6 @@ struct LoopState {
     host_expired: HashSet<Ticket>,
     /// When the next heartbeat goes to the control clients waiting for an answer.
     next_heartbeat: Instant,
-    /// Sockets bound for workers' plain `listen(port)` (drop_in.rs), kept until exit.
-    drop_in: Vec<drop_in::DropInSocket>,
     /// Shared with the host's [`Handle`]: the status it answers with.
     status_cache: StatusCache,
     /// When it was last published (a `Cell`: published from `&self` paths like `emit`).
@@ -578,7 +576,6 @@ impl LoopState {
         // Connections nobody could take are closed (the clients see the end of the stream).
         self.pending.clear();
         self.listeners.clear();
-        self.drop_in.clear();
         if let Some(mut c) = self.control.take() {
             let _ = self.poll.registry().deregister(&mut c);
         }

@@ -58,14 +58,19 @@ impl LoopState {
             return; // the new master steers these sockets now
         }
         self.rescue_dirty = true;
-        let Some(sockets) = self.listeners.get(group) else {
-            return;
-        };
-        if !sockets.has_per_slot() {
-            return;
-        }
+        // Kept even while the group has no per-slot socket yet: a drop-in address bound
+        // later is steered to these slots at once (`resteer`).
         if let Some(r) = self.rescue.get_mut(group) {
             r.serving = serving;
+        }
+        self.rebalance(group);
+    }
+
+    /// Give the kernel `group`'s steering again, on every per-slot address (one was just
+    /// bound: `drop_in.rs`).
+    pub(super) fn resteer(&mut self, group: usize) {
+        if let Some(r) = self.rescue.get_mut(group) {
+            r.shares.clear();
         }
         self.rebalance(group);
     }

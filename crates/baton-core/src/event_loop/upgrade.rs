@@ -154,14 +154,13 @@ impl LoopState {
             for (_, slot, l) in group.all_mut() {
                 sockets.push(passed(l, &name, slot, None));
             }
-        }
-        for d in &self.drop_in {
-            let name = self.group_names.get(d.group).cloned().unwrap_or_default();
-            let from = SocketFrom::DropIn {
-                host: d.host.clone(),
-                port: d.port,
-            };
-            sockets.push(passed(&d.listener, &name, None, Some(from)));
+            for (host, port, slot, l) in group.drop_in_sockets() {
+                let from = SocketFrom::DropIn {
+                    host: host.clone(),
+                    port,
+                };
+                sockets.push(passed(l, &name, slot, Some(from)));
+            }
         }
         let handover = Handover {
             from_pid: self.master_pid,
@@ -313,9 +312,9 @@ impl LoopState {
             for (_, _, l) in group.all_mut() {
                 l.disown_file();
             }
-        }
-        for d in &mut self.drop_in {
-            d.listener.disown_file();
+            for l in group.drop_in_mut() {
+                l.disown_file();
+            }
         }
         if let Some(p) = self.pid_file.as_mut() {
             p.hand_over();
