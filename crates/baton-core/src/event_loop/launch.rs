@@ -145,7 +145,7 @@ pub fn launch(mut config: FleetConfig, sink: EventSink) -> Result<Handle, Launch
     let rules = config.groups.iter().map(|g| g.rules.clone()).collect();
     let fleet = Fleet::new(rules, config.backoff);
     let group_names = config.groups.iter().map(|g| g.rules.name.clone()).collect();
-    let rescue = config.groups.iter().map(|_| Rescue::default()).collect();
+    let steering = Steering::new(config.groups.len());
     let mut state = LoopState {
         fleet,
         config,
@@ -163,11 +163,7 @@ pub fn launch(mut config: FleetConfig, sink: EventSink) -> Result<Handle, Launch
         sources: HashMap::new(),
         clients: HashMap::new(),
         next_token: FIRST_DYNAMIC,
-        rescue,
-        watched: BTreeMap::new(),
-        pending: VecDeque::new(),
-        rescue_dirty: false,
-        rescue_backlog: false,
+        steering,
         logged_once: HashSet::new(),
         stop_waiters: Vec::new(),
         tickets: tickets.clone(),

@@ -41,6 +41,7 @@ mod output;
 mod scale;
 mod status;
 mod steering;
+mod steering_state;
 mod takeover;
 mod upgrade;
 mod workers;
@@ -48,12 +49,13 @@ mod workers;
 use control_server::Client;
 use exits::Pidfd;
 pub use launch::launch;
-use steering::{Rescue, SlotSocket, Straggler, Watched, RESCUE_RETRY};
+use steering::RESCUE_RETRY;
+use steering_state::{SlotSocket, Steering};
 pub use takeover::seal_handover;
 use workers::WorkerIo;
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
@@ -386,14 +388,8 @@ struct LoopState {
     sources: HashMap<Token, Source>,
     clients: HashMap<usize, Client>,
     next_token: usize,
-    /// Per group (see the module documentation, **Stragglers**).
-    rescue: Vec<Rescue>,
-    watched: BTreeMap<SlotSocket, Watched>,
-    pending: VecDeque<Straggler>,
-    /// Something that decides the rescue changed; recomputed at the end of `drive`.
-    rescue_dirty: bool,
-    /// Work left over (a batch limit, full channels, an accept error): retry soon.
-    rescue_backlog: bool,
+    /// Steering and stragglers (see the module documentation, `steering_state.rs`).
+    steering: Steering,
     /// Log lines already written (repeated failures are logged once).
     logged_once: HashSet<String>,
     stop_waiters: Vec<usize>,
@@ -569,12 +565,11 @@ impl LoopState {
     /// Release everything, so that by the time the host hears `fleet:stopped` the ports are
     /// free and the control socket and pid file are gone.
     fn shutdown(&mut self) {
-        let watched: Vec<SlotSocket> = self.watched.keys().copied().collect();
-        for socket in watched {
+        for socket in self.steering.watched() {
             self.unwatch(socket);
         }
         // Connections nobody could take are closed (the clients see the end of the stream).
-        self.pending.clear();
+        self.steering.drop_pending();
         self.listeners.clear();
         if let Some(mut c) = self.control.take() {
             let _ = self.poll.registry().deregister(&mut c);
@@ -666,14 +661,14 @@ impl LoopState {
                     generation,
                 } => self.spawn(key, group, slot, generation),
                 Action::Stop { key, pid } => {
-                    self.rescue_dirty = true;
+                    self.steering.mark_dirty();
                     if !self.has_exited(key) {
                         self.send_worker(key, "{\"type\":\"stop\"}\n");
                         self.signal_worker(key, pid, Signal::Term);
                     }
                 }
                 Action::Kill { key, pid } => {
-                    self.rescue_dirty = true;
+                    self.steering.mark_dirty();
                     self.signal_worker(key, pid, Signal::Kill);
                 }
                 Action::NotifyReload { key, .. } => {
@@ -683,7 +678,7 @@ impl LoopState {
                 Action::Emit(event) => self.emit(event),
             }
         }
-        if self.rescue_dirty {
+        if self.steering.take_dirty() {
             self.refresh_rescue();
         }
         self.trim_sockets();

@@ -324,8 +324,7 @@ impl LoopState {
             let _ = self.poll.registry().deregister(&mut c);
         }
         // Stop steering and rescuing: the sockets are the new master's to manage.
-        let watched: Vec<SlotSocket> = self.watched.keys().copied().collect();
-        for socket in watched {
+        for socket in self.steering.watched() {
             self.unwatch(socket);
         }
         if let Some(c) = self.upgrade.as_mut().and_then(|u| u.channel.as_mut()) {
