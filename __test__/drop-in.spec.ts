@@ -13,7 +13,7 @@ import WebSocket from 'ws'
 import { fixture, startFleet, type Fleet } from './helpers/fleet.js'
 import { httpGet } from './helpers/http.js'
 import { startLoad } from './helpers/load.js'
-import { freePort, tmpDir, waitFor } from './helpers/processes.js'
+import { freePort, tmpDir, waitFor, withTimeout } from './helpers/processes.js'
 import { assertNoFailedRequests } from './helpers/reload.js'
 
 const example = (name: string): string => fileURLToPath(new URL(`../examples/frameworks/${name}`, import.meta.url))
@@ -303,5 +303,26 @@ test.serial(
       owners.add([...seen][0] ?? '')
     }
     t.is(owners.size, 2, 'the addresses are spread over both workers')
+  },
+)
+
+test.serial(
+  "drop-in per-slot sockets go to the new master on baton upgrade: the same sockets, each new worker its slot's",
+  async (t) => {
+    if (process.platform !== 'linux') return t.pass('reuseport steering is Linux only')
+    const f = await dropInFleet(t, fixture('plain-listen.cjs'), 2)
+    const before = listenInodes(f.port)
+    t.is(before.length, 2)
+    const r = await f.fleet.cli(['upgrade', f.fleet.name])
+    t.is(r.code, 0, r.stderr)
+    await withTimeout(f.fleet.exited, 15_000, 'the old master exits')
+    t.deepEqual(listenInodes(f.port), before, 'the same two sockets, none rebound')
+    const held = (await f.fleet.workerPids()).map((pid) => listenInodes(f.port, pid))
+    t.deepEqual(
+      held.map((h) => h.length),
+      [1, 1],
+    )
+    t.not(held[0]?.[0], held[1]?.[0], 'each new worker holds its own slot socket')
+    t.regex(await answeringPid(f.port, '127.0.0.9'), /^cjs \d+$/)
   },
 )
