@@ -326,3 +326,21 @@ test.serial(
     t.regex(await answeringPid(f.port, '127.0.0.9'), /^cjs \d+$/)
   },
 )
+
+test.serial(
+  'drop-in per-slot sockets follow baton scale: 2 -> 4 binds one per new slot, 4 -> 1 closes them once their workers exited',
+  async (t) => {
+    if (process.platform !== 'linux') return t.pass('reuseport steering is Linux only')
+    const f = await dropInFleet(t, fixture('plain-listen.cjs'), 2)
+    const up = await f.fleet.cli(['scale', f.fleet.name, '4'])
+    t.is(up.code, 0, up.stderr)
+    t.is(listenInodes(f.port).length, 4)
+    const held = (await f.fleet.workerPids()).map((pid) => listenInodes(f.port, pid))
+    t.is(new Set(held.map((h) => h.join())).size, 4, 'each of the 4 workers holds its own slot socket')
+    const down = await f.fleet.cli(['scale', f.fleet.name, '1'])
+    t.is(down.code, 0, down.stderr)
+    await waitFor(() => listenInodes(f.port).length === 1, { message: "the removed slots' sockets are closed" })
+    const [only] = await f.fleet.workerPids()
+    for (let i = 0; i < 10; i++) t.is(await answeringPid(f.port, '127.0.0.11'), `cjs ${only}`)
+  },
+)
