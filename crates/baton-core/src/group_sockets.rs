@@ -332,23 +332,48 @@ impl GroupSockets {
             .any(|a| matches!(a, AddrSockets::PerSlot(_)))
     }
 
-    /// The indices (in address order, which is the order of the worker's fds 3..) of the
-    /// listen addresses with one socket per slot (drop-in addresses are not inherited, so
-    /// the master hands no straggler of theirs over, see `event_loop/steering.rs`).
+    /// The indices of the addresses with one socket per slot: listen addresses first, in
+    /// address order (index `i` is the worker's fd `3 + i`), then drop-in addresses
+    /// (index `listen count + j` for drop-in address `j`).
     pub fn per_slot_addrs(&self) -> Vec<usize> {
-        self.per_addr
-            .iter()
+        self.every_addr()
             .enumerate()
             .filter(|(_, a)| matches!(a, AddrSockets::PerSlot(_)))
             .map(|(i, _)| i)
             .collect()
     }
 
+    /// The address of index `addr` (see [`GroupSockets::per_slot_addrs`]).
+    fn addr_at(&self, addr: usize) -> Option<&AddrSockets> {
+        match addr.checked_sub(self.per_addr.len()) {
+            None => self.per_addr.get(addr),
+            Some(j) => self.drop_in.get(j).map(|d| &d.sockets),
+        }
+    }
+
     /// The socket of `slot` for the per-slot address `addr` (`None` for a shared address).
     pub fn slot_socket(&self, addr: usize, slot: u32) -> Option<&Listener> {
-        match self.per_addr.get(addr)? {
+        match self.addr_at(addr)? {
             AddrSockets::PerSlot(v) => v.get(slot as usize),
             AddrSockets::Shared(_) => None,
+        }
+    }
+
+    /// How a worker is told which of its servers takes a connection queued on address
+    /// `addr` (see [`GroupSockets::per_slot_addrs`]): a listen address by its inherited fd,
+    /// a drop-in address by the port its sockets are bound to (the worker's server
+    /// listening there, `src/worker.ts`).
+    pub fn handoff_target(&self, addr: usize) -> Option<crate::handoff::Target> {
+        match addr.checked_sub(self.per_addr.len()) {
+            None => Some(crate::handoff::Target::Fd(3 + addr as i32)),
+            Some(j) => {
+                let d = self.drop_in.get(j)?;
+                let port = match &d.sockets {
+                    AddrSockets::Shared(l) => l.port(),
+                    AddrSockets::PerSlot(v) => v.first().and_then(Listener::port),
+                }?;
+                Some(crate::handoff::Target::Port(port))
+            }
         }
     }
 
@@ -706,7 +731,15 @@ mod tests {
         );
         // Not part of a worker's inherited fds, nor of the listen addresses.
         assert_eq!(s.fds_for(1), inherited);
-        assert_eq!(s.per_slot_addrs(), [0]);
+        // Stragglers: listen address 0 (fd 3), then drop-in address 0 (by its port).
+        assert_eq!(s.per_slot_addrs(), [0, 1]);
+        assert_eq!(s.slot_socket(1, 1).map(Listener::fd), Some(b.fd()));
+        assert_eq!(s.handoff_target(0), Some(crate::handoff::Target::Fd(3)));
+        assert_eq!(
+            s.handoff_target(1),
+            Some(crate::handoff::Target::Port(b.port().unwrap()))
+        );
+        assert_eq!(s.handoff_target(2), None);
         assert_eq!(s.bound().len(), 1);
         assert_eq!(s.drop_in_first().count(), 1);
         let slots: Vec<Option<u32>> = s.drop_in_sockets().iter().map(|d| d.2).collect();

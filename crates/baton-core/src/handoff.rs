@@ -30,6 +30,27 @@ pub fn handle_line(listen_fd: i32) -> String {
     )
 }
 
+/// Which of the worker's servers takes a handed-off connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The one listening on this inherited fd (3, 4, ...).
+    Fd(i32),
+    /// The one listening on this port on a socket the master gave for its own
+    /// `listen(port)` (drop-in mode, `event_loop/drop_in.rs`).
+    Port(u16),
+}
+
+/// The `NODE_HANDLE` line (with its newline) announcing a connection for `target`:
+/// `"fd":N` or `"port":P` in the message.
+pub fn target_line(target: Target) -> String {
+    match target {
+        Target::Fd(fd) => handle_line(fd),
+        Target::Port(port) => format!(
+            "{{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Socket\",\"msg\":{{\"type\":\"baton:connection\",\"port\":{port}}},\"key\":null}}\n"
+        ),
+    }
+}
+
 #[cfg(any(target_os = "linux", target_os = "android"))]
 const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
 // No MSG_NOSIGNAL on macOS; Node ignores SIGPIPE in the master, so EPIPE is returned.
@@ -90,6 +111,25 @@ pub fn send_with_fd(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn target_lines_name_the_fd_or_the_drop_in_port() {
+        let fd: serde_json::Value =
+            serde_json::from_str(target_line(Target::Fd(4)).trim_end()).unwrap();
+        assert_eq!(fd["cmd"], "NODE_HANDLE");
+        assert_eq!(
+            fd["msg"],
+            serde_json::json!({"type": "baton:connection", "fd": 4})
+        );
+        let line = target_line(Target::Port(3000));
+        assert!(line.ends_with('\n'));
+        let port: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(port["type"], "net.Socket");
+        assert_eq!(
+            port["msg"],
+            serde_json::json!({"type": "baton:connection", "port": 3000})
+        );
+    }
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::os::fd::{AsFd, FromRawFd, OwnedFd};

@@ -329,7 +329,14 @@ impl LoopState {
         let Some((targets, next)) = self.steering.rotation(s.from.group) else {
             return Err(s);
         };
-        let line = handoff::handle_line(3 + s.from.addr as i32);
+        let Some(target) = self
+            .listeners
+            .get(s.from.group)
+            .and_then(|l| l.handoff_target(s.from.addr))
+        else {
+            return Err(s);
+        };
+        let line = handoff::target_line(target);
         let n = targets.len();
         for i in 0..n {
             let at = (next + i) % n;
