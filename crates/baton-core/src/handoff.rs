@@ -14,7 +14,9 @@
 //! with `msg` the inner object. It answers `{"cmd":"NODE_HANDLE_ACK"}` (or `..._NACK` when
 //! the fd did not arrive) on the channel; the master's line parser ignores both. `fd` is
 //! the worker's inherited listening fd the connection was queued on, so the runtime
-//! (`src/worker.ts`) emits it on the server listening there.
+//! (`src/worker.ts`) emits it on the server listening there; a connection queued on a
+//! drop-in socket (the app's own `listen(port)`, `event_loop/drop_in.rs`), which the
+//! worker did not inherit, carries `"port":P` instead ([`Target::Port`]).
 //!
 //! All of this module's `unsafe` is the `sendmsg` in [`send_with_fd`] (and the
 //! `recvmsg` of its test).
