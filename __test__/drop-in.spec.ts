@@ -13,7 +13,7 @@ import WebSocket from 'ws'
 import { fixture, startFleet, type Fleet } from './helpers/fleet.js'
 import { httpGet } from './helpers/http.js'
 import { startLoad } from './helpers/load.js'
-import { freePort, tmpDir, waitFor } from './helpers/processes.js'
+import { freePort, tmpDir, waitFor, withTimeout } from './helpers/processes.js'
 import { assertNoFailedRequests } from './helpers/reload.js'
 
 const example = (name: string): string => fileURLToPath(new URL(`../examples/frameworks/${name}`, import.meta.url))
@@ -218,5 +218,129 @@ test.serial(
       t.not(flags, undefined, `pid ${pid} holds the listening socket`)
       t.true(((flags ?? 0) & O_NONBLOCK) !== 0, `pid ${pid}: flags ${(flags ?? 0).toString(8)} lack O_NONBLOCK`)
     }
+  },
+)
+
+/** The inodes of the listening TCP sockets on `port` (from /proc/net), and of those `pid` holds. */
+function listenInodes(port: number, pid?: number): string[] {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0')
+  const inodes = new Set<string>()
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    for (const line of readFileSync(table, 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/)
+      if (f[1]?.endsWith(`:${hexPort}`) && f[3] === '0A') inodes.add(f[9] ?? '')
+    }
+  }
+  if (pid === undefined) return [...inodes].sort()
+  const held = new Set<string>()
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    let target: string
+    try {
+      target = readlinkSync(`/proc/${pid}/fd/${fd}`)
+    } catch {
+      continue
+    }
+    const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1]
+    if (inode !== undefined && inodes.has(inode)) held.add(inode)
+  }
+  return [...held].sort()
+}
+
+/** The pid answering a GET on a fresh connection from `localAddress` (plain-listen.cjs: "cjs <pid>"). */
+async function answeringPid(port: number, localAddress: string): Promise<string> {
+  return (await httpGet({ port, path: '/', localAddress })).body
+}
+
+test.serial(
+  'drop-in, default balance: each worker slot gets its own SO_REUSEPORT socket for its listen(PORT), and fresh connections from one address reach both',
+  async (t) => {
+    if (process.platform !== 'linux') return t.pass('reuseport steering is Linux only; elsewhere drop-in stays shared')
+    const f = await dropInFleet(t, fixture('plain-listen.cjs'), 2)
+    const status = await f.fleet.status()
+    t.is(status.groups[0]?.balance, 'reuseport')
+    t.is(listenInodes(f.port).length, 2, 'one listening socket per slot on the port')
+    const byWorker = (await f.fleet.workerPids()).map((pid) => listenInodes(f.port, pid))
+    t.deepEqual(
+      byWorker.map((held) => held.length),
+      [1, 1],
+      'each worker holds exactly one of them',
+    )
+    t.not(byWorker[0]?.[0], byWorker[1]?.[0], "the two workers hold different sockets (their own slot's)")
+    t.deepEqual(listenInodes(f.port, f.fleet.pid), listenInodes(f.port), 'the master keeps every slot socket')
+    const pids = new Set<string>()
+    await waitFor(
+      async () => {
+        pids.add(await answeringPid(f.port, '127.0.0.7'))
+        return pids.size === 2
+      },
+      { message: 'fresh connections from 127.0.0.7 reach both workers' },
+    )
+    // A reload hands each replacement its slot's socket: still one socket per slot.
+    await reloadTo(t, f, 'v2')
+    const after = (await f.fleet.workerPids()).map((pid) => listenInodes(f.port, pid)[0])
+    t.deepEqual([...after].sort(), byWorker.map((h) => h[0]).sort(), "replacements got their slots' sockets")
+  },
+)
+
+test.serial(
+  'drop-in with balance sticky (no --listen): every fresh connection of one address reaches one worker, addresses spread over both',
+  async (t) => {
+    if (process.platform !== 'linux') return t.pass('sticky is Linux only')
+    const port = await freePort()
+    const fleet = await startFleet(t, {
+      script: fixture('plain-listen.cjs'),
+      count: 2,
+      env: { PORT: String(port) },
+      flags: ['--balance', 'sticky'],
+    })
+    t.is((await fleet.status()).groups[0]?.balance, 'sticky')
+    const owners = new Set<string>()
+    for (let i = 0; i < 12; i++) {
+      const address = `127.0.0.${20 + i}`
+      const seen = new Set<string>()
+      for (let k = 0; k < 5; k++) seen.add(await answeringPid(port, address))
+      t.is(seen.size, 1, `${address}: ${[...seen].join(' / ')}`)
+      owners.add([...seen][0] ?? '')
+    }
+    t.is(owners.size, 2, 'the addresses are spread over both workers')
+  },
+)
+
+test.serial(
+  "drop-in per-slot sockets go to the new master on baton upgrade: the same sockets, each new worker its slot's",
+  async (t) => {
+    if (process.platform !== 'linux') return t.pass('reuseport steering is Linux only')
+    const f = await dropInFleet(t, fixture('plain-listen.cjs'), 2)
+    const before = listenInodes(f.port)
+    t.is(before.length, 2)
+    const r = await f.fleet.cli(['upgrade', f.fleet.name])
+    t.is(r.code, 0, r.stderr)
+    await withTimeout(f.fleet.exited, 15_000, 'the old master exits')
+    t.deepEqual(listenInodes(f.port), before, 'the same two sockets, none rebound')
+    const held = (await f.fleet.workerPids()).map((pid) => listenInodes(f.port, pid))
+    t.deepEqual(
+      held.map((h) => h.length),
+      [1, 1],
+    )
+    t.not(held[0]?.[0], held[1]?.[0], 'each new worker holds its own slot socket')
+    t.regex(await answeringPid(f.port, '127.0.0.9'), /^cjs \d+$/)
+  },
+)
+
+test.serial(
+  'drop-in per-slot sockets follow baton scale: 2 -> 4 binds one per new slot, 4 -> 1 closes them once their workers exited',
+  async (t) => {
+    if (process.platform !== 'linux') return t.pass('reuseport steering is Linux only')
+    const f = await dropInFleet(t, fixture('plain-listen.cjs'), 2)
+    const up = await f.fleet.cli(['scale', f.fleet.name, '4'])
+    t.is(up.code, 0, up.stderr)
+    t.is(listenInodes(f.port).length, 4)
+    const held = (await f.fleet.workerPids()).map((pid) => listenInodes(f.port, pid))
+    t.is(new Set(held.map((h) => h.join())).size, 4, 'each of the 4 workers holds its own slot socket')
+    const down = await f.fleet.cli(['scale', f.fleet.name, '1'])
+    t.is(down.code, 0, down.stderr)
+    await waitFor(() => listenInodes(f.port).length === 1, { message: "the removed slots' sockets are closed" })
+    const [only] = await f.fleet.workerPids()
+    for (let i = 0; i < 10; i++) t.is(await answeringPid(f.port, '127.0.0.11'), `cjs ${only}`)
   },
 )

@@ -6,8 +6,10 @@
  */
 import test, { type ExecutionContext } from 'ava'
 import * as http from 'node:http'
-import { versionedFleet, type Fleet } from './helpers/fleet.js'
-import { isAlive, waitFor } from './helpers/processes.js'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { fixture, startFleet, versionedFleet, type Fleet } from './helpers/fleet.js'
+import { freePort, isAlive, tmpDir, waitFor } from './helpers/processes.js'
 
 const FRESH_TIMEOUT_MS = 1500
 
@@ -92,6 +94,38 @@ linuxOnly('a worker killed with -9 whose slot then crash-loops: every fresh conn
   t.not(slot1?.state, 'ready')
   await fleet.cli(['stop', fleet.name])
 })
+
+linuxOnly(
+  'drop-in (the app listens on PORT, no --listen): a worker killed with -9 whose slot then crash-loops: every fresh connection is answered',
+  async (t) => {
+    const dir = await tmpDir('baton-steer-')
+    t.teardown(() => dir.cleanup())
+    const versionFile = join(dir.path, 'version.txt')
+    writeFileSync(versionFile, 'v1')
+    const port = await freePort()
+    const fleet = await startFleet(t, {
+      script: fixture('plain-versioned.mjs'),
+      count: 3,
+      env: { PORT: String(port), APP_VERSION_FILE: versionFile },
+    })
+    const before = await fleet.status()
+    t.deepEqual(
+      before.groups[0]?.sockets?.map((s) => s.from),
+      ['drop-in'],
+    )
+    const victim = before.workers.find((w) => w.id === 1)
+    t.truthy(victim?.pid)
+    const survivors = before.workers.filter((w) => w.id !== 1).map((w) => w.pid)
+    writeFileSync(versionFile, 'throw') // every restart of slot 1 now throws at boot
+    process.kill(victim?.pid as number, 'SIGKILL')
+    const fresh = await freshConnections(port, 200)
+    report(t, fleet, fresh, 200)
+    t.deepEqual([...fresh.pids].sort(), [...survivors].sort(), 'answered by the two survivors only')
+    const slot1 = (await fleet.status()).workers.find((w) => w.id === 1)
+    t.not(slot1?.state, 'ready')
+    await fleet.cli(['stop', fleet.name])
+  },
+)
 
 linuxOnly('a stop-first reload whose new version throws: aborted, every fresh connection is answered', async (t) => {
   const { fleet, port, deploy } = await reuseportFleet(t, ['--balance', 'reuseport', '--order', 'stop-first'])

@@ -10,7 +10,7 @@ import * as http from 'node:http'
 import { io as connect, type Socket } from 'socket.io-client'
 import { Supervisor } from '../src/index.js'
 import { fixture, runCli, startFleet, versionedFleet } from './helpers/fleet.js'
-import { freePort, tmpDir } from './helpers/processes.js'
+import { freePort, tmpDir, waitFor } from './helpers/processes.js'
 import { reloadAll } from './helpers/reload.js'
 
 const CLIENTS = 20
@@ -103,19 +103,6 @@ test('--balance names the three modes when it is given another', async (t) => {
   t.regex(r.stderr, /--balance expects shared, reuseport or sticky, got "round-robin"/)
 })
 
-test('sticky without a TCP listen address (a drop-in app alone) is refused at start, saying what to add', async (t) => {
-  const dir = await tmpDir('baton-test-')
-  t.teardown(() => dir.cleanup())
-  const port = await freePort()
-  const r = await runCli(['start', fixture('socketio-echo.mjs'), '--name', 'nolisten', '--balance', 'sticky'], {
-    ...process.env,
-    PORT: String(port),
-    BATON_RUNTIME_DIR: dir.path,
-  })
-  t.not(r.code, 0)
-  t.regex(r.stderr, /group "nolisten": balance "sticky" needs a TCP listen address of the group \(--listen :PORT/)
-})
-
 /** Outcome of 20 Socket.IO clients echoing for `ms`. */
 interface Echoes {
   connectErrors: number
@@ -123,18 +110,67 @@ interface Echoes {
   sent: number
   lost: number
   sessionUnknown: number
+  /** Lost echoes sent outside every reload window. */
+  lostOutside: number
+  /** "Session ID unknown" logged outside every reload window. */
+  sessionUnknownOutside: number
+  /** Per reload: how many of the clients connected again after it started. */
+  reconnected: number[]
+  /** Per client: connects and disconnects while the test ran. */
+  connects: number[]
+  disconnectsPerClient: number[]
 }
 
-async function socketIo(t: ExecutionContext, balance: 'sticky' | 'reuseport', ms: number): Promise<Echoes> {
+interface SocketIoOptions {
+  /** No `--listen`: the app's own `listen(PORT)` is answered by the master (drop-in). */
+  dropIn?: boolean
+  /** `baton reload`s spread over the run. */
+  reloads?: number
+}
+
+/** How long after a reload ends its effects may last: an echo's ack timeout, then a reconnection. */
+const RELOAD_TAIL_MS = 3000
+
+async function socketIo(
+  t: ExecutionContext,
+  balance: 'sticky' | 'reuseport',
+  ms: number,
+  { dropIn = false, reloads = 0 }: SocketIoOptions = {},
+): Promise<Echoes> {
   const port = await freePort()
   const fleet = await startFleet(t, {
     script: fixture('socketio-echo.mjs'),
     count: 2,
-    listen: [`127.0.0.1:${port}`],
+    listen: dropIn ? [] : [`127.0.0.1:${port}`],
     env: { PORT: String(port) },
     flags: ['--balance', balance],
   })
-  const result: Echoes = { connectErrors: 0, disconnects: 0, sent: 0, lost: 0, sessionUnknown: 0 }
+  if (dropIn) {
+    const status = await fleet.status()
+    t.deepEqual(
+      status.groups[0]?.sockets?.map((s) => s.from),
+      ['drop-in'],
+      'the app listens on a socket the master bound for its own listen(PORT)',
+    )
+  }
+  const result: Echoes = {
+    connectErrors: 0,
+    disconnects: 0,
+    sent: 0,
+    lost: 0,
+    sessionUnknown: 0,
+    lostOutside: 0,
+    sessionUnknownOutside: 0,
+    reconnected: [],
+    connects: Array.from({ length: CLIENTS }, () => 0),
+    disconnectsPerClient: Array.from({ length: CLIENTS }, () => 0),
+  }
+  /** [start, end] of each reload, ms since the epoch. */
+  const windows: [number, number][] = []
+  const inWindow = (at: number): boolean => windows.some(([a, b]) => at >= a && at <= b + RELOAD_TAIL_MS)
+  /** When each client last connected. */
+  const lastConnect: number[] = Array.from({ length: CLIENTS }, () => 0)
+  const lostAt: number[] = []
   const sockets: Socket[] = []
   const agents: http.Agent[] = []
   let stop = false
@@ -144,9 +180,15 @@ async function socketIo(t: ExecutionContext, balance: 'sticky' | 'reuseport', ms
     // Default transports: long-polling, then the upgrade to WebSocket.
     const socket = connect(`http://127.0.0.1:${port}`, { agent: agent as unknown as string, reconnectionDelay: 100 })
     sockets.push(socket)
+    socket.on('connect', () => {
+      result.connects[i] = (result.connects[i] ?? 0) + 1
+      lastConnect[i] = Date.now()
+    })
     socket.on('connect_error', () => (result.connectErrors += 1))
     socket.on('disconnect', () => {
-      if (!stop) result.disconnects += 1
+      if (stop) return
+      result.disconnects += 1
+      result.disconnectsPerClient[i] = (result.disconnectsPerClient[i] ?? 0) + 1
     })
     let n = 0
     while (!stop) {
@@ -156,22 +198,44 @@ async function socketIo(t: ExecutionContext, balance: 'sticky' | 'reuseport', ms
       }
       n += 1
       result.sent += 1
+      const sentAt = Date.now()
       try {
         await socket.timeout(2000).emitWithAck('echo', n)
       } catch {
         result.lost += 1
+        lostAt.push(sentAt)
       }
       await new Promise((r) => setTimeout(r, 200))
     }
   })
-  await new Promise((r) => setTimeout(r, ms))
+  const started = Date.now()
+  for (let k = 0; k < reloads; k++) {
+    // Evenly spread: each reload starts once its share of the run has passed.
+    const at = started + ((k + 1) * ms) / (reloads + 1)
+    await new Promise((r) => setTimeout(r, Math.max(0, at - Date.now())))
+    const begin = Date.now()
+    await reloadAll(t, { fleet, port, deploy: () => undefined }, `v${k + 2}`, 2)
+    windows.push([begin, Date.now()])
+    // Every client is back (on the new workers) before the next reload starts.
+    await waitFor(() => sockets.every((s, i) => s.connected && (lastConnect[i] ?? 0) >= begin), {
+      timeoutMs: 15_000,
+      message: `every client reconnected after reload ${k + 1}`,
+    }).catch(() => undefined)
+    result.reconnected.push(sockets.filter((s, i) => s.connected && (lastConnect[i] ?? 0) >= begin).length)
+  }
+  await new Promise((r) => setTimeout(r, Math.max(0, started + ms - Date.now())))
   stop = true
   await Promise.all(clients)
   for (const s of sockets) s.close()
   for (const a of agents) a.destroy()
-  result.sessionUnknown = fleet.log.text.split('Session ID unknown').length - 1
+  const unknown = [...fleet.log.text.matchAll(/connection_error at (\d+): Session ID unknown/g)].map((m) =>
+    Number(m[1]),
+  )
+  result.sessionUnknown = unknown.length
+  result.sessionUnknownOutside = unknown.filter((at) => !inWindow(at)).length
+  result.lostOutside = lostAt.filter((at) => !inWindow(at)).length
   await fleet.cli(['stop', fleet.name])
-  t.log(`balance ${balance}: ${JSON.stringify(result)}`)
+  t.log(`balance ${balance}${dropIn ? ' (drop-in)' : ''}: ${JSON.stringify({ ...result, windows })}`)
   return result
 }
 
@@ -184,6 +248,34 @@ test.serial(
     t.is(r.disconnects, 0)
     t.is(r.lost, 0)
     t.true(r.sent >= CLIENTS * 20, `${r.sent} echoes sent`)
+  },
+)
+
+test.serial(
+  'Socket.IO unmodified (its own listen(PORT), no --listen), default transports, 2 workers, 20 client addresses, 20 s with balance sticky: no session lost, no echo lost',
+  async (t) => {
+    const r = await socketIo(t, 'sticky', 20_000, { dropIn: true })
+    t.is(r.sessionUnknown, 0)
+    t.is(r.connectErrors, 0)
+    t.is(r.disconnects, 0)
+    t.is(r.lost, 0)
+    t.true(r.sent >= CLIENTS * 20, `${r.sent} echoes sent`)
+  },
+)
+
+test.serial(
+  'Socket.IO unmodified, balance sticky, 3 reloads during 30 s: no echo or session lost outside the reloads, every client reconnected after each',
+  async (t) => {
+    const r = await socketIo(t, 'sticky', 30_000, { dropIn: true, reloads: 3 })
+    t.is(r.lostOutside, 0, 'echoes lost outside the reload windows')
+    t.is(r.sessionUnknownOutside, 0, '"Session ID unknown" outside the reload windows')
+    t.deepEqual(r.reconnected, [CLIENTS, CLIENTS, CLIENTS], 'clients connected again after each reload')
+    // Each reload replaced every worker, so every client was disconnected and came back.
+    for (let i = 0; i < CLIENTS; i++) {
+      t.true((r.disconnectsPerClient[i] ?? 0) >= 3, `client ${i}: ${r.disconnectsPerClient[i]} disconnects`)
+      t.is(r.connects[i], (r.disconnectsPerClient[i] ?? 0) + 1, `client ${i} connected at the end`)
+    }
+    t.true(r.sent >= CLIENTS * 25, `${r.sent} echoes sent`)
   },
 )
 

@@ -187,14 +187,16 @@ export interface GroupOptions {
   backlog?: number
   /**
    * `reuseport` (default on Linux): one `SO_REUSEPORT` socket per address and worker
-   * slot, held by the master; new connections go only to slots with a ready worker,
-   * weighted towards the workers with fewer connections, and over-full workers shed
-   * keep-alive connections after a reload (docs/architecture.md, "Balancing").
+   * slot, held by the master (listen addresses, and the app's own `listen(PORT)` in
+   * drop-in mode); new connections go only to slots with a ready worker, weighted
+   * towards the workers with fewer connections, and over-full workers shed keep-alive
+   * connections after a reload (docs/architecture.md, "Balancing").
    * `sticky` (Linux): the sockets of `reuseport`, but the kernel picks the slot from the
    * client's source address only, so every connection of one client address goes to the
    * same worker slot while it serves (Socket.IO's long-polling, sessions held in memory;
-   * clients behind one NAT share a worker). The start fails if the kernel refuses the
-   * steering program.
+   * clients behind one NAT or proxy share a worker). Works with or without `listen` (a
+   * drop-in app's own `listen(PORT)` gets its slot's socket). The start fails if the
+   * kernel refuses the steering program.
    * `shared` (default elsewhere): one socket per address that every worker accepts on.
    */
   balance?: Balance

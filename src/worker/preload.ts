@@ -6,9 +6,10 @@
  * A TCP `listen()` (a port, with or without a host; not a path, an fd or a handle) asks the
  * master for the socket (`{ type: 'baton:listen', req, port, host }` on the control
  * channel). The master binds it the first time a worker of the group asks for that
- * address, or answers with the group's own listen address on that port, and keeps it: every
- * later worker and replacement gets the same socket, so the port never closes during a
- * reload. The socket comes back as a handle with the answer; the server listens on it, is
+ * address, or answers with the group's own listen address on that port, and keeps it, so
+ * the port never closes during a reload: with `balance: 'reuseport'` or `'sticky'` (Linux)
+ * one socket per worker slot, each worker (and its replacement) getting its own slot's;
+ * with `'shared'` one socket for every worker. The socket comes back as a handle with the answer; the server listens on it, is
  * tracked for the drain, and the worker is marked ready once it listens when the group's
  * readiness is `listen` (the default). Under `message` (PM2's `wait_ready`) the app says so
  * itself (`process.send('ready')`); under `uptime` the master counts time. The master sets

@@ -10,11 +10,13 @@
  * port, or 3000) and `SIGTERM`/`SIGINT` still drain, so the same code runs in development.
  *
  * The ready message is `{ type: 'ready', handoff: true }` once a server listens on an
- * inherited socket: the worker then also takes connections the master hands over (with
- * `balance: 'reuseport'`, connections left in the queue of a slot without a ready worker)
- * as `{ type: 'baton:connection', fd }` messages carrying the socket (Node's IPC handle
- * passing); each is emitted as a `'connection'` of the server listening on inherited fd
- * `fd`, so it is served and drained like one it accepted itself.
+ * inherited socket or on one the master gave for the app's own `listen(port)` (drop-in,
+ * preload.ts): the worker then also takes connections the master hands over (with
+ * `balance: 'reuseport'` or `'sticky'`, connections left in the queue of a slot without a
+ * ready worker) as `{ type: 'baton:connection', fd }` or `{ type: 'baton:connection',
+ * port }` messages carrying the socket (Node's IPC handle passing); each is emitted as a
+ * `'connection'` of the server listening on inherited fd `fd`, or of the adopted drop-in
+ * server listening on `port`, so it is served and drained like one it accepted itself.
  *
  * @module
  */
@@ -96,8 +98,8 @@ export interface Worker {
   listen(server: net.Server, nameOrOptions?: string | WorkerListenOptions): Promise<void>
   /**
    * Tell the master this worker is ready (sends `{ type: 'ready' }` once, with
-   * `handoff: true` when a server listens on an inherited socket: the master may then hand
-   * it connections). `listen()` does it; call it yourself in a worker without servers.
+   * `handoff: true` when a server listens on an inherited or drop-in socket: the master may
+   * then hand it connections). `listen()` does it; call it yourself in a worker without servers.
    * No-op outside baton.
    */
   ready(): void
@@ -231,19 +233,20 @@ function isStopMessage(msg: unknown): boolean {
   return msg === 'stop' || (typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'stop')
 }
 
-/** The master hands over a connection queued on inherited listening fd `fd`. */
+/**
+ * The master hands over a connection queued on inherited listening fd `fd`, or on the
+ * drop-in socket bound to `port`.
+ */
 interface ConnectionMessage {
   readonly type: 'baton:connection'
-  readonly fd: number
+  readonly fd?: number
+  readonly port?: number
 }
 
 function isConnectionMessage(msg: unknown): msg is ConnectionMessage {
-  return (
-    typeof msg === 'object' &&
-    msg !== null &&
-    (msg as { type?: unknown }).type === 'baton:connection' &&
-    Number.isSafeInteger((msg as { fd?: unknown }).fd)
-  )
+  if (typeof msg !== 'object' || msg === null || (msg as { type?: unknown }).type !== 'baton:connection') return false
+  const { fd, port } = msg as { fd?: unknown; port?: unknown }
+  return Number.isSafeInteger(fd) || Number.isSafeInteger(port)
 }
 
 /**
@@ -305,6 +308,8 @@ class WorkerRuntime implements Worker {
   readonly #env: WorkerEnv
   readonly #servers = new Set<net.Server>()
   readonly #fdOwners = new Map<number, net.Server>()
+  /** Servers listening on a socket from the master's drop-in `listen` (preload.ts). */
+  readonly #adopted = new Set<net.Server>()
   readonly #stopHooks: WorkerHook[] = []
   readonly #reloadHooks: WorkerHook[] = []
   #reloadChain: Promise<void> = Promise.resolve()
@@ -436,6 +441,7 @@ class WorkerRuntime implements Worker {
   adopt(server: net.Server): void {
     trackServer(server, { idleMs: DEFAULT_IDLE_MS })
     this.#servers.add(server)
+    this.#adopted.add(server)
     if (this.stopping) server.once('listening', () => stopAccepting(server))
   }
 
@@ -443,8 +449,9 @@ class WorkerRuntime implements Worker {
     if (!this.isWorker || this.#readySent) return
     if (typeof process.send !== 'function' || !process.connected) return
     this.#readySent = true
-    // Handed-off connections need a server on an inherited socket to go to.
-    const message = this.#fdOwners.size > 0 ? { type: 'ready', handoff: true } : { type: 'ready' }
+    // Handed-off connections need a server on an inherited or drop-in socket to go to.
+    const handoff = this.#fdOwners.size > 0 || this.#adopted.size > 0
+    const message = handoff ? { type: 'ready', handoff: true } : { type: 'ready' }
     process.send(message, undefined, undefined, (err) => {
       if (err !== null && err !== undefined) this.#log(`could not send 'ready' to the master: ${err.message}`)
     })
@@ -604,7 +611,7 @@ class WorkerRuntime implements Worker {
     process.prependListener('message', (msg: unknown, handle: unknown) => {
       const shed = shedCount(msg)
       if (shed !== undefined) this.#balance.shed(shed)
-      else if (isConnectionMessage(msg)) this.#takeConnection(msg.fd, handle)
+      else if (isConnectionMessage(msg)) this.#takeConnection(msg, handle)
       else if (isStopMessage(msg)) void this.#beginStop(this.#env.stopBudgetMs)
       else if (isReloadMessage(msg)) this.#runReloadHooks()
     })
@@ -618,15 +625,23 @@ class WorkerRuntime implements Worker {
   }
 
   /**
-   * A connection the master accepted on inherited fd `fd` for us: serve it on the server
-   * listening there (also while stopping: the drain answers it with `Connection: close`).
+   * A connection the master accepted on inherited fd `fd` (or on the drop-in socket bound
+   * to `port`) for us: serve it on the server listening there (also while stopping: the
+   * drain answers it with `Connection: close`).
    */
-  #takeConnection(fd: number, handle: unknown): void {
+  #takeConnection(msg: ConnectionMessage, handle: unknown): void {
     if (!(handle instanceof net.Socket)) return // the fd did not arrive (Node sent a NACK)
-    const server = this.#fdOwners.get(fd)
+    const server =
+      msg.fd !== undefined
+        ? this.#fdOwners.get(msg.fd)
+        : [...this.#adopted].find((s) => {
+            const address = s.address()
+            return typeof address === 'object' && address !== null && address.port === msg.port
+          })
     if (server === undefined) {
       handle.destroy()
-      this.#log(`a connection handed over for fd ${fd} was closed: no server listens there`)
+      const where = msg.fd !== undefined ? `fd ${msg.fd}` : `port ${msg.port}`
+      this.#log(`a connection handed over for ${where} was closed: no server listens there`)
       return
     }
     adoptConnection(server, handle)

@@ -11,6 +11,14 @@
 //!
 //! An address whose socket systemd passed (`socket_activation/`) is not bound: that one
 //! socket is shared by every worker of the group, whatever the balance.
+//!
+//! **Drop-in addresses.** The sockets the master binds when a worker's app calls its own
+//! `listen(PORT)` (`event_loop/drop_in.rs`) belong here too, after the listen addresses:
+//! with a per-slot balance (Linux) each drop-in address has one `SO_REUSEPORT` socket per
+//! slot, bound in slot order like a listen address, steered, grown and shrunk with them,
+//! and a worker is handed its own slot's socket. They are not inherited at spawn (a
+//! worker gets them over its channel when it asks), so [`GroupSockets::fds_for`],
+//! [`GroupSockets::per_slot_addrs`] and [`GroupSockets::first_listeners`] leave them out.
 
 use std::os::fd::RawFd;
 
@@ -33,9 +41,22 @@ enum AddrSockets {
     PerSlot(Vec<Listener>),
 }
 
+/// A drop-in address: bound for the group's workers' own `listen(port)` (`event_loop/drop_in.rs`).
+struct DropInAddr {
+    /// Host as the app gave it (`None`: all interfaces).
+    host: Option<String>,
+    /// Port as the app asked it (0: the one the first socket got, for every slot).
+    port: u16,
+    sockets: AddrSockets,
+}
+
 /// Every listening socket of one group.
 pub struct GroupSockets {
     per_addr: Vec<AddrSockets>,
+    /// Drop-in addresses, in the order they were first asked for.
+    drop_in: Vec<DropInAddr>,
+    /// Whether new drop-in addresses get one socket per slot (a per-slot balance on Linux).
+    drop_in_per_slot: bool,
     /// `balance: 'sticky'`: steered by source address ([`GroupSockets::steer_sticky`]).
     sticky: bool,
 }
@@ -103,11 +124,16 @@ impl GroupSockets {
             per_addr.push(AddrSockets::PerSlot(slots));
         }
         let sticky = group.balance == Balance::Sticky;
-        let mut sockets = GroupSockets { per_addr, sticky };
+        let mut sockets = GroupSockets {
+            per_addr,
+            drop_in: Vec::new(),
+            drop_in_per_slot: group.balance.per_slot() && cfg!(target_os = "linux"),
+            sticky,
+        };
         // Passed per-slot sockets of a previous master with fewer slots: bind the rest.
         sockets.grow(group, group.rules.count)?;
         if sticky {
-            sockets.probe_sticky(name)?;
+            sockets.probe_sticky(group)?;
         }
         Ok(sockets)
     }
@@ -117,25 +143,173 @@ impl GroupSockets {
     /// fails when the kernel refuses the program: attach it with every slot serving. It
     /// stays until the first steer: connections that arrive before any worker is ready
     /// wait in their home slot's queue (as they would in the hash's), and sockets passed
-    /// by a previous master (`baton upgrade`) keep their clients' slots meanwhile.
-    fn probe_sticky(&self, name: &str) -> Result<(), String> {
-        if !self.has_per_slot() {
-            return Err(format!(
-                "group \"{name}\": balance \"sticky\" needs a TCP listen address of the group \
-                 (--listen :PORT, the port the app listens on): the socket of an app's own \
-                 listen(PORT) without it, like a socket systemd passed, is shared by every \
-                 worker and cannot be steered; add the port to the group's listen, or use balance \"reuseport\" or \"shared\""
-            ));
-        }
-        let all: Vec<u32> = (0..self.slot_count()).collect();
-        match self.steer_sticky(&all).into_iter().next() {
-            None => Ok(()),
-            Some(e) => Err(format!(
+    /// by a previous master (`baton upgrade`) keep their clients' slots meanwhile. A group
+    /// whose only TCP sockets will be its workers' own `listen(PORT)` (drop-in) is probed
+    /// on a throwaway pair of sockets on 127.0.0.1.
+    fn probe_sticky(&self, group: &GroupConfig) -> Result<(), String> {
+        let name = &group.rules.name;
+        let refused = |e: String| {
+            format!(
                 "group \"{name}\": balance \"sticky\": {e}; sticky needs a kernel that takes \
                  reuseport steering programs (SO_ATTACH_REUSEPORT_CBPF, Linux >= 4.5, not \
                  forbidden by a seccomp filter); use balance \"reuseport\" or \"shared\""
-            )),
+            )
+        };
+        if self.has_per_slot() {
+            let all: Vec<u32> = (0..self.slot_count()).collect();
+            return match self.steer_sticky(&all).into_iter().next() {
+                None => Ok(()),
+                Some(e) => Err(refused(e)),
+            };
         }
+        if !group.drop_in {
+            return Err(format!(
+                "group \"{name}\": balance \"sticky\" needs a TCP address to steer: a TCP listen \
+                 address of the group (--listen :PORT), or dropIn so the app's own listen(PORT) \
+                 gets one socket per worker slot; the group has neither (a socket systemd passed \
+                 is shared by every worker and cannot be steered); add one, or use balance \"reuseport\" or \"shared\""
+            ));
+        }
+        let mut probe = GroupSockets {
+            per_addr: Vec::new(),
+            drop_in: Vec::new(),
+            drop_in_per_slot: true,
+            sticky: true,
+        };
+        let bound = probe
+            .bind_drop_in(Some("127.0.0.1".into()), 0, 1, 2)
+            .map_err(|e| refused(format!("cannot bind a socket to probe the kernel: {e}")))?;
+        debug_assert_eq!(bound, 0);
+        match probe.steer_sticky(&[0, 1]).into_iter().next() {
+            None => Ok(()),
+            Some(e) => Err(refused(e)),
+        }
+    }
+
+    /// Every address's sockets, the listen addresses' then the drop-in ones'.
+    fn every_addr(&self) -> impl Iterator<Item = &AddrSockets> {
+        self.per_addr
+            .iter()
+            .chain(self.drop_in.iter().map(|d| &d.sockets))
+    }
+
+    /// The drop-in address asked as `host:port` (`port` as asked, 0 included), if bound.
+    pub fn find_drop_in(&self, host: &Option<String>, port: u16) -> Option<usize> {
+        self.drop_in
+            .iter()
+            .position(|d| d.port == port && &d.host == host)
+    }
+
+    /// Whether drop-in addresses get one socket per slot (a per-slot balance on Linux).
+    pub fn drop_in_per_slot(&self) -> bool {
+        self.drop_in_per_slot
+    }
+
+    /// How many drop-in addresses the group has.
+    pub fn drop_in_count(&self) -> usize {
+        self.drop_in.len()
+    }
+
+    /// Bind a new drop-in address for `host:port` (`None`: all interfaces): one socket per
+    /// slot up to `count` when the balance is per slot (each slot's on the port the first
+    /// one got), else one. Returns its index for [`GroupSockets::drop_in_socket`].
+    pub fn bind_drop_in(
+        &mut self,
+        host: Option<String>,
+        port: u16,
+        backlog: i32,
+        count: u32,
+    ) -> Result<usize, listen::ListenError> {
+        let addr = ListenAddr::Tcp {
+            host: host.clone().unwrap_or_default(),
+            port,
+        };
+        let sockets = if self.drop_in_per_slot {
+            let opts = BindOptions {
+                backlog,
+                reuse_port: true,
+            };
+            let first = listen::bind_with(&addr, &opts)?;
+            let same = ListenAddr::Tcp {
+                host: host.clone().unwrap_or_default(),
+                port: first.port().unwrap_or(port),
+            };
+            let mut slots = vec![first];
+            for _ in 1..count.max(1) {
+                slots.push(listen::bind_with(&same, &opts)?);
+            }
+            AddrSockets::PerSlot(slots)
+        } else {
+            AddrSockets::Shared(listen::bind(&addr, backlog)?)
+        };
+        self.drop_in.push(DropInAddr {
+            host,
+            port,
+            sockets,
+        });
+        Ok(self.drop_in.len() - 1)
+    }
+
+    /// Take a drop-in address a previous master passed (`baton upgrade`); slots beyond
+    /// `count` are closed, missing ones are bound by the next [`GroupSockets::grow`].
+    pub fn adopt_drop_in(&mut self, host: Option<String>, port: u16, passed: Passed, count: u32) {
+        let sockets = match passed {
+            Passed::Shared(l) => AddrSockets::Shared(l),
+            Passed::PerSlot(mut v) => {
+                close_down_to(&mut v, count.max(1) as usize);
+                AddrSockets::PerSlot(v)
+            }
+        };
+        self.drop_in.push(DropInAddr {
+            host,
+            port,
+            sockets,
+        });
+    }
+
+    /// The socket a worker of `slot` is handed for drop-in address `index`: its slot's
+    /// (the first one if the slot has none), or the one shared socket.
+    pub fn drop_in_socket(&self, index: usize, slot: u32) -> Option<&Listener> {
+        match &self.drop_in.get(index)?.sockets {
+            AddrSockets::Shared(l) => Some(l),
+            AddrSockets::PerSlot(v) => v.get(slot as usize).or(v.first()),
+        }
+    }
+
+    /// Every drop-in socket: host and port as asked, slot (`None`: shared), socket.
+    pub fn drop_in_sockets(&self) -> Vec<(&Option<String>, u16, Option<u32>, &Listener)> {
+        let mut out = Vec::new();
+        for d in &self.drop_in {
+            match &d.sockets {
+                AddrSockets::Shared(l) => out.push((&d.host, d.port, None, l)),
+                AddrSockets::PerSlot(v) => {
+                    for (slot, l) in v.iter().enumerate() {
+                        out.push((&d.host, d.port, Some(slot as u32), l));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The first (or only) socket of each drop-in address, in the order they were asked.
+    pub fn drop_in_first(&self) -> impl Iterator<Item = &Listener> {
+        self.drop_in.iter().filter_map(|d| match &d.sockets {
+            AddrSockets::Shared(l) => Some(l),
+            AddrSockets::PerSlot(v) => v.first(),
+        })
+    }
+
+    /// Every drop-in socket, mutably (to hand its file over, `baton upgrade`).
+    pub fn drop_in_mut(&mut self) -> Vec<&mut Listener> {
+        let mut out = Vec::new();
+        for d in &mut self.drop_in {
+            match &mut d.sockets {
+                AddrSockets::Shared(l) => out.push(l),
+                AddrSockets::PerSlot(v) => out.extend(v.iter_mut()),
+            }
+        }
+        out
     }
 
     /// The fds a worker of `slot` inherits, in address order.
@@ -151,29 +325,55 @@ impl GroupSockets {
             .collect()
     }
 
-    /// Whether some address has one socket per slot (and [`GroupSockets::steer_weighted`] applies).
+    /// Whether some address (a listen or a drop-in one) has one socket per slot (and
+    /// [`GroupSockets::steer_weighted`] applies).
     pub fn has_per_slot(&self) -> bool {
-        self.per_addr
-            .iter()
+        self.every_addr()
             .any(|a| matches!(a, AddrSockets::PerSlot(_)))
     }
 
-    /// The indices (in address order, which is the order of the worker's fds 3..) of the
-    /// addresses with one socket per slot.
+    /// The indices of the addresses with one socket per slot: listen addresses first, in
+    /// address order (index `i` is the worker's fd `3 + i`), then drop-in addresses
+    /// (index `listen count + j` for drop-in address `j`).
     pub fn per_slot_addrs(&self) -> Vec<usize> {
-        self.per_addr
-            .iter()
+        self.every_addr()
             .enumerate()
             .filter(|(_, a)| matches!(a, AddrSockets::PerSlot(_)))
             .map(|(i, _)| i)
             .collect()
     }
 
+    /// The address of index `addr` (see [`GroupSockets::per_slot_addrs`]).
+    fn addr_at(&self, addr: usize) -> Option<&AddrSockets> {
+        match addr.checked_sub(self.per_addr.len()) {
+            None => self.per_addr.get(addr),
+            Some(j) => self.drop_in.get(j).map(|d| &d.sockets),
+        }
+    }
+
     /// The socket of `slot` for the per-slot address `addr` (`None` for a shared address).
     pub fn slot_socket(&self, addr: usize, slot: u32) -> Option<&Listener> {
-        match self.per_addr.get(addr)? {
+        match self.addr_at(addr)? {
             AddrSockets::PerSlot(v) => v.get(slot as usize),
             AddrSockets::Shared(_) => None,
+        }
+    }
+
+    /// How a worker is told which of its servers takes a connection queued on address
+    /// `addr` (see [`GroupSockets::per_slot_addrs`]): a listen address by its inherited fd,
+    /// a drop-in address by the port its sockets are bound to (the worker's server
+    /// listening there, `src/worker/worker.ts`).
+    pub fn handoff_target(&self, addr: usize) -> Option<crate::handoff::Target> {
+        match addr.checked_sub(self.per_addr.len()) {
+            None => Some(crate::handoff::Target::Fd(3 + addr as i32)),
+            Some(j) => {
+                let d = self.drop_in.get(j)?;
+                let port = match &d.sockets {
+                    AddrSockets::Shared(l) => l.port(),
+                    AddrSockets::PerSlot(v) => v.first().and_then(Listener::port),
+                }?;
+                Some(crate::handoff::Target::Port(port))
+            }
         }
     }
 
@@ -188,7 +388,7 @@ impl GroupSockets {
             Err(e) => return vec![format!("cannot steer new connections: {e}")],
         };
         let mut errors = Vec::new();
-        for a in &self.per_addr {
+        for a in self.every_addr() {
             let AddrSockets::PerSlot(v) = a else { continue };
             let Some(first) = v.first() else { continue };
             if let Err(e) = apply_steering(first, &steering) {
@@ -211,7 +411,7 @@ impl GroupSockets {
     /// hash). Returns one sentence per address where the kernel refused.
     pub fn steer_sticky(&self, serving: &[u32]) -> Vec<String> {
         let mut errors = Vec::new();
-        for a in &self.per_addr {
+        for a in self.every_addr() {
             let AddrSockets::PerSlot(v) = a else { continue };
             let Some(first) = v.first() else { continue };
             let steering = match crate::steer::sticky(v.len() as u32, serving) {
@@ -243,8 +443,7 @@ impl GroupSockets {
 
     /// How many slots have their own sockets (0 when no address has per-slot sockets).
     pub fn slot_count(&self) -> u32 {
-        self.per_addr
-            .iter()
+        self.every_addr()
             .filter_map(|a| match a {
                 AddrSockets::PerSlot(v) => Some(v.len() as u32),
                 AddrSockets::Shared(_) => None,
@@ -264,15 +463,14 @@ impl GroupSockets {
             reuse_port: true,
         };
         let before: Vec<usize> = self
-            .per_addr
-            .iter()
+            .every_addr()
             .map(|a| match a {
                 AddrSockets::PerSlot(v) => v.len(),
                 AddrSockets::Shared(_) => 0,
             })
             .collect();
         let mut result = Ok(());
-        'addrs: for a in &mut self.per_addr {
+        'addrs: for a in self.every_addr_mut() {
             let AddrSockets::PerSlot(v) = a else { continue };
             let Some(first) = v.first() else { continue };
             let same = match (&first.addr, first.port()) {
@@ -293,7 +491,7 @@ impl GroupSockets {
             }
         }
         if result.is_err() {
-            for (a, len) in self.per_addr.iter_mut().zip(before) {
+            for (a, len) in self.every_addr_mut().zip(before) {
                 if let AddrSockets::PerSlot(v) = a {
                     close_down_to(v, len);
                 }
@@ -305,15 +503,23 @@ impl GroupSockets {
     /// Close the per-slot sockets of slots `count..` (scale down, once their workers have
     /// exited). Slot 0's socket is always kept.
     pub fn shrink(&mut self, count: u32) {
-        for a in &mut self.per_addr {
+        for a in self.every_addr_mut() {
             if let AddrSockets::PerSlot(v) = a {
                 close_down_to(v, count.max(1) as usize);
             }
         }
     }
 
-    /// Every socket with its address index and slot (`None`: shared), for the handover to
-    /// the next master (`baton upgrade`).
+    /// Every address's sockets, mutably (listen addresses, then drop-in ones).
+    fn every_addr_mut(&mut self) -> impl Iterator<Item = &mut AddrSockets> {
+        self.per_addr
+            .iter_mut()
+            .chain(self.drop_in.iter_mut().map(|d| &mut d.sockets))
+    }
+
+    /// Every socket of the listen addresses with its address index and slot (`None`:
+    /// shared), for the handover to the next master (`baton upgrade`); drop-in ones are
+    /// [`GroupSockets::drop_in_sockets`].
     pub fn all_mut(&mut self) -> Vec<(usize, Option<u32>, &mut Listener)> {
         let mut out = Vec::new();
         for (i, a) in self.per_addr.iter_mut().enumerate() {
@@ -447,15 +653,154 @@ mod tests {
     }
 
     #[test]
-    fn sticky_without_a_tcp_address_is_refused() {
-        let err = match GroupSockets::bind(&group(Balance::Sticky, 2, vec![])) {
+    fn sticky_without_a_tcp_address_nor_drop_in_is_refused() {
+        let mut g = group(Balance::Sticky, 2, vec![]);
+        g.drop_in = false;
+        let err = match GroupSockets::bind(&g) {
             Err(e) => e,
             Ok(_) => panic!("sticky with no address was accepted"),
         };
         assert!(
-            err.contains("group \"web\"") && err.contains("--listen :PORT"),
+            err.contains("group \"web\"")
+                && err.contains("--listen :PORT")
+                && err.contains("dropIn"),
             "{err}"
         );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn sticky_drop_in_group_without_a_listen_address_starts_and_steers_its_drop_in_sockets() {
+        let mut s = GroupSockets::bind(&group(Balance::Sticky, 3, vec![])).unwrap();
+        assert!(!s.has_per_slot(), "nothing to steer before the app listens");
+        assert!(s.drop_in_per_slot());
+        let i = s.bind_drop_in(Some("127.0.0.1".into()), 0, 16, 3).unwrap();
+        assert!(s.has_per_slot());
+        assert_eq!(s.slot_count(), 3);
+        let port = s.drop_in_socket(i, 0).unwrap().port().unwrap();
+        // One client address reaches one slot's socket only, whatever the source port.
+        let home = crate::steer::sticky_slot("127.0.0.1".parse().unwrap(), 3, &[0, 1, 2]).unwrap();
+        assert!(s.steer_sticky(&[0, 1, 2]).is_empty());
+        let _conns: Vec<std::net::TcpStream> = (0..10)
+            .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+            .collect();
+        let mut counts = [0; 3];
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        for slot in 0..3 {
+            s.drop_in_socket(i, slot)
+                .unwrap()
+                .set_nonblocking()
+                .unwrap();
+        }
+        while counts.iter().sum::<usize>() < 10 {
+            assert!(std::time::Instant::now() < deadline, "{counts:?}");
+            for slot in 0..3 {
+                while let Some(_c) = s.drop_in_socket(i, slot).unwrap().accept_pending().unwrap() {
+                    counts[slot as usize] += 1;
+                }
+            }
+        }
+        assert_eq!(counts[home as usize], 10, "{counts:?}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn drop_in_addresses_get_one_socket_per_slot_on_one_port_and_are_not_inherited() {
+        let g = group(Balance::ReusePort, 2, vec![local_tcp()]);
+        let mut s = GroupSockets::bind(&g).unwrap();
+        let inherited = s.fds_for(1);
+        let host = Some("127.0.0.1".to_string());
+        assert_eq!(s.find_drop_in(&host, 0), None);
+        let i = s.bind_drop_in(host.clone(), 0, 16, 2).unwrap();
+        assert_eq!(s.find_drop_in(&host, 0), Some(i));
+        assert_eq!(
+            s.find_drop_in(&None, 0),
+            None,
+            "another host is another address"
+        );
+        assert_eq!(s.drop_in_count(), 1);
+        let (a, b) = (
+            s.drop_in_socket(i, 0).unwrap(),
+            s.drop_in_socket(i, 1).unwrap(),
+        );
+        assert_ne!(a.fd(), b.fd(), "each slot has its own socket");
+        assert!(a.port().is_some_and(|p| p != 0));
+        assert_eq!(
+            a.port(),
+            b.port(),
+            "on the port the first one got (listen(0))"
+        );
+        // Not part of a worker's inherited fds, nor of the listen addresses.
+        assert_eq!(s.fds_for(1), inherited);
+        // Stragglers: listen address 0 (fd 3), then drop-in address 0 (by its port).
+        assert_eq!(s.per_slot_addrs(), [0, 1]);
+        assert_eq!(s.slot_socket(1, 1).map(Listener::fd), Some(b.fd()));
+        assert_eq!(s.handoff_target(0), Some(crate::handoff::Target::Fd(3)));
+        assert_eq!(
+            s.handoff_target(1),
+            Some(crate::handoff::Target::Port(b.port().unwrap()))
+        );
+        assert_eq!(s.handoff_target(2), None);
+        assert_eq!(s.bound().len(), 1);
+        assert_eq!(s.drop_in_first().count(), 1);
+        let slots: Vec<Option<u32>> = s.drop_in_sockets().iter().map(|d| d.2).collect();
+        assert_eq!(slots, [Some(0), Some(1)]);
+        // Scaling grows and shrinks them with the listen address's, slot 0 kept.
+        s.grow(&g, 4).unwrap();
+        assert_eq!(s.drop_in_sockets().len(), 4);
+        assert_eq!(s.drop_in_socket(i, 3).unwrap().port(), a_port(&s, i));
+        s.shrink(1);
+        assert_eq!(s.drop_in_sockets().len(), 1);
+        // A slot without a socket (never for a live worker) falls back to slot 0's.
+        assert_eq!(
+            s.drop_in_socket(i, 5).map(Listener::fd),
+            s.drop_in_socket(i, 0).map(Listener::fd)
+        );
+        assert!(s.drop_in_socket(1, 0).is_none());
+    }
+
+    #[cfg(target_os = "linux")]
+    fn a_port(s: &GroupSockets, i: usize) -> Option<u16> {
+        s.drop_in_socket(i, 0).and_then(Listener::port)
+    }
+
+    #[test]
+    fn shared_balance_keeps_one_drop_in_socket_for_every_slot() {
+        let mut s = GroupSockets::bind(&group(Balance::Shared, 3, vec![])).unwrap();
+        assert!(!s.drop_in_per_slot());
+        let i = s.bind_drop_in(Some("127.0.0.1".into()), 0, 16, 3).unwrap();
+        assert!(!s.has_per_slot(), "nothing to steer");
+        assert_eq!(s.slot_count(), 0);
+        assert_eq!(
+            s.drop_in_socket(i, 0).map(Listener::fd),
+            s.drop_in_socket(i, 2).map(Listener::fd)
+        );
+        assert_eq!(s.drop_in_sockets()[0].2, None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_adopted_drop_in_address_keeps_its_slots_and_closes_extra_ones() {
+        let g = group(Balance::ReusePort, 3, vec![]);
+        let mut old = GroupSockets::bind(&g).unwrap();
+        let i = old.bind_drop_in(None, 0, 16, 3).unwrap();
+        let port = old.drop_in_socket(i, 0).unwrap().port();
+        let mut passed = Vec::new();
+        for l in old.drop_in_mut() {
+            use std::os::fd::AsFd;
+            let fd = l.as_fd().try_clone_to_owned().unwrap();
+            passed.push(Listener::adopted(
+                l.addr.clone(),
+                fd,
+                l.local.clone(),
+                crate::listen::Origin::Bound,
+            ));
+        }
+        let mut new = GroupSockets::bind(&group(Balance::ReusePort, 2, vec![])).unwrap();
+        new.adopt_drop_in(None, 0, Passed::PerSlot(passed), 2);
+        assert_eq!(new.find_drop_in(&None, 0), Some(0));
+        assert_eq!(new.slot_count(), 2, "the third slot's socket is closed");
+        assert_eq!(new.drop_in_socket(0, 1).unwrap().port(), port);
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //! with `msg` the inner object. It answers `{"cmd":"NODE_HANDLE_ACK"}` (or `..._NACK` when
 //! the fd did not arrive) on the channel; the master's line parser ignores both. `fd` is
 //! the worker's inherited listening fd the connection was queued on, so the runtime
-//! (`src/worker/worker.ts`) emits it on the server listening there.
+//! (`src/worker/worker.ts`) emits it on the server listening there; a connection queued on a
+//! drop-in socket (the app's own `listen(port)`, `event_loop/drop_in.rs`), which the
+//! worker did not inherit, carries `"port":P` instead ([`Target::Port`]).
 //!
 //! All of this module's `unsafe` is the `sendmsg` in [`send_with_fd`] (and the
 //! `recvmsg` of its test).
@@ -28,6 +30,27 @@ pub fn handle_line(listen_fd: i32) -> String {
     format!(
         "{{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Socket\",\"msg\":{{\"type\":\"baton:connection\",\"fd\":{listen_fd}}},\"key\":null}}\n"
     )
+}
+
+/// Which of the worker's servers takes a handed-off connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The one listening on this inherited fd (3, 4, ...).
+    Fd(i32),
+    /// The one listening on this port on a socket the master gave for its own
+    /// `listen(port)` (drop-in mode, `event_loop/drop_in.rs`).
+    Port(u16),
+}
+
+/// The `NODE_HANDLE` line (with its newline) announcing a connection for `target`:
+/// `"fd":N` or `"port":P` in the message.
+pub fn target_line(target: Target) -> String {
+    match target {
+        Target::Fd(fd) => handle_line(fd),
+        Target::Port(port) => format!(
+            "{{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Socket\",\"msg\":{{\"type\":\"baton:connection\",\"port\":{port}}},\"key\":null}}\n"
+        ),
+    }
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -90,6 +113,25 @@ pub fn send_with_fd(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn target_lines_name_the_fd_or_the_drop_in_port() {
+        let fd: serde_json::Value =
+            serde_json::from_str(target_line(Target::Fd(4)).trim_end()).unwrap();
+        assert_eq!(fd["cmd"], "NODE_HANDLE");
+        assert_eq!(
+            fd["msg"],
+            serde_json::json!({"type": "baton:connection", "fd": 4})
+        );
+        let line = target_line(Target::Port(3000));
+        assert!(line.ends_with('\n'));
+        let port: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(port["type"], "net.Socket");
+        assert_eq!(
+            port["msg"],
+            serde_json::json!({"type": "baton:connection", "port": 3000})
+        );
+    }
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::os::fd::{AsFd, FromRawFd, OwnedFd};

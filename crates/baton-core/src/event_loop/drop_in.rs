@@ -6,10 +6,16 @@
 //! 1. the group's own listen address on that TCP port (for `reuseport`, the worker's
 //!    slot's socket), so `baton start app.js --listen :3000` with an app calling
 //!    `listen(3000)` serves on the master's socket;
-//! 2. else a socket the master binds the first time a worker of the group asks for that
-//!    host and port, and keeps until it exits: every later worker and every replacement
-//!    gets the same one, so the port never closes during a reload. `listen(0)` gives
-//!    every worker of the group the same ephemeral port (node:cluster does the same).
+//! 2. else the sockets the master binds the first time a worker of the group asks for that
+//!    host and port, and keeps until it exits (`GroupSockets`' drop-in addresses), so the
+//!    port never closes during a reload. With `balance: 'reuseport'` or `'sticky'` (Linux)
+//!    that is one `SO_REUSEPORT` socket per worker slot, bound in slot order, and each
+//!    worker gets its own slot's: the kernel steers new connections to the slots with a
+//!    ready worker (by source address for `sticky`) exactly as for a listen address
+//!    (`steering.rs`), and a replacement gets its slot's socket, so a slot's clients move
+//!    to it. With `shared` (and off Linux) it is one socket every worker of the group
+//!    gets. `listen(0)` gives every worker of the group the same ephemeral port
+//!    (node:cluster does the same).
 //!
 //! The socket travels as Node's `net.Native` handle (`NODE_HANDLE`, `SCM_RIGHTS`, see
 //! `handoff.rs`); an error is a plain line with Node's error code.
@@ -23,15 +29,16 @@
 //!   `listen` names that port (rule 1 above answers it with that socket);
 //! - more than [`MAX_LISTEN_REQUESTS`] requests from one worker, more than
 //!   [`MAX_LISTEN_ADDRESSES`] distinct addresses asked by one worker, and more than
-//!   [`MAX_GROUP_DROP_IN_SOCKETS`] sockets bound for one group (they are kept until the
-//!   master exits, so a worker replaced again and again could otherwise grow them);
+//!   [`MAX_GROUP_DROP_IN_SOCKETS`] addresses bound for one group (they are kept until the
+//!   master exits, so a worker replaced again and again could otherwise grow them; a
+//!   per-slot address is one socket per slot, as a listen address is);
 //! - a host that is not an IP literal, `localhost` (taken as 127.0.0.1) or empty (all
 //!   interfaces; `EINVAL`): names are never resolved on the loop thread, the preload
 //!   resolves them in the worker (`src/worker/preload.ts`).
 
 use super::*;
 use crate::addr::ListenAddr;
-use crate::listen::{self, ListenErrorKind, Listener};
+use crate::listen::{ListenErrorKind, Listener};
 use crate::public_json::{SocketOrigin, SocketStatus};
 
 /// Most `baton:listen` requests one worker may make in its life (an app listens on a few
@@ -39,7 +46,8 @@ use crate::public_json::{SocketOrigin, SocketStatus};
 pub(super) const MAX_LISTEN_REQUESTS: u32 = 64;
 /// Most distinct host:port pairs one worker may ask for.
 pub(super) const MAX_LISTEN_ADDRESSES: usize = 16;
-/// Most sockets the master binds for one group's drop-in requests.
+/// Most addresses the master binds for one group's drop-in requests (per slot with a
+/// per-slot balance).
 pub(super) const MAX_GROUP_DROP_IN_SOCKETS: usize = 32;
 /// Ports below this one are privileged (`CAP_NET_BIND_SERVICE`).
 const FIRST_UNPRIVILEGED_PORT: u16 = 1024;
@@ -149,13 +157,28 @@ impl ListenRequests {
     }
 }
 
-/// A socket bound on a worker's request, kept for the group.
-pub(super) struct DropInSocket {
-    pub(super) group: usize,
-    /// Host as the app gave it (`None`: all interfaces).
-    pub(super) host: Option<String>,
-    pub(super) port: u16,
-    pub(super) listener: Listener,
+/// A drop-in address of a group: (group index, host as asked, port as asked).
+pub(super) type DropInKey = (usize, Option<String>, u16);
+/// One address's passed sockets, by slot (`None`: shared).
+pub(super) type PassedSlots<T> = Vec<(Option<u32>, T)>;
+
+/// Drop-in sockets a previous master passed (`baton upgrade`), one entry per socket
+/// (address, slot, socket), gathered per address in the order the addresses first
+/// appear, each address's sockets in slot order (`None`, shared, first).
+pub(super) fn by_address<T>(
+    passed: Vec<(DropInKey, Option<u32>, T)>,
+) -> Vec<(DropInKey, PassedSlots<T>)> {
+    let mut out: Vec<(DropInKey, PassedSlots<T>)> = Vec::new();
+    for (key, slot, socket) in passed {
+        match out.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, sockets)) => sockets.push((slot, socket)),
+            None => out.push((key, vec![(slot, socket)])),
+        }
+    }
+    for (_, sockets) in &mut out {
+        sockets.sort_by_key(|(slot, _)| *slot);
+    }
+    out
 }
 
 /// Node's error code for a failed bind, so the app sees the error it would see alone.
@@ -212,8 +235,8 @@ impl LoopState {
                 return;
             }
         };
-        // SAFETY: `fd` is the fd of a listener owned by `self.listeners` or `self.drop_in`,
-        // open for the duration of this call; the outbox keeps its own copy (a dup).
+        // SAFETY: `fd` is the fd of a listener owned by `self.listeners`, open for the
+        // duration of this call; the outbox keeps its own copy (a dup).
         let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         match socket.try_clone_to_owned() {
             Ok(copy) => self.send_worker_with_fd(key, handle_line(req).into_bytes(), Some(copy)),
@@ -321,56 +344,62 @@ impl LoopState {
         }
         // 2. One the master bound for this group before, or binds now.
         allowed(port)?;
-        if let Some(s) = self
-            .drop_in
-            .iter()
-            .find(|s| s.group == group && s.port == port && s.host == host)
-        {
-            return nonblocking(&s.listener);
+        let Some(sockets) = self.listeners.get(group) else {
+            return Err(refuse("EINVAL", "the group has no sockets"));
+        };
+        if let Some(i) = sockets.find_drop_in(&host, port) {
+            return match sockets.drop_in_socket(i, slot) {
+                Some(l) => nonblocking(l),
+                None => Err(refuse("EINVAL", "the address has no socket")),
+            };
         }
-        if self.drop_in.iter().filter(|s| s.group == group).count() >= MAX_GROUP_DROP_IN_SOCKETS {
+        if sockets.drop_in_count() >= MAX_GROUP_DROP_IN_SOCKETS {
             return Err(refuse(
                 "EACCES",
-                format!("the group already has {MAX_GROUP_DROP_IN_SOCKETS} drop-in sockets, the most the master binds for one group"),
+                format!("the group already has {MAX_GROUP_DROP_IN_SOCKETS} drop-in addresses, the most the master binds for one group"),
             ));
         }
-        let addr = ListenAddr::Tcp {
-            host: host.clone().unwrap_or_default(),
-            port,
-        };
-        let backlog = self
+        let (backlog, count) = self
             .config
             .groups
             .get(group)
-            .map_or(crate::config::DEFAULT_BACKLOG, |g| g.backlog);
-        match listen::bind(&addr, backlog) {
-            Ok(listener) => {
-                let group_name = self.group_names.get(group).cloned().unwrap_or_default();
-                self.log(&format!(
-                    "group \"{group_name}\": listening on {} for its workers' listen({port}) (kept across reloads)",
-                    listener.local
-                ));
-                let fd = nonblocking(&listener)?;
-                self.drop_in.push(DropInSocket {
-                    group,
-                    host,
-                    port,
-                    listener,
-                });
-                Ok(fd)
-            }
-            Err(e) => Err(refuse(node_code(&e.kind), e.to_string())),
+            .map_or((crate::config::DEFAULT_BACKLOG, 1), |g| {
+                (g.backlog, g.rules.count)
+            });
+        // Slots a scale down removed keep their sockets until their workers are gone.
+        let count = count.max(sockets.slot_count());
+        let Some(sockets) = self.listeners.get_mut(group) else {
+            return Err(refuse("EINVAL", "the group has no sockets"));
+        };
+        let index = sockets
+            .bind_drop_in(host, port, backlog, count)
+            .map_err(|e| refuse(node_code(&e.kind), e.to_string()))?;
+        let per_slot = sockets.drop_in_per_slot();
+        let (local, fd) = match sockets.drop_in_socket(index, slot) {
+            Some(l) => (l.local.clone(), nonblocking(l)?),
+            None => return Err(refuse("EINVAL", "the address has no socket")),
+        };
+        let group_name = self.group_names.get(group).cloned().unwrap_or_default();
+        self.log(&format!(
+            "group \"{group_name}\": listening on {local} for its workers' listen({port}){} (kept across reloads)",
+            if per_slot { ", one socket per worker slot" } else { "" }
+        ));
+        if per_slot {
+            // The new address joins the group's steering at once.
+            self.resteer(group);
         }
+        Ok(fd)
     }
 
     /// The drop-in sockets of `group`, as status `sockets` entries.
     pub(super) fn drop_in_status(&self, group: usize) -> Vec<SocketStatus> {
-        self.drop_in
-            .iter()
-            .filter(|s| s.group == group)
-            .map(|s| SocketStatus {
-                address: s.listener.local.clone(),
-                configured: s.listener.addr.to_string(),
+        self.listeners
+            .get(group)
+            .into_iter()
+            .flat_map(|s| s.drop_in_first())
+            .map(|l| SocketStatus {
+                address: l.local.clone(),
+                configured: l.addr.to_string(),
                 from: SocketOrigin::DropIn,
                 fd: None,
                 fd_name: None,
@@ -382,6 +411,31 @@ impl LoopState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passed_drop_in_sockets_are_gathered_per_address_in_slot_order() {
+        let h = |s: &str| Some(s.to_string());
+        let passed = vec![
+            ((0, h("127.0.0.1"), 3000), Some(1), "a1"),
+            ((1, h("127.0.0.1"), 3000), None, "other group"),
+            ((0, h("127.0.0.1"), 3000), Some(0), "a0"),
+            ((0, None, 3000), Some(0), "all interfaces"),
+            ((0, h("127.0.0.1"), 0), Some(0), "ephemeral"),
+        ];
+        let got = by_address(passed);
+        assert_eq!(
+            got,
+            vec![
+                (
+                    (0, h("127.0.0.1"), 3000),
+                    vec![(Some(0), "a0"), (Some(1), "a1")]
+                ),
+                ((1, h("127.0.0.1"), 3000), vec![(None, "other group")]),
+                ((0, None, 3000), vec![(Some(0), "all interfaces")]),
+                ((0, h("127.0.0.1"), 0), vec![(Some(0), "ephemeral")]),
+            ]
+        );
+    }
 
     #[test]
     fn hosts_are_ip_literals_localhost_or_none() {

@@ -96,6 +96,13 @@ pub fn launch(mut config: FleetConfig, host: Host) -> Result<Handle, LaunchError
         }
         listeners.push(sockets);
     }
+    // The old master's drop-in sockets (`baton upgrade`); missing slots are bound.
+    for (group, host, port, passed) in drop_in {
+        if let (Some(sockets), Some(g)) = (listeners.get_mut(group), config.groups.get(group)) {
+            sockets.adopt_drop_in(host, port, passed, g.rules.count);
+            sockets.grow(g, g.rules.count).map_err(launch_error)?;
+        }
+    }
 
     let control_path = runtime_dir::socket_path(&config.runtime_dir, &config.name);
     // Until the loop thread runs, a failure removes the socket file bound here (a file left
@@ -139,7 +146,7 @@ pub fn launch(mut config: FleetConfig, host: Host) -> Result<Handle, LaunchError
     let fleet = Fleet::new(rules, config.backoff);
     let group_names: Vec<String> = config.groups.iter().map(|g| g.rules.name.clone()).collect();
     let counters = crate::metrics::Counters::new(&group_names);
-    let rescue = config.groups.iter().map(|_| Rescue::default()).collect();
+    let steering = Steering::new(config.groups.len());
     let mut state = LoopState {
         fleet,
         config,
@@ -157,11 +164,7 @@ pub fn launch(mut config: FleetConfig, host: Host) -> Result<Handle, LaunchError
         sources: HashMap::new(),
         clients: ControlClients::new(),
         next_token: FIRST_DYNAMIC,
-        rescue,
-        watched: BTreeMap::new(),
-        pending: VecDeque::new(),
-        rescue_dirty: false,
-        rescue_backlog: false,
+        steering,
         logged_once: HashSet::new(),
         tickets: tickets.clone(),
         master_pid: std::process::id(),
@@ -171,7 +174,6 @@ pub fn launch(mut config: FleetConfig, host: Host) -> Result<Handle, LaunchError
         last_changes: (0, Vec::new()),
         host_pending: HashMap::new(),
         host_expired: HashSet::new(),
-        drop_in: Vec::new(),
         publisher,
         test_hooks: std::env::var_os("BATON_TEST_HOOKS").is_some_and(|v| v == "1"),
         relay: relay.clone(),
@@ -183,15 +185,6 @@ pub fn launch(mut config: FleetConfig, host: Host) -> Result<Handle, LaunchError
         cpu: crate::proc_info::CpuSampler::new(Instant::now()),
         counters,
     };
-    state.drop_in = drop_in
-        .into_iter()
-        .map(|(group, host, port, listener)| drop_in::DropInSocket {
-            group,
-            host,
-            port,
-            listener,
-        })
-        .collect();
     state
         .watch_predecessor()
         .map_err(|e| launch_error(format!("cannot watch the upgrade channel: {e}")))?;

@@ -41,6 +41,7 @@ mod output;
 mod scale;
 mod status;
 mod steering;
+mod steering_state;
 mod takeover;
 mod upgrade;
 mod workers;
@@ -49,11 +50,12 @@ use control_server::ControlClients;
 use exits::Pidfd;
 pub use launch::launch;
 use status::{Alive, StatusCache, StatusPublisher};
-use steering::{Rescue, SlotSocket, Straggler, Watched, RESCUE_RETRY};
+use steering::RESCUE_RETRY;
+use steering_state::{SlotSocket, Steering};
 pub use takeover::seal_handover;
 use workers::WorkerIo;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
@@ -395,14 +397,8 @@ struct LoopState {
     /// The connected control clients (`control_server.rs`).
     clients: ControlClients,
     next_token: usize,
-    /// Per group (see the module documentation, **Stragglers**).
-    rescue: Vec<Rescue>,
-    watched: BTreeMap<SlotSocket, Watched>,
-    pending: VecDeque<Straggler>,
-    /// Something that decides the rescue changed; recomputed at the end of `drive`.
-    rescue_dirty: bool,
-    /// Work left over (a batch limit, full channels, an accept error): retry soon.
-    rescue_backlog: bool,
+    /// Steering and stragglers (see the module documentation, `steering_state.rs`).
+    steering: Steering,
     /// Log lines already written (repeated failures are logged once).
     logged_once: HashSet<String>,
     /// Shared with the host's [`Handle`], so CLI and API reload tickets never collide.
@@ -420,8 +416,6 @@ struct LoopState {
     /// Tickets failed because the host did not prepare them in time (a late answer is
     /// ignored).
     host_expired: HashSet<Ticket>,
-    /// Sockets bound for workers' plain `listen(port)` (drop_in.rs), kept until exit.
-    drop_in: Vec<drop_in::DropInSocket>,
     /// Status, readiness and systemd's view of the fleet (`status.rs`).
     publisher: StatusPublisher,
     /// `BATON_TEST_HOOKS=1` at launch: the control socket honours test-only requests
@@ -571,14 +565,12 @@ impl LoopState {
     /// Release everything, so that by the time the host hears `fleet:stopped` the ports are
     /// free and the control socket and pid file are gone.
     fn shutdown(&mut self) {
-        let watched: Vec<SlotSocket> = self.watched.keys().copied().collect();
-        for socket in watched {
+        for socket in self.steering.watched() {
             self.unwatch(socket);
         }
         // Connections nobody could take are closed (the clients see the end of the stream).
-        self.pending.clear();
+        self.steering.drop_pending();
         self.listeners.clear();
-        self.drop_in.clear();
         if let Some(mut c) = self.control.take() {
             let _ = self.poll.registry().deregister(&mut c);
         }
@@ -672,14 +664,14 @@ impl LoopState {
                     generation,
                 } => self.spawn(key, group, slot, generation),
                 Action::Stop { key, pid } => {
-                    self.rescue_dirty = true;
+                    self.steering.mark_dirty();
                     if !self.has_exited(key) {
                         self.send_worker(key, "{\"type\":\"stop\"}\n");
                         self.signal_worker(key, pid, Signal::Term);
                     }
                 }
                 Action::Kill { key, pid } => {
-                    self.rescue_dirty = true;
+                    self.steering.mark_dirty();
                     self.signal_worker(key, pid, Signal::Kill);
                 }
                 Action::NotifyReload { key, .. } => {
@@ -689,7 +681,7 @@ impl LoopState {
                 Action::Emit(event) => self.emit(event),
             }
         }
-        if self.rescue_dirty {
+        if self.steering.take_dirty() {
             self.refresh_rescue();
         }
         self.trim_sockets();

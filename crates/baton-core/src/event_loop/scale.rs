@@ -5,6 +5,7 @@
 //! exited, after what they still queue has been handed to serving workers (the straggler
 //! rescue watches them meanwhile, see `steering.rs`). Shared sockets need nothing.
 
+use super::steering_state::Straggler;
 use super::*;
 
 impl LoopState {
@@ -47,7 +48,7 @@ impl LoopState {
         }
         // New slots' sockets are watched for stragglers until their workers serve (for
         // when the kernel refused steering and hashes connections onto them).
-        self.rescue_dirty = true;
+        self.steering.mark_dirty();
         self.fleet.handle(
             Instant::now(),
             Input::Scale {
@@ -132,7 +133,7 @@ impl LoopState {
             }
             let addrs = self.listeners[g].per_slot_addrs();
             let slots = self.listeners[g].slot_count();
-            let has_targets = self.rescue.get(g).is_some_and(|r| !r.targets.is_empty());
+            let has_targets = self.steering.has_targets(g);
             for slot in (count..slots).rev() {
                 for &addr in &addrs {
                     let socket = SlotSocket {
@@ -164,14 +165,13 @@ impl LoopState {
             match listener.accept_pending() {
                 Ok(Some(conn)) => {
                     let s = Straggler { from: socket, conn };
-                    let s = if self.pending.is_empty() {
-                        self.hand_off(s)
-                    } else {
+                    let s = if self.steering.has_pending() {
                         Err(s)
+                    } else {
+                        self.hand_off(s)
                     };
                     if let Err(s) = s {
-                        self.pending.push_back(s);
-                        self.rescue_backlog = true;
+                        self.steering.park(s);
                     }
                 }
                 Ok(None) | Err(_) => return,

@@ -190,10 +190,11 @@ impl LoopState {
                     .map(|l| l.bound().into_iter().map(|(_, local)| local).collect())
                     .unwrap_or_default();
                 listen.extend(
-                    self.drop_in
-                        .iter()
-                        .filter(|s| s.group == i)
-                        .map(|s| s.listener.local.clone()),
+                    self.listeners
+                        .get(i)
+                        .into_iter()
+                        .flat_map(|s| s.drop_in_first())
+                        .map(|l| l.local.clone()),
                 );
                 let mut sockets: Vec<SocketStatus> = sockets_of
                     .into_iter()

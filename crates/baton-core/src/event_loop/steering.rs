@@ -2,8 +2,9 @@
 //! documentation): which slots get new connections, and the hand-off of connections left
 //! in the queue of a slot without a ready worker.
 
+use super::steering_state::{SlotSocket, Straggler};
 use super::*;
-use crate::balance::{self, Balancer, SlotLoad};
+use crate::balance::{self, SlotLoad};
 
 /// Connections accepted from one watched socket per wake-up, so one slot cannot starve
 /// the loop; the rest are taken on the next turn.
@@ -11,43 +12,6 @@ pub(super) const ACCEPT_BATCH: usize = 64;
 /// How soon to try again when no serving worker could take a connection (its channel
 /// full) or an accept failed for lack of resources.
 pub(super) const RESCUE_RETRY: Duration = Duration::from_millis(10);
-
-/// One per-slot listening socket: group, address index (the worker's fd is 3 + addr),
-/// slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(super) struct SlotSocket {
-    pub(super) group: usize,
-    pub(super) addr: usize,
-    pub(super) slot: u32,
-}
-
-/// The steering state of one group with per-slot sockets.
-#[derive(Default)]
-pub(super) struct Rescue {
-    /// The serving slots of the last [`Action::Steer`].
-    pub(super) serving: Vec<u32>,
-    /// Serving workers that take handed-off connections; refreshed after every drive.
-    pub(super) targets: Vec<WorkerKey>,
-    /// Round-robin position in `targets`.
-    pub(super) next: usize,
-    /// When workers shed connections (see `balance.rs`).
-    pub(super) balancer: Balancer,
-    /// The shares of new connections last given to the kernel.
-    pub(super) shares: Vec<(u32, u32)>,
-}
-
-/// A watched per-slot socket.
-pub(super) struct Watched {
-    pub(super) token: Token,
-    /// Connections handed off since it was registered.
-    pub(super) handed: u64,
-}
-
-/// An accepted connection no serving worker could take yet (every channel full).
-pub(super) struct Straggler {
-    pub(super) from: SlotSocket,
-    pub(super) conn: OwnedFd,
-}
 
 impl LoopState {
     // ----- steering and stragglers (see the module documentation) ---------------------------
@@ -57,39 +21,28 @@ impl LoopState {
         if self.handed_over {
             return; // the new master steers these sockets now
         }
-        self.rescue_dirty = true;
-        let Some(sockets) = self.listeners.get(group) else {
-            return;
-        };
-        if !sockets.has_per_slot() {
-            return;
-        }
-        if let Some(r) = self.rescue.get_mut(group) {
-            r.serving = serving;
-        }
+        self.steering.mark_dirty();
+        // Kept even while the group has no per-slot socket yet: a drop-in address bound
+        // later is steered to these slots at once (`resteer`).
+        self.steering.set_serving(group, serving);
+        self.rebalance(group);
+    }
+
+    /// Give the kernel `group`'s steering again, on every per-slot address (one was just
+    /// bound: `drop_in.rs`).
+    pub(super) fn resteer(&mut self, group: usize) {
+        self.steering.forget_shares(group);
         self.rebalance(group);
     }
 
     /// The earliest time a group's balance must be looked at again (a shed held back).
     pub(super) fn rebalance_at(&self) -> Option<Instant> {
-        self.rescue
-            .iter()
-            .filter_map(|r| r.balancer.recheck_at())
-            .min()
+        self.steering.recheck_at()
     }
 
     /// Rebalance the groups whose held-back shed is due.
     pub(super) fn rebalance_due(&mut self) {
-        let now = Instant::now();
-        let due: Vec<usize> = (0..self.rescue.len())
-            .filter(|&g| {
-                self.rescue[g]
-                    .balancer
-                    .recheck_at()
-                    .is_some_and(|at| at <= now)
-            })
-            .collect();
-        for g in due {
+        for g in self.steering.due(Instant::now()) {
             self.rebalance(g);
         }
     }
@@ -107,15 +60,13 @@ impl LoopState {
         if !sockets.has_per_slot() {
             return;
         }
-        let Some(r) = self.rescue.get(group) else {
-            return;
-        };
+        let r = &self.steering;
         if sockets.is_sticky() {
             // By source address: no weights (they would move clients) and no sheds (a
             // shed client comes back to the same slot).
-            let shares: Vec<(u32, u32)> = r.serving.iter().map(|s| (*s, 1)).collect();
-            if shares != r.shares {
-                let errors = sockets.steer_sticky(&r.serving);
+            let shares: Vec<(u32, u32)> = r.serving(group).iter().map(|s| (*s, 1)).collect();
+            if r.shares_changed(group, &shares) {
+                let errors = sockets.steer_sticky(r.serving(group));
                 let name = self.group_names.get(group).cloned().unwrap_or_default();
                 for e in errors {
                     self.log_once(format!(
@@ -123,16 +74,14 @@ impl LoopState {
                          slot, so one client's connections may reach different workers"
                     ));
                 }
-                if let Some(r) = self.rescue.get_mut(group) {
-                    r.shares = shares;
-                }
+                self.steering.set_shares(group, shares);
             }
             return;
         }
         let snapshot = self.fleet.snapshot();
         // The serving worker of each serving slot (its replacement, once ready, is current).
         let serving: Vec<(u32, Option<WorkerKey>)> = r
-            .serving
+            .serving(group)
             .iter()
             .map(|&slot| {
                 let key = snapshot
@@ -153,7 +102,7 @@ impl LoopState {
             })
             .collect();
         let shares = balance::weights(&loads);
-        if shares != r.shares {
+        if r.shares_changed(group, &shares) {
             let errors = sockets.steer_weighted(&shares);
             let name = self.group_names.get(group).cloned().unwrap_or_default();
             for e in errors {
@@ -164,11 +113,11 @@ impl LoopState {
             }
         }
         let count = self.config.groups[group].rules.count;
-        let Some(r) = self.rescue.get_mut(group) else {
+        self.steering.set_shares(group, shares);
+        let Some(balancer) = self.steering.balancer_mut(group) else {
             return;
         };
-        r.shares = shares;
-        let sheds = r.balancer.sheds(Instant::now(), count, &loads);
+        let sheds = balancer.sheds(Instant::now(), count, &loads);
         for shed in sheds {
             let key = serving
                 .iter()
@@ -184,7 +133,6 @@ impl LoopState {
     /// Recompute which workers take handed-off connections and which per-slot sockets the
     /// loop watches.
     pub(super) fn refresh_rescue(&mut self) {
-        self.rescue_dirty = false;
         if self.handed_over {
             return; // the new master's workers take what the sockets queue
         }
@@ -201,16 +149,14 @@ impl LoopState {
         let snapshot = self.fleet.snapshot();
         let mut wanted: Vec<SlotSocket> = Vec::new();
         for (g, addrs) in &per_slot {
-            let Some(r) = self.rescue.get_mut(*g) else {
-                continue;
-            };
+            let serving = self.steering.serving(*g).to_vec();
             // Ready (and not asked to stop) workers of serving slots that said they take
             // connections and whose channel is open.
             let targets: Vec<WorkerKey> = snapshot
                 .workers
                 .iter()
                 .filter(|w| w.group == *g && w.state == WorkerState::Ready)
-                .filter(|w| r.serving.contains(&w.slot))
+                .filter(|w| serving.contains(&w.slot))
                 .filter_map(|w| w.key)
                 .filter(|k| {
                     self.workers
@@ -218,17 +164,17 @@ impl LoopState {
                         .is_some_and(|io| io.handoff && io.control.is_some())
                 })
                 .collect();
-            if targets != r.targets {
-                r.targets = targets;
-                r.next = 0;
-            }
-            if r.targets.is_empty() {
+            let idle = targets.is_empty();
+            let not_serving: Vec<u32> = (0..self.listeners[*g].slot_count())
+                .filter(|s| !serving.contains(s))
+                .collect();
+            self.steering.set_targets(*g, targets);
+            if idle {
                 continue;
             }
             // Every slot with sockets, including those a scale down removed whose sockets
             // are not closed yet (`scale.rs`).
-            let slots = self.listeners[*g].slot_count();
-            for slot in (0..slots).filter(|s| !r.serving.contains(s)) {
+            for slot in not_serving {
                 for addr in addrs {
                     wanted.push(SlotSocket {
                         group: *g,
@@ -239,21 +185,21 @@ impl LoopState {
             }
         }
         let gone: Vec<SlotSocket> = self
-            .watched
-            .keys()
+            .steering
+            .watched()
+            .into_iter()
             .filter(|s| !wanted.contains(s))
-            .copied()
             .collect();
         for socket in gone {
             self.unwatch(socket);
         }
         for socket in wanted {
-            if !self.watched.contains_key(&socket) {
+            if !self.steering.is_watched(&socket) {
                 self.watch(socket);
             }
         }
-        if !self.pending.is_empty() {
-            self.rescue_backlog = true;
+        if self.steering.has_pending() {
+            self.steering.set_backlog();
         }
     }
 
@@ -288,26 +234,26 @@ impl LoopState {
         }
         self.next_token += 1;
         self.sources.insert(token, Source::Straggler(socket));
-        self.watched.insert(socket, Watched { token, handed: 0 });
+        self.steering.add_watched(socket, token);
         // Connections already queued: take them now (the poller reports only new ones
         // reliably once we have drained the queue).
         self.accept_stragglers(socket);
     }
 
     pub(super) fn unwatch(&mut self, socket: SlotSocket) {
-        let Some(w) = self.watched.remove(&socket) else {
+        let Some((token, handed)) = self.steering.remove_watched(&socket) else {
             return;
         };
-        self.sources.remove(&w.token);
+        self.sources.remove(&token);
         if let Some(listener) = self.listeners[socket.group].slot_socket(socket.addr, socket.slot) {
             let fd = listener.fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
-            if w.handed > 0 {
+            if handed > 0 {
                 self.log(&format!(
                     "group \"{}\": handed {} connection{} queued on slot {}'s socket {} to ready workers",
                     self.group_names[socket.group],
-                    w.handed,
-                    if w.handed == 1 { "" } else { "s" },
+                    handed,
+                    if handed == 1 { "" } else { "s" },
                     socket.slot,
                     listener.local
                 ));
@@ -315,44 +261,41 @@ impl LoopState {
         }
     }
 
-    /// Whether stragglers wait for a retry that can succeed: left in a watched queue, or
-    /// accepted for a group that has a worker to take them.
+    /// Whether stragglers wait for a retry that can succeed (`Steering::waiting`).
     pub(super) fn rescue_waiting(&self) -> bool {
-        let has_targets = |g: usize| self.rescue.get(g).is_some_and(|r| !r.targets.is_empty());
-        (self.rescue_backlog && self.watched.keys().any(|s| has_targets(s.group)))
-            || self.pending.iter().any(|s| has_targets(s.from.group))
+        self.steering.waiting()
     }
 
     /// Hand over the connections left waiting, then take what the watched sockets queued.
     pub(super) fn retry_rescue(&mut self) {
-        self.rescue_backlog = false;
+        self.steering.clear_backlog();
+        let mut waiting = self.steering.take_pending();
         let mut still = VecDeque::new();
-        while let Some(s) = self.pending.pop_front() {
+        while let Some(s) = waiting.pop_front() {
             if let Err(s) = self.hand_off(s) {
                 still.push_back(s);
             }
         }
         let blocked = !still.is_empty();
-        self.pending = still;
+        self.steering.restore_pending(still);
         if blocked {
-            self.rescue_backlog = true;
+            self.steering.set_backlog();
             return;
         }
-        let watched: Vec<SlotSocket> = self.watched.keys().copied().collect();
-        for socket in watched {
+        for socket in self.steering.watched() {
             self.accept_stragglers(socket);
         }
     }
 
     /// Accept what `socket` has queued and hand it over.
     pub(super) fn accept_stragglers(&mut self, socket: SlotSocket) {
-        if !self.watched.contains_key(&socket) {
+        if !self.steering.is_watched(&socket) {
             return;
         }
         for _ in 0..ACCEPT_BATCH {
-            if !self.pending.is_empty() {
+            if self.steering.has_pending() {
                 // The workers' channels are full: leave the rest in the kernel's queue.
-                self.rescue_backlog = true;
+                self.steering.set_backlog();
                 return;
             }
             let Some(listener) = self.listeners[socket.group].slot_socket(socket.addr, socket.slot)
@@ -362,7 +305,7 @@ impl LoopState {
             match listener.accept_pending() {
                 Ok(Some(conn)) => {
                     if let Err(s) = self.hand_off(Straggler { from: socket, conn }) {
-                        self.pending.push_back(s);
+                        self.steering.push_pending(s);
                     }
                 }
                 Ok(None) => return,
@@ -372,22 +315,28 @@ impl LoopState {
                         self.group_names[socket.group], socket.slot, listener.local
                     );
                     self.log_once(message);
-                    self.rescue_backlog = true;
+                    self.steering.set_backlog();
                     return;
                 }
             }
         }
-        self.rescue_backlog = true;
+        self.steering.set_backlog();
     }
 
     /// Send `s` to the next serving worker of its group that can take it; give it back
     /// when none can right now.
     pub(super) fn hand_off(&mut self, s: Straggler) -> Result<(), Straggler> {
-        let Some(r) = self.rescue.get(s.from.group) else {
+        let Some((targets, next)) = self.steering.rotation(s.from.group) else {
             return Err(s);
         };
-        let line = handoff::handle_line(3 + s.from.addr as i32);
-        let (targets, next) = (r.targets.clone(), r.next);
+        let Some(target) = self
+            .listeners
+            .get(s.from.group)
+            .and_then(|l| l.handoff_target(s.from.addr))
+        else {
+            return Err(s);
+        };
+        let line = handoff::target_line(target);
         let n = targets.len();
         for i in 0..n {
             let at = (next + i) % n;
@@ -410,12 +359,8 @@ impl LoopState {
                         let rest = line.as_bytes()[sent..].to_vec();
                         self.send_worker_with_fd(key, rest, None);
                     }
-                    if let Some(r) = self.rescue.get_mut(s.from.group) {
-                        r.next = (at + 1) % n;
-                    }
-                    if let Some(w) = self.watched.get_mut(&s.from) {
-                        w.handed += 1;
-                    }
+                    self.steering.handed_to(s.from.group, at, n);
+                    self.steering.count_handed(&s.from);
                     // `s.conn` drops here: the worker has its own copy.
                     return Ok(());
                 }

@@ -49,8 +49,8 @@ pub(super) struct Claimed {
     pub(super) pid_file: OwnedFd,
     /// Per group, per address: the sockets it starts with.
     pub(super) per_group: Vec<Vec<Option<crate::group_sockets::Passed>>>,
-    /// Drop-in sockets: (group index, host, port, listener).
-    pub(super) drop_in: Vec<(usize, Option<String>, u16, Listener)>,
+    /// Drop-in addresses: (group index, host, port, its sockets).
+    pub(super) drop_in: Vec<(usize, Option<String>, u16, crate::group_sockets::Passed)>,
     /// Lines for the log.
     pub(super) log: Vec<String>,
 }
@@ -278,14 +278,30 @@ pub(super) fn claim_handover(
         per_group.push(per_addr);
     }
     let names: Vec<&str> = groups.iter().map(|g| g.rules.name.as_str()).collect();
-    let mut drop_in = Vec::new();
+    let mut passed_drop_in = Vec::new();
     for (i, g) in proto::assign_drop_in(&names, &handover.sockets) {
         let s = &handover.sockets[i];
         if let SocketFrom::DropIn { host, port } = &s.from {
             let l = listener(s, take(s.fd)?)?;
-            drop_in.push((g, host.clone(), *port, l));
+            passed_drop_in.push(((g, host.clone(), *port), s.slot, l));
         }
     }
+    let drop_in = super::drop_in::by_address(passed_drop_in)
+        .into_iter()
+        .filter_map(|((g, host, port), slots)| {
+            use crate::group_sockets::Passed;
+            let per_slot = slots.first().is_some_and(|(slot, _)| slot.is_some());
+            let mut ls: Vec<Listener> = slots.into_iter().map(|(_, l)| l).collect();
+            let passed = if per_slot {
+                Passed::PerSlot(ls)
+            } else {
+                // One shared socket per address (an older master's, or balance shared).
+                ls.truncate(1);
+                Passed::Shared(ls.pop()?)
+            };
+            Some((g, host, port, passed))
+        })
+        .collect();
     for s in handover
         .sockets
         .iter()
@@ -429,9 +445,9 @@ impl LoopState {
             for (_, _, l) in group.all_mut() {
                 l.own_file();
             }
-        }
-        for d in &mut self.drop_in {
-            d.listener.own_file();
+            for l in group.drop_in_mut() {
+                l.own_file();
+            }
         }
         let text = format!(
             "took over from the old master (pid {}): this master (pid {}) serves \"{}\"",

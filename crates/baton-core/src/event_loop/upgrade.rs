@@ -156,14 +156,13 @@ impl LoopState {
             for (_, slot, l) in group.all_mut() {
                 sockets.push(passed(l, &name, slot, None));
             }
-        }
-        for d in &self.drop_in {
-            let name = self.group_names.get(d.group).cloned().unwrap_or_default();
-            let from = SocketFrom::DropIn {
-                host: d.host.clone(),
-                port: d.port,
-            };
-            sockets.push(passed(&d.listener, &name, None, Some(from)));
+            for (host, port, slot, l) in group.drop_in_sockets() {
+                let from = SocketFrom::DropIn {
+                    host: host.clone(),
+                    port,
+                };
+                sockets.push(passed(l, &name, slot, Some(from)));
+            }
         }
         let handover = Handover {
             from_pid: self.master_pid,
@@ -315,9 +314,9 @@ impl LoopState {
             for (_, _, l) in group.all_mut() {
                 l.disown_file();
             }
-        }
-        for d in &mut self.drop_in {
-            d.listener.disown_file();
+            for l in group.drop_in_mut() {
+                l.disown_file();
+            }
         }
         if let Some(p) = self.pid_file.as_mut() {
             p.hand_over();
@@ -327,8 +326,7 @@ impl LoopState {
             let _ = self.poll.registry().deregister(&mut c);
         }
         // Stop steering and rescuing: the sockets are the new master's to manage.
-        let watched: Vec<SlotSocket> = self.watched.keys().copied().collect();
-        for socket in watched {
+        for socket in self.steering.watched() {
             self.unwatch(socket);
         }
         if let Some(c) = self.upgrade.as_mut().and_then(|u| u.channel.as_mut()) {

@@ -190,7 +190,7 @@ impl LoopState {
         let Some(mut io) = self.workers.remove(&key) else {
             return;
         };
-        self.rescue_dirty = true;
+        self.steering.mark_dirty();
         self.deregister_source(io.control.as_mut(), io.control_token);
         io.control.take();
         if let Some(p) = io.pidfd.take() {
@@ -285,7 +285,7 @@ impl LoopState {
         io.want_writable = false;
         self.deregister_source(stream.as_mut(), token);
         drop(stream);
-        self.rescue_dirty = true;
+        self.steering.mark_dirty();
         self.signal_worker(key, pid, Signal::Term);
     }
 
@@ -341,7 +341,7 @@ impl LoopState {
         if handoff {
             if let Some(io) = self.workers.get_mut(&key) {
                 io.handoff = true;
-                self.rescue_dirty = true;
+                self.steering.mark_dirty();
             }
         }
         if eof {
@@ -350,7 +350,7 @@ impl LoopState {
                 io.want_writable = false;
                 let (mut stream, token) = (io.control.take(), io.control_token.take());
                 self.deregister_source(stream.as_mut(), token);
-                self.rescue_dirty = true;
+                self.steering.mark_dirty();
             }
         }
         if nacks > 0 {
