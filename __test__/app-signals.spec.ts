@@ -9,7 +9,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
 import { join } from 'node:path'
 import { fixture, startFleet, type Fleet } from './helpers/fleet.js'
-import { startLoad } from './helpers/load.js'
+import { startLoad } from '../harness/load.mjs'
 import { freePort, tmpDir, waitFor } from './helpers/processes.js'
 import { assertNoFailedRequests } from './helpers/reload.js'
 

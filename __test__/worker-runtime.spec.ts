@@ -24,7 +24,7 @@ import {
 } from '../src/worker/drain.js'
 import { parseListenFdNames } from '../src/worker/worker.js'
 import { httpGet, type HttpResponse } from './helpers/http.js'
-import { startLoad } from './helpers/load.js'
+import { startLoad } from '../harness/load.mjs'
 import {
   OutputBuffer,
   ProcessTracker,
