@@ -14,7 +14,8 @@
  *   reading its RSS afterwards: the native addon (loaded), the CLI, the whole API
  *   (`batonjs`), the worker runtime (`batonjs/worker`), against a bare node's RSS.
  *
- * Usage: node bench/cli-startup.mjs [--pairs 15] [--imports 9]
+ * Usage: node bench/cli-startup.mjs [--pairs 15] [--imports 9] [--other-cli OTHER/bin/baton.js]
+ *        (--other-cli: another build's CLI, e.g. an older commit's, timed in the same rounds)
  * Writes bench/results/cli-startup.json and prints a markdown table.
  */
 import { execFileSync } from 'node:child_process'
@@ -32,10 +33,13 @@ import { ensurePm2, PM2_VERSION, startPm2Fleet } from './lib/pm2.mjs'
 const opt = args()
 const PAIRS = Number(opt.pairs ?? 15)
 const IMPORTS = Number(opt.imports ?? 9)
+/** Another build's bin/baton.js (e.g. a checkout of an older commit), timed in the same rounds. */
+const OTHER_CLI = typeof opt['other-cli'] === 'string' ? path.resolve(opt['other-cli']) : undefined
 
 /** Modules whose import is measured: label -> specifier relative to the repo root ('' = nothing). */
 const MODULES = [
   ['bare node', ''],
+  ['node:http (what an HTTP app loads anyway)', 'node:http'],
   ['native addon (loaded)', './dist/native.js'],
   ['CLI (dist/cli/main.js)', './dist/cli/main.js'],
   ['whole API (batonjs)', './dist/index.js'],
@@ -75,14 +79,28 @@ async function main() {
     },
     node: async () => (await run(process.execPath, ['-e', '0'])).ms,
   }
+  if (OTHER_CLI !== undefined) {
+    timed.other = async () => {
+      const r = await run(process.execPath, [OTHER_CLI, 'status', 'bench'], {
+        env: { ...process.env, BATON_RUNTIME_DIR: fleet.runtimeDir },
+      })
+      if (r.code !== 0) throw new Error(`${OTHER_CLI} status failed: ${r.stderr}`)
+      return r.ms
+    }
+  }
   // One of each first: page cache, PM2's first connection.
   for (const f of Object.values(timed)) await f()
   const rounds = []
   for (let i = 0; i < PAIRS; i++) {
-    const order = i % 2 === 0 ? ['baton', 'pm2', 'node'] : ['pm2', 'baton', 'node']
+    const order = i % 2 === 0 ? ['baton', 'pm2', 'node', 'other'] : ['pm2', 'other', 'baton', 'node']
     const r = {}
-    for (const k of order) r[k] = await timed[k]()
-    rounds.push({ ...r, batonRatio: r.baton / r.pm2, nodeRatio: r.node / r.pm2 })
+    for (const k of order) if (timed[k]) r[k] = await timed[k]()
+    rounds.push({
+      ...r,
+      batonRatio: r.baton / r.pm2,
+      nodeRatio: r.node / r.pm2,
+      ...(r.other === undefined ? {} : { otherRatio: r.other / r.pm2 }),
+    })
   }
   await fleet.dispose()
   await pm2Fleet.dispose()
@@ -111,7 +129,11 @@ async function main() {
       nodeMs: median(rounds.map((r) => r.node)),
       batonRatio: median(rounds.map((r) => r.batonRatio)),
       nodeRatio: median(rounds.map((r) => r.nodeRatio)),
+      ...(OTHER_CLI === undefined
+        ? {}
+        : { otherMs: median(rounds.map((r) => r.other)), otherRatio: median(rounds.map((r) => r.otherRatio)) }),
     },
+    otherCli: OTHER_CLI ?? null,
     imports,
   }
   const file = writeResult('cli-startup.json', result)
@@ -121,6 +143,8 @@ async function main() {
   console.log(`| \`baton status\` | ${fmt(m.batonMs, 1)} | ${fmt(m.batonRatio, 2)} |`)
   console.log(`| \`pm2 ping\` | ${fmt(m.pm2Ms, 1)} | 1 |`)
   console.log(`| \`node -e 0\` | ${fmt(m.nodeMs, 1)} | ${fmt(m.nodeRatio, 2)} |`)
+  if (OTHER_CLI !== undefined)
+    console.log(`| \`baton status\` of ${OTHER_CLI} | ${fmt(m.otherMs, 1)} | ${fmt(m.otherRatio, 2)} |`)
   console.log(`\n| import | median ms | RSS after, MiB | RSS over bare node |`)
   console.log('| --- | --- | --- | --- |')
   for (const x of imports) {
