@@ -14,8 +14,9 @@
  *   reading its RSS afterwards: the native addon (loaded), the CLI, the whole API
  *   (`batonjs`), the worker runtime (`batonjs/worker`), against a bare node's RSS.
  *
- * Usage: node bench/cli-startup.mjs [--pairs 15] [--imports 9] [--other-cli OTHER/bin/baton.js]
- *        (--other-cli: another build's CLI, e.g. an older commit's, timed in the same rounds)
+ * Usage: node bench/cli-startup.mjs [--pairs 15] [--imports 9] [--other-cli OTHER/bin/baton.js
+ *        --other-label 'commit abc1234'] (another build's CLI, e.g. an older commit's, timed
+ *        in the same rounds)
  * Writes bench/results/cli-startup.json and prints a markdown table.
  */
 import { execFileSync } from 'node:child_process'
@@ -35,6 +36,8 @@ const PAIRS = Number(opt.pairs ?? 15)
 const IMPORTS = Number(opt.imports ?? 9)
 /** Another build's bin/baton.js (e.g. a checkout of an older commit), timed in the same rounds. */
 const OTHER_CLI = typeof opt['other-cli'] === 'string' ? path.resolve(opt['other-cli']) : undefined
+/** How the results name that build (not its path, which is one machine's). */
+const OTHER_LABEL = typeof opt['other-label'] === 'string' ? opt['other-label'] : 'another build'
 
 /** Modules whose import is measured: label -> specifier relative to the repo root ('' = nothing). */
 const MODULES = [
@@ -133,7 +136,7 @@ async function main() {
         ? {}
         : { otherMs: median(rounds.map((r) => r.other)), otherRatio: median(rounds.map((r) => r.otherRatio)) }),
     },
-    otherCli: OTHER_CLI ?? null,
+    other: OTHER_CLI === undefined ? null : OTHER_LABEL,
     imports,
   }
   const file = writeResult('cli-startup.json', result)
@@ -144,7 +147,7 @@ async function main() {
   console.log(`| \`pm2 ping\` | ${fmt(m.pm2Ms, 1)} | 1 |`)
   console.log(`| \`node -e 0\` | ${fmt(m.nodeMs, 1)} | ${fmt(m.nodeRatio, 2)} |`)
   if (OTHER_CLI !== undefined)
-    console.log(`| \`baton status\` of ${OTHER_CLI} | ${fmt(m.otherMs, 1)} | ${fmt(m.otherRatio, 2)} |`)
+    console.log(`| \`baton status\` of ${OTHER_LABEL} | ${fmt(m.otherMs, 1)} | ${fmt(m.otherRatio, 2)} |`)
   console.log(`\n| import | median ms | RSS after, MiB | RSS over bare node |`)
   console.log('| --- | --- | --- | --- |')
   for (const x of imports) {

@@ -2,8 +2,8 @@
 /**
  * How the master's cost grows with the fleet. For each worker count (`--counts`,
  * default 2,8,32,64): `baton start app.mjs --count N --parallel max(1, N/8)
- * --ready-timeout 120000` (default options otherwise; the benchmark app, lib/app.mjs), and once every worker is ready and
- * the master has idled `--settle` ms:
+ * --ready-timeout 120000` (default options otherwise; the benchmark app, lib/app.mjs),
+ * and once every worker is ready and the master has idled `--settle` ms:
  *
  * - the master's RSS and open fds (/proc, harness/proc.mjs);
  * - `baton status` latency: the wall time of `--status` (7) runs of the CLI, median, and
