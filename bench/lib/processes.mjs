@@ -5,7 +5,6 @@
  */
 import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 
@@ -143,14 +142,5 @@ export function run(cmd, args, options = {}) {
   return exited(child).then(({ code, signal }) => ({ code, signal, stdout, stderr, ms: performance.now() - t0 }))
 }
 
-/** A free TCP port on 127.0.0.1 (bound and released; small race, fine on a bench box). */
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address()
-      s.close(() => resolve(port))
-    })
-  })
-}
+/** A free TCP port on 127.0.0.1 (harness/ports.mjs, shared with the tests). */
+export { freePort } from '../../harness/ports.mjs'
