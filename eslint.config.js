@@ -1,6 +1,7 @@
 // ESLint (flat config), run by `npm run lint`: ESLint's and typescript-eslint's
 // recommended rules for the TypeScript in src/ and __test__/, and ESLint's recommended
-// rules for the test fixtures (plain Node scripts). A rule is loosened only where the code
+// rules for the test fixtures and the harness shared by tests and benchmarks (plain Node
+// scripts). A rule is loosened only where the code
 // has a deliberate reason, said next to it.
 import js from '@eslint/js'
 import { defineConfig } from 'eslint/config'
@@ -23,7 +24,7 @@ export default defineConfig(
     },
   },
   {
-    files: ['__test__/fixtures/**/*.{js,mjs,cjs}'],
+    files: ['__test__/fixtures/**/*.{js,mjs,cjs}', 'harness/**/*.mjs'],
     extends: [js.configs.recommended],
     languageOptions: { globals: globals.node },
   },

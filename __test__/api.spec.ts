@@ -607,6 +607,32 @@ test('on an architecture without a prebuilt binary, the error names it and the s
   t.regex(out.text, /build from source/)
 })
 
+test('batonjs/worker is the worker runtime alone: the same worker as batonjs, without the addon, TLS or the master API', async (t) => {
+  const tracker = new ProcessTracker()
+  t.teardown(() => tracker.killAll())
+  // What a worker that imports only `batonjs/worker` holds: no native addon mapped, no TLS
+  // or crypto, no child_process; and `batonjs` (loaded afterwards) hands out the same worker.
+  const child = tracker.spawn(
+    process.execPath,
+    [
+      '--input-type=module',
+      '-e',
+      `const { readFileSync } = await import('node:fs');
+       const { worker } = await import('batonjs/worker');
+       const addon = readFileSync('/proc/self/maps', 'utf8').includes('baton.');
+       const builtins = process.moduleLoadList.filter((m) => /^NativeModule (tls|crypto|https|child_process)$/.test(m));
+       const same = (await import('batonjs')).worker === worker;
+       console.log(JSON.stringify({ isWorker: worker.isWorker, addon, builtins, same }))`,
+    ],
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+  )
+  const out = new OutputBuffer().follow(child.stdout)
+  const err = new OutputBuffer().follow(child.stderr)
+  const exit = await withTimeout(waitForExit(child), 20_000, 'batonjs/worker probe exits')
+  t.is(exit.code, 0, err.text)
+  t.deepEqual(JSON.parse(out.text), { isWorker: false, addon: false, builtins: [], same: true })
+})
+
 // ---------------------------------------------------------------------------------------
 // The examples that use the API, run as a user would.
 // ---------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import { promisify } from 'node:util'
 import { drainServer } from '../src/worker/drain.js'
 import { join } from 'node:path'
 import { fixture, startFleet, workerExits, type Fleet } from './helpers/fleet.js'
-import { startLoad } from './helpers/load.js'
+import { startLoad } from '../harness/load.mjs'
 import { freePort, tmpDir, waitFor } from './helpers/processes.js'
 import { assertNoFailedRequests } from './helpers/reload.js'
 

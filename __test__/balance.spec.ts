@@ -4,7 +4,7 @@
  */
 import test, { type ExecutionContext } from 'ava'
 import { versionedFleet } from './helpers/fleet.js'
-import { startLoad, type Load } from './helpers/load.js'
+import { startLoad, type Load } from '../harness/load.mjs'
 import { waitFor } from './helpers/processes.js'
 import { assertNoFailedRequests, reloadAll } from './helpers/reload.js'
 

@@ -8,7 +8,7 @@ import { chmodSync, chownSync, mkdirSync, readFileSync, writeFileSync } from 'no
 import { join } from 'node:path'
 import { fixture, startFleet } from './helpers/fleet.js'
 import { httpGet } from './helpers/http.js'
-import { nobody } from './helpers/proc.js'
+import { nobody } from '../harness/proc.mjs'
 import { freePort, tmpDir, withTimeout } from './helpers/processes.js'
 
 const asRoot = process.getuid?.() === 0 ? test : test.skip

@@ -5,7 +5,7 @@
  */
 import test from 'ava'
 import { fixture, startFleet } from './helpers/fleet.js'
-import { cpuSeconds } from './helpers/proc.js'
+import { cpuSeconds } from '../harness/proc.mjs'
 import { freePort, waitFor } from './helpers/processes.js'
 
 test('a worker burning a core shows cpu > 50 (half what /proc says it got on a loaded machine), an idle one < 20; the master shows cpu, rssBytes and openFds', async (t) => {

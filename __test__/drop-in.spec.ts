@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url'
 import WebSocket from 'ws'
 import { fixture, startFleet, type Fleet } from './helpers/fleet.js'
 import { httpGet } from './helpers/http.js'
-import { startLoad } from './helpers/load.js'
+import { startLoad } from '../harness/load.mjs'
 import { freePort, tmpDir, waitFor, withTimeout } from './helpers/processes.js'
 import { assertNoFailedRequests } from './helpers/reload.js'
 

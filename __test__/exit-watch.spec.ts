@@ -10,7 +10,7 @@
 import test from 'ava'
 import { readdirSync, readFileSync } from 'node:fs'
 import { fixture, startFleet, versionedFleet, type Fleet } from './helpers/fleet.js'
-import { childrenOf, fdTargets, zombieChildren } from './helpers/proc.js'
+import { childrenOf, fdTargets, zombieChildren } from '../harness/proc.mjs'
 import { freePort, waitFor } from './helpers/processes.js'
 
 /** What watches the master's workers' exits: its pidfds and its waiter threads. */

@@ -14,9 +14,9 @@ import { chmodSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { join } from 'node:path'
 import { fixture, startFleet } from './helpers/fleet.js'
-import { describeResources, nobody, resources } from './helpers/proc.js'
+import { describeResources, nobody, resources } from '../harness/proc.mjs'
 import { freePort, tmpDir, waitFor, withTimeout } from './helpers/processes.js'
-import { startLoad } from './helpers/load.js'
+import { startLoad } from '../harness/load.mjs'
 import { assertNoFailedRequests } from './helpers/reload.js'
 
 const APP = fixture('app.mjs')

@@ -11,7 +11,7 @@ import { copyFileSync, existsSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { fixture, startFleet } from './helpers/fleet.js'
 import { httpGet } from './helpers/http.js'
-import { fdTargets } from './helpers/proc.js'
+import { fdTargets } from '../harness/proc.mjs'
 import { freePort, isAlive, ProcessTracker, tmpDir, waitFor } from './helpers/processes.js'
 
 /**

@@ -11,7 +11,7 @@ import { mkdirSync, readFileSync, realpathSync, symlinkSync, writeFileSync } fro
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Status } from '../src/types.js'
-import { startLoad } from './helpers/load.js'
+import { startLoad } from '../harness/load.mjs'
 import { assertNoFailedRequests } from './helpers/reload.js'
 import {
   freePort,

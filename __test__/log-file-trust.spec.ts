@@ -14,7 +14,7 @@ import { join } from 'node:path'
 import { fixture, startFleet } from './helpers/fleet.js'
 import { httpGet } from './helpers/http.js'
 import { freePort, tmpDir, waitFor } from './helpers/processes.js'
-import { nobody } from './helpers/proc.js'
+import { nobody } from '../harness/proc.mjs'
 
 const asRoot = process.getuid?.() === 0 ? test : test.skip
 

@@ -6,7 +6,7 @@
  */
 import test from 'ava'
 import { versionedFleet } from './helpers/fleet.js'
-import { startLoad } from './helpers/load.js'
+import { startLoad } from '../harness/load.mjs'
 import { waitFor } from './helpers/processes.js'
 import { assertNoFailedRequests, reloadAll } from './helpers/reload.js'
 

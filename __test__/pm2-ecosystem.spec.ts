@@ -10,7 +10,7 @@ import { availableParallelism, networkInterfaces } from 'node:os'
 import { join } from 'node:path'
 import { fixture, runCli, startFleet } from './helpers/fleet.js'
 import { httpGet } from './helpers/http.js'
-import { nobody } from './helpers/proc.js'
+import { nobody } from '../harness/proc.mjs'
 import { freePort, tmpDir } from './helpers/processes.js'
 import { fromEcosystem, isEcosystemFile } from '../src/master/pm2-ecosystem.js'
 

@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { fixture, runCli, startFleet } from './helpers/fleet.js'
 import { httpGet, portIsFree } from './helpers/http.js'
 import { freePort, isAlive, tmpDir, waitFor } from './helpers/processes.js'
-import { nobody } from './helpers/proc.js'
+import { nobody } from '../harness/proc.mjs'
 
 const asRoot = process.getuid?.() === 0 ? test : test.skip
 

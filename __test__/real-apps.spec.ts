@@ -29,7 +29,7 @@ import {
   type FleetOptions,
   type VersionedFleet,
 } from './helpers/fleet.js'
-import { startLoad, type Load } from './helpers/load.js'
+import { startLoad, type Load } from '../harness/load.mjs'
 import { tmpDir, waitFor } from './helpers/processes.js'
 import { assertNoFailedRequests, reloadAll } from './helpers/reload.js'
 

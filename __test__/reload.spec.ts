@@ -5,7 +5,7 @@
 import test, { type ExecutionContext } from 'ava'
 import { fixture, startFleet, versionedFleet, type Fleet } from './helpers/fleet.js'
 import { httpGet } from './helpers/http.js'
-import { startLoad } from './helpers/load.js'
+import { startLoad } from '../harness/load.mjs'
 import { freePort, waitFor } from './helpers/processes.js'
 import { assertNoFailedRequests } from './helpers/reload.js'
 

@@ -1,5 +1,5 @@
 /**
- * The repo stands alone: no tracked file under src/, crates/, bench/, docs/, __test__/,
+ * The repo stands alone: no tracked file under src/, crates/, bench/, harness/, docs/, __test__/,
  * examples/, README.md or CONTRIBUTING.md names a path of one machine (a checkout, a home
  * directory, one run's temp dir) or a document outside the repo (the old "design §N"
  * citations: the rules they meant are in docs/design.md now), every
@@ -13,7 +13,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url))
-const SCOPE = ['src', 'crates', 'bench', 'docs', '__test__', 'examples', 'README.md', 'CONTRIBUTING.md']
+const SCOPE = ['src', 'crates', 'bench', 'harness', 'docs', '__test__', 'examples', 'README.md', 'CONTRIBUTING.md']
 const SELF = '__test__/repo-standalone.spec.ts'
 
 /** The tracked files of {@link SCOPE}, relative to the repo root (a plain walk without git). */

@@ -24,7 +24,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { resolveRuntimeDir } from '../src/master/options.js'
 import { BATON, fixture, runCli } from './helpers/fleet.js'
-import { nobody } from './helpers/proc.js'
+import { nobody } from '../harness/proc.mjs'
 import { freePort, OutputBuffer, ProcessTracker, tmpDir, waitFor, type TmpDir } from './helpers/processes.js'
 import type { Status } from '../src/types.js'
 

@@ -6,7 +6,7 @@
 import { readlinkSync } from 'node:fs'
 import test, { type ExecutionContext } from 'ava'
 import { fixture, versionedFleet, type Fleet } from './helpers/fleet.js'
-import { startLoad } from './helpers/load.js'
+import { startLoad } from '../harness/load.mjs'
 import { freePort, tmpDir, waitFor } from './helpers/processes.js'
 import { assertNoFailedRequests } from './helpers/reload.js'
 

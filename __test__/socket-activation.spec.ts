@@ -14,7 +14,7 @@ import { join } from 'node:path'
 import type { Status } from '../src/types.js'
 import { BATON, fixture, runCli, type CliResult } from './helpers/fleet.js'
 import { httpGet } from './helpers/http.js'
-import { startLoad } from './helpers/load.js'
+import { startLoad } from '../harness/load.mjs'
 import {
   freePort,
   OutputBuffer,

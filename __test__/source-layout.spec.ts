@@ -85,6 +85,30 @@ function closure(graph: Map<string, Edge[]>, start: string): Set<string> {
   return seen
 }
 
+/**
+ * What loading `start` evaluates, itself included: static value imports only (no `import
+ * type`, no `import()`), followed across src/; plus the node: builtins those files import.
+ */
+function eagerClosure(start: string): { files: Set<string>; builtins: Set<string> } {
+  const files = new Set<string>()
+  const builtins = new Set<string>()
+  const walk = (file: string): void => {
+    if (files.has(file)) return
+    files.add(file)
+    const text = readFileSync(join(SRC, file), 'utf8')
+    for (const m of text.matchAll(/^(?:import|export)\s+(?!type\b)(?:[^;'"]*?\bfrom\s*)?'([^']+)'/gm)) {
+      const spec = m[1]
+      if (spec.startsWith('node:')) builtins.add(spec)
+      else if (spec.startsWith('.')) {
+        const to = normalize(join(dirname(file), spec.replace(/\.js$/, '.ts')))
+        if (!to.startsWith('..')) walk(to)
+      }
+    }
+  }
+  walk(start)
+  return { files, builtins }
+}
+
 const role = (file: string): string => (file.includes('/') ? file.split('/')[0] : 'shared')
 
 test('the graph reader sees static, type-only and dynamic imports across folders', (t) => {
@@ -146,5 +170,43 @@ test('the master reaches the CLI only through the lazy import of one-script mode
     if (role(file) !== 'master') continue
     const eager = edges.filter((e) => role(e.to) === 'cli' && !e.dynamic)
     t.deepEqual(eager, [], `${file} imports ${eager.map((e) => e.to).join(', ')}`)
+  }
+})
+
+test('the eager-import reader skips import type and import(), and follows re-exports', (t) => {
+  const supervisor = eagerClosure('master/supervisor.ts')
+  t.true(supervisor.files.has('master/options.ts'), 'static import')
+  t.false(supervisor.files.has('types.ts'), 'import type')
+  t.false(supervisor.files.has('cli/script-commands.ts'), 'dynamic import()')
+  t.true(eagerClosure('index.ts').files.has('master/supervisor.ts'), 'export ... from')
+  t.true(supervisor.builtins.has('node:events'))
+})
+
+test('the client commands load neither the master API nor the worker runtime', (t) => {
+  // `baton status`, `reload`, `stop`, `logs`, `scale` run src/cli/main.ts: what it loads
+  // before a command runs is their start-up cost (bench/cli-startup.mjs measures it).
+  const { files, builtins } = eagerClosure('cli/main.ts')
+  const heavy = [...files].filter((f) => role(f) === 'master' || role(f) === 'worker')
+  t.deepEqual(heavy, [], `src/cli/main.ts loads ${heavy.join(', ')} up front: import() it where it is used`)
+  const spawns = [...builtins].filter((b) => b === 'node:child_process' || b === 'node:http')
+  t.deepEqual(spawns, [], `src/cli/main.ts loads ${spawns.join(', ')} up front`)
+})
+
+test('the master API loads neither the worker runtime nor the health server up front', (t) => {
+  // A master without a health endpoint does not load node:http; the worker runtime is
+  // loaded only where a one-script worker runs its hooks.
+  const { files, builtins } = eagerClosure('master/supervisor.ts')
+  const extra = [...files].filter((f) => role(f) === 'worker' || f === 'master/health.ts')
+  t.deepEqual(extra, [], `src/master/supervisor.ts loads ${extra.join(', ')} up front`)
+  t.false(builtins.has('node:http'), 'src/master/supervisor.ts loads node:http up front')
+})
+
+test('the worker runtime does not load node:tls, node:https or node:crypto itself', (t) => {
+  // A TLS server exists only once the app loaded node:tls: the runtime looks it up then
+  // (src/worker/drain.ts, isTlsServer), so a plain-HTTP worker does not hold TLS in memory.
+  for (const entry of ['worker/worker.ts', 'worker/preload.ts']) {
+    const { builtins } = eagerClosure(entry)
+    const tls = [...builtins].filter((b) => ['node:tls', 'node:https', 'node:crypto', 'node:http2'].includes(b))
+    t.deepEqual(tls, [], `${entry} loads ${tls.join(', ')}`)
   }
 })

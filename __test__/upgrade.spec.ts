@@ -11,9 +11,9 @@ import { existsSync, readdirSync, readFileSync, readlinkSync, writeFileSync } fr
 import { join } from 'node:path'
 import { fixture, runCli, startFleet, versionedFleet, type Fleet } from './helpers/fleet.js'
 import { httpGet, portIsFree } from './helpers/http.js'
-import { startLoad } from './helpers/load.js'
+import { startLoad } from '../harness/load.mjs'
 import { notifications, startNotifyListener } from './helpers/notify.js'
-import { fdCount, processesWithEnv, zombieChildren } from './helpers/proc.js'
+import { fdCount, processesWithEnv, zombieChildren } from '../harness/proc.mjs'
 import {
   type TmpDir,
   freePort,

@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import { BATON, fixture, startFleet } from './helpers/fleet.js'
 import { httpGet } from './helpers/http.js'
 import { OutputBuffer, ProcessTracker, freePort, tmpDir, waitFor } from './helpers/processes.js'
-import { nobody, processesWithEnv } from './helpers/proc.js'
+import { nobody, processesWithEnv } from '../harness/proc.mjs'
 
 const asRoot = process.getuid?.() === 0 ? test : test.skip
 

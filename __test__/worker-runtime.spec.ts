@@ -18,13 +18,15 @@ import {
   DEFAULT_IDLE_MS,
   connectionCount,
   drainServer,
+  isHttpServer,
+  isTlsServer,
   shedConnections,
   trackServer,
   waitForConnections,
 } from '../src/worker/drain.js'
 import { parseListenFdNames } from '../src/worker/worker.js'
 import { httpGet, type HttpResponse } from './helpers/http.js'
-import { startLoad } from './helpers/load.js'
+import { startLoad } from '../harness/load.mjs'
 import {
   OutputBuffer,
   ProcessTracker,
@@ -376,6 +378,29 @@ async function versionDir(t: { context: Context }, version: string): Promise<{ d
 // ---------------------------------------------------------------------------------------
 // Tests: worker processes under the mini master
 // ---------------------------------------------------------------------------------------
+
+test('the drain tells HTTP, HTTPS, TLS and HTTP/2 servers apart without loading TLS itself', async (t) => {
+  // src/worker/drain.ts looks node:tls and node:https up only for a server that has
+  // setSecureContext, i.e. once the app loaded TLS: each kind is still recognised.
+  const https = await import('node:https')
+  const tls = await import('node:tls')
+  const http2 = await import('node:http2')
+  const kinds: [string, net.Server, boolean, boolean][] = [
+    ['net', net.createServer(), false, false],
+    ['http', http.createServer(), true, false],
+    ['https', https.createServer({}), true, true],
+    ['tls', tls.createServer({}), false, true],
+    ['http2 secure', http2.createSecureServer({}) as unknown as net.Server, false, true],
+    ['http2 plain', http2.createServer() as unknown as net.Server, false, false],
+  ]
+  for (const [kind, server, isHttp, isTls] of kinds) {
+    t.is(isHttpServer(server), isHttp, `${kind}: HTTP/1`)
+    t.is(isTlsServer(server), isTls, `${kind}: TLS`)
+  }
+  // A look-alike with setSecureContext that is no tls.Server is not taken for one.
+  const fake = Object.assign(net.createServer(), { setSecureContext: () => {} })
+  t.false(isTlsServer(fake))
+})
 
 test.serial('worker.listen on the inherited socket sends ready once; identity comes from the env', async (t) => {
   const master = await MiniMaster.start(t.context.tracker)

@@ -4,13 +4,13 @@
  * scale` up and down, `baton restart` and (when this build has it) `baton upgrade`, each
  * under the same load.
  *
- * - app: the benchmark app (lib/util.mjs: node:http, sha256 of 1 KiB per request, 300 ms
+ * - app: the benchmark app (lib/app.mjs: node:http, sha256 of 1 KiB per request, 300 ms
  *   boot delay, version read from version.txt at start, `x-pid` header), textbook under
  *   baton (only `worker.listen(server)`);
  * - fleet: `baton start app.mjs --name bench --count 4 --listen 127.0.0.1:PORT --daemon`
  *   (the CLI, in its own BATON_RUNTIME_DIR; in the background, because `baton restart`
  *   starts the fleet again in the background anyway);
- * - load: the keep-alive load generator (lib/load.mjs, in a child process) with 64
+ * - load: the keep-alive load generator (harness/load.mjs, in a child process) with 64
  *   connections for `--duration` s, and a fresh-connection GET every ~10 ms (the probe);
  * - `--trigger` s in: version.txt changes to v2, then the operation's CLI runs; its wall
  *   time and exit code are recorded;
@@ -38,35 +38,16 @@ import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import path from 'node:path'
 
-import {
-  BATON_CLI,
-  ROOT,
-  alive,
-  args,
-  cliSupports,
-  connectionSplit,
-  fmt,
-  freePort,
-  installCleanup,
-  listOption,
-  machine,
-  mmm,
-  onCleanup,
-  run,
-  runMain,
-  setVersion,
-  sleep,
-  splitText,
-  startNodeLoad,
-  startProbe,
-  stats,
-  tempDir,
-  trackPid,
-  versionsServed,
-  waitQuiet,
-  writeBenchApp,
-  writeResult,
-} from './lib/util.mjs'
+import { BATON_CLI, ROOT, writeResult } from './lib/paths.mjs'
+import { alive, freePort, installCleanup, onCleanup, run, runMain, sleep, tempDir, trackPid } from './lib/processes.mjs'
+import { args, listOption } from './lib/args.mjs'
+import { setVersion, writeBenchApp } from './lib/app.mjs'
+import { startProbe, versionsServed } from './lib/probe.mjs'
+import { connectionSplit, splitText } from './lib/connections.mjs'
+import { startNodeLoad } from './lib/wrk.mjs'
+import { fmt, mmm, stats } from './lib/stats.mjs'
+import { machine, waitQuiet } from './lib/machine.mjs'
+import { cliSupports } from './lib/fleet.mjs'
 
 const opt = args()
 const quick = opt.quick === true
@@ -303,7 +284,7 @@ async function runOnce(workDir, op, rep) {
         new: newPids.filter((x) => !oldPids.includes(x)).length,
       },
       load: {
-        tool: 'node bench/lib/load.mjs',
+        tool: 'node harness/load.mjs',
         connections: CONNECTIONS,
         requests: l.requests ?? null,
         ok: l.ok ?? null,
@@ -413,7 +394,7 @@ async function main() {
     machine: machine(),
     commit: gitCommit(),
     settings: {
-      load: `node bench/lib/load.mjs, ${CONNECTIONS} keep-alive connections for ${DURATION_S} s, plus a fresh-connection GET every ~${PROBE_INTERVAL_MS} ms`,
+      load: `node harness/load.mjs, ${CONNECTIONS} keep-alive connections for ${DURATION_S} s, plus a fresh-connection GET every ~${PROBE_INTERVAL_MS} ms`,
       fleet: `baton start app.mjs --count ${COUNT} --listen 127.0.0.1:PORT --daemon (default balance and order)`,
       count: COUNT,
       connections: CONNECTIONS,

@@ -4,7 +4,7 @@
  *
  * 1. writes a small node:http app (answers with its version) into a temp dir,
  * 2. starts 4 workers of it with the Supervisor API on a free 127.0.0.1 port,
- * 3. puts 32 keep-alive connections of load on it (bench/lib/load.mjs),
+ * 3. puts 32 keep-alive connections of load on it (harness/load.mjs),
  * 4. deploys v2 (rewrites app.mjs) and reloads: workers are replaced one at a time,
  * 5. deploys a broken v3 (throws at start) and reloads: the reload is aborted, v2 keeps serving,
  * 6. prints what the clients saw. Exit 0 when no request failed, 1 otherwise.
@@ -12,20 +12,11 @@
 import { existsSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 
-import { startLoad } from './lib/load.mjs'
-import {
-  BATON_URL,
-  fmt,
-  freePort,
-  installCleanup,
-  onCleanup,
-  ROOT,
-  runMain,
-  sleep,
-  tempDir,
-  trackPid,
-  versionsServed,
-} from './lib/util.mjs'
+import { startLoad } from '../harness/load.mjs'
+import { BATON_URL, ROOT } from './lib/paths.mjs'
+import { freePort, installCleanup, onCleanup, runMain, sleep, tempDir, trackPid } from './lib/processes.mjs'
+import { versionsServed } from './lib/probe.mjs'
+import { fmt } from './lib/stats.mjs'
 
 const WORKERS = 4
 const CONNECTIONS = 32

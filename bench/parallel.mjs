@@ -2,7 +2,7 @@
 /**
  * Reload with `parallel` (workers a reload replaces at once) next to PM2, under load.
  *
- * - app: the benchmark app (lib/util.mjs): textbook under baton; under PM2 the anchors'
+ * - app: the benchmark app (lib/app.mjs): textbook under baton; under PM2 the anchors'
  *   variant with its own 'close' shutdown (lib/pm2.mjs: cluster mode `-i N`, wait_ready,
  *   kill_timeout 1600 ms; PM2 replaces 2 instances at a time when there are more than 2);
  * - cases, interleaved rep-major: baton `--count N --parallel P` for N = 4, 8 and P = 1, 2, 4
@@ -24,27 +24,15 @@ import path from 'node:path'
 
 import { ensurePm2, PM2_VERSION, startPm2Fleet } from './lib/pm2.mjs'
 import { errorSplit, loadDescription, runUnderLoad, runsFooter, withRetries } from './lib/reload-run.mjs'
-import {
-  args,
-  balanceFlags,
-  cliSupports,
-  fmt,
-  freePort,
-  installCleanup,
-  listOption,
-  machine,
-  mmm,
-  parallelFlags,
-  runMain,
-  setVersion,
-  splitText,
-  startCliFleet,
-  stats,
-  tempDir,
-  versionsServed,
-  writeBenchApp,
-  writeResult,
-} from './lib/util.mjs'
+import { writeResult } from './lib/paths.mjs'
+import { freePort, installCleanup, runMain, tempDir } from './lib/processes.mjs'
+import { args, listOption } from './lib/args.mjs'
+import { setVersion, writeBenchApp } from './lib/app.mjs'
+import { versionsServed } from './lib/probe.mjs'
+import { splitText } from './lib/connections.mjs'
+import { fmt, mmm, stats } from './lib/stats.mjs'
+import { machine } from './lib/machine.mjs'
+import { balanceFlags, cliSupports, parallelFlags, startCliFleet } from './lib/fleet.mjs'
 
 const opt = args()
 const quick = opt.quick === true

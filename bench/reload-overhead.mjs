@@ -22,35 +22,24 @@
 import { readFileSync } from 'node:fs'
 import path from 'node:path'
 
+import { BATON_URL, writeResult } from './lib/paths.mjs'
 import {
-  args,
-  BATON_URL,
-  cpuBusy,
-  cpuSnapshot,
   exited,
-  fmt,
-  foreignCpuSeconds,
   freePort,
   installCleanup,
-  loadToWrkShape,
-  machine,
-  median,
-  mmm,
   onCleanup,
-  probeOnce,
   runMain,
   sleep,
   spawnTracked,
-  startNodeLoad,
-  startWrk,
-  stats,
   tempDir,
   trackPid,
-  waitQuiet,
-  writeBenchApp,
-  writeResult,
-  wrkVersion,
-} from './lib/util.mjs'
+} from './lib/processes.mjs'
+import { args } from './lib/args.mjs'
+import { writeBenchApp } from './lib/app.mjs'
+import { probeOnce } from './lib/probe.mjs'
+import { loadToWrkShape, startNodeLoad, startWrk, wrkVersion } from './lib/wrk.mjs'
+import { fmt, median, mmm, stats } from './lib/stats.mjs'
+import { cpuBusy, cpuSnapshot, foreignCpuSeconds, machine, waitQuiet } from './lib/machine.mjs'
 
 const opt = args()
 const quick = opt.quick === true
@@ -309,7 +298,7 @@ async function main() {
         bootDelayMs: BOOT,
         orders: ORDERS,
         conditions: CONDITIONS,
-        load: useWrk ? 'wrk -t1 -c64 --timeout 2s' : 'node bench/lib/load.mjs -c64',
+        load: useWrk ? 'wrk -t1 -c64 --timeout 2s' : 'node harness/load.mjs -c64',
       },
       plainNodeSpawnToFirst200Ms: plain.map((x) => (x === null ? null : Math.round(x))),
       spawnToReadyMs: spawnToReady,

@@ -35,26 +35,15 @@ import { readFileSync } from 'node:fs'
 import path from 'node:path'
 
 import { errorSplit, loadDescription, runUnderLoad, runsFooter, withRetries } from './lib/reload-run.mjs'
-import {
-  args,
-  balanceFlags,
-  fmt,
-  freePort,
-  freshText,
-  installCleanup,
-  listOption,
-  machine,
-  mmm,
-  runMain,
-  setVersion,
-  splitText,
-  startCliFleet,
-  stats,
-  tempDir,
-  versionsServed,
-  writeBenchApp,
-  writeResult,
-} from './lib/util.mjs'
+import { writeResult } from './lib/paths.mjs'
+import { freePort, installCleanup, runMain, tempDir } from './lib/processes.mjs'
+import { args, listOption } from './lib/args.mjs'
+import { setVersion, writeBenchApp } from './lib/app.mjs'
+import { freshText, versionsServed } from './lib/probe.mjs'
+import { splitText } from './lib/connections.mjs'
+import { fmt, mmm, stats } from './lib/stats.mjs'
+import { machine } from './lib/machine.mjs'
+import { balanceFlags, startCliFleet } from './lib/fleet.mjs'
 
 const opt = args()
 const quick = opt.quick === true

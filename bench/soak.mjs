@@ -15,19 +15,11 @@
 import { parseArgs } from 'node:util'
 import path from 'node:path'
 
-import { startLoad } from './lib/load.mjs'
-import { childrenOf, fdCount, rssBytes } from './lib/proc.mjs'
-import {
-  BATON_CLI,
-  freePort,
-  installCleanup,
-  run,
-  runMain,
-  sleep,
-  spawnTracked,
-  tempDir,
-  writeBenchApp,
-} from './lib/util.mjs'
+import { startLoad } from '../harness/load.mjs'
+import { childrenOf, fdCount, rssBytes } from '../harness/proc.mjs'
+import { BATON_CLI } from './lib/paths.mjs'
+import { freePort, installCleanup, run, runMain, sleep, spawnTracked, tempDir } from './lib/processes.mjs'
+import { writeBenchApp } from './lib/app.mjs'
 
 const { values } = parseArgs({
   options: {

@@ -21,32 +21,16 @@
 import { writeFileSync } from 'node:fs'
 import path from 'node:path'
 
-import {
-  args,
-  balanceFlags,
-  connectionsPerPid,
-  cpuSnapshot,
-  exited,
-  fmt,
-  foreignCpuSeconds,
-  freePort,
-  installCleanup,
-  machine,
-  mmm,
-  onCleanup,
-  probeOnce,
-  runMain,
-  sleep,
-  spawnTracked,
-  startCliFleet,
-  startWrk,
-  stats,
-  tempDir,
-  waitQuiet,
-  writeBenchApp,
-  writeResult,
-  wrkVersion,
-} from './lib/util.mjs'
+import { writeResult } from './lib/paths.mjs'
+import { exited, freePort, installCleanup, onCleanup, runMain, sleep, spawnTracked, tempDir } from './lib/processes.mjs'
+import { args } from './lib/args.mjs'
+import { writeBenchApp } from './lib/app.mjs'
+import { probeOnce } from './lib/probe.mjs'
+import { connectionsPerPid } from './lib/connections.mjs'
+import { startWrk, wrkVersion } from './lib/wrk.mjs'
+import { fmt, mmm, stats } from './lib/stats.mjs'
+import { cpuSnapshot, foreignCpuSeconds, machine, waitQuiet } from './lib/machine.mjs'
+import { balanceFlags, startCliFleet } from './lib/fleet.mjs'
 
 const opt = args()
 const quick = opt.quick === true

@@ -2,12 +2,12 @@
 /**
  * Requests per 100 ms and per worker across a reload, baton next to PM2, as SVG charts.
  *
- * - app: the benchmark app (lib/util.mjs; it answers with an `x-pid` header); under PM2 the
+ * - app: the benchmark app (lib/app.mjs; it answers with an `x-pid` header); under PM2 the
  *   anchors' variant with its own 'close' shutdown (lib/pm2.mjs: cluster mode `-i N`,
  *   wait_ready, kill_timeout 1600 ms);
  * - fleet: `baton start --count N --order O [--balance B]` (`default`: no --balance flag)
  *   and `pm2 start -i N`, same N;
- * - load: the keep-alive node load generator (lib/load.mjs, in this process), `--connections`
+ * - load: the keep-alive node load generator (harness/load.mjs, in this process), `--connections`
  *   lanes; each response is counted per 100 ms bucket and per worker pid (`x-pid`);
  * - `--before` s in, version.txt changes and `baton reload` / `pm2 reload` runs (CLI wall
  *   time marked on the chart); the load goes on `--after` s after the CLI returned.
@@ -23,27 +23,16 @@
 import { readFileSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 
-import { startLoad } from './lib/load.mjs'
+import { startLoad } from '../harness/load.mjs'
 import { ensurePm2, PM2_VERSION, startPm2Fleet } from './lib/pm2.mjs'
 import { PALETTE, lineChartSvg } from './lib/svg.mjs'
-import {
-  args,
-  balanceFlags,
-  fmt,
-  freePort,
-  installCleanup,
-  machine,
-  median,
-  RESULTS_DIR,
-  runMain,
-  setVersion,
-  sleep,
-  startCliFleet,
-  tempDir,
-  waitQuiet,
-  writeBenchApp,
-  writeResult,
-} from './lib/util.mjs'
+import { RESULTS_DIR, writeResult } from './lib/paths.mjs'
+import { freePort, installCleanup, runMain, sleep, tempDir } from './lib/processes.mjs'
+import { args } from './lib/args.mjs'
+import { setVersion, writeBenchApp } from './lib/app.mjs'
+import { fmt, median } from './lib/stats.mjs'
+import { machine, waitQuiet } from './lib/machine.mjs'
+import { balanceFlags, startCliFleet } from './lib/fleet.mjs'
 
 const opt = args()
 const quick = opt.quick === true
@@ -203,7 +192,7 @@ function chart(run, info = machine()) {
     title: `Requests per ${bucketMs} ms per worker across a reload: ${run.kind === 'pm2' ? 'PM2' : 'baton'}`,
     subtitle: [
       run.desc,
-      `${run.load.connections} keep-alive connections (bench/lib/load.mjs); reload ${fmt(run.reload.wallMs)} ms${core}; ${fmt(run.load.requests)} requests, ${fmt(run.load.errors)} failed, ${fmt(run.load.non2xx)} non-2xx`,
+      `${run.load.connections} keep-alive connections (harness/load.mjs); reload ${fmt(run.reload.wallMs)} ms${core}; ${fmt(run.load.requests)} requests, ${fmt(run.load.errors)} failed, ${fmt(run.load.non2xx)} non-2xx`,
     ],
     xLabel: 'seconds since the start of the load',
     yLabel: `requests per ${bucketMs} ms (per worker)`,

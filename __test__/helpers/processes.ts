@@ -8,24 +8,12 @@
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
-import * as net from 'node:net'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import type { Readable } from 'node:stream'
 
-/** A free TCP port on `host` (default 127.0.0.1), found by binding port 0. */
-export function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer()
-    server.unref()
-    server.once('error', reject)
-    server.listen(0, host, () => {
-      const address = server.address()
-      const port = typeof address === 'object' && address !== null ? address.port : 0
-      server.close(() => (port > 0 ? resolve(port) : reject(new Error('freePort: no port assigned'))))
-    })
-  })
-}
+/** A free TCP port on `host` (default 127.0.0.1): harness/ports.mjs, shared with the benchmarks. */
+export { freePort } from '../../harness/ports.mjs'
 
 /** A temporary directory (see {@link tmpDir}). */
 export interface TmpDir {

@@ -4,10 +4,10 @@
  */
 import type { ExecutionContext } from 'ava'
 import type { VersionedFleet } from './fleet.js'
-import type { LoadResult } from './load.js'
+import type { LoadCounts } from '../../harness/load.mjs'
 
 /** The load ran (more than 500 requests) and no request failed or got a non-2xx answer. */
-export function assertNoFailedRequests(t: ExecutionContext, result: LoadResult): void {
+export function assertNoFailedRequests(t: ExecutionContext, result: LoadCounts): void {
   t.true(result.requests > 500, `load ran: ${result.requests} requests`)
   t.is(result.errors, 0, `errors: ${JSON.stringify(result.errorCodes)}`)
   t.is(result.non2xx, 0)

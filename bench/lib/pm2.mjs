@@ -14,7 +14,7 @@ import { existsSync, readFileSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 
-import { alive, onCleanup, run, sleep, tempDir, trackPid } from './util.mjs'
+import { alive, onCleanup, run, sleep, tempDir, trackPid } from './processes.mjs'
 
 export const PM2_VERSION = '7.0.4'
 export const PM2_PREFIX = path.join(os.tmpdir(), 'baton-bench-pm2')

@@ -8,19 +8,11 @@
  * over the worker slots before / just after / late (`ss`), optional streams of fresh connections
  * during and after the action, load and probe results, foreign CPU use.
  */
-import {
-  connectionSplit,
-  cpuSnapshot,
-  foreignCpuSeconds,
-  freshStream,
-  loadToWrkShape,
-  sleep,
-  startNodeLoad,
-  startProbe,
-  startWrk,
-  waitQuiet,
-  wrkVersion,
-} from './util.mjs'
+import { sleep } from './processes.mjs'
+import { freshStream, startProbe } from './probe.mjs'
+import { connectionSplit } from './connections.mjs'
+import { loadToWrkShape, startNodeLoad, startWrk, wrkVersion } from './wrk.mjs'
+import { cpuSnapshot, foreignCpuSeconds, waitQuiet } from './machine.mjs'
 
 export const HAVE_WRK = wrkVersion() !== null
 
@@ -28,7 +20,7 @@ export const HAVE_WRK = wrkVersion() !== null
 export function loadDescription(durationS, connections = 64) {
   return HAVE_WRK
     ? `wrk -t1 -c${connections} -d${durationS}s --timeout 2s --latency`
-    : `node bench/lib/load.mjs -c${connections} -d${durationS}s (wrk not installed: figures are not comparable with the anchors' wrk figures)`
+    : `node harness/load.mjs -c${connections} -d${durationS}s (wrk not installed: figures are not comparable with the anchors' wrk figures)`
 }
 
 const pidsOf = (workers) => workers.map((w) => w.pid).filter(Boolean)

@@ -6,7 +6,6 @@
  * opened there, and the log in it is opened with `O_NOFOLLOW`: a link or a FIFO another
  * user planted is refused, never written through.
  */
-import { spawn } from 'node:child_process'
 import { closeSync, constants, openSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { request } from './control-client.js'
@@ -39,6 +38,9 @@ export async function startDaemon(
   log: string = logPath(runtimeDir, name),
   timeoutMs = 60_000,
 ): Promise<number> {
+  // Loaded here, not at the top: every client command imports this module (restart uses
+  // it), and only starting a daemon spawns.
+  const { spawn } = await import('node:child_process')
   native().ensureRuntimeDir(runtimeDir)
   const append = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT
   let fd: number

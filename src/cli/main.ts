@@ -39,24 +39,16 @@ import {
   stdio,
   stopCommand,
 } from './commands.js'
-import { CONFIG_NAMES, ConfigError, findConfig, readConfig } from '../master/config-file.js'
-import { logPath, startDaemon } from './daemon.js'
-import {
-  OptionsError,
-  resolveRuntimeDir,
-  type Balance,
-  type GroupOptions,
-  type SupervisorOptions,
-} from '../master/options.js'
-import { native } from '../native.js'
-import { isEcosystemFile } from '../master/pm2-ecosystem.js'
+import type { Balance, GroupOptions, SupervisorOptions } from '../master/options.js'
 import { searchDirs } from '../runtime-dir.js'
-import { startupCommand } from './startup.js'
-import { monitCommand } from './monit.js'
 import { visible } from '../format.js'
-import { ReloadError, socketActivated, Supervisor } from '../master/supervisor.js'
-import { ownOutputs, SOURCE_EXTENSIONS, takeWatchFlag, WATCH_DEBOUNCE_MS, watchPaths } from './watch.js'
+import type { Supervisor } from '../master/supervisor.js'
 import { GROUP_FLAGS } from './group-flags.js'
+
+// The client commands (status, reload, stop, logs, scale...) load only commands.js and
+// the control client above. `baton start` loads the master API (Supervisor, the config
+// file and PM2 readers, the option checks) when it runs: see bench/cli-startup.mjs and
+// "Start-up" in docs/benchmarks.md for what that saves.
 
 const USAGE = `baton: graceful sequential reloads for Node.js services
 
@@ -203,6 +195,14 @@ function parse(args: string[], options: NonNullable<ParseArgsConfig['options']>)
 }
 
 async function start(args: string[]): Promise<number> {
+  const [{ CONFIG_NAMES, findConfig, readConfig }, { resolveRuntimeDir }, { isEcosystemFile }, { takeWatchFlag }] =
+    await Promise.all([
+      import('../master/config-file.js'),
+      import('../master/options.js'),
+      import('../master/pm2-ecosystem.js'),
+      import('./watch.js'),
+    ])
+  const { Supervisor, socketActivated } = await import('../master/supervisor.js')
   const dash = args.indexOf('--')
   const own = dash >= 0 ? args.slice(0, dash) : args
   const scriptArgs = dash >= 0 ? args.slice(dash + 1) : []
@@ -323,6 +323,7 @@ async function start(args: string[]): Promise<number> {
     )
   }
   if (values.daemon) {
+    const { logPath, startDaemon } = await import('./daemon.js')
     const again = ['start', ...own.filter((a) => a !== '--daemon'), ...(dash >= 0 ? ['--', ...scriptArgs] : [])]
     const log = options.logFile ?? logPath(runtimeDir, name)
     const pid = await startDaemon(
@@ -335,7 +336,7 @@ async function start(args: string[]): Promise<number> {
     return 0
   }
   await supervisor.start()
-  if (watched !== undefined) watchAndReload(supervisor, name, watched, watchIgnore)
+  if (watched !== undefined) await watchAndReload(supervisor, name, watched, watchIgnore)
   const groups = supervisor.status().groups.map(({ name, sockets, stopTimeoutMs, readyTimeoutMs, balance }) => ({
     name,
     sockets,
@@ -360,7 +361,11 @@ async function start(args: string[]): Promise<number> {
 }
 
 /** `--watch`: reload on file changes, printing what changed and how the reload ended. */
-function watchAndReload(supervisor: Supervisor, name: string, paths: string[], ignore: string[]): void {
+async function watchAndReload(supervisor: Supervisor, name: string, paths: string[], ignore: string[]): Promise<void> {
+  const [{ ownOutputs, SOURCE_EXTENSIONS, WATCH_DEBOUNCE_MS, watchPaths }, { ReloadError }] = await Promise.all([
+    import('./watch.js'),
+    import('../master/supervisor.js'),
+  ])
   // The fleet's own outputs never count as a change (else each reload's log lines would
   // trigger the next): the groups' log files, the master's log file, the runtime dir and
   // wherever this process's stdout and stderr are redirected.
@@ -412,7 +417,7 @@ export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv
   // Started by `baton upgrade`: the addon seals the inherited fds as it loads (native.ts),
   // before a config file's JavaScript runs.
-  if (process.env.BATON_UPGRADE) native()
+  if (process.env.BATON_UPGRADE) (await import('../native.js')).native()
   try {
     switch (command) {
       case undefined:
@@ -445,6 +450,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'startup': {
         const { values, positionals } = parse(rest, { socket: { type: 'boolean' }, out: { type: 'string' } })
         if (positionals.length > 1) throw new CommandError(`unexpected arguments: ${positionals.slice(1).join(' ')}`, 2)
+        const { startupCommand } = await import('./startup.js')
         return await startupCommand(searchDirs(stdio.err), positionals[0], {
           socket: values.socket === true,
           out: values.out as string | undefined,
@@ -474,6 +480,7 @@ export async function main(argv: string[]): Promise<number> {
           throw new CommandError(`--interval expects milliseconds, 100 or more, got "${interval}"`, 2)
         }
         const { dir, name } = locateMaster(searchDirs(stdio.err), positionals[0])
+        const { monitCommand } = await import('./monit.js')
         return await monitCommand(dir, name, { intervalMs: interval === undefined ? undefined : Number(interval) })
       }
       case 'reopen-logs': {
@@ -499,7 +506,9 @@ export async function main(argv: string[]): Promise<number> {
     const err = e as Error
     stdio.err(`baton: ${visible(err.message)}`)
     if (e instanceof CommandError) return e.exitCode
-    if (e instanceof OptionsError || e instanceof ConfigError) return 2
+    // Refused options or config file (src/master/options.ts, src/master/config-file.ts),
+    // told apart by name: the client commands do not load those modules.
+    if (err.name === 'OptionsError' || err.name === 'ConfigError') return 2
     return 1
   }
 }

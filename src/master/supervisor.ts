@@ -5,7 +5,7 @@
  */
 import { EventEmitter } from 'node:events'
 import type { BindingFleetOptions, BindingGroupOptions, NativeSupervisor } from '../../native/index.cjs'
-import { HealthServer, type HealthOptions } from './health.js'
+import type { HealthOptions, HealthServer } from './health.js'
 import { MAX_WORKERS } from '../defaults.js'
 import { assertSupportedPlatform, native } from '../native.js'
 import {
@@ -24,7 +24,14 @@ import {
 } from './options.js'
 import { visible } from '../format.js'
 import type { ConfigChange, ReloadReport, Status, SupervisorEvent, SupervisorEvents, UpgradeEvent } from '../types.js'
-import { worker, type Worker } from '../worker/worker.js'
+import type { Worker } from '../worker/worker.js'
+
+/**
+ * Whether this process is a baton worker (env `BATON_GROUP`, as read by the worker
+ * runtime, src/worker/worker.ts). The master does not load the worker runtime: it is only
+ * imported where a worker runs the group's hooks ({@link Supervisor.runAll}).
+ */
+const IN_WORKER = (process.env.BATON_GROUP ?? '') !== ''
 
 /** Workerman-style hooks, run inside each worker process of a group. */
 export interface WorkerHooks {
@@ -193,7 +200,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   group(name: string, options: GroupOptions = {}, hooks?: WorkerHooks): this {
     if (this.#groups.has(name)) throw new OptionsError(`groups.${name}`, 'a group of this name already exists')
     if (this.#native) throw new OptionsError(`groups.${name}`, 'groups cannot be added after start()')
-    if (!worker.isWorker) resolveGroup(name, options, hooks ? process.argv[1] : undefined)
+    if (!IN_WORKER) resolveGroup(name, options, hooks ? process.argv[1] : undefined)
     this.#groups.set(name, { options, hooks })
     return this
   }
@@ -219,22 +226,27 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     // The health endpoint listens first: a port in use fails the start before any worker runs.
     const address = this.#healthAddress
     this.#launching = true
-    return HealthServer.listen(
-      address,
-      () => (this.#native ? this.status() : { ready: false, notReadyReason: 'the fleet is starting' }),
-      this.#healthOptions(),
-    ).then(
-      (server) => {
-        this.#launching = false
-        this.#health = server
-        this.#log(`health endpoint on ${server.address}`)
-        return this.#launch(launchOptions)
-      },
-      (e: Error) => {
-        this.#launching = false
-        throw new StartError(`health: cannot listen on ${address}: ${e.message}`)
-      },
-    )
+    // Loaded only when asked for: a master without a health endpoint does not load node:http.
+    return import('./health.js')
+      .then(({ HealthServer }) =>
+        HealthServer.listen(
+          address,
+          () => (this.#native ? this.status() : { ready: false, notReadyReason: 'the fleet is starting' }),
+          this.#healthOptions(),
+        ),
+      )
+      .then(
+        (server) => {
+          this.#launching = false
+          this.#health = server
+          this.#log(`health endpoint on ${server.address}`)
+          return this.#launch(launchOptions)
+        },
+        (e: Error) => {
+          this.#launching = false
+          throw new StartError(`health: cannot listen on ${address}: ${e.message}`)
+        },
+      )
   }
 
   #launch(launchOptions: BindingFleetOptions): Promise<void> {
@@ -489,7 +501,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
    * | reload | upgrade | status` from argv.
    */
   async runAll(argv: string[] = process.argv.slice(2)): Promise<void> {
-    if (worker.isWorker) {
+    if (IN_WORKER) {
+      const { worker } = await import('../worker/worker.js')
       const entry = this.#groups.get(worker.group)
       if (!entry) throw new Error(`this worker's group "${worker.group}" is not defined in this script`)
       const hooks = entry.hooks ?? {}
@@ -614,21 +627,23 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
    * retried every 50 ms for up to 10 s.
    */
   #takeHealth(address: string, tries = 200): void {
-    HealthServer.listen(address, () => this.status(), this.#healthOptions()).then(
-      (server) => {
-        if (this.#hasStopped || this.#health !== undefined) {
-          void server.close()
-          return
-        }
-        this.#health = server
-        this.#log(`health endpoint on ${server.address}`)
-      },
-      (e: Error) => {
-        if (this.#hasStopped) return
-        if (tries > 1) setTimeout(() => this.#takeHealth(address, tries - 1), 50).unref()
-        else this.#log(`health: cannot listen on ${address} after the upgrade: ${e.message}`)
-      },
-    )
+    import('./health.js')
+      .then(({ HealthServer }) => HealthServer.listen(address, () => this.status(), this.#healthOptions()))
+      .then(
+        (server) => {
+          if (this.#hasStopped || this.#health !== undefined) {
+            void server.close()
+            return
+          }
+          this.#health = server
+          this.#log(`health endpoint on ${server.address}`)
+        },
+        (e: Error) => {
+          if (this.#hasStopped) return
+          if (tries > 1) setTimeout(() => this.#takeHealth(address, tries - 1), 50).unref()
+          else this.#log(`health: cannot listen on ${address} after the upgrade: ${e.message}`)
+        },
+      )
   }
 
   /** How the health endpoint answers: detail or not, and the status's age from the core. */

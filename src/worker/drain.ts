@@ -48,9 +48,7 @@
  */
 import * as http from 'node:http'
 import type * as http2 from 'node:http2'
-import * as https from 'node:https'
 import * as net from 'node:net'
-import * as tls from 'node:tls'
 
 /** Options of {@link drainServer} and {@link trackServer}. */
 export interface DrainOptions {
@@ -125,7 +123,22 @@ const DETACH_EVENTS = ['upgrade', 'connect'] as const
  * connections {@link drainServer} closes itself.
  */
 export function isHttpServer(server: net.Server): boolean {
-  return server instanceof http.Server || server instanceof https.Server
+  if (server instanceof http.Server) return true
+  return isTlsServer(server) && server instanceof process.getBuiltinModule('node:https').Server
+}
+
+/**
+ * Whether `server` is a TLS server (`tls.Server`, `https.Server`, HTTP/2's secure server),
+ * whose connections are announced by `'secureConnection'`. Such a server exists only once
+ * the application has loaded node:tls, so the runtime looks the module up then and never
+ * loads it itself: a worker that serves plain HTTP does not load TLS and crypto (what a
+ * worker loads is measured in docs/benchmarks.md).
+ */
+export function isTlsServer(server: net.Server): boolean {
+  return (
+    typeof (server as { setSecureContext?: unknown }).setSecureContext === 'function' &&
+    server instanceof process.getBuiltinModule('node:tls').Server
+  )
 }
 
 /**
@@ -168,7 +181,7 @@ export function trackServer(server: net.Server, options: DrainOptions = {}): voi
   }
   tracked.set(server, t)
 
-  const connectionEvent = server instanceof tls.Server ? 'secureConnection' : 'connection'
+  const connectionEvent = isTlsServer(server) ? 'secureConnection' : 'connection'
   server.on(connectionEvent, (socket: net.Socket) => {
     const conn = connOf(t, socket)
     if (t.draining && t.http && conn.responses.size === 0) armIdle(t, conn)

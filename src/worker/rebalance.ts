@@ -12,9 +12,8 @@
  * @module
  */
 import type * as net from 'node:net'
-import * as tls from 'node:tls'
 
-import { connectionCount, shedConnections, trackServer } from './drain.js'
+import { connectionCount, isTlsServer, shedConnections, trackServer } from './drain.js'
 
 /** Delay between a change of the count and its report (reports are coalesced). */
 const REPORT_DELAY_MS = 100
@@ -43,7 +42,7 @@ export class ConnectionBalance {
     if (this.#servers.has(server)) return
     trackServer(server)
     this.#servers.add(server)
-    const event = server instanceof tls.Server ? 'secureConnection' : 'connection'
+    const event = isTlsServer(server) ? 'secureConnection' : 'connection'
     server.on(event, (socket: net.Socket) => {
       this.#changed()
       socket.once('close', () => this.#changed())
