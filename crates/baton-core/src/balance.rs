@@ -25,7 +25,7 @@
 //! with an eighth of the fair share (the gain was up to 4) every small random imbalance
 //! grew into counts swinging between about 56+8 and 8+56 every report, the emptied worker
 //! idling while the other's queue was full. A headroom of one fair share halves a deficit
-//! each report at worst ([`tests::churn_converges`]). Keep-alive clients, which do not
+//! each report at worst (test `churn_converges`). Keep-alive clients, which do not
 //! follow the share by themselves, are moved by the sheds below.
 //!
 //! **Shedding.** Keep-alive clients never move by themselves: after a stop-first reload
