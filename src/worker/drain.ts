@@ -74,11 +74,22 @@ const WEBSOCKET_CLOSE_1012 = Buffer.from([0x88, 0x02, 0x03, 0xf4])
 /** Default idle window of a draining HTTP connection, in ms. */
 export const DEFAULT_IDLE_MS = 500
 
-/** One tracked connection. */
+/**
+ * One tracked connection.
+ *
+ * The hot path (every connection and every request of a tracked server) does as little as
+ * it can: a connection costs one entry and one shared `'close'` listener; a request only
+ * records its response as the connection's newest. Node finishes the responses of one
+ * HTTP/1 connection in request order (a pipelined response waits, buffered, until the
+ * earlier ones are written), so "a response is in flight" is "the newest one is not
+ * finished", and only the newest response needs watching, and only while draining.
+ */
 interface Conn {
   readonly socket: net.Socket
-  /** Responses in flight on this socket (requests received, response not finished). */
-  readonly responses: Set<http.ServerResponse>
+  /** The response to the newest request (see {@link inFlight}). */
+  newest: http.ServerResponse | undefined
+  /** The newest response was seen to finish or close (watched while draining). */
+  newestDone: boolean
   /** Pending idle-close timer while draining. */
   idleTimer: NodeJS.Timeout | undefined
   /** `socket.bytesRead` when the idle timer was armed (bytes since then = activity). */
@@ -109,6 +120,12 @@ interface Tracked {
   idleMs: number
   /** Callbacks waiting for connections to close (`httpOnly`: ignore detached ones). */
   readonly waiters: Set<{ readonly httpOnly: boolean; readonly resolve: () => void }>
+  /** Called when a connection opens or closes (see {@link onConnectionCount}). */
+  readonly counters: Array<() => void>
+  /** The `'close'` listener of every tracked socket (`this` is the socket). */
+  readonly onSocketClose: (this: net.Socket) => void
+  /** The pipelining guard on `server.emit` is installed (see {@link guardRequests}). */
+  guarded: boolean
 }
 
 const tracked = new WeakMap<net.Server, Tracked>()
@@ -178,13 +195,23 @@ export function trackServer(server: net.Server, options: DrainOptions = {}): voi
     shedQuota: 0,
     idleMs: checkIdleMs(options.idleMs ?? DEFAULT_IDLE_MS),
     waiters: new Set(),
+    counters: [],
+    onSocketClose(this: net.Socket) {
+      const conn = t.conns.get(this)
+      if (conn === undefined) return
+      clearIdle(conn)
+      t.conns.delete(this)
+      settle(t)
+      for (const counter of t.counters) counter()
+    },
+    guarded: false,
   }
   tracked.set(server, t)
 
   const connectionEvent = isTlsServer(server) ? 'secureConnection' : 'connection'
   server.on(connectionEvent, (socket: net.Socket) => {
     const conn = connOf(t, socket)
-    if (t.draining && t.http && conn.responses.size === 0) armIdle(t, conn)
+    if (t.draining && t.http && inFlight(conn) === undefined) armIdle(t, conn)
   })
 
   if (t.http2) {
@@ -196,18 +223,6 @@ export function trackServer(server: net.Server, options: DrainOptions = {}): voi
   }
 
   if (!t.http) return
-
-  // A pipelined request that would be answered on a socket closing after its marked
-  // response is never given to the application (see the pipelining rule).
-  const emit = server.emit as (this: net.Server, event: string | symbol, ...args: unknown[]) => boolean
-  ;(server as { emit: typeof emit }).emit = function (this: net.Server, event, ...args): boolean {
-    if (event === 'request') {
-      const req = args[0] as http.IncomingMessage
-      const conn = t.conns.get(req.socket)
-      if (conn?.closer?.headersSent === true) return true
-    }
-    return emit.call(this, event, ...args)
-  }
 
   // Runs before the application's handler, so the response is still unsent.
   const onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
@@ -249,6 +264,36 @@ export function trackServer(server: net.Server, options: DrainOptions = {}): voi
     if (typeof event === 'string') ensureMirror(event)
   })
   for (const event of mirrored.keys()) ensureMirror(event)
+}
+
+/**
+ * Call `fn` whenever a tracked connection of `server` opens or closes (the worker reports
+ * its count to the master with it, rebalance.ts). Tracks `server` if it is not yet.
+ */
+export function onConnectionCount(server: net.Server, fn: () => void): void {
+  trackServer(server)
+  ;(tracked.get(server) as Tracked).counters.push(fn)
+}
+
+/**
+ * Make sure a pipelined request that would be answered on a socket closing after its
+ * marked response is never given to the application (see the pipelining rule). Installed
+ * on `server.emit` when the first response is marked: until then no socket closes after a
+ * marked response, and the requests skip the check.
+ */
+function guardRequests(t: Tracked): void {
+  if (t.guarded) return
+  t.guarded = true
+  const server = t.server
+  const emit = server.emit as (this: net.Server, event: string | symbol, ...args: unknown[]) => boolean
+  ;(server as { emit: typeof emit }).emit = function (this: net.Server, event, ...args): boolean {
+    if (event === 'request') {
+      const req = args[0] as http.IncomingMessage
+      const conn = t.conns.get(req.socket)
+      if (conn?.closer?.headersSent === true) return true
+    }
+    return emit.call(this, event, ...args)
+  }
 }
 
 /**
@@ -322,11 +367,12 @@ export function drainServer(server: net.Server, options: DrainOptions = {}): Pro
         if (conn.websocket && t.upgrades === 'close') closeWebSocket(conn.socket)
         continue
       }
-      if (conn.responses.size === 0) {
+      const newest = inFlight(conn)
+      if (newest === undefined) {
         armIdle(t, conn)
       } else {
-        const newest = [...conn.responses].at(-1)
-        if (newest !== undefined && !newest.headersSent) markCloser(conn, newest)
+        watchResponse(t, conn, newest)
+        if (!newest.headersSent) markCloser(t, conn, newest)
       }
     }
   }
@@ -372,7 +418,8 @@ function checkUpgrades(upgrades: string): 'close' | 'keep' {
 const ownKeepAlive = new WeakMap<http.ServerResponse, boolean>()
 
 /** Make `res` the response of `conn` that carries `Connection: close`. */
-function markCloser(conn: Conn, res: http.ServerResponse): void {
+function markCloser(t: Tracked, conn: Conn, res: http.ServerResponse): void {
+  guardRequests(t)
   const previous = conn.closer
   if (previous !== undefined && previous !== res && !previous.headersSent) {
     previous.shouldKeepAlive = ownKeepAlive.get(previous) ?? true
@@ -406,7 +453,8 @@ function connOf(t: Tracked, socket: net.Socket): Conn {
   if (conn !== undefined) return conn
   conn = {
     socket,
-    responses: new Set(),
+    newest: undefined,
+    newestDone: false,
     idleTimer: undefined,
     bytesAtIdle: 0,
     detached: false,
@@ -415,32 +463,57 @@ function connOf(t: Tracked, socket: net.Socket): Conn {
     closer: undefined,
   }
   t.conns.set(socket, conn)
-  const created = conn
-  socket.once('close', () => {
-    clearIdle(created)
-    t.conns.delete(socket)
-    settle(t)
-  })
+  socket.on('close', t.onSocketClose)
+  for (const counter of t.counters) counter()
   return conn
+}
+
+/**
+ * The response of `conn` still in flight, if any: its newest one, unless that one has
+ * finished or closed (responses finish in request order, see {@link Conn}).
+ */
+function inFlight(conn: Conn): http.ServerResponse | undefined {
+  const res = conn.newest
+  if (res === undefined || conn.newestDone || res.writableFinished || res.destroyed) return undefined
+  return res
+}
+
+/** The connection a watched response belongs to (see {@link watchResponse}). */
+const responseConn = new WeakMap<http.ServerResponse, { readonly t: Tracked; readonly conn: Conn }>()
+
+/** While draining: when `res`, the newest response of `conn`, ends, the connection idles. */
+function watchResponse(t: Tracked, conn: Conn, res: http.ServerResponse): void {
+  if (responseConn.has(res)) return
+  responseConn.set(res, { t, conn })
+  res.once('finish', onWatchedResponseEnd)
+  res.once('close', onWatchedResponseEnd)
+}
+
+function onWatchedResponseEnd(this: http.ServerResponse): void {
+  const owner = responseConn.get(this)
+  if (owner === undefined) return
+  const { t, conn } = owner
+  // An earlier response (a newer one is in flight), or the second of 'finish' / 'close'.
+  if (conn.newest !== this || conn.newestDone) return
+  conn.newestDone = true
+  if (t.draining && !conn.detached && !conn.socket.destroyed) armIdle(t, conn)
 }
 
 function onRequestStart(t: Tracked, req: http.IncomingMessage, res: http.ServerResponse): void {
   const conn = connOf(t, req.socket)
-  conn.responses.add(res)
-  clearIdle(conn)
-  if (!t.draining && t.shedQuota > 0 && !conn.shed) {
+  conn.newest = res
+  conn.newestDone = false
+  if (conn.idleTimer !== undefined) clearIdle(conn)
+  if (t.shedQuota > 0 && !t.draining && !conn.shed) {
     t.shedQuota -= 1
     conn.shed = true
   }
-  if (t.draining || conn.shed) markCloser(conn, res)
-  const done = (): void => {
-    if (!conn.responses.delete(res)) return
-    if (t.draining && conn.responses.size === 0 && !conn.detached && !conn.socket.destroyed) {
-      armIdle(t, conn)
-    }
+  if (t.draining) {
+    markCloser(t, conn, res)
+    watchResponse(t, conn, res)
+  } else if (conn.shed) {
+    markCloser(t, conn, res)
   }
-  res.once('finish', done)
-  res.once('close', done)
 }
 
 function armIdle(t: Tracked, conn: Conn): void {
@@ -453,7 +526,7 @@ function armIdle(t: Tracked, conn: Conn): void {
     setImmediate(() => {
       if (conn.idleTimer !== timer) return // cleared, or armed again
       conn.idleTimer = undefined
-      if (conn.detached || conn.responses.size > 0 || conn.socket.destroyed) return
+      if (conn.detached || inFlight(conn) !== undefined || conn.socket.destroyed) return
       // Bytes arrived but no request yet: a request is being received. Wait again.
       if (conn.socket.bytesRead !== conn.bytesAtIdle) {
         armIdle(t, conn)

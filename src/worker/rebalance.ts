@@ -13,7 +13,7 @@
  */
 import type * as net from 'node:net'
 
-import { connectionCount, isTlsServer, shedConnections, trackServer } from './drain.js'
+import { connectionCount, onConnectionCount, shedConnections } from './drain.js'
 
 /** Delay between a change of the count and its report (reports are coalesced). */
 const REPORT_DELAY_MS = 100
@@ -40,13 +40,9 @@ export class ConnectionBalance {
   /** Report `server`'s connections from now on (it is tracked by the drain). Idempotent. */
   watch(server: net.Server): void {
     if (this.#servers.has(server)) return
-    trackServer(server)
     this.#servers.add(server)
-    const event = isTlsServer(server) ? 'secureConnection' : 'connection'
-    server.on(event, (socket: net.Socket) => {
-      this.#changed()
-      socket.once('close', () => this.#changed())
-    })
+    // The drain's own tracking tells us (no listener of our own on every socket).
+    onConnectionCount(server, this.#onCount)
   }
 
   /** Close `count` keep-alive connections gracefully, taken from the servers in turn. */
@@ -71,6 +67,8 @@ export class ConnectionBalance {
     this.#reported = connections
     this.#report(connections)
   }
+
+  readonly #onCount = (): void => this.#changed()
 
   #changed(): void {
     if (this.#timer !== undefined) return

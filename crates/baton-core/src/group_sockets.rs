@@ -377,6 +377,31 @@ impl GroupSockets {
         }
     }
 
+    /// `loads` with each known count raised by the connections waiting in that slot's
+    /// accept queues (every per-slot address, listen and drop-in alike): what the weights of new connections go by
+    /// (`balance.rs`). A worker that falls behind accepts late, so its own count alone
+    /// would make it look idle and draw even more new connections.
+    pub fn with_queued(&self, loads: &[crate::balance::SlotLoad]) -> Vec<crate::balance::SlotLoad> {
+        loads
+            .iter()
+            .map(|l| {
+                let queued: u32 = self
+                    .per_addr
+                    .iter()
+                    .chain(self.drop_in.iter().map(|d| &d.sockets))
+                    .filter_map(|a| match a {
+                        AddrSockets::PerSlot(v) => v.get(l.slot as usize)?.queued(),
+                        AddrSockets::Shared(_) => None,
+                    })
+                    .sum();
+                crate::balance::SlotLoad {
+                    slot: l.slot,
+                    connections: l.connections.map(|c| c.saturating_add(queued)),
+                }
+            })
+            .collect()
+    }
+
     /// Send the new connections of every per-slot address only to the sockets of the
     /// serving slots in `shares`, each with its share: `(slot, weight)` (see `balance.rs`;
     /// no share: the kernel's hash). The program belongs to the address's reuseport group,

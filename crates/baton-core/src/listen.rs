@@ -131,6 +131,43 @@ impl Listener {
         self.socket.set_nonblocking(true)
     }
 
+    /// How many connections wait in this listening TCP socket's accept queue (handshake
+    /// done, not yet accepted by a worker); `None` for a Unix socket, off Linux, or when
+    /// the kernel does not say. The master adds it to a slot's load: a worker that falls
+    /// behind holds few accepted connections but a long queue (see `balance.rs`).
+    pub fn queued(&self) -> Option<u32> {
+        #[cfg(target_os = "linux")]
+        {
+            // A Unix socket has no port and no TCP accept queue.
+            self.port?;
+            // SAFETY: `tcp_info` is plain old data (integers only), so all zeroes is a valid
+            // value; getsockopt writes at most `len` bytes into it and the fd is ours and
+            // open for the duration of the call.
+            let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+            let rc = unsafe {
+                libc::getsockopt(
+                    self.socket.as_raw_fd(),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_INFO,
+                    (&mut info as *mut libc::tcp_info).cast(),
+                    &mut len,
+                )
+            };
+            // For a socket in LISTEN, the kernel reports its accept queue's length in
+            // `tcpi_unacked` (and the queue's limit in `tcpi_sacked`).
+            const TCP_LISTEN: u8 = 10;
+            if rc != 0 || info.tcpi_state != TCP_LISTEN {
+                return None;
+            }
+            Some(info.tcpi_unacked)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            None
+        }
+    }
+
     /// Accept one queued connection, non-blocking and close-on-exec; `Ok(None)` when the
     /// queue is empty. The socket must be non-blocking ([`Listener::set_nonblocking`]).
     /// `ECONNABORTED` (the client gave up while queued) is skipped.
@@ -631,6 +668,33 @@ mod tests {
         let a = bind_with(&tcp("127.0.0.1", 0), &opts).unwrap();
         let b = bind_with(&tcp("127.0.0.1", a.port().unwrap()), &opts).unwrap();
         assert_eq!(a.port(), b.port());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn queued_counts_the_connections_waiting_in_the_accept_queue() {
+        let l = bind(&tcp("127.0.0.1", 0), 16).unwrap();
+        l.set_nonblocking().unwrap();
+        assert_eq!(l.queued(), Some(0));
+        let clients: Vec<TcpStream> = (0..3)
+            .map(|_| TcpStream::connect(("127.0.0.1", l.port().unwrap())).unwrap())
+            .collect();
+        // Loopback handshakes complete within the connect calls; give the kernel a bounded
+        // while to queue the last one.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while l.queued() != Some(3) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(l.queued(), Some(3));
+        assert!(l.accept_pending().unwrap().is_some());
+        assert_eq!(l.queued(), Some(2));
+        drop(clients);
+        // A Unix socket has no TCP accept queue to report.
+        let dir = temp_dir();
+        let u = bind(&ListenAddr::Unix(dir.join("q.sock")), 16).unwrap();
+        assert_eq!(u.queued(), None);
+        drop(u);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

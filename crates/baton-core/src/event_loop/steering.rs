@@ -101,7 +101,7 @@ impl LoopState {
                     .and_then(|io| io.connections),
             })
             .collect();
-        let shares = balance::weights(&loads);
+        let shares = balance::weights(&sockets.with_queued(&loads));
         if r.shares_changed(group, &shares) {
             let errors = sockets.steer_weighted(&shares);
             let name = self.group_names.get(group).cloned().unwrap_or_default();
