@@ -29,30 +29,14 @@
 import { readFileSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 
-import {
-  BATON_URL,
-  args,
-  connectionsPerPid,
-  cpuSnapshot,
-  exited,
-  fmt,
-  foreignCpuSeconds,
-  freePort,
-  installCleanup,
-  listOption,
-  machine,
-  median,
-  onCleanup,
-  parseWrk,
-  runMain,
-  sleep,
-  spawnTracked,
-  startCliFleet,
-  tempDir,
-  waitQuiet,
-  writeResult,
-  wrkVersion,
-} from './lib/util.mjs'
+import { writeResult } from './lib/paths.mjs'
+import { exited, freePort, installCleanup, runMain, sleep, spawnTracked, tempDir } from './lib/processes.mjs'
+import { args, listOption } from './lib/args.mjs'
+import { connectionsPerPid } from './lib/connections.mjs'
+import { parseWrk, wrkVersion } from './lib/wrk.mjs'
+import { fmt, median } from './lib/stats.mjs'
+import { cpuSnapshot, foreignCpuSeconds, machine, waitQuiet } from './lib/machine.mjs'
+import { startCliFleet, startNodeCluster } from './lib/fleet.mjs'
 
 const opt = args()
 const quick = opt.quick === true
@@ -97,44 +81,10 @@ await worker.listen(server);
 // ---------------------------------------------------------------------------------------
 // Fleets: { port, master, workers: [pid], dispose() }
 
+/** node:cluster with `WORKERS` workers: `rr` (SCHED_RR, PM2's cluster mode) or `none` (SCHED_NONE, direct accept). */
 async function startCluster(script, workDir, policy) {
-  const port = await freePort()
-  const primary = path.join(workDir, `cluster-${policy}.mjs`)
-  writeFileSync(
-    primary,
-    [
-      "import cluster from 'node:cluster';",
-      `cluster.schedulingPolicy = cluster.${policy === 'rr' ? 'SCHED_RR' : 'SCHED_NONE'};`,
-      `cluster.setupPrimary({ exec: ${JSON.stringify(script)} });`,
-      `for (let i = 0; i < ${WORKERS}; i++) cluster.fork({ PORT: '${port}' });`,
-      "process.on('SIGTERM', () => { for (const w of Object.values(cluster.workers)) w.process.kill('SIGKILL'); process.exit(0); });",
-      `let up = 0; cluster.on('listening', () => { if (++up === ${WORKERS}) console.log(JSON.stringify(Object.values(cluster.workers).map((w) => w.process.pid))); });`,
-    ].join('\n'),
-  )
-  const child = spawnTracked(process.execPath, [primary], { stdio: ['ignore', 'pipe', 'inherit'] })
-  const remove = onCleanup(() => child.kill('SIGKILL'))
-  const workers = await new Promise((resolve, reject) => {
-    let out = ''
-    const timer = setTimeout(() => reject(new Error('node:cluster did not come up')), 15_000)
-    child.stdout.on('data', (d) => {
-      out += d
-      if (out.includes('\n')) {
-        clearTimeout(timer)
-        resolve(JSON.parse(out.split('\n')[0]))
-      }
-    })
-  })
-  return {
-    port,
-    master: child.pid,
-    workers,
-    dispose: async () => {
-      child.kill('SIGTERM')
-      await Promise.race([exited(child), sleep(3000)])
-      child.kill('SIGKILL')
-      remove()
-    },
-  }
+  const fleet = await startNodeCluster({ script, workDir, workers: WORKERS, policy })
+  return { port: fleet.port, master: fleet.pid, workers: fleet.workers, dispose: fleet.dispose }
 }
 
 async function startBaton(script) {

@@ -18,7 +18,6 @@
  *          [--balance shared,reuseport[,default]] [--quick]
  * Writes bench/results/steady.json and prints a markdown table.
  */
-import { writeFileSync } from 'node:fs'
 import path from 'node:path'
 
 import { writeResult } from './lib/paths.mjs'
@@ -30,7 +29,7 @@ import { connectionsPerPid } from './lib/connections.mjs'
 import { startWrk, wrkVersion } from './lib/wrk.mjs'
 import { fmt, mmm, stats } from './lib/stats.mjs'
 import { cpuSnapshot, foreignCpuSeconds, machine, waitQuiet } from './lib/machine.mjs'
-import { balanceFlags, startCliFleet } from './lib/fleet.mjs'
+import { balanceFlags, startCliFleet, startNodeCluster } from './lib/fleet.mjs'
 
 const opt = args()
 const quick = opt.quick === true
@@ -72,43 +71,13 @@ async function startSingle(script) {
 
 /** node:cluster, 2 workers, SCHED_RR: the primary accepts and hands connections out. */
 async function startCluster(script, workDir) {
-  const port = await freePort()
-  const primary = path.join(workDir, 'cluster-primary.mjs')
-  writeFileSync(
-    primary,
-    [
-      "import cluster from 'node:cluster';",
-      'cluster.schedulingPolicy = cluster.SCHED_RR;',
-      `cluster.setupPrimary({ exec: ${JSON.stringify(script)} });`,
-      `for (let i = 0; i < 2; i++) cluster.fork({ PORT: '${port}' });`,
-      "process.on('SIGTERM', () => { for (const w of Object.values(cluster.workers)) w.process.kill('SIGKILL'); process.exit(0); });",
-      "let up = 0; cluster.on('listening', () => { if (++up === 2) console.log(JSON.stringify(Object.values(cluster.workers).map((w) => w.process.pid))); });",
-    ].join('\n'),
-  )
-  const child = spawnTracked(process.execPath, [primary], { stdio: ['ignore', 'pipe', 'inherit'] })
-  const remove = onCleanup(() => child.kill('SIGKILL'))
-  const pids = await new Promise((resolve, reject) => {
-    let out = ''
-    const timer = setTimeout(() => reject(new Error('node:cluster did not come up')), 15_000)
-    child.stdout.on('data', (d) => {
-      out += d
-      if (out.includes('\n')) {
-        clearTimeout(timer)
-        resolve(JSON.parse(out.split('\n')[0]))
-      }
-    })
-  })
+  const fleet = await startNodeCluster({ script, workDir, workers: 2, policy: 'rr' })
   return {
-    port,
-    roots: [child.pid],
-    leaves: async () => pids,
-    workerPids: async () => pids,
-    dispose: async () => {
-      child.kill('SIGTERM')
-      await Promise.race([exited(child), sleep(3000)])
-      child.kill('SIGKILL')
-      remove()
-    },
+    port: fleet.port,
+    roots: [fleet.pid],
+    leaves: async () => fleet.workers,
+    workerPids: async () => fleet.workers,
+    dispose: fleet.dispose,
   }
 }
 

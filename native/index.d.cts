@@ -774,19 +774,25 @@ export interface BackoffCheck {
   problem?: OptionProblem
 }
 
-/** One bound listen address. */
+/** A bound listen address (`supervisor.addresses()`, exported as `BoundAddress`). */
 export interface BindingBoundAddress {
   /** Group name. */
   group: string
   /** The address as configured. */
   configured: string
-  /** The address actually bound (a real port for `:0`). */
+  /** The address actually bound (a real port for `:0`), or the address of systemd's socket. */
   bound: string
-  /** `bound` (baton bound it) or `inherited` (systemd passed it: socket activation). */
+  /**
+   * `inherited`: systemd passed the socket (socket activation, `LISTEN_FDS`); `bound`:
+   * baton bound it.
+   */
   from: 'bound' | 'inherited'
-  /** The fd number systemd passed it as (inherited only). */
+  /** The fd number systemd passed the socket as (inherited only). */
   fd?: number
-  /** Its name in `LISTEN_FDNAMES` (inherited only, when named). */
+  /**
+   * The socket's name in `LISTEN_FDNAMES` (`FileDescriptorName=`; inherited only, when
+   * named).
+   */
   fdName?: string
 }
 

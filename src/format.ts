@@ -1,7 +1,8 @@
 /** Human-readable rendering of status for the CLI. */
 import type { GroupStatus, OutputLine, Status } from './types.js'
 
-function uptime(startedAt: string | null, now: number): string {
+/** How long a worker has been up, as `baton status` and `baton monit` show it (`-` for an empty slot). */
+export function uptime(startedAt: string | null, now: number): string {
   if (!startedAt) return '-'
   const s = Math.max(0, Math.floor((now - Date.parse(startedAt)) / 1000))
   if (s < 60) return `${s}s`

@@ -1,10 +1,24 @@
 /**
- * A baton master run through the CLI (`baton start`), as a user runs it.
+ * The fleets the benchmarks compare: a baton master run through the CLI (`baton start`),
+ * as a user runs it, and node:cluster (`startNodeCluster`).
  */
 import { execFileSync } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
+import path from 'node:path'
 
 import { BATON_CLI } from './paths.mjs'
-import { alive, exited, onCleanup, removeTempDir, run, sleep, spawnTracked, tempDir, trackPid } from './processes.mjs'
+import {
+  alive,
+  exited,
+  freePort,
+  onCleanup,
+  removeTempDir,
+  run,
+  sleep,
+  spawnTracked,
+  tempDir,
+  trackPid,
+} from './processes.mjs'
 
 /** `baton start` flags of a balance mode; `default` (or none): no flag, baton's own default. */
 export function balanceFlags(balance) {
@@ -151,4 +165,52 @@ export async function startCliFleet({
     }
   }
   return fleet
+}
+
+/**
+ * node:cluster serving `script` (which listens on `process.env.PORT`) with `workers`
+ * workers under `policy`: `rr` (SCHED_RR: the primary accepts and hands connections out,
+ * PM2's cluster mode) or `none` (SCHED_NONE: the workers accept from one shared socket).
+ * Its primary is written into `workDir`. Resolves once every worker listens.
+ * @param {{ script: string, workDir: string, workers: number, policy: 'rr' | 'none' }} o
+ * @returns {Promise<{ port: number, pid: number, workers: number[], dispose: () => Promise<void> }>}
+ */
+export async function startNodeCluster({ script, workDir, workers, policy }) {
+  const port = await freePort()
+  const primary = path.join(workDir, `cluster-${policy}.mjs`)
+  writeFileSync(
+    primary,
+    [
+      "import cluster from 'node:cluster';",
+      `cluster.schedulingPolicy = cluster.${policy === 'rr' ? 'SCHED_RR' : 'SCHED_NONE'};`,
+      `cluster.setupPrimary({ exec: ${JSON.stringify(script)} });`,
+      `for (let i = 0; i < ${workers}; i++) cluster.fork({ PORT: '${port}' });`,
+      "process.on('SIGTERM', () => { for (const w of Object.values(cluster.workers)) w.process.kill('SIGKILL'); process.exit(0); });",
+      `let up = 0; cluster.on('listening', () => { if (++up === ${workers}) console.log(JSON.stringify(Object.values(cluster.workers).map((w) => w.process.pid))); });`,
+    ].join('\n'),
+  )
+  const child = spawnTracked(process.execPath, [primary], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const remove = onCleanup(() => child.kill('SIGKILL'))
+  const pids = await new Promise((resolve, reject) => {
+    let out = ''
+    const timer = setTimeout(() => reject(new Error('node:cluster did not come up')), 15_000)
+    child.stdout.on('data', (d) => {
+      out += d
+      if (out.includes('\n')) {
+        clearTimeout(timer)
+        resolve(JSON.parse(out.split('\n')[0]))
+      }
+    })
+  })
+  return {
+    port,
+    pid: child.pid,
+    workers: pids,
+    dispose: async () => {
+      child.kill('SIGTERM')
+      await Promise.race([exited(child), sleep(3000)])
+      child.kill('SIGKILL')
+      remove()
+    },
+  }
 }

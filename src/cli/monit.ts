@@ -30,7 +30,7 @@ import { readdirSync, readFileSync } from 'node:fs'
 import { request, type ControlAnswer } from './control-client.js'
 import { CommandError } from './commands.js'
 import { MAX_WORKERS } from '../defaults.js'
-import { visible } from '../format.js'
+import { uptime, visible } from '../format.js'
 import type { OutputLine, Status, WorkerStatus } from '../types.js'
 
 /** Refresh period of the view. */
@@ -81,15 +81,6 @@ export interface MonitView {
   /** An upgrade running now (see {@link upgradeProgress}), as a line. */
   upgrading?: string
   now: number
-}
-
-function uptime(startedAt: string | null, now: number): string {
-  if (!startedAt) return '-'
-  const s = Math.max(0, Math.floor((now - Date.parse(startedAt)) / 1000))
-  if (s < 60) return `${s}s`
-  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`
-  if (s < 86400) return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`
-  return `${Math.floor(s / 86400)}d${Math.floor((s % 86400) / 3600)}h`
 }
 
 function mem(bytes: number | null | undefined): string {

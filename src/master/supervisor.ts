@@ -4,7 +4,12 @@
  * signals and turns the core's JSON events into typed events and promises.
  */
 import { EventEmitter } from 'node:events'
-import type { BindingFleetOptions, BindingGroupOptions, NativeSupervisor } from '../../native/index.cjs'
+import type {
+  BindingBoundAddress,
+  BindingFleetOptions,
+  BindingGroupOptions,
+  NativeSupervisor,
+} from '../../native/index.cjs'
 import type { HealthOptions, HealthServer } from './health.js'
 import { MAX_WORKERS } from '../defaults.js'
 import { assertSupportedPlatform, native } from '../native.js'
@@ -62,21 +67,8 @@ export class StartError extends Error {
   }
 }
 
-/** A bound listen address. */
-export interface BoundAddress {
-  /** Group name. */
-  group: string
-  /** The address as configured. */
-  configured: string
-  /** The address actually bound (a real port for `:0`), or the address of systemd's socket. */
-  bound: string
-  /** `inherited`: systemd passed the socket (socket activation, `LISTEN_FDS`); `bound`: baton bound it. */
-  from: 'bound' | 'inherited'
-  /** The fd number systemd passed the socket as (inherited only). */
-  fd?: number
-  /** The socket's name in `LISTEN_FDNAMES` (`FileDescriptorName=`; inherited only, when named). */
-  fdName?: string
-}
+/** A bound listen address: declared once in the binding (`BindingBoundAddress`, crates/baton-node/src/supervisor.rs). */
+export type BoundAddress = BindingBoundAddress
 
 /** Every key of {@link SupervisorOptions}: a key added to the generated type fails to compile until it is here. */
 const SUPERVISOR_KEYS: Record<keyof SupervisorOptions, true> = {

@@ -21,21 +21,23 @@ pub type EventCallback = ThreadsafeFunction<String, (), String, Status, false>;
 /// itself (`hostPreparesReloads`); it answers with `reloadTicket` or `failReload`.
 pub type ReloadRequestCallback = ThreadsafeFunction<i64, (), i64, Status, false>;
 
-/// One bound listen address.
+/// A bound listen address (`supervisor.addresses()`, exported as `BoundAddress`).
 #[napi(object)]
 pub struct BindingBoundAddress {
     /// Group name.
     pub group: String,
     /// The address as configured.
     pub configured: String,
-    /// The address actually bound (a real port for `:0`).
+    /// The address actually bound (a real port for `:0`), or the address of systemd's socket.
     pub bound: String,
-    /// `bound` (baton bound it) or `inherited` (systemd passed it: socket activation).
+    /// `inherited`: systemd passed the socket (socket activation, `LISTEN_FDS`); `bound`:
+    /// baton bound it.
     #[napi(ts_type = "'bound' | 'inherited'")]
     pub from: String,
-    /// The fd number systemd passed it as (inherited only).
+    /// The fd number systemd passed the socket as (inherited only).
     pub fd: Option<i32>,
-    /// Its name in `LISTEN_FDNAMES` (inherited only, when named).
+    /// The socket's name in `LISTEN_FDNAMES` (`FileDescriptorName=`; inherited only, when
+    /// named).
     pub fd_name: Option<String>,
 }
 
