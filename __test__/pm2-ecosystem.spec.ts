@@ -283,7 +283,10 @@ test('a PM2 app that listens on 127.0.0.1 (env.PORT) is reachable on 127.0.0.1 o
     flags: [join(dir.path, 'ecosystem.config.js'), '--name', 'fleet'],
   })
   t.is((await httpGet({ port, path: '/greeting' })).status, 200)
-  t.deepEqual(listeningOn(port), ['127.0.0.1'], 'one listening socket, bound to 127.0.0.1')
+  // One socket per worker slot (the default balance, reuseport, reaches drop-in apps too),
+  // every one bound to 127.0.0.1.
+  const bound = listeningOn(port)
+  t.deepEqual(bound, ['127.0.0.1', '127.0.0.1'], 'one listening socket per slot, each bound to 127.0.0.1')
   const status = await fleet.status()
   t.deepEqual(status.groups[0]?.listen, [`127.0.0.1:${port}`])
   // Another local address of this host, where one exists, refuses the connection.
