@@ -14,7 +14,7 @@ test.serial(
   async (t) => {
     const { fleet, port } = await versionedFleet(t, { count: 2, flags: ['--cron-restart', '*/4 * * * * *'] })
     const load = startLoad({ port, connections: 16 })
-    let from = 0
+    let from: number
     try {
       await waitFor(() => load.snapshot().ok > 200, { message: 'load warmed up' })
       // Count from the first pass that starts after the load is running.
