@@ -72,3 +72,24 @@ test('an invalid --cron-restart is refused at start, naming the field and why', 
   t.regex(fleet.log.text, /groups\.fleet\.cronRestart: "61 \* \* \* \*" is not a cron expression: \S/)
   t.notRegex(fleet.log.text, /fleet#0 ready/)
 })
+
+test('the expression is read in the master time zone: TZ is honoured', async (t) => {
+  // A time of day a few seconds from now in UTC+14 (Etc/GMT-14): it fires only if the
+  // master reads its expression in TZ, not in UTC (a whole 14 hours away).
+  const at = new Date(Date.now() + 14 * 3600_000 + 8000)
+  const expression = `${at.getUTCSeconds()} ${at.getUTCMinutes()} ${at.getUTCHours()} * * *`
+  const port = await freePort()
+  const fleet = await startFleet(t, {
+    script: fixture('app.mjs'),
+    count: 1,
+    listen: [`127.0.0.1:${port}`],
+    env: { TZ: 'Etc/GMT-14' },
+    flags: ['--cron-restart', expression],
+  })
+  await fleet.log.waitFor(
+    new RegExp(`scheduled reload \\(cronRestart ${expression.replaceAll('*', '\\*')}, group fleet\\)`),
+    20_000,
+  )
+  await fleet.log.waitFor(/reload 2 done: 1 of 1 workers replaced/)
+  t.is((await fleet.status()).generation, 2)
+})
