@@ -12,7 +12,7 @@ import { fixture, runCli, startFleet } from './helpers/fleet.js'
 import { httpGet } from './helpers/http.js'
 import { nobody } from '../harness/proc.mjs'
 import { freePort, tmpDir } from './helpers/processes.js'
-import { fromEcosystem, isEcosystemFile } from '../src/master/pm2-ecosystem.js'
+import { EcosystemError, fromEcosystem, isEcosystemFile } from '../src/master/pm2-ecosystem.js'
 
 const asRoot = process.getuid?.() === 0 ? test : test.skip
 
@@ -199,6 +199,23 @@ test('PM2 apps map onto readiness: wait_ready -> message, a port / instances > 1
     eco.notes.includes('port: min_uptime not used: it counts only for apps made ready by uptime (fork mode, no port)'),
     eco.notes.join('\n'),
   )
+})
+
+test('PM2 cron_restart maps onto cronRestart (a rolling reload), no longer listed as ignored', (t) => {
+  const eco = fromEcosystem(
+    { apps: [{ name: 'api', script: 'a.js', instances: 2, cron_restart: '0 3 * * *' }] },
+    '/srv/app',
+    undefined,
+  )
+  t.is(eco.groups.api?.cronRestart, '0 3 * * *')
+  t.false(
+    eco.notes.some((n) => /ignored PM2 field cron_restart/.test(n)),
+    eco.notes.join('\n'),
+  )
+  const err = t.throws(() => fromEcosystem({ apps: [{ script: 'a.js', cron_restart: 5 }] }, '/', undefined), {
+    message: /expected a cron expression/,
+  })
+  t.is((err as EcosystemError | undefined)?.key, 'apps[0].cron_restart')
 })
 
 test('a PM2 fork-mode app with no port (a queue consumer) maps to uptime and starts; workers see NODE_APP_INSTANCE, or instance_var instead', async (t) => {

@@ -227,6 +227,15 @@ export interface GroupOptions {
    * newline is written when the worker exits (or once 16 KiB long). Default false.
    */
   logPrefix?: boolean
+  /**
+   * Reload the fleet on a schedule: a cron expression of 5 fields (minute hour
+   * day-of-month month day-of-week) or 6 with a leading seconds field, in the master's
+   * local time zone (`TZ` honoured), e.g. `0 3 * * *` (03:00 every day). Each fire runs
+   * what `baton reload` runs (every reloadable group, one worker at a time, gated on
+   * readiness; a fire during a reload joins the next pass), and is logged. PM2's
+   * `cron_restart`. Default: none.
+   */
+  cronRestart?: string
 }
 
 /** A group as shown in status. */

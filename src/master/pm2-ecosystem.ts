@@ -74,6 +74,7 @@ export const MAPPED_FIELDS = [
   'instance_var',
   'out_file',
   'error_file',
+  'cron_restart',
 ] as const
 
 /** A field of an ecosystem file that cannot be used: the key (`apps[1].instances`) and why. */
@@ -207,6 +208,13 @@ export function fromEcosystem(value: { apps: unknown }, base: string, envName: s
       if (file === undefined) continue
       if (typeof file !== 'string' || file === '') throw new EcosystemError(`${at}.${key}`, 'expected a file path')
       group[stream] = file === '/dev/null' ? 'ignore' : resolve(cwd, file)
+    }
+    // PM2 restarts hard on its schedule; baton runs a rolling reload (the expression is
+    // checked with the group's options: groups.NAME.cronRestart).
+    if (a.cron_restart !== undefined) {
+      if (typeof a.cron_restart !== 'string' || a.cron_restart.trim() === '')
+        throw new EcosystemError(`${at}.cron_restart`, 'expected a cron expression such as "0 3 * * *"')
+      group.cronRestart = a.cron_restart
     }
     const stop = ms(`${at}.kill_timeout`, a.kill_timeout)
     if (stop !== undefined) group.stopTimeout = stop

@@ -186,6 +186,13 @@ pub struct GroupOptions {
     /// stdout and stderr alike. Lines are then buffered per worker: a last line without a
     /// newline is written when the worker exits (or once 16 KiB long). Default false.
     pub log_prefix: Option<bool>,
+    /// Reload the fleet on a schedule: a cron expression of 5 fields (minute hour
+    /// day-of-month month day-of-week) or 6 with a leading seconds field, in the master's
+    /// local time zone (`TZ` honoured), e.g. `0 3 * * *` (03:00 every day). Each fire runs
+    /// what `baton reload` runs (every reloadable group, one worker at a time, gated on
+    /// readiness; a fire during a reload joins the next pass), and is logged. PM2's
+    /// `cron_restart`. Default: none.
+    pub cron_restart: Option<String>,
 }
 
 /// Crash-restart backoff.
@@ -270,6 +277,8 @@ pub enum Rule {
     Output,
     /// An environment variable name, not `BATON_*`, `default` when unset.
     VarName { default: &'static str },
+    /// A cron expression ([`crate::cron::parse`]); unset stays unset.
+    Cron,
 }
 
 /// One option: its name as users write it and its [`Rule`].
@@ -342,6 +351,7 @@ pub const GROUP_FIELDS: &[Field] = &[
     field("stdout", Rule::Output),
     field("stderr", Rule::Output),
     field("logPrefix", Rule::Bool { default: false }),
+    field("cronRestart", Rule::Cron),
 ];
 
 /// Every field of [`BackoffOptions`] with its rule (`max` is also at least `initial`).
@@ -439,7 +449,7 @@ fn check(field: &str, rule: Rule, value: Option<&Value>) -> Result<Value, Option
             Rule::Output => Value::from("inherit"),
             Rule::Strings => Value::Array(Vec::new()),
             Rule::Env => Value::Object(Map::new()),
-            Rule::Path | Rule::IdOrName { .. } => Value::Null,
+            Rule::Path | Rule::IdOrName { .. } | Rule::Cron => Value::Null,
         });
     };
     let bad = |message: String| Err(OptionProblem::new(field, message));
@@ -493,6 +503,15 @@ fn check(field: &str, rule: Rule, value: Option<&Value>) -> Result<Value, Option
             Some(v) if !v.is_empty() => Ok(value.clone()),
             _ => bad(format!(
                 "expected 'inherit', 'ignore' or a file path, got {value}"
+            )),
+        },
+        Rule::Cron => match value.as_str() {
+            Some(v) => match crate::cron::parse(v) {
+                Ok(_) => Ok(value.clone()),
+                Err(why) => bad(format!("{value} is not a cron expression: {why}")),
+            },
+            None => bad(format!(
+                "expected a cron expression such as \"0 3 * * *\", got {value}"
             )),
         },
         Rule::VarName { .. } => match value.as_str() {
@@ -675,6 +694,9 @@ mod tests {
         assert_eq!(o.stdout.as_deref(), Some("inherit"));
         assert_eq!(o.cwd, None);
         assert_eq!(o.uid, None);
+        assert_eq!(o.cron_restart, None);
+        let o = validate_group("web", &json!({ "cronRestart": "*/4 * * * * *" })).unwrap();
+        assert_eq!(o.cron_restart.as_deref(), Some("*/4 * * * * *"));
     }
 
     #[test]
@@ -710,6 +732,12 @@ mod tests {
                     "groups.web.minUptime: 5000 ms is not less than readyTimeout (3000 ms)"
                 )
         );
+        assert!(err(json!({ "cronRestart": "61 * * * *" }))
+            .starts_with("groups.web.cronRestart: \"61 * * * *\" is not a cron expression: "));
+        assert!(err(json!({ "cronRestart": "* * *" })).starts_with(
+            "groups.web.cronRestart: \"* * *\" is not a cron expression: expected 5 fields"
+        ));
+        assert!(err(json!({ "cronRestart": 5 })).starts_with("groups.web.cronRestart: expected"));
         assert!(err(json!({ "instanceVar": "BATON_ID" })).starts_with("groups.web.instanceVar:"));
         assert!(validate_group("no spaces", &json!({}))
             .unwrap_err()
