@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import { fixture, runCli, startFleet } from './helpers/fleet.js'
 import { httpGet } from './helpers/http.js'
 import { nobody } from '../harness/proc.mjs'
-import { freePort, tmpDir } from './helpers/processes.js'
+import { freePort, tmpDir, waitFor } from './helpers/processes.js'
 import { EcosystemError, fromEcosystem, isEcosystemFile } from '../src/master/pm2-ecosystem.js'
 
 const asRoot = process.getuid?.() === 0 ? test : test.skip
@@ -282,7 +282,11 @@ asRoot('a PM2 app with uid: "nobody" runs its workers as nobody, never as root',
     .split('\n')
     .find((l) => l.startsWith('Uid:'))
   t.deepEqual(uidLine?.split(/\s+/).slice(1).map(Number), [who.uid, who.uid, who.uid, who.uid], uidLine)
-  t.regex(fleet.log.text, new RegExp(`uid=${who.uid} `))
+  // The app prints its uid once it runs; readiness uptime (300 ms) may come first.
+  await waitFor(() => new RegExp(`uid=${who.uid} `).test(fleet.log.text), {
+    timeoutMs: 10_000,
+    message: `the worker's own line uid=${who.uid}`,
+  })
 })
 
 test('a PM2 app that listens on 127.0.0.1 (env.PORT) is reachable on 127.0.0.1 only', async (t) => {
