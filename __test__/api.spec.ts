@@ -611,16 +611,21 @@ test('batonjs/worker is the worker runtime alone: the same worker as batonjs, wi
   const tracker = new ProcessTracker()
   t.teardown(() => tracker.killAll())
   // What a worker that imports only `batonjs/worker` holds: no native addon mapped, no TLS
-  // or crypto, no child_process; and `batonjs` (loaded afterwards) hands out the same worker.
+  // or crypto, no child_process beyond what an HTTP app loads anyway (Node 24's own
+  // node:http loads crypto and tls; Node 20's does not); and `batonjs` (loaded afterwards)
+  // hands out the same worker.
   const child = tracker.spawn(
     process.execPath,
     [
       '--input-type=module',
       '-e',
       `const { readFileSync } = await import('node:fs');
+       await import('node:http');
+       const watched = () => process.moduleLoadList.filter((m) => /^NativeModule (tls|crypto|https|child_process)$/.test(m));
+       const before = watched();
        const { worker } = await import('batonjs/worker');
        const addon = readFileSync('/proc/self/maps', 'utf8').includes('baton.');
-       const builtins = process.moduleLoadList.filter((m) => /^NativeModule (tls|crypto|https|child_process)$/.test(m));
+       const builtins = watched().filter((m) => !before.includes(m));
        const same = (await import('batonjs')).worker === worker;
        console.log(JSON.stringify({ isWorker: worker.isWorker, addon, builtins, same }))`,
     ],
