@@ -62,6 +62,8 @@ const SAMPLES: Record<string, Sample> = {
   stdout: { value: (dir) => join(dir, 'out.log') },
   stderr: { value: () => 'ignore' },
   logPrefix: { value: () => true },
+  logTime: { value: () => true },
+  logFormat: { value: () => 'json' },
 }
 
 /** A worker that is ready by message (the samples' readiness) and stays up. */

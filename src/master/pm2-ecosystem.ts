@@ -74,6 +74,8 @@ export const MAPPED_FIELDS = [
   'instance_var',
   'out_file',
   'error_file',
+  'time',
+  'log_date_format',
 ] as const
 
 /** A field of an ecosystem file that cannot be used: the key (`apps[1].instances`) and why. */
@@ -207,6 +209,17 @@ export function fromEcosystem(value: { apps: unknown }, base: string, envName: s
       if (file === undefined) continue
       if (typeof file !== 'string' || file === '') throw new EcosystemError(`${at}.${key}`, 'expected a file path')
       group[stream] = file === '/dev/null' ? 'ignore' : resolve(cwd, file)
+    }
+    // PM2's `time: true` and `log_date_format` time-stamp every line: baton's `logTime`
+    // (always ISO 8601 UTC with milliseconds, whatever format PM2 was given).
+    if (a.time !== undefined && typeof a.time !== 'boolean')
+      throw new EcosystemError(`${at}.time`, 'expected true or false')
+    if (a.time === true || (typeof a.log_date_format === 'string' && a.log_date_format !== '')) {
+      group.logTime = true
+      if (typeof a.log_date_format === 'string' && a.log_date_format !== '')
+        notes.push(
+          `${name}: log_date_format "${a.log_date_format}": baton stamps lines in ISO 8601 UTC (2026-12-07T02:20:00.123Z)`,
+        )
     }
     const stop = ms(`${at}.kill_timeout`, a.kill_timeout)
     if (stop !== undefined) group.stopTimeout = stop
