@@ -55,7 +55,18 @@ test.serial(
     const health = await freePort()
     // No --health-detail: the metrics are numbers only and served anyway.
     const { fleet } = await versionedFleet(t, { count: 2, flags: ['--health', `127.0.0.1:${health}`] })
-    const first = await scrape(health)
+    // A worker's open connections are known once baton's runtime in it has reported them
+    // (shortly after it is ready): scrape until both have.
+    const first = await waitFor(
+      async () => {
+        const s = await scrape(health)
+        const reported = [0, 1].every(
+          (id) => !Number.isNaN(value(s.body, `baton_worker_open_connections{group="fleet",id="${id}"}`)),
+        )
+        return reported ? s : undefined
+      },
+      { timeoutMs: 10_000, message: 'every worker reported its open connections' },
+    )
     t.is(first.status, 200, first.body)
     t.is(first.contentType, 'text/plain; version=0.0.4; charset=utf-8')
     const check = promtool(first.body)

@@ -11,8 +11,8 @@ import { join } from 'node:path'
 import { fixture, runCli, startFleet } from './helpers/fleet.js'
 import { httpGet } from './helpers/http.js'
 import { nobody } from '../harness/proc.mjs'
-import { freePort, tmpDir } from './helpers/processes.js'
-import { fromEcosystem, isEcosystemFile } from '../src/master/pm2-ecosystem.js'
+import { freePort, tmpDir, waitFor } from './helpers/processes.js'
+import { EcosystemError, fromEcosystem, isEcosystemFile } from '../src/master/pm2-ecosystem.js'
 
 const asRoot = process.getuid?.() === 0 ? test : test.skip
 
@@ -201,6 +201,23 @@ test('PM2 apps map onto readiness: wait_ready -> message, a port / instances > 1
   )
 })
 
+test('PM2 cron_restart maps onto cronRestart (a rolling reload), no longer listed as ignored', (t) => {
+  const eco = fromEcosystem(
+    { apps: [{ name: 'api', script: 'a.js', instances: 2, cron_restart: '0 3 * * *' }] },
+    '/srv/app',
+    undefined,
+  )
+  t.is(eco.groups.api?.cronRestart, '0 3 * * *')
+  t.false(
+    eco.notes.some((n) => /ignored PM2 field cron_restart/.test(n)),
+    eco.notes.join('\n'),
+  )
+  const err = t.throws(() => fromEcosystem({ apps: [{ script: 'a.js', cron_restart: 5 }] }, '/', undefined), {
+    message: /expected a cron expression/,
+  })
+  t.is((err as EcosystemError | undefined)?.key, 'apps[0].cron_restart')
+})
+
 test('a PM2 fork-mode app with no port (a queue consumer) maps to uptime and starts; workers see NODE_APP_INSTANCE, or instance_var instead', async (t) => {
   const dir = await tmpDir('baton-pm2-')
   t.teardown(() => dir.cleanup())
@@ -265,7 +282,11 @@ asRoot('a PM2 app with uid: "nobody" runs its workers as nobody, never as root',
     .split('\n')
     .find((l) => l.startsWith('Uid:'))
   t.deepEqual(uidLine?.split(/\s+/).slice(1).map(Number), [who.uid, who.uid, who.uid, who.uid], uidLine)
-  t.regex(fleet.log.text, new RegExp(`uid=${who.uid} `))
+  // The app prints its uid once it runs; readiness uptime (300 ms) may come first.
+  await waitFor(() => new RegExp(`uid=${who.uid} `).test(fleet.log.text), {
+    timeoutMs: 10_000,
+    message: `the worker's own line uid=${who.uid}`,
+  })
 })
 
 test('a PM2 app that listens on 127.0.0.1 (env.PORT) is reachable on 127.0.0.1 only', async (t) => {
@@ -283,7 +304,10 @@ test('a PM2 app that listens on 127.0.0.1 (env.PORT) is reachable on 127.0.0.1 o
     flags: [join(dir.path, 'ecosystem.config.js'), '--name', 'fleet'],
   })
   t.is((await httpGet({ port, path: '/greeting' })).status, 200)
-  t.deepEqual(listeningOn(port), ['127.0.0.1'], 'one listening socket, bound to 127.0.0.1')
+  // One socket per worker slot (the default balance, reuseport, reaches drop-in apps too),
+  // every one bound to 127.0.0.1.
+  const bound = listeningOn(port)
+  t.deepEqual(bound, ['127.0.0.1', '127.0.0.1'], 'one listening socket per slot, each bound to 127.0.0.1')
   const status = await fleet.status()
   t.deepEqual(status.groups[0]?.listen, [`127.0.0.1:${port}`])
   // Another local address of this host, where one exists, refuses the connection.

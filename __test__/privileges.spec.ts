@@ -90,7 +90,7 @@ asRoot('uid and gid by id and by name; unknown names are errors that name the fi
   )
   const badUser = await runCli(['start', '--config', file], env)
   t.is(badUser.code, 1, badUser.stderr)
-  t.regex(badUser.stderr, /groups\["web"\]\.uid: no user named "no-such-user-xyz"/)
+  t.regex(badUser.stderr, /groups\.web\.uid: no user named "no-such-user-xyz"/)
   writeFileSync(file, JSON.stringify({ groups: { web: { script: fixture('plain-server.mjs'), uid: 3999999999 } } }))
   const noEntry = await runCli(['start', '--config', file], env)
   t.regex(

@@ -224,6 +224,13 @@ async function socketIo(
     result.reconnected.push(sockets.filter((s, i) => s.connected && (lastConnect[i] ?? 0) >= begin).length)
   }
   await new Promise((r) => setTimeout(r, Math.max(0, started + ms - Date.now())))
+  // A client dropped near the end (the last old worker's drain closing its socket, which
+  // can come after the reload's report) is given its reconnection before the run ends, so
+  // "connected at the end" counts reconnections, not Socket.IO's backoff timing.
+  await waitFor(() => sockets.every((s) => s.connected), {
+    timeoutMs: 10_000,
+    message: 'every client connected at the end',
+  }).catch(() => undefined)
   stop = true
   await Promise.all(clients)
   for (const s of sockets) s.close()

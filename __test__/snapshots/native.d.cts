@@ -241,6 +241,15 @@ export interface GroupOptions {
    * else `text`.
    */
   logFormat?: LogFormat
+  /**
+   * Reload the fleet on a schedule: a cron expression of 5 fields (minute hour
+   * day-of-month month day-of-week) or 6 with a leading seconds field, in the master's
+   * local time zone (`TZ` honoured), e.g. `0 3 * * *` (03:00 every day). Each fire runs
+   * what `baton reload` runs (every reloadable group, one worker at a time, gated on
+   * readiness; a fire during a reload joins the next pass), and is logged. PM2's
+   * `cron_restart`. Default: none.
+   */
+  cronRestart?: string
 }
 
 /** A group as shown in status. */
@@ -274,9 +283,10 @@ export interface GroupStatus {
   /** Where the workers' output goes, and what was lost. */
   logs: GroupLogsStatus
   /**
-   * The group's options as validated, every default filled in, with the live `count`
-   * (`baton scale` changes it) and the values of `env` hidden (`<hidden>`: the status
-   * reaches more readers than the config does).
+   * The group's options as validated, every default filled in (an option with no value
+   * and no default, like an unset `uid`, is left out), with the live `count` (`baton
+   * scale` changes it) and the values of `env` hidden (`<hidden>`: the status reaches
+   * more readers than the config does).
    */
   options: GroupOptions
 }

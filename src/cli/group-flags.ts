@@ -36,6 +36,7 @@ export const GROUP_FLAGS = {
   logPrefix: { flag: '--log-prefix', takes: true },
   logTime: { flag: '--log-time', takes: true },
   logFormat: { flag: '--log-format', takes: 'value' },
+  cronRestart: { flag: '--cron-restart', takes: 'value' },
 } as const satisfies Partial<Record<keyof GroupOptions, GroupFlag>>
 
 /** The group options that are no `baton start` flag, each with the reason. */

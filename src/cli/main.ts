@@ -7,7 +7,7 @@
  *             [--wait-ready] [--instance-var NAME] [--order start-first|stop-first]
  *             [--parallel N] [--backlog N] [--balance MODE] [--no-drop-in] [--uid U] [--gid G]
  *             [--health ADDR [--health-detail]] [--stdout T] [--stderr T] [--log-prefix] [--log-time]
- *             [--log-format text|json] [--log FILE]
+ *             [--log-format text|json] [--log FILE] [--cron-restart EXPR]
  *             [--daemon] [-- script args...]
  * baton start [--config FILE] [flags]   (no script: baton.config.{mjs,js,cjs,json})
  * baton reload [NAME]          baton stop [NAME] [--force]
@@ -69,8 +69,8 @@ Usage:
                             PM2's format (any *.config.js|cjs|mjs or .json file with an
                             "apps" array): each app is a group (instances, env, env_NAME,
                             args, node_args, kill_timeout, listen_timeout, wait_ready,
-                            min_uptime, uid, gid, instance_var...); prints how each app
-                            becomes ready and the PM2 fields it ignores
+                            min_uptime, uid, gid, instance_var, cron_restart...); prints
+                            how each app becomes ready and the PM2 fields it ignores
       --name N              master name (default: the script's base name)
       --count N             number of workers (default: the number of CPUs)
       --listen ADDR         address the master listens on, repeatable:
@@ -112,6 +112,10 @@ Usage:
                             the time it was read, ISO 8601 UTC: 2026-12-07T02:20:00.123Z
       --log-format FORMAT   text (default) or json: one object per line with time, fleet,
                             group, id, pid, stream (out/err/master) and msg
+      --cron-restart EXPR   reload on a schedule, as baton reload does (one worker at a
+                            time, each new one ready before the old one leaves): a cron
+                            expression, 5 fields or 6 with leading seconds, in local time
+                            (TZ honoured), e.g. '0 3 * * *' (PM2's cron_restart)
       --log FILE            the master's own output (and inherited worker output) goes to FILE
       --watch [PATH...]     dev mode: reload gracefully when code under PATH (default .)
                             changes: files Node loads (.js .mjs .cjs .ts .mts .cts .jsx

@@ -76,6 +76,7 @@ export const MAPPED_FIELDS = [
   'error_file',
   'time',
   'log_date_format',
+  'cron_restart',
 ] as const
 
 /** A field of an ecosystem file that cannot be used: the key (`apps[1].instances`) and why. */
@@ -220,6 +221,13 @@ export function fromEcosystem(value: { apps: unknown }, base: string, envName: s
         notes.push(
           `${name}: log_date_format "${a.log_date_format}": baton stamps lines in ISO 8601 UTC (2026-12-07T02:20:00.123Z)`,
         )
+    }
+    // PM2 restarts hard on its schedule; baton runs a rolling reload (the expression is
+    // checked with the group's options: groups.NAME.cronRestart).
+    if (a.cron_restart !== undefined) {
+      if (typeof a.cron_restart !== 'string' || a.cron_restart.trim() === '')
+        throw new EcosystemError(`${at}.cron_restart`, 'expected a cron expression such as "0 3 * * *"')
+      group.cronRestart = a.cron_restart
     }
     const stop = ms(`${at}.kill_timeout`, a.kill_timeout)
     if (stop !== undefined) group.stopTimeout = stop

@@ -17,6 +17,7 @@
 #![deny(clippy::all)]
 
 pub mod control;
+pub mod cron;
 pub mod events;
 pub mod options;
 pub mod reports;

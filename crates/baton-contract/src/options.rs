@@ -116,54 +116,72 @@ pub enum Readiness {
 pub struct GroupOptions {
     /// The worker script (resolved against `cwd`). Defaults, in `supervisor.group()`, to
     /// the current script.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub script: Option<String>,
     /// Number of workers. Default 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
     /// Addresses the master listens on for this group: `host:port`, `:port`,
     /// `tcp://host:port`, `[::1]:port`, `unix:/path`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<Vec<String>>,
     /// Extra environment variables for the workers (on top of the master's).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub env: Option<HashMap<String, String>>,
     /// Arguments passed to the script.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub args: Option<Vec<String>>,
     /// Node options for the workers (e.g. `['--max-old-space-size=512']`). Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub exec_argv: Option<Vec<String>>,
     /// Working directory of the workers. Default: the master's.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
     /// Whether a reload replaces these workers. `false`: they get `onWorkerReload` instead
     /// (the gateway pattern). Default true.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reloadable: Option<bool>,
     /// Drop-in mode: a worker's plain `listen(port)` (an app that does not import baton)
     /// gets a socket the master creates on first request and keeps across reloads
     /// (preload.ts, loaded with `--import`). Default true; `false` loads nothing into the
     /// workers.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub drop_in: Option<bool>,
     /// How a worker becomes ready (see {@link Readiness}). Default `listen`. A reload of any
     /// mode is sequential and readiness-gated: under `uptime`, a replacement that exits
     /// before `minUptime` fails the reload.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub readiness: Option<Readiness>,
     /// `readiness: 'uptime'`: milliseconds a worker must stay up to be ready (less than
     /// `readyTimeout`). Default 1000.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub min_uptime: Option<u32>,
     /// Alias of `readiness: 'message'` (PM2's `wait_ready`): a worker is ready only when it
     /// sends `process.send('ready')` (or calls `worker.ready()` / `worker.listen()`), not
     /// when it has listened. Default false.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub wait_ready: Option<bool>,
     /// The environment variable every worker finds its id (0, 1, ...) in. Default
     /// `NODE_APP_INSTANCE`, as under PM2; PM2's `instance_var` renames it.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub instance_var: Option<String>,
     /// Milliseconds a new worker has to become ready. Default 30000.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ready_timeout: Option<u32>,
     /// Milliseconds a stopping worker has before SIGKILL. Default 2000.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_timeout: Option<u32>,
     /// Reload order. Default `start-first`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub order: Option<Order>,
     /// Workers a reload replaces at once, each readiness-gated. Default 1. `start-first`
     /// keeps at least `count` workers ready (at most `count + 2 × parallel` processes while
     /// old ones drain); `stop-first` keeps at least `count - parallel` ready (at most
     /// `count` processes). Values above `count` act as `count`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub parallel: Option<u32>,
     /// Listen backlog. Default 511.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub backlog: Option<u32>,
     /// `reuseport` (default on Linux): one `SO_REUSEPORT` socket per address and worker
     /// slot, held by the master (listen addresses, and the app's own `listen(PORT)` in
@@ -177,6 +195,7 @@ pub struct GroupOptions {
     /// drop-in app's own `listen(PORT)` gets its slot's socket). The start fails if the
     /// kernel refuses the steering program.
     /// `shared` (default elsewhere): one socket per address that every worker accepts on.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub balance: Option<Balance>,
     /// Run the workers as this user: a uid or a user name (the master must be root). Its
     /// primary group and supplementary groups come from the user database unless `gid` is
@@ -192,23 +211,36 @@ pub struct GroupOptions {
     /// (appended to, created 0640, reopened by `baton reopen-logs`; relative paths are
     /// resolved like `script`). A file literally named `inherit` or `ignore` needs a `./`.
     /// Default `inherit`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stdout: Option<String>,
     /// Where the workers' stderr goes (as `stdout`). Default `inherit`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stderr: Option<String>,
     /// Prefix every line the workers write with `group#id ` (e.g. `web#2 listening`), on
     /// stdout and stderr alike. Lines are then buffered per worker: a last line without a
     /// newline is written when the worker exits (or once 16 KiB long). Default false.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub log_prefix: Option<bool>,
     /// Start every line the workers write with the time the master read it, ISO 8601 in
     /// UTC with milliseconds (`2026-12-07T02:20:00.123Z `), before any `logPrefix`. Lines
     /// are then buffered per worker, as with `logPrefix`. Default: the fleet's `logTime`,
     /// else false.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub log_time: Option<bool>,
     /// `json`: write one JSON object per line the workers write, with the keys `time`,
     /// `fleet`, `group`, `id`, `pid`, `stream` (`out`/`err`) and `msg` (the line, invalid
     /// UTF-8 replaced), for Loki, Elasticsearch or `jq`. Default: the fleet's `logFormat`,
     /// else `text`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
+    /// Reload the fleet on a schedule: a cron expression of 5 fields (minute hour
+    /// day-of-month month day-of-week) or 6 with a leading seconds field, in the master's
+    /// local time zone (`TZ` honoured), e.g. `0 3 * * *` (03:00 every day). Each fire runs
+    /// what `baton reload` runs (every reloadable group, one worker at a time, gated on
+    /// readiness; a fire during a reload joins the next pass), and is logged. PM2's
+    /// `cron_restart`. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cron_restart: Option<String>,
 }
 
 /// Crash-restart backoff.
@@ -300,6 +332,8 @@ pub enum Rule {
     Output,
     /// An environment variable name, not `BATON_*`, `default` when unset.
     VarName { default: &'static str },
+    /// A cron expression ([`crate::cron::parse`]); unset stays unset.
+    Cron,
 }
 
 /// One option: its name as users write it and its [`Rule`].
@@ -380,6 +414,7 @@ pub const GROUP_FIELDS: &[Field] = &[
             default: "text",
         },
     ),
+    field("cronRestart", Rule::Cron),
 ];
 
 /// Every field of [`BackoffOptions`] with its rule (`max` is also at least `initial`).
@@ -477,7 +512,7 @@ fn check(field: &str, rule: Rule, value: Option<&Value>) -> Result<Value, Option
             Rule::Output => Value::from("inherit"),
             Rule::Strings => Value::Array(Vec::new()),
             Rule::Env => Value::Object(Map::new()),
-            Rule::Path | Rule::IdOrName { .. } => Value::Null,
+            Rule::Path | Rule::IdOrName { .. } | Rule::Cron => Value::Null,
         });
     };
     let bad = |message: String| Err(OptionProblem::new(field, message));
@@ -531,6 +566,15 @@ fn check(field: &str, rule: Rule, value: Option<&Value>) -> Result<Value, Option
             Some(v) if !v.is_empty() => Ok(value.clone()),
             _ => bad(format!(
                 "expected 'inherit', 'ignore' or a file path, got {value}"
+            )),
+        },
+        Rule::Cron => match value.as_str() {
+            Some(v) => match crate::cron::parse(v) {
+                Ok(_) => Ok(value.clone()),
+                Err(why) => bad(format!("{value} is not a cron expression: {why}")),
+            },
+            None => bad(format!(
+                "expected a cron expression such as \"0 3 * * *\", got {value}"
             )),
         },
         Rule::VarName { .. } => match value.as_str() {
@@ -713,6 +757,9 @@ mod tests {
         assert_eq!(o.stdout.as_deref(), Some("inherit"));
         assert_eq!(o.cwd, None);
         assert_eq!(o.uid, None);
+        assert_eq!(o.cron_restart, None);
+        let o = validate_group("web", &json!({ "cronRestart": "*/4 * * * * *" })).unwrap();
+        assert_eq!(o.cron_restart.as_deref(), Some("*/4 * * * * *"));
     }
 
     #[test]
@@ -748,6 +795,12 @@ mod tests {
                     "groups.web.minUptime: 5000 ms is not less than readyTimeout (3000 ms)"
                 )
         );
+        assert!(err(json!({ "cronRestart": "61 * * * *" }))
+            .starts_with("groups.web.cronRestart: \"61 * * * *\" is not a cron expression: "));
+        assert!(err(json!({ "cronRestart": "* * *" })).starts_with(
+            "groups.web.cronRestart: \"* * *\" is not a cron expression: expected 5 fields"
+        ));
+        assert!(err(json!({ "cronRestart": 5 })).starts_with("groups.web.cronRestart: expected"));
         assert!(err(json!({ "instanceVar": "BATON_ID" })).starts_with("groups.web.instanceVar:"));
         assert!(validate_group("no spaces", &json!({}))
             .unwrap_err()

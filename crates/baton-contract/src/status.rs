@@ -169,9 +169,10 @@ pub struct GroupStatus {
     pub instance_var: String,
     /// Where the workers' output goes, and what was lost.
     pub logs: GroupLogsStatus,
-    /// The group's options as validated, every default filled in, with the live `count`
-    /// (`baton scale` changes it) and the values of `env` hidden (`<hidden>`: the status
-    /// reaches more readers than the config does).
+    /// The group's options as validated, every default filled in (an option with no value
+    /// and no default, like an unset `uid`, is left out), with the live `count` (`baton
+    /// scale` changes it) and the values of `env` hidden (`<hidden>`: the status reaches
+    /// more readers than the config does).
     pub options: GroupOptions,
 }
 

@@ -530,6 +530,12 @@ impl Fleet {
         self.actions.pop_front()
     }
 
+    /// True once every slot has been ready (`fleet:ready`) and until a stop: a reload
+    /// requested now runs (or queues behind the running pass) instead of being refused.
+    pub fn is_running(&self) -> bool {
+        self.phase == Phase::Running
+    }
+
     /// True once the fleet has stopped and every worker has exited.
     pub fn is_stopped(&self) -> bool {
         self.phase == Phase::Stopped

@@ -147,6 +147,10 @@ pub fn launch(mut config: FleetConfig, host: Host) -> Result<Handle, LaunchError
     let group_names: Vec<String> = config.groups.iter().map(|g| g.rules.name.clone()).collect();
     let counters = crate::metrics::Counters::new(&group_names);
     let steering = Steering::new(config.groups.len());
+    let (cron, cron_problems) = super::cron::CronTimers::new(&super::cron::schedules(&config));
+    for problem in cron_problems {
+        sink(SupervisorEvent::log(problem));
+    }
     let mut state = LoopState {
         fleet,
         config,
@@ -184,6 +188,7 @@ pub fn launch(mut config: FleetConfig, host: Host) -> Result<Handle, LaunchError
         handed_over: false,
         cpu: crate::proc_info::CpuSampler::new(Instant::now()),
         counters,
+        cron,
     };
     state
         .watch_predecessor()

@@ -34,6 +34,7 @@
 //! again, its sockets are deregistered.
 
 mod control_server;
+mod cron;
 mod drop_in;
 mod exits;
 mod launch;
@@ -438,6 +439,8 @@ struct LoopState {
     cpu: crate::proc_info::CpuSampler,
     /// Restarts and reloads since this master started (`counters` in the status).
     counters: crate::metrics::Counters,
+    /// Scheduled reloads of the groups with a `cronRestart` (`cron.rs`).
+    cron: cron::CronTimers<chrono::Local>,
 }
 
 impl LoopState {
@@ -469,6 +472,7 @@ impl LoopState {
                 self.drain_deadline(),
                 self.upgrade_deadline(),
                 Some(self.cpu.next_at()),
+                self.cron_at(),
             ]
             .into_iter()
             .flatten()
@@ -534,6 +538,7 @@ impl LoopState {
             self.drain_overdue();
             self.upgrade_due(Instant::now());
             self.sample_cpu(Instant::now());
+            self.cron_due();
             while let Ok(msg) = self.rx.try_recv() {
                 self.on_msg(msg);
             }
@@ -763,8 +768,47 @@ impl LoopState {
         self.config = plan.config;
         self.config.host_prepares_reloads = host_prepares_reloads;
         self.pending_changes = plan.changes.clone();
+        for problem in self.cron.reconfigure(&cron::schedules(&self.config)) {
+            self.log(&problem);
+        }
         self.open_reconfigured_sinks();
         plan.changes
+    }
+
+    /// When the next scheduled reload is due (`cronRestart`), if any group has one.
+    fn cron_at(&mut self) -> Option<Instant> {
+        if self.cron.is_empty() {
+            return None;
+        }
+        self.cron.next_at(&cron::local_now(), Instant::now())
+    }
+
+    /// Run the scheduled reloads that are due: the same request as `baton reload` (one per
+    /// turn, however many groups fire together), so it is sequential, readiness-gated and
+    /// coalesces with a running pass.
+    fn cron_due(&mut self) {
+        if self.cron.is_empty() {
+            return;
+        }
+        let fires = self.cron.due(&cron::local_now());
+        if fires.is_empty() {
+            return;
+        }
+        let running = self.fleet.is_running() && !self.handed_over;
+        for fire in &fires {
+            let what = format!("(cronRestart {}, group {})", fire.expression, fire.group);
+            if running {
+                self.log(&format!("scheduled reload {what}"));
+            } else {
+                self.log(&format!(
+                    "scheduled reload skipped {what}: the fleet is not running (starting, stopping or handed over)"
+                ));
+            }
+        }
+        if running {
+            let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
+            self.fleet.handle(Instant::now(), Input::Reload { ticket });
+        }
     }
 
     /// Answer the control clients waiting for `ticket` with an error.
