@@ -62,6 +62,8 @@ const SAMPLES: Record<string, Sample> = {
   stdout: { value: (dir) => join(dir, 'out.log') },
   stderr: { value: () => 'ignore' },
   logPrefix: { value: () => true },
+  logTime: { value: () => true },
+  logFormat: { value: () => 'json' },
   // January 1st, 00:00: never fires while the test runs.
   cronRestart: { value: () => '0 0 1 1 *' },
 }

@@ -837,6 +837,7 @@ module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __n
 module.exports = nativeBinding
 module.exports.Balance = nativeBinding.Balance
 module.exports.ChangeApplied = nativeBinding.ChangeApplied
+module.exports.LogFormat = nativeBinding.LogFormat
 module.exports.Order = nativeBinding.Order
 module.exports.Readiness = nativeBinding.Readiness
 module.exports.ReloadOutcome = nativeBinding.ReloadOutcome

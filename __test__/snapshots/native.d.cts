@@ -228,6 +228,20 @@ export interface GroupOptions {
    */
   logPrefix?: boolean
   /**
+   * Start every line the workers write with the time the master read it, ISO 8601 in
+   * UTC with milliseconds (`2026-12-07T02:20:00.123Z `), before any `logPrefix`. Lines
+   * are then buffered per worker, as with `logPrefix`. Default: the fleet's `logTime`,
+   * else false.
+   */
+  logTime?: boolean
+  /**
+   * `json`: write one JSON object per line the workers write, with the keys `time`,
+   * `fleet`, `group`, `id`, `pid`, `stream` (`out`/`err`) and `msg` (the line, invalid
+   * UTF-8 replaced), for Loki, Elasticsearch or `jq`. Default: the fleet's `logFormat`,
+   * else `text`.
+   */
+  logFormat?: LogFormat
+  /**
    * Reload the fleet on a schedule: a cron expression of 5 fields (minute hour
    * day-of-month month day-of-week) or 6 with a leading seconds field, in the master's
    * local time zone (`TZ` honoured), e.g. `0 3 * * *` (03:00 every day). Each fire runs
@@ -290,6 +304,9 @@ export interface LogEvent {
   /** A human log line. */
   message: string
 }
+
+/** How worker output lines are written to their sinks (`logFormat`). */
+export type LogFormat = 'text' | 'json'
 
 /** The fleet's output counters (`Status.logs`). */
 export interface LogsStatus {
@@ -600,6 +617,17 @@ export interface SupervisorOptions {
    * Node installed now, reading its options or config file afresh.
    */
   upgradeCommand?: Array<string>
+  /**
+   * The default `logTime` of every group that does not set its own; also starts the
+   * master's own log lines with the time. Default false.
+   */
+  logTime?: boolean
+  /**
+   * The default `logFormat` of every group that does not set its own; `json` also
+   * writes the master's own log lines as JSON (`stream: "master"`, `group` and `id`
+   * null, `pid` the master's). Default `text`.
+   */
+  logFormat?: LogFormat
 }
 
 /**

@@ -34,6 +34,8 @@ export const GROUP_FLAGS = {
   stdout: { flag: '--stdout', takes: 'value' },
   stderr: { flag: '--stderr', takes: 'value' },
   logPrefix: { flag: '--log-prefix', takes: true },
+  logTime: { flag: '--log-time', takes: true },
+  logFormat: { flag: '--log-format', takes: 'value' },
   cronRestart: { flag: '--cron-restart', takes: 'value' },
 } as const satisfies Partial<Record<keyof GroupOptions, GroupFlag>>
 

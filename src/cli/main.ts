@@ -6,8 +6,8 @@
  *             [--ready-timeout MS] [--readiness listen|message|uptime] [--min-uptime MS]
  *             [--wait-ready] [--instance-var NAME] [--order start-first|stop-first]
  *             [--parallel N] [--backlog N] [--balance MODE] [--no-drop-in] [--uid U] [--gid G]
- *             [--health ADDR [--health-detail]] [--stdout T] [--stderr T] [--log-prefix] [--log FILE]
- *             [--cron-restart EXPR]
+ *             [--health ADDR [--health-detail]] [--stdout T] [--stderr T] [--log-prefix] [--log-time]
+ *             [--log-format text|json] [--log FILE] [--cron-restart EXPR]
  *             [--daemon] [-- script args...]
  * baton start [--config FILE] [flags]   (no script: baton.config.{mjs,js,cjs,json})
  * baton reload [NAME]          baton stop [NAME] [--force]
@@ -40,6 +40,7 @@ import {
   stdio,
   stopCommand,
 } from './commands.js'
+import { masterLine, masterLineFormat } from '../master/options.js'
 import type { Balance, GroupOptions, SupervisorOptions } from '../master/options.js'
 import { searchDirs } from '../runtime-dir.js'
 import { visible } from '../format.js'
@@ -107,6 +108,10 @@ Usage:
                             ignore, or a FILE (appended to, reopened by baton reopen-logs)
       --stderr TARGET       the same for the workers' stderr
       --log-prefix          prefix every line the workers write with "group#id "
+      --log-time            start every line the workers write (and the master's own) with
+                            the time it was read, ISO 8601 UTC: 2026-12-07T02:20:00.123Z
+      --log-format FORMAT   text (default) or json: one object per line with time, fleet,
+                            group, id, pid, stream (out/err/master) and msg
       --cron-restart EXPR   reload on a schedule, as baton reload does (one worker at a
                             time, each new one ready before the old one leaves): a cron
                             expression, 5 fields or 6 with leading seconds, in local time
@@ -298,7 +303,7 @@ async function start(args: string[]): Promise<number> {
     const overrides = { name: values.name as string | undefined, group: flags, env: values.env as string | undefined }
     const notes: string[] = []
     options = { ...(await readConfig(file, overrides, notes)), runtimeDir }
-    for (const note of notes) stdio.err(`[baton] ${note}`)
+    for (const note of notes) stdio.err(masterSay(options, '[baton]', note))
     // Every reload (baton reload, SIGHUP, SIGUSR2) re-reads the file first. A root master
     // checks it against the users of every group read so far before loading it.
     const seen: Record<string, GroupOptions> = { ...options.groups }
@@ -341,7 +346,8 @@ async function start(args: string[]): Promise<number> {
     return 0
   }
   await supervisor.start()
-  if (watched !== undefined) await watchAndReload(supervisor, name, watched, watchIgnore)
+  if (watched !== undefined)
+    await watchAndReload(supervisor, watched, watchIgnore, (text) => masterSay(options, `[baton ${name}]`, text))
   const groups = supervisor.status().groups.map(({ name, sockets, stopTimeoutMs, readyTimeoutMs, balance }) => ({
     name,
     sockets,
@@ -357,7 +363,7 @@ async function start(args: string[]): Promise<number> {
   })
   for (const a of supervisor.addresses()) {
     const from = a.from === 'inherited' ? ` (socket from systemd, fd ${a.fd}${a.fdName ? ` "${a.fdName}"` : ''})` : ''
-    stdio.err(`[baton ${name}] listening on ${a.bound}${from}`)
+    stdio.err(masterSay(options, `[baton ${name}]`, `listening on ${a.bound}${from}`))
   }
   await supervisor.stopped
   // After `baton upgrade` the record is the new master's.
@@ -366,7 +372,12 @@ async function start(args: string[]): Promise<number> {
 }
 
 /** `--watch`: reload on file changes, printing what changed and how the reload ended. */
-async function watchAndReload(supervisor: Supervisor, name: string, paths: string[], ignore: string[]): Promise<void> {
+async function watchAndReload(
+  supervisor: Supervisor,
+  paths: string[],
+  ignore: string[],
+  say: (text: string) => string,
+): Promise<void> {
   const [{ ownOutputs, SOURCE_EXTENSIONS, WATCH_DEBOUNCE_MS, watchPaths }, { ReloadError }] = await Promise.all([
     import('./watch.js'),
     import('../master/supervisor.js'),
@@ -397,11 +408,11 @@ async function watchAndReload(supervisor: Supervisor, name: string, paths: strin
     paths,
     (files) => {
       const shown = files.length > 5 ? `${files.slice(0, 5).join(', ')} and ${files.length - 5} more` : files.join(', ')
-      stdio.err(`[baton ${name}] changed: ${shown}; reloading`)
+      stdio.err(say(`changed: ${shown}; reloading`))
       supervisor.reload().then(
-        (report) => stdio.err(`[baton ${name}] ${visible(report.message)}`),
+        (report) => stdio.err(say(report.message)),
         (e: Error) => {
-          stdio.err(`[baton ${name}] the new code failed, the old workers keep serving: ${visible(e.message)}`)
+          stdio.err(say(`the new code failed, the old workers keep serving: ${e.message}`))
           const f = e instanceof ReloadError ? e.report.failure : undefined
           if (f?.stderrTail.trim()) stdio.err(visible(f.stderrTail.trimEnd()))
         },
@@ -412,9 +423,20 @@ async function watchAndReload(supervisor: Supervisor, name: string, paths: strin
   )
   const ignoring = ignore.length > 0 ? `, ${ignore.join(', ')}` : ''
   stdio.err(
-    `[baton ${name}] watching ${paths.join(', ')} for changes to ${SOURCE_EXTENSIONS.join(' ')} files (ignored: node_modules, dot files, the fleet's own logs${ignoring})`,
+    say(
+      `watching ${paths.join(', ')} for changes to ${SOURCE_EXTENSIONS.join(' ')} files (ignored: node_modules, dot files, the fleet's own logs${ignoring})`,
+    ),
   )
   void supervisor.stopped.then(() => watcher.close())
+}
+
+/**
+ * One of the master's own lines in the fleet's log format (`logTime`, `logFormat`): text
+ * (control bytes made visible) after `tag`, or a JSON object with `stream: "master"`.
+ */
+function masterSay(options: SupervisorOptions, tag: string, text: string): string {
+  const format = masterLineFormat(options, Object.values(options.groups ?? {}))
+  return masterLine(format, options.name ?? tag, tag, format.json ? text : visible(text))
 }
 
 /** Run the CLI with `argv` (without node and the script); resolves with the exit code. */

@@ -226,4 +226,4 @@ export function takeWatchFlag(args: readonly string[]): { rest: string[]; paths:
 }
 
 /** `baton start` flags without a value (the others take the next argument). */
-const BOOLEAN_FLAGS = new Set(['--daemon', '--log-prefix'])
+const BOOLEAN_FLAGS = new Set(['--daemon', '--log-prefix', '--log-time'])

@@ -74,6 +74,8 @@ export const MAPPED_FIELDS = [
   'instance_var',
   'out_file',
   'error_file',
+  'time',
+  'log_date_format',
   'cron_restart',
 ] as const
 
@@ -208,6 +210,17 @@ export function fromEcosystem(value: { apps: unknown }, base: string, envName: s
       if (file === undefined) continue
       if (typeof file !== 'string' || file === '') throw new EcosystemError(`${at}.${key}`, 'expected a file path')
       group[stream] = file === '/dev/null' ? 'ignore' : resolve(cwd, file)
+    }
+    // PM2's `time: true` and `log_date_format` time-stamp every line: baton's `logTime`
+    // (always ISO 8601 UTC with milliseconds, whatever format PM2 was given).
+    if (a.time !== undefined && typeof a.time !== 'boolean')
+      throw new EcosystemError(`${at}.time`, 'expected true or false')
+    if (a.time === true || (typeof a.log_date_format === 'string' && a.log_date_format !== '')) {
+      group.logTime = true
+      if (typeof a.log_date_format === 'string' && a.log_date_format !== '')
+        notes.push(
+          `${name}: log_date_format "${a.log_date_format}": baton stamps lines in ISO 8601 UTC (2026-12-07T02:20:00.123Z)`,
+        )
     }
     // PM2 restarts hard on its schedule; baton runs a rolling reload (the expression is
     // checked with the group's options: groups.NAME.cronRestart).

@@ -23,6 +23,9 @@ import {
   resolveName,
   resolveRuntimeDir,
   resolveUpgradeCommand,
+  masterLine,
+  masterLineFormat,
+  withLogDefaults,
   type GroupOptions,
   type ResolvedGroup,
   type SupervisorOptions,
@@ -83,6 +86,8 @@ const SUPERVISOR_KEYS: Record<keyof SupervisorOptions, true> = {
   healthDetail: true,
   logFile: true,
   upgradeCommand: true,
+  logTime: true,
+  logFormat: true,
 }
 
 /** The variables of systemd's socket activation protocol (never passed on to workers by the core either). */
@@ -192,7 +197,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   group(name: string, options: GroupOptions = {}, hooks?: WorkerHooks): this {
     if (this.#groups.has(name)) throw new OptionsError(`groups.${name}`, 'a group of this name already exists')
     if (this.#native) throw new OptionsError(`groups.${name}`, 'groups cannot be added after start()')
-    if (!IN_WORKER) resolveGroup(name, options, hooks ? process.argv[1] : undefined)
+    if (!IN_WORKER) resolveGroup(name, withLogDefaults(options, this.#options), hooks ? process.argv[1] : undefined)
     this.#groups.set(name, { options, hooks })
     return this
   }
@@ -445,7 +450,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   /** Validate groups and options into what the core takes (throws OptionsError). */
   #bindingOptions(groups: Map<string, GroupEntry>, options: SupervisorOptions): BindingFleetOptions {
     const resolved: ResolvedGroup[] = [...groups].map(([name, g]) =>
-      resolveGroup(name, g.options, g.hooks ? process.argv[1] : undefined),
+      resolveGroup(name, withLogDefaults(g.options, options), g.hooks ? process.argv[1] : undefined),
     )
     return {
       name: resolveName(options.name),
@@ -513,7 +518,12 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     if (log === false) return
     if (log) log(line)
     // Event messages may quote a worker's stderr: no control bytes reach a terminal.
-    else process.stderr.write(`[baton ${this.name}] ${visible(line)}\n`)
+    else {
+      const groups = [...this.#groups.values()].map((g) => g.options)
+      const format = masterLineFormat(this.#options, groups)
+      const text = format.json ? line : visible(line)
+      process.stderr.write(`${masterLine(format, this.name, `[baton ${this.name}]`, text)}\n`)
+    }
   }
 
   #onNativeEvent(json: string): void {

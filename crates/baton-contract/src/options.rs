@@ -77,6 +77,19 @@ pub enum Balance {
     Sticky,
 }
 
+/// How worker output lines are written to their sinks (`logFormat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "napi", napi(string_enum = "lowercase"))]
+pub enum LogFormat {
+    /// As the worker wrote them (after `logTime`'s time stamp and `logPrefix`'s prefix).
+    #[default]
+    Text,
+    /// One JSON object per line: `time`, `fleet`, `group`, `id`, `pid`, `stream`
+    /// (`out`/`err`) and `msg`.
+    Json,
+}
+
 /// How a worker becomes ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -208,6 +221,18 @@ pub struct GroupOptions {
     /// newline is written when the worker exits (or once 16 KiB long). Default false.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_prefix: Option<bool>,
+    /// Start every line the workers write with the time the master read it, ISO 8601 in
+    /// UTC with milliseconds (`2026-12-07T02:20:00.123Z `), before any `logPrefix`. Lines
+    /// are then buffered per worker, as with `logPrefix`. Default: the fleet's `logTime`,
+    /// else false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_time: Option<bool>,
+    /// `json`: write one JSON object per line the workers write, with the keys `time`,
+    /// `fleet`, `group`, `id`, `pid`, `stream` (`out`/`err`) and `msg` (the line, invalid
+    /// UTF-8 replaced), for Loki, Elasticsearch or `jq`. Default: the fleet's `logFormat`,
+    /// else `text`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
     /// Reload the fleet on a schedule: a cron expression of 5 fields (minute hour
     /// day-of-month month day-of-week) or 6 with a leading seconds field, in the master's
     /// local time zone (`TZ` honoured), e.g. `0 3 * * *` (03:00 every day). Each fire runs
@@ -273,6 +298,13 @@ pub struct SupervisorOptions {
     /// `process.argv`), run in its working directory, so the new master is the baton and
     /// Node installed now, reading its options or config file afresh.
     pub upgrade_command: Option<Vec<String>>,
+    /// The default `logTime` of every group that does not set its own; also starts the
+    /// master's own log lines with the time. Default false.
+    pub log_time: Option<bool>,
+    /// The default `logFormat` of every group that does not set its own; `json` also
+    /// writes the master's own log lines as JSON (`stream: "master"`, `group` and `id`
+    /// null, `pid` the master's). Default `text`.
+    pub log_format: Option<LogFormat>,
 }
 
 /// What a value of one option must be: its type, range and default.
@@ -374,6 +406,14 @@ pub const GROUP_FIELDS: &[Field] = &[
     field("stdout", Rule::Output),
     field("stderr", Rule::Output),
     field("logPrefix", Rule::Bool { default: false }),
+    field("logTime", Rule::Bool { default: false }),
+    field(
+        "logFormat",
+        Rule::Choice {
+            values: &["text", "json"],
+            default: "text",
+        },
+    ),
     field("cronRestart", Rule::Cron),
 ];
 

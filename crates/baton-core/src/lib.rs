@@ -37,6 +37,7 @@ pub mod handoff;
 pub mod identity;
 pub mod lines;
 pub mod listen;
+pub mod log_line;
 pub mod log_relay;
 pub mod log_ring;
 pub mod log_sink;

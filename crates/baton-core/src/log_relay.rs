@@ -3,7 +3,8 @@
 //! One thread (`baton-logs`, its own `mio::Poll`) reads every worker's stdout and stderr
 //! pipe as fast as the workers write, and for each chunk:
 //! - pushes it to the stream's [`Sink`] (the master's fd 1 or 2, a file, or none for
-//!   `ignore`); with `logPrefix`, line by line as `group#id line`. A sink never blocks the
+//!   `ignore`); with `logPrefix`, `logTime` or `logFormat: 'json'`, line by line as
+//!   `log_line.rs` writes them (`<time> group#id line`, or one JSON object). A sink never blocks the
 //!   reader: when its bounded buffer is full the bytes are dropped and counted, per group
 //!   ([`LogRelay::dropped`]);
 //! - keeps the last [`STDERR_TAIL_BYTES`] of stderr for failure reports;
@@ -36,6 +37,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::config::LogTarget;
 pub use crate::control::LogsRequest;
 use crate::control::{HEARTBEAT_INTERVAL, HEARTBEAT_LINE};
+use crate::log_line::{self, LineFormat, Origin};
 use crate::log_ring::{LineBuf, OutputEvent, Ring, Stream};
 use crate::log_sink::{self, Sink};
 use crate::public_json::{self, ControlAnswer};
@@ -64,8 +66,12 @@ pub struct WorkerOutput {
     pub group_name: Arc<str>,
     /// Its slot id.
     pub id: u32,
-    /// Prefix every line with `group#id `.
-    pub prefix: bool,
+    /// The fleet's name (in JSON lines).
+    pub fleet: Arc<str>,
+    /// The worker's pid (in JSON lines).
+    pub pid: u32,
+    /// How its lines are written to its sinks (time stamp, `group#id ` prefix, JSON).
+    pub format: LineFormat,
     /// Read ends of its stdout and stderr pipes (non-blocking).
     pub pipes: [OwnedFd; 2],
     /// Where each stream goes; `None` discards (`ignore`, or a file that cannot be opened).
@@ -242,12 +248,52 @@ struct Worker {
     group: usize,
     group_name: Arc<str>,
     id: u32,
-    prefix: Option<Vec<u8>>,
+    fleet: Arc<str>,
+    pid: u32,
+    format: LineFormat,
     pipes: [Option<(File, Token)>; 2],
     sinks: [Option<Arc<Sink>>; 2],
     lines: [LineBuf; 2],
     tail: Vec<u8>,
     drain_by: Option<Instant>,
+}
+
+impl Worker {
+    /// Where this worker's lines on `stream` come from (for [`log_line::write_line`]).
+    /// Owned copies of the names: the line callbacks borrow other fields of the worker.
+    fn origin(&self, stream: Stream) -> OwnedOrigin {
+        OwnedOrigin {
+            fleet: self.fleet.clone(),
+            group: self.group_name.clone(),
+            id: self.id,
+            pid: self.pid,
+            stream,
+        }
+    }
+}
+
+/// A worker's [`Origin`], cheap to clone (two `Arc`s).
+struct OwnedOrigin {
+    fleet: Arc<str>,
+    group: Arc<str>,
+    id: u32,
+    pid: u32,
+    stream: Stream,
+}
+
+impl OwnedOrigin {
+    fn get(&self) -> Origin<'_> {
+        Origin {
+            fleet: &self.fleet,
+            group: Some(&self.group),
+            id: Some(self.id),
+            pid: Some(self.pid),
+            stream: match self.stream {
+                Stream::Stdout => "out",
+                Stream::Stderr => "err",
+            },
+        }
+    }
 }
 
 struct Follower {
@@ -448,7 +494,9 @@ impl Relay {
             group,
             group_name,
             id,
-            prefix,
+            fleet,
+            pid,
+            format,
             pipes,
             sinks,
         } = output;
@@ -470,7 +518,6 @@ impl Relay {
             // Not watchable (cannot happen for a pipe): dropping it closes it; the worker
             // then gets EPIPE on that stream.
         }
-        let prefix = prefix.then(|| format!("{group_name}#{id} ").into_bytes());
         let tokens: Vec<Token> = registered.iter().flatten().map(|(_, t)| *t).collect();
         self.workers.insert(
             key,
@@ -478,7 +525,9 @@ impl Relay {
                 group,
                 group_name,
                 id,
-                prefix,
+                fleet,
+                pid,
+                format,
                 pipes: registered,
                 sinks,
                 lines: [LineBuf::default(), LineBuf::default()],
@@ -575,29 +624,28 @@ impl Relay {
             }
         }
         let mut dropped = 0;
-        if let (Some(sink), None) = (&w.sinks[i], &w.prefix) {
+        if let (Some(sink), true) = (&w.sinks[i], w.format.is_raw()) {
             if !sink.push(bytes) {
                 dropped += bytes.len();
             }
         }
         let now = SystemTime::now();
-        let mut prefixed = Vec::new();
+        let mut formatted = Vec::new();
         let ring = &mut self.ring;
         let followers = &mut self.followers;
-        let (group_name, id, prefix) = (&w.group_name, w.id, &w.prefix);
-        let with_sink = w.sinks[i].is_some();
+        let (group_name, id) = (&w.group_name, w.id);
+        let by_line = w.sinks[i].is_some() && !w.format.is_raw();
+        let (format, origin) = (w.format, w.origin(stream));
         w.lines[i].feed(bytes, &mut |text| {
             let line = ring.push(now, group_name, id, stream, text);
             offer(followers, line);
-            if let (Some(p), true) = (prefix, with_sink) {
-                prefixed.extend_from_slice(p);
-                prefixed.extend_from_slice(text);
-                prefixed.push(b'\n');
+            if by_line {
+                log_line::write_line(&mut formatted, format, &origin.get(), now, text);
             }
         });
-        if let (Some(sink), false) = (&w.sinks[i], prefixed.is_empty()) {
-            if !sink.push(&prefixed) {
-                dropped += prefixed.len();
+        if let (Some(sink), false) = (&w.sinks[i], formatted.is_empty()) {
+            if !sink.push(&formatted) {
+                dropped += formatted.len();
             }
         }
         if dropped > 0 {
@@ -616,15 +664,15 @@ impl Relay {
         let now = SystemTime::now();
         let ring = &mut self.ring;
         let followers = &mut self.followers;
-        let (group_name, id, prefix, sink) = (&w.group_name, w.id, &w.prefix, &w.sinks[i]);
+        let (group_name, id, sink) = (&w.group_name, w.id, &w.sinks[i]);
+        let (format, origin) = (w.format, w.origin(stream));
         let mut dropped = 0;
         w.lines[i].finish(&mut |text| {
             let line = ring.push(now, group_name, id, stream, text);
             offer(followers, line);
-            if let (Some(p), Some(sink)) = (prefix, sink) {
-                let mut bytes = p.clone();
-                bytes.extend_from_slice(text);
-                bytes.push(b'\n');
+            if let (false, Some(sink)) = (format.is_raw(), sink) {
+                let mut bytes = Vec::new();
+                log_line::write_line(&mut bytes, format, &origin.get(), now, text);
                 if !sink.push(&bytes) {
                     dropped += bytes.len();
                 }

@@ -6,9 +6,11 @@
 
 use super::*;
 use crate::config::GroupConfig;
+use crate::log_line::LineFormat;
 use crate::log_relay::{Drained, LogRelay, Reply, WorkerOutput};
 use crate::log_ring::Stream;
 use crate::log_sink::{self, Sink};
+use baton_contract::options::LogFormat;
 
 /// How long after an exit the loop waits for the relay's answer before it reports the
 /// exit without a stderr tail (the relay itself gives up on the pipes after
@@ -67,6 +69,7 @@ impl LoopState {
         key: WorkerKey,
         group: usize,
         slot: u32,
+        pid: u32,
         pipes: [OwnedFd; 2],
     ) {
         let mut sinks = [None, None];
@@ -84,7 +87,13 @@ impl LoopState {
             group,
             group_name: Arc::from(g.rules.name.as_str()),
             id: slot,
-            prefix: g.log_prefix,
+            fleet: Arc::from(self.config.name.as_str()),
+            pid,
+            format: LineFormat {
+                json: g.options.log_format == Some(LogFormat::Json),
+                time: g.options.log_time == Some(true),
+                prefix: g.log_prefix,
+            },
             pipes,
             sinks,
         });

@@ -112,7 +112,13 @@ impl LoopState {
                         want_writable: false,
                     },
                 );
-                self.hand_output(key, group, slot, [child.stdout, child.stderr]);
+                self.hand_output(
+                    key,
+                    group,
+                    slot,
+                    pid.unsigned_abs(),
+                    [child.stdout, child.stderr],
+                );
                 match self.watch_exit(key, pid, child.pidfd) {
                     Ok(pidfd) => {
                         if let Some(io) = self.workers.get_mut(&key) {

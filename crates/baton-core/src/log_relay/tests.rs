@@ -52,7 +52,12 @@ fn add(s: &Setup, key: u64, prefix: bool, sinks: [Option<Arc<Sink>>; 2]) -> (Fil
         group: 0,
         group_name: Arc::from("web"),
         id: key as u32,
-        prefix,
+        fleet: Arc::from("fleet"),
+        pid: 1000 + key as u32,
+        format: crate::log_line::LineFormat {
+            prefix,
+            ..Default::default()
+        },
         pipes: [out_r, err_r],
         sinks,
     });
