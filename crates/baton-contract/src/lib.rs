@@ -21,4 +21,5 @@ pub mod cron;
 pub mod events;
 pub mod options;
 pub mod reports;
+pub mod size;
 pub mod status;

@@ -334,6 +334,9 @@ pub enum Rule {
     VarName { default: &'static str },
     /// A cron expression ([`crate::cron::parse`]); unset stays unset.
     Cron,
+    /// A size ([`crate::size::parse_size`]: `512M`, `1.5G`, or a number of bytes, which
+    /// becomes its decimal string); unset stays unset.
+    Size,
 }
 
 /// One option: its name as users write it and its [`Rule`].
@@ -512,7 +515,7 @@ fn check(field: &str, rule: Rule, value: Option<&Value>) -> Result<Value, Option
             Rule::Output => Value::from("inherit"),
             Rule::Strings => Value::Array(Vec::new()),
             Rule::Env => Value::Object(Map::new()),
-            Rule::Path | Rule::IdOrName { .. } | Rule::Cron => Value::Null,
+            Rule::Path | Rule::IdOrName { .. } | Rule::Cron | Rule::Size => Value::Null,
         });
     };
     let bad = |message: String| Err(OptionProblem::new(field, message));
@@ -577,6 +580,17 @@ fn check(field: &str, rule: Rule, value: Option<&Value>) -> Result<Value, Option
                 "expected a cron expression such as \"0 3 * * *\", got {value}"
             )),
         },
+        Rule::Size => {
+            let text = match value {
+                Value::Number(n) if n.is_u64() => n.to_string(),
+                Value::String(v) => v.clone(),
+                _ => return bad(format!("expected a size such as \"512M\", got {value}")),
+            };
+            match crate::size::parse_size(&text) {
+                Ok(_) => Ok(Value::String(text)),
+                Err(why) => bad(why),
+            }
+        }
         Rule::VarName { .. } => match value.as_str() {
             Some(v) if is_var_name(v) => Ok(value.clone()),
             _ => bad(format!(
