@@ -182,8 +182,8 @@ test.serial(
   },
 )
 
-/** The `flags:` (octal) of process `pid`'s listening TCP socket on `port`, from /proc. */
-function listenSocketFlags(pid: number, port: number): number | undefined {
+/** The inodes of the listening TCP sockets on `port`, from /proc/net. */
+function listeningInodes(port: number): Set<string> {
   const hexPort = port.toString(16).toUpperCase().padStart(4, '0')
   const inodes = new Set<string>()
   for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
@@ -192,6 +192,13 @@ function listenSocketFlags(pid: number, port: number): number | undefined {
       if (f[1]?.endsWith(`:${hexPort}`) && f[3] === '0A') inodes.add(f[9] ?? '')
     }
   }
+  return inodes
+}
+
+/** The fds of process `pid` that hold a listening TCP socket on `port`, with their inodes. */
+function listeningFds(pid: number, port: number): { fd: string; inode: string }[] {
+  const inodes = listeningInodes(port)
+  const held: { fd: string; inode: string }[] = []
   for (const fd of readdirSync(`/proc/${pid}/fd`)) {
     let target: string
     try {
@@ -200,11 +207,17 @@ function listenSocketFlags(pid: number, port: number): number | undefined {
       continue
     }
     const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1]
-    if (inode === undefined || !inodes.has(inode)) continue
-    const flags = /^flags:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))?.[1]
-    return flags === undefined ? undefined : parseInt(flags, 8)
+    if (inode !== undefined && inodes.has(inode)) held.push({ fd, inode })
   }
-  return undefined
+  return held
+}
+
+/** The `flags:` (octal) of process `pid`'s listening TCP socket on `port`, from /proc. */
+function listenSocketFlags(pid: number, port: number): number | undefined {
+  const first = listeningFds(pid, port)[0]
+  if (first === undefined) return undefined
+  const flags = /^flags:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/fdinfo/${first.fd}`, 'utf8'))?.[1]
+  return flags === undefined ? undefined : parseInt(flags, 8)
 }
 
 test.serial(
@@ -223,27 +236,8 @@ test.serial(
 
 /** The inodes of the listening TCP sockets on `port` (from /proc/net), and of those `pid` holds. */
 function listenInodes(port: number, pid?: number): string[] {
-  const hexPort = port.toString(16).toUpperCase().padStart(4, '0')
-  const inodes = new Set<string>()
-  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    for (const line of readFileSync(table, 'utf8').split('\n').slice(1)) {
-      const f = line.trim().split(/\s+/)
-      if (f[1]?.endsWith(`:${hexPort}`) && f[3] === '0A') inodes.add(f[9] ?? '')
-    }
-  }
-  if (pid === undefined) return [...inodes].sort()
-  const held = new Set<string>()
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    let target: string
-    try {
-      target = readlinkSync(`/proc/${pid}/fd/${fd}`)
-    } catch {
-      continue
-    }
-    const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1]
-    if (inode !== undefined && inodes.has(inode)) held.add(inode)
-  }
-  return [...held].sort()
+  if (pid === undefined) return [...listeningInodes(port)].sort()
+  return [...new Set(listeningFds(pid, port).map((h) => h.inode))].sort()
 }
 
 /** The pid answering a GET on a fresh connection from `localAddress` (plain-listen.cjs: "cjs <pid>"). */
