@@ -23,14 +23,12 @@ import {
   resolveName,
   resolveRuntimeDir,
   resolveUpgradeCommand,
-  masterLine,
-  masterLineFormat,
   withLogDefaults,
   type GroupOptions,
   type ResolvedGroup,
   type SupervisorOptions,
 } from './options.js'
-import { visible } from '../format.js'
+import { masterLine, masterLineFormat, visible } from '../format.js'
 import type { ConfigChange, ReloadReport, Status, SupervisorEvent, SupervisorEvents, UpgradeEvent } from '../types.js'
 import type { Worker } from '../worker/worker.js'
 
