@@ -518,7 +518,7 @@ enum Op {
 fn op(reloads: bool) -> impl Strategy<Value = Op> {
     let reload_weight = if reloads { 1 } else { 0 };
     prop_oneof![
-        6 => prop_oneof![Just(0xffu8), Just(0u8), any::<u8>()].prop_map(Op::Second),
+        8 => prop_oneof![3 => Just(0xffu8), 1 => Just(0u8), 1 => any::<u8>()].prop_map(Op::Second),
         3 => Just(Op::ReadyAll),
         3 => Just(Op::ExitStopping),
         1 => any::<u8>().prop_map(Op::Crash),
