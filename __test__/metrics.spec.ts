@@ -165,6 +165,7 @@ test('label values are escaped and every group shows every state', (t) => {
     ],
     counters: {
       restarts: { 'we"b': 4 },
+      memoryReplacements: { 'we"b': 3 },
       reloads: { done: 1, failed: 2, cancelled: 0 },
       reloadSeconds: {
         buckets: [
@@ -181,6 +182,7 @@ test('label values are escaped and every group shows every state', (t) => {
   } as unknown as Status
   const text = formatMetrics(status, { startTimeSeconds: 1700000000 })
   t.is(value(text, 'baton_workers{group="we\\"b",state="starting"}'), 2)
+  t.is(value(text, 'baton_worker_memory_replacements_total{group="we\\"b"}'), 3)
   t.is(value(text, 'baton_workers{group="we\\"b",state="stopping"}'), 0)
   t.is(value(text, 'baton_worker_resident_memory_bytes{group="we\\"b",id="0"}'), 200, 'the newer worker of a slot')
   t.false(text.includes('baton_worker_open_connections'), 'no connections known: no family')

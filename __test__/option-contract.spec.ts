@@ -66,6 +66,8 @@ const SAMPLES: Record<string, Sample> = {
   logFormat: { value: () => 'json' },
   // January 1st, 00:00: never fires while the test runs.
   cronRestart: { value: () => '0 0 1 1 *' },
+  // Far above what an idle worker uses: never replaced while the test runs.
+  maxMemory: { value: () => '1.5G' },
 }
 
 /** A worker that is ready by message (the samples' readiness) and stays up. */

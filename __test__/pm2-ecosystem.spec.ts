@@ -103,7 +103,9 @@ test('an ecosystem.config.js with two apps starts both with the right instance c
   t.is((await httpGet({ port: apiPort, path: '/greeting' })).body, 'prod')
   t.is((await httpGet({ port: adminPort, path: '/greeting' })).body, 'admin')
   // The PM2 fields baton does not use are named, not dropped silently.
-  t.regex(fleet.log.text, /ignored PM2 field max_memory_restart \(api\)/)
+  // max_memory_restart is maxMemory now: the group's options show it.
+  t.notRegex(fleet.log.text, /ignored PM2 field max_memory_restart/)
+  t.is(status.groups[0]?.options?.maxMemory, '300M')
   t.regex(fleet.log.text, /ignored PM2 field autorestart \(api, admin\)/)
 })
 
@@ -216,6 +218,31 @@ test('PM2 cron_restart maps onto cronRestart (a rolling reload), no longer liste
     message: /expected a cron expression/,
   })
   t.is((err as EcosystemError | undefined)?.key, 'apps[0].cron_restart')
+})
+
+test('PM2 max_memory_restart maps onto maxMemory (a graceful replacement): a size string, or a number of bytes', (t) => {
+  const eco = fromEcosystem(
+    {
+      apps: [
+        { name: 'api', script: 'a.js', max_memory_restart: '300M' },
+        { name: 'jobs', script: 'b.js', max_memory_restart: 104857600 },
+      ],
+    },
+    '/srv/app',
+    undefined,
+  )
+  t.is(eco.groups.api?.maxMemory, '300M')
+  t.is(eco.groups.jobs?.maxMemory, '104857600')
+  t.false(
+    eco.notes.some((n) => /ignored PM2 field max_memory_restart/.test(n)),
+    eco.notes.join('\n'),
+  )
+  for (const bad of [0, -1, 1.5, '', true]) {
+    const err = t.throws(() => fromEcosystem({ apps: [{ script: 'a.js', max_memory_restart: bad }] }, '/', undefined), {
+      message: /expected a size such as "300M"/,
+    })
+    t.is((err as EcosystemError | undefined)?.key, 'apps[0].max_memory_restart')
+  }
 })
 
 test('a PM2 fork-mode app with no port (a queue consumer) maps to uptime and starts; workers see NODE_APP_INSTANCE, or instance_var instead', async (t) => {

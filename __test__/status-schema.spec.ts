@@ -34,6 +34,7 @@ test('the schema of the generated Status type is strict: an added or a missing f
     connections: null,
     startedAt: null,
     lastExit: null,
+    lastReplaced: null,
     restartInMs: 1000,
   }
   const rowSchema = { $ref: '#/$defs/WorkerStatus', $defs: schemaOf(DTS, 'WorkerStatus').$defs }

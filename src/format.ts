@@ -87,6 +87,8 @@ export function formatStatus(status: Status, now = Date.now()): string {
       note = `restarting in ${(w.restartInMs / 1000).toFixed(1)}s after: ${w.lastExit ?? 'crash'}`
     } else if (w.restarts > 0 && w.lastExit) {
       note = `last exit: ${w.lastExit}`
+    } else if (w.lastReplaced) {
+      note = `replaced: ${w.lastReplaced}`
     }
     rows.push([
       w.group,

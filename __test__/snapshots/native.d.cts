@@ -92,6 +92,8 @@ export interface Counters {
    * group listed.
    */
   restarts: Record<string, number>
+  /** Workers replaced for staying above `maxMemory`, per group, every group listed. */
+  memoryReplacements: Record<string, number>
   /** Reload passes by how they ended. */
   reloads: ReloadCounts
   /** The reload durations, as a Prometheus histogram. */
@@ -250,6 +252,18 @@ export interface GroupOptions {
    * `cron_restart`. Default: none.
    */
   cronRestart?: string
+  /**
+   * Replace a worker whose resident memory (RSS) stays above this size for 3 s (sampled
+   * every second): `512M`, `1.5G` (K/M/G 1024-based) or a number of bytes. The
+   * replacement is graceful, like one slot of a reload in the group's `order`: under
+   * `start-first` its successor starts and is ready before the worker drains
+   * (`stop-first`: the worker drains, then its successor starts); one worker per group
+   * at a time, and never while a reload runs (the reload replaces it anyway). A worker of a
+   * non-reloadable group is only logged. Logged, and counted in the status
+   * (`counters.memoryReplacements`, the row's `lastReplaced`). PM2's
+   * `max_memory_restart`. Default: none.
+   */
+  maxMemory?: string
 }
 
 /** A group as shown in status. */
@@ -732,6 +746,11 @@ export interface WorkerStatus {
   startedAt: string | null
   /** How the slot's previous worker ended, e.g. "exited with code 1", when it crashed. */
   lastExit: string | null
+  /**
+   * Why the slot's last worker replaced while it ran was replaced, e.g. "RSS 612 MiB
+   * above maxMemory 512 MiB for 3 s (pid 41)" (`maxMemory`); null if none was.
+   */
+  lastReplaced: string | null
   /** For an empty slot: milliseconds until its restart. */
   restartInMs: number | null
 }

@@ -66,9 +66,19 @@ export async function ensurePm2({ log = () => {} } = {}) {
  * Start `pm2 start <script> -i <count> --wait-ready` in a PM2_HOME of its own, env PORT,
  * and wait until `count` instances are online and the port answers. The result has the
  * same shape as a baton target (see lib/reload-run.mjs): port, roots, workers(), reload(),
- * lastReport(), log(), dispose().
+ * lastReport(), log(), dispose(). `extraArgs`: more `pm2 start` flags (e.g.
+ * `--max-memory-restart 80M`).
  */
-export async function startPm2Fleet({ pm2, script, count, port, name = 'bench', env = {}, readyTimeoutMs = 30_000 }) {
+export async function startPm2Fleet({
+  pm2,
+  script,
+  count,
+  port,
+  name = 'bench',
+  env = {},
+  readyTimeoutMs = 30_000,
+  extraArgs = [],
+}) {
   const home = tempDir('baton-bench-pm2home-')
   const fullEnv = { ...process.env, ...env, PM2_HOME: home, PORT: String(port) }
   const cli = (a) => run(process.execPath, [pm2, ...a], { env: fullEnv, cwd: path.dirname(script) })
@@ -166,6 +176,7 @@ export async function startPm2Fleet({ pm2, script, count, port, name = 'bench', 
     '--kill-timeout',
     '1600',
     '--merge-logs',
+    ...extraArgs,
   ])
   trackDaemon()
   if (started.code !== 0) {

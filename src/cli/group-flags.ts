@@ -37,6 +37,7 @@ export const GROUP_FLAGS = {
   logTime: { flag: '--log-time', takes: true },
   logFormat: { flag: '--log-format', takes: 'value' },
   cronRestart: { flag: '--cron-restart', takes: 'value' },
+  maxMemory: { flag: '--max-memory', takes: 'value' },
 } as const satisfies Partial<Record<keyof GroupOptions, GroupFlag>>
 
 /** The group options that are no `baton start` flag, each with the reason. */

@@ -7,7 +7,7 @@
  *             [--wait-ready] [--instance-var NAME] [--order start-first|stop-first]
  *             [--parallel N] [--backlog N] [--balance MODE] [--no-drop-in] [--uid U] [--gid G]
  *             [--health ADDR [--health-detail]] [--stdout T] [--stderr T] [--log-prefix] [--log-time]
- *             [--log-format text|json] [--log FILE] [--cron-restart EXPR]
+ *             [--log-format text|json] [--log FILE] [--cron-restart EXPR] [--max-memory SIZE]
  *             [--daemon] [-- script args...]
  * baton start [--config FILE] [flags]   (no script: baton.config.{mjs,js,cjs,json})
  * baton reload [NAME]          baton stop [NAME] [--force]
@@ -115,6 +115,10 @@ Usage:
                             time, each new one ready before the old one leaves): a cron
                             expression, 5 fields or 6 with leading seconds, in local time
                             (TZ honoured), e.g. '0 3 * * *' (PM2's cron_restart)
+      --max-memory SIZE     replace a worker whose RSS stays above SIZE for 3 s (sampled
+                            every second), gracefully: its successor is ready before it
+                            drains, one worker at a time, never during a reload; e.g. 512M,
+                            1.5G (K/M/G 1024-based) or bytes (PM2's max_memory_restart)
       --log FILE            the master's own output (and inherited worker output) goes to FILE
       --watch [PATH...]     dev mode: reload gracefully when code under PATH (default .)
                             changes: files Node loads (.js .mjs .cjs .ts .mts .cts .jsx

@@ -112,6 +112,14 @@ export function formatMetrics(status: Status, master: MasterProcess): string {
     for (const [group, n] of Object.entries(counters.restarts)) out.sample('baton_worker_restarts_total', { group }, n)
 
     out.family(
+      'baton_worker_memory_replacements_total',
+      'counter',
+      'Workers replaced gracefully because their RSS stayed above maxMemory for 3 s, by group.',
+    )
+    for (const [group, n] of Object.entries(counters.memoryReplacements))
+      out.sample('baton_worker_memory_replacements_total', { group }, n)
+
+    out.family(
       'baton_reloads_total',
       'counter',
       'Reloads by outcome: done, failed (a new worker failed, or the reload was refused), cancelled (the fleet stopped).',

@@ -77,6 +77,7 @@ export const MAPPED_FIELDS = [
   'time',
   'log_date_format',
   'cron_restart',
+  'max_memory_restart',
 ] as const
 
 /** A field of an ecosystem file that cannot be used: the key (`apps[1].instances`) and why. */
@@ -228,6 +229,18 @@ export function fromEcosystem(value: { apps: unknown }, base: string, envName: s
       if (typeof a.cron_restart !== 'string' || a.cron_restart.trim() === '')
         throw new EcosystemError(`${at}.cron_restart`, 'expected a cron expression such as "0 3 * * *"')
       group.cronRestart = a.cron_restart
+    }
+    // PM2 restarts hard over the limit; baton replaces the worker gracefully (the size is
+    // checked with the group's options: groups.NAME.maxMemory). A number is bytes.
+    if (a.max_memory_restart !== undefined) {
+      const limit = a.max_memory_restart
+      if (typeof limit === 'number' && Number.isSafeInteger(limit) && limit > 0) group.maxMemory = String(limit)
+      else if (typeof limit === 'string' && limit.trim() !== '') group.maxMemory = limit.trim()
+      else
+        throw new EcosystemError(
+          `${at}.max_memory_restart`,
+          'expected a size such as "300M" or "1G", or a number of bytes',
+        )
     }
     const stop = ms(`${at}.kill_timeout`, a.kill_timeout)
     if (stop !== undefined) group.stopTimeout = stop

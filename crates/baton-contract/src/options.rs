@@ -241,6 +241,17 @@ pub struct GroupOptions {
     /// `cron_restart`. Default: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cron_restart: Option<String>,
+    /// Replace a worker whose resident memory (RSS) stays above this size for 3 s (sampled
+    /// every second): `512M`, `1.5G` (K/M/G 1024-based) or a number of bytes. The
+    /// replacement is graceful, like one slot of a reload in the group's `order`: under
+    /// `start-first` its successor starts and is ready before the worker drains
+    /// (`stop-first`: the worker drains, then its successor starts); one worker per group
+    /// at a time, and never while a reload runs (the reload replaces it anyway). A worker of a
+    /// non-reloadable group is only logged. Logged, and counted in the status
+    /// (`counters.memoryReplacements`, the row's `lastReplaced`). PM2's
+    /// `max_memory_restart`. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<String>,
 }
 
 /// Crash-restart backoff.
@@ -418,6 +429,7 @@ pub const GROUP_FIELDS: &[Field] = &[
         },
     ),
     field("cronRestart", Rule::Cron),
+    field("maxMemory", Rule::Size),
 ];
 
 /// Every field of [`BackoffOptions`] with its rule (`max` is also at least `initial`).
@@ -774,6 +786,11 @@ mod tests {
         assert_eq!(o.cron_restart, None);
         let o = validate_group("web", &json!({ "cronRestart": "*/4 * * * * *" })).unwrap();
         assert_eq!(o.cron_restart.as_deref(), Some("*/4 * * * * *"));
+        assert_eq!(o.max_memory, None);
+        let o = validate_group("web", &json!({ "maxMemory": "1.5G" })).unwrap();
+        assert_eq!(o.max_memory.as_deref(), Some("1.5G"));
+        let o = validate_group("web", &json!({ "maxMemory": 83886080 })).unwrap();
+        assert_eq!(o.max_memory.as_deref(), Some("83886080"));
     }
 
     #[test]
@@ -815,6 +832,11 @@ mod tests {
             "groups.web.cronRestart: \"* * *\" is not a cron expression: expected 5 fields"
         ));
         assert!(err(json!({ "cronRestart": 5 })).starts_with("groups.web.cronRestart: expected"));
+        assert_eq!(
+            err(json!({ "maxMemory": "12X" })),
+            "groups.web.maxMemory: expected a size such as 512M, 1.5G or a number of bytes, got \"12X\""
+        );
+        assert!(err(json!({ "maxMemory": -5 })).starts_with("groups.web.maxMemory: expected"));
         assert!(err(json!({ "instanceVar": "BATON_ID" })).starts_with("groups.web.instanceVar:"));
         assert!(validate_group("no spaces", &json!({}))
             .unwrap_err()

@@ -90,6 +90,8 @@ pub struct Counters {
     /// Crash restarts per group (a worker that exited without being asked to), every
     /// group listed.
     pub restarts: BTreeMap<String, i64>,
+    /// Workers replaced for staying above `maxMemory`, per group, every group listed.
+    pub memory_replacements: BTreeMap<String, i64>,
     /// Reload passes by how they ended.
     pub reloads: ReloadCounts,
     /// The reload durations, as a Prometheus histogram.
@@ -252,6 +254,9 @@ pub struct WorkerStatus {
     pub started_at: Option<String>,
     /// How the slot's previous worker ended, e.g. "exited with code 1", when it crashed.
     pub last_exit: Option<String>,
+    /// Why the slot's last worker replaced while it ran was replaced, e.g. "RSS 612 MiB
+    /// above maxMemory 512 MiB for 3 s (pid 41)" (`maxMemory`); null if none was.
+    pub last_replaced: Option<String>,
     /// For an empty slot: milliseconds until its restart.
     pub restart_in_ms: Option<i64>,
 }

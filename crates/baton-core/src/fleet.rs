@@ -83,6 +83,22 @@
 //! `n`, the slot is restarted with backoff like any crash); or when the fleet stops. A
 //! reload requested while a scale runs waits for it to end, then replaces the new count.
 //!
+//! **Memory.** [`Input::MemorySample`] gives a worker's resident memory and its group's
+//! `maxMemory`, about once a second. A ready, current worker whose samples stay above the
+//! limit for [`MEMORY_WINDOW`] (every sample in between above it) is replaced gracefully,
+//! as one slot of a reload is, in the group's order: `start-first` spawns its successor in
+//! the same slot, promotes it once ready and only then stops the old worker (which drains);
+//! `stop-first` stops it first and spawns the successor once it has exited. At most one
+//! such replacement per group at a time (it lasts until the successor is ready and the old
+//! worker has exited; another worker over the limit meanwhile is replaced next, at its next
+//! sample). A reload takes precedence: while a pass runs or is queued, no memory
+//! replacement starts and samples of reloadable groups do not count (their window starts
+//! again afterwards); a reload requested during a memory replacement waits for it to end,
+//! like one requested during a scale. A successor that fails before it is ready leaves the
+//! old worker serving (its window starts again). A worker of a `reloadable: false` group is
+//! never replaced: [`Event::MemoryOverLimit`] (`replacing: false`) is emitted once per
+//! crossing of the limit.
+//!
 //! **Stop.** [`Input::Stop`] cancels a running pass (its requests are answered with a
 //! cancelled report), stops every worker gracefully (or kills them all when forced),
 //! drops pending restarts and emits [`Event::Stopped`] once the last worker has exited.
@@ -92,6 +108,10 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Backoff, GroupRules, Order, Readiness};
 use crate::exit_status::ExitStatus;
+
+/// How long a worker's samples must stay above its group's `maxMemory` before it is
+/// replaced (see **Memory** in the module documentation).
+pub const MEMORY_WINDOW: Duration = Duration::from_secs(3);
 
 /// Identifies one worker process for its whole life, before and after it has a pid.
 /// Keys grow monotonically: a larger key was spawned later.
@@ -126,6 +146,13 @@ pub enum Input {
         group: usize,
         count: u32,
         ticket: Ticket,
+    },
+    /// The worker's resident memory is `rss` bytes; its group's `maxMemory` is `limit`
+    /// bytes (see **Memory** in the module documentation).
+    MemorySample {
+        key: WorkerKey,
+        rss: u64,
+        limit: u64,
     },
 }
 
@@ -262,6 +289,18 @@ pub enum Event {
         count: u32,
         ticket: Ticket,
     },
+    /// A worker's resident memory stayed above its group's `maxMemory` for `over`:
+    /// `replacing` when it is being replaced now; otherwise its group is not reloadable and
+    /// it keeps running (emitted once per crossing of the limit).
+    MemoryOverLimit {
+        group: usize,
+        slot: u32,
+        pid: i32,
+        rss: u64,
+        limit: u64,
+        over: Duration,
+        replacing: bool,
+    },
     /// A scale was refused or did not complete.
     ScaleFailed {
         group: usize,
@@ -354,6 +393,9 @@ pub struct WorkerSnapshot {
     pub restart_at: Option<Instant>,
     /// When the worker was spawned.
     pub spawned_at: Option<Instant>,
+    /// Why the slot's last worker replaced while it ran was replaced ("RSS 612 MiB above
+    /// maxMemory 512 MiB for 3 s (pid 41)"), if one was.
+    pub last_replaced: Option<String>,
 }
 
 /// A whole-fleet status snapshot.
@@ -409,6 +451,10 @@ struct Worker {
     killed: bool,
     /// Set when the worker was killed for not becoming ready in time.
     ready_timed_out: bool,
+    /// Since when its memory samples have been above `maxMemory` (see **Memory**).
+    over_since: Option<Instant>,
+    /// Its stay above `maxMemory` was reported (non-reloadable groups: once per crossing).
+    over_reported: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -419,6 +465,16 @@ struct Slot {
     failures: u32,
     restarts: u32,
     last_exit: Option<String>,
+    /// Why its last worker replaced for memory was replaced.
+    last_replaced: Option<String>,
+}
+
+/// A replacement of one worker for its memory (see **Memory**): `old` is the worker over
+/// the limit, `new` its successor (`None` while a stop-first slot waits for `old` to exit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MemoryStep {
+    old: WorkerKey,
+    new: Option<WorkerKey>,
 }
 
 #[derive(Debug, Clone)]
@@ -431,6 +487,8 @@ struct Group {
     next_rules: Option<GroupRules>,
     /// The scale in progress: its ticket and its first new slot (the count it grew from).
     scaling: Option<(Ticket, u32)>,
+    /// The replacement of a worker over `maxMemory` in progress (one per group at a time).
+    memory: Option<MemoryStep>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -508,6 +566,7 @@ impl Fleet {
                 steered: Vec::new(),
                 next_rules: None,
                 scaling: None,
+                memory: None,
                 rules,
             })
             .collect();
@@ -674,6 +733,7 @@ impl Fleet {
                 count,
                 ticket,
             } => self.scale(now, group, count, ticket),
+            Input::MemorySample { key, rss, limit } => self.memory_sample(now, key, rss, limit),
         }
         self.settle(now);
     }
@@ -710,6 +770,7 @@ impl Fleet {
                         last_exit: slot.last_exit.clone(),
                         restart_at: slot.respawn_at,
                         spawned_at: None,
+                        last_replaced: slot.last_replaced.clone(),
                     });
                 }
             }
@@ -743,6 +804,7 @@ impl Fleet {
             last_exit: slot.last_exit.clone(),
             restart_at: None,
             spawned_at: Some(w.spawned_at),
+            last_replaced: slot.last_replaced.clone(),
         }
     }
 
@@ -785,6 +847,8 @@ impl Fleet {
                 stop_deadline: None,
                 killed: false,
                 ready_timed_out: false,
+                over_since: None,
+                over_reported: false,
             },
         );
         self.actions.push_back(Action::Spawn {
@@ -1094,6 +1158,28 @@ impl Fleet {
                 self.start_replacement(now, g, s, w.pid);
             }
         }
+        // stop-first memory replacement: the old worker has exited, start its successor
+        // (unless the slot was scaled away or the fleet is stopping meanwhile).
+        let successor_due = self.groups[group]
+            .memory
+            .is_some_and(|m| m.old == key && m.new.is_none());
+        if successor_due {
+            let slot_empty = self.groups[group]
+                .slots
+                .get(slot as usize)
+                .is_some_and(|st| {
+                    st.current.is_none() && st.replacement.is_none() && st.respawn_at.is_none()
+                });
+            if self.phase == Phase::Running && slot < self.groups[group].rules.count && slot_empty {
+                self.spawn_current(now, group, slot);
+                let new = self.groups[group].slots[slot as usize].current;
+                if let Some(m) = self.groups[group].memory.as_mut() {
+                    m.new = new;
+                }
+            } else {
+                self.groups[group].memory = None;
+            }
+        }
     }
 
     fn schedule_restart(
@@ -1132,7 +1218,7 @@ impl Fleet {
             }
         }
         let cutoff = self.next_key;
-        if self.pass.is_some() || self.scaling() {
+        if self.pass.is_some() || self.scaling() || self.memory_replacing() {
             let pending = self.pending.get_or_insert(Pending {
                 tickets: Vec::new(),
                 cutoff,
@@ -1531,6 +1617,9 @@ impl Fleet {
         }
         let was_stopping = self.phase == Phase::Stopping;
         self.phase = Phase::Stopping;
+        for group in &mut self.groups {
+            group.memory = None;
+        }
         if !was_stopping {
             self.cancel_reloads(now, "the fleet is stopping");
             for g in 0..self.groups.len() {
@@ -1721,6 +1810,120 @@ impl Fleet {
         }
     }
 
+    // ----- memory ---------------------------------------------------------------------------
+
+    /// Whether some group has a memory replacement in progress.
+    fn memory_replacing(&self) -> bool {
+        self.groups.iter().any(|g| g.memory.is_some())
+    }
+
+    /// One memory sample of worker `key` (see **Memory** in the module documentation).
+    fn memory_sample(&mut self, now: Instant, key: WorkerKey, rss: u64, limit: u64) {
+        let reload_first = self.pass.is_some() || self.pending.is_some();
+        let running = self.phase == Phase::Running;
+        let Some(w) = self.workers.get_mut(&key) else {
+            return;
+        };
+        if rss <= limit {
+            w.over_since = None;
+            w.over_reported = false;
+            return;
+        }
+        // Only a serving worker is measured: a booting successor or a draining worker is
+        // not replaced (again).
+        let serving = w.role == Role::Current && w.ready && !w.stop_requested && !w.killed;
+        let group = &self.groups[w.group];
+        if !running || !serving || (group.rules.reloadable && reload_first) {
+            w.over_since = None;
+            return;
+        }
+        let since = *w.over_since.get_or_insert(now);
+        let over = now.saturating_duration_since(since);
+        if over < MEMORY_WINDOW {
+            return;
+        }
+        let (g, slot, pid) = (w.group, w.slot, w.pid.unwrap_or(0));
+        if !group.rules.reloadable {
+            if !w.over_reported {
+                w.over_reported = true;
+                self.actions.push_back(Action::Emit(Event::MemoryOverLimit {
+                    group: g,
+                    slot,
+                    pid,
+                    rss,
+                    limit,
+                    over,
+                    replacing: false,
+                }));
+            }
+            return;
+        }
+        // One at a time per group, and not while the group scales: re-evaluated at the
+        // next sample.
+        if group.memory.is_some() || group.scaling.is_some() {
+            return;
+        }
+        w.over_since = None;
+        w.over_reported = true;
+        self.actions.push_back(Action::Emit(Event::MemoryOverLimit {
+            group: g,
+            slot,
+            pid,
+            rss,
+            limit,
+            over,
+            replacing: true,
+        }));
+        self.groups[g].slots[slot as usize].last_replaced = Some(format!(
+            "RSS {} above maxMemory {} for {} s (pid {pid})",
+            baton_contract::size::format_size(rss),
+            baton_contract::size::format_size(limit),
+            over.as_secs()
+        ));
+        match self.groups[g].rules.order {
+            Order::StartFirst => {
+                let new = self.spawn_worker(now, g, slot, Role::Replacement);
+                let st = &mut self.groups[g].slots[slot as usize];
+                st.replacement = Some(new);
+                st.respawn_at = None;
+                self.groups[g].memory = Some(MemoryStep {
+                    old: key,
+                    new: Some(new),
+                });
+            }
+            Order::StopFirst => {
+                self.groups[g].slots[slot as usize].current = None;
+                if let Some(w) = self.workers.get_mut(&key) {
+                    w.role = Role::Retiring;
+                }
+                self.groups[g].memory = Some(MemoryStep {
+                    old: key,
+                    new: None,
+                });
+                self.request_stop(now, key);
+            }
+        }
+    }
+
+    /// End `group`'s memory replacement once its old worker is no longer leaving and its
+    /// successor no longer booting (ready, or failed: the old worker then keeps serving).
+    fn finish_memory_if_done(&mut self, group: usize) {
+        let Some(step) = self.groups[group].memory else {
+            return;
+        };
+        let old_leaving = self
+            .workers
+            .get(&step.old)
+            .is_some_and(|w| w.role == Role::Retiring);
+        let new_booting = step
+            .new
+            .and_then(|k| self.workers.get(&k))
+            .is_some_and(|w| !w.ready);
+        if !old_leaving && !new_booting {
+            self.groups[group].memory = None;
+        }
+    }
+
     // ----- steering ---------------------------------------------------------------------------
 
     /// Announce `group`'s serving slots if they changed since the last announcement.
@@ -1740,8 +1943,13 @@ impl Fleet {
         for g in 0..self.groups.len() {
             self.steer(g);
             self.finish_scale_if_done(g);
+            self.finish_memory_if_done(g);
         }
-        if self.phase == Phase::Running && self.pass.is_none() && !self.scaling() {
+        if self.phase == Phase::Running
+            && self.pass.is_none()
+            && !self.scaling()
+            && !self.memory_replacing()
+        {
             if let Some(pending) = self.pending.take() {
                 self.begin_pass(now, pending.tickets, pending.cutoff);
             }

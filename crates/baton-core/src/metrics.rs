@@ -37,6 +37,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, Default)]
 pub struct Counters {
     restarts: BTreeMap<String, u64>,
+    memory: BTreeMap<String, u64>,
     done: u64,
     failed: u64,
     cancelled: u64,
@@ -54,6 +55,7 @@ impl Counters {
     pub fn new(groups: &[String]) -> Self {
         Counters {
             restarts: groups.iter().map(|g| (g.clone(), 0)).collect(),
+            memory: groups.iter().map(|g| (g.clone(), 0)).collect(),
             ..Counters::default()
         }
     }
@@ -63,6 +65,11 @@ impl Counters {
     /// `restarts` (which a crash during a reload or a stop does not raise).
     pub fn restart(&mut self, group: &str) {
         *self.restarts.entry(group.to_string()).or_default() += 1;
+    }
+
+    /// A worker of `group` is being replaced for staying above `maxMemory`.
+    pub fn memory_replacement(&mut self, group: &str) {
+        *self.memory.entry(group.to_string()).or_default() += 1;
     }
 
     /// A reload pass ended after `duration`.
@@ -111,6 +118,11 @@ impl Counters {
                 .iter()
                 .map(|(g, n)| (g.clone(), count(*n)))
                 .collect(),
+            memory_replacements: self
+                .memory
+                .iter()
+                .map(|(g, n)| (g.clone(), count(*n)))
+                .collect(),
             reloads: ReloadCounts {
                 done: count(self.done),
                 failed: count(self.failed),
@@ -146,12 +158,14 @@ mod tests {
         let mut c = Counters::new(&["web".to_string(), "jobs".to_string()]);
         c.restart("web");
         c.restart("web");
+        c.memory_replacement("jobs");
         c.reload(Outcome::Done, Duration::from_millis(700));
         c.reload(Outcome::Failed, Duration::from_secs(20));
         c.reload(Outcome::Cancelled, Duration::from_secs(1000));
         c.reload_refused();
         let j = c.json();
         assert_eq!(j["restarts"], json!({ "web": 2, "jobs": 0 }));
+        assert_eq!(j["memoryReplacements"], json!({ "web": 0, "jobs": 1 }));
         assert_eq!(
             j["reloads"],
             json!({ "done": 1, "failed": 2, "cancelled": 1 })

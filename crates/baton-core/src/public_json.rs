@@ -375,6 +375,28 @@ pub fn event(names: &Names, e: &Event, found: &[Change]) -> SupervisorEvent {
             generation: *generation,
             message: format!("{} {replaced}/{due} replaced", names.group(*group)),
         }),
+        Event::MemoryOverLimit {
+            group,
+            slot,
+            pid,
+            rss,
+            limit,
+            over,
+            replacing,
+        } => {
+            let name = names.group(*group);
+            let what = if *replacing {
+                "replacing it gracefully".to_string()
+            } else {
+                format!("not replaced: group {name} is not reloadable (reloadable: false); restart it yourself or raise maxMemory")
+            };
+            E::log(format!(
+                "worker {name}#{slot} (pid {pid}) RSS {} above maxMemory {} for {} s: {what}",
+                baton_contract::size::format_size(*rss),
+                baton_contract::size::format_size(*limit),
+                over.as_secs()
+            ))
+        }
         Event::ReloadDone(r) => E::ReloadDone(report(names, r, found)),
         Event::ReloadFailed(r) => E::ReloadFailed(report(names, r, found)),
         Event::Stopped => E::Stopped(LogEvent {
@@ -582,6 +604,7 @@ pub fn status(
                 connections: x.connections,
                 started_at: x.started_at.map(iso8601),
                 last_exit: w.last_exit.clone(),
+                last_replaced: w.last_replaced.clone(),
                 restart_in_ms: w.restart_at.map(|at| ms(at.saturating_duration_since(now))),
             }
         })
@@ -710,6 +733,7 @@ mod tests {
             last_exit: None,
             restart_at: None,
             spawned_at: None,
+            last_replaced: None,
         }
     }
 
@@ -826,6 +850,7 @@ mod tests {
                 "group",
                 "id",
                 "lastExit",
+                "lastReplaced",
                 "pid",
                 "restartInMs",
                 "restarts",
@@ -835,6 +860,7 @@ mod tests {
             ]
         );
         assert!(worker["pid"].is_null() && worker["rssBytes"].is_null());
+        assert!(worker["lastReplaced"].is_null());
         assert_eq!(worker["state"], "starting");
         assert_eq!(
             keys(&value["logs"]),

@@ -260,6 +260,8 @@ impl Sim {
         match &input {
             // Scales have their own tests and properties (fleet_scale.rs).
             Input::Scale { .. } => panic!("the reload simulator does not scale"),
+            // Memory samples have their own tests and properties (fleet_memory.rs).
+            Input::MemorySample { .. } => panic!("the reload simulator samples no memory"),
             Input::Start => {
                 if self.phase == MPhase::Idle {
                     self.phase = MPhase::Starting;
@@ -808,6 +810,7 @@ impl Sim {
 
     fn on_event(&mut self, event: Event) {
         match event {
+            Event::MemoryOverLimit { .. } => panic!("no memory samples in the reload simulator"),
             Event::FleetReady => {
                 assert_eq!(self.phase, MPhase::Starting, "FleetReady outside start");
                 assert_eq!(self.fleet_ready_events, 0);

@@ -293,13 +293,9 @@ impl LoopState {
         if now < self.cpu.next_at() {
             return;
         }
-        let mut pids: Vec<i32> = self
-            .fleet
-            .snapshot()
-            .workers
-            .iter()
-            .filter_map(|w| w.pid)
-            .collect();
+        let workers = self.fleet.snapshot().workers;
+        self.sample_memory(now, &workers);
+        let mut pids: Vec<i32> = workers.iter().filter_map(|w| w.pid).collect();
         pids.extend(i32::try_from(self.master_pid).ok());
         if self
             .cpu
@@ -307,6 +303,38 @@ impl LoopState {
         {
             self.publisher.mark_dirty();
         }
+    }
+
+    /// Feed the resident memory of every worker of a group with a `maxMemory` to the state
+    /// machine, which decides what a stay above the limit means (`fleet.rs`, **Memory**).
+    /// Called with the CPU sample, about once a second.
+    fn sample_memory(&mut self, now: Instant, workers: &[crate::fleet::WorkerSnapshot]) {
+        let limits: Vec<Option<u64>> = self
+            .config
+            .groups
+            .iter()
+            .map(|g| {
+                let text = g.options.max_memory.as_deref()?;
+                baton_contract::size::parse_size(text).ok()
+            })
+            .collect();
+        if limits.iter().all(Option::is_none) {
+            return;
+        }
+        for w in workers {
+            let (Some(key), Some(pid)) = (w.key, w.pid) else {
+                continue;
+            };
+            let Some(limit) = limits.get(w.group).copied().flatten() else {
+                continue;
+            };
+            let Some(rss) = crate::proc_info::rss_bytes(pid) else {
+                continue;
+            };
+            self.fleet
+                .handle(now, Input::MemorySample { key, rss, limit });
+        }
+        self.drive();
     }
 
     /// Count what `event` says for the monitoring counters (`counters` in the status).
@@ -320,6 +348,15 @@ impl LoopState {
             } => {
                 if let Some(name) = self.group_names.get(*group) {
                     self.counters.restart(name);
+                }
+            }
+            Event::MemoryOverLimit {
+                group,
+                replacing: true,
+                ..
+            } => {
+                if let Some(name) = self.group_names.get(*group) {
+                    self.counters.memory_replacement(name);
                 }
             }
             Event::ReloadDone(r) | Event::ReloadFailed(r) => {
