@@ -37,7 +37,7 @@ fn setup() -> Setup {
         Box::new(move |d| {
             let _ = tx.lock().unwrap().send(d);
         }),
-        Box::new(|_| {}),
+        Arc::new(|_| {}),
     )
     .unwrap();
     Setup { relay, drained: rx }
@@ -85,7 +85,11 @@ fn prefixed_file_sink_tail_and_drain_after_exit() {
     let s = setup();
     let sink = s
         .relay
-        .sink(&LogTarget::File(path.clone()), Stream::Stdout)
+        .sink(
+            &LogTarget::File(path.clone()),
+            Stream::Stdout,
+            &Default::default(),
+        )
         .unwrap();
     let (mut out, mut err) = add(&s, 3, true, [sink.clone(), sink]);
     out.write_all(b"hello\nwor").unwrap();
@@ -221,7 +225,11 @@ fn a_full_sink_drops_and_counts_per_group_without_stalling_the_reader() {
     let s = setup();
     let sink = s
         .relay
-        .sink(&LogTarget::File(fifo.clone()), Stream::Stdout)
+        .sink(
+            &LogTarget::File(fifo.clone()),
+            Stream::Stdout,
+            &Default::default(),
+        )
         .unwrap();
     let (mut out, _err) = add(&s, 0, false, [sink, None]);
     let line = [b"y".repeat(1023), b"\n".to_vec()].concat();
@@ -251,7 +259,11 @@ fn reopen_moves_file_sinks_to_a_new_file() {
     let s = setup();
     let sink = s
         .relay
-        .sink(&LogTarget::File(path.clone()), Stream::Stdout)
+        .sink(
+            &LogTarget::File(path.clone()),
+            Stream::Stdout,
+            &Default::default(),
+        )
         .unwrap();
     let (mut out, _err) = add(&s, 0, false, [sink.clone(), None]);
     out.write_all(b"first\n").unwrap();
