@@ -8,6 +8,7 @@
 import test, { type ExecutionContext } from 'ava'
 import { chmodSync, existsSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { OptionsError, Supervisor } from '../src/index.js'
 import { runCli, startFleet, type Fleet } from './helpers/fleet.js'
 import { tmpDir, waitFor } from './helpers/processes.js'
 
@@ -257,4 +258,47 @@ test('--log-max-size 0 and --log-max-files 0 exit 2 naming the option', async (t
   const many = await runCli(['start', script, '--name', 'rot', '--log-max-size', '1M', '--log-max-files', '1001'], env)
   t.is(many.code, 2, many.stderr)
   t.regex(many.stderr, /logMaxFiles: expected an integer from 1 to 1000, got 1001/)
+})
+
+test("API: the fleet-wide logMaxSize / logMaxFiles are checked by the group rules and named as the fleet's", (t) => {
+  const bad = (options: ConstructorParameters<typeof Supervisor>[0]): OptionsError | undefined =>
+    t.throws(() => new Supervisor(options), { instanceOf: OptionsError })
+  t.is(bad({ logMaxSize: '0' })?.field, 'logMaxSize')
+  t.is(bad({ logMaxSize: 'lots' })?.field, 'logMaxSize')
+  t.is(bad({ logMaxFiles: 0 })?.field, 'logMaxFiles')
+  // (any existing file passes as the script here)
+  const script = process.execPath
+  t.is(bad({ groups: { web: { script, logMaxFiles: 1001 } } })?.field, 'groups.web.logMaxFiles')
+  t.is(bad({ logMaxSize: '1M', groups: { web: { script, logMaxSize: '0' } } })?.field, 'groups.web.logMaxSize')
+  t.notThrows(() => new Supervisor({ logMaxSize: '1.5G', logMaxFiles: 1000 }))
+})
+
+test('a reload that adds logMaxSize to the config file rotates the file from then on, and says so', async (t) => {
+  const dir = await tmpDir('baton-rotate-')
+  t.teardown(() => dir.cleanup())
+  const script = join(dir.path, 'worker.mjs')
+  writeFileSync(script, worker(1000))
+  const config = join(dir.path, 'baton.config.mjs')
+  const write = (extra: string): void =>
+    writeFileSync(
+      config,
+      `export default { name: 'cfg', ${extra} groups: { w: { script: 'worker.mjs', stdout: 'out.log', readiness: 'message' } } }\n`,
+    )
+  write('')
+  const fleet = await startFleet(t, { cwd: dir.path, name: 'cfg', expectWorkers: 1 })
+  const out = join(dir.path, 'out.log')
+  const last = 'line 001000 '
+  const count = (): number => rotatedFiles(out).reduce((n, f) => n + readFileSync(f, 'utf8').split(last).length - 1, 0)
+  await waitFor(() => count() === 1, { message: 'the first worker wrote its lines' })
+  t.false(existsSync(`${out}.1`), 'no rotation without logMaxSize')
+  write(`logMaxSize: '16K', logMaxFiles: 50,`)
+  const reload = await fleet.cli(['reload', 'cfg'])
+  t.is(reload.code, 0, reload.stderr)
+  t.regex(reload.stdout, /logMaxSize/)
+  await waitFor(() => count() === 2, { message: 'the new worker wrote its lines' })
+  t.true(existsSync(`${out}.1`), 'rotated after the reload')
+  const files = rotatedFiles(out)
+  const all = files.flatMap((f) => numbers(t, f, linesOf(f)))
+  t.is(all.length, 2000)
+  for (const f of files.slice(1)) t.true(statSync(f).size <= 16 * 1024 + LINE_BYTES, f)
 })
