@@ -16,20 +16,21 @@ import { tmpDir, waitFor } from './helpers/processes.js'
 const LINE_BYTES = 80
 
 /**
- * Writes `LINES` numbered lines of LINE_BYTES (`line 000001 xxx...`) to stdout, as raw
+ * Writes `lines` numbered lines of LINE_BYTES (`line 000001 xxx...`) to stdout, as raw
  * output (no prefix: the relay passes the bytes on in whatever chunks it read them), 500
  * lines per write, a few milliseconds apart so the master's 1 MiB buffer never fills on a
  * busy machine.
  */
-function worker(lines: number): string {
+function worker(lines: number, bothStreams = false): string {
   return `
 const pad = 'x'.repeat(${LINE_BYTES - 13})
 let n = 0
+let batches = 0
 process.send?.('ready')
 function batch() {
   let out = ''
   for (let i = 0; i < 500 && n < ${lines}; i++) out += 'line ' + String(++n).padStart(6, '0') + ' ' + pad + '\\n'
-  process.stdout.write(out)
+  ;(${bothStreams} && batches++ % 2 === 1 ? process.stderr : process.stdout).write(out)
   if (n < ${lines}) setTimeout(batch, 3)
 }
 setTimeout(batch, 50)
@@ -122,6 +123,29 @@ test('50,000 lines under size rotation: every line exactly once, whole, in order
     'every line once, in order',
   )
   t.log(`${LINES} lines, ${total} bytes, ${files.length - 1} rotations, ${ms} ms from start to the last line`)
+})
+
+test('stdout and stderr to one file: it is rotated once per crossing of the size, every line once', async (t) => {
+  const LINES = 5000
+  const MAX = 32 * 1024
+  const dir = await tmpDir('baton-rotate-')
+  t.teardown(() => dir.cleanup())
+  const script = join(dir.path, 'worker.mjs')
+  writeFileSync(script, worker(LINES, true))
+  const out = join(dir.path, 'both.log')
+  const flags = ['--stdout', out, '--stderr', out, '--log-max-size', '32K', '--log-max-files', '100']
+  const fleet = await startFleet(t, { script, count: 1, flags })
+  const count = (): number => rotatedFiles(out).reduce((n, f) => n + linesOf(f).length, 0)
+  await waitFor(() => count() === LINES, { timeoutMs: 60_000, message: `${LINES} lines in ${out}: ${fleet.log.text}` })
+  const files = rotatedFiles(out)
+  // 400,000 bytes in files of 32 KiB: 12 rotations; rotated twice, files would be half empty.
+  t.is(files.length, Math.ceil((LINES * LINE_BYTES) / (Math.floor(MAX / LINE_BYTES) * LINE_BYTES)), files.join(', '))
+  for (const f of files.slice(0, -1)) t.true(statSync(f).size > MAX - 2 * LINE_BYTES, `${f}: ${statSync(f).size}`)
+  const all = files.flatMap((f) => numbers(t, f, linesOf(f)))
+  t.deepEqual(
+    [...all].sort((a, b) => a - b),
+    Array.from({ length: LINES }, (_, i) => i + 1),
+  )
 })
 
 test('logMaxFiles is honoured: FILE.1..FILE.N are kept, never FILE.(N+1), and hold the newest lines', async (t) => {

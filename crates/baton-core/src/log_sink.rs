@@ -1107,10 +1107,14 @@ fn rotate_file(dir: &Dir, name: &OsStr, id: (u64, u64), keep: u32) -> Result<Fil
             shown(name)
         ));
     }
+    // The rotated names that exist: only those are renamed (FILE.1 to FILE.k of N).
+    let mut present = std::collections::HashSet::new();
     for k in 1..=keep {
         let old = log_rotate::rotated_name(name, k);
         match dir.lstat(&old) {
-            Ok(st) if st.st_mode as u32 & libc::S_IFMT as u32 == libc::S_IFREG as u32 => {}
+            Ok(st) if st.st_mode as u32 & libc::S_IFMT as u32 == libc::S_IFREG as u32 => {
+                present.insert(old);
+            }
             Ok(st) => {
                 return Err(format!(
                     "refused: {} is {}; baton rotates only regular files, and neither follows nor replaces anything else a worker's user may have placed (remove it)",
@@ -1123,6 +1127,9 @@ fn rotate_file(dir: &Dir, name: &OsStr, id: (u64, u64), keep: u32) -> Result<Fil
         }
     }
     for (from, to) in log_rotate::moves(name, keep) {
+        if from != *name && !present.contains(&from) {
+            continue;
+        }
         let done = match &to {
             None => dir.unlink(&from),
             Some(to) => dir.rename(&from, to),
