@@ -726,8 +726,10 @@ impl MasterLog {
         let Some((dir, name)) = st.at.clone() else {
             return;
         };
-        let done = rotate_file(&dir, &name, id, r.keep)
-            .and_then(|file| point_stdio_at(&file, &self.path).map_err(|e| e.to_string()));
+        let done = rotate_file(&dir, &name, id, r.keep).and_then(|done| {
+            let (Rotated::Rotated(file) | Rotated::Reopened(file)) = done;
+            point_stdio_at(&file, &self.path).map_err(|e| e.to_string())
+        });
         match done {
             Ok(()) => {
                 st.retry_at = None;
@@ -1052,10 +1054,17 @@ impl Sink {
     /// and tried again after [`ROTATION_RETRY`], the output going on to the same file.
     fn rotate(&self, log: &Mutex<Arc<OpenLog>>, current: &OpenLog, r: Rotation) {
         match self.rotate_once(current, r) {
-            Ok(fresh) => {
+            Ok((fresh, rotated)) => {
                 *log.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
-                self.rotations.fetch_add(1, Ordering::Relaxed);
                 *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = (None, None);
+                if rotated {
+                    self.rotations.fetch_add(1, Ordering::Relaxed);
+                } else if let Some(on_log) = &self.on_log {
+                    on_log(format!(
+                        "log rotation of {}: the file was renamed or replaced (by logrotate, or the other master during an upgrade); not rotated, output goes on to the file now at that name",
+                        self.name
+                    ));
+                }
             }
             Err(why) => {
                 let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
@@ -1076,36 +1085,48 @@ impl Sink {
         }
     }
 
-    /// One rotation of the file `current` ([`rotate_file`]).
-    fn rotate_once(&self, current: &OpenLog, r: Rotation) -> Result<OpenLog, String> {
+    /// One rotation of the file `current` ([`rotate_file`]): the file to write to, and
+    /// whether it was a rotation (not a reopen).
+    fn rotate_once(&self, current: &OpenLog, r: Rotation) -> Result<(OpenLog, bool), String> {
         let Some((dir, name)) = &current.at else {
             return Err("not a regular file".into());
         };
-        let file = rotate_file(dir, name, current.id, r.keep)?;
-        OpenLog::new(file, Some((dir.clone(), name.clone()))).map_err(|e| e.to_string())
+        let (file, rotated) = match rotate_file(dir, name, current.id, r.keep)? {
+            Rotated::Rotated(file) => (file, true),
+            Rotated::Reopened(file) => (file, false),
+        };
+        let fresh =
+            OpenLog::new(file, Some((dir.clone(), name.clone()))).map_err(|e| e.to_string())?;
+        Ok((fresh, rotated))
     }
 }
 
 /// One rotation of `name` in `dir`: check every name it touches, shift `FILE.k` to
 /// `FILE.(k+1)` and `FILE` to `FILE.1`, open a new `FILE` and return it. Every step is
 /// made in the directory the file was opened in (its fd, reached under the rule of
-/// [`open_checked`]), on entries: a link is never followed. `FILE` must still be the file
-/// `id` (device, inode) written to (not renamed by logrotate and replaced), and every
-/// `FILE.k` a regular file or absent: anything else a worker's user may have placed (a
-/// link to a file of root's, a FIFO, a directory) stops the rotation, named in the error.
-/// What changes after the check is renamed or removed as an entry, never opened; the new
-/// `FILE` is opened as every log file is.
+/// [`open_checked`]), on entries: a link is never followed. Every `FILE.k` must be a
+/// regular file or absent: anything else a worker's user may have placed (a link to a
+/// file of root's, a FIFO, a directory) stops the rotation, named in the error. What
+/// changes after the check is renamed or removed as an entry, never opened; the new `FILE`
+/// is opened as every log file is.
+///
+/// When `FILE` is no longer the file `id` (device, inode) written to (logrotate, or the
+/// other master during a `baton upgrade`, renamed it), nothing is renamed: the file now at
+/// `FILE` (or a new one) is opened instead, as `baton reopen-logs` would
+/// ([`Rotated::Reopened`]).
 #[allow(clippy::unnecessary_cast)] // mode_t is u16 on macOS
-fn rotate_file(dir: &Dir, name: &OsStr, id: (u64, u64), keep: u32) -> Result<File, String> {
+fn rotate_file(dir: &Dir, name: &OsStr, id: (u64, u64), keep: u32) -> Result<Rotated, String> {
     let shown = |n: &OsStr| dir.path.join(n).display().to_string();
-    let st = dir
-        .lstat(name)
-        .map_err(|e| format!("cannot check {}: {e}", shown(name)))?;
-    if (st.st_dev as u64, st.st_ino as u64) != id {
-        return Err(format!(
-            "{} is no longer the file baton writes to (renamed or replaced, e.g. by logrotate); not rotated (baton reopen-logs opens the file now at that name)",
-            shown(name)
-        ));
+    let open_new = || match dir.open_file(name) {
+        Ok(Opened::File(file)) => Ok(file),
+        Ok(Opened::Dir(_)) => Err(format!("{} is a directory", shown(name))),
+        Err(e) => Err(format!("cannot open {}: {e}", shown(name))),
+    };
+    match dir.lstat(name) {
+        Ok(st) if (st.st_dev as u64, st.st_ino as u64) == id => {}
+        Ok(_) => return open_new().map(Rotated::Reopened),
+        Err(e) if e.kind() == ErrorKind::NotFound => return open_new().map(Rotated::Reopened),
+        Err(e) => return Err(format!("cannot check {}: {e}", shown(name))),
     }
     // The rotated names that exist: only those are renamed (FILE.1 to FILE.k of N).
     let mut present = std::collections::HashSet::new();
@@ -1145,16 +1166,21 @@ fn rotate_file(dir: &Dir, name: &OsStr, id: (u64, u64), keep: u32) -> Result<Fil
             }
         }
     }
-    match dir.open_file(name) {
-        Ok(Opened::File(file)) => Ok(file),
-        Ok(Opened::Dir(_)) => Err(format!("{} is a directory", shown(name))),
-        Err(e) => Err(format!(
-            "renamed {} to {}, but cannot open a new {}: {e}",
+    open_new().map(Rotated::Rotated).map_err(|e| {
+        format!(
+            "renamed {} to {}, but {e}",
             shown(name),
             shown(&log_rotate::rotated_name(name, 1)),
-            shown(name)
-        )),
-    }
+        )
+    })
+}
+
+/// What [`rotate_file`] did; either way, the file to write to from now on.
+enum Rotated {
+    /// Rotated: a new, empty `FILE`.
+    Rotated(File),
+    /// `FILE` was renamed or replaced by someone else: the file now at that name.
+    Reopened(File),
 }
 
 /// Open a log file (as [`open_log_file`]) with what rotating it needs.
@@ -1528,29 +1554,40 @@ mod tests {
         let _ = std::fs::remove_dir_all(open.parent().unwrap());
     }
 
-    /// logrotate renamed the file and nobody ran reopen-logs yet: the sink does not rotate
-    /// the new file under the name, and keeps writing the one it has.
+    /// logrotate (or the other master during an upgrade) renamed the file: when the size
+    /// is reached the sink renames nothing and moves to the file now at the name.
     #[test]
-    fn a_file_renamed_away_is_not_rotated_until_reopened() {
+    fn a_file_renamed_away_is_not_rotated_but_reopened() {
         let dir = temp_dir("rotate-renamed");
         let path = dir.join("out.log");
-        let sink = Sink::file(&path).unwrap();
+        let said = Arc::new(Mutex::new(Vec::<String>::new()));
+        let log: LogFn = {
+            let said = said.clone();
+            Arc::new(move |line| said.lock().unwrap().push(line))
+        };
+        let sink = Sink::file_logging(&path, Some(log)).unwrap();
         sink.configure(rotating(1000, 3));
-        std::fs::rename(&path, dir.join("out.log-20261207")).unwrap();
-        std::fs::write(&path, "").unwrap();
-        assert!(sink.push(&fifty(0, 30)));
+        assert!(sink.push(&fifty(0, 10)));
         assert!(sink.flush(Duration::from_secs(5)));
-        assert_eq!(sink.rotations(), 0);
-        assert_eq!(
-            std::fs::read(dir.join("out.log-20261207")).unwrap(),
-            fifty(0, 30)
-        );
-        sink.reopen().unwrap();
-        assert!(sink.push(&fifty(30, 30)));
+        std::fs::rename(&path, dir.join("out.log-20261207")).unwrap();
+        std::fs::write(&path, "new\n").unwrap();
+        assert!(sink.push(&fifty(10, 15)));
         assert!(sink.flush(Duration::from_secs(5)));
         sink.close();
-        assert_eq!(sink.rotations(), 1);
-        assert_eq!(std::fs::read(dir.join("out.log.1")).unwrap(), fifty(30, 20));
+        assert_eq!(sink.rotations(), 0);
+        assert!(!dir.join("out.log.1").exists());
+        assert_eq!(
+            std::fs::read(dir.join("out.log-20261207")).unwrap(),
+            fifty(0, 20)
+        );
+        let mut now = b"new\n".to_vec();
+        now.extend(fifty(20, 5));
+        assert_eq!(std::fs::read(&path).unwrap(), now);
+        let said = said.lock().unwrap();
+        assert!(
+            said.len() == 1 && said[0].contains("renamed or replaced"),
+            "{said:?}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
