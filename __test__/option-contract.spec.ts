@@ -64,6 +64,8 @@ const SAMPLES: Record<string, Sample> = {
   logPrefix: { value: () => true },
   logTime: { value: () => true },
   logFormat: { value: () => 'json' },
+  logMaxSize: { value: () => '10M' },
+  logMaxFiles: { value: () => 3 },
   // January 1st, 00:00: never fires while the test runs.
   cronRestart: { value: () => '0 0 1 1 *' },
   // Far above what an idle worker uses: never replaced while the test runs.

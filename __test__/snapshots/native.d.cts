@@ -244,6 +244,19 @@ export interface GroupOptions {
    */
   logFormat?: LogFormat
   /**
+   * Rotate the group's `stdout`/`stderr` files by size: before a file would grow past
+   * this size (`10M`, `1.5G` or a number of bytes), it is renamed `FILE.1` (the newest;
+   * `FILE.1` becomes `FILE.2` and so on) and a new `FILE` is opened, at a line boundary,
+   * so no line is split or lost. Uncompressed. Default: the fleet's `logMaxSize`, else
+   * none (files grow until an outside tool such as logrotate rotates them).
+   */
+  logMaxSize?: string
+  /**
+   * With `logMaxSize`: how many rotated files are kept (`FILE.1` to `FILE.N`; the oldest
+   * is removed), 1 to 1000. Default: the fleet's `logMaxFiles`, else 10.
+   */
+  logMaxFiles?: number
+  /**
    * Reload the fleet on a schedule: a cron expression of 5 fields (minute hour
    * day-of-month month day-of-week) or 6 with a leading seconds field, in the master's
    * local time zone (`TZ` honoured), e.g. `0 3 * * *` (03:00 every day). Each fire runs
@@ -642,6 +655,16 @@ export interface SupervisorOptions {
    * null, `pid` the master's). Default `text`.
    */
   logFormat?: LogFormat
+  /**
+   * The default `logMaxSize` of every group that does not set its own; also rotates
+   * the master's `logFile` by size. Default: none.
+   */
+  logMaxSize?: string
+  /**
+   * The default `logMaxFiles` of every group that does not set its own, and the rotated
+   * copies of `logFile` kept. Default 10.
+   */
+  logMaxFiles?: number
 }
 
 /**
@@ -873,6 +896,13 @@ export interface BindingFleetOptions {
    * `reopenLogs` / `baton reopen-logs` (daemon mode).
    */
   logFile?: string
+  /**
+   * Rotate `log_file` at this size (`logMaxSize`: `10M`, `1.5G`, bytes), keeping
+   * `log_max_files` rotated files (default 10).
+   */
+  logMaxSize?: string
+  /** Rotated copies of `log_file` kept (`logMaxFiles`, 1 to 1000). */
+  logMaxFiles?: number
   /**
    * `baton upgrade`: the command line that starts the next master, program first
    * (the host's own: `process.execPath`, `execArgv`, `argv`; or `upgradeCommand`).

@@ -36,6 +36,8 @@ export const GROUP_FLAGS = {
   logPrefix: { flag: '--log-prefix', takes: true },
   logTime: { flag: '--log-time', takes: true },
   logFormat: { flag: '--log-format', takes: 'value' },
+  logMaxSize: { flag: '--log-max-size', takes: 'value' },
+  logMaxFiles: { flag: '--log-max-files', takes: 'integer' },
   cronRestart: { flag: '--cron-restart', takes: 'value' },
   maxMemory: { flag: '--max-memory', takes: 'value' },
 } as const satisfies Partial<Record<keyof GroupOptions, GroupFlag>>

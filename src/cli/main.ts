@@ -7,7 +7,8 @@
  *             [--wait-ready] [--instance-var NAME] [--order start-first|stop-first]
  *             [--parallel N] [--backlog N] [--balance MODE] [--no-drop-in] [--uid U] [--gid G]
  *             [--health ADDR [--health-detail]] [--stdout T] [--stderr T] [--log-prefix] [--log-time]
- *             [--log-format text|json] [--log FILE] [--cron-restart EXPR] [--max-memory SIZE]
+ *             [--log-format text|json] [--log-max-size SIZE [--log-max-files N]] [--log FILE]
+ *             [--cron-restart EXPR] [--max-memory SIZE]
  *             [--daemon] [-- script args...]
  * baton start [--config FILE] [flags]   (no script: baton.config.{mjs,js,cjs,json})
  * baton reload [NAME]          baton stop [NAME] [--force]
@@ -111,6 +112,12 @@ Usage:
                             the time it was read, ISO 8601 UTC: 2026-12-07T02:20:00.123Z
       --log-format FORMAT   text (default) or json: one object per line with time, fleet,
                             group, id, pid, stream (out/err/master) and msg
+      --log-max-size SIZE   rotate the --stdout/--stderr files (and --log FILE) by size: before
+                            FILE grows past SIZE (10M, 1.5G, bytes) it becomes FILE.1 (the
+                            newest; FILE.1 becomes FILE.2, ...) and a new FILE is opened, at a
+                            line boundary (default: no rotation; logrotate + reopen-logs work)
+      --log-max-files N     with --log-max-size: rotated files kept, FILE.1 to FILE.N (1-1000,
+                            default 10)
       --cron-restart EXPR   reload on a schedule, as baton reload does (one worker at a
                             time, each new one ready before the old one leaves): a cron
                             expression, 5 fields or 6 with leading seconds, in local time

@@ -1,7 +1,8 @@
 /**
  * Config files: `baton start` with no script reads `baton.config.{mjs,js,cjs,json}` from
  * the current directory (or `--config FILE`). The file holds {@link SupervisorOptions}
- * (`{ name, groups: { web: { script, count, listen, env, ... } }, backoff, health, healthDetail }`) as its default
+ * (`{ name, groups: { web: { script, count, listen, env, ... } }, backoff, health, healthDetail,
+ * logTime, logFormat, logMaxSize, logMaxFiles }`) as its default
  * export (`module.exports` for CommonJS, the whole document for JSON), or a function
  * (possibly async) returning them. Relative `script`, `cwd`, `stdout` and `stderr` paths
  * are resolved against the file's directory. Every error names the file and the key.
@@ -30,6 +31,8 @@ import {
   resolveHealth,
   resolveHealthDetail,
   resolveName,
+  resolveFleetLogOptions,
+  withLogDefaults,
   type GroupOptions,
   type SupervisorOptions,
 } from './options.js'
@@ -39,7 +42,17 @@ import { EcosystemError, fromEcosystem, isEcosystem, isYamlFile } from './pm2-ec
 export const CONFIG_NAMES = ['baton.config.mjs', 'baton.config.js', 'baton.config.cjs', 'baton.config.json'] as const
 
 /** Top-level keys a config file may hold (the rest of SupervisorOptions is for the API). */
-const FILE_KEYS = new Set(['name', 'groups', 'backoff', 'health', 'healthDetail'])
+const FILE_KEYS = new Set([
+  'name',
+  'groups',
+  'backoff',
+  'health',
+  'healthDetail',
+  'logTime',
+  'logFormat',
+  'logMaxSize',
+  'logMaxFiles',
+])
 
 /** A config file that cannot be used; the message names the file and, where known, the key. */
 export class ConfigError extends Error {
@@ -261,13 +274,17 @@ export async function readConfig(
   // Read at start only (a reload keeps the endpoint as it is); `--health` overrides it.
   if (raw.health !== undefined) options.health = raw.health as string
   if (raw.healthDetail !== undefined) options.healthDetail = raw.healthDetail as boolean
+  // The fleet's defaults of every group's log options (checked by the groups' rules).
+  for (const key of ['logTime', 'logFormat', 'logMaxSize', 'logMaxFiles'] as const)
+    if (raw[key] !== undefined) (options as Record<string, unknown>)[key] = raw[key]
   try {
     resolveName(options.name)
     resolveBackoff(options.backoff)
     if (typeof options.healthDetail !== 'boolean' && options.healthDetail !== undefined)
       resolveHealthDetail(options.healthDetail, undefined)
     resolveHealth(options.health)
-    for (const [name, g] of Object.entries(groups)) resolveGroup(name, g)
+    resolveFleetLogOptions(options)
+    for (const [name, g] of Object.entries(groups)) resolveGroup(name, withLogDefaults(g, options))
   } catch (e) {
     if (e instanceof OptionsError) throw new ConfigError(file, e.field, e.message.slice(e.field.length + 2))
     throw e

@@ -250,17 +250,51 @@ export function resolveHealth(raw: unknown): string | undefined {
   }
 }
 
+/** The fleet-wide options that are a group's default: a group that sets its own overrides them. */
+const FLEET_LOG_OPTIONS = ['logTime', 'logFormat', 'logMaxSize', 'logMaxFiles'] as const
+
 /**
- * A group's options with the fleet's `logTime` / `logFormat` filled in where the group
- * sets none (a group overrides the fleet's).
+ * A group's options with the fleet's `logTime`, `logFormat`, `logMaxSize` and
+ * `logMaxFiles` filled in where the group sets none (a group overrides the fleet's).
  */
 export function withLogDefaults(
   group: GroupOptions,
-  fleet: Pick<SupervisorOptions, 'logTime' | 'logFormat'>,
+  fleet: Pick<SupervisorOptions, (typeof FLEET_LOG_OPTIONS)[number]>,
 ): GroupOptions {
   if (!isObject(group)) return group
-  const o = { ...group }
-  if (o.logTime === undefined && fleet.logTime !== undefined) o.logTime = fleet.logTime
-  if (o.logFormat === undefined && fleet.logFormat !== undefined) o.logFormat = fleet.logFormat
-  return o
+  const o: Record<string, unknown> = { ...group }
+  for (const key of FLEET_LOG_OPTIONS) if (o[key] === undefined && fleet[key] !== undefined) o[key] = fleet[key]
+  return o as GroupOptions
+}
+
+/**
+ * Check the fleet's `logTime`, `logFormat`, `logMaxSize` and `logMaxFiles` by the groups'
+ * rules (crates/baton-contract/src/options.rs); the error names the fleet's field
+ * (`logMaxSize`), not a group's.
+ */
+export function resolveFleetLogOptions(fleet: SupervisorOptions): void {
+  const given: Record<string, unknown> = {}
+  for (const key of FLEET_LOG_OPTIONS) if (fleet[key] !== undefined) given[key] = fleet[key]
+  if (Object.keys(given).length === 0) return
+  const check = native().resolveGroupOptions('fleet', JSON.stringify(given))
+  if (!check.options) fail(check.problem, (f) => f.replace(/^groups\.fleet\./, ''))
+}
+
+/**
+ * How the master's own `logFile` rotates: the fleet's `logMaxSize` / `logMaxFiles`, or,
+ * when the fleet sets none, what every group sets alike (a fleet started from `baton start`
+ * flags is one group). The size is checked already (`resolveFleetLogOptions`, `resolveGroup`).
+ */
+export function masterLogRotation(
+  fleet: SupervisorOptions,
+  groups: GroupOptions[],
+): { logMaxSize?: string; logMaxFiles?: number } {
+  const common = <T>(pick: (g: GroupOptions) => T | undefined): T | undefined => {
+    const values = new Set(groups.map(pick))
+    return values.size === 1 ? [...values][0] : undefined
+  }
+  const size = fleet.logMaxSize ?? common((g) => g.logMaxSize)
+  if (size === undefined) return {}
+  const files = fleet.logMaxFiles ?? common((g) => g.logMaxFiles)
+  return { logMaxSize: String(size), ...(files !== undefined ? { logMaxFiles: files } : {}) }
 }

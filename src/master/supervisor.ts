@@ -23,6 +23,8 @@ import {
   resolveName,
   resolveRuntimeDir,
   resolveUpgradeCommand,
+  masterLogRotation,
+  resolveFleetLogOptions,
   withLogDefaults,
   type GroupOptions,
   type ResolvedGroup,
@@ -86,6 +88,8 @@ const SUPERVISOR_KEYS: Record<keyof SupervisorOptions, true> = {
   upgradeCommand: true,
   logTime: true,
   logFormat: true,
+  logMaxSize: true,
+  logMaxFiles: true,
 }
 
 /** The variables of systemd's socket activation protocol (never passed on to workers by the core either). */
@@ -171,6 +175,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     this.#upgradeCommand = resolveUpgradeCommand(options.upgradeCommand)
     this.runtimeDir = resolveRuntimeDir(options.runtimeDir)
     resolveBackoff(options.backoff)
+    resolveFleetLogOptions(options)
     if (options.beforeReload !== undefined && typeof options.beforeReload !== 'function') {
       throw new OptionsError('beforeReload', 'expected a function returning the re-read options')
     }
@@ -457,6 +462,12 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       backoff: resolveBackoff(options.backoff),
       hostPreparesReloads: this.#options.beforeReload !== undefined,
       logFile: this.#logFile,
+      ...(this.#logFile !== undefined
+        ? masterLogRotation(
+            options,
+            [...groups.values()].map((g) => g.options),
+          )
+        : {}),
       upgradeCommand:
         options.upgradeCommand !== undefined ? resolveUpgradeCommand(options.upgradeCommand) : this.#upgradeCommand,
       upgradeCwd: process.cwd(),

@@ -30,6 +30,10 @@ pub const DEFAULT_STOP_TIMEOUT_MS: u32 = 2_000;
 pub const DEFAULT_BACKLOG: u32 = 511;
 /// The default `minUptime` in milliseconds.
 pub const DEFAULT_MIN_UPTIME_MS: u32 = 1_000;
+/// Rotated log files kept when `logMaxSize` is set and `logMaxFiles` is not.
+pub const DEFAULT_LOG_MAX_FILES: u32 = 10;
+/// The most rotated log files `logMaxFiles` may keep.
+pub const MAX_LOG_FILES: u32 = 1000;
 /// The default `instanceVar`, as PM2 names it.
 pub const DEFAULT_INSTANCE_VAR: &str = "NODE_APP_INSTANCE";
 /// The default `balance`: `reuseport` on Linux, where the kernel spreads connections over
@@ -233,6 +237,17 @@ pub struct GroupOptions {
     /// else `text`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
+    /// Rotate the group's `stdout`/`stderr` files by size: before a file would grow past
+    /// this size (`10M`, `1.5G` or a number of bytes), it is renamed `FILE.1` (the newest;
+    /// `FILE.1` becomes `FILE.2` and so on) and a new `FILE` is opened, at a line boundary,
+    /// so no line is split or lost. Uncompressed. Default: the fleet's `logMaxSize`, else
+    /// none (files grow until an outside tool such as logrotate rotates them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_max_size: Option<String>,
+    /// With `logMaxSize`: how many rotated files are kept (`FILE.1` to `FILE.N`; the oldest
+    /// is removed), 1 to 1000. Default: the fleet's `logMaxFiles`, else 10.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_max_files: Option<u32>,
     /// Reload the fleet on a schedule: a cron expression of 5 fields (minute hour
     /// day-of-month month day-of-week) or 6 with a leading seconds field, in the master's
     /// local time zone (`TZ` honoured), e.g. `0 3 * * *` (03:00 every day). Each fire runs
@@ -316,6 +331,12 @@ pub struct SupervisorOptions {
     /// writes the master's own log lines as JSON (`stream: "master"`, `group` and `id`
     /// null, `pid` the master's). Default `text`.
     pub log_format: Option<LogFormat>,
+    /// The default `logMaxSize` of every group that does not set its own; also rotates
+    /// the master's `logFile` by size. Default: none.
+    pub log_max_size: Option<String>,
+    /// The default `logMaxFiles` of every group that does not set its own, and the rotated
+    /// copies of `logFile` kept. Default 10.
+    pub log_max_files: Option<u32>,
 }
 
 /// What a value of one option must be: its type, range and default.
@@ -428,6 +449,8 @@ pub const GROUP_FIELDS: &[Field] = &[
             default: "text",
         },
     ),
+    field("logMaxSize", Rule::Size),
+    int("logMaxFiles", 1, MAX_LOG_FILES, DEFAULT_LOG_MAX_FILES),
     field("cronRestart", Rule::Cron),
     field("maxMemory", Rule::Size),
 ];
@@ -838,6 +861,14 @@ mod tests {
         );
         assert!(err(json!({ "maxMemory": -5 })).starts_with("groups.web.maxMemory: expected"));
         assert!(err(json!({ "instanceVar": "BATON_ID" })).starts_with("groups.web.instanceVar:"));
+        assert_eq!(
+            err(json!({ "logMaxSize": "0" })),
+            "groups.web.logMaxSize: \"0\" is zero: a size must be at least 1 byte"
+        );
+        assert_eq!(
+            err(json!({ "logMaxFiles": 0 })),
+            "groups.web.logMaxFiles: expected an integer from 1 to 1000, got 0"
+        );
         assert!(validate_group("no spaces", &json!({}))
             .unwrap_err()
             .to_string()

@@ -226,6 +226,8 @@ pub struct FleetConfig {
     /// The master's own stdout and stderr go to this file (daemon mode): opened at launch
     /// and reopened by `baton reopen-logs`.
     pub master_log: Option<PathBuf>,
+    /// Rotate `master_log` by size (the fleet's `logMaxSize`, `logMaxFiles`).
+    pub master_log_rotation: Option<crate::log_rotate::Rotation>,
     /// `baton upgrade`: the command line that starts the next master (program first; the
     /// host passes its own, or `upgradeCommand`). Empty: upgrades are refused.
     pub upgrade_command: Vec<String>,

@@ -40,6 +40,7 @@ pub mod listen;
 pub mod log_line;
 pub mod log_relay;
 pub mod log_ring;
+pub mod log_rotate;
 pub mod log_sink;
 pub mod metrics;
 pub mod outbox;

@@ -114,7 +114,9 @@ struct Shared {
     sinks: Mutex<HashMap<SinkKey, Arc<Sink>>>,
     /// Bytes dropped per group because a sink was full.
     dropped: Vec<AtomicU64>,
-    master_log: Option<PathBuf>,
+    master_log: Option<Arc<log_sink::MasterLog>>,
+    /// Lines for the master's log (the relay's and the file sinks').
+    on_log: log_sink::LogFn,
 }
 
 /// The relay thread's handle. Shared by the loop and the host; every call is non-blocking
@@ -128,13 +130,13 @@ pub struct LogRelay {
 impl LogRelay {
     /// Start the relay thread for a fleet of `groups` groups. `master_log` is the file the
     /// master's own fds 1 and 2 were redirected to (reopened with the sinks). `on_drained`
-    /// runs on the relay thread, and so does `on_log`, with a line for the master's log
-    /// (a file a reopen refused).
+    /// runs on the relay thread; `on_log` (on the relay thread or a file sink's writer)
+    /// takes a line for the master's log (a file a reopen or a rotation refused).
     pub fn start(
         groups: usize,
-        master_log: Option<PathBuf>,
+        master_log: Option<Arc<log_sink::MasterLog>>,
         on_drained: Box<dyn Fn(Drained) + Send>,
-        on_log: Box<dyn Fn(String) + Send>,
+        on_log: log_sink::LogFn,
     ) -> io::Result<LogRelay> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -143,6 +145,7 @@ impl LogRelay {
             sinks: Mutex::new(HashMap::new()),
             dropped: (0..groups).map(|_| AtomicU64::new(0)).collect(),
             master_log,
+            on_log: on_log.clone(),
         });
         let relay = Relay {
             poll,
@@ -171,9 +174,15 @@ impl LogRelay {
         }
     }
 
-    /// The sink for one stream of a group (opening a file the first time it is named).
+    /// The sink for one stream of a group (opening a file the first time it is named,
+    /// with `settings`; an open sink keeps its own: see [`Sink::configure`]).
     /// `Ok(None)` for `ignore`. The error names the file.
-    pub fn sink(&self, target: &LogTarget, stream: Stream) -> io::Result<Option<Arc<Sink>>> {
+    pub fn sink(
+        &self,
+        target: &LogTarget,
+        stream: Stream,
+        settings: &log_sink::SinkSettings,
+    ) -> io::Result<Option<Arc<Sink>>> {
         let key = match target {
             LogTarget::Ignore => return Ok(None),
             LogTarget::Inherit => SinkKey::Fd(if stream == Stream::Stdout { 1 } else { 2 }),
@@ -184,9 +193,10 @@ impl LogRelay {
             return Ok(Some(s.clone()));
         }
         let sink = match &key {
-            SinkKey::Fd(fd) => Sink::std_fd(*fd)?,
-            SinkKey::File(path) => Sink::file(path)?,
+            SinkKey::Fd(fd) => Sink::std_fd_to(*fd, self.shared.master_log.clone())?,
+            SinkKey::File(path) => Sink::file_logging(path, Some(self.shared.on_log.clone()))?,
         };
+        sink.configure(settings.clone());
         sinks.insert(key, sink.clone());
         Ok(Some(sink))
     }
@@ -232,7 +242,10 @@ impl LogRelay {
 
     /// The master's own log file, if any.
     pub fn master_log(&self) -> Option<&Path> {
-        self.shared.master_log.as_deref()
+        self.shared
+            .master_log
+            .as_deref()
+            .map(log_sink::MasterLog::path)
     }
 
     /// Answer the followers that the master stops, write what the sinks hold (for at most
@@ -348,7 +361,7 @@ struct Relay {
     shared: Arc<Shared>,
     on_drained: Box<dyn Fn(Drained) + Send>,
     /// A line for the master's log.
-    on_log: Box<dyn Fn(String) + Send>,
+    on_log: log_sink::LogFn,
     workers: HashMap<u64, Worker>,
     pipes: HashMap<Token, (u64, Stream)>,
     followers: HashMap<Token, Follower>,
@@ -783,8 +796,8 @@ impl Relay {
     fn reopen(&mut self) -> Result<usize, String> {
         let mut reopened = 0;
         let mut errors = Vec::new();
-        if let Some(path) = &self.shared.master_log {
-            match log_sink::redirect_stdio(path) {
+        if let Some(master) = &self.shared.master_log {
+            match master.reopen() {
                 Ok(()) => reopened += 1,
                 Err(e) => {
                     (self.on_log)(format!(

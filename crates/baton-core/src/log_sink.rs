@@ -23,7 +23,11 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::log_line::{self, LineFormat, Origin};
+pub use crate::log_rotate::Rotation;
+use crate::log_rotate::{self, Step};
 
 /// Bytes a sink buffers before it drops.
 pub const SINK_BUFFER_BYTES: usize = 1 << 20;
@@ -36,14 +40,58 @@ const ATOMIC_WRITE: usize = if cfg!(target_os = "linux") { 4096 } else { 512 };
 pub const LOG_FILE_MODE: u32 = 0o640;
 
 enum Target {
-    /// The master's own fd 1 or 2 (not owned).
-    Fd(RawFd),
-    /// A log file, reopened in place by [`Sink::reopen`].
+    /// The master's own fd 1 or 2 (not owned), and the master's log file they point at.
+    Fd(RawFd, Option<Arc<MasterLog>>),
+    /// A log file, reopened in place by [`Sink::reopen`] and rotated by the writer.
     File {
         path: PathBuf,
-        file: Mutex<Arc<File>>,
+        log: Mutex<Arc<OpenLog>>,
     },
 }
+
+/// The file a file sink writes to now.
+struct OpenLog {
+    file: File,
+    /// The directory it was opened in and its name there (where it is rotated); `None`
+    /// for what is not a regular file (a FIFO, `/dev/null`): that is never rotated.
+    at: Option<(Arc<Dir>, OsString)>,
+    /// Device and inode, to tell whether the name still stands for this file.
+    id: (u64, u64),
+    /// Bytes in it: its size at open plus what this sink wrote.
+    size: AtomicU64,
+}
+
+impl OpenLog {
+    #[allow(clippy::unnecessary_cast)] // mode_t is u16 on macOS
+    fn new(file: File, at: Option<(Arc<Dir>, OsString)>) -> io::Result<OpenLog> {
+        let st = fstat(file.as_raw_fd())?;
+        let regular = st.st_mode as u32 & libc::S_IFMT as u32 == libc::S_IFREG as u32;
+        Ok(OpenLog {
+            file,
+            at: at.filter(|_| regular),
+            id: (st.st_dev as u64, st.st_ino as u64),
+            size: AtomicU64::new(st.st_size.max(0) as u64),
+        })
+    }
+}
+
+/// How a sink writes what is its own (the dropped-bytes note) and when it rotates; set by
+/// [`Sink::configure`].
+#[derive(Debug, Clone, Default)]
+pub struct SinkSettings {
+    /// Rotation by size (`logMaxSize`, `logMaxFiles`); file sinks only.
+    pub rotation: Option<Rotation>,
+    /// The format of the sink's own note lines (`logTime`, `logFormat`).
+    pub format: LineFormat,
+    /// The fleet's name (in a JSON note).
+    pub fleet: Arc<str>,
+}
+
+/// Where a sink's messages for the master's log go (a rotation refused).
+pub type LogFn = Arc<dyn Fn(String) + Send + Sync>;
+
+/// How long after a refused rotation the writer tries again.
+const ROTATION_RETRY: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct State {
@@ -68,6 +116,13 @@ pub struct Sink {
     capacity: usize,
     dropped: AtomicU64,
     failed: AtomicU64,
+    settings: Mutex<SinkSettings>,
+    on_log: Option<LogFn>,
+    /// Rotations made.
+    rotations: AtomicU64,
+    /// The writer's own: a refused rotation is tried again after this instant, and its
+    /// reason is logged once until a rotation succeeds.
+    refused: Mutex<(Option<Instant>, Option<String>)>,
 }
 
 impl std::fmt::Debug for Sink {
@@ -109,6 +164,12 @@ const MAX_LINKS: usize = 40;
 /// - `O_NONBLOCK` is cleared once open: the sink's own writer thread waits on the file,
 ///   nothing else does.
 pub fn open_checked(path: &Path) -> io::Result<File> {
+    open_walk(path).map(|(file, _)| file)
+}
+
+/// [`open_checked`], also returning the directory the file was opened in (an fd, reached
+/// by the same rule) and its name there; `None` for a `/proc/<pid>/fd/N` link.
+fn open_walk(path: &Path) -> io::Result<(File, Option<(Dir, OsString)>)> {
     let root: &Path = if path.is_absolute() {
         Path::new("/")
     } else {
@@ -136,7 +197,7 @@ pub fn open_checked(path: &Path) -> io::Result<File> {
         };
         match opened {
             Ok(Opened::Dir(d)) => dir = d,
-            Ok(Opened::File(file)) => return Ok(file),
+            Ok(Opened::File(file)) => return Ok((file, Some((dir, name)))),
             Err(e) if is_link_error(&e) && dir.is_symlink(&name)? => {
                 links += 1;
                 if links > MAX_LINKS {
@@ -145,7 +206,7 @@ pub fn open_checked(path: &Path) -> io::Result<File> {
                 dir.may_follow(&name)?;
                 #[cfg(target_os = "linux")]
                 if last && dir.on_procfs() {
-                    return dir.open_magic_link(&name);
+                    return dir.open_magic_link(&name).map(|file| (file, None));
                 }
                 let target = dir.read_link(&name)?;
                 let mut rest = components(&target);
@@ -309,6 +370,28 @@ impl Dir {
         Ok(st)
     }
 
+    /// Remove the entry `name` (a link itself, never what it points to).
+    fn unlink(&self, name: &OsStr) -> io::Result<()> {
+        let c = c_name(name)?;
+        // SAFETY: our directory fd and a valid C string.
+        if unsafe { libc::unlinkat(self.fd.as_raw_fd(), c.as_ptr(), 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Rename the entry `from` to `to` in this directory (entries, not what a link points
+    /// to: a link is moved as a link, one at `to` is replaced, not followed).
+    fn rename(&self, from: &OsStr, to: &OsStr) -> io::Result<()> {
+        let (f, t) = (c_name(from)?, c_name(to)?);
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: our directory fd (both sides) and valid C strings.
+        if unsafe { libc::renameat(fd, f.as_ptr(), fd, t.as_ptr()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Refuse to follow the link `name` unless the admin placed it (see [`open_checked`]).
     fn may_follow(&self, name: &OsStr) -> io::Result<()> {
         let what = || format!("{} is a symbolic link", Path::new(name).display());
@@ -447,7 +530,11 @@ impl Dir {
 /// Point the master's fds 1 and 2 at `path` (opened as [`open_log_file`] does). Called at
 /// launch in daemon mode and again on reopen; writes in progress finish in the old file.
 pub fn redirect_stdio(path: &Path) -> io::Result<()> {
-    let file = open_log_file(path)?;
+    point_stdio_at(&open_log_file(path)?, path)
+}
+
+/// Point the master's fds 1 and 2 at `file` (opened from `path`, for messages).
+fn point_stdio_at(file: &File, path: &Path) -> io::Result<()> {
     for target in [1, 2] {
         // SAFETY: dup2 on an fd we own (file) onto 1 or 2: it atomically replaces what the
         // standard fd refers to; nothing in the master holds 1 or 2 as an owned value.
@@ -462,6 +549,208 @@ pub fn redirect_stdio(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// The master's own log file (`logFile`, `--log`, daemon mode): the master's fds 1 and 2
+/// point at it, and with a [`Rotation`] it is rotated by size as the sinks' files are
+/// ([`rotate_file`]). Its writers are the sinks of `inherit` output (fds 1 and 2), which
+/// rotate it at line boundaries as a file sink does, and the master's own lines (the host
+/// writes each whole, in one `write`, to fd 2), for which a thread checks the size once a
+/// second, leaving the file alone while an `inherit` sink is inside a line. A rotation
+/// points fds 1 and 2 at the new file with `dup2`: a write goes whole to the old file or
+/// to the new one. So the file may exceed the size by the master's own lines of the last
+/// second.
+pub struct MasterLog {
+    path: PathBuf,
+    rotation: Option<Rotation>,
+    /// Serializes reopen and rotation; what a rotation needs.
+    state: Mutex<MasterState>,
+    /// Bit `fd`: the `inherit` sink of fd 1 or 2 last wrote a partial line.
+    mid_line: AtomicU64,
+    on_log: LogFn,
+}
+
+#[derive(Default)]
+struct MasterState {
+    /// The directory the file was opened in and its name there (`None`: not a regular
+    /// file, never rotated).
+    at: Option<(Arc<Dir>, OsString)>,
+    retry_at: Option<Instant>,
+    last_refusal: Option<String>,
+}
+
+impl std::fmt::Debug for MasterLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterLog")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl MasterLog {
+    /// Open `path` under the rule of [`open_checked`], point fds 1 and 2 at it, and with a
+    /// rotation start the thread that checks its size once a second.
+    pub fn open(
+        path: &Path,
+        rotation: Option<Rotation>,
+        on_log: LogFn,
+    ) -> io::Result<Arc<MasterLog>> {
+        let log = Arc::new(MasterLog {
+            path: path.to_path_buf(),
+            rotation,
+            state: Mutex::new(MasterState::default()),
+            mid_line: AtomicU64::new(0),
+            on_log,
+        });
+        log.reopen()?;
+        if rotation.is_some() {
+            let weak = Arc::downgrade(&log);
+            thread::Builder::new()
+                .name("baton-log-rotate".into())
+                .stack_size(128 * 1024)
+                .spawn(move || loop {
+                    thread::sleep(Duration::from_secs(1));
+                    match weak.upgrade() {
+                        Some(log) => log.check(),
+                        None => return,
+                    }
+                })
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot start the log rotation thread: {e}"),
+                    )
+                })?;
+        }
+        Ok(log)
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Open the file at its path again and point fds 1 and 2 at it (`baton reopen-logs`).
+    #[allow(clippy::unnecessary_cast)] // mode_t is u16 on macOS
+    pub fn reopen(&self) -> io::Result<()> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (file, at) = open_walk(&self.path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot open {}: {e}", self.path.display()),
+            )
+        })?;
+        point_stdio_at(&file, &self.path)?;
+        let regular = fstat(file.as_raw_fd())
+            .is_ok_and(|f| f.st_mode as u32 & libc::S_IFMT as u32 == libc::S_IFREG as u32);
+        *st = MasterState {
+            at: at.filter(|_| regular).map(|(d, n)| (Arc::new(d), n)),
+            ..MasterState::default()
+        };
+        Ok(())
+    }
+
+    /// Write `bytes` to the master's `fd` (1 or 2, an `inherit` sink), rotating the file
+    /// at line boundaries as a file sink does (`log_rotate.rs`).
+    #[allow(clippy::unnecessary_cast)] // off_t, dev_t, ino_t differ by platform
+    fn write(&self, fd: RawFd, mut bytes: &[u8], mid_line: &mut bool) -> io::Result<()> {
+        let bit = 1u64 << (fd & 63);
+        // A rotation that changed nothing (refused, or fd 1 and 2 apart): write on.
+        let mut stuck = false;
+        while !bytes.is_empty() {
+            let now = fstat(fd).ok();
+            let rotation = self.rotation.filter(|_| !stuck && self.may_rotate());
+            let step = match (rotation, &now) {
+                (Some(r), Some(st)) => {
+                    log_rotate::plan(st.st_size.max(0) as u64, *mid_line, r.max_bytes, bytes)
+                }
+                _ => Step::Write(bytes.len()),
+            };
+            let n = match step {
+                Step::Write(n) | Step::WriteThenRotate(n) => n,
+                Step::RotateFirst => 0,
+            };
+            if n > 0 {
+                if *mid_line {
+                    self.mid_line.fetch_or(bit, Ordering::Relaxed);
+                }
+                let written = write_fd(fd, &bytes[..n]);
+                *mid_line = bytes[n - 1] != b'\n';
+                if *mid_line {
+                    self.mid_line.fetch_or(bit, Ordering::Relaxed);
+                } else {
+                    self.mid_line.fetch_and(!bit, Ordering::Relaxed);
+                }
+                written?;
+                bytes = &bytes[n..];
+            }
+            if let (Step::WriteThenRotate(_) | Step::RotateFirst, Some(st)) = (step, now) {
+                let id = (st.st_dev as u64, st.st_ino as u64);
+                self.rotate(id);
+                let after = fstat(fd).map(|st| (st.st_dev as u64, st.st_ino as u64));
+                stuck = step == Step::RotateFirst && after.ok() == Some(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// The file is a regular file, and no rotation was refused lately.
+    fn may_rotate(&self) -> bool {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.at.is_some() && st.retry_at.is_none_or(|at| Instant::now() >= at)
+    }
+
+    /// The thread's check: rotate when fd 1 has reached the size (the master's own lines
+    /// are not checked as they are written), unless an `inherit` sink is inside a line.
+    #[allow(clippy::unnecessary_cast)] // off_t, dev_t, ino_t differ by platform
+    fn check(&self) {
+        let Some(r) = self.rotation else { return };
+        let Ok(st) = fstat(1) else { return };
+        if (st.st_size.max(0) as u64) < r.max_bytes || self.mid_line.load(Ordering::Relaxed) != 0 {
+            return;
+        }
+        self.rotate((st.st_dev as u64, st.st_ino as u64));
+    }
+
+    /// Rotate the file, if fd 1 still points at the file `id` (else another writer
+    /// rotated it already). A refusal is logged once and tried again after
+    /// [`ROTATION_RETRY`].
+    #[allow(clippy::unnecessary_cast)] // dev_t, ino_t differ by platform
+    fn rotate(&self, id: (u64, u64)) {
+        let Some(r) = self.rotation else { return };
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let Ok(now) = fstat(1) else { return };
+        if (now.st_dev as u64, now.st_ino as u64) != id
+            || st.retry_at.is_some_and(|at| Instant::now() < at)
+        {
+            return;
+        }
+        let Some((dir, name)) = st.at.clone() else {
+            return;
+        };
+        let done = rotate_file(&dir, &name, id, r.keep).and_then(|done| {
+            let (Rotated::Rotated(file) | Rotated::Reopened(file)) = done;
+            point_stdio_at(&file, &self.path).map_err(|e| e.to_string())
+        });
+        match done {
+            Ok(()) => {
+                st.retry_at = None;
+                st.last_refusal = None;
+            }
+            Err(why) => {
+                st.retry_at = Some(Instant::now() + ROTATION_RETRY);
+                if st.last_refusal.as_deref() != Some(why.as_str()) {
+                    st.last_refusal = Some(why.clone());
+                    drop(st);
+                    (self.on_log)(format!(
+                        "log rotation of {}: {why}; the master's output goes on to the file it has open (tried again in {} s)",
+                        self.path.display(),
+                        ROTATION_RETRY.as_secs()
+                    ));
+                }
+            }
+        }
+    }
+}
+
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     // A writer that panicked left consistent data behind (plain counters and queues).
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -470,28 +759,54 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 impl Sink {
     /// A sink writing to the master's fd 1 (`"stdout"`) or 2 (`"stderr"`).
     pub fn std_fd(fd: RawFd) -> io::Result<Arc<Sink>> {
+        Sink::std_fd_to(fd, None)
+    }
+
+    /// [`Sink::std_fd`] when fds 1 and 2 point at the master's log file `master` (which
+    /// it then checks for rotation after each write that ends a line).
+    pub fn std_fd_to(fd: RawFd, master: Option<Arc<MasterLog>>) -> io::Result<Arc<Sink>> {
         let name = if fd == 1 { "stdout" } else { "stderr" };
-        Sink::start(name.to_string(), Target::Fd(fd), SINK_BUFFER_BYTES)
+        Sink::start(
+            name.to_string(),
+            Target::Fd(fd, master),
+            SINK_BUFFER_BYTES,
+            None,
+        )
     }
 
     /// A sink appending to the file at `path` (opened now: the error names the path).
     pub fn file(path: &Path) -> io::Result<Arc<Sink>> {
-        Sink::file_with_capacity(path, SINK_BUFFER_BYTES)
+        Sink::file_logging(path, None)
     }
 
-    fn file_with_capacity(path: &Path, capacity: usize) -> io::Result<Arc<Sink>> {
-        let file = open_log_file(path)?;
+    /// [`Sink::file`], with `on_log` for lines for the master's log (a refused rotation).
+    pub fn file_logging(path: &Path, on_log: Option<LogFn>) -> io::Result<Arc<Sink>> {
+        Sink::file_with_capacity(path, SINK_BUFFER_BYTES, on_log)
+    }
+
+    fn file_with_capacity(
+        path: &Path,
+        capacity: usize,
+        on_log: Option<LogFn>,
+    ) -> io::Result<Arc<Sink>> {
+        let log = open_log(path)?;
         Sink::start(
             path.display().to_string(),
             Target::File {
                 path: path.to_path_buf(),
-                file: Mutex::new(Arc::new(file)),
+                log: Mutex::new(Arc::new(log)),
             },
             capacity,
+            on_log,
         )
     }
 
-    fn start(name: String, target: Target, capacity: usize) -> io::Result<Arc<Sink>> {
+    fn start(
+        name: String,
+        target: Target,
+        capacity: usize,
+        on_log: Option<LogFn>,
+    ) -> io::Result<Arc<Sink>> {
         let sink = Arc::new(Sink {
             name,
             target,
@@ -501,6 +816,10 @@ impl Sink {
             capacity,
             dropped: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            settings: Mutex::new(SinkSettings::default()),
+            on_log,
+            rotations: AtomicU64::new(0),
+            refused: Mutex::new((None, None)),
         });
         let writer = sink.clone();
         thread::Builder::new()
@@ -551,11 +870,31 @@ impl Sink {
 
     /// Reopen a file sink at its path (after a rename by logrotate). No-op for fds.
     pub fn reopen(&self) -> io::Result<()> {
-        if let Target::File { path, file } = &self.target {
-            let fresh = Arc::new(open_log_file(path)?);
-            *file.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+        if let Target::File { path, log } = &self.target {
+            let fresh = Arc::new(open_log(path)?);
+            *log.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+            *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = (None, None);
         }
         Ok(())
+    }
+
+    /// Set how the sink rotates and writes its own notes; takes effect with the next
+    /// bytes written.
+    pub fn configure(&self, settings: SinkSettings) {
+        *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = settings;
+    }
+
+    /// Its rotation (`None`: never rotated).
+    pub fn rotation(&self) -> Option<Rotation> {
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rotation
+    }
+
+    /// Rotations made so far.
+    pub fn rotations(&self) -> u64 {
+        self.rotations.load(Ordering::Relaxed)
     }
 
     /// Wait until everything queued is written, at most `timeout`; true if it was.
@@ -583,6 +922,8 @@ impl Sink {
     }
 
     fn run(&self) {
+        // The last byte written was not a newline: the file is in the middle of a line.
+        let mut mid_line = false;
         loop {
             let (batch, note) = {
                 let mut st = lock(&self.state);
@@ -610,13 +951,14 @@ impl Sink {
                 (batch, note)
             };
             if note > 0 {
-                let line = format!(
-                    "[baton] {note} bytes of worker output dropped: {} did not keep up\n",
+                let text = format!(
+                    "[baton] {note} bytes of worker output dropped: {} did not keep up",
                     self.name
                 );
-                let _ = self.write_all(line.as_bytes());
+                let line = self.note_line(&text, mid_line);
+                let _ = self.write_out(&line, &mut mid_line);
             }
-            if self.write_all(&batch).is_err() {
+            if self.write_out(&batch, &mut mid_line).is_err() {
                 self.failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
             let mut st = lock(&self.state);
@@ -627,15 +969,225 @@ impl Sink {
         }
     }
 
-    fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
-        match &self.target {
-            Target::Fd(fd) => write_fd(*fd, bytes),
-            Target::File { file, .. } => {
-                let current = file.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                (&*current).write_all(bytes)
+    /// One of the sink's own lines, as its settings say (a JSON object with
+    /// `stream: "master"` under `logFormat: 'json'`), on a line of its own.
+    fn note_line(&self, text: &str, mid_line: bool) -> Vec<u8> {
+        let settings = self
+            .settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut line = Vec::new();
+        if mid_line {
+            line.push(b'\n');
+        }
+        let origin = Origin {
+            fleet: &settings.fleet,
+            group: None,
+            id: None,
+            pid: Some(std::process::id()),
+            stream: "master",
+        };
+        let format = LineFormat {
+            prefix: false,
+            ..settings.format
+        };
+        log_line::write_line(
+            &mut line,
+            format,
+            &origin,
+            SystemTime::now(),
+            text.as_bytes(),
+        );
+        line
+    }
+
+    /// Write `bytes`, rotating a file sink at line boundaries as its settings say
+    /// (`log_rotate.rs`).
+    fn write_out(&self, mut bytes: &[u8], mid_line: &mut bool) -> io::Result<()> {
+        let Target::File { log, .. } = &self.target else {
+            if let Target::Fd(fd, master) = &self.target {
+                match master {
+                    Some(master) => master.write(*fd, bytes, mid_line)?,
+                    None => {
+                        write_fd(*fd, bytes)?;
+                        *mid_line = bytes.last().map_or(*mid_line, |b| *b != b'\n');
+                    }
+                }
+            }
+            return Ok(());
+        };
+        while !bytes.is_empty() {
+            let current = log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let rotation = self
+                .rotation()
+                .filter(|_| current.at.is_some() && self.may_rotate());
+            let size = current.size.load(Ordering::Relaxed);
+            let step = match rotation {
+                Some(r) => log_rotate::plan(size, *mid_line, r.max_bytes, bytes),
+                None => Step::Write(bytes.len()),
+            };
+            let n = match step {
+                Step::Write(n) | Step::WriteThenRotate(n) => n,
+                Step::RotateFirst => 0,
+            };
+            if n > 0 {
+                (&current.file).write_all(&bytes[..n])?;
+                current.size.fetch_add(n as u64, Ordering::Relaxed);
+                *mid_line = bytes[n - 1] != b'\n';
+                bytes = &bytes[n..];
+            }
+            if let (Some(r), Step::WriteThenRotate(_) | Step::RotateFirst) = (rotation, step) {
+                self.rotate(log, &current, r);
+            }
+        }
+        Ok(())
+    }
+
+    /// No rotation was refused lately.
+    fn may_rotate(&self) -> bool {
+        let refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        refused.0.is_none_or(|at| Instant::now() >= at)
+    }
+
+    /// Rotate the file `current` (see [`Sink::rotate_once`]); a refusal is logged once
+    /// and tried again after [`ROTATION_RETRY`], the output going on to the same file.
+    fn rotate(&self, log: &Mutex<Arc<OpenLog>>, current: &OpenLog, r: Rotation) {
+        match self.rotate_once(current, r) {
+            Ok((fresh, rotated)) => {
+                *log.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+                *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = (None, None);
+                if rotated {
+                    self.rotations.fetch_add(1, Ordering::Relaxed);
+                } else if let Some(on_log) = &self.on_log {
+                    on_log(format!(
+                        "log rotation of {}: the file was renamed or replaced (by logrotate, or the other master during an upgrade); not rotated, output goes on to the file now at that name",
+                        self.name
+                    ));
+                }
+            }
+            Err(why) => {
+                let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+                refused.0 = Some(Instant::now() + ROTATION_RETRY);
+                if refused.1.as_deref() != Some(why.as_str()) {
+                    refused.1 = Some(why.clone());
+                    drop(refused);
+                    if let Some(on_log) = &self.on_log {
+                        on_log(format!(
+                            "log rotation of {}: {why}; output goes on to {} (tried again in {} s)",
+                            self.name,
+                            self.name,
+                            ROTATION_RETRY.as_secs()
+                        ));
+                    }
+                }
             }
         }
     }
+
+    /// One rotation of the file `current` ([`rotate_file`]): the file to write to, and
+    /// whether it was a rotation (not a reopen).
+    fn rotate_once(&self, current: &OpenLog, r: Rotation) -> Result<(OpenLog, bool), String> {
+        let Some((dir, name)) = &current.at else {
+            return Err("not a regular file".into());
+        };
+        let (file, rotated) = match rotate_file(dir, name, current.id, r.keep)? {
+            Rotated::Rotated(file) => (file, true),
+            Rotated::Reopened(file) => (file, false),
+        };
+        let fresh =
+            OpenLog::new(file, Some((dir.clone(), name.clone()))).map_err(|e| e.to_string())?;
+        Ok((fresh, rotated))
+    }
+}
+
+/// One rotation of `name` in `dir`: check every name it touches, shift `FILE.k` to
+/// `FILE.(k+1)` and `FILE` to `FILE.1`, open a new `FILE` and return it. Every step is
+/// made in the directory the file was opened in (its fd, reached under the rule of
+/// [`open_checked`]), on entries: a link is never followed. Every `FILE.k` must be a
+/// regular file or absent: anything else a worker's user may have placed (a link to a
+/// file of root's, a FIFO, a directory) stops the rotation, named in the error. What
+/// changes after the check is renamed or removed as an entry, never opened; the new `FILE`
+/// is opened as every log file is.
+///
+/// When `FILE` is no longer the file `id` (device, inode) written to (logrotate, or the
+/// other master during a `baton upgrade`, renamed it), nothing is renamed: the file now at
+/// `FILE` (or a new one) is opened instead, as `baton reopen-logs` would
+/// ([`Rotated::Reopened`]).
+#[allow(clippy::unnecessary_cast)] // mode_t is u16 on macOS
+fn rotate_file(dir: &Dir, name: &OsStr, id: (u64, u64), keep: u32) -> Result<Rotated, String> {
+    let shown = |n: &OsStr| dir.path.join(n).display().to_string();
+    let open_new = || match dir.open_file(name) {
+        Ok(Opened::File(file)) => Ok(file),
+        Ok(Opened::Dir(_)) => Err(format!("{} is a directory", shown(name))),
+        Err(e) => Err(format!("cannot open {}: {e}", shown(name))),
+    };
+    match dir.lstat(name) {
+        Ok(st) if (st.st_dev as u64, st.st_ino as u64) == id => {}
+        Ok(_) => return open_new().map(Rotated::Reopened),
+        Err(e) if e.kind() == ErrorKind::NotFound => return open_new().map(Rotated::Reopened),
+        Err(e) => return Err(format!("cannot check {}: {e}", shown(name))),
+    }
+    // The rotated names that exist: only those are renamed (FILE.1 to FILE.k of N).
+    let mut present = std::collections::HashSet::new();
+    for k in 1..=keep {
+        let old = log_rotate::rotated_name(name, k);
+        match dir.lstat(&old) {
+            Ok(st) if st.st_mode as u32 & libc::S_IFMT as u32 == libc::S_IFREG as u32 => {
+                present.insert(old);
+            }
+            Ok(st) => {
+                return Err(format!(
+                    "refused: {} is {}; baton rotates only regular files, and neither follows nor replaces anything else a worker's user may have placed (remove it)",
+                    shown(&old),
+                    file_kind(st.st_mode as u32)
+                ))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot check {}: {e}", shown(&old))),
+        }
+    }
+    for (from, to) in log_rotate::moves(name, keep) {
+        if from != *name && !present.contains(&from) {
+            continue;
+        }
+        let done = match &to {
+            None => dir.unlink(&from),
+            Some(to) => dir.rename(&from, to),
+        };
+        match done {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound && from != *name => {}
+            Err(e) => {
+                return Err(match to {
+                    None => format!("cannot remove {}: {e}", shown(&from)),
+                    Some(to) => format!("cannot rename {} to {}: {e}", shown(&from), shown(&to)),
+                })
+            }
+        }
+    }
+    open_new().map(Rotated::Rotated).map_err(|e| {
+        format!(
+            "renamed {} to {}, but {e}",
+            shown(name),
+            shown(&log_rotate::rotated_name(name, 1)),
+        )
+    })
+}
+
+/// What [`rotate_file`] did; either way, the file to write to from now on.
+enum Rotated {
+    /// Rotated: a new, empty `FILE`.
+    Rotated(File),
+    /// `FILE` was renamed or replaced by someone else: the file now at that name.
+    Reopened(File),
+}
+
+/// Open a log file (as [`open_log_file`]) with what rotating it needs.
+fn open_log(path: &Path) -> io::Result<OpenLog> {
+    let (file, at) = open_walk(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())))?;
+    OpenLog::new(file, at.map(|(d, n)| (Arc::new(d), n)))
 }
 
 /// Write everything to a pipe/terminal/file fd we do not own, in pieces of at most
@@ -738,7 +1290,7 @@ mod tests {
             .custom_flags(libc::O_NONBLOCK)
             .open(&fifo)
             .unwrap();
-        let sink = Sink::file_with_capacity(&fifo, 64 * 1024).unwrap();
+        let sink = Sink::file_with_capacity(&fifo, 64 * 1024, None).unwrap();
         let mut line = vec![b'x'; 1023];
         line.push(b'\n');
         let started = Instant::now();
@@ -916,6 +1468,153 @@ mod tests {
         null.write_all(b"x").unwrap();
         let stdout = open_log_file(Path::new("/dev/stdout"));
         assert!(stdout.is_ok(), "{stdout:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn rotating(max_bytes: u64, keep: u32) -> SinkSettings {
+        SinkSettings {
+            rotation: Some(Rotation { max_bytes, keep }),
+            ..SinkSettings::default()
+        }
+    }
+
+    /// Lines of 50 bytes, `n` of them from `from`.
+    fn fifty(from: usize, n: usize) -> Vec<u8> {
+        (from..from + n)
+            .flat_map(|i| format!("line {i:05} {}\n", "x".repeat(38)).into_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn a_file_sink_rotates_at_line_boundaries_and_keeps_n_files() {
+        let dir = temp_dir("rotate");
+        let path = dir.join("out.log");
+        let sink = Sink::file(&path).unwrap();
+        sink.configure(rotating(1000, 3));
+        // Whole lines one by one, then a raw chunk that cuts lines anywhere.
+        for i in 0..60 {
+            assert!(sink.push(&fifty(i, 1)));
+        }
+        let rest = fifty(60, 40);
+        assert!(sink.push(&rest[..777]));
+        assert!(sink.push(&rest[777..]));
+        assert!(sink.flush(Duration::from_secs(5)));
+        sink.close();
+        // 5000 bytes, 20 lines a file: FILE and 4 rotations, of which 3 are kept.
+        assert_eq!(sink.rotations(), 4);
+        assert!(!dir.join("out.log.4").exists());
+        let mut all = Vec::new();
+        for name in ["out.log.3", "out.log.2", "out.log.1", "out.log"] {
+            let bytes = std::fs::read(dir.join(name)).unwrap();
+            assert_eq!(bytes.len(), 1000, "{name}");
+            all.extend(bytes);
+        }
+        assert_eq!(all, fifty(20, 80));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A link a worker's user placed at a rotated name: not followed, not replaced, the
+    /// rotation stops and says why, and the lines go on to the file.
+    #[test]
+    fn a_link_at_a_rotated_name_stops_the_rotation_and_is_logged() {
+        let open = untrusted_dir("rotate-link");
+        let secret = open.parent().unwrap().join("secret");
+        std::fs::write(&secret, "root only\n").unwrap();
+        let path = open.join("out.log");
+        std::fs::write(open.join("out.log.1"), "older\n").unwrap();
+        std::os::unix::fs::symlink(&secret, open.join("out.log.2")).unwrap();
+        let said = Arc::new(Mutex::new(Vec::<String>::new()));
+        let log: LogFn = {
+            let said = said.clone();
+            Arc::new(move |line| said.lock().unwrap().push(line))
+        };
+        let sink = Sink::file_logging(&path, Some(log)).unwrap();
+        sink.configure(rotating(1000, 3));
+        assert!(sink.push(&fifty(0, 50)));
+        assert!(sink.flush(Duration::from_secs(5)));
+        sink.close();
+        assert_eq!(sink.rotations(), 0);
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "root only\n");
+        assert_eq!(std::fs::read(&path).unwrap(), fifty(0, 50));
+        assert_eq!(
+            std::fs::read_to_string(open.join("out.log.1")).unwrap(),
+            "older\n"
+        );
+        let said = said.lock().unwrap();
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(said[0].contains("refused"), "{}", said[0]);
+        assert!(
+            said[0].contains(&format!(
+                "{} is a symbolic link",
+                open.join("out.log.2").display()
+            )),
+            "{}",
+            said[0]
+        );
+        let _ = std::fs::remove_dir_all(open.parent().unwrap());
+    }
+
+    /// logrotate (or the other master during an upgrade) renamed the file: when the size
+    /// is reached the sink renames nothing and moves to the file now at the name.
+    #[test]
+    fn a_file_renamed_away_is_not_rotated_but_reopened() {
+        let dir = temp_dir("rotate-renamed");
+        let path = dir.join("out.log");
+        let said = Arc::new(Mutex::new(Vec::<String>::new()));
+        let log: LogFn = {
+            let said = said.clone();
+            Arc::new(move |line| said.lock().unwrap().push(line))
+        };
+        let sink = Sink::file_logging(&path, Some(log)).unwrap();
+        sink.configure(rotating(1000, 3));
+        assert!(sink.push(&fifty(0, 10)));
+        assert!(sink.flush(Duration::from_secs(5)));
+        std::fs::rename(&path, dir.join("out.log-20261207")).unwrap();
+        std::fs::write(&path, "new\n").unwrap();
+        assert!(sink.push(&fifty(10, 15)));
+        assert!(sink.flush(Duration::from_secs(5)));
+        sink.close();
+        assert_eq!(sink.rotations(), 0);
+        assert!(!dir.join("out.log.1").exists());
+        assert_eq!(
+            std::fs::read(dir.join("out.log-20261207")).unwrap(),
+            fifty(0, 20)
+        );
+        let mut now = b"new\n".to_vec();
+        now.extend(fifty(20, 5));
+        assert_eq!(std::fs::read(&path).unwrap(), now);
+        let said = said.lock().unwrap();
+        assert!(
+            said.len() == 1 && said[0].contains("renamed or replaced"),
+            "{said:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_sinks_own_note_follows_the_log_format() {
+        let dir = temp_dir("note");
+        let sink = Sink::file(&dir.join("out.log")).unwrap();
+        assert_eq!(
+            sink.note_line("[baton] 5 bytes", false),
+            b"[baton] 5 bytes\n"
+        );
+        assert_eq!(sink.note_line("x", true), b"\nx\n");
+        sink.configure(SinkSettings {
+            format: LineFormat {
+                json: true,
+                ..LineFormat::default()
+            },
+            fleet: Arc::from("shop"),
+            ..SinkSettings::default()
+        });
+        let line = sink.note_line("[baton] 5 bytes", false);
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["stream"], "master");
+        assert_eq!(v["fleet"], "shop");
+        assert_eq!(v["msg"], "[baton] 5 bytes");
+        assert_eq!(v["pid"], std::process::id());
+        sink.close();
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -4,8 +4,9 @@
 //! configuration is compared with the running one, group by group (groups are matched by
 //! name):
 //! - per-worker settings (script, args, execArgv, env, cwd, uid/gid, the timeouts, the
-//!   reload's order and parallel, stdout/stderr/logPrefix, the restart backoff) take
-//!   effect for the workers the reload starts;
+//!   reload's order and parallel, stdout/stderr/logPrefix/logTime/logFormat, the restart
+//!   backoff) take effect for the workers the reload starts; `logMaxSize`/`logMaxFiles`
+//!   for the files from the reload on;
 //! - settings that shape the fleet itself (a group's count, listen addresses, balance,
 //!   backlog, reloadable; groups added or removed; the fleet's name or runtime dir) need a
 //!   restart of the master. They are kept as they are and reported, never ignored silently.
@@ -61,6 +62,14 @@ pub enum Setting {
     Stderr,
     /// Whether output lines are prefixed with `group#id`.
     LogPrefix,
+    /// Whether output lines start with the time (`logTime`).
+    LogTime,
+    /// How output lines are written (`logFormat`).
+    LogFormat,
+    /// The size the log files are rotated at (`logMaxSize`).
+    LogMaxSize,
+    /// Rotated log files kept (`logMaxFiles`).
+    LogMaxFiles,
     /// How a worker becomes ready (`readiness`, `minUptime`).
     Readiness,
     /// The variable holding the worker id (`instanceVar`).
@@ -98,6 +107,10 @@ impl Setting {
             Setting::Stdout => "stdout",
             Setting::Stderr => "stderr",
             Setting::LogPrefix => "logPrefix",
+            Setting::LogTime => "logTime",
+            Setting::LogFormat => "logFormat",
+            Setting::LogMaxSize => "logMaxSize",
+            Setting::LogMaxFiles => "logMaxFiles",
             Setting::Readiness => "readiness",
             Setting::InstanceVar => "instanceVar",
             Setting::Backoff => "backoff",
@@ -241,6 +254,15 @@ impl Shown for crate::config::Backoff {
             self.max.as_millis(),
             self.reset_after.as_millis()
         )
+    }
+}
+
+impl Shown for baton_contract::options::LogFormat {
+    fn shown(&self) -> String {
+        match self {
+            baton_contract::options::LogFormat::Text => "text".into(),
+            baton_contract::options::LogFormat::Json => "json".into(),
+        }
     }
 }
 
@@ -390,6 +412,36 @@ fn compare_group(old: &GroupConfig, new: &GroupConfig) -> (GroupConfig, Vec<Chan
     per_worker!(Setting::Stdout, stdout);
     per_worker!(Setting::Stderr, stderr);
     per_worker!(Setting::LogPrefix, log_prefix);
+    // Applied with `options` below: the lines of the workers the reload starts, and the
+    // files' rotation from the reload on (`event_loop/output.rs`).
+    if old.options.log_time != new.options.log_time {
+        note(
+            Setting::LogTime,
+            Effect::NewWorkers,
+            values(&old.options.log_time, &new.options.log_time),
+        );
+    }
+    if old.options.log_format != new.options.log_format {
+        note(
+            Setting::LogFormat,
+            Effect::NewWorkers,
+            values(&old.options.log_format, &new.options.log_format),
+        );
+    }
+    if old.options.log_max_size != new.options.log_max_size {
+        note(
+            Setting::LogMaxSize,
+            Effect::NewWorkers,
+            values(&old.options.log_max_size, &new.options.log_max_size),
+        );
+    }
+    if old.options.log_max_files != new.options.log_max_files {
+        note(
+            Setting::LogMaxFiles,
+            Effect::NewWorkers,
+            values(&old.options.log_max_files, &new.options.log_max_files),
+        );
+    }
     per_worker!(Setting::Readiness, rules.readiness);
     per_worker!(Setting::InstanceVar, instance_var);
     // Reported as the `execArgv` change it comes with (the preload's `--import`).
@@ -498,6 +550,7 @@ mod tests {
             backoff: Backoff::default(),
             host_prepares_reloads: false,
             master_log: None,
+            master_log_rotation: None,
             upgrade_command: Vec::new(),
             upgrade_cwd: None,
             handover: None,
@@ -580,6 +633,39 @@ mod tests {
         assert_eq!(p.config.groups[0].stdout, b.groups[0].stdout);
         assert_eq!(p.config.groups[0].stderr, LogTarget::Ignore);
         assert!(p.config.groups[0].log_prefix);
+    }
+
+    #[test]
+    fn log_line_and_rotation_settings_are_reported_and_applied() {
+        let a = fleet(vec![group("web")]);
+        let mut b = a.clone();
+        b.groups[0].options.log_time = Some(true);
+        b.groups[0].options.log_format = Some(baton_contract::options::LogFormat::Json);
+        b.groups[0].options.log_max_size = Some("10M".into());
+        b.groups[0].options.log_max_files = Some(5);
+        let p = plan(&a, &b);
+        let shown: Vec<(&str, Effect, Detail)> = p
+            .changes
+            .iter()
+            .map(|c| (c.setting.key(), c.effect, c.detail.clone()))
+            .collect();
+        let v = |to: &str| Detail::Values {
+            from: "(default)".into(),
+            to: to.into(),
+        };
+        assert_eq!(
+            shown,
+            vec![
+                ("logTime", Effect::NewWorkers, v("true")),
+                ("logFormat", Effect::NewWorkers, v("json")),
+                ("logMaxSize", Effect::NewWorkers, v("10M")),
+                ("logMaxFiles", Effect::NewWorkers, v("5")),
+            ]
+        );
+        assert_eq!(
+            p.config.groups[0].options.log_max_size.as_deref(),
+            Some("10M")
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use baton_contract::options::{self as contract, BackoffOptions, OptionProblem};
 use baton_core::config::{Backoff, FleetConfig, GroupConfig};
+use baton_core::log_rotate::Rotation;
 use napi::{Error, Status};
 use napi_derive::napi;
 
@@ -28,6 +29,11 @@ pub struct BindingFleetOptions {
     /// The master's own stdout and stderr go to this file (absolute), reopened by
     /// `reopenLogs` / `baton reopen-logs` (daemon mode).
     pub log_file: Option<String>,
+    /// Rotate `log_file` at this size (`logMaxSize`: `10M`, `1.5G`, bytes), keeping
+    /// `log_max_files` rotated files (default 10).
+    pub log_max_size: Option<String>,
+    /// Rotated copies of `log_file` kept (`logMaxFiles`, 1 to 1000).
+    pub log_max_files: Option<u32>,
     /// `baton upgrade`: the command line that starts the next master, program first
     /// (the host's own: `process.execPath`, `execArgv`, `argv`; or `upgradeCommand`).
     pub upgrade_command: Option<Vec<String>>,
@@ -97,6 +103,17 @@ impl TryFrom<BindingFleetOptions> for FleetConfig {
         let b = contract::validate_backoff(raw.as_ref())
             .map_err(|p| Error::new(Status::InvalidArg, p.to_string()))?;
         let ms = |v: Option<u32>| Duration::from_millis(u64::from(v.unwrap_or(0)));
+        let master_log_rotation = match &o.log_max_size {
+            None => None,
+            Some(size) => Some(Rotation {
+                max_bytes: baton_contract::size::parse_size(size)
+                    .map_err(|e| Error::new(Status::InvalidArg, format!("logMaxSize: {e}")))?,
+                keep: o
+                    .log_max_files
+                    .unwrap_or(contract::DEFAULT_LOG_MAX_FILES)
+                    .clamp(1, contract::MAX_LOG_FILES),
+            }),
+        };
         Ok(FleetConfig {
             name: o.name,
             runtime_dir: PathBuf::from(o.runtime_dir),
@@ -108,6 +125,7 @@ impl TryFrom<BindingFleetOptions> for FleetConfig {
             },
             host_prepares_reloads: o.host_prepares_reloads.unwrap_or(false),
             master_log: o.log_file.map(PathBuf::from),
+            master_log_rotation,
             upgrade_command: o.upgrade_command.unwrap_or_default(),
             upgrade_cwd: o.upgrade_cwd.map(PathBuf::from),
             handover: o.handover,

@@ -311,6 +311,7 @@ mod tests {
             backoff: Default::default(),
             host_prepares_reloads: false,
             master_log: None,
+            master_log_rotation: None,
             upgrade_command: vec![],
             upgrade_cwd: None,
             handover: None,

@@ -9,7 +9,7 @@ use crate::config::GroupConfig;
 use crate::log_line::LineFormat;
 use crate::log_relay::{Drained, LogRelay, Reply, WorkerOutput};
 use crate::log_ring::Stream;
-use crate::log_sink::{self, Sink};
+use crate::log_sink::{self, MasterLog, Rotation, Sink, SinkSettings};
 use baton_contract::options::LogFormat;
 
 /// How long after an exit the loop waits for the relay's answer before it reports the
@@ -24,12 +24,23 @@ pub(super) fn start_relay(
     tx: Sender<Msg>,
     waker: Arc<Waker>,
 ) -> Result<Arc<LogRelay>, LaunchError> {
-    if let Some(path) = &config.master_log {
-        log_sink::redirect_stdio(path).map_err(|e| launch_error(format!("log: {e}")))?;
-    }
+    let on_log: log_sink::LogFn = {
+        let (tx, waker) = (tx.clone(), waker.clone());
+        Arc::new(move |line| {
+            let _ = tx.send(Msg::Log(line));
+            let _ = waker.wake();
+        })
+    };
+    let master_log = match &config.master_log {
+        Some(path) => Some(
+            MasterLog::open(path, config.master_log_rotation, on_log.clone())
+                .map_err(|e| launch_error(format!("log: {e}")))?,
+        ),
+        None => None,
+    };
     let relay = LogRelay::start(
         config.groups.len(),
-        config.master_log.clone(),
+        master_log,
         {
             let (tx, waker) = (tx.clone(), waker.clone());
             Box::new(move |drained| {
@@ -37,29 +48,95 @@ pub(super) fn start_relay(
                 let _ = waker.wake();
             })
         },
-        Box::new(move |line| {
-            let _ = tx.send(Msg::Log(line));
-            let _ = waker.wake();
-        }),
+        on_log,
     )
     .map_err(|e| launch_error(format!("cannot start the log relay: {e}")))?;
     for g in &config.groups {
         for stream in Stream::BOTH {
-            sink_of(&relay, g, stream).map_err(launch_error)?;
+            sink_of(&relay, config, g, stream).map_err(launch_error)?;
         }
+    }
+    for line in configure_sinks(&relay, config) {
+        let _ = tx.send(Msg::Log(line));
+        let _ = waker.wake();
     }
     Ok(Arc::new(relay))
 }
 
 /// The sink of one stream of a group; the error names the group and the option.
-fn sink_of(relay: &LogRelay, g: &GroupConfig, stream: Stream) -> Result<Option<Arc<Sink>>, String> {
+fn sink_of(
+    relay: &LogRelay,
+    config: &FleetConfig,
+    g: &GroupConfig,
+    stream: Stream,
+) -> Result<Option<Arc<Sink>>, String> {
     let (option, target) = match stream {
         Stream::Stdout => ("stdout", &g.stdout),
         Stream::Stderr => ("stderr", &g.stderr),
     };
     relay
-        .sink(target, stream)
+        .sink(target, stream, &sink_settings(config, g))
         .map_err(|e| format!("group \"{}\": {option}: {e}", g.rules.name))
+}
+
+/// How a group's sinks rotate (`logMaxSize`, `logMaxFiles`) and write their own notes
+/// (`logTime`, `logFormat`).
+fn sink_settings(config: &FleetConfig, g: &GroupConfig) -> SinkSettings {
+    let o = &g.options;
+    let rotation = o
+        .log_max_size
+        .as_deref()
+        .and_then(|s| baton_contract::size::parse_size(s).ok())
+        .map(|max_bytes| Rotation {
+            max_bytes,
+            keep: o
+                .log_max_files
+                .unwrap_or(crate::log_rotate::DEFAULT_KEEP)
+                .max(1),
+        });
+    SinkSettings {
+        rotation,
+        format: line_format(g),
+        fleet: Arc::from(config.name.as_str()),
+    }
+}
+
+fn line_format(g: &GroupConfig) -> LineFormat {
+    LineFormat {
+        json: g.options.log_format == Some(LogFormat::Json),
+        time: g.options.log_time == Some(true),
+        prefix: g.log_prefix,
+    }
+}
+
+/// Give every open sink the settings of the first group (in definition order) that writes
+/// to it: one file, one rotation, however many streams and groups write to it. Returns a
+/// line for each file that a later group names with another `logMaxSize`/`logMaxFiles`.
+fn configure_sinks(relay: &LogRelay, config: &FleetConfig) -> Vec<String> {
+    let mut done: Vec<(Arc<Sink>, String, Option<Rotation>)> = Vec::new();
+    let mut conflicts = Vec::new();
+    for g in &config.groups {
+        let settings = sink_settings(config, g);
+        for stream in Stream::BOTH {
+            let Ok(Some(sink)) = sink_of(relay, config, g, stream) else {
+                continue;
+            };
+            if let Some((_, first, rotation)) = done.iter().find(|(s, ..)| Arc::ptr_eq(s, &sink)) {
+                if *rotation != settings.rotation && *first != g.rules.name {
+                    conflicts.push(format!(
+                        "groups \"{first}\" and \"{}\" both write to {} with a different logMaxSize or logMaxFiles: it rotates as \"{first}\" says (give each group its own file, or the same settings)",
+                        g.rules.name,
+                        sink.name()
+                    ));
+                }
+                continue;
+            }
+            sink.configure(settings.clone());
+            done.push((sink, g.rules.name.clone(), settings.rotation));
+        }
+    }
+    conflicts.dedup();
+    conflicts
 }
 
 impl LoopState {
@@ -74,7 +151,12 @@ impl LoopState {
     ) {
         let mut sinks = [None, None];
         for stream in Stream::BOTH {
-            match sink_of(&self.relay, &self.config.groups[group], stream) {
+            match sink_of(
+                &self.relay,
+                &self.config,
+                &self.config.groups[group],
+                stream,
+            ) {
                 Ok(sink) => sinks[stream.index()] = sink,
                 Err(e) => self.log_once(format!(
                     "{e}; that output is dropped until the file can be opened"
@@ -89,11 +171,7 @@ impl LoopState {
             id: slot,
             fleet: Arc::from(self.config.name.as_str()),
             pid,
-            format: LineFormat {
-                json: g.options.log_format == Some(LogFormat::Json),
-                time: g.options.log_time == Some(true),
-                prefix: g.log_prefix,
-            },
+            format: line_format(g),
             pipes,
             sinks,
         });
@@ -104,15 +182,16 @@ impl LoopState {
         let mut errors = Vec::new();
         for g in &self.config.groups {
             for stream in Stream::BOTH {
-                if let Err(e) = sink_of(&self.relay, g, stream) {
-                    errors.push(e);
+                if let Err(e) = sink_of(&self.relay, &self.config, g, stream) {
+                    errors.push(format!(
+                        "{e}; that output is dropped until the file can be opened"
+                    ));
                 }
             }
         }
+        errors.extend(configure_sinks(&self.relay, &self.config));
         for e in errors {
-            self.log_once(format!(
-                "{e}; that output is dropped until the file can be opened"
-            ));
+            self.log_once(e);
         }
     }
 

@@ -37,7 +37,7 @@ fn setup() -> Setup {
         Box::new(move |d| {
             let _ = tx.lock().unwrap().send(d);
         }),
-        Box::new(|_| {}),
+        Arc::new(|_| {}),
     )
     .unwrap();
     Setup { relay, drained: rx }
@@ -85,7 +85,11 @@ fn prefixed_file_sink_tail_and_drain_after_exit() {
     let s = setup();
     let sink = s
         .relay
-        .sink(&LogTarget::File(path.clone()), Stream::Stdout)
+        .sink(
+            &LogTarget::File(path.clone()),
+            Stream::Stdout,
+            &Default::default(),
+        )
         .unwrap();
     let (mut out, mut err) = add(&s, 3, true, [sink.clone(), sink]);
     out.write_all(b"hello\nwor").unwrap();
@@ -221,7 +225,11 @@ fn a_full_sink_drops_and_counts_per_group_without_stalling_the_reader() {
     let s = setup();
     let sink = s
         .relay
-        .sink(&LogTarget::File(fifo.clone()), Stream::Stdout)
+        .sink(
+            &LogTarget::File(fifo.clone()),
+            Stream::Stdout,
+            &Default::default(),
+        )
         .unwrap();
     let (mut out, _err) = add(&s, 0, false, [sink, None]);
     let line = [b"y".repeat(1023), b"\n".to_vec()].concat();
@@ -251,7 +259,11 @@ fn reopen_moves_file_sinks_to_a_new_file() {
     let s = setup();
     let sink = s
         .relay
-        .sink(&LogTarget::File(path.clone()), Stream::Stdout)
+        .sink(
+            &LogTarget::File(path.clone()),
+            Stream::Stdout,
+            &Default::default(),
+        )
         .unwrap();
     let (mut out, _err) = add(&s, 0, false, [sink.clone(), None]);
     out.write_all(b"first\n").unwrap();
@@ -271,5 +283,46 @@ fn reopen_moves_file_sinks_to_a_new_file() {
     wait_file(&path, "second\n");
     wait_file(&dir.join("out.log.1"), "first\n");
     s.relay.shutdown(Duration::from_secs(1));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// stdout and stderr naming one file share one sink, so one writer thread rotates it: once
+/// per crossing of the size, not once per stream.
+#[test]
+fn one_file_for_both_streams_is_one_sink_rotated_once() {
+    let dir = temp_dir("rotate-shared");
+    let path = dir.join("both.log");
+    let s = setup();
+    let settings = log_sink::SinkSettings {
+        rotation: Some(log_sink::Rotation {
+            max_bytes: 1000,
+            keep: 50,
+        }),
+        ..Default::default()
+    };
+    let target = LogTarget::File(path.clone());
+    let out = s.relay.sink(&target, Stream::Stdout, &settings).unwrap();
+    let err = s.relay.sink(&target, Stream::Stderr, &settings).unwrap();
+    let (Some(out), Some(err)) = (out, err) else {
+        panic!("no sinks")
+    };
+    assert!(Arc::ptr_eq(&out, &err));
+    let (mut w_out, mut w_err) = add(&s, 1, true, [Some(out.clone()), Some(err)]);
+    for i in 0..100 {
+        // 50 bytes a line with the "web#1 " prefix.
+        writeln!(w_out, "out {i:03} {}", "o".repeat(35)).unwrap();
+        writeln!(w_err, "err {i:03} {}", "e".repeat(35)).unwrap();
+    }
+    drop(w_out);
+    drop(w_err);
+    s.relay.exited(1);
+    s.drained.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(out.flush(Duration::from_secs(5)));
+    // 10,000 bytes in files of 1000: 9 rotations, each file full.
+    assert_eq!(out.rotations(), 9);
+    for k in 1..=9 {
+        let file = std::fs::read_to_string(dir.join(format!("both.log.{k}"))).unwrap();
+        assert_eq!(file.len(), 1000, "both.log.{k}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
