@@ -912,6 +912,20 @@ export interface ConfigGroupUser {
 export declare function ensureRuntimeDir(dir: string): void
 
 /**
+ * The result of `resolveSupervisorOptions`: the fleet's options as checked (unset ones
+ * unset, `health` in canonical form, `backoff` with its defaults, `groups` left out), or
+ * the first problem.
+ */
+export interface FleetCheck {
+  /** The validated options. */
+  options?: SupervisorOptions
+  /** `health` parsed: what the health endpoint listens on. */
+  health?: ListenTarget
+  /** What is wrong, naming the field (`name`, `upgradeCommand[0]`). */
+  problem?: OptionProblem
+}
+
+/**
  * The result of `resolveGroupOptions`: the options with every default filled in, or the
  * first problem.
  */
@@ -943,6 +957,21 @@ export declare function launchSupervisor(options: BindingFleetOptions, onEvent: 
  */
 export declare function legacyRuntimeDirs(xdgRuntimeDir: string | undefined | null, tmpdir: string, uid: number): Array<string>
 
+/**
+ * A listen address parsed: its canonical form and what `net.Server.listen()` takes
+ * (`path` for a Unix socket; `host` and `port` for TCP, `host` empty for all interfaces).
+ */
+export interface ListenTarget {
+  /** The canonical form (`127.0.0.1:8080`, `:9000`, `[::1]:80`, `unix:/run/app.sock`). */
+  address: string
+  /** TCP: the host name or IP literal (IPv6 without brackets); empty for all interfaces. */
+  host?: string
+  /** TCP: the port (0: one the kernel picks). */
+  port?: number
+  /** A Unix socket's path. */
+  path?: string
+}
+
 /** The answer of `probeMaster`. */
 export interface MasterProbe {
   state: MasterState
@@ -954,12 +983,6 @@ export interface MasterProbe {
 
 /** What the runtime dir says about a master (`probeMaster`). */
 export type MasterState = 'running' | 'stale' | 'absent'
-
-/**
- * Parse a listen address (`host:port`, `:port`, `tcp://host:port`, `[::1]:port`,
- * `unix:/path`) and return its canonical form; throws a message naming the address.
- */
-export declare function normalizeListenAddress(address: string): string
 
 /**
  * Whether master `name` runs (its pid file is locked); with `clean`, remove the pid file
@@ -983,6 +1006,14 @@ export declare function resolveGroupOptions(name: string, optionsJson: string): 
  * the user database's), else `<tmpdir>/baton-<uid>`.
  */
 export declare function resolveRuntimeDir(batonRuntimeDir: string | undefined | null, uid: number, home: string | undefined | null, tmpdir: string): string
+
+/**
+ * Validate a fleet's options (their JSON, as the user wrote them; the functions `log` and
+ * `beforeReload` are the host's): the one check of every fleet option
+ * ([`contract::validate_supervisor`], crates/baton-contract/src/options.rs), plus the
+ * `health` address parsed. Each group is checked by `resolveGroupOptions`.
+ */
+export declare function resolveSupervisorOptions(optionsJson: string): FleetCheck
 
 /** What `checkRuntimePath` checks. */
 export type RuntimeEntry = 'dir' | 'socket' | 'pid' | 'file'

@@ -42,7 +42,7 @@ import {
 } from './commands.js'
 import { masterLine, masterLineFormat } from '../master/options.js'
 import type { Balance, GroupOptions, SupervisorOptions } from '../master/options.js'
-import { searchDirs } from '../runtime-dir.js'
+import { defaultRuntimeDir, searchDirs } from '../runtime-dir.js'
 import { visible } from '../format.js'
 import type { Supervisor } from '../master/supervisor.js'
 import { GROUP_FLAGS } from './group-flags.js'
@@ -205,13 +205,11 @@ function parse(args: string[], options: NonNullable<ParseArgsConfig['options']>)
 }
 
 async function start(args: string[]): Promise<number> {
-  const [{ CONFIG_NAMES, findConfig, readConfig }, { resolveRuntimeDir }, { isEcosystemFile }, { takeWatchFlag }] =
-    await Promise.all([
-      import('../master/config-file.js'),
-      import('../master/options.js'),
-      import('../master/pm2-ecosystem.js'),
-      import('./watch.js'),
-    ])
+  const [{ CONFIG_NAMES, findConfig, readConfig }, { isEcosystemFile }, { takeWatchFlag }] = await Promise.all([
+    import('../master/config-file.js'),
+    import('../master/pm2-ecosystem.js'),
+    import('./watch.js'),
+  ])
   const { Supervisor, socketActivated } = await import('../master/supervisor.js')
   const dash = args.indexOf('--')
   const own = dash >= 0 ? args.slice(0, dash) : args
@@ -271,7 +269,7 @@ async function start(args: string[]): Promise<number> {
     else if (option === 'stdout' || option === 'stderr') flags[option] = outputFlag(value as string)
     else flags[option] = value
   }
-  const runtimeDir = resolveRuntimeDir()
+  const runtimeDir = defaultRuntimeDir()
   let options: SupervisorOptions
   if (script !== undefined) {
     const name = (values.name as string | undefined) ?? basename(script, extname(script))

@@ -23,13 +23,10 @@ import { basename, dirname, join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { native } from '../native.js'
 import {
+  checkFleet,
   isValidName,
   OptionsError,
-  resolveBackoff,
   resolveGroup,
-  resolveHealth,
-  resolveHealthDetail,
-  resolveName,
   type GroupOptions,
   type SupervisorOptions,
 } from './options.js'
@@ -262,11 +259,10 @@ export async function readConfig(
   if (raw.health !== undefined) options.health = raw.health as string
   if (raw.healthDetail !== undefined) options.healthDetail = raw.healthDetail as boolean
   try {
-    resolveName(options.name)
-    resolveBackoff(options.backoff)
-    if (typeof options.healthDetail !== 'boolean' && options.healthDetail !== undefined)
-      resolveHealthDetail(options.healthDetail, undefined)
-    resolveHealth(options.health)
+    // The one check of fleet options (the constructor runs it again with the flags applied:
+    // `--health` may give the address a file's healthDetail needs).
+    const { healthDetail, ...rest } = options
+    checkFleet(healthDetail === true && options.health === undefined ? rest : options)
     for (const [name, g] of Object.entries(groups)) resolveGroup(name, g)
   } catch (e) {
     if (e instanceof OptionsError) throw new ConfigError(file, e.field, e.message.slice(e.field.length + 2))

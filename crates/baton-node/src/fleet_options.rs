@@ -1,15 +1,74 @@
-//! `BindingFleetOptions`: a whole fleet as JavaScript passes it, converted into
-//! `baton_core::config::FleetConfig`.
+//! A fleet's options: `resolveSupervisorOptions`, their one check (when a Supervisor is
+//! constructed, and when a config file is read), and `BindingFleetOptions`, a whole fleet
+//! as JavaScript passes it, converted into `baton_core::config::FleetConfig`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use baton_contract::options::{self as contract, BackoffOptions, OptionProblem};
+use baton_contract::options::{self as contract, BackoffOptions, OptionProblem, SupervisorOptions};
 use baton_core::config::{Backoff, FleetConfig, GroupConfig};
 use napi::{Error, Status};
 use napi_derive::napi;
 
 use crate::group_options::BindingGroupOptions;
+use crate::listen_address::{self, ListenTarget};
+
+/// The result of `resolveSupervisorOptions`: the fleet's options as checked (unset ones
+/// unset, `health` in canonical form, `backoff` with its defaults, `groups` left out), or
+/// the first problem.
+#[napi(object)]
+pub struct FleetCheck {
+    /// The validated options.
+    pub options: Option<SupervisorOptions>,
+    /// `health` parsed: what the health endpoint listens on.
+    pub health: Option<ListenTarget>,
+    /// What is wrong, naming the field (`name`, `upgradeCommand[0]`).
+    pub problem: Option<OptionProblem>,
+}
+
+/// Validate a fleet's options (their JSON, as the user wrote them; the functions `log` and
+/// `beforeReload` are the host's): the one check of every fleet option
+/// ([`contract::validate_supervisor`], crates/baton-contract/src/options.rs), plus the
+/// `health` address parsed. Each group is checked by `resolveGroupOptions`.
+#[napi]
+pub fn resolve_supervisor_options(options_json: String) -> FleetCheck {
+    match resolve_fleet(&options_json) {
+        Ok((options, health)) => FleetCheck {
+            options: Some(options),
+            health,
+            problem: None,
+        },
+        Err(problem) => FleetCheck {
+            options: None,
+            health: None,
+            problem: Some(problem),
+        },
+    }
+}
+
+fn resolve_fleet(
+    options_json: &str,
+) -> Result<(SupervisorOptions, Option<ListenTarget>), OptionProblem> {
+    let raw =
+        serde_json::from_str::<serde_json::Value>(options_json).map_err(|e| OptionProblem {
+            field: "options".into(),
+            message: e.to_string(),
+        })?;
+    let mut options = contract::validate_supervisor(&raw)?;
+    let health = options
+        .health
+        .as_deref()
+        .map(listen_address::parse)
+        .transpose()
+        .map_err(|e| OptionProblem {
+            field: "health".into(),
+            message: e.to_string(),
+        })?;
+    if let Some(target) = &health {
+        options.health = Some(target.address.clone());
+    }
+    Ok((options, health))
+}
 
 /// A fleet: its name, runtime dir, groups and restart backoff.
 #[napi(object, object_to_js = false)]
