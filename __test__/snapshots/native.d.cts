@@ -785,10 +785,10 @@ export declare class NativeSupervisor {
    */
   reopenLogs(): Promise<number>
   /**
-   * The status as a JSON string (a `Status`, the same JSON as `baton status --json`);
-   * never waits for the loop thread.
+   * The status (the contract's `Status`: what `baton status --json` prints), handed to
+   * JavaScript as an object; never waits for the loop thread.
    */
-  status(): string
+  status(): Status
   /**
    * Milliseconds since the supervisor loop last turned: the status `status()` returns is
    * about this old. The loop turns at least once a second, so a few seconds means it is

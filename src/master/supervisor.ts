@@ -422,7 +422,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   /** The fleet's status (the `baton status --json` shape). */
   status(): Status {
     if (!this.#native) throw new Error(`supervisor "${this.name}" is not started`)
-    return fromCore<Status>(this.#native.status())
+    return this.#native.status()
   }
 
   /**
