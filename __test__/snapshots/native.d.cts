@@ -560,6 +560,15 @@ export interface Status {
   openFds: number | null
   /** Monitoring counters since the master started (served as `GET /metrics`). */
   counters: Counters
+  /**
+   * The fleet's options as checked (`validate_supervisor`,
+   * crates/baton-contract/src/options.rs), with what the host resolved filled in: the
+   * name, the absolute `runtimeDir` and `logFile`, the `upgradeCommand`, `backoff` with
+   * its defaults (as a re-read configuration changed it). An option the fleet does not
+   * set and that has no value of its own (`health`, `logTime`) is left out; so is
+   * `groups`: each group's options are its `groups[].options`.
+   */
+  options: SupervisorOptions
 }
 
 /**
@@ -834,32 +843,23 @@ export interface BindingBoundAddress {
   fdName?: string
 }
 
-/** A fleet: its name, runtime dir, groups and restart backoff. */
+/** A fleet: its options, its groups, and what only the host knows. */
 export interface BindingFleetOptions {
-  /** Master name (control socket and pid file names). */
-  name: string
-  /** Runtime directory (already resolved by the TypeScript layer). */
-  runtimeDir: string
+  /**
+   * The fleet's options as `resolveSupervisorOptions` checked them, with what the host
+   * resolved filled in: `name`, `runtimeDir` and `logFile` (absolute), `upgradeCommand`
+   * (the host's own command line unless given). Their `groups` are not read: the groups
+   * are `groups` below. The status shows them as its `options`.
+   */
+  options: SupervisorOptions
   /** Groups in definition order. */
   groups: Array<BindingGroupOptions>
-  /** Crash-restart backoff (validated by `resolveBackoffOptions` again here). */
-  backoff?: BackoffOptions
   /**
    * The host re-reads its configuration before every reload (`baton start` from a
    * config file): control-socket reloads wait for `reloadTicket` / `failReload`.
    */
   hostPreparesReloads?: boolean
-  /**
-   * The master's own stdout and stderr go to this file (absolute), reopened by
-   * `reopenLogs` / `baton reopen-logs` (daemon mode).
-   */
-  logFile?: string
-  /**
-   * `baton upgrade`: the command line that starts the next master, program first
-   * (the host's own: `process.execPath`, `execArgv`, `argv`; or `upgradeCommand`).
-   */
-  upgradeCommand?: Array<string>
-  /** The working directory of the next master. */
+  /** The working directory of the next master (`baton upgrade`). */
   upgradeCwd?: string
   /** This master replaces a running one: the `BATON_UPGRADE` value it was started with. */
   handover?: string

@@ -35,8 +35,31 @@ import { EcosystemError, fromEcosystem, isEcosystem, isYamlFile } from './pm2-ec
 /** The file names `baton start` looks for, in this order. */
 export const CONFIG_NAMES = ['baton.config.mjs', 'baton.config.js', 'baton.config.cjs', 'baton.config.json'] as const
 
-/** Top-level keys a config file may hold (the rest of SupervisorOptions is for the API). */
-const FILE_KEYS = new Set(['name', 'groups', 'backoff', 'health', 'healthDetail'])
+/**
+ * The fleet options a config file may hold. Every option of the generated
+ * `SupervisorOptions` is here or in {@link NOT_CONFIG_FILE_OPTIONS}
+ * (__test__/option-contract.spec.ts checks it).
+ */
+export const CONFIG_FILE_OPTIONS = [
+  'name',
+  'groups',
+  'backoff',
+  'health',
+  'healthDetail',
+  'logFile',
+  'logTime',
+  'logFormat',
+] as const satisfies ReadonlyArray<keyof SupervisorOptions>
+
+/** The fleet options a config file cannot hold, each with the reason. */
+export const NOT_CONFIG_FILE_OPTIONS = {
+  runtimeDir:
+    'every baton command looks for the master in BATON_RUNTIME_DIR (or the default runtime dir): a file cannot move it',
+  handleSignals: 'baton start always handles signals: they are how a master is stopped and reloaded',
+  upgradeCommand: "baton upgrade runs the master's own command line, which reads this file afresh",
+} as const satisfies Partial<Record<keyof SupervisorOptions, string>>
+
+const FILE_KEYS: ReadonlySet<string> = new Set(CONFIG_FILE_OPTIONS)
 
 /** A config file that cannot be used; the message names the file and, where known, the key. */
 export class ConfigError extends Error {
@@ -254,10 +277,13 @@ export async function readConfig(
     name: overrides.name ?? (raw.name as string | undefined) ?? defaultName(file),
     groups,
   }
-  if (raw.backoff !== undefined) options.backoff = raw.backoff as SupervisorOptions['backoff']
-  // Read at start only (a reload keeps the endpoint as it is); `--health` overrides it.
-  if (raw.health !== undefined) options.health = raw.health as string
-  if (raw.healthDetail !== undefined) options.healthDetail = raw.healthDetail as boolean
+  // Checked with the rest below. Read at start only: `health`, `healthDetail` (a reload keeps
+  // the endpoint as it is) and `logFile`; `--health` and `--log` override them.
+  const given = options as Record<string, unknown>
+  for (const key of CONFIG_FILE_OPTIONS)
+    if (key !== 'name' && key !== 'groups' && raw[key] !== undefined) given[key] = raw[key]
+  // A log file's path is relative to the file, like the groups' stdout and stderr.
+  if (typeof options.logFile === 'string' && options.logFile !== '') options.logFile = resolve(base, options.logFile)
   try {
     // The one check of fleet options (the constructor runs it again with the flags applied:
     // `--health` may give the address a file's healthDetail needs).

@@ -407,14 +407,17 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       resolveGroup(name, withLogDefaults(g.options, fleet.options), g.hooks ? process.argv[1] : undefined),
     )
     return {
-      name: fleet.name,
-      runtimeDir: fleet.runtimeDir,
+      options: {
+        ...fleet.options,
+        name: fleet.name,
+        runtimeDir: fleet.runtimeDir,
+        backoff: fleet.backoff,
+        // Read at start only: a reload keeps the master's log file.
+        logFile: this.#fleet.logFile,
+        upgradeCommand: fleet.upgradeCommand,
+      },
       groups: resolved.map((g) => toBinding(g)),
-      backoff: fleet.backoff,
       hostPreparesReloads: this.#options.beforeReload !== undefined,
-      // Read at start only: a reload keeps the master's log file.
-      logFile: this.#fleet.logFile,
-      upgradeCommand: fleet.upgradeCommand,
       upgradeCwd: process.cwd(),
     }
   }

@@ -266,45 +266,56 @@ pub struct BackoffOptions {
 pub struct SupervisorOptions {
     /// Master name: names the control socket (`baton status <name>`). Default: the main
     /// script's base name.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Runtime dir for the control socket and pid file. Default: `BATON_RUNTIME_DIR`, else
     /// `/run/baton` for root, else `~/.baton` (`<tmpdir>/baton-<uid>` when the home
     /// directory is unusable).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime_dir: Option<String>,
     /// Groups by name. More can be added with `supervisor.group()`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub groups: Option<HashMap<String, GroupOptions>>,
     /// Handle SIGTERM/SIGINT (stop), a second SIGINT (force), SIGHUP/SIGUSR2 (reload).
     /// Default true.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub handle_signals: Option<bool>,
     /// Crash-restart backoff.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub backoff: Option<BackoffOptions>,
     /// Address of a health endpoint for readiness/liveness probes (`host:port`, `:port`,
     /// `[::1]:port`, `unix:/path`): every GET or HEAD answers 200 while the fleet is ready,
     /// 503 while it is not or while its status is stale, with
     /// `{"ready": bool, "groups": {"<name>": {"ready": n, "count": n}}}`
     /// (src/master/health.ts). Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<String>,
     /// The health endpoint serves the full status JSON (`baton status --json`: paths, pids,
     /// the stderr tail of a failed reload) instead of the minimal body. Only for an address
     /// that no untrusted client can reach. Needs `health`. Default: false.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub health_detail: Option<bool>,
     /// Send the master's own stdout and stderr (its log lines, and the output of groups
     /// whose `stdout`/`stderr` is `inherit`) to this file, appended to and reopened by
     /// `reopenLogs()` / `baton reopen-logs`. A master started in the background
     /// (`baton start --daemon`, `start -d`) uses `<runtime dir>/<name>.log` (or
     /// `--log FILE`). Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub log_file: Option<String>,
     /// The command line `upgrade()` / `baton upgrade` starts the new master with, program
     /// first. Default: this master's own (`process.execPath`, `process.execArgv`,
     /// `process.argv`), run in its working directory, so the new master is the baton and
     /// Node installed now, reading its options or config file afresh.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub upgrade_command: Option<Vec<String>>,
     /// The default `logTime` of every group that does not set its own; also starts the
     /// master's own log lines with the time. Default false.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub log_time: Option<bool>,
     /// The default `logFormat` of every group that does not set its own; `json` also
     /// writes the master's own log lines as JSON (`stream: "master"`, `group` and `id`
     /// null, `pid` the master's). Default `text`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
 }
 

@@ -70,27 +70,20 @@ fn resolve_fleet(
     Ok((options, health))
 }
 
-/// A fleet: its name, runtime dir, groups and restart backoff.
+/// A fleet: its options, its groups, and what only the host knows.
 #[napi(object, object_to_js = false)]
 pub struct BindingFleetOptions {
-    /// Master name (control socket and pid file names).
-    pub name: String,
-    /// Runtime directory (already resolved by the TypeScript layer).
-    pub runtime_dir: String,
+    /// The fleet's options as `resolveSupervisorOptions` checked them, with what the host
+    /// resolved filled in: `name`, `runtimeDir` and `logFile` (absolute), `upgradeCommand`
+    /// (the host's own command line unless given). Their `groups` are not read: the groups
+    /// are `groups` below. The status shows them as its `options`.
+    pub options: SupervisorOptions,
     /// Groups in definition order.
     pub groups: Vec<BindingGroupOptions>,
-    /// Crash-restart backoff (validated by `resolveBackoffOptions` again here).
-    pub backoff: Option<BackoffOptions>,
     /// The host re-reads its configuration before every reload (`baton start` from a
     /// config file): control-socket reloads wait for `reloadTicket` / `failReload`.
     pub host_prepares_reloads: Option<bool>,
-    /// The master's own stdout and stderr go to this file (absolute), reopened by
-    /// `reopenLogs` / `baton reopen-logs` (daemon mode).
-    pub log_file: Option<String>,
-    /// `baton upgrade`: the command line that starts the next master, program first
-    /// (the host's own: `process.execPath`, `execArgv`, `argv`; or `upgradeCommand`).
-    pub upgrade_command: Option<Vec<String>>,
-    /// The working directory of the next master.
+    /// The working directory of the next master (`baton upgrade`).
     pub upgrade_cwd: Option<String>,
     /// This master replaces a running one: the `BATON_UPGRADE` value it was started with.
     pub handover: Option<String>,
@@ -146,7 +139,9 @@ impl TryFrom<BindingFleetOptions> for FleetConfig {
             .into_iter()
             .map(GroupConfig::try_from)
             .collect::<Result<Vec<_>, _>>()?;
-        let raw = o.backoff.map(|b| {
+        let mut options = o.options;
+        options.groups = None;
+        let raw = options.backoff.as_ref().map(|b| {
             let mut v = serde_json::to_value(b).unwrap_or_default();
             if let Some(fields) = v.as_object_mut() {
                 fields.retain(|_, v| !v.is_null());
@@ -155,10 +150,18 @@ impl TryFrom<BindingFleetOptions> for FleetConfig {
         });
         let b = contract::validate_backoff(raw.as_ref())
             .map_err(|p| Error::new(Status::InvalidArg, p.to_string()))?;
+        let required = |field: &str, value: Option<&String>| {
+            value.cloned().ok_or_else(|| {
+                Error::new(
+                    Status::InvalidArg,
+                    format!("{field}: missing (the host resolves it before the launch)"),
+                )
+            })
+        };
         let ms = |v: Option<u32>| Duration::from_millis(u64::from(v.unwrap_or(0)));
         Ok(FleetConfig {
-            name: o.name,
-            runtime_dir: PathBuf::from(o.runtime_dir),
+            name: required("name", options.name.as_ref())?,
+            runtime_dir: PathBuf::from(required("runtimeDir", options.runtime_dir.as_ref())?),
             groups,
             backoff: Backoff {
                 initial: ms(b.initial),
@@ -166,10 +169,14 @@ impl TryFrom<BindingFleetOptions> for FleetConfig {
                 reset_after: ms(b.reset_after),
             },
             host_prepares_reloads: o.host_prepares_reloads.unwrap_or(false),
-            master_log: o.log_file.map(PathBuf::from),
-            upgrade_command: o.upgrade_command.unwrap_or_default(),
+            master_log: options.log_file.as_ref().map(PathBuf::from),
+            upgrade_command: options.upgrade_command.clone().unwrap_or_default(),
             upgrade_cwd: o.upgrade_cwd.map(PathBuf::from),
             handover: o.handover,
+            options: SupervisorOptions {
+                backoff: Some(b),
+                ..options
+            },
         })
     }
 }
