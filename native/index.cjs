@@ -852,7 +852,6 @@ module.exports.launchSupervisor = nativeBinding.launchSupervisor
 module.exports.legacyRuntimeDirs = nativeBinding.legacyRuntimeDirs
 module.exports.MasterState = nativeBinding.MasterState
 module.exports.probeMaster = nativeBinding.probeMaster
-module.exports.resolveBackoffOptions = nativeBinding.resolveBackoffOptions
 module.exports.resolveGroupOptions = nativeBinding.resolveGroupOptions
 module.exports.resolveRuntimeDir = nativeBinding.resolveRuntimeDir
 module.exports.resolveSupervisorOptions = nativeBinding.resolveSupervisorOptions

@@ -810,17 +810,6 @@ export declare class NativeSupervisor {
   get controlPath(): string
 }
 
-/**
- * The result of `resolveBackoffOptions`: the backoff with every default filled in, or the
- * problem.
- */
-export interface BackoffCheck {
-  /** The validated backoff. */
-  backoff?: BackoffOptions
-  /** What is wrong, naming the field (`backoff.initial`). */
-  problem?: OptionProblem
-}
-
 /** A bound listen address (`supervisor.addresses()`, exported as `BoundAddress`). */
 export interface BindingBoundAddress {
   /** Group name. */
@@ -989,9 +978,6 @@ export type MasterState = 'running' | 'stale' | 'absent'
  * and control socket a killed master left behind.
  */
 export declare function probeMaster(runtimeDir: string, name: string, clean: boolean): MasterProbe
-
-/** Validate the `backoff` option (its JSON; `undefined` for none) and fill in the defaults. */
-export declare function resolveBackoffOptions(backoffJson?: string | undefined | null): BackoffCheck
 
 /**
  * Validate a group's options and fill in every default: the one check of every group

@@ -1,10 +1,11 @@
 /**
  * Config files: `baton start` with no script reads `baton.config.{mjs,js,cjs,json}` from
  * the current directory (or `--config FILE`). The file holds {@link SupervisorOptions}
- * (`{ name, groups: { web: { script, count, listen, env, ... } }, backoff, health, healthDetail }`) as its default
+ * (`{ name, groups: { web: { script, count, listen, env, ... } }, backoff, health, ... }`:
+ * {@link CONFIG_FILE_OPTIONS}) as its default
  * export (`module.exports` for CommonJS, the whole document for JSON), or a function
- * (possibly async) returning them. Relative `script`, `cwd`, `stdout` and `stderr` paths
- * are resolved against the file's directory. Every error names the file and the key.
+ * (possibly async) returning them. Relative `script`, `cwd`, `stdout`, `stderr` and
+ * `logFile` paths are resolved against the file's directory. Every error names the file and the key.
  *
  * A file in PM2's format (`{ apps: [...] }`, e.g. `ecosystem.config.js`, `e.config.js`,
  * `apps.json`, `ecosystem.yml`) is read too: each app becomes a group (see

@@ -232,8 +232,6 @@ export interface ResolvedFleet extends CheckedFleet {
   logFile: string | undefined
   /** `upgradeCommand`, else this process's own command line. */
   upgradeCommand: string[]
-  /** `backoff` with its defaults. */
-  backoff: BackoffOptions
 }
 
 /**
@@ -253,15 +251,7 @@ export function resolveFleet(raw: unknown, current?: ResolvedFleet): ResolvedFle
     logFile: o.logFile !== undefined ? logFilePath('logFile', resolve(o.logFile)) : current?.logFile,
     upgradeCommand: o.upgradeCommand ??
       current?.upgradeCommand ?? [process.execPath, ...process.execArgv, ...process.argv.slice(1)],
-    backoff: o.backoff ?? resolveBackoff(undefined),
   }
-}
-
-/** Validate the backoff options (the Rust rules) and fill in the defaults. */
-function resolveBackoff(raw: unknown): BackoffOptions {
-  const check = native().resolveBackoffOptions(raw === undefined ? undefined : JSON.stringify(raw))
-  if (!check.backoff) fail(check.problem)
-  return check.backoff
 }
 
 /**

@@ -411,7 +411,6 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         ...fleet.options,
         name: fleet.name,
         runtimeDir: fleet.runtimeDir,
-        backoff: fleet.backoff,
         // Read at start only: a reload keeps the master's log file.
         logFile: this.#fleet.logFile,
         upgradeCommand: fleet.upgradeCommand,

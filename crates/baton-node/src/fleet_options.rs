@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use baton_contract::options::{self as contract, BackoffOptions, OptionProblem, SupervisorOptions};
+use baton_contract::options::{self as contract, OptionProblem, SupervisorOptions};
 use baton_core::config::{Backoff, FleetConfig, GroupConfig};
 use napi::{Error, Status};
 use napi_derive::napi;
@@ -87,40 +87,6 @@ pub struct BindingFleetOptions {
     pub upgrade_cwd: Option<String>,
     /// This master replaces a running one: the `BATON_UPGRADE` value it was started with.
     pub handover: Option<String>,
-}
-
-/// The result of `resolveBackoffOptions`: the backoff with every default filled in, or the
-/// problem.
-#[napi(object)]
-pub struct BackoffCheck {
-    /// The validated backoff.
-    pub backoff: Option<BackoffOptions>,
-    /// What is wrong, naming the field (`backoff.initial`).
-    pub problem: Option<OptionProblem>,
-}
-
-/// Validate the `backoff` option (its JSON; `undefined` for none) and fill in the defaults.
-#[napi]
-pub fn resolve_backoff_options(backoff_json: Option<String>) -> BackoffCheck {
-    let raw = backoff_json.map(|j| serde_json::from_str::<serde_json::Value>(&j));
-    let result = match raw {
-        Some(Err(e)) => Err(OptionProblem {
-            field: "backoff".into(),
-            message: e.to_string(),
-        }),
-        Some(Ok(v)) => contract::validate_backoff(Some(&v)),
-        None => contract::validate_backoff(None),
-    };
-    match result {
-        Ok(b) => BackoffCheck {
-            backoff: Some(b),
-            problem: None,
-        },
-        Err(p) => BackoffCheck {
-            backoff: None,
-            problem: Some(p),
-        },
-    }
 }
 
 /// Whether `value` is usable as a master or group name (1-64 characters of A-Z a-z 0-9

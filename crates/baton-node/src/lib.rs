@@ -7,7 +7,7 @@
 //! - [`group_options`]: `resolveGroupOptions`, the check of a group's options, and
 //!   `BindingGroupOptions` → `baton_core::config::GroupConfig`
 //! - [`fleet_options`]: `resolveSupervisorOptions`, the check of a fleet's options,
-//!   `resolveBackoffOptions`, `isValidName`, and `BindingFleetOptions` →
+//!   `isValidName`, and `BindingFleetOptions` →
 //!   `baton_core::config::FleetConfig`
 //! - [`supervisor`]: `NativeSupervisor`, a running fleet
 //! - [`listen_address`]: `ListenTarget`, a listen address parsed for a listener the host
