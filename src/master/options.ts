@@ -183,23 +183,17 @@ function logFilePath(field: string, path: string): string {
   return path
 }
 
-/**
- * The supervisor options that only JavaScript has (functions): checked here, and left to
- * this module by the Rust check (`HOST_FIELDS` in crates/baton-contract/src/options.rs).
- */
-const HOST_ONLY: ReadonlyArray<keyof SupervisorOptions> = ['log', 'beforeReload']
-
 /** A fleet's options after the one check of them in Rust (`resolveSupervisorOptions`). */
 export interface CheckedFleet {
-  /** The options as checked: unset ones unset, `health` canonical, `backoff` with its defaults, no `groups`. */
+  /** The options as checked: unset ones unset, `health` canonical, a given `backoff` with its defaults, no `groups`. */
   options: NativeSupervisorOptions
   /** `health` parsed into what `net.Server.listen()` takes. */
   health: ListenTarget | undefined
 }
 
 /**
- * Check a fleet's options: the functions (`log`, `beforeReload`) here, every other
- * option by the one Rust check (crates/baton-contract/src/options.rs, `validate_supervisor`:
+ * Check a fleet's options: the functions (`log`, `beforeReload`: the Rust check leaves
+ * them to the host, `HOST_FIELDS`) here, every other option by the one Rust check (crates/baton-contract/src/options.rs, `validate_supervisor`:
  * `name`, `runtimeDir`, `health`, `upgradeCommand`, ...). Each group is checked by
  * {@link resolveGroup}. Throws an {@link OptionsError} naming the field.
  */
@@ -209,11 +203,9 @@ export function checkFleet(raw: unknown): CheckedFleet {
     throw new OptionsError('log', 'expected a function taking each line, or false to silence the log')
   if (raw.beforeReload !== undefined && typeof raw.beforeReload !== 'function')
     throw new OptionsError('beforeReload', 'expected a function returning the re-read options')
-  const data: Record<string, unknown> = { ...raw }
-  for (const key of HOST_ONLY) delete data[key]
   let json: string
   try {
-    json = JSON.stringify(data)
+    json = JSON.stringify(raw)
   } catch (e) {
     throw new OptionsError('options', `cannot be read as data: ${(e as Error).message}`)
   }
