@@ -40,7 +40,6 @@ import {
   stdio,
   stopCommand,
 } from './commands.js'
-import { masterLine, masterLineFormat } from '../master/options.js'
 import type { Balance, GroupOptions, SupervisorOptions } from '../master/options.js'
 import { defaultRuntimeDir, searchDirs } from '../runtime-dir.js'
 import { visible } from '../format.js'
@@ -205,11 +204,25 @@ function parse(args: string[], options: NonNullable<ParseArgsConfig['options']>)
 }
 
 async function start(args: string[]): Promise<number> {
-  const [{ CONFIG_NAMES, findConfig, readConfig }, { isEcosystemFile }, { takeWatchFlag }] = await Promise.all([
+  const [
+    { CONFIG_NAMES, findConfig, readConfig },
+    { masterLine, masterLineFormat },
+    { isEcosystemFile },
+    { takeWatchFlag },
+  ] = await Promise.all([
     import('../master/config-file.js'),
+    import('../master/options.js'),
     import('../master/pm2-ecosystem.js'),
     import('./watch.js'),
   ])
+  /**
+   * One of the master's own lines in the fleet's log format (`logTime`, `logFormat`): text
+   * (control bytes made visible) after `tag`, or a JSON object with `stream: "master"`.
+   */
+  const masterSay = (options: SupervisorOptions, tag: string, text: string): string => {
+    const format = masterLineFormat(options, Object.values(options.groups ?? {}))
+    return masterLine(format, options.name ?? tag, tag, format.json ? text : visible(text))
+  }
   const { Supervisor, socketActivated } = await import('../master/supervisor.js')
   const dash = args.indexOf('--')
   const own = dash >= 0 ? args.slice(0, dash) : args
@@ -426,15 +439,6 @@ async function watchAndReload(
     ),
   )
   void supervisor.stopped.then(() => watcher.close())
-}
-
-/**
- * One of the master's own lines in the fleet's log format (`logTime`, `logFormat`): text
- * (control bytes made visible) after `tag`, or a JSON object with `stream: "master"`.
- */
-function masterSay(options: SupervisorOptions, tag: string, text: string): string {
-  const format = masterLineFormat(options, Object.values(options.groups ?? {}))
-  return masterLine(format, options.name ?? tag, tag, format.json ? text : visible(text))
 }
 
 /** Run the CLI with `argv` (without node and the script); resolves with the exit code. */
