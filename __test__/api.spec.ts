@@ -19,7 +19,7 @@ import {
   type SupervisorEvents,
   type SupervisorOptions,
 } from '../src/index.js'
-import { fixture } from './helpers/fleet.js'
+import { fixture, runCli } from './helpers/fleet.js'
 import { httpGet, portIsFree, runtimeFiles } from './helpers/http.js'
 import {
   freePort,
@@ -501,6 +501,53 @@ test('invalid options throw an OptionsError naming the field, before anything st
   const noGroups = await t.throwsAsync(empty.start(), { instanceOf: OptionsError })
   t.is(noGroups?.field, 'groups')
   t.regex(noGroups?.message ?? '', /no groups/)
+  t.deepEqual(readdirSync(dir.path), [], 'nothing was created in the runtime dir')
+})
+
+test('a bad fleet option gets the one Rust error naming the field, through the API and the CLI', async (t) => {
+  const dir = await tmpDir('baton-api-fleet-opts-')
+  t.teardown(() => dir.cleanup())
+  const base = { runtimeDir: dir.path, log: false as const, handleSignals: false }
+  const cases: Array<[Record<string, unknown>, string, RegExp]> = [
+    [{ name: 'a b' }, 'name', /"a b" is not a valid name \(1-64 characters/],
+    [{ runtimeDir: '' }, 'runtimeDir', /expected a path, got ""/],
+    [{ logFile: 5 }, 'logFile', /expected a path, got 5/],
+    [
+      { upgradeCommand: 'node app.mjs' },
+      'upgradeCommand',
+      /expected a command line as an array of strings, program first/,
+    ],
+    [{ upgradeCommand: [] }, 'upgradeCommand', /the command line is empty: give the program first/],
+    [{ upgradeCommand: ['', 'app.mjs'] }, 'upgradeCommand[0]', /the program is empty: give its path first/],
+    [{ upgradeCommand: ['node', 5] }, 'upgradeCommand[1]', /expected a string, got 5/],
+    [{ handleSignals: 'no' }, 'handleSignals', /expected true or false, got "no"/],
+    [{ logFormat: 'xml' }, 'logFormat', /expected 'text' or 'json', got "xml"/],
+    [{ logTime: 1 }, 'logTime', /expected true or false, got 1/],
+    [{ groups: [] }, 'groups', /expected an object of groups by name/],
+    [{ health: 'nonsense' }, 'health', /invalid listen address "nonsense".*expected host:port/],
+    [{ healthDetail: true }, 'healthDetail', /set health to an address, or remove healthDetail/],
+    [{ log: 'stderr' }, 'log', /expected a function/],
+    [{ bogus: 1 }, 'bogus', /unknown option \(known: name, runtimeDir, .*, log, beforeReload\)/],
+  ]
+  for (const [options, field, message] of cases) {
+    const what = JSON.stringify(options)
+    const e = t.throws(
+      () => new Supervisor({ ...base, ...options } as SupervisorOptions),
+      { instanceOf: OptionsError },
+      what,
+    )
+    t.is(e?.field, field, what)
+    t.true(e?.message.startsWith(`${field}: `), `${what}: ${e?.message}`)
+    t.regex(e?.message ?? '', message, what)
+  }
+  // The CLI's --name reaches the same check, and its message is the API's.
+  const api = t.throws(() => new Supervisor({ ...base, name: 'a b' }), { instanceOf: OptionsError })
+  const cli = await runCli(['start', fixture('app.mjs'), '--name', 'a b', '--count', '1'], {
+    BATON_RUNTIME_DIR: dir.path,
+  })
+  t.is(cli.code, 2, cli.stderr)
+  t.true(cli.stderr.includes(api?.message ?? '?'), cli.stderr)
+  t.notRegex(cli.stderr, /app#0/, 'no worker was spawned')
   t.deepEqual(readdirSync(dir.path), [], 'nothing was created in the runtime dir')
 })
 

@@ -22,7 +22,8 @@ import {
 import { statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { resolveRuntimeDir } from '../src/master/options.js'
+import { resolveFleet } from '../src/master/options.js'
+import { defaultRuntimeDir } from '../src/runtime-dir.js'
 import { BATON, fixture, runCli } from './helpers/fleet.js'
 import { nobody } from '../harness/proc.mjs'
 import { freePort, OutputBuffer, ProcessTracker, tmpDir, waitFor, type TmpDir } from './helpers/processes.js'
@@ -47,15 +48,15 @@ function withEnv<T>(vars: Record<string, string | undefined>, fn: () => T): T {
 
 test('the runtime dir: BATON_RUNTIME_DIR, else /run/baton for root, never XDG_RUNTIME_DIR or the shared tmpdir', (t) => {
   t.is(
-    withEnv({ BATON_RUNTIME_DIR: '/srv/rt', XDG_RUNTIME_DIR: '/run/user/0' }, () => resolveRuntimeDir()),
+    withEnv({ BATON_RUNTIME_DIR: '/srv/rt', XDG_RUNTIME_DIR: '/run/user/0' }, () => resolveFleet({}).runtimeDir),
     '/srv/rt',
   )
-  const dflt = withEnv({ BATON_RUNTIME_DIR: undefined, XDG_RUNTIME_DIR: '/run/user/0' }, () => resolveRuntimeDir())
+  const dflt = withEnv({ BATON_RUNTIME_DIR: undefined, XDG_RUNTIME_DIR: '/run/user/0' }, () => defaultRuntimeDir())
   if (process.getuid?.() === 0) t.is(dflt, '/run/baton')
   else t.true(dflt === join(process.env.HOME ?? '', '.baton') || dflt === join(tmpdir(), `baton-${process.getuid?.()}`))
   t.false(dflt.startsWith('/run/user/'), 'not under XDG_RUNTIME_DIR, which logind deletes at logout')
   t.is(
-    withEnv({ BATON_RUNTIME_DIR: '' }, () => resolveRuntimeDir('/given')),
+    withEnv({ BATON_RUNTIME_DIR: '' }, () => resolveFleet({ runtimeDir: '/given' }).runtimeDir),
     '/given',
     'runtimeDir option first',
   )

@@ -587,6 +587,15 @@ export interface Status {
   openFds: number | null
   /** Monitoring counters since the master started (served as `GET /metrics`). */
   counters: Counters
+  /**
+   * The fleet's options as checked (`validate_supervisor`,
+   * crates/baton-contract/src/options.rs), with what the host resolved filled in: the
+   * name, the absolute `runtimeDir` and `logFile`, the `upgradeCommand`, `backoff` with
+   * its defaults (as a re-read configuration changed it). An option the fleet does not
+   * set and that has no value of its own (`health`, `logTime`) is left out; so is
+   * `groups`: each group's options are its `groups[].options`.
+   */
+  options: SupervisorOptions
 }
 
 /**
@@ -827,10 +836,10 @@ export declare class NativeSupervisor {
    */
   reopenLogs(): Promise<number>
   /**
-   * The status as a JSON string (a `Status`, the same JSON as `baton status --json`);
-   * never waits for the loop thread.
+   * The status (the contract's `Status`: what `baton status --json` prints), handed to
+   * JavaScript as an object; never waits for the loop thread.
    */
-  status(): string
+  status(): Status
   /**
    * Milliseconds since the supervisor loop last turned: the status `status()` returns is
    * about this old. The loop turns at least once a second, so a few seconds means it is
@@ -841,17 +850,6 @@ export declare class NativeSupervisor {
   bound(): Array<BindingBoundAddress>
   /** Path of the control socket. */
   get controlPath(): string
-}
-
-/**
- * The result of `resolveBackoffOptions`: the backoff with every default filled in, or the
- * problem.
- */
-export interface BackoffCheck {
-  /** The validated backoff. */
-  backoff?: BackoffOptions
-  /** What is wrong, naming the field (`backoff.initial`). */
-  problem?: OptionProblem
 }
 
 /** A bound listen address (`supervisor.addresses()`, exported as `BoundAddress`). */
@@ -876,39 +874,31 @@ export interface BindingBoundAddress {
   fdName?: string
 }
 
-/** A fleet: its name, runtime dir, groups and restart backoff. */
+/** A fleet: its options, its groups, and what only the host knows. */
 export interface BindingFleetOptions {
-  /** Master name (control socket and pid file names). */
-  name: string
-  /** Runtime directory (already resolved by the TypeScript layer). */
-  runtimeDir: string
+  /**
+   * The fleet's options as `resolveSupervisorOptions` checked them, with what the host
+   * resolved filled in: `name`, `runtimeDir` and `logFile` (absolute), `upgradeCommand`
+   * (the host's own command line unless given). Their `groups` are not read: the groups
+   * are `groups` below. The status shows them as its `options`.
+   */
+  options: SupervisorOptions
   /** Groups in definition order. */
   groups: Array<BindingGroupOptions>
-  /** Crash-restart backoff (validated by `resolveBackoffOptions` again here). */
-  backoff?: BackoffOptions
   /**
    * The host re-reads its configuration before every reload (`baton start` from a
    * config file): control-socket reloads wait for `reloadTicket` / `failReload`.
    */
   hostPreparesReloads?: boolean
   /**
-   * The master's own stdout and stderr go to this file (absolute), reopened by
-   * `reopenLogs` / `baton reopen-logs` (daemon mode).
+   * Rotate the master's `logFile` at this size (`10M`, `1.5G`, bytes): the fleet's
+   * `logMaxSize`, or what every group sets alike (`masterLogRotation` in
+   * src/master/options.ts), keeping `master_log_max_files` rotated files (default 10).
    */
-  logFile?: string
-  /**
-   * Rotate `log_file` at this size (`logMaxSize`: `10M`, `1.5G`, bytes), keeping
-   * `log_max_files` rotated files (default 10).
-   */
-  logMaxSize?: string
-  /** Rotated copies of `log_file` kept (`logMaxFiles`, 1 to 1000). */
-  logMaxFiles?: number
-  /**
-   * `baton upgrade`: the command line that starts the next master, program first
-   * (the host's own: `process.execPath`, `execArgv`, `argv`; or `upgradeCommand`).
-   */
-  upgradeCommand?: Array<string>
-  /** The working directory of the next master. */
+  masterLogMaxSize?: string
+  /** Rotated copies of the master's `logFile` kept (1 to 1000). */
+  masterLogMaxFiles?: number
+  /** The working directory of the next master (`baton upgrade`). */
   upgradeCwd?: string
   /** This master replaces a running one: the `BATON_UPGRADE` value it was started with. */
   handover?: string
@@ -961,6 +951,20 @@ export interface ConfigGroupUser {
 export declare function ensureRuntimeDir(dir: string): void
 
 /**
+ * The result of `resolveSupervisorOptions`: the fleet's options as checked (unset ones
+ * unset, `health` in canonical form, `backoff` with its defaults, `groups` left out), or
+ * the first problem.
+ */
+export interface FleetCheck {
+  /** The validated options. */
+  options?: SupervisorOptions
+  /** `health` parsed: what the health endpoint listens on. */
+  health?: ListenTarget
+  /** What is wrong, naming the field (`name`, `upgradeCommand[0]`). */
+  problem?: OptionProblem
+}
+
+/**
  * The result of `resolveGroupOptions`: the options with every default filled in, or the
  * first problem.
  */
@@ -992,6 +996,21 @@ export declare function launchSupervisor(options: BindingFleetOptions, onEvent: 
  */
 export declare function legacyRuntimeDirs(xdgRuntimeDir: string | undefined | null, tmpdir: string, uid: number): Array<string>
 
+/**
+ * A listen address parsed: its canonical form and what `net.Server.listen()` takes
+ * (`path` for a Unix socket; `host` and `port` for TCP, `host` empty for all interfaces).
+ */
+export interface ListenTarget {
+  /** The canonical form (`127.0.0.1:8080`, `:9000`, `[::1]:80`, `unix:/run/app.sock`). */
+  address: string
+  /** TCP: the host name or IP literal (IPv6 without brackets); empty for all interfaces. */
+  host?: string
+  /** TCP: the port (0: one the kernel picks). */
+  port?: number
+  /** A Unix socket's path. */
+  path?: string
+}
+
 /** The answer of `probeMaster`. */
 export interface MasterProbe {
   state: MasterState
@@ -1005,19 +1024,10 @@ export interface MasterProbe {
 export type MasterState = 'running' | 'stale' | 'absent'
 
 /**
- * Parse a listen address (`host:port`, `:port`, `tcp://host:port`, `[::1]:port`,
- * `unix:/path`) and return its canonical form; throws a message naming the address.
- */
-export declare function normalizeListenAddress(address: string): string
-
-/**
  * Whether master `name` runs (its pid file is locked); with `clean`, remove the pid file
  * and control socket a killed master left behind.
  */
 export declare function probeMaster(runtimeDir: string, name: string, clean: boolean): MasterProbe
-
-/** Validate the `backoff` option (its JSON; `undefined` for none) and fill in the defaults. */
-export declare function resolveBackoffOptions(backoffJson?: string | undefined | null): BackoffCheck
 
 /**
  * Validate a group's options and fill in every default: the one check of every group
@@ -1032,6 +1042,14 @@ export declare function resolveGroupOptions(name: string, optionsJson: string): 
  * the user database's), else `<tmpdir>/baton-<uid>`.
  */
 export declare function resolveRuntimeDir(batonRuntimeDir: string | undefined | null, uid: number, home: string | undefined | null, tmpdir: string): string
+
+/**
+ * Validate a fleet's options (their JSON, as the user wrote them; the functions `log` and
+ * `beforeReload` are the host's): the one check of every fleet option
+ * ([`contract::validate_supervisor`], crates/baton-contract/src/options.rs), plus the
+ * `health` address parsed. Each group is checked by `resolveGroupOptions`.
+ */
+export declare function resolveSupervisorOptions(optionsJson: string): FleetCheck
 
 /** What `checkRuntimePath` checks. */
 export type RuntimeEntry = 'dir' | 'socket' | 'pid' | 'file'

@@ -1,10 +1,11 @@
 /**
- * Which group option each `baton start` flag sets, and why the others have none. Every
- * option of the generated `GroupOptions` (crates/baton-contract/src/options.rs) is in
- * exactly one of the two tables: __test__/option-contract.spec.ts checks it, and that each
- * flag is in `baton --help` and reaches the group's options in the status.
+ * Which group or fleet option each `baton start` flag sets, and why the others have none.
+ * Every option of the generated `GroupOptions` and `SupervisorOptions`
+ * (crates/baton-contract/src/options.rs) is in exactly one of the two tables of its kind:
+ * __test__/option-contract.spec.ts checks it, and that each flag is in `baton --help` and
+ * reaches the options in the status.
  */
-import type { GroupOptions } from '../master/options.js'
+import type { GroupOptions, SupervisorOptions } from '../master/options.js'
 
 /** A `baton start` flag that sets a group option. */
 export interface GroupFlag {
@@ -52,3 +53,24 @@ export const NOT_CLI_OPTIONS = {
   reloadable:
     'a fleet started from flags is one group, and reloading it is what baton reload is for; a config file mixes groups',
 } as const satisfies Partial<Record<keyof GroupOptions, string>>
+
+/** The fleet options `baton start` takes as flags. */
+export const FLEET_FLAGS = {
+  name: { flag: '--name', takes: 'value' },
+  health: { flag: '--health', takes: 'value' },
+  healthDetail: { flag: '--health-detail', takes: true },
+  logFile: { flag: '--log', takes: 'value' },
+} as const satisfies Partial<Record<keyof SupervisorOptions, GroupFlag>>
+
+/** The fleet options that are no `baton start` flag, each with the reason. */
+export const NOT_CLI_FLEET_OPTIONS = {
+  runtimeDir: 'BATON_RUNTIME_DIR: every baton command looks for the master where it runs',
+  groups: 'the positional <script> (one group) or a config file',
+  handleSignals: 'baton start always handles signals: they are how a master is stopped and reloaded',
+  backoff: 'a config file sets it',
+  upgradeCommand: "baton upgrade runs the master's own command line (baton start with the same arguments)",
+  logTime: "--log-time sets it for the group, and the master's own lines follow what every group sets",
+  logFormat: "--log-format sets it for the group, and the master's own lines follow what every group sets",
+  logMaxSize: "--log-max-size sets it for the group, and the master's --log file follows what every group sets",
+  logMaxFiles: "--log-max-files sets it for the group, and the master's --log file follows what every group sets",
+} as const satisfies Partial<Record<keyof SupervisorOptions, string>>

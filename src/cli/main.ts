@@ -42,7 +42,7 @@ import {
   stopCommand,
 } from './commands.js'
 import type { Balance, GroupOptions, SupervisorOptions } from '../master/options.js'
-import { searchDirs } from '../runtime-dir.js'
+import { defaultRuntimeDir, searchDirs } from '../runtime-dir.js'
 import { masterLine, masterLineFormat, visible } from '../format.js'
 import type { Supervisor } from '../master/supervisor.js'
 import { GROUP_FLAGS } from './group-flags.js'
@@ -215,13 +215,19 @@ function parse(args: string[], options: NonNullable<ParseArgsConfig['options']>)
 }
 
 async function start(args: string[]): Promise<number> {
-  const [{ CONFIG_NAMES, findConfig, readConfig }, { resolveRuntimeDir }, { isEcosystemFile }, { takeWatchFlag }] =
-    await Promise.all([
-      import('../master/config-file.js'),
-      import('../master/options.js'),
-      import('../master/pm2-ecosystem.js'),
-      import('./watch.js'),
-    ])
+  const [{ CONFIG_NAMES, findConfig, readConfig }, { isEcosystemFile }, { takeWatchFlag }] = await Promise.all([
+    import('../master/config-file.js'),
+    import('../master/pm2-ecosystem.js'),
+    import('./watch.js'),
+  ])
+  /**
+   * One of the master's own lines in the fleet's log format (`logTime`, `logFormat`): text
+   * (control bytes made visible) after `tag`, or a JSON object with `stream: "master"`.
+   */
+  const masterSay = (options: SupervisorOptions, tag: string, text: string): string => {
+    const format = masterLineFormat(options, Object.values(options.groups ?? {}))
+    return masterLine(format, options.name ?? tag, tag, format.json ? text : visible(text))
+  }
   const { Supervisor, socketActivated } = await import('../master/supervisor.js')
   const dash = args.indexOf('--')
   const own = dash >= 0 ? args.slice(0, dash) : args
@@ -281,7 +287,7 @@ async function start(args: string[]): Promise<number> {
     else if (option === 'stdout' || option === 'stderr') flags[option] = outputFlag(value as string)
     else flags[option] = value
   }
-  const runtimeDir = resolveRuntimeDir()
+  const runtimeDir = defaultRuntimeDir()
   let options: SupervisorOptions
   if (script !== undefined) {
     const name = (values.name as string | undefined) ?? basename(script, extname(script))
@@ -438,15 +444,6 @@ async function watchAndReload(
     ),
   )
   void supervisor.stopped.then(() => watcher.close())
-}
-
-/**
- * One of the master's own lines in the fleet's log format (`logTime`, `logFormat`): text
- * (control bytes made visible) after `tag`, or a JSON object with `stream: "master"`.
- */
-function masterSay(options: SupervisorOptions, tag: string, text: string): string {
-  const format = masterLineFormat(options, Object.values(options.groups ?? {}))
-  return masterLine(format, options.name ?? tag, tag, format.json ? text : visible(text))
 }
 
 /** Run the CLI with `argv` (without node and the script); resolves with the exit code. */

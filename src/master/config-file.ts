@@ -1,11 +1,11 @@
 /**
  * Config files: `baton start` with no script reads `baton.config.{mjs,js,cjs,json}` from
  * the current directory (or `--config FILE`). The file holds {@link SupervisorOptions}
- * (`{ name, groups: { web: { script, count, listen, env, ... } }, backoff, health, healthDetail,
- * logTime, logFormat, logMaxSize, logMaxFiles }`) as its default
+ * (`{ name, groups: { web: { script, count, listen, env, ... } }, backoff, health, ... }`:
+ * {@link CONFIG_FILE_OPTIONS}) as its default
  * export (`module.exports` for CommonJS, the whole document for JSON), or a function
- * (possibly async) returning them. Relative `script`, `cwd`, `stdout` and `stderr` paths
- * are resolved against the file's directory. Every error names the file and the key.
+ * (possibly async) returning them. Relative `script`, `cwd`, `stdout`, `stderr` and
+ * `logFile` paths are resolved against the file's directory. Every error names the file and the key.
  *
  * A file in PM2's format (`{ apps: [...] }`, e.g. `ecosystem.config.js`, `e.config.js`,
  * `apps.json`, `ecosystem.yml`) is read too: each app becomes a group (see
@@ -24,14 +24,10 @@ import { basename, dirname, join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { native } from '../native.js'
 import {
+  checkFleet,
   isValidName,
   OptionsError,
-  resolveBackoff,
   resolveGroup,
-  resolveHealth,
-  resolveHealthDetail,
-  resolveName,
-  resolveFleetLogOptions,
   withLogDefaults,
   type GroupOptions,
   type SupervisorOptions,
@@ -41,18 +37,33 @@ import { EcosystemError, fromEcosystem, isEcosystem, isYamlFile } from './pm2-ec
 /** The file names `baton start` looks for, in this order. */
 export const CONFIG_NAMES = ['baton.config.mjs', 'baton.config.js', 'baton.config.cjs', 'baton.config.json'] as const
 
-/** Top-level keys a config file may hold (the rest of SupervisorOptions is for the API). */
-const FILE_KEYS = new Set([
+/**
+ * The fleet options a config file may hold. Every option of the generated
+ * `SupervisorOptions` is here or in {@link NOT_CONFIG_FILE_OPTIONS}
+ * (__test__/option-contract.spec.ts checks it).
+ */
+export const CONFIG_FILE_OPTIONS = [
   'name',
   'groups',
   'backoff',
   'health',
   'healthDetail',
+  'logFile',
   'logTime',
   'logFormat',
   'logMaxSize',
   'logMaxFiles',
-])
+] as const satisfies ReadonlyArray<keyof SupervisorOptions>
+
+/** The fleet options a config file cannot hold, each with the reason. */
+export const NOT_CONFIG_FILE_OPTIONS = {
+  runtimeDir:
+    'every baton command looks for the master in BATON_RUNTIME_DIR (or the default runtime dir): a file cannot move it',
+  handleSignals: 'baton start always handles signals: they are how a master is stopped and reloaded',
+  upgradeCommand: "baton upgrade runs the master's own command line, which reads this file afresh",
+} as const satisfies Partial<Record<keyof SupervisorOptions, string>>
+
+const FILE_KEYS: ReadonlySet<string> = new Set(CONFIG_FILE_OPTIONS)
 
 /** A config file that cannot be used; the message names the file and, where known, the key. */
 export class ConfigError extends Error {
@@ -270,20 +281,18 @@ export async function readConfig(
     name: overrides.name ?? (raw.name as string | undefined) ?? defaultName(file),
     groups,
   }
-  if (raw.backoff !== undefined) options.backoff = raw.backoff as SupervisorOptions['backoff']
-  // Read at start only (a reload keeps the endpoint as it is); `--health` overrides it.
-  if (raw.health !== undefined) options.health = raw.health as string
-  if (raw.healthDetail !== undefined) options.healthDetail = raw.healthDetail as boolean
-  // The fleet's defaults of every group's log options (checked by the groups' rules).
-  for (const key of ['logTime', 'logFormat', 'logMaxSize', 'logMaxFiles'] as const)
-    if (raw[key] !== undefined) (options as Record<string, unknown>)[key] = raw[key]
+  // Checked with the rest below. Read at start only: `health`, `healthDetail` (a reload keeps
+  // the endpoint as it is) and `logFile`; `--health` and `--log` override them.
+  const given = options as Record<string, unknown>
+  for (const key of CONFIG_FILE_OPTIONS)
+    if (key !== 'name' && key !== 'groups' && raw[key] !== undefined) given[key] = raw[key]
+  // A log file's path is relative to the file, like the groups' stdout and stderr.
+  if (typeof options.logFile === 'string' && options.logFile !== '') options.logFile = resolve(base, options.logFile)
   try {
-    resolveName(options.name)
-    resolveBackoff(options.backoff)
-    if (typeof options.healthDetail !== 'boolean' && options.healthDetail !== undefined)
-      resolveHealthDetail(options.healthDetail, undefined)
-    resolveHealth(options.health)
-    resolveFleetLogOptions(options)
+    // The one check of fleet options (the constructor runs it again with the flags applied:
+    // `--health` may give the address a file's healthDetail needs).
+    const { healthDetail, ...rest } = options
+    checkFleet(healthDetail === true && options.health === undefined ? rest : options)
     for (const [name, g] of Object.entries(groups)) resolveGroup(name, withLogDefaults(g, options))
   } catch (e) {
     if (e instanceof OptionsError) throw new ConfigError(file, e.field, e.message.slice(e.field.length + 2))

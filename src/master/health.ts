@@ -32,6 +32,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
+import type { ListenTarget } from '../../native/index.cjs'
 import type { Status } from '../types.js'
 import { METRICS_CONTENT_TYPE, formatMetrics } from './metrics.js'
 
@@ -77,27 +78,27 @@ export class HealthServer {
   }
 
   /**
-   * Listen on `address` (a canonical listen address, as `normalizeListenAddress` returns
-   * it: `host:port`, `:port`, `[::1]:port`, `unix:/path`) and answer with `source()`.
+   * Listen on `target` (the `health` option as the Rust check parsed it:
+   * `resolveSupervisorOptions`, crates/baton-node/src/fleet_options.rs) and answer with
+   * `source()`.
    */
-  static listen(address: string, source: StatusSource, options: HealthOptions = {}): Promise<HealthServer> {
+  static listen(target: ListenTarget, source: StatusSource, options: HealthOptions = {}): Promise<HealthServer> {
     const server = createServer((req, res) => answer(req, res, source, options))
     server.keepAliveTimeout = 1000
     // Excess connections are destroyed by net.Server as soon as they are accepted.
     server.maxConnections = HEALTH_MAX_CONNECTIONS
     server.on('connection', limitLifetime)
-    const target = parseAddress(address)
     return new Promise((resolve, reject) => {
       server.once('error', reject)
       const listening = (): void => {
         server.off('error', reject)
         server.on('error', () => undefined) // per-connection errors: nothing to do
         server.unref()
-        resolve(new HealthServer(server, boundAddress(server, address)))
+        resolve(new HealthServer(server, boundAddress(server, target.address)))
       }
-      if ('path' in target) server.listen(target.path, listening)
-      else if (target.host === '') server.listen(target.port, listening)
-      else server.listen(target.port, target.host, listening)
+      if (target.path != null) server.listen(target.path, listening)
+      else if (!target.host) server.listen(target.port ?? 0, listening)
+      else server.listen(target.port ?? 0, target.host, listening)
     })
   }
 
@@ -186,19 +187,6 @@ function metrics(req: IncomingMessage, res: ServerResponse, status: Status | Not
     'cache-control': 'no-store',
   })
   res.end(req.method === 'HEAD' ? undefined : body)
-}
-
-type Target = { path: string } | { host: string; port: number }
-
-function parseAddress(address: string): Target {
-  if (address.startsWith('unix:')) {
-    const rest = address.slice('unix:'.length)
-    return { path: rest.startsWith('//') ? rest.slice(2) : rest }
-  }
-  const colon = address.lastIndexOf(':')
-  let host = address.slice(0, colon)
-  if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1)
-  return { host, port: Number(address.slice(colon + 1)) }
 }
 
 function boundAddress(server: Server, configured: string): string {

@@ -11,6 +11,7 @@ import type {
   BackoffOptions,
   Balance,
   GroupOptions as NativeGroupOptions,
+  ListenTarget,
   OptionProblem,
   Order,
   Readiness,
@@ -19,7 +20,7 @@ import type {
 import { native } from '../native.js'
 import { defaultRuntimeDir } from '../runtime-dir.js'
 
-export type { BackoffOptions, Balance, Readiness }
+export type { BackoffOptions, Balance, ListenTarget, Readiness }
 
 /** How a reload replaces one slot (the generated `Order`). */
 export type ReloadOrder = Order
@@ -182,71 +183,66 @@ function logFilePath(field: string, path: string): string {
   return path
 }
 
-/** Validate the `logFile` option; returns its absolute path, or undefined when unset. */
-export function resolveLogFile(raw: unknown): string | undefined {
-  if (raw === undefined) return undefined
-  if (typeof raw !== 'string' || raw === '')
-    throw new OptionsError('logFile', `expected a file path, got ${JSON.stringify(raw)}`)
-  return logFilePath('logFile', resolve(raw))
-}
-
-/** `upgradeCommand`, or this process's own command line. */
-export function resolveUpgradeCommand(raw: unknown): string[] {
-  if (raw === undefined) return [process.execPath, ...process.execArgv, ...process.argv.slice(1)]
-  if (!Array.isArray(raw) || raw.length === 0 || !raw.every((a) => typeof a === 'string') || raw[0] === '') {
-    throw new OptionsError('upgradeCommand', 'expected a command line as an array of strings, program first')
-  }
-  return raw as string[]
-}
-
-/** The supervisor's name: the given one, else the main script's base name. */
-export function resolveName(name: unknown): string {
-  if (name !== undefined) return checkName('name', name)
-  const main = process.argv[1] ? basename(process.argv[1], extname(process.argv[1])) : 'baton'
-  return isValidName(main) ? main : 'baton'
+/** A fleet's options after the one check of them in Rust (`resolveSupervisorOptions`). */
+export interface CheckedFleet {
+  /** The options as checked: unset ones unset, `health` canonical, a given `backoff` with its defaults, no `groups`. */
+  options: NativeSupervisorOptions
+  /** `health` parsed into what `net.Server.listen()` takes. */
+  health: ListenTarget | undefined
 }
 
 /**
- * The `runtimeDir` option checked and made absolute; without it, the default runtime dir
- * (`defaultRuntimeDir` in runtime-dir.ts).
+ * Check a fleet's options: the functions (`log`, `beforeReload`: the Rust check leaves
+ * them to the host, `HOST_FIELDS`) here, every other option by the one Rust check (crates/baton-contract/src/options.rs, `validate_supervisor`:
+ * `name`, `runtimeDir`, `health`, `upgradeCommand`, ...). Each group is checked by
+ * {@link resolveGroup}. Throws an {@link OptionsError} naming the field.
  */
-export function resolveRuntimeDir(dir?: string): string {
-  if (dir !== undefined) {
-    if (typeof dir !== 'string' || dir === '') throw new OptionsError('runtimeDir', 'expected a directory path')
-    return resolve(dir)
-  }
-  return defaultRuntimeDir()
-}
-
-/** Validate the backoff options (the Rust rules) and fill in the defaults. */
-export function resolveBackoff(raw: unknown): BackoffOptions {
-  const check = native().resolveBackoffOptions(raw === undefined ? undefined : JSON.stringify(raw))
-  if (!check.backoff) fail(check.problem)
-  return check.backoff
-}
-
-/** Validate `healthDetail` (a boolean, only with `health`); returns it, false when unset. */
-export function resolveHealthDetail(raw: unknown, health: string | undefined): boolean {
-  if (raw === undefined) return false
-  if (typeof raw !== 'boolean')
-    throw new OptionsError('healthDetail', `expected true or false, got ${JSON.stringify(raw)}`)
-  if (raw && health === undefined)
-    throw new OptionsError(
-      'healthDetail',
-      'applies to the health endpoint only: set health to an address, or remove healthDetail',
-    )
-  return raw
-}
-
-/** Validate the `health` address; returns its canonical form, or undefined when unset. */
-export function resolveHealth(raw: unknown): string | undefined {
-  if (raw === undefined) return undefined
-  if (typeof raw !== 'string')
-    throw new OptionsError('health', `expected an address string, got ${JSON.stringify(raw)}`)
+export function checkFleet(raw: unknown): CheckedFleet {
+  if (!isObject(raw)) throw new OptionsError('options', 'expected an object')
+  if (raw.log !== undefined && raw.log !== false && typeof raw.log !== 'function')
+    throw new OptionsError('log', 'expected a function taking each line, or false to silence the log')
+  if (raw.beforeReload !== undefined && typeof raw.beforeReload !== 'function')
+    throw new OptionsError('beforeReload', 'expected a function returning the re-read options')
+  let json: string
   try {
-    return native().normalizeListenAddress(raw)
+    json = JSON.stringify(raw)
   } catch (e) {
-    throw new OptionsError('health', (e as Error).message)
+    throw new OptionsError('options', `cannot be read as data: ${(e as Error).message}`)
+  }
+  const check = native().resolveSupervisorOptions(json)
+  if (!check.options) fail(check.problem)
+  return { options: check.options, health: check.health ?? undefined }
+}
+
+/** A fleet's options checked, with what only JavaScript resolves filled in. */
+export interface ResolvedFleet extends CheckedFleet {
+  /** `name`, else the main script's base name. */
+  name: string
+  /** `runtimeDir` made absolute, else the default runtime dir. */
+  runtimeDir: string
+  /** `logFile` made absolute (its directory exists). */
+  logFile: string | undefined
+  /** `upgradeCommand`, else this process's own command line. */
+  upgradeCommand: string[]
+}
+
+/**
+ * {@link checkFleet}, then what is JavaScript's by nature: the default name (the main
+ * script's), paths made absolute against the current directory, the default upgrade
+ * command (this process's own). `current` gives the defaults of a running fleet
+ * (`reconfigure`: its name, runtime dir and upgrade command stay).
+ */
+export function resolveFleet(raw: unknown, current?: ResolvedFleet): ResolvedFleet {
+  const checked = checkFleet(raw)
+  const o = checked.options
+  const main = process.argv[1] ? basename(process.argv[1], extname(process.argv[1])) : 'baton'
+  return {
+    ...checked,
+    name: o.name ?? current?.name ?? (isValidName(main) ? main : 'baton'),
+    runtimeDir: o.runtimeDir !== undefined ? resolve(o.runtimeDir) : (current?.runtimeDir ?? defaultRuntimeDir()),
+    logFile: o.logFile !== undefined ? logFilePath('logFile', resolve(o.logFile)) : current?.logFile,
+    upgradeCommand: o.upgradeCommand ??
+      current?.upgradeCommand ?? [process.execPath, ...process.execArgv, ...process.argv.slice(1)],
   }
 }
 
@@ -268,27 +264,14 @@ export function withLogDefaults(
 }
 
 /**
- * Check the fleet's `logTime`, `logFormat`, `logMaxSize` and `logMaxFiles` by the groups'
- * rules (crates/baton-contract/src/options.rs); the error names the fleet's field
- * (`logMaxSize`), not a group's.
- */
-export function resolveFleetLogOptions(fleet: SupervisorOptions): void {
-  const given: Record<string, unknown> = {}
-  for (const key of FLEET_LOG_OPTIONS) if (fleet[key] !== undefined) given[key] = fleet[key]
-  if (Object.keys(given).length === 0) return
-  const check = native().resolveGroupOptions('fleet', JSON.stringify(given))
-  if (!check.options) fail(check.problem, (f) => f.replace(/^groups\.fleet\./, ''))
-}
-
-/**
  * How the master's own `logFile` rotates: the fleet's `logMaxSize` / `logMaxFiles`, or,
  * when the fleet sets none, what every group sets alike (a fleet started from `baton start`
- * flags is one group). The size is checked already (`resolveFleetLogOptions`, `resolveGroup`).
+ * flags is one group). The size is checked already (`validate_supervisor`, `resolveGroup`).
  */
 export function masterLogRotation(
   fleet: SupervisorOptions,
   groups: GroupOptions[],
-): { logMaxSize?: string; logMaxFiles?: number } {
+): { masterLogMaxSize?: string; masterLogMaxFiles?: number } {
   const common = <T>(pick: (g: GroupOptions) => T | undefined): T | undefined => {
     const values = new Set(groups.map(pick))
     return values.size === 1 ? [...values][0] : undefined
@@ -296,5 +279,5 @@ export function masterLogRotation(
   const size = fleet.logMaxSize ?? common((g) => g.logMaxSize)
   if (size === undefined) return {}
   const files = fleet.logMaxFiles ?? common((g) => g.logMaxFiles)
-  return { logMaxSize: String(size), ...(files !== undefined ? { logMaxFiles: files } : {}) }
+  return { masterLogMaxSize: String(size), ...(files !== undefined ? { masterLogMaxFiles: files } : {}) }
 }

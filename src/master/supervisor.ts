@@ -8,6 +8,7 @@ import type {
   BindingBoundAddress,
   BindingFleetOptions,
   BindingGroupOptions,
+  ListenTarget,
   NativeSupervisor,
 } from '../../native/index.cjs'
 import type { HealthOptions, HealthServer } from './health.js'
@@ -15,18 +16,12 @@ import { MAX_WORKERS } from '../defaults.js'
 import { assertSupportedPlatform, native } from '../native.js'
 import {
   OptionsError,
-  resolveBackoff,
+  resolveFleet,
   resolveGroup,
-  resolveHealth,
-  resolveHealthDetail,
-  resolveLogFile,
-  resolveName,
-  resolveRuntimeDir,
-  resolveUpgradeCommand,
   masterLogRotation,
-  resolveFleetLogOptions,
   withLogDefaults,
   type GroupOptions,
+  type ResolvedFleet,
   type ResolvedGroup,
   type SupervisorOptions,
 } from './options.js'
@@ -72,25 +67,6 @@ export class StartError extends Error {
 
 /** A bound listen address: declared once in the binding (`BindingBoundAddress`, crates/baton-node/src/supervisor.rs). */
 export type BoundAddress = BindingBoundAddress
-
-/** Every key of {@link SupervisorOptions}: a key added to the generated type fails to compile until it is here. */
-const SUPERVISOR_KEYS: Record<keyof SupervisorOptions, true> = {
-  name: true,
-  runtimeDir: true,
-  groups: true,
-  handleSignals: true,
-  log: true,
-  backoff: true,
-  beforeReload: true,
-  health: true,
-  healthDetail: true,
-  logFile: true,
-  upgradeCommand: true,
-  logTime: true,
-  logFormat: true,
-  logMaxSize: true,
-  logMaxFiles: true,
-}
 
 /** The variables of systemd's socket activation protocol (never passed on to workers by the core either). */
 const LISTEN_VARIABLES = ['LISTEN_PID', 'LISTEN_FDS', 'LISTEN_FDNAMES', 'LISTEN_PIDFDID']
@@ -146,12 +122,10 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   #signalHandlers: Array<[NodeJS.Signals, () => void]> = []
   #preparing: Promise<void> = Promise.resolve()
   #sigints = 0
-  readonly #healthAddress: string | undefined
-  readonly #healthDetail: boolean
-  readonly #logFile: string | undefined
+  /** The fleet's options, checked once (crates/baton-contract/src/options.rs) and resolved. */
+  readonly #fleet: ResolvedFleet
   #health: HealthServer | undefined
   #launching = false
-  readonly #upgradeCommand: string[]
   readonly #upgrades = new Map<number, Waiter<UpgradeEvent>>()
   #successor: number | undefined
   /** `fleet:stopped` arrived. */
@@ -162,35 +136,16 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   constructor(options: SupervisorOptions = {}) {
     super()
     assertSupportedPlatform()
-    if (typeof options !== 'object' || options === null) {
-      throw new OptionsError('options', 'expected an object')
-    }
-    const known = new Set(Object.keys(SUPERVISOR_KEYS))
-    for (const key of Object.keys(options)) {
-      if (!known.has(key)) throw new OptionsError(key, `unknown option (known: ${[...known].join(', ')})`)
-    }
-    this.#options = options
-    // A master started by `baton upgrade` keeps the fleet's name.
-    this.name = handoverName() ?? resolveName(options.name)
-    this.#upgradeCommand = resolveUpgradeCommand(options.upgradeCommand)
-    this.runtimeDir = resolveRuntimeDir(options.runtimeDir)
-    resolveBackoff(options.backoff)
-    resolveFleetLogOptions(options)
-    if (options.beforeReload !== undefined && typeof options.beforeReload !== 'function') {
-      throw new OptionsError('beforeReload', 'expected a function returning the re-read options')
-    }
-    this.#healthAddress = resolveHealth(options.health)
-    this.#healthDetail = resolveHealthDetail(options.healthDetail, this.#healthAddress)
     // A master started by startDaemon (`--daemon`, `start -d`) writes to the log file it
     // was given, and reopens it on `baton reopen-logs`.
-    const daemonLog = process.env.BATON_DAEMONIZED === '1' ? process.env.BATON_LOG_FILE : undefined
-    this.#logFile = resolveLogFile(options.logFile ?? (daemonLog || undefined))
-    if (options.groups !== undefined) {
-      if (typeof options.groups !== 'object' || options.groups === null || Array.isArray(options.groups)) {
-        throw new OptionsError('groups', 'expected an object of groups by name')
-      }
-      for (const [name, g] of Object.entries(options.groups)) this.group(name, g)
-    }
+    const daemonLog = process.env.BATON_DAEMONIZED === '1' ? process.env.BATON_LOG_FILE || undefined : undefined
+    const given = typeof options === 'object' && options !== null && daemonLog !== undefined
+    this.#fleet = resolveFleet(given && options.logFile === undefined ? { ...options, logFile: daemonLog } : options)
+    this.#options = options
+    // A master started by `baton upgrade` keeps the fleet's name.
+    this.name = handoverName() ?? this.#fleet.name
+    this.runtimeDir = this.#fleet.runtimeDir
+    for (const [name, g] of Object.entries(options.groups ?? {})) this.group(name, g)
   }
 
   /**
@@ -200,7 +155,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   group(name: string, options: GroupOptions = {}, hooks?: WorkerHooks): this {
     if (this.#groups.has(name)) throw new OptionsError(`groups.${name}`, 'a group of this name already exists')
     if (this.#native) throw new OptionsError(`groups.${name}`, 'groups cannot be added after start()')
-    if (!IN_WORKER) resolveGroup(name, withLogDefaults(options, this.#options), hooks ? process.argv[1] : undefined)
+    if (!IN_WORKER)
+      resolveGroup(name, withLogDefaults(options, this.#fleet.options), hooks ? process.argv[1] : undefined)
     this.#groups.set(name, { options, hooks })
     return this
   }
@@ -216,21 +172,22 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     try {
       // Taken out of the environment first: neither workers nor child_process children see it.
       const handover = takeHandover()
-      launchOptions = { ...this.#bindingOptions(this.#groups, this.#options), handover }
+      launchOptions = { ...this.#bindingOptions(this.#groups, this.#fleet), handover }
     } catch (e) {
       return Promise.reject(e)
     }
     // A master started by `baton upgrade` opens the health endpoint once it took over (the
     // old master holds the address until then).
-    if (this.#healthAddress === undefined || launchOptions.handover !== undefined) return this.#launch(launchOptions)
+    const health = this.#fleet.health
+    if (health === undefined || launchOptions.handover !== undefined) return this.#launch(launchOptions)
     // The health endpoint listens first: a port in use fails the start before any worker runs.
-    const address = this.#healthAddress
+    const address = health.address
     this.#launching = true
     // Loaded only when asked for: a master without a health endpoint does not load node:http.
     return import('./health.js')
       .then(({ HealthServer }) =>
         HealthServer.listen(
-          address,
+          health,
           () => (this.#native ? this.status() : { ready: false, notReadyReason: 'the fleet is starting' }),
           this.#healthOptions(),
         ),
@@ -285,7 +242,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         // must not see LISTEN_* (they would take fds they do not have).
         if (activated) clearListenVariables()
         this.#native = nat
-        if (this.#options.handleSignals !== false) this.#installSignals()
+        if (this.#fleet.options.handleSignals !== false) this.#installSignals()
         launched = true
         for (const handle of early.splice(0)) handle()
         return ready
@@ -433,43 +390,38 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   reconfigure(options: SupervisorOptions): ConfigChange[] {
     const nat = this.#native
     if (!nat) throw new Error(`supervisor "${this.name}" is not started`)
-    if (typeof options !== 'object' || options === null) throw new OptionsError('options', 'expected an object')
+    // Checked as the constructor's are; the name, runtime dir and upgrade command default to the running fleet's.
+    const fleet = resolveFleet(options, { ...this.#fleet, name: this.name })
     const groups = new Map<string, GroupEntry>()
-    const raw = options.groups ?? {}
-    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-      throw new OptionsError('groups', 'expected an object of groups by name')
-    }
-    for (const [name, g] of Object.entries(raw)) groups.set(name, { options: g, hooks: this.#groups.get(name)?.hooks })
+    for (const [name, g] of Object.entries(options.groups ?? {}))
+      groups.set(name, { options: g, hooks: this.#groups.get(name)?.hooks })
     // Groups added with supervisor.group() (with hooks, in this script) stay as they are.
     for (const [name, entry] of this.#groups) if (entry.hooks && !groups.has(name)) groups.set(name, entry)
-    const next = this.#bindingOptions(groups, {
-      ...options,
-      name: options.name ?? this.name,
-      runtimeDir: options.runtimeDir ?? this.runtimeDir,
-    })
-    return fromCore<ConfigChange[]>(nat.reconfigure(next))
+    return fromCore<ConfigChange[]>(nat.reconfigure(this.#bindingOptions(groups, fleet)))
   }
 
-  /** Validate groups and options into what the core takes (throws OptionsError). */
-  #bindingOptions(groups: Map<string, GroupEntry>, options: SupervisorOptions): BindingFleetOptions {
+  /** Validate the groups into what the core takes, with the fleet's checked options (throws OptionsError). */
+  #bindingOptions(groups: Map<string, GroupEntry>, fleet: ResolvedFleet): BindingFleetOptions {
     const resolved: ResolvedGroup[] = [...groups].map(([name, g]) =>
-      resolveGroup(name, withLogDefaults(g.options, options), g.hooks ? process.argv[1] : undefined),
+      resolveGroup(name, withLogDefaults(g.options, fleet.options), g.hooks ? process.argv[1] : undefined),
     )
     return {
-      name: resolveName(options.name),
-      runtimeDir: resolveRuntimeDir(options.runtimeDir),
+      options: {
+        ...fleet.options,
+        name: fleet.name,
+        runtimeDir: fleet.runtimeDir,
+        // Read at start only: a reload keeps the master's log file.
+        logFile: this.#fleet.logFile,
+        upgradeCommand: fleet.upgradeCommand,
+      },
       groups: resolved.map((g) => toBinding(g)),
-      backoff: resolveBackoff(options.backoff),
       hostPreparesReloads: this.#options.beforeReload !== undefined,
-      logFile: this.#logFile,
-      ...(this.#logFile !== undefined
+      ...(this.#fleet.logFile !== undefined
         ? masterLogRotation(
-            options,
+            fleet.options,
             [...groups.values()].map((g) => g.options),
           )
         : {}),
-      upgradeCommand:
-        options.upgradeCommand !== undefined ? resolveUpgradeCommand(options.upgradeCommand) : this.#upgradeCommand,
       upgradeCwd: process.cwd(),
     }
   }
@@ -477,7 +429,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   /** The fleet's status (the `baton status --json` shape). */
   status(): Status {
     if (!this.#native) throw new Error(`supervisor "${this.name}" is not started`)
-    return fromCore<Status>(this.#native.status())
+    return this.#native.status()
   }
 
   /**
@@ -574,7 +526,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         break
       }
       case 'upgrade:takeover':
-        if (this.#healthAddress !== undefined) this.#takeHealth(this.#healthAddress)
+        if (this.#fleet.health !== undefined) this.#takeHealth(this.#fleet.health)
         break
       case 'upgrade:done':
       case 'upgrade:failed': {
@@ -637,9 +589,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
    * Listen on the health address the old master is releasing (after `baton upgrade`):
    * retried every 50 ms for up to 10 s.
    */
-  #takeHealth(address: string, tries = 200): void {
+  #takeHealth(target: ListenTarget, tries = 200): void {
     import('./health.js')
-      .then(({ HealthServer }) => HealthServer.listen(address, () => this.status(), this.#healthOptions()))
+      .then(({ HealthServer }) => HealthServer.listen(target, () => this.status(), this.#healthOptions()))
       .then(
         (server) => {
           if (this.#hasStopped || this.#health !== undefined) {
@@ -651,15 +603,15 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         },
         (e: Error) => {
           if (this.#hasStopped) return
-          if (tries > 1) setTimeout(() => this.#takeHealth(address, tries - 1), 50).unref()
-          else this.#log(`health: cannot listen on ${address} after the upgrade: ${e.message}`)
+          if (tries > 1) setTimeout(() => this.#takeHealth(target, tries - 1), 50).unref()
+          else this.#log(`health: cannot listen on ${target.address} after the upgrade: ${e.message}`)
         },
       )
   }
 
   /** How the health endpoint answers: detail or not, and the status's age from the core. */
   #healthOptions(): HealthOptions {
-    return { detail: this.#healthDetail, ageMs: () => this.#native?.statusAgeMs() ?? 0 }
+    return { detail: this.#fleet.options.healthDetail === true, ageMs: () => this.#native?.statusAgeMs() ?? 0 }
   }
 
   #closeHealth(): Promise<void> {

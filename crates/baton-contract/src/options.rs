@@ -1,12 +1,13 @@
 //! Group and fleet options as users write them, with each field's default and range
-//! ([`GROUP_FIELDS`], [`BACKOFF_FIELDS`]) and the one validation of them
-//! ([`validate_group`], [`validate_backoff`]).
+//! ([`GROUP_FIELDS`], [`BACKOFF_FIELDS`], [`FLEET_FIELDS`]) and the one validation of them
+//! ([`validate_group`], [`validate_backoff`], [`validate_supervisor`]).
 //!
 //! Adding a group option: a field of [`GroupOptions`] with its doc comment (it becomes the
 //! TypeScript doc of `GroupOptions` in `native/index.d.cts`) and its row in
 //! [`GROUP_FIELDS`]. The core reads it from `GroupConfig::options`;
 //! `__test__/option-contract.spec.ts` fails until the CLI, the config loader and the
-//! status carry it, and `fields_match_the_struct` below until the row exists.
+//! status carry it, and `fields_match_the_struct` below until the row exists. A fleet
+//! option likewise: a field of [`SupervisorOptions`] and its row in [`FLEET_FIELDS`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -291,51 +292,64 @@ pub struct BackoffOptions {
 pub struct SupervisorOptions {
     /// Master name: names the control socket (`baton status <name>`). Default: the main
     /// script's base name.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Runtime dir for the control socket and pid file. Default: `BATON_RUNTIME_DIR`, else
     /// `/run/baton` for root, else `~/.baton` (`<tmpdir>/baton-<uid>` when the home
     /// directory is unusable).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime_dir: Option<String>,
     /// Groups by name. More can be added with `supervisor.group()`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub groups: Option<HashMap<String, GroupOptions>>,
     /// Handle SIGTERM/SIGINT (stop), a second SIGINT (force), SIGHUP/SIGUSR2 (reload).
     /// Default true.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub handle_signals: Option<bool>,
     /// Crash-restart backoff.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub backoff: Option<BackoffOptions>,
     /// Address of a health endpoint for readiness/liveness probes (`host:port`, `:port`,
     /// `[::1]:port`, `unix:/path`): every GET or HEAD answers 200 while the fleet is ready,
     /// 503 while it is not or while its status is stale, with
     /// `{"ready": bool, "groups": {"<name>": {"ready": n, "count": n}}}`
     /// (src/master/health.ts). Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<String>,
     /// The health endpoint serves the full status JSON (`baton status --json`: paths, pids,
     /// the stderr tail of a failed reload) instead of the minimal body. Only for an address
     /// that no untrusted client can reach. Needs `health`. Default: false.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub health_detail: Option<bool>,
     /// Send the master's own stdout and stderr (its log lines, and the output of groups
     /// whose `stdout`/`stderr` is `inherit`) to this file, appended to and reopened by
     /// `reopenLogs()` / `baton reopen-logs`. A master started in the background
     /// (`baton start --daemon`, `start -d`) uses `<runtime dir>/<name>.log` (or
     /// `--log FILE`). Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub log_file: Option<String>,
     /// The command line `upgrade()` / `baton upgrade` starts the new master with, program
     /// first. Default: this master's own (`process.execPath`, `process.execArgv`,
     /// `process.argv`), run in its working directory, so the new master is the baton and
     /// Node installed now, reading its options or config file afresh.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub upgrade_command: Option<Vec<String>>,
     /// The default `logTime` of every group that does not set its own; also starts the
     /// master's own log lines with the time. Default false.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub log_time: Option<bool>,
     /// The default `logFormat` of every group that does not set its own; `json` also
     /// writes the master's own log lines as JSON (`stream: "master"`, `group` and `id`
     /// null, `pid` the master's). Default `text`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
     /// The default `logMaxSize` of every group that does not set its own; also rotates
     /// the master's `logFile` by size. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub log_max_size: Option<String>,
     /// The default `logMaxFiles` of every group that does not set its own, and the rotated
     /// copies of `logFile` kept. Default 10.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub log_max_files: Option<u32>,
 }
 
@@ -369,6 +383,18 @@ pub enum Rule {
     /// A size ([`crate::size::parse_size`]: `512M`, `1.5G`, or a number of bytes, which
     /// becomes its decimal string); unset stays unset.
     Size,
+    /// A master or group name ([`is_valid_name`]).
+    Name,
+    /// An object of groups by name; each group is checked by [`validate_group`] once the
+    /// host resolved its paths.
+    Groups,
+    /// The restart backoff ([`validate_backoff`], with [`BACKOFF_FIELDS`]).
+    Backoff,
+    /// A listen address as a string; the binding parses it into its canonical form
+    /// (crates/baton-core/src/addr.rs), naming the field when it cannot.
+    Address,
+    /// A command line: a non-empty array of strings, the program first and not empty.
+    Command,
 }
 
 /// One option: its name as users write it and its [`Rule`].
@@ -462,6 +488,36 @@ pub const BACKOFF_FIELDS: &[Field] = &[
     int("resetAfter", 1, 86_400_000, 10_000),
 ];
 
+/// Every field of [`SupervisorOptions`], in declaration order, with its rule. Unlike a
+/// group's, an unset fleet option stays unset: its default comes from the host (the main
+/// script's name, the runtime dir of `BATON_RUNTIME_DIR`, the host's own command line) or,
+/// for `logTime` / `logFormat`, from the groups.
+pub const FLEET_FIELDS: &[Field] = &[
+    field("name", Rule::Name),
+    field("runtimeDir", Rule::Path),
+    field("groups", Rule::Groups),
+    field("handleSignals", Rule::Bool { default: true }),
+    field("backoff", Rule::Backoff),
+    field("health", Rule::Address),
+    field("healthDetail", Rule::Bool { default: false }),
+    field("logFile", Rule::Path),
+    field("upgradeCommand", Rule::Command),
+    field("logTime", Rule::Bool { default: false }),
+    field(
+        "logFormat",
+        Rule::Choice {
+            values: &["text", "json"],
+            default: "text",
+        },
+    ),
+    field("logMaxSize", Rule::Size),
+    int("logMaxFiles", 1, MAX_LOG_FILES, DEFAULT_LOG_MAX_FILES),
+];
+
+/// Options of the TypeScript `SupervisorOptions` that only JavaScript has (functions):
+/// [`validate_supervisor`] accepts them and leaves them to the host (src/master/options.ts).
+pub const HOST_FIELDS: &[&str] = &["log", "beforeReload"];
+
 /// An option that is not valid: `field` names it as users write it (`groups.web.count`),
 /// `message` says what is expected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -550,7 +606,15 @@ fn check(field: &str, rule: Rule, value: Option<&Value>) -> Result<Value, Option
             Rule::Output => Value::from("inherit"),
             Rule::Strings => Value::Array(Vec::new()),
             Rule::Env => Value::Object(Map::new()),
-            Rule::Path | Rule::IdOrName { .. } | Rule::Cron | Rule::Size => Value::Null,
+            Rule::Path
+            | Rule::IdOrName { .. }
+            | Rule::Cron
+            | Rule::Size
+            | Rule::Name
+            | Rule::Groups
+            | Rule::Backoff
+            | Rule::Address
+            | Rule::Command => Value::Null,
         });
     };
     let bad = |message: String| Err(OptionProblem::new(field, message));
@@ -626,6 +690,21 @@ fn check(field: &str, rule: Rule, value: Option<&Value>) -> Result<Value, Option
                 Err(why) => bad(why),
             }
         }
+        Rule::Name => check_name(field, value).map(Value::from),
+        Rule::Groups if value.is_object() => Ok(value.clone()),
+        Rule::Groups => bad(format!(
+            "expected an object of groups by name, e.g. {{ \"web\": {{ \"script\": \"app.mjs\" }} }}, got {value}"
+        )),
+        Rule::Backoff => validate_backoff(Some(value)).and_then(|b| {
+            serde_json::to_value(b).map_err(|e| OptionProblem::new(field, e.to_string()))
+        }),
+        Rule::Address => match value.as_str() {
+            Some(v) if !v.is_empty() => Ok(value.clone()),
+            _ => bad(format!(
+                "expected an address string (host:port, :port, [::1]:port or unix:/path), got {value}"
+            )),
+        },
+        Rule::Command => check_command(field, value),
         Rule::VarName { .. } => match value.as_str() {
             Some(v) if is_var_name(v) => Ok(value.clone()),
             _ => bad(format!(
@@ -633,6 +712,43 @@ fn check(field: &str, rule: Rule, value: Option<&Value>) -> Result<Value, Option
             )),
         },
     }
+}
+
+/// A command line: a non-empty array of strings, the program first and not empty.
+fn check_command(field: &str, value: &Value) -> Result<Value, OptionProblem> {
+    const EXAMPLE: &str = r#"e.g. ["/usr/bin/node", "server.mjs"]"#;
+    let Some(args) = value.as_array() else {
+        return Err(OptionProblem::new(
+            field,
+            format!("expected a command line as an array of strings, program first ({EXAMPLE}), got {value}"),
+        ));
+    };
+    if args.is_empty() {
+        return Err(OptionProblem::new(
+            field,
+            format!("the command line is empty: give the program first ({EXAMPLE}), or leave {field} out to use this master's own"),
+        ));
+    }
+    for (i, arg) in args.iter().enumerate() {
+        match arg.as_str() {
+            None => {
+                return Err(OptionProblem::new(
+                    format!("{field}[{i}]"),
+                    format!(
+                    "expected a string, got {arg}: every argument of the command line is a string"
+                ),
+                ))
+            }
+            Some("") if i == 0 => {
+                return Err(OptionProblem::new(
+                    format!("{field}[0]"),
+                    format!("the program is empty: give its path first ({EXAMPLE})"),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(value.clone())
 }
 
 /// Check every field of an options object against `fields`: unknown keys are refused;
@@ -739,6 +855,53 @@ pub fn validate_backoff(raw: Option<&Value>) -> Result<BackoffOptions, OptionPro
     Ok(backoff)
 }
 
+/// Validate a fleet's options (`raw`: as the user wrote them, the JavaScript-only
+/// [`HOST_FIELDS`] ignored): unknown keys are refused, every given field is checked against
+/// its row of [`FLEET_FIELDS`], and `healthDetail` needs `health`. Unset fields stay unset
+/// (see [`FLEET_FIELDS`]); `groups` is only checked to be an object and left out of the
+/// result (each group is checked by [`validate_group`] once the host resolved its paths);
+/// `backoff` comes back with its defaults filled in. `health` is a string here: the
+/// binding parses it into its canonical form. Every error names the field and the rule.
+pub fn validate_supervisor(raw: &Value) -> Result<SupervisorOptions, OptionProblem> {
+    let Some(obj) = raw.as_object() else {
+        return Err(OptionProblem::new(
+            "options",
+            format!("expected an object of supervisor options, got {raw}"),
+        ));
+    };
+    let known = || {
+        let names: Vec<&str> = FLEET_FIELDS.iter().map(|f| f.name).collect();
+        [names.as_slice(), HOST_FIELDS].concat().join(", ")
+    };
+    if let Some(key) = obj
+        .keys()
+        .find(|k| !FLEET_FIELDS.iter().any(|f| f.name == *k) && !HOST_FIELDS.contains(&k.as_str()))
+    {
+        return Err(OptionProblem::new(
+            key.as_str(),
+            format!("unknown option (known: {})", known()),
+        ));
+    }
+    let mut out = Map::new();
+    for f in FLEET_FIELDS {
+        let Some(value) = obj.get(f.name) else {
+            continue;
+        };
+        let value = check(f.name, f.rule, Some(value))?;
+        if f.rule != Rule::Groups {
+            out.insert(f.name.to_string(), value);
+        }
+    }
+    if out.get("healthDetail") == Some(&Value::Bool(true)) && !out.contains_key("health") {
+        return Err(OptionProblem::new(
+            "healthDetail",
+            "applies to the health endpoint only: set health to an address, or remove healthDetail",
+        ));
+    }
+    serde_json::from_value(Value::Object(out))
+        .map_err(|e| OptionProblem::new("options", e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -791,6 +954,104 @@ mod tests {
         assert_eq!(names, serde_fields::<GroupOptions>());
         let names: Vec<&str> = BACKOFF_FIELDS.iter().map(|f| f.name).collect();
         assert_eq!(names, serde_fields::<BackoffOptions>());
+        let names: Vec<&str> = FLEET_FIELDS.iter().map(|f| f.name).collect();
+        assert_eq!(names, serde_fields::<SupervisorOptions>());
+    }
+
+    #[test]
+    fn fleet_options_as_given_stay_as_given() {
+        let o = validate_supervisor(&json!({
+            "name": "web",
+            "runtimeDir": "/run/baton",
+            "groups": { "web": { "script": "relative.mjs", "listen": { "a": ":1" } } },
+            "handleSignals": false,
+            "health": ":9000",
+            "healthDetail": true,
+            "logFile": "/var/log/baton.log",
+            "upgradeCommand": ["/usr/bin/node", "app.mjs"],
+            "logTime": true,
+            "logFormat": "json",
+            "log": false,
+        }))
+        .unwrap();
+        assert_eq!(o.name.as_deref(), Some("web"));
+        assert_eq!(
+            o.groups, None,
+            "groups are checked one by one by validate_group"
+        );
+        assert_eq!(o.handle_signals, Some(false));
+        assert_eq!(o.health.as_deref(), Some(":9000"));
+        assert_eq!(o.upgrade_command.map(|c| c.len()), Some(2));
+        assert_eq!(o.log_format, Some(LogFormat::Json));
+        let unset = validate_supervisor(&json!({})).unwrap();
+        assert_eq!(unset, SupervisorOptions::default(), "unset stays unset");
+        let b = validate_supervisor(&json!({ "backoff": { "initial": 50 } })).unwrap();
+        assert_eq!(b.backoff.and_then(|b| b.max), Some(30_000));
+    }
+
+    #[test]
+    fn fleet_errors_name_the_field_and_the_rule() {
+        let err = |raw: Value| validate_supervisor(&raw).unwrap_err().to_string();
+        assert_eq!(
+            err(json!({ "name": "a b" })),
+            "name: \"a b\" is not a valid name (1-64 characters of A-Z a-z 0-9 . _ -, not starting with '.')"
+        );
+        assert_eq!(
+            err(json!({ "runtimeDir": "" })),
+            "runtimeDir: expected a path, got \"\""
+        );
+        assert_eq!(
+            err(json!({ "logFile": 5 })),
+            "logFile: expected a path, got 5"
+        );
+        assert!(err(json!({ "groups": [] }))
+            .starts_with("groups: expected an object of groups by name"));
+        assert_eq!(
+            err(json!({ "handleSignals": "no" })),
+            "handleSignals: expected true or false, got \"no\""
+        );
+        assert!(err(json!({ "health": 42 })).starts_with("health: expected an address string"));
+        assert!(err(json!({ "health": "" })).starts_with("health: expected an address string"));
+        assert_eq!(
+            err(json!({ "healthDetail": true })),
+            "healthDetail: applies to the health endpoint only: set health to an address, or remove healthDetail"
+        );
+        assert_eq!(
+            err(json!({ "health": ":0", "healthDetail": "yes" })),
+            "healthDetail: expected true or false, got \"yes\""
+        );
+        assert!(
+            err(json!({ "upgradeCommand": "node app.mjs" })).starts_with(
+                "upgradeCommand: expected a command line as an array of strings, program first"
+            )
+        );
+        assert!(err(json!({ "upgradeCommand": [] }))
+            .starts_with("upgradeCommand: the command line is empty: give the program first"));
+        assert!(err(json!({ "upgradeCommand": [""] }))
+            .starts_with("upgradeCommand[0]: the program is empty: give its path first"));
+        assert!(err(json!({ "upgradeCommand": ["node", 5] }))
+            .starts_with("upgradeCommand[1]: expected a string, got 5"));
+        assert_eq!(
+            err(json!({ "logFormat": "xml" })),
+            "logFormat: expected 'text' or 'json', got \"xml\""
+        );
+        assert_eq!(
+            err(json!({ "backoff": { "initial": 0 } })),
+            "backoff.initial: expected an integer from 1 to 3600000, got 0"
+        );
+        assert!(err(json!({ "bogus": 1 }))
+            .starts_with("bogus: unknown option (known: name, runtimeDir, groups,"));
+        assert!(err(json!({ "bogus": 1 }))
+            .ends_with("logFormat, logMaxSize, logMaxFiles, log, beforeReload)"));
+        assert!(err(json!(5)).starts_with("options: expected an object"));
+        assert_eq!(
+            err(json!({ "logMaxSize": "12X" })),
+            "logMaxSize: expected a size such as 512M, 1.5G or a number of bytes, got \"12X\""
+        );
+        assert_eq!(
+            err(json!({ "logMaxFiles": 0 })),
+            "logMaxFiles: expected an integer from 1 to 1000, got 0"
+        );
     }
 
     #[test]

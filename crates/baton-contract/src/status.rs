@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
-use crate::options::{GroupOptions, Order};
+use crate::options::{GroupOptions, Order, SupervisorOptions};
 use crate::reports::ReloadReport;
 
 /// Lifecycle state of a worker. An empty slot waiting for its restart shows as `starting`.
@@ -79,6 +79,14 @@ pub struct Status {
     pub open_fds: Option<i64>,
     /// Monitoring counters since the master started (served as `GET /metrics`).
     pub counters: Counters,
+    /// The fleet's options as checked (`validate_supervisor`,
+    /// crates/baton-contract/src/options.rs), with what the host resolved filled in: the
+    /// name, the absolute `runtimeDir` and `logFile`, the `upgradeCommand`, `backoff` with
+    /// its defaults (as a re-read configuration changed it). An option the fleet does not
+    /// set and that has no value of its own (`health`, `logTime`) is left out; so is
+    /// `groups`: each group's options are its `groups[].options`.
+    #[serde(default)]
+    pub options: SupervisorOptions,
 }
 
 /// Counters the master keeps for monitoring, from its start (a `baton upgrade` starts them

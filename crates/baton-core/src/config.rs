@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::addr::ListenAddr;
 use crate::identity::Credentials;
 
-pub use baton_contract::options::{GroupOptions, Order};
+pub use baton_contract::options::{GroupOptions, Order, SupervisorOptions};
 
 /// How connections are spread across the workers of a group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +236,9 @@ pub struct FleetConfig {
     /// This master replaces a running one: the handover it was given (the JSON of
     /// `upgrade::ENV`, see `upgrade.rs`). Used by `launch` only.
     pub handover: Option<String>,
+    /// The fleet's options as checked and resolved by the host, shown as the status's
+    /// `options` (the fields above are read from them; `groups` is left out).
+    pub options: SupervisorOptions,
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub use baton_contract::status::{
     WorkerStatus,
 };
 
+use crate::config::SupervisorOptions;
 use crate::exit_status::ExitStatus;
 use crate::fleet::{
     Event, ExitCause, FleetSnapshot, ReloadOutcome, ReloadReport, ScaleError, WorkerState,
@@ -564,6 +565,8 @@ pub struct StatusParts<'a> {
     pub master_cpu: Option<CpuFigures>,
     /// The monitoring counters.
     pub counters: Counters,
+    /// The fleet's options (`FleetConfig::options`).
+    pub options: &'a SupervisorOptions,
 }
 
 /// A process's CPU figures as the status shows them.
@@ -632,6 +635,10 @@ pub fn status(
         rss_bytes: None,
         open_fds: None,
         counters: parts.counters,
+        options: SupervisorOptions {
+            groups: None,
+            ..parts.options.clone()
+        },
     }
 }
 
@@ -801,6 +808,7 @@ mod tests {
             last_changes: &[],
             master_cpu: None,
             counters: crate::metrics::Counters::new(&groups).snapshot(),
+            options: &SupervisorOptions::default(),
         };
         let extras = |_: Option<u64>, _: Option<i32>| RowExtras {
             started_at: None,
@@ -828,6 +836,7 @@ mod tests {
                 "name",
                 "notReadyReason",
                 "openFds",
+                "options",
                 "pid",
                 "ready",
                 "reapedOrphans",

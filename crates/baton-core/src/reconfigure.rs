@@ -329,6 +329,7 @@ pub fn plan(running: &FleetConfig, reread: &FleetConfig) -> Plan {
             values(&running.backoff, &reread.backoff),
         );
         config.backoff = reread.backoff;
+        config.options.backoff = reread.options.backoff.clone();
     }
     if running.name != reread.name {
         fleet_change(
@@ -554,6 +555,7 @@ mod tests {
             upgrade_command: Vec::new(),
             upgrade_cwd: None,
             handover: None,
+            options: Default::default(),
         }
     }
 

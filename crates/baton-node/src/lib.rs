@@ -6,10 +6,12 @@
 //! One binding type per file:
 //! - [`group_options`]: `resolveGroupOptions`, the check of a group's options, and
 //!   `BindingGroupOptions` → `baton_core::config::GroupConfig`
-//! - [`fleet_options`]: `resolveBackoffOptions`, `isValidName`, and
-//!   `BindingFleetOptions` → `baton_core::config::FleetConfig`
+//! - [`fleet_options`]: `resolveSupervisorOptions`, the check of a fleet's options,
+//!   `isValidName`, and `BindingFleetOptions` →
+//!   `baton_core::config::FleetConfig`
 //! - [`supervisor`]: `NativeSupervisor`, a running fleet
-//! - [`listen_address`]: `normalizeListenAddress`, the address parser for option validation
+//! - [`listen_address`]: `ListenTarget`, a listen address parsed for a listener the host
+//!   opens itself (the health endpoint)
 //! - [`runtime_dir`]: `resolveRuntimeDir`, where control sockets live, and `probeMaster`,
 //!   whether a master runs (stale files of a killed master are cleaned)
 #![deny(clippy::all)]

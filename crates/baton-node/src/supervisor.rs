@@ -1,6 +1,7 @@
-//! `NativeSupervisor`: a running fleet. Events reach JavaScript as JSON strings (the
-//! contract types of crates/baton-contract, serialized once by the core's `public_json`)
-//! through a thread-safe function; the reloads the host prepares itself reach it through
+//! `NativeSupervisor`: a running fleet. Its status reaches JavaScript as the contract's
+//! typed `Status` object; events as JSON strings (the contract types of
+//! crates/baton-contract, serialized once by the core's `public_json`) through a
+//! thread-safe function; the reloads the host prepares itself reach it through
 //! another, private one; commands go to the core's loop thread.
 
 use baton_core::config::FleetConfig;
@@ -213,14 +214,11 @@ impl NativeSupervisor {
         })
     }
 
-    /// The status as a JSON string (a `Status`, the same JSON as `baton status --json`);
-    /// never waits for the loop thread.
+    /// The status (the contract's `Status`: what `baton status --json` prints), handed to
+    /// JavaScript as an object; never waits for the loop thread.
     #[napi]
-    pub fn status(&self) -> Result<String> {
-        self.handle
-            .status()
-            .map(|status| public_json::to_json(&status))
-            .map_err(failure)
+    pub fn status(&self) -> Result<baton_contract::status::Status> {
+        self.handle.status().map_err(failure)
     }
 
     /// Milliseconds since the supervisor loop last turned: the status `status()` returns is

@@ -315,6 +315,7 @@ mod tests {
             upgrade_command: vec![],
             upgrade_cwd: None,
             handover: None,
+            options: Default::default(),
         };
         let err = match launch(
             config,

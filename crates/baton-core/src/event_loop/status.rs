@@ -279,6 +279,7 @@ impl LoopState {
                 .and_then(|p| self.cpu.get(p))
                 .map(cpu_figures),
             counters: self.counters.snapshot(),
+            options: &self.config.options,
         };
         let mut status = public_json::status(&names, parts, &snap, Instant::now(), &extras);
         if rss {
@@ -433,6 +434,7 @@ mod tests {
             rss_bytes: None,
             open_fds: None,
             counters: crate::metrics::Counters::new(&[]).snapshot(),
+            options: Default::default(),
         }
     }
 
