@@ -13,7 +13,7 @@
  * baton reload [NAME]          baton stop [NAME] [--force]
  * baton restart [NAME]         baton status [NAME] [--json]
  * baton startup [NAME] [--socket] [--out DIR]
- * baton logs [NAME] [-f] [--lines N] [--group G]
+ * baton logs [NAME] [-f] [--lines N] [--since T] [--group G] [--id N] [--err|--out]
  * baton reopen-logs [NAME]
  * baton scale [NAME] [GROUP] N
  * baton upgrade [NAME]
@@ -39,7 +39,9 @@ import {
   statusCommand,
   stdio,
   stopCommand,
+  type LogsOptions,
 } from './commands.js'
+import { parseSince } from './log-files.js'
 import { masterLine, masterLineFormat } from '../master/options.js'
 import type { Balance, GroupOptions, SupervisorOptions } from '../master/options.js'
 import { searchDirs } from '../runtime-dir.js'
@@ -130,9 +132,16 @@ Usage:
   baton stop [NAME] [--force]
   baton restart [NAME]      stop, then start again as it was started
   baton status [NAME] [--json]
-  baton logs [NAME] [-f] [--lines N] [--group G]
-                            the last N lines the workers wrote (default 15, from the 1 MiB the
-                            master keeps), tagged group#id out|err; -f keeps showing new ones
+  baton logs [NAME] [-f] [--lines N] [--since T] [--group G] [--id N] [--err|--out]
+                            the last N lines the workers wrote (default 15). When the fleet
+                            writes them to files (--stdout/--stderr FILE, --log, --daemon) they
+                            are read from the files as written, older ones from the rotated
+                            FILE.1 ... FILE.N too, any number of them; else from the 1 MiB the
+                            master keeps, tagged group#id out|err. --since 10m / 2h / 30s or
+                            an ISO time: the lines since then (files need --log-time or
+                            --log-format json); --id N one worker (needs --log-prefix or json);
+                            --err / --out one stream. -f keeps showing new lines, across log
+                            rotations and baton upgrade, until the fleet stops
   baton reopen-logs [NAME]  reopen every log file (after logrotate renamed them: postrotate)
   baton scale [NAME] [GROUP] N
                             change a group's worker count without a restart (GROUP may be
@@ -488,10 +497,31 @@ export async function main(argv: string[]): Promise<number> {
           follow: { type: 'boolean', short: 'f' },
           lines: { type: 'string', short: 'n' },
           group: { type: 'string' },
+          id: { type: 'string' },
+          since: { type: 'string' },
+          err: { type: 'boolean' },
+          out: { type: 'boolean' },
         })
+        if (positionals.length > 1) throw new CommandError(`unexpected arguments: ${positionals.slice(1).join(' ')}`, 2)
         const lines = linesFlag(values.lines as string | undefined)
+        const id = values.id as string | undefined
+        if (id !== undefined && !/^\d+$/.test(id)) {
+          throw new CommandError(`--id expects a worker id (0, 1, ...), got "${id}"`, 2)
+        }
+        if (values.err === true && values.out === true) {
+          throw new CommandError('--err and --out exclude each other: give one (or neither, for both streams)', 2)
+        }
+        const since = values.since as string | undefined
+        const options: LogsOptions = {
+          lines,
+          linesGiven: values.lines !== undefined,
+          follow: values.follow === true,
+          group: values.group as string | undefined,
+          id: id === undefined ? undefined : Number(id),
+          stream: values.err === true ? 'err' : values.out === true ? 'out' : undefined,
+          since: since === undefined ? undefined : parseSince(since),
+        }
         const { dir, name } = locateMaster(searchDirs(stdio.err), positionals[0])
-        const options = { lines, follow: values.follow === true, group: values.group as string | undefined }
         return await logsCommand(dir, name, options)
       }
       case 'upgrade': {
