@@ -18,6 +18,7 @@ import {
 } from './log-files.js'
 import { logPath, startDaemon } from './daemon.js'
 import { MAX_WORKERS } from '../defaults.js'
+import { CommandError } from './errors.js'
 import { defaultRuntimeDir, dirOfMaster, readTrusted, trustPath } from '../runtime-dir.js'
 import { formatOutputLine, formatStatus, visible } from '../format.js'
 import type { GroupStatus, OutputLine, ReloadProgressEvent, Status } from '../types.js'
@@ -34,15 +35,7 @@ export const stdio: Output = {
   err: (line) => process.stderr.write(`${line}\n`),
 }
 
-/** A usage or lookup error: printed, exit code 1 (2 for usage). */
-export class CommandError extends Error {
-  readonly exitCode: number
-  constructor(message: string, exitCode = 1) {
-    super(message)
-    this.name = 'CommandError'
-    this.exitCode = exitCode
-  }
-}
+export { CommandError } from './errors.js'
 
 /** One runtime dir, or the dirs the CLI searches (the runtime dir first, then the old places). */
 export type RuntimeDirs = string | readonly string[]
@@ -332,8 +325,9 @@ export async function logsCommand(
       (filter.stream === undefined || u.stream === filter.stream),
   )
   for (const u of wanted) {
+    const std = u.stream === 'out' ? 'stdout' : 'stderr'
     io.err(
-      `baton logs: group ${u.group}'s ${u.stream === 'out' ? 'stdout' : 'stderr'} goes to the master's ${u.stream === 'out' ? 'stdout' : 'stderr'}, not to a file: its lines are not shown here`,
+      `baton logs: group ${u.group}'s ${std} ${u.target === 'ignore' ? 'is ignored' : `goes to the master's ${std}`}, not to a file: its lines are not shown here (baton logs --group ${u.group} --${u.stream} shows the last ones the master keeps)`,
     )
   }
   const limit = options.since !== undefined && options.linesGiven !== true ? Infinity : options.lines

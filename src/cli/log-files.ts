@@ -19,7 +19,7 @@
  * new one from its start.
  */
 import { closeSync, constants, fstatSync, lstatSync, openSync, readSync, type Stats } from 'node:fs'
-import { CommandError } from './commands.js'
+import { CommandError } from './errors.js'
 import type { Status } from '../types.js'
 
 /** Which stream a line came from, as `baton logs --out/--err` select it. */
@@ -53,10 +53,12 @@ export interface LogSource {
   prefix: boolean
 }
 
-/** A group stream whose output is not in a file (`inherit` without a log file). */
+/** A group stream whose output is not in a file (`ignore`, or `inherit` without a log file). */
 export interface Unfiled {
   group: string
   stream: StreamName
+  /** Where it goes instead. */
+  target: 'inherit' | 'ignore'
 }
 
 /** The files a fleet writes its workers' output to, from its status. */
@@ -70,12 +72,15 @@ export function logSources(status: Status): { sources: LogSource[]; unfiled: Unf
     const prefix = json || g.logs.prefix
     for (const stream of ['out', 'err'] as const) {
       const target = stream === 'out' ? g.logs.stdout : g.logs.stderr
-      if (target === 'ignore') continue
+      if (target === 'ignore') {
+        unfiled.push({ group: g.name, stream, target })
+        continue
+      }
       let path: string
       let master = false
       if (target === 'inherit') {
         if (masterFile === undefined) {
-          unfiled.push({ group: g.name, stream })
+          unfiled.push({ group: g.name, stream, target })
           continue
         }
         path = masterFile
