@@ -11,6 +11,7 @@
 import test, { type ExecutionContext } from 'ava'
 import { existsSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { request } from '../src/cli/control-client.js'
 import { BATON, fixture, startFleet, type Fleet } from './helpers/fleet.js'
 import { OutputBuffer, ProcessTracker, tmpDir, waitFor, waitForExit, withTimeout } from './helpers/processes.js'
 
@@ -70,9 +71,16 @@ test('--lines 5000 after the ring wrapped: exactly the last 5,000 lines of the s
   // The group's stderr is inherited (not a file): said, not silently left out.
   t.regex(r.stderr, /group fleet's stderr goes to the master's stderr, not to a file/)
   // A line count larger than the file: the whole file.
+  // The ring has wrapped: it no longer holds the first lines; the file does.
+  const ring: string[] = []
+  await request(fleet.runtimeDir, fleet.name, { cmd: 'logs', lines: 1_000_000, follow: false }, (e) => {
+    ring.push(String(e.text))
+  })
+  t.true(ring.length < 120_001 && ring[0] !== 'started 0', `the ring holds ${ring.length} lines from ${ring[0]}`)
   const all = await fleet.cli(['logs', fleet.name, '--lines', '1000000'])
   t.is(lines(all.stdout).length, 120_001)
   t.is(lines(all.stdout)[0], 'started 0')
+  t.log(`ring: ${ring.length} lines (from ${ring[0]}); file: 120,001 lines`)
 })
 
 test('lines split across a rotated FILE.1 and FILE come out whole and in order', async (t) => {
@@ -282,6 +290,34 @@ test('-f follows across baton upgrade: the new master’s workers’ lines follo
   await talk(fleet, path, /out-1\n[^]*out-1\n/)
   await f.out.waitFor(/^out-1$[^]*^out-1$/m, 10_000)
   t.deepEqual(lines(f.out.text), ['started 0', 'out-1', 'started 0', 'out-1'])
+  t.is(f.child.exitCode, null, 'still following after the old master exited')
+  const stopped = await fleet.cli(['stop', fleet.name])
+  t.is(stopped.code, 0, stopped.stderr)
+  t.deepEqual(await withTimeout(f.exited, 10_000, 'the follower ends with the fleet'), { code: 0, signal: null })
+})
+
+test('-f from the ring (output not in files) keeps following across baton upgrade', async (t) => {
+  const fleet = await startFleet(t, { script: TALKER, count: 1, env: { TALK_STDERR: '0' } })
+  const f = follower(t, fleet, ['--lines', '0'])
+  // The follower is subscribed once a line written now reaches it.
+  await waitFor(
+    async () => {
+      for (const pid of await fleet.workerPids()) process.kill(pid, 'SIGUSR2')
+      return /out \| out-\d+$/m.test(f.out.text)
+    },
+    { intervalMs: 300, message: 'the follower subscribed' },
+  )
+  const up = await fleet.cli(['upgrade', fleet.name])
+  t.is(up.code, 0, `${up.stdout}${up.stderr}`)
+  await withTimeout(fleet.exited, 15_000, 'the old master exits')
+  const before = f.out.text
+  await waitFor(
+    async () => {
+      for (const pid of await fleet.workerPids()) process.kill(pid, 'SIGUSR2')
+      return f.out.text.length > before.length && /out \| out-1$/m.test(f.out.text.slice(before.length))
+    },
+    { intervalMs: 300, message: `the new worker's out-1 after the upgrade; got ${f.out.text}` },
+  )
   t.is(f.child.exitCode, null, 'still following after the old master exited')
   const stopped = await fleet.cli(['stop', fleet.name])
   t.is(stopped.code, 0, stopped.stderr)
