@@ -269,6 +269,41 @@ test('-f follows across a rename + reopen-logs rotation: every line once, in ord
   t.regex(f.err.text, /"fleet" stopped/)
 })
 
+test('-f while a worker writes without pause through two logrotate rotations: every line exactly once, in order', async (t) => {
+  const dir = await tmpDir('baton-logshist-')
+  t.teardown(() => dir.cleanup())
+  const path = join(dir.path, 'out.log')
+  const total = 30_000
+  const fleet = await startFleet(t, {
+    script: fixture('counter.mjs'),
+    count: 1,
+    flags: ['--stdout', path],
+    env: { COUNT_LINES: String(total) },
+  })
+  const f = follower(t, fleet, ['--lines', '1'])
+  await f.out.waitFor(/^counter ready$/m, 10_000)
+  for (const pid of await fleet.workerPids()) process.kill(pid, 'SIGUSR2')
+  const count = (p: string): number => lines(fileText(p)).length
+  for (const at of [5_000, 15_000]) {
+    // logrotate: FILE.1 -> FILE.2, FILE -> FILE.1, then postrotate's reopen-logs.
+    await waitFor(() => count(path) + count(`${path}.1`) + count(`${path}.2`) >= at + 1, {
+      timeoutMs: 30_000,
+      message: `${at} lines written`,
+    })
+    if (existsSync(`${path}.1`)) renameSync(`${path}.1`, `${path}.2`)
+    renameSync(path, `${path}.1`)
+    const reopened = await fleet.cli(['reopen-logs', fleet.name])
+    t.is(reopened.code, 0, reopened.stderr)
+  }
+  await f.out.waitFor(/^count done$/m, 60_000)
+  t.true(count(`${path}.2`) > 0 && count(`${path}.1`) > 0 && count(path) > 0, 'the lines span three files')
+  const got = lines(f.out.text)
+  const want = ['counter ready', ...Array.from({ length: total }, (_, i) => `n-${i + 1}`), 'count done']
+  t.is(got.length, want.length)
+  t.deepEqual(got, want)
+  t.log(`files: ${count(`${path}.2`)} + ${count(`${path}.1`)} + ${count(path)} lines`)
+})
+
 test('-f follows across baton upgrade: the new master’s workers’ lines follow, none lost or repeated', async (t) => {
   const dir = await tmpDir('baton-logshist-')
   t.teardown(() => dir.cleanup())

@@ -15,8 +15,8 @@
  * as many bytes as the 5,000 lines hold); `-f` then continues at the byte where history
  * ended, in the same open file, so no line is shown twice or lost. A follower notices a
  * rotation (FILE renamed, a new FILE created: logrotate + `baton reopen-logs`, or the
- * master's own rotation) by the inode at the path, drains the old file, then reads the
- * new one from its start.
+ * master's own rotation) by the inode at the path, reads the old file to its end once the
+ * master writes to the new one, then reads the new one from its start.
  */
 import { closeSync, constants, fstatSync, lstatSync, openSync, readSync, type Stats } from 'node:fs'
 import { CommandError } from './errors.js'
@@ -392,17 +392,22 @@ export function mergeByTime(histories: LogLine[][], limit: number): LogLine[] {
 
 /**
  * Follows one log file: `poll()` returns the whole lines written since the last call,
- * continuing across a rotation (a new file at the path: the old one is drained first, and
- * read again for a second after, for what the master wrote before it switched) and a
- * truncation (`copytruncate`: read again from the start).
+ * continuing across a rotation and a truncation (`copytruncate`: read again from the
+ * start).
+ *
+ * A rotation shows as another file (inode) at the path. The master writes to the old file
+ * until it reopens, and to the new one only after, so the follower keeps reading the old
+ * file while the new one is empty; once the new one holds a byte, the old one gets no more:
+ * it is read to its end, then the new one from its start. No line is lost or shown twice,
+ * and they come out in the order the master wrote them.
  */
 export class FileFollower {
   private fd: number | undefined
   private ino = -1
   private pos = 0
   private partial: Buffer = Buffer.alloc(0)
-  /** Rotated-away files still drained for a while: fd, position, until when. */
-  private draining: { fd: number; pos: number; partial: Buffer; until: number }[] = []
+  /** A new file at the path, not yet written to. */
+  private next: { fd: number; ino: number } | undefined
   private readonly buf = Buffer.alloc(CHUNK)
   /** Refusals seen, each reported once. */
   private readonly reported = new Set<string>()
@@ -419,86 +424,77 @@ export class FileFollower {
     }
   }
 
-  private readFrom(fd: number, pos: number, partial: Buffer, out: string[]): { pos: number; partial: Buffer } {
+  /** Whole lines of the current file from where the last read stopped, into `out`. */
+  private readCurrent(out: string[]): void {
+    if (this.fd === undefined) return
+    if (fstatSync(this.fd).size < this.pos) {
+      // Truncated in place (logrotate copytruncate): from the start again.
+      this.pos = 0
+      this.partial = Buffer.alloc(0)
+    }
     for (;;) {
-      const n = readSync(fd, this.buf, 0, CHUNK, pos)
+      const n = readSync(this.fd, this.buf, 0, CHUNK, this.pos)
       if (n <= 0) break
-      pos += n
-      let block = Buffer.concat([partial, this.buf.subarray(0, n)])
+      this.pos += n
+      let block = Buffer.concat([this.partial, this.buf.subarray(0, n)])
       let nl: number
       while ((nl = block.indexOf(0x0a)) >= 0) {
         out.push(block.subarray(0, nl).toString('utf8'))
         block = block.subarray(nl + 1)
       }
-      partial = Buffer.from(block)
+      this.partial = Buffer.from(block)
     }
-    return { pos, partial }
   }
 
-  /** New whole lines, oldest first. */
-  poll(now = Date.now()): string[] {
-    const out: string[] = []
-    for (const d of this.draining) {
-      const r = this.readFrom(d.fd, d.pos, d.partial, out)
-      d.pos = r.pos
-      d.partial = r.partial
-    }
-    this.draining = this.draining.filter((d) => {
-      if (d.until > now) return true
-      if (d.partial.length > 0) out.push(d.partial.toString('utf8'))
-      closeSync(d.fd)
-      return false
-    })
-    if (this.fd !== undefined) {
-      const size = fstatSync(this.fd).size
-      if (size < this.pos) {
-        // Truncated in place (logrotate copytruncate): from the start again.
-        this.pos = 0
-        this.partial = Buffer.alloc(0)
-      }
-      const r = this.readFrom(this.fd, this.pos, this.partial, out)
-      this.pos = r.pos
-      this.partial = r.partial
-    }
-    // A new file at the path (rotated)?
+  /** The file now at the path, when it is another one than the current (checked, opened). */
+  private lookForNext(): void {
     let atPath: Stats | undefined
     try {
       atPath = lstatSync(this.source.path)
     } catch {
-      atPath = undefined
+      return
     }
-    if (atPath !== undefined && atPath.ino !== this.ino) {
-      let opened: ReturnType<typeof openChecked>
-      try {
-        opened = openChecked(this.source.path)
-      } catch (e) {
-        if (!(e instanceof RefusedFile)) throw e
-        if (!this.reported.has(e.message)) {
-          this.reported.add(e.message)
-          this.onRefused(e)
-        }
-        opened = undefined
+    if (atPath.ino === this.ino || atPath.ino === this.next?.ino) return
+    let opened: ReturnType<typeof openChecked>
+    try {
+      opened = openChecked(this.source.path)
+    } catch (e) {
+      if (!(e instanceof RefusedFile)) throw e
+      if (!this.reported.has(e.message)) {
+        this.reported.add(e.message)
+        this.onRefused(e)
       }
-      if (opened !== undefined) {
-        if (this.fd !== undefined) {
-          this.draining.push({ fd: this.fd, pos: this.pos, partial: this.partial, until: now + 1000 })
-        }
-        this.fd = opened.fd
-        this.ino = opened.stat.ino
-        this.pos = 0
-        this.partial = Buffer.alloc(0)
-        const r = this.readFrom(this.fd, this.pos, this.partial, out)
-        this.pos = r.pos
-        this.partial = r.partial
-      }
+      return
+    }
+    if (opened === undefined) return
+    if (this.next !== undefined) closeSync(this.next.fd)
+    this.next = { fd: opened.fd, ino: opened.stat.ino }
+  }
+
+  /** New whole lines, oldest first. */
+  poll(): string[] {
+    const out: string[] = []
+    this.readCurrent(out)
+    this.lookForNext()
+    if (this.next !== undefined && (this.fd === undefined || fstatSync(this.next.fd).size > 0)) {
+      // The master writes to the new file: the old one is complete.
+      this.readCurrent(out)
+      if (this.partial.length > 0) out.push(this.partial.toString('utf8'))
+      if (this.fd !== undefined) closeSync(this.fd)
+      this.fd = this.next.fd
+      this.ino = this.next.ino
+      this.next = undefined
+      this.pos = 0
+      this.partial = Buffer.alloc(0)
+      this.readCurrent(out)
     }
     return out
   }
 
   /** Close every file. */
   close(): void {
-    for (const d of this.draining) closeSync(d.fd)
-    this.draining = []
+    if (this.next !== undefined) closeSync(this.next.fd)
+    this.next = undefined
     if (this.fd !== undefined) closeSync(this.fd)
     this.fd = undefined
   }
