@@ -12,7 +12,7 @@ import test, { type ExecutionContext } from 'ava'
 import { existsSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { request } from '../src/cli/control-client.js'
-import { BATON, fixture, startFleet, type Fleet } from './helpers/fleet.js'
+import { BATON, fixture, runCli, startFleet, type Fleet } from './helpers/fleet.js'
 import { OutputBuffer, ProcessTracker, tmpDir, waitFor, waitForExit, withTimeout } from './helpers/processes.js'
 
 const TALKER = fixture('talker.mjs')
@@ -154,6 +154,26 @@ test('--since on lines without time stamps exits 2 and says to turn on --log-tim
   t.true(r.stderr.includes(`--since: the lines in ${path} carry no time stamp`), r.stderr)
   t.regex(r.stderr, /--log-time or --log-format json/)
   t.is(r.stdout, '')
+})
+
+test('baton logs --help describes the options; bad --id and --err with --out are usage errors', async (t) => {
+  const help = await runCli(['logs', '--help'], {})
+  t.is(help.code, 0)
+  for (const flag of ['--lines N', '--since T', '--group G', '--id N', '--err, --out', '-f, --follow']) {
+    t.true(help.stdout.includes(flag), flag)
+  }
+  const dir = await tmpDir('baton-logshist-')
+  t.teardown(() => dir.cleanup())
+  const env = { ...process.env, BATON_RUNTIME_DIR: dir.path }
+  const id = await runCli(['logs', '--id', 'one'], env)
+  t.is(id.code, 2)
+  t.regex(id.stderr, /--id expects a worker id \(0, 1, \.\.\.\), got "one"/)
+  const both = await runCli(['logs', '--err', '--out'], env)
+  t.is(both.code, 2)
+  t.regex(both.stderr, /--err and --out exclude each other/)
+  const since = await runCli(['logs', '--since', '10 minutes'], env)
+  t.is(since.code, 2)
+  t.regex(since.stderr, /--since expects a duration/)
 })
 
 /** Two groups of two talkers each, from a config file in `dir`. */

@@ -141,7 +141,7 @@ Usage:
                             an ISO time: the lines since then (files need --log-time or
                             --log-format json); --id N one worker (needs --log-prefix or json);
                             --err / --out one stream. -f keeps showing new lines, across log
-                            rotations and baton upgrade, until the fleet stops
+                            rotations and baton upgrade, until the fleet stops (baton logs --help)
   baton reopen-logs [NAME]  reopen every log file (after logrotate renamed them: postrotate)
   baton scale [NAME] [GROUP] N
                             change a group's worker count without a restart (GROUP may be
@@ -172,6 +172,31 @@ $BATON_RUNTIME_DIR, else /run/baton for root, else ~/.baton (<tmpdir>/baton-<uid
 home directory is unusable). The commands also find fleets that older versions started in
 $XDG_RUNTIME_DIR/baton or <tmpdir>/baton-<uid>. They refuse a runtime dir, socket, pid
 file or start record that is a link, is not yours, or is writable by group or others.`
+
+/** `baton logs --help`. */
+const LOGS_USAGE = `Usage: baton logs [NAME] [options]
+
+The lines the workers wrote. When the fleet writes them to files (--stdout/--stderr FILE,
+or inherited output into --log FILE / the --daemon log), they are read from the files as
+written, older ones from the rotated FILE.1 (newest) ... FILE.N too; a stream written to
+no file is named on stderr. Otherwise from the last 1 MiB the master keeps, tagged
+group#id out|err.
+
+Options:
+  -n, --lines N      the last N lines (default 15; 0 to 1000000)
+  --since T          the lines since T: a duration (30s, 10m, 2h, 1d) or an ISO 8601 time
+                     (2026-12-07T02:20:00Z); every such line unless --lines is given. Files
+                     need time stamps: start the fleet with --log-time or --log-format json
+  --group G          only group G's lines
+  --id N             only worker N's lines (files: needs --log-prefix or --log-format json)
+  --err, --out       only stderr / only stdout lines (a file holding both as text cannot
+                     tell them apart: --log-format json, or separate --stdout/--stderr files)
+  -f, --follow       then keep showing new lines, across log rotations (reopen-logs) and
+                     baton upgrade, until Ctrl-C or the fleet stops
+
+A filter the lines cannot answer exits 2 and says what to turn on (no unfiltered lines
+are shown). Log files are read without following links, and only when they are regular
+files of the user running baton with one link: anything else is refused, naming it.`
 
 function positiveInt(flag: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback
@@ -493,6 +518,10 @@ export async function main(argv: string[]): Promise<number> {
         })
       }
       case 'logs': {
+        if (rest.includes('--help') || rest.includes('-h')) {
+          stdio.out(LOGS_USAGE)
+          return 0
+        }
         const { values, positionals } = parse(rest, {
           follow: { type: 'boolean', short: 'f' },
           lines: { type: 'string', short: 'n' },
