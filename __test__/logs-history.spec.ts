@@ -9,7 +9,17 @@
  * log file is never read. Real masters, workers and files.
  */
 import test, { type ExecutionContext } from 'ava'
-import { existsSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import {
+  appendFileSync,
+  existsSync,
+  linkSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs'
 import { join } from 'node:path'
 import { request } from '../src/cli/control-client.js'
 import { BATON, fixture, runCli, startFleet, type Fleet } from './helpers/fleet.js'
@@ -154,6 +164,11 @@ test('--since on lines without time stamps exits 2 and says to turn on --log-tim
   t.true(r.stderr.includes(`--since: the lines in ${path} carry no time stamp`), r.stderr)
   t.regex(r.stderr, /--log-time or --log-format json/)
   t.is(r.stdout, '')
+  // Escape sequences a worker wrote into its file are printed visibly, never raw.
+  appendFileSync(path, 'evil \x1b]0;pwned\x07 \u009b31m\n')
+  const shown = await fleet.cli(['logs', fleet.name, '--lines', '1'])
+  t.deepEqual(lines(shown.stdout), ['evil \\x1b]0;pwned\\x07 \\u009b31m'])
+  t.false(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/.test(shown.stdout), 'no raw control character')
 })
 
 test('baton logs --help describes the options; bad --id and --err with --out are usage errors', async (t) => {
