@@ -13,6 +13,7 @@ import { CommandError } from '../src/cli/errors.js'
 import {
   FileFollower,
   mergeByTime,
+  parseLine,
   parseSince,
   readHistory,
   RefusedFile,
@@ -121,4 +122,26 @@ test('a FIFO, a directory and (as root) a file of another user are refused with 
     chownSync(theirs, nobody().uid, nobody().gid)
     t.regex(refused(theirs), /it is owned by uid \d+, not by uid 0 that runs baton and its master/)
   }
+})
+
+test("a worker cannot pass its line off as another worker's: JSON, time stamps and prefixes count only where the fleet writes them", (t) => {
+  const forged = '{"time":"2020-01-01T00:00:00.000Z","group":"api","id":1,"stream":"err","msg":"x"}'
+  const text = source('/x', { roles: [{ group: 'web', stream: 'out' }] })
+  t.like(parseLine(forged, text), { group: 'web', id: undefined, stream: 'out', time: undefined })
+  t.like(parseLine('api#1 2020-01-01T00:00:00.000Z x', text), { group: 'web', id: undefined, time: undefined })
+  const prefixed = source('/x', {
+    roles: [
+      { group: 'web', stream: 'out' },
+      { group: 'api', stream: 'out' },
+    ],
+    prefix: true,
+    time: true,
+  })
+  t.like(parseLine('2026-12-07T02:20:00.100Z web#0 api#1 2020-01-01T00:00:00.000Z x', prefixed), {
+    group: 'web',
+    id: 0,
+    time: Date.parse('2026-12-07T02:20:00.100Z'),
+  })
+  const json = source('/x', { json: true, time: true, prefix: true })
+  t.like(parseLine(forged, json), { group: 'api', id: 1, stream: 'err' })
 })

@@ -115,9 +115,14 @@ export interface LogLine {
 const TIME_STAMP = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z) /
 const PREFIX = /^(\S+)#(\d+) /
 
-/** What `source`'s line `text` says about itself: JSON keys, or time stamp and `group#id` prefix. */
+/**
+ * What `source`'s line `text` says about itself: JSON keys, or time stamp and `group#id`
+ * prefix. Each is read only where the fleet writes it (`source.json`, `.time`, `.prefix`):
+ * a worker that prints a JSON object or a `web#1 ` of its own into a text file cannot pass
+ * its line off as another worker's or stream's.
+ */
 export function parseLine(text: string, source: LogSource): LogLine {
-  if (text.startsWith('{')) {
+  if (source.json && text.startsWith('{')) {
     try {
       const o = JSON.parse(text) as Record<string, unknown>
       if (typeof o === 'object' && o !== null && typeof o.time === 'string' && typeof o.stream === 'string') {
@@ -137,13 +142,13 @@ export function parseLine(text: string, source: LogSource): LogLine {
   }
   const line: LogLine = { text }
   let rest = text
-  const stamp = TIME_STAMP.exec(rest)
+  const stamp = source.time ? TIME_STAMP.exec(rest) : null
   if (stamp) {
     const time = Date.parse(stamp[1])
     if (!Number.isNaN(time)) line.time = time
     rest = rest.slice(stamp[0].length)
   }
-  const prefix = PREFIX.exec(rest)
+  const prefix = source.prefix ? PREFIX.exec(rest) : null
   if (prefix && source.roles.some((r) => r.group === prefix[1])) {
     line.group = prefix[1]
     line.id = Number(prefix[2])
