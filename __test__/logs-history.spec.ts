@@ -239,7 +239,7 @@ test('--group, --id, --err, --out from the JSON keys of one shared file', async 
   t.regex(unknown.stderr, /--group: "fleet" has no group "nope" \(its groups: web, api\)/)
 })
 
-test('--group, --id, --err, --out from group#id prefixes and the stdout vs stderr files; a filter the lines cannot tell is refused', async (t) => {
+test('--group, --id, --err, --out from group#id prefixes and the stdout vs stderr files; a filter the lines cannot tell is answered from the ring', async (t) => {
   const dir = await tmpDir('baton-logshist-')
   t.teardown(() => dir.cleanup())
   const out = join(dir.path, 'out.log')
@@ -260,19 +260,22 @@ test('--group, --id, --err, --out from group#id prefixes and the stdout vs stder
   t.deepEqual(await pick(['--err']), ['api#0 err-1', 'api#1 err-1', 'web#0 err-1', 'web#1 err-1'])
   t.deepEqual(await pick(['--id', '1', '--err']), ['api#1 err-1', 'web#1 err-1'])
 
-  // Without prefixes and with stdout and stderr in one file, --id and --err cannot be told.
+  // Without prefixes and with stdout and stderr in one file, --id and --err cannot be told
+  // from the file: said, and answered from the ring (which knows), never unfiltered.
   const plain = await tmpDir('baton-logshist-')
   t.teardown(() => plain.cleanup())
   const both = join(plain.path, 'both.log')
   const other = await startFleet(t, { script: TALKER, count: 2, flags: ['--stdout', both, '--stderr', both] })
+  await talk(other, both, /(?:err-1\n[^]*){2}/)
   const id = await other.cli(['logs', other.name, '--id', '1'])
-  t.is(id.code, 2)
+  t.is(id.code, 0, id.stderr)
   t.true(id.stderr.includes(`--id: the lines in ${both} do not name their worker`), id.stderr)
-  t.regex(id.stderr, /--log-prefix or --log-format json/)
+  t.regex(id.stderr, /--log-prefix or --log-format json.*Showing the last lines the master keeps \(1 MiB\) instead/)
+  t.deepEqual(lines(id.stdout).sort(), ['fleet#1 err | err-1', 'fleet#1 out | out-1', 'fleet#1 out | started 1'])
   const stream = await other.cli(['logs', other.name, '--err'])
-  t.is(stream.code, 2)
+  t.is(stream.code, 0, stream.stderr)
   t.true(stream.stderr.includes(`--err: ${both} holds stdout and stderr lines alike`), stream.stderr)
-  t.is(stream.stdout, '', 'no unfiltered line is shown instead')
+  t.deepEqual(lines(stream.stdout).sort(), ['fleet#0 err | err-1', 'fleet#1 err | err-1'])
 })
 
 test('-f follows across a rename + reopen-logs rotation: every line once, in order, then ends when the fleet stops', async (t) => {

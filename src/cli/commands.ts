@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { listMasters, NotRunningError, processState, request, runningMasterPid } from './control-client.js'
 import {
   FileFollower,
+  FilterError,
   logSources,
   matches,
   mergeByTime,
@@ -14,6 +15,7 @@ import {
   readHistory,
   selectSources,
   type LineFilter,
+  type LogSource,
   type StreamName,
 } from './log-files.js'
 import { logPath, startDaemon } from './daemon.js'
@@ -316,7 +318,15 @@ export async function logsCommand(
   }
   const filter: LineFilter = { group: options.group, id: options.id, stream: options.stream, since: options.since }
   const { sources, unfiled } = logSources(status)
-  const selected = selectSources(sources, filter)
+  let selected: LogSource[]
+  try {
+    selected = selectSources(sources, filter)
+  } catch (e) {
+    if (!(e instanceof FilterError) || !e.ringAnswers) throw e
+    // The ring knows each line's group, worker and stream: it answers, and says so.
+    io.err(`baton logs: ${e.message}. Showing the last lines the master keeps (1 MiB) instead`)
+    selected = []
+  }
   if (selected.length === 0) return ringLogs(runtimeDir, name, status.pid, options, filter, io)
 
   const wanted = unfiled.filter(

@@ -168,13 +168,27 @@ export function parseLine(text: string, source: LogSource): LogLine {
   return line
 }
 
-function can(message: string): never {
-  throw new CommandError(message, 2)
+/**
+ * A filter that a file's lines cannot answer (exit 2 when nothing else can). `ringAnswers`:
+ * the master's ring can, since it knows every line's group, worker and stream.
+ */
+export class FilterError extends CommandError {
+  constructor(
+    message: string,
+    readonly ringAnswers: boolean,
+  ) {
+    super(message, 2)
+    this.name = 'FilterError'
+  }
+}
+
+function can(message: string, ringAnswers = true): never {
+  throw new FilterError(message, ringAnswers)
 }
 
 /**
- * The sources `filter` selects, or a usage error (exit 2) when a filter cannot be told
- * from a file's lines: what was asked, which file, why, and what to turn on.
+ * The sources `filter` selects, or a {@link FilterError} when a filter cannot be told from
+ * a file's lines: what was asked, which file, why, and what to turn on.
  */
 export function selectSources(sources: LogSource[], filter: LineFilter): LogSource[] {
   const selected = sources.filter(
@@ -192,6 +206,7 @@ export function selectSources(sources: LogSource[], filter: LineFilter): LogSour
     if (filter.since !== undefined && !s.time) {
       can(
         `--since: the lines in ${s.path} carry no time stamp; start the fleet with --log-time or --log-format json (logTime: true or logFormat: 'json') to read them by time`,
+        false,
       )
     }
     if (filter.group !== undefined && (groups.size > 1 || s.master) && !s.prefix) {

@@ -194,8 +194,9 @@ Options:
   -f, --follow       then keep showing new lines, across log rotations (reopen-logs) and
                      baton upgrade, until Ctrl-C or the fleet stops
 
-A filter the lines cannot answer exits 2 and says what to turn on (no unfiltered lines
-are shown). Log files are read without following links, and only when they are regular
+When the files' lines cannot answer --group, --id, --err or --out, baton logs says so
+(naming the file and what to turn on) and answers from the master's last 1 MiB instead;
+--since on files without time stamps exits 2. No unfiltered line is shown. Log files are read without following links, and only when they are regular
 files of the user running baton with one link: anything else is refused, naming it.`
 
 function positiveInt(flag: string, value: string | undefined, fallback: number): number {
