@@ -91,6 +91,18 @@ test('--lines 5000 after the ring wrapped: exactly the last 5,000 lines of the s
   t.is(lines(all.stdout).length, 120_001)
   t.is(lines(all.stdout)[0], 'started 0')
   t.log(`ring: ${ring.length} lines (from ${ring[0]}); file: 120,001 lines`)
+
+  // `baton logs | head -1`: the reader goes away; baton logs ends quietly, exit 0.
+  const tracker = new ProcessTracker()
+  t.teardown(() => tracker.killAll())
+  const head = tracker.spawn(process.execPath, [BATON, 'logs', fleet.name, '--lines', '1000000'], {
+    env: { ...process.env, BATON_RUNTIME_DIR: fleet.runtimeDir },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const headErr = new OutputBuffer().follow(head.stderr)
+  head.stdout?.once('data', () => head.stdout?.destroy())
+  t.deepEqual(await withTimeout(waitForExit(head), 10_000, 'baton logs ends'), { code: 0, signal: null })
+  t.false(headErr.text.includes('EPIPE'), headErr.text)
 })
 
 test('lines split across a rotated FILE.1 and FILE come out whole and in order', async (t) => {

@@ -552,6 +552,11 @@ export async function main(argv: string[]): Promise<number> {
           since: since === undefined ? undefined : parseSince(since),
         }
         const { dir, name } = locateMaster(searchDirs(stdio.err), positionals[0])
+        // `baton logs | head`: the reader is gone, so is the point of reading on.
+        process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+          if (e.code === 'EPIPE') process.exit(0)
+          throw e
+        })
         return await logsCommand(dir, name, options)
       }
       case 'upgrade': {
