@@ -11,7 +11,9 @@ import { appendFileSync, chownSync, truncateSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { CommandError } from '../src/cli/errors.js'
 import {
+  CUT,
   FileFollower,
+  MAX_LINE,
   mergeByTime,
   parseLine,
   parseSince,
@@ -144,4 +146,25 @@ test("a worker cannot pass its line off as another worker's: JSON, time stamps a
   })
   const json = source('/x', { json: true, time: true, prefix: true })
   t.like(parseLine(forged, json), { group: 'api', id: 1, stream: 'err' })
+})
+
+test('a line longer than 1 MiB (raw output, no newline for 5 MiB) is shown cut, in history and in follow, without holding it whole', async (t) => {
+  const dir = await tmpDir('baton-logfiles-')
+  t.teardown(() => dir.cleanup())
+  const path = join(dir.path, 'out.log')
+  const huge = 'y'.repeat(5 * 1024 * 1024)
+  writeFileSync(path, `before\n${huge}\nafter\n`)
+  const h = readHistory(source(path), {}, 10, true)
+  t.deepEqual(
+    h.lines.map((l) => (l.text.length > 100 ? `${l.text.length}${l.text.endsWith(CUT) ? ' cut' : ''}` : l.text)),
+    ['before', `${MAX_LINE + CUT.length} cut`, 'after'],
+  )
+  const f = new FileFollower(source(path), h.current)
+  appendFileSync(path, `${huge}\nnext\n`)
+  const got = f.poll()
+  t.deepEqual(
+    got.map((l) => (l.length > 100 ? `${l.length}${l.endsWith(CUT) ? ' cut' : ''}` : l)),
+    [`${MAX_LINE + CUT.length} cut`, 'next'],
+  )
+  f.close()
 })

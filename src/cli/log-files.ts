@@ -296,30 +296,53 @@ export function lastLineEnd(fd: number, size: number): number {
   return 0
 }
 
+/**
+ * The longest line kept whole (1 MiB): in a file the master writes as read (no prefix, time
+ * or JSON, which cut lines at 16 KiB), a worker may write a gigabyte without a newline. A
+ * longer line is shown cut: its last (history) or first (follow) MiB, then {@link CUT}.
+ */
+export const MAX_LINE = 1024 * 1024
+/** Marks a line cut at {@link MAX_LINE}. */
+export const CUT = ' [line cut at 1 MiB]'
+
 /** The lines of `fd` before byte `end`, last first, read backwards in chunks. */
 export function* linesBackward(fd: number, end: number): Generator<string> {
   const buf = Buffer.alloc(CHUNK)
   let pos = end
   let carry: Buffer = Buffer.alloc(0)
+  let cut = false
   // `end` is just past a newline (or 0): skip that newline.
   let skipNewline = true
   while (pos > 0) {
     const start = Math.max(0, pos - CHUNK)
     const n = readSync(fd, buf, 0, pos - start, start)
-    let block = Buffer.concat([buf.subarray(0, n), carry])
-    if (skipNewline && block.length > 0 && block[block.length - 1] === 0x0a) block = block.subarray(0, -1)
+    pos = start
+    let block: Buffer
+    if (carry.length >= MAX_LINE) {
+      // Too long to keep: only the newline before it is looked for.
+      const nl = buf.subarray(0, n).lastIndexOf(0x0a)
+      cut = true
+      if (nl < 0) continue
+      yield carry.subarray(carry.length - MAX_LINE).toString('utf8') + CUT
+      cut = false
+      block = buf.subarray(0, nl)
+    } else {
+      block = Buffer.concat([buf.subarray(0, n), carry])
+      if (skipNewline && block.length > 0 && block[block.length - 1] === 0x0a) block = block.subarray(0, -1)
+    }
     skipNewline = false
-    let cut = block.length
+    let lineEnd = block.length
     for (let i = block.length - 1; i >= 0; i--) {
       if (block[i] === 0x0a) {
-        yield block.subarray(i + 1, cut).toString('utf8')
-        cut = i
+        yield block.subarray(i + 1, lineEnd).toString('utf8')
+        lineEnd = i
       }
     }
-    carry = Buffer.from(block.subarray(0, cut))
-    pos = start
+    carry = Buffer.from(block.subarray(0, lineEnd))
   }
-  if (carry.length > 0 || end > 0) yield carry.toString('utf8')
+  if (carry.length > 0 || end > 0) {
+    yield cut ? carry.subarray(carry.length - MAX_LINE).toString('utf8') + CUT : carry.toString('utf8')
+  }
 }
 
 /** Most rotated copies looked at (`FILE.1` ... `FILE.100`). */
@@ -426,6 +449,8 @@ export class FileFollower {
   private ino = -1
   private pos = 0
   private partial: Buffer = Buffer.alloc(0)
+  /** The current line was shown cut at {@link MAX_LINE}: drop the rest of it. */
+  private skipToNewline = false
   /** A new file at the path, not yet written to. */
   private next: { fd: number; ino: number } | undefined
   private readonly buf = Buffer.alloc(CHUNK)
@@ -451,18 +476,32 @@ export class FileFollower {
       // Truncated in place (logrotate copytruncate): from the start again.
       this.pos = 0
       this.partial = Buffer.alloc(0)
+      this.skipToNewline = false
     }
     for (;;) {
       const n = readSync(this.fd, this.buf, 0, CHUNK, this.pos)
       if (n <= 0) break
       this.pos += n
-      let block = Buffer.concat([this.partial, this.buf.subarray(0, n)])
+      let chunk = this.buf.subarray(0, n)
+      if (this.skipToNewline) {
+        // The rest of a line already shown cut.
+        const end = chunk.indexOf(0x0a)
+        if (end < 0) continue
+        chunk = chunk.subarray(end + 1)
+        this.skipToNewline = false
+      }
+      let block = Buffer.concat([this.partial, chunk])
       let nl: number
       while ((nl = block.indexOf(0x0a)) >= 0) {
         out.push(block.subarray(0, nl).toString('utf8'))
         block = block.subarray(nl + 1)
       }
       this.partial = Buffer.from(block)
+      if (this.partial.length >= MAX_LINE) {
+        out.push(this.partial.subarray(0, MAX_LINE).toString('utf8') + CUT)
+        this.partial = Buffer.alloc(0)
+        this.skipToNewline = true
+      }
     }
   }
 
@@ -506,6 +545,7 @@ export class FileFollower {
       this.next = undefined
       this.pos = 0
       this.partial = Buffer.alloc(0)
+      this.skipToNewline = false
       this.readCurrent(out)
     }
     return out
