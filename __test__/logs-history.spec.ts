@@ -381,6 +381,41 @@ test('-f follows across baton upgrade: the new master’s workers’ lines follo
   t.deepEqual(await withTimeout(f.exited, 10_000, 'the follower ends with the fleet'), { code: 0, signal: null })
 })
 
+test('-f across a baton upgrade that moves stdout to another file: follows the new file from the upgrade on, not its old content', async (t) => {
+  const dir = await tmpDir('baton-logshist-')
+  t.teardown(() => dir.cleanup())
+  const first = join(dir.path, 'a.log')
+  const second = join(dir.path, 'b.log')
+  writeFileSync(second, 'old content\n')
+  const config = (stdout: string): void =>
+    writeFileSync(
+      join(dir.path, 'baton.config.json'),
+      JSON.stringify({
+        name: 'fleet',
+        groups: { web: { script: TALKER, count: 1, stdout, env: { TALK_STDERR: '0' } } },
+      }),
+    )
+  config(first)
+  const fleet = await startFleet(t, { cwd: dir.path, expectWorkers: 1 })
+  const f = follower(t, fleet, ['--lines', '5'])
+  await f.out.waitFor(/^started 0$/m, 10_000)
+  config(second)
+  const up = await fleet.cli(['upgrade', fleet.name])
+  t.is(up.code, 0, `${up.stdout}${up.stderr}`)
+  await withTimeout(fleet.exited, 15_000, 'the old master exits')
+  t.is((await fleet.status()).groups[0].logs.stdout, second)
+  await waitFor(
+    async () => {
+      for (const pid of await fleet.workerPids()) process.kill(pid, 'SIGUSR2')
+      return /^out-1$/m.test(f.out.text)
+    },
+    { intervalMs: 500, message: `out-1 of the new worker followed in ${second}; got ${f.out.text}` },
+  )
+  t.false(f.out.text.includes('old content'), f.out.text)
+  t.is(lines(f.out.text)[0], 'started 0')
+  t.is(lines(f.out.text).filter((l) => l === 'out-1').length, 1)
+})
+
 test('-f from the ring (output not in files) keeps following across baton upgrade', async (t) => {
   const fleet = await startFleet(t, { script: TALKER, count: 1, env: { TALK_STDERR: '0' } })
   const f = follower(t, fleet, ['--lines', '0'])

@@ -372,6 +372,8 @@ export async function logsCommand(
   }
 
   // Follow: the files, while a master of this name runs (`baton upgrade` hands over).
+  // A file a new master adds is new from here on; what it held before is not.
+  const followFrom = Date.now()
   const followers = new Map<string, FileFollower>()
   selected.forEach((s, i) => followers.set(s.path, new FileFollower(s, histories[i].current, onRefused)))
   let pid = status.pid
@@ -404,7 +406,7 @@ export async function logsCommand(
         const answer = await request(runtimeDir, name, { cmd: 'status' }).catch(() => undefined)
         if (answer?.status) {
           for (const s of selectSources(logSources(answer.status).sources, filter)) {
-            if (!followers.has(s.path)) followers.set(s.path, new FileFollower(s, undefined, onRefused))
+            if (!followers.has(s.path)) followers.set(s.path, new FileFollower(s, undefined, onRefused, followFrom))
           }
         }
       }

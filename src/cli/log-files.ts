@@ -452,7 +452,7 @@ export class FileFollower {
   /** The current line was shown cut at {@link MAX_LINE}: drop the rest of it. */
   private skipToNewline = false
   /** A new file at the path, not yet written to. */
-  private next: { fd: number; ino: number } | undefined
+  private next: { fd: number; ino: number; birth: number; size: number } | undefined
   private readonly buf = Buffer.alloc(CHUNK)
   /** Refusals seen, each reported once. */
   private readonly reported = new Set<string>()
@@ -461,6 +461,13 @@ export class FileFollower {
     readonly source: LogSource,
     start?: { fd: number; stat: Stats; end: number },
     private readonly onRefused: (e: RefusedFile) => void = () => {},
+    /**
+     * Without `start`: a file found at the first look that was created before this time
+     * (ms since the epoch) is followed from its end, not its start: a path a new master
+     * added after `baton upgrade`, whose earlier content is not new. (Where the file system
+     * keeps no creation time, from its end too.)
+     */
+    private bornBefore?: number,
   ) {
     if (start) {
       this.fd = start.fd
@@ -527,7 +534,7 @@ export class FileFollower {
     }
     if (opened === undefined) return
     if (this.next !== undefined) closeSync(this.next.fd)
-    this.next = { fd: opened.fd, ino: opened.stat.ino }
+    this.next = { fd: opened.fd, ino: opened.stat.ino, birth: opened.stat.birthtimeMs, size: opened.stat.size }
   }
 
   /** New whole lines, oldest first. */
@@ -539,11 +546,14 @@ export class FileFollower {
       // The master writes to the new file: the old one is complete.
       this.readCurrent(out)
       if (this.partial.length > 0) out.push(this.partial.toString('utf8'))
+      const first = this.fd === undefined
       if (this.fd !== undefined) closeSync(this.fd)
       this.fd = this.next.fd
       this.ino = this.next.ino
+      const old = first && this.bornBefore !== undefined && !(this.next.birth >= this.bornBefore)
+      this.pos = old ? lastLineEnd(this.next.fd, this.next.size) : 0
+      this.bornBefore = undefined
       this.next = undefined
-      this.pos = 0
       this.partial = Buffer.alloc(0)
       this.skipToNewline = false
       this.readCurrent(out)
