@@ -4,9 +4,23 @@
  */
 import { closeSync, constants, openSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { listMasters, NotRunningError, processState, request } from './control-client.js'
+import { listMasters, NotRunningError, processState, request, runningMasterPid } from './control-client.js'
+import {
+  FileFollower,
+  FilterError,
+  logSources,
+  matches,
+  mergeByTime,
+  parseLine,
+  readHistory,
+  selectSources,
+  type LineFilter,
+  type LogSource,
+  type StreamName,
+} from './log-files.js'
 import { logPath, startDaemon } from './daemon.js'
 import { MAX_WORKERS } from '../defaults.js'
+import { CommandError } from './errors.js'
 import { defaultRuntimeDir, dirOfMaster, readTrusted, trustPath } from '../runtime-dir.js'
 import { formatOutputLine, formatStatus, visible } from '../format.js'
 import type { GroupStatus, OutputLine, ReloadProgressEvent, Status } from '../types.js'
@@ -23,15 +37,7 @@ export const stdio: Output = {
   err: (line) => process.stderr.write(`${line}\n`),
 }
 
-/** A usage or lookup error: printed, exit code 1 (2 for usage). */
-export class CommandError extends Error {
-  readonly exitCode: number
-  constructor(message: string, exitCode = 1) {
-    super(message)
-    this.name = 'CommandError'
-    this.exitCode = exitCode
-  }
-}
+export { CommandError } from './errors.js'
 
 /** One runtime dir, or the dirs the CLI searches (the runtime dir first, then the old places). */
 export type RuntimeDirs = string | readonly string[]
@@ -235,31 +241,238 @@ export async function statusCommand(
 
 /** What `baton logs` asks for. */
 export interface LogsOptions {
-  /** Recent lines to show first. */
+  /** Recent lines to show first (with `since` and without `linesGiven`: every line since). */
   lines: number
-  /** Keep showing new lines until the master stops (or Ctrl-C). */
+  /** `lines` was given (`--lines N`), not the default. */
+  linesGiven?: boolean
+  /** Keep showing new lines until the fleet stops (or Ctrl-C); across `baton upgrade` too. */
   follow: boolean
   /** Only this group's lines. */
   group?: string
+  /** Only this worker slot's lines. */
+  id?: number
+  /** Only stdout (`out`) or stderr (`err`) lines. */
+  stream?: StreamName
+  /** Only lines read at or after this time (ms since the epoch). */
+  since?: number
 }
 
-/** `baton logs`: recent worker output from the master's ring buffer, then new lines with `follow`. */
+/** The most lines a `logs` request may ask the ring for (`MAX_LOG_LINES` in crates/baton-core/src/control.rs). */
+const MAX_LOG_LINES = 1_000_000
+
+/** How often a follower looks for new lines in the files, and for the master. */
+const FOLLOW_POLL_MS = 200
+/** How long a follower waits for a new master after the old one ended (`baton upgrade`). */
+const SUCCESSOR_WAIT_MS = 10_000
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** Print lines in batches (one write per thousand lines, not one per line). */
+function printLines(io: Output, lines: readonly string[]): void {
+  for (let i = 0; i < lines.length; i += 1000) io.out(lines.slice(i, i + 1000).join('\n'))
+}
+
+/**
+ * The pid of the master that replaced `old` (`baton upgrade`), once the pid file names
+ * it; undefined when no master of that name runs any more (the fleet stopped).
+ */
+async function successor(runtimeDir: string, name: string, old: number): Promise<number | undefined> {
+  const deadline = Date.now() + SUCCESSOR_WAIT_MS
+  while (Date.now() < deadline) {
+    let pid: number | undefined
+    try {
+      pid = runningMasterPid(runtimeDir, name)
+    } catch {
+      pid = undefined
+    }
+    if (pid === undefined) return undefined
+    if (pid !== old) return pid
+    await sleep(100)
+  }
+  return undefined
+}
+
+/**
+ * `baton logs`: worker output from the fleet's log files when it writes them (any number
+ * of lines, rotated files included, `--since`, filters; see log-files.ts), else from the
+ * master's 1 MiB ring buffer; then new lines with `follow`, across log rotations and
+ * `baton upgrade`, until the fleet stops.
+ */
 export async function logsCommand(
   runtimeDir: string,
   name: string,
   options: LogsOptions,
   io: Output = stdio,
 ): Promise<number> {
-  const answer = await request(runtimeDir, name, { cmd: 'logs', ...options }, (event) => {
-    if (event.type === 'output') io.out(formatOutputLine(event as unknown as OutputLine))
-    else if (event.type === 'output:dropped')
-      io.err(`baton logs: ${String(event.lines)} lines not shown (this output was read too slowly)`)
-  })
-  if (!answer.ok) {
-    io.err(`baton logs: ${answer.error ?? 'failed'}`)
+  const first = await request(runtimeDir, name, { cmd: 'status' })
+  if (!first.ok || !first.status) {
+    io.err(`baton logs: ${first.error ?? 'no status'}`)
     return 1
   }
-  if (answer.stopped) io.err(`baton logs: "${name}" stopped`)
+  const status = first.status
+  if (options.group !== undefined && !status.groups.some((g) => g.name === options.group)) {
+    throw new CommandError(
+      `--group: "${name}" has no group "${options.group}" (its groups: ${status.groups.map((g) => g.name).join(', ')})`,
+      2,
+    )
+  }
+  const filter: LineFilter = { group: options.group, id: options.id, stream: options.stream, since: options.since }
+  const { sources, unfiled } = logSources(status)
+  let selected: LogSource[]
+  try {
+    selected = selectSources(sources, filter)
+  } catch (e) {
+    if (!(e instanceof FilterError) || !e.ringAnswers) throw e
+    // The ring knows each line's group, worker and stream: it answers, and says so.
+    io.err(`baton logs: ${e.message}. Showing the last lines the master keeps (1 MiB) instead`)
+    selected = []
+  }
+  if (selected.length === 0) return ringLogs(runtimeDir, name, status.pid, options, filter, io)
+
+  const wanted = unfiled.filter(
+    (u) =>
+      (filter.group === undefined || u.group === filter.group) &&
+      (filter.stream === undefined || u.stream === filter.stream),
+  )
+  for (const u of wanted) {
+    const std = u.stream === 'out' ? 'stdout' : 'stderr'
+    io.err(
+      `baton logs: group ${u.group}'s ${std} ${u.target === 'ignore' ? 'is ignored' : `goes to the master's ${std}`}, not to a file: its lines are not shown here (baton logs --group ${u.group} --${u.stream} shows the last ones the master keeps)`,
+    )
+  }
+  const limit = options.since !== undefined && options.linesGiven !== true ? Infinity : options.lines
+  let refused = 0
+  const onRefused = (e: Error): void => {
+    refused += 1
+    io.err(`baton logs: ${e.message}`)
+  }
+  const histories = selected.map((s) => readHistory(s, filter, limit, options.follow))
+  for (const h of histories) h.refused.forEach(onRefused)
+  if (selected.length > 1 && !selected.every((s) => s.time)) {
+    // No time stamps to put the files' lines in one order: file by file, as tail does.
+    histories.forEach((h, i) => {
+      io.out(`==> ${selected[i].path} <==`)
+      printLines(
+        io,
+        h.lines.map((l) => visible(l.text)),
+      )
+    })
+  } else {
+    printLines(
+      io,
+      mergeByTime(
+        histories.map((h) => h.lines),
+        limit,
+      ).map((l) => visible(l.text)),
+    )
+  }
+  if (!options.follow) {
+    for (const h of histories) if (h.current) closeSync(h.current.fd)
+    return refused > 0 ? 1 : 0
+  }
+
+  // Follow: the files, while a master of this name runs (`baton upgrade` hands over).
+  // A file a new master adds is new from here on; what it held before is not.
+  const followFrom = Date.now()
+  const followers = new Map<string, FileFollower>()
+  selected.forEach((s, i) => followers.set(s.path, new FileFollower(s, histories[i].current, onRefused)))
+  let pid = status.pid
+  const drain = (): void => {
+    for (const f of followers.values()) {
+      const lines = f
+        .poll()
+        .map((text) => parseLine(text, f.source))
+        .filter((l) => matches(l, filter))
+      printLines(
+        io,
+        lines.map((l) => visible(l.text)),
+      )
+    }
+  }
+  try {
+    for (;;) {
+      drain()
+      await sleep(FOLLOW_POLL_MS)
+      let now: number | undefined
+      try {
+        now = runningMasterPid(runtimeDir, name)
+      } catch {
+        now = undefined
+      }
+      if (now === undefined) break
+      if (now !== pid) {
+        // A new master (`baton upgrade`): follow the files it adds (new log options).
+        pid = now
+        const answer = await request(runtimeDir, name, { cmd: 'status' }).catch(() => undefined)
+        if (answer?.status) {
+          for (const s of selectSources(logSources(answer.status).sources, filter)) {
+            if (!followers.has(s.path)) followers.set(s.path, new FileFollower(s, undefined, onRefused, followFrom))
+          }
+        }
+      }
+    }
+    drain()
+  } finally {
+    for (const f of followers.values()) f.close()
+  }
+  io.err(`baton logs: "${name}" stopped`)
+  return refused > 0 ? 1 : 0
+}
+
+/** `baton logs` from the master's ring (output not written to files). */
+async function ringLogs(
+  runtimeDir: string,
+  name: string,
+  masterPid: number,
+  options: LogsOptions,
+  filter: LineFilter,
+  io: Output,
+): Promise<number> {
+  const passes = (e: OutputLine): boolean =>
+    (filter.id === undefined || e.id === filter.id) &&
+    (filter.stream === undefined || (e.stream === 'stderr' ? 'err' : 'out') === filter.stream) &&
+    (filter.since === undefined || Date.parse(e.time) >= filter.since)
+  const clientFiltered = filter.id !== undefined || filter.stream !== undefined || filter.since !== undefined
+  // Without follow, the whole ring is filtered here and the last N kept; with follow,
+  // history and new lines come on one stream, so the filters apply to the last N.
+  let lines = clientFiltered && (!options.follow || filter.since !== undefined) ? MAX_LOG_LINES : options.lines
+  const limit = options.since !== undefined && options.linesGiven !== true ? Infinity : options.lines
+  let pid = masterPid
+  for (;;) {
+    const held: string[] = []
+    const answer = await request(
+      runtimeDir,
+      name,
+      { cmd: 'logs', lines, follow: options.follow, group: options.group },
+      (event) => {
+        if (event.type === 'output') {
+          const line = event as unknown as OutputLine
+          if (!passes(line)) return
+          if (options.follow) io.out(formatOutputLine(line))
+          else held.push(formatOutputLine(line))
+        } else if (event.type === 'output:dropped')
+          io.err(`baton logs: ${String(event.lines)} lines not shown (this output was read too slowly)`)
+      },
+    ).catch((e: Error) => ({ ok: false, error: e.message, stopped: undefined }) as const)
+    if (!options.follow) {
+      if (!answer.ok) {
+        io.err(`baton logs: ${answer.error ?? 'failed'}`)
+        return 1
+      }
+      printLines(io, Number.isFinite(limit) ? held.slice(Math.max(0, held.length - limit)) : held)
+      return 0
+    }
+    if (!answer.ok && !/closed the control connection|no baton master/.test(answer.error ?? '')) {
+      io.err(`baton logs: ${answer.error ?? 'failed'}`)
+      return 1
+    }
+    // The master ended: a `baton upgrade` (a new master took over) or the fleet stopped.
+    const next = await successor(runtimeDir, name, pid)
+    if (next === undefined) break
+    pid = next
+    lines = 0
+  }
+  io.err(`baton logs: "${name}" stopped`)
   return 0
 }
 

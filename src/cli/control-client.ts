@@ -124,6 +124,15 @@ function probe(runtimeDir: string, name: string, clean: boolean): ReturnType<Ret
 }
 
 /**
+ * The pid of master `name` when one runs (its pid file is locked), else undefined. A
+ * `baton upgrade` passes the lock to the new master: the pid changes, it never lapses.
+ */
+export function runningMasterPid(runtimeDir: string, name: string): number | undefined {
+  const found = probe(runtimeDir, name, false)
+  return found.state === 'running' ? (found.pid ?? undefined) : undefined
+}
+
+/**
  * Names of the masters running in `runtimeDir`: those with a control socket and a locked
  * pid file. What killed masters left behind is removed on the way. Throws
  * {@link UntrustedRuntimeError} when the dir or a master's files there fail the checks.

@@ -14,7 +14,7 @@
  * baton reload [NAME]          baton stop [NAME] [--force]
  * baton restart [NAME]         baton status [NAME] [--json]
  * baton startup [NAME] [--socket] [--out DIR]
- * baton logs [NAME] [-f] [--lines N] [--group G]
+ * baton logs [NAME] [-f] [--lines N] [--since T] [--group G] [--id N] [--err|--out]
  * baton reopen-logs [NAME]
  * baton scale [NAME] [GROUP] N
  * baton upgrade [NAME]
@@ -40,7 +40,9 @@ import {
   statusCommand,
   stdio,
   stopCommand,
+  type LogsOptions,
 } from './commands.js'
+import { parseSince } from './log-files.js'
 import type { Balance, GroupOptions, SupervisorOptions } from '../master/options.js'
 import { defaultRuntimeDir, searchDirs } from '../runtime-dir.js'
 import { masterLine, masterLineFormat, visible } from '../format.js'
@@ -140,9 +142,16 @@ Usage:
   baton stop [NAME] [--force]
   baton restart [NAME]      stop, then start again as it was started
   baton status [NAME] [--json]
-  baton logs [NAME] [-f] [--lines N] [--group G]
-                            the last N lines the workers wrote (default 15, from the 1 MiB the
-                            master keeps), tagged group#id out|err; -f keeps showing new ones
+  baton logs [NAME] [-f] [--lines N] [--since T] [--group G] [--id N] [--err|--out]
+                            the last N lines the workers wrote (default 15). When the fleet
+                            writes them to files (--stdout/--stderr FILE, --log, --daemon) they
+                            are read from the files as written, older ones from the rotated
+                            FILE.1 ... FILE.N too, any number of them; else from the 1 MiB the
+                            master keeps, tagged group#id out|err. --since 10m / 2h / 30s or
+                            an ISO time: the lines since then (files need --log-time or
+                            --log-format json); --id N one worker (needs --log-prefix or json);
+                            --err / --out one stream. -f keeps showing new lines, across log
+                            rotations and baton upgrade, until the fleet stops (baton logs --help)
   baton reopen-logs [NAME]  reopen every log file (after logrotate renamed them: postrotate)
   baton scale [NAME] [GROUP] N
                             change a group's worker count without a restart (GROUP may be
@@ -173,6 +182,32 @@ $BATON_RUNTIME_DIR, else /run/baton for root, else ~/.baton (<tmpdir>/baton-<uid
 home directory is unusable). The commands also find fleets that older versions started in
 $XDG_RUNTIME_DIR/baton or <tmpdir>/baton-<uid>. They refuse a runtime dir, socket, pid
 file or start record that is a link, is not yours, or is writable by group or others.`
+
+/** `baton logs --help`. */
+const LOGS_USAGE = `Usage: baton logs [NAME] [options]
+
+The lines the workers wrote. When the fleet writes them to files (--stdout/--stderr FILE,
+or inherited output into --log FILE / the --daemon log), they are read from the files as
+written, older ones from the rotated FILE.1 (newest) ... FILE.N too; a stream written to
+no file is named on stderr. Otherwise from the last 1 MiB the master keeps, tagged
+group#id out|err.
+
+Options:
+  -n, --lines N      the last N lines (default 15; 0 to 1000000)
+  --since T          the lines since T: a duration (30s, 10m, 2h, 1d) or an ISO 8601 time
+                     (2026-12-07T02:20:00Z); every such line unless --lines is given. Files
+                     need time stamps: start the fleet with --log-time or --log-format json
+  --group G          only group G's lines
+  --id N             only worker N's lines (files: needs --log-prefix or --log-format json)
+  --err, --out       only stderr / only stdout lines (a file holding both as text cannot
+                     tell them apart: --log-format json, or separate --stdout/--stderr files)
+  -f, --follow       then keep showing new lines, across log rotations (reopen-logs) and
+                     baton upgrade, until Ctrl-C or the fleet stops
+
+When the files' lines cannot answer --group, --id, --err or --out, baton logs says so
+(naming the file and what to turn on) and answers from the master's last 1 MiB instead;
+--since on files without time stamps exits 2. No unfiltered line is shown. Log files are read without following links, and only when they are regular
+files of the user running baton with one link: anything else is refused, naming it.`
 
 function positiveInt(flag: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback
@@ -491,14 +526,44 @@ export async function main(argv: string[]): Promise<number> {
         })
       }
       case 'logs': {
+        if (rest.includes('--help') || rest.includes('-h')) {
+          stdio.out(LOGS_USAGE)
+          return 0
+        }
         const { values, positionals } = parse(rest, {
           follow: { type: 'boolean', short: 'f' },
           lines: { type: 'string', short: 'n' },
           group: { type: 'string' },
+          id: { type: 'string' },
+          since: { type: 'string' },
+          err: { type: 'boolean' },
+          out: { type: 'boolean' },
         })
+        if (positionals.length > 1) throw new CommandError(`unexpected arguments: ${positionals.slice(1).join(' ')}`, 2)
         const lines = linesFlag(values.lines as string | undefined)
+        const id = values.id as string | undefined
+        if (id !== undefined && !/^\d+$/.test(id)) {
+          throw new CommandError(`--id expects a worker id (0, 1, ...), got "${id}"`, 2)
+        }
+        if (values.err === true && values.out === true) {
+          throw new CommandError('--err and --out exclude each other: give one (or neither, for both streams)', 2)
+        }
+        const since = values.since as string | undefined
+        const options: LogsOptions = {
+          lines,
+          linesGiven: values.lines !== undefined,
+          follow: values.follow === true,
+          group: values.group as string | undefined,
+          id: id === undefined ? undefined : Number(id),
+          stream: values.err === true ? 'err' : values.out === true ? 'out' : undefined,
+          since: since === undefined ? undefined : parseSince(since),
+        }
         const { dir, name } = locateMaster(searchDirs(stdio.err), positionals[0])
-        const options = { lines, follow: values.follow === true, group: values.group as string | undefined }
+        // `baton logs | head`: the reader is gone, so is the point of reading on.
+        process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+          if (e.code === 'EPIPE') process.exit(0)
+          throw e
+        })
         return await logsCommand(dir, name, options)
       }
       case 'upgrade': {
