@@ -354,6 +354,32 @@ test('-f while a worker writes without pause through two logrotate rotations: ev
   t.log(`files: ${count(`${path}.2`)} + ${count(`${path}.1`)} + ${count(path)} lines`)
 })
 
+test('-f and --lines across the master’s own size rotation (--log-max-size): every line exactly once, in order', async (t) => {
+  const dir = await tmpDir('baton-logshist-')
+  t.teardown(() => dir.cleanup())
+  const path = join(dir.path, 'out.log')
+  const total = 30_000
+  // About 250 KB of lines `n-<i>` rotated at 32 KiB: several rotations while -f follows.
+  const fleet = await startFleet(t, {
+    script: fixture('counter.mjs'),
+    count: 1,
+    flags: ['--stdout', path, '--log-max-size', '32K', '--log-max-files', '50'],
+    env: { COUNT_LINES: String(total) },
+  })
+  const f = follower(t, fleet, ['--lines', '1'])
+  await f.out.waitFor(/^counter ready$/m, 10_000)
+  for (const pid of await fleet.workerPids()) process.kill(pid, 'SIGUSR2')
+  await f.out.waitFor(/^count done$/m, 60_000)
+  const want = ['counter ready', ...Array.from({ length: total }, (_, i) => `n-${i + 1}`), 'count done']
+  const rotated = Array.from({ length: 50 }, (_, k) => `${path}.${k + 1}`).filter((p) => existsSync(p))
+  t.true(rotated.length >= 4, `${rotated.length} rotated files`)
+  t.deepEqual(lines(f.out.text), want, 'the follower')
+  const r = await fleet.cli(['logs', fleet.name, '--lines', String(want.length)])
+  t.is(r.code, 0, r.stderr)
+  t.deepEqual(lines(r.stdout), want, 'baton logs --lines reads FILE.N ... FILE.1, FILE')
+  t.log(`${rotated.length} rotated files`)
+})
+
 test('-f follows across baton upgrade: the new master’s workers’ lines follow, none lost or repeated', async (t) => {
   const dir = await tmpDir('baton-logshist-')
   t.teardown(() => dir.cleanup())
