@@ -40,10 +40,9 @@ import {
   stdio,
   stopCommand,
 } from './commands.js'
-import { masterLine, masterLineFormat } from '../master/options.js'
 import type { Balance, GroupOptions, SupervisorOptions } from '../master/options.js'
 import { searchDirs } from '../runtime-dir.js'
-import { visible } from '../format.js'
+import { masterLine, masterLineFormat, visible } from '../format.js'
 import type { Supervisor } from '../master/supervisor.js'
 import { GROUP_FLAGS } from './group-flags.js'
 

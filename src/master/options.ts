@@ -265,49 +265,6 @@ export function withLogDefaults(
   return o
 }
 
-/** How the master writes its own log lines: the fleet's `logTime` / `logFormat`. */
-export interface MasterLineFormat {
-  /** Start each line with the time (ISO 8601, UTC, milliseconds). */
-  time: boolean
-  /** One JSON object per line (`stream: "master"`). */
-  json: boolean
-}
-
-/**
- * The master's own line format: the fleet's options, or, when the fleet sets none, what
- * every group sets alike (a fleet started from `baton start` flags is one group).
- */
-export function masterLineFormat(fleet: SupervisorOptions, groups: GroupOptions[]): MasterLineFormat {
-  const common = <T>(pick: (g: GroupOptions) => T | undefined): T | undefined => {
-    const values = new Set(groups.map(pick))
-    return values.size === 1 ? [...values][0] : undefined
-  }
-  const time = fleet.logTime ?? common((g) => g.logTime) ?? false
-  const format = fleet.logFormat ?? common((g) => g.logFormat) ?? 'text'
-  return { time: time === true, json: format === 'json' }
-}
-
-/**
- * One line of the master's own log as `format` says: `[<time> ]<tag> <line>`, or a JSON
- * object with the keys of the workers' JSON lines (`group` and `id` null, `pid` the master's,
- * `stream` `master`).
- */
-export function masterLine(
-  format: MasterLineFormat,
-  fleet: string,
-  tag: string,
-  line: string,
-  now = new Date(),
-): string {
-  if (format.json)
-    return JSON.stringify({
-      time: now.toISOString(),
-      fleet,
-      group: null,
-      id: null,
-      pid: process.pid,
-      stream: 'master',
-      msg: line,
-    })
-  return `${format.time ? `${now.toISOString()} ` : ''}${tag} ${line}`
-}
+// The master's own line format lives in src/format.ts (shared): the CLI's client commands
+// use it without loading this module.
+export { masterLine, masterLineFormat, type MasterLineFormat } from '../format.js'
