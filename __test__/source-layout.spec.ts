@@ -192,6 +192,22 @@ test('the client commands load neither the master API nor the worker runtime', (
   t.deepEqual(spawns, [], `src/cli/main.ts loads ${spawns.join(', ')} up front`)
 })
 
+test('`baton start` does not load node:net up front: its master never connects as a client', (t) => {
+  // The master holds its sockets in the core; node:net (with the stream and socket
+  // bindings it loads) is only the control client's, loaded on its first request
+  // (src/cli/control-client.ts). bench/footprint.mjs shows what it costs in RSS.
+  const start = [
+    'cli/main.ts',
+    'cli/watch.ts',
+    'master/supervisor.ts',
+    'master/config-file.ts',
+    'master/options.ts',
+    'master/pm2-ecosystem.ts',
+  ]
+  const loading = start.filter((entry) => eagerClosure(entry).builtins.has('node:net'))
+  t.deepEqual(loading, [], `${loading.join(', ')} load node:net up front`)
+})
+
 test('the master API loads neither the worker runtime nor the health server up front', (t) => {
   // A master without a health endpoint does not load node:http; the worker runtime is
   // loaded only where a one-script worker runs its hooks.

@@ -4,11 +4,13 @@
  * `baton start app.mjs --count 2` (default options otherwise), once its workers are ready
  * and it has idled for `--settle` ms, against a bare idle node of the same binary
  * (`node -e 'setInterval(() => {}, 1e9)'`) measured the same way, `--runs` alternating
- * rounds; the median ratio. Also each side's RssAnon / RssFile and threads, to show where
- * the difference lies, and the floor of any master: an idle ES module (as bin/baton.js)
- * that loaded the native addon.
+ * rounds; the median ratio. Also each side's RssAnon / RssFile and threads, and its RSS by
+ * mapping (from /proc/<pid>/smaps: the node binary's pages, the addon's, anonymous memory
+ * and the rest), to show where the difference lies in bytes, which the load of a shared
+ * machine does not change; and the floor of any master: an idle ES module (as
+ * bin/baton.js) that loaded the native addon.
  *
- * Usage: node bench/footprint.mjs [--runs 7] [--settle 10000] [--count 2]
+ * Usage: node bench/footprint.mjs [--runs 10] [--settle 10000] [--count 2]
  * Writes bench/results/footprint.json and prints a markdown table.
  */
 import { execFileSync } from 'node:child_process'
@@ -25,11 +27,34 @@ import { machine } from './lib/machine.mjs'
 import { startCliFleet } from './lib/fleet.mjs'
 
 const opt = args()
-const RUNS = Number(opt.runs ?? 7)
+const RUNS = Number(opt.runs ?? 10)
 const SETTLE_MS = Number(opt.settle ?? 10_000)
 const COUNT = Number(opt.count ?? 2)
 
-/** VmRSS, RssAnon, RssFile (MiB) and Threads of `pid`, from /proc/<pid>/status. */
+/**
+ * RSS (MiB) of `pid` by mapping, from /proc/<pid>/smaps: `node` (the node binary's
+ * pages), `addon` (baton's native binary), `anon` (the heap, V8's heap, thread stacks and
+ * malloc arenas) and `other` (shared libraries, vdso...).
+ */
+function byMapping(pid) {
+  const out = { node: 0, addon: 0, anon: 0, other: 0 }
+  let kind = 'other'
+  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const m = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line)
+    if (m) {
+      const name = m[1]
+      if (name === process.execPath || name.endsWith('/bin/node')) kind = 'node'
+      else if (name.endsWith('.node')) kind = 'addon'
+      else if (name === '' || name === '[heap]' || name === '[stack]') kind = 'anon'
+      else kind = 'other'
+    } else if (line.startsWith('Rss:')) {
+      out[kind] += Number(line.split(/\s+/)[1]) / 1024
+    }
+  }
+  return out
+}
+
+/** VmRSS, RssAnon, RssFile (MiB), Threads and RSS by mapping of `pid`, from /proc. */
 function memory(pid) {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8')
   const field = (name) => Number(new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? NaN)
@@ -38,6 +63,7 @@ function memory(pid) {
     anonMiB: field('RssAnon') / 1024,
     fileMiB: field('RssFile') / 1024,
     threads: field('Threads'),
+    mapping: byMapping(pid),
   }
 }
 
@@ -93,6 +119,9 @@ async function main() {
     anonMiB: median(runs.map((r) => r[k].anonMiB)),
     fileMiB: median(runs.map((r) => r[k].fileMiB)),
     threads: median(runs.map((r) => r[k].threads)),
+    mappingMiB: Object.fromEntries(
+      ['node', 'addon', 'anon', 'other'].map((m) => [m, median(runs.map((r) => r[k].mapping[m]))]),
+    ),
   })
   const result = {
     machine: machine(),
@@ -106,15 +135,19 @@ async function main() {
     floorRatio: median(runs.map((r) => r.floor.rssMiB / r.bare.rssMiB)),
   }
   const file = writeResult('footprint.json', result)
-  console.log('\n| process | RSS MiB (min / median / max) | RssAnon | RssFile | threads |')
-  console.log('| --- | --- | --- | --- | --- |')
+  console.log(
+    '\n| process | RSS MiB (min / median / max) | RssAnon | RssFile | threads | node binary | addon | anonymous | other |',
+  )
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |')
   for (const [label, s] of [
     [`baton master, ${COUNT} workers`, result.master],
     ['bare idle node (`node -e`)', result.bare],
     ['idle ES module with the addon loaded', result.floor],
   ]) {
     console.log(
-      `| ${label} | ${fmt(s.rssMiB.min, 1)} / ${fmt(s.rssMiB.median, 1)} / ${fmt(s.rssMiB.max, 1)} | ${fmt(s.anonMiB, 1)} | ${fmt(s.fileMiB, 1)} | ${s.threads} |`,
+      `| ${label} | ${fmt(s.rssMiB.min, 1)} / ${fmt(s.rssMiB.median, 1)} / ${fmt(s.rssMiB.max, 1)} | ${fmt(s.anonMiB, 1)} | ${fmt(s.fileMiB, 1)} | ${s.threads} | ` +
+        ['node', 'addon', 'anon', 'other'].map((m) => fmt(s.mappingMiB[m], 2)).join(' | ') +
+        ' |',
     )
   }
   console.log(

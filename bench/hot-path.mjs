@@ -29,7 +29,7 @@
 import { readFileSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 
-import { writeResult } from './lib/paths.mjs'
+import { BATON_URL, writeResult } from './lib/paths.mjs'
 import { exited, freePort, installCleanup, runMain, sleep, spawnTracked, tempDir } from './lib/processes.mjs'
 import { args, listOption } from './lib/args.mjs'
 import { connectionsPerPid } from './lib/connections.mjs'

@@ -13,11 +13,20 @@
  * {@link UntrustedRuntimeError} before any connection.
  */
 import { readdirSync, readFileSync } from 'node:fs'
-import { connect } from 'node:net'
+import type * as Net from 'node:net'
 import { join } from 'node:path'
 import { native } from '../native.js'
 import { trustPath, UntrustedRuntimeError } from '../runtime-dir.js'
 import type { ControlAnswer } from '../types.js'
+
+/**
+ * `node:net`, loaded on the first request: `baton start` imports this module with the CLI
+ * but its master never connects to a control socket, and `node:net` with the stream and
+ * socket bindings it pulls in is about 0.3 MiB of the master's RSS (bench/footprint.mjs).
+ */
+function net(): typeof Net {
+  return process.getBuiltinModule('node:net')
+}
 
 /** Silence from the master (no answer, event or heartbeat) after which a request fails. */
 export const REQUEST_IDLE_TIMEOUT_MS = 3000
@@ -167,7 +176,7 @@ export function request(
     // Before anything in the runtime dir is used (throws: the promise rejects).
     trustMaster(runtimeDir, name)
     if (signal?.aborted) throw new Error('request aborted')
-    const socket = connect(socketPath(runtimeDir, name))
+    const socket = net().connect(socketPath(runtimeDir, name))
     signal?.addEventListener(
       'abort',
       () => {
