@@ -6,11 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use baton_core::config::{Backoff, GroupRules, Order};
+use baton_core::config::{GroupRules, Order};
 use baton_core::exit_status::ExitStatus;
-use baton_core::fleet::{
-    Action, Event, Fleet, Input, Ticket, WorkerKey, WorkerState, MEMORY_WINDOW,
-};
+use baton_core::fleet::{Action, Event, Input, WorkerKey, WorkerState, MEMORY_WINDOW};
 use proptest::prelude::*;
 
 const MIB: u64 = 1 << 20;
@@ -30,145 +28,11 @@ fn rules(name: &str, count: u32, reloadable: bool, order: Order) -> GroupRules {
     }
 }
 
-fn backoff() -> Backoff {
-    Backoff {
-        initial: Duration::from_millis(100),
-        max: Duration::from_millis(1600),
-        reset_after: Duration::from_secs(10),
-    }
-}
+mod support;
 
-#[derive(Debug, Clone)]
-struct Proc {
-    group: usize,
-    slot: u32,
-    pid: i32,
-    stopping: bool,
-    ready: bool,
-}
-
-/// A driver that plays the processes: every Spawn gets a pid at once.
-struct H {
-    fleet: Fleet,
-    now: Instant,
-    next_pid: i32,
-    procs: BTreeMap<WorkerKey, Proc>,
-    events: Vec<Event>,
-    actions: Vec<Action>,
-    next_ticket: Ticket,
-}
+use support::Sim as H;
 
 impl H {
-    fn started(groups: Vec<GroupRules>) -> H {
-        let mut h = H {
-            fleet: Fleet::new(groups, backoff()),
-            now: Instant::now(),
-            next_pid: 100,
-            procs: BTreeMap::new(),
-            events: Vec::new(),
-            actions: Vec::new(),
-            next_ticket: 1,
-        };
-        h.input(Input::Start);
-        h.ready_all();
-        assert!(h.events.contains(&Event::FleetReady));
-        h
-    }
-
-    fn input(&mut self, input: Input) {
-        self.fleet.handle(self.now, input);
-        self.drain();
-    }
-
-    fn drain(&mut self) {
-        let mut spawned = Vec::new();
-        while let Some(a) = self.fleet.poll_action() {
-            match &a {
-                Action::Spawn {
-                    key, group, slot, ..
-                } => {
-                    let pid = self.next_pid;
-                    self.next_pid += 1;
-                    self.procs.insert(
-                        *key,
-                        Proc {
-                            group: *group,
-                            slot: *slot,
-                            pid,
-                            stopping: false,
-                            ready: false,
-                        },
-                    );
-                    spawned.push((*key, pid));
-                }
-                Action::Stop { key, .. } | Action::Kill { key, .. } => {
-                    if let Some(p) = self.procs.get_mut(key) {
-                        p.stopping = true;
-                    }
-                }
-                Action::Emit(e) => self.events.push(e.clone()),
-                _ => {}
-            }
-            self.actions.push(a);
-        }
-        for (key, pid) in spawned {
-            self.fleet.handle(self.now, Input::Spawned { key, pid });
-            self.drain();
-        }
-    }
-
-    fn reload(&mut self) -> Ticket {
-        let ticket = self.next_ticket;
-        self.next_ticket += 1;
-        self.input(Input::Reload { ticket });
-        ticket
-    }
-
-    fn ready(&mut self, key: WorkerKey) {
-        if let Some(p) = self.procs.get_mut(&key) {
-            p.ready = true;
-        }
-        self.input(Input::Ready { key });
-    }
-
-    fn ready_all(&mut self) {
-        loop {
-            let starting: Vec<WorkerKey> = self
-                .procs
-                .iter()
-                .filter(|(_, p)| !p.ready && !p.stopping)
-                .map(|(k, _)| *k)
-                .collect();
-            if starting.is_empty() {
-                return;
-            }
-            for k in starting {
-                self.ready(k);
-            }
-        }
-    }
-
-    fn exit(&mut self, key: WorkerKey, status: ExitStatus) {
-        self.procs.remove(&key);
-        self.input(Input::Exited {
-            key,
-            status,
-            stderr_tail: String::new(),
-        });
-    }
-
-    fn exit_stopping(&mut self) {
-        let stopping: Vec<WorkerKey> = self
-            .procs
-            .iter()
-            .filter(|(_, p)| p.stopping)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in stopping {
-            self.exit(k, ExitStatus::Code(0));
-        }
-    }
-
     /// The key of the worker serving `slot` of `group` (ready, not stopping).
     fn serving(&self, group: usize, slot: u32) -> Option<WorkerKey> {
         self.procs
@@ -260,7 +124,7 @@ impl H {
 }
 
 fn web(count: u32, order: Order) -> H {
-    H::started(vec![rules("web", count, true, order)])
+    H::started_with(vec![rules("web", count, true, order)])
 }
 
 #[test]
@@ -316,7 +180,7 @@ fn a_sample_below_the_limit_starts_the_window_again() {
 
 #[test]
 fn one_replacement_per_group_at_a_time() {
-    let mut h = H::started(vec![
+    let mut h = H::started_with(vec![
         rules("web", 3, true, Order::StartFirst),
         rules("api", 1, true, Order::StartFirst),
     ]);
@@ -469,7 +333,7 @@ fn a_successor_that_fails_leaves_the_old_worker_serving() {
 
 #[test]
 fn a_non_reloadable_group_is_logged_once_per_crossing_never_replaced() {
-    let mut h = H::started(vec![rules("gw", 1, false, Order::StartFirst)]);
+    let mut h = H::started_with(vec![rules("gw", 1, false, Order::StartFirst)]);
     let w = h.serving(0, 0).unwrap();
     let mark = h.actions.len();
     for _ in 0..10 {

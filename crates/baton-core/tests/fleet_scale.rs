@@ -2,14 +2,13 @@
 //! over random interleavings of scales, readiness, crashes, exits, reloads and time.
 //! Kept apart from `fleet.rs`'s reload simulator, whose model covers fixed counts.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::collections::BTreeSet;
+use std::time::Duration;
 
-use baton_core::config::{Backoff, GroupRules, Order};
+use baton_core::config::{GroupRules, Order};
 use baton_core::exit_status::ExitStatus;
 use baton_core::fleet::{
-    Action, Event, Fleet, Input, ReloadOutcome, ReloadReport, ScaleError, Ticket, WorkerKey,
-    WorkerState,
+    Action, Event, Input, ReloadOutcome, ReloadReport, ScaleError, Ticket, WorkerKey, WorkerState,
 };
 use proptest::prelude::*;
 
@@ -26,31 +25,9 @@ fn rules(count: u32, order: Order, parallel: u32) -> GroupRules {
     }
 }
 
-fn backoff() -> Backoff {
-    Backoff {
-        initial: Duration::from_millis(100),
-        max: Duration::from_millis(1600),
-        reset_after: Duration::from_secs(10),
-    }
-}
+mod support;
 
-#[derive(Debug, Clone)]
-struct Proc {
-    slot: u32,
-    stopping: bool,
-    ready: bool,
-}
-
-/// A driver that plays the processes: every Spawn gets a pid at once.
-struct H {
-    fleet: Fleet,
-    now: Instant,
-    next_pid: i32,
-    procs: BTreeMap<WorkerKey, Proc>,
-    events: Vec<Event>,
-    actions: Vec<Action>,
-    next_ticket: Ticket,
-}
+use support::Sim as H;
 
 impl H {
     /// The `reload:done` report that answered ticket `r`.
@@ -65,61 +42,11 @@ impl H {
     }
 
     fn new(count: u32, order: Order, parallel: u32) -> H {
-        H {
-            fleet: Fleet::new(vec![rules(count, order, parallel)], backoff()),
-            now: Instant::now(),
-            next_pid: 100,
-            procs: BTreeMap::new(),
-            events: Vec::new(),
-            actions: Vec::new(),
-            next_ticket: 1,
-        }
+        H::with_groups(vec![rules(count, order, parallel)])
     }
 
     fn started(count: u32, order: Order) -> H {
-        let mut h = H::new(count, order, 1);
-        h.input(Input::Start);
-        h.ready_all();
-        assert!(h.events.contains(&Event::FleetReady));
-        h
-    }
-
-    fn input(&mut self, input: Input) {
-        self.fleet.handle(self.now, input);
-        self.drain();
-    }
-
-    fn drain(&mut self) {
-        let mut spawned = Vec::new();
-        while let Some(a) = self.fleet.poll_action() {
-            match &a {
-                Action::Spawn { key, slot, .. } => {
-                    let pid = self.next_pid;
-                    self.next_pid += 1;
-                    self.procs.insert(
-                        *key,
-                        Proc {
-                            slot: *slot,
-                            stopping: false,
-                            ready: false,
-                        },
-                    );
-                    spawned.push((*key, pid));
-                }
-                Action::Stop { key, .. } | Action::Kill { key, .. } => {
-                    if let Some(p) = self.procs.get_mut(key) {
-                        p.stopping = true;
-                    }
-                }
-                Action::Emit(e) => self.events.push(e.clone()),
-                _ => {}
-            }
-            self.actions.push(a);
-        }
-        for (key, pid) in spawned {
-            self.fleet.handle(self.now, Input::Spawned { key, pid });
-            self.drain();
-        }
+        H::started_with(vec![rules(count, order, 1)])
     }
 
     fn scale(&mut self, count: u32) -> Ticket {
@@ -131,68 +58,6 @@ impl H {
             ticket,
         });
         ticket
-    }
-
-    fn reload(&mut self) -> Ticket {
-        let ticket = self.next_ticket;
-        self.next_ticket += 1;
-        self.input(Input::Reload { ticket });
-        ticket
-    }
-
-    fn ready(&mut self, key: WorkerKey) {
-        if let Some(p) = self.procs.get_mut(&key) {
-            p.ready = true;
-        }
-        self.input(Input::Ready { key });
-    }
-
-    fn ready_all(&mut self) {
-        loop {
-            let starting: Vec<WorkerKey> = self
-                .procs
-                .iter()
-                .filter(|(_, p)| !p.ready && !p.stopping)
-                .map(|(k, _)| *k)
-                .collect();
-            if starting.is_empty() {
-                return;
-            }
-            for k in starting {
-                self.ready(k);
-            }
-        }
-    }
-
-    fn exit(&mut self, key: WorkerKey, status: ExitStatus) {
-        self.procs.remove(&key);
-        self.input(Input::Exited {
-            key,
-            status,
-            stderr_tail: String::new(),
-        });
-    }
-
-    fn exit_stopping(&mut self) {
-        let stopping: Vec<WorkerKey> = self
-            .procs
-            .iter()
-            .filter(|(_, p)| p.stopping)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in stopping {
-            self.exit(k, ExitStatus::Code(0));
-        }
-    }
-
-    fn advance(&mut self) -> bool {
-        let Some(at) = self.fleet.poll_timeout() else {
-            return false;
-        };
-        self.now = self.now.max(at);
-        self.fleet.handle_timeout(self.now);
-        self.drain();
-        true
     }
 
     /// Cooperative processes from now on: ready when started, gone when asked to stop,
