@@ -1843,27 +1843,18 @@ impl Fleet {
             return;
         }
         let (g, slot, pid) = (w.group, w.slot, w.pid.unwrap_or(0));
-        if !group.rules.reloadable {
-            if !w.over_reported {
-                w.over_reported = true;
-                self.actions.push_back(Action::Emit(Event::MemoryOverLimit {
-                    group: g,
-                    slot,
-                    pid,
-                    rss,
-                    limit,
-                    over,
-                    replacing: false,
-                }));
+        // A group that is not reloadable is only logged, once per crossing.
+        let replacing = group.rules.reloadable;
+        if replacing {
+            // One at a time per group, and not while the group scales: re-evaluated at the
+            // next sample.
+            if group.memory.is_some() || group.scaling.is_some() {
+                return;
             }
+            w.over_since = None;
+        } else if w.over_reported {
             return;
         }
-        // One at a time per group, and not while the group scales: re-evaluated at the
-        // next sample.
-        if group.memory.is_some() || group.scaling.is_some() {
-            return;
-        }
-        w.over_since = None;
         w.over_reported = true;
         self.actions.push_back(Action::Emit(Event::MemoryOverLimit {
             group: g,
@@ -1872,8 +1863,11 @@ impl Fleet {
             rss,
             limit,
             over,
-            replacing: true,
+            replacing,
         }));
+        if !replacing {
+            return;
+        }
         self.groups[g].slots[slot as usize].last_replaced = Some(format!(
             "RSS {} above maxMemory {} for {} s (pid {pid})",
             baton_contract::size::format_size(rss),
