@@ -141,16 +141,26 @@ export interface MasterLineFormat {
 }
 
 /**
- * The master's own line format: the fleet's options, or, when the fleet sets none, what
- * every group sets alike (a fleet started from `baton start` flags is one group).
+ * The fleet's own `key`, or, when the fleet sets none, the value every group sets alike
+ * (a fleet started from `baton start` flags is one group): what the master's own log
+ * follows.
  */
+export function fleetOrCommon<K extends string, V>(
+  fleet: { readonly [k in K]?: V | null },
+  groups: readonly { readonly [k in K]?: V | null }[],
+  key: K,
+): V | undefined {
+  const own = fleet[key]
+  if (own !== undefined && own !== null) return own
+  const values = new Set(groups.map((g) => g[key]))
+  const [only] = values
+  return values.size === 1 && only !== null ? only : undefined
+}
+
+/** The master's own line format: the fleet's options, or what every group sets alike ({@link fleetOrCommon}). */
 export function masterLineFormat(fleet: LogLineOptions, groups: LogLineOptions[]): MasterLineFormat {
-  const common = <T>(pick: (g: LogLineOptions) => T | undefined): T | undefined => {
-    const values = new Set(groups.map(pick))
-    return values.size === 1 ? [...values][0] : undefined
-  }
-  const time = fleet.logTime ?? common((g) => g.logTime) ?? false
-  const format = fleet.logFormat ?? common((g) => g.logFormat) ?? 'text'
+  const time = fleetOrCommon(fleet, groups, 'logTime') ?? false
+  const format = fleetOrCommon(fleet, groups, 'logFormat') ?? 'text'
   return { time: time === true, json: format === 'json' }
 }
 

@@ -19,6 +19,7 @@ import type {
 } from '../../native/index.cjs'
 import { native } from '../native.js'
 import { defaultRuntimeDir } from '../runtime-dir.js'
+import { fleetOrCommon } from '../format.js'
 
 export type { BackoffOptions, Balance, ListenTarget, Readiness }
 
@@ -264,20 +265,16 @@ export function withLogDefaults(
 }
 
 /**
- * How the master's own `logFile` rotates: the fleet's `logMaxSize` / `logMaxFiles`, or,
- * when the fleet sets none, what every group sets alike (a fleet started from `baton start`
- * flags is one group). The size is checked already (`validate_supervisor`, `resolveGroup`).
+ * How the master's own `logFile` rotates: the fleet's `logMaxSize` / `logMaxFiles`, or
+ * what every group sets alike ({@link fleetOrCommon}). The size is checked already
+ * (`validate_supervisor`, `resolveGroup`).
  */
 export function masterLogRotation(
   fleet: SupervisorOptions,
   groups: GroupOptions[],
 ): { masterLogMaxSize?: string; masterLogMaxFiles?: number } {
-  const common = <T>(pick: (g: GroupOptions) => T | undefined): T | undefined => {
-    const values = new Set(groups.map(pick))
-    return values.size === 1 ? [...values][0] : undefined
-  }
-  const size = fleet.logMaxSize ?? common((g) => g.logMaxSize)
+  const size = fleetOrCommon<'logMaxSize', string>(fleet, groups, 'logMaxSize')
   if (size === undefined) return {}
-  const files = fleet.logMaxFiles ?? common((g) => g.logMaxFiles)
+  const files = fleetOrCommon<'logMaxFiles', number>(fleet, groups, 'logMaxFiles')
   return { masterLogMaxSize: String(size), ...(files !== undefined ? { masterLogMaxFiles: files } : {}) }
 }
