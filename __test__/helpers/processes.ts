@@ -126,13 +126,40 @@ export interface ExitStatus {
   signal: NodeJS.Signals | null
 }
 
-/** Resolves when `child` has exited (immediately if it already has). */
-export function waitForExit(child: ChildProcess): Promise<ExitStatus> {
-  if (child.exitCode !== null || child.signalCode !== null) {
-    return Promise.resolve({ code: child.exitCode, signal: child.signalCode })
+/**
+ * Resolves when `child` has exited (immediately if it already has) and its piped output
+ * that a reader follows has been read to the end.
+ *
+ * 'exit' can come before the last bytes of a pipe are read: a test that checks an
+ * {@link OutputBuffer} right after the exit would then see an empty text. So each
+ * flowing stdout/stderr is awaited to its 'close' too, capped at {@link OUTPUT_END_CAP_MS}
+ * for the case of a grandchild that holds the pipe open after the child is gone.
+ */
+export async function waitForExit(child: ChildProcess): Promise<ExitStatus> {
+  const status =
+    child.exitCode !== null || child.signalCode !== null
+      ? { code: child.exitCode, signal: child.signalCode }
+      : await new Promise<ExitStatus>((resolve) => {
+          child.once('exit', (code, signal) => resolve({ code, signal }))
+        })
+  await Promise.all([child.stdout, child.stderr].map((stream) => outputEnd(stream)))
+  return status
+}
+
+/** How long {@link waitForExit} waits for a followed pipe to end after the exit. */
+const OUTPUT_END_CAP_MS = 2_000
+
+/** Resolves when a followed (flowing) stream has closed, or after the cap; at once otherwise. */
+function outputEnd(stream: Readable | null): Promise<void> {
+  if (stream === null || stream.readableFlowing !== true || stream.closed || stream.destroyed) {
+    return Promise.resolve()
   }
   return new Promise((resolve) => {
-    child.once('exit', (code, signal) => resolve({ code, signal }))
+    const timer = setTimeout(resolve, OUTPUT_END_CAP_MS)
+    stream.once('close', () => {
+      clearTimeout(timer)
+      resolve()
+    })
   })
 }
 
