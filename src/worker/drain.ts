@@ -50,6 +50,8 @@ import * as http from 'node:http'
 import type * as http2 from 'node:http2'
 import * as net from 'node:net'
 
+import { Connections, type Conn } from './connections.js'
+
 /** Options of {@link drainServer} and {@link trackServer}. */
 export interface DrainOptions {
   /**
@@ -74,36 +76,6 @@ const WEBSOCKET_CLOSE_1012 = Buffer.from([0x88, 0x02, 0x03, 0xf4])
 /** Default idle window of a draining HTTP connection, in ms. */
 export const DEFAULT_IDLE_MS = 500
 
-/**
- * One tracked connection.
- *
- * The hot path (every connection and every request of a tracked server) does as little as
- * it can: a connection costs one entry and one shared `'close'` listener; a request only
- * records its response as the connection's newest. Node finishes the responses of one
- * HTTP/1 connection in request order (a pipelined response waits, buffered, until the
- * earlier ones are written), so "a response is in flight" is "the newest one is not
- * finished", and only the newest response needs watching, and only while draining.
- */
-interface Conn {
-  readonly socket: net.Socket
-  /** The response to the newest request (see {@link inFlight}). */
-  newest: http.ServerResponse | undefined
-  /** The newest response was seen to finish or close (watched while draining). */
-  newestDone: boolean
-  /** Pending idle-close timer while draining. */
-  idleTimer: NodeJS.Timeout | undefined
-  /** `socket.bytesRead` when the idle timer was armed (bytes since then = activity). */
-  bytesAtIdle: number
-  /** Taken over by an `'upgrade'` / `'connect'` handler: owned by the application. */
-  detached: boolean
-  /** Shed (see {@link shedConnections}): its next response closes it. */
-  shed: boolean
-  /** Taken over by an `'upgrade'` to the WebSocket protocol. */
-  websocket: boolean
-  /** The response that carries `Connection: close` (see the pipelining rule). */
-  closer: http.ServerResponse | undefined
-}
-
 /** Per-server tracking state. */
 interface Tracked {
   readonly server: net.Server
@@ -113,7 +85,7 @@ interface Tracked {
   readonly http2: boolean
   readonly sessions: Set<http2.ServerHttp2Session>
   upgrades: 'close' | 'keep'
-  readonly conns: Map<net.Socket, Conn>
+  readonly conns: Connections
   draining: boolean
   /** Connections still to shed (see {@link shedConnections}). */
   shedQuota: number
@@ -190,17 +162,16 @@ export function trackServer(server: net.Server, options: DrainOptions = {}): voi
     http2: isHttp2Server(server),
     sessions: new Set(),
     upgrades: checkUpgrades(options.upgrades ?? 'close'),
-    conns: new Map(),
+    conns: new Connections(),
     draining: false,
     shedQuota: 0,
     idleMs: checkIdleMs(options.idleMs ?? DEFAULT_IDLE_MS),
     waiters: new Set(),
     counters: [],
     onSocketClose(this: net.Socket) {
-      const conn = t.conns.get(this)
+      const conn = t.conns.delete(this)
       if (conn === undefined) return
       clearIdle(conn)
-      t.conns.delete(this)
       settle(t)
       for (const counter of t.counters) counter()
     },
@@ -449,20 +420,9 @@ function checkIdleMs(idleMs: number): number {
 
 /** The state of `socket`, created (and watched for 'close') on first sight. */
 function connOf(t: Tracked, socket: net.Socket): Conn {
-  let conn = t.conns.get(socket)
-  if (conn !== undefined) return conn
-  conn = {
-    socket,
-    newest: undefined,
-    newestDone: false,
-    idleTimer: undefined,
-    bytesAtIdle: 0,
-    detached: false,
-    shed: false,
-    websocket: false,
-    closer: undefined,
-  }
-  t.conns.set(socket, conn)
+  const known = t.conns.get(socket)
+  if (known !== undefined) return known
+  const conn = t.conns.add(socket)
   socket.on('close', t.onSocketClose)
   for (const counter of t.counters) counter()
   return conn
