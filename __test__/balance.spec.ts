@@ -3,7 +3,7 @@
  * reload (default options). `parallel` is timed in parallel-speed.spec.ts.
  */
 import test, { type ExecutionContext } from 'ava'
-import { versionedFleet } from './helpers/fleet.js'
+import { fixture, startVersioned, versionedFleet } from './helpers/fleet.js'
 import { startLoad, type Load } from '../harness/load.mjs'
 import { waitFor } from './helpers/processes.js'
 import { assertNoFailedRequests, reloadAll } from './helpers/reload.js'
@@ -18,10 +18,20 @@ async function balancedAfterReloads(
   t: ExecutionContext,
   order: 'start-first' | 'stop-first',
   count = 2,
+  app: 'runtime' | 'drop-in' = 'runtime',
 ): Promise<void> {
   const clients = 64
-  // Default options: only the order is chosen.
-  const vf = await versionedFleet(t, { count, flags: ['--order', order] })
+  // Default options: only the order is chosen. The drop-in app calls plain
+  // listen(PORT) with no baton import; the master hands it the per-slot socket.
+  const vf =
+    app === 'runtime'
+      ? await versionedFleet(t, { count, flags: ['--order', order] })
+      : await startVersioned(t, (port) => ({
+          script: fixture('plain-versioned.mjs'),
+          count,
+          env: { PORT: String(port) },
+          flags: ['--order', order],
+        }))
   const load = startLoad({ port: vf.port, connections: clients })
   try {
     await waitFor(() => Object.values(load.snapshot().connectionsByPid).reduce((a, b) => a + b, 0) === clients, {
@@ -72,5 +82,12 @@ test.serial(
   'default options, 4 workers, 64 keep-alive clients: balanced after each of 3 stop-first reloads',
   async (t) => {
     await balancedAfterReloads(t, 'stop-first', 4)
+  },
+)
+
+test.serial(
+  'drop-in app (plain listen(PORT)), 2 workers, 64 keep-alive clients: balanced after each of 3 stop-first reloads',
+  async (t) => {
+    await balancedAfterReloads(t, 'stop-first', 2, 'drop-in')
   },
 )

@@ -303,7 +303,7 @@ class WorkerRuntime implements Worker {
   readonly group: string
   readonly generation: number
 
-  /** Counts connections on inherited sockets for the master, and sheds when asked. */
+  /** Counts connections on inherited and drop-in sockets for the master, and sheds when asked. */
   readonly #balance = new ConnectionBalance((count) => this.#reportConnections(count))
   readonly #env: WorkerEnv
   readonly #servers = new Set<net.Server>()
@@ -442,6 +442,8 @@ class WorkerRuntime implements Worker {
     trackServer(server, { idleMs: DEFAULT_IDLE_MS })
     this.#servers.add(server)
     this.#adopted.add(server)
+    // Its connections count for the master's balance, as an inherited socket's do.
+    this.#balance.watch(server)
     if (this.stopping) server.once('listening', () => stopAccepting(server))
   }
 
@@ -455,10 +457,10 @@ class WorkerRuntime implements Worker {
     process.send(message, undefined, undefined, (err) => {
       if (err !== null && err !== undefined) this.#log(`could not send 'ready' to the master: ${err.message}`)
     })
-    if (this.#fdOwners.size > 0) this.#balance.flush()
+    if (handoff) this.#balance.flush()
   }
 
-  /** Report the open connections on inherited sockets (the master balances with them). */
+  /** Report the open connections on inherited and drop-in sockets (the master balances with them). */
   #reportConnections(count: number): void {
     if (this.stopping || typeof process.send !== 'function' || !process.connected) return
     process.send({ type: 'connections', count }, undefined, undefined, () => undefined)
