@@ -95,7 +95,10 @@
 //! replacement starts and samples of reloadable groups do not count (their window starts
 //! again afterwards); a reload requested during a memory replacement waits for it to end,
 //! like one requested during a scale. A successor that fails before it is ready leaves the
-//! old worker serving (its window starts again). A worker of a `reloadable: false` group is
+//! old worker serving (its window starts again), and the slot's next memory replacement
+//! waits out the crash backoff ([`crate::config::Backoff`]) counted over the successors
+//! that failed in a row, so a successor that cannot start is not retried at every window;
+//! a successor that gets ready ends the count. A worker of a `reloadable: false` group is
 //! never replaced: [`Event::MemoryOverLimit`] (`replacing: false`) is emitted once per
 //! crossing of the limit.
 //!
@@ -467,6 +470,10 @@ struct Slot {
     last_exit: Option<String>,
     /// Why its last worker replaced for memory was replaced.
     last_replaced: Option<String>,
+    /// Successors of a memory replacement that failed before they were ready, in a row.
+    memory_failures: u32,
+    /// No memory replacement of this slot before this time (after a failed successor).
+    memory_retry_at: Option<Instant>,
 }
 
 /// A replacement of one worker for its memory (see **Memory**): `old` is the worker over
@@ -1063,6 +1070,12 @@ impl Fleet {
         let failed_before_ready = !w.ready && !requested;
         match w.role {
             Role::Replacement if failed_before_ready => {
+                let memory_step = self.groups[group]
+                    .memory
+                    .is_some_and(|m| m.new == Some(key));
+                if memory_step {
+                    self.memory_successor_failed(now, group, slot);
+                }
                 self.abort_pass(now, group, slot, w.pid, why.clone(), status, stderr_tail);
                 // A stop-first slot was emptied for this replacement: refill it with backoff.
                 if self.groups[group].slots[slot as usize].current.is_none() {
@@ -1846,9 +1859,12 @@ impl Fleet {
         // A group that is not reloadable is only logged, once per crossing.
         let replacing = group.rules.reloadable;
         if replacing {
-            // One at a time per group, and not while the group scales: re-evaluated at the
-            // next sample.
-            if group.memory.is_some() || group.scaling.is_some() {
+            // One at a time per group, not while the group scales, and not before the slot's
+            // backoff after a failed successor: re-evaluated at the next sample.
+            let backing_off = group.slots[slot as usize]
+                .memory_retry_at
+                .is_some_and(|at| now < at);
+            if group.memory.is_some() || group.scaling.is_some() || backing_off {
                 return;
             }
             w.over_since = None;
@@ -1915,7 +1931,26 @@ impl Fleet {
             .is_some_and(|w| !w.ready);
         if !old_leaving && !new_booting {
             self.groups[group].memory = None;
+            let ready_slot = step
+                .new
+                .and_then(|k| self.workers.get(&k))
+                .filter(|w| w.ready)
+                .map(|w| w.slot);
+            if let Some(slot) = ready_slot {
+                let st = &mut self.groups[group].slots[slot as usize];
+                st.memory_failures = 0;
+                st.memory_retry_at = None;
+            }
         }
+    }
+
+    /// A memory successor of `group`'s `slot` failed before it was ready: back off before
+    /// the slot's next memory replacement (see **Memory** in the module documentation).
+    fn memory_successor_failed(&mut self, now: Instant, group: usize, slot: u32) {
+        let backoff = self.backoff;
+        let st = &mut self.groups[group].slots[slot as usize];
+        st.memory_failures = st.memory_failures.saturating_add(1);
+        st.memory_retry_at = Some(now + backoff.delay(st.memory_failures));
     }
 
     // ----- steering ---------------------------------------------------------------------------

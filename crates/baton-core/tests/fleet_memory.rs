@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use baton_core::config::{GroupRules, Order};
+use baton_core::config::{Backoff, GroupRules, Order};
 use baton_core::exit_status::ExitStatus;
 use baton_core::fleet::{Action, Event, Input, WorkerKey, WorkerState, MEMORY_WINDOW};
 use proptest::prelude::*;
@@ -329,6 +329,66 @@ fn a_successor_that_fails_leaves_the_old_worker_serving() {
     assert_eq!(h.replacing().len(), 1);
     h.second(&[old]);
     assert_eq!(h.replacing().len(), 2);
+}
+
+/// Runs `h` one second at a time, the worker of slot 0 above the limit, for `seconds`;
+/// each memory successor that starts fails at once unless `ready` says it gets ready. The
+/// seconds at which a replacement began.
+fn attempts(h: &mut H, seconds: u32, ready: impl Fn(usize) -> bool) -> Vec<u32> {
+    let mut at = Vec::new();
+    for t in 1..=seconds {
+        let old = h.serving(0, 0).unwrap();
+        let before = h.replacing().len();
+        h.second(&[old]);
+        if h.replacing().len() > before {
+            at.push(t);
+            let new = *h.procs.keys().max().unwrap();
+            if ready(at.len()) {
+                h.ready(new);
+                h.exit_stopping();
+            } else {
+                h.exit(new, ExitStatus::Code(1));
+            }
+        }
+    }
+    at
+}
+
+#[test]
+fn successors_that_keep_failing_back_off_and_a_ready_one_ends_the_count() {
+    let mut h = web(1, Order::StartFirst);
+    h.fleet.set_backoff(Backoff {
+        initial: 4 * SECOND,
+        max: 16 * SECOND,
+        reset_after: 10 * SECOND,
+    });
+    // Every successor fails: without a backoff a try would come every 4 s (the 3 s window
+    // plus the sample that fails); here the gaps grow with the backoff, 4, 8, 16, 16 s.
+    let tries = attempts(&mut h, 60, |_| false);
+    let gaps: Vec<u32> = tries.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(tries[0], 4);
+    assert!(
+        gaps.len() >= 3 && gaps[0] >= 4 && gaps[1] >= 8 && gaps[2] >= 16,
+        "tries at {tries:?}"
+    );
+    assert!(gaps.iter().all(|&g| g <= 17), "tries at {tries:?}");
+    // The old worker served throughout.
+    assert!(!h.procs[&h.serving(0, 0).unwrap()].stopping);
+
+    // A successor that gets ready ends the count: the next replacement needs only the
+    // window again.
+    let mut h = web(1, Order::StartFirst);
+    h.fleet.set_backoff(Backoff {
+        initial: 4 * SECOND,
+        max: 16 * SECOND,
+        reset_after: 10 * SECOND,
+    });
+    let tries = attempts(&mut h, 40, |n| n == 3);
+    let gaps: Vec<u32> = tries.windows(2).map(|w| w[1] - w[0]).collect();
+    // Two failures (gaps of at least 4 and 8 s), a ready successor, then every 4 s again.
+    assert!(gaps.len() >= 4, "tries at {tries:?}");
+    assert!(gaps[0] >= 4 && gaps[1] >= 8, "tries at {tries:?}");
+    assert_eq!(gaps[2], 4, "tries at {tries:?}");
 }
 
 #[test]
