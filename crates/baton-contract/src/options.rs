@@ -467,19 +467,25 @@ pub const GROUP_FIELDS: &[Field] = &[
     field("stdout", Rule::Output),
     field("stderr", Rule::Output),
     field("logPrefix", Rule::Bool { default: false }),
-    field("logTime", Rule::Bool { default: false }),
-    field(
-        "logFormat",
-        Rule::Choice {
-            values: &["text", "json"],
-            default: "text",
-        },
-    ),
-    field("logMaxSize", Rule::Size),
-    int("logMaxFiles", 1, MAX_LOG_FILES, DEFAULT_LOG_MAX_FILES),
+    LOG_TIME,
+    LOG_FORMAT,
+    LOG_MAX_SIZE,
+    LOG_MAX_FILES,
     field("cronRestart", Rule::Cron),
     field("maxMemory", Rule::Size),
 ];
+
+// The log options a group and the fleet both take, with one rule each.
+const LOG_TIME: Field = field("logTime", Rule::Bool { default: false });
+const LOG_FORMAT: Field = field(
+    "logFormat",
+    Rule::Choice {
+        values: &["text", "json"],
+        default: "text",
+    },
+);
+const LOG_MAX_SIZE: Field = field("logMaxSize", Rule::Size);
+const LOG_MAX_FILES: Field = int("logMaxFiles", 1, MAX_LOG_FILES, DEFAULT_LOG_MAX_FILES);
 
 /// Every field of [`BackoffOptions`] with its rule (`max` is also at least `initial`).
 pub const BACKOFF_FIELDS: &[Field] = &[
@@ -502,16 +508,10 @@ pub const FLEET_FIELDS: &[Field] = &[
     field("healthDetail", Rule::Bool { default: false }),
     field("logFile", Rule::Path),
     field("upgradeCommand", Rule::Command),
-    field("logTime", Rule::Bool { default: false }),
-    field(
-        "logFormat",
-        Rule::Choice {
-            values: &["text", "json"],
-            default: "text",
-        },
-    ),
-    field("logMaxSize", Rule::Size),
-    int("logMaxFiles", 1, MAX_LOG_FILES, DEFAULT_LOG_MAX_FILES),
+    LOG_TIME,
+    LOG_FORMAT,
+    LOG_MAX_SIZE,
+    LOG_MAX_FILES,
 ];
 
 /// Options of the TypeScript `SupervisorOptions` that only JavaScript has (functions):
